@@ -1,0 +1,166 @@
+"""The one exception tree of Confide.
+
+Every error Confide raises on purpose derives from :class:`Error`; anything
+else escaping the library is a bug. Foreign exceptions are mapped at the
+boundary with ``raise ... from exc``.
+
+::
+
+    Error
+    ├── UsageError                 the command or call could not run (bad argument, unreadable file)
+    ├── AttestationError           the evidence is not acceptable (code, check, observed, expected)
+    │   ├── FormatError            a quote, certificate or collateral item is malformed
+    │   ├── CertificateError       a chain, signature, validity window or anchor check failed
+    │   ├── RevocationError        a certificate is listed in a CRL
+    │   ├── CollateralError        TCB info, QE identity or CRL is wrong or out of date
+    │   ├── SignatureError         a quote or QE report signature or binding does not hold
+    │   ├── TcbError               no TCB level matches, or the TCB is revoked
+    │   ├── SimulationError        the quote comes from a simulated TEE and that was not allowed
+    │   └── PolicyError            verified evidence does not match the caller's expectations
+    ├── FetchError                 collateral could not be fetched (names the URL and why)
+    └── TeeError                   the local TEE could not produce a quote or a key
+
+Every :class:`AttestationError` carries a stable machine-readable ``code``
+(e.g. ``quote.signature``), the ``check`` that failed in words, and the
+``observed`` and ``expected`` values when they exist. Its ``str()`` is one
+line meant for a person.
+
+Example::
+
+    >>> from confide.errors import PolicyError
+    >>> err = PolicyError("policy.mrenclave", "enclave measurement", observed="aa", expected="bb")
+    >>> str(err)
+    'enclave measurement: observed aa, expected bb'
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AttestationError",
+    "CertificateError",
+    "CollateralError",
+    "Error",
+    "FetchError",
+    "FormatError",
+    "PolicyError",
+    "RevocationError",
+    "SignatureError",
+    "SimulationError",
+    "TcbError",
+    "TeeError",
+    "UsageError",
+]
+
+
+class Error(Exception):
+    """Root of every error Confide raises on purpose."""
+
+    #: A stable machine-readable identifier of the failure.
+    code: str = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}; {self.hint}"
+        return self.message
+
+
+class UsageError(Error):
+    """The command or call could not run: bad argument, unreadable file."""
+
+    code = "usage"
+
+
+class FetchError(Error):
+    """Collateral could not be fetched; the message names the URL and the reason."""
+
+    code = "fetch"
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"fetching {url} failed: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class TeeError(Error):
+    """The local TEE could not produce a quote or a sealing key."""
+
+    code = "tee"
+
+
+class AttestationError(Error):
+    """The evidence is not acceptable.
+
+    ``code`` names the failed check for programs; ``check`` says it in words;
+    ``observed`` and ``expected`` are the values compared, when there are any.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        check: str,
+        *,
+        observed: object = None,
+        expected: object = None,
+        detail: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        parts = [check]
+        if observed is not None or expected is not None:
+            parts.append(f"observed {_show(observed)}, expected {_show(expected)}")
+        if detail:
+            parts.append(detail)
+        super().__init__(": ".join(parts), hint=hint)
+        self.code = code
+        self.check = check
+        self.observed = observed
+        self.expected = expected
+        self.detail = detail
+        #: The checks that passed before this one failed (set by the verifier).
+        self.checks: tuple[object, ...] = ()
+
+
+class FormatError(AttestationError):
+    """A quote, certificate or collateral item is malformed."""
+
+
+class CertificateError(AttestationError):
+    """A certificate chain, signature, validity window or trust anchor check failed."""
+
+
+class RevocationError(AttestationError):
+    """A certificate in the chain is listed in a CRL."""
+
+
+class CollateralError(AttestationError):
+    """TCB info, QE identity or a CRL does not fit the quote or is outside its window."""
+
+
+class SignatureError(AttestationError):
+    """A quote or QE report signature, or a hash binding, does not hold."""
+
+
+class TcbError(AttestationError):
+    """No TCB level matches the platform, or its TCB is revoked."""
+
+
+class SimulationError(AttestationError):
+    """The quote comes from a simulated TEE and simulation was not explicitly allowed."""
+
+
+class PolicyError(AttestationError):
+    """Verified evidence does not match what the caller expects."""
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple | frozenset | set):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
