@@ -17,7 +17,8 @@ boundary with ``raise ... from exc``.
     │   ├── TcbError               no TCB level matches, or the TCB is revoked
     │   ├── SimulationError        the quote comes from a simulated TEE and that was not allowed
     │   └── PolicyError            verified evidence does not match the caller's expectations
-    ├── FetchError                 collateral could not be fetched (names the URL and why)
+    ├── CryptoError                data could not be opened, or is not acceptable once opened
+    ├── FetchError                 collateral or a peer certificate could not be fetched
     └── TeeError                   the local TEE could not produce a quote or a key
 
 Every :class:`AttestationError` carries a stable machine-readable ``code``
@@ -39,6 +40,7 @@ __all__ = [
     "AttestationError",
     "CertificateError",
     "CollateralError",
+    "CryptoError",
     "Error",
     "FetchError",
     "FormatError",
@@ -75,8 +77,26 @@ class UsageError(Error):
     code = "usage"
 
 
+class CryptoError(Error):
+    """Data could not be opened, or is not acceptable once opened.
+
+    A wrong key, a tampered or truncated package, a sealed box that does not
+    open, an archive entry that would escape its directory. ``code`` names the
+    failure for programs (e.g. ``package.truncated``); ``str()`` is one line.
+    """
+
+    code = "crypto"
+
+    def __init__(self, code: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
 class FetchError(Error):
-    """Collateral could not be fetched; the message names the URL and the reason."""
+    """Something could not be fetched (collateral, a peer's certificate).
+
+    The message names the URL (or host:port) and the reason.
+    """
 
     code = "fetch"
 

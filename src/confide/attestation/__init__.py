@@ -25,22 +25,57 @@ from ._collateral import (
     TcbStatus,
     TdxModuleIdentity,
 )
+from ._fetch import (
+    INTEL_PCS_URL,
+    INTEL_ROOT_CA_CRL_URL,
+    CollateralCache,
+    CollateralClient,
+    Fetcher,
+    FetchResponse,
+    HttpxFetcher,
+)
 from ._pck import PckExtensions
 from ._policy import Check, Policy, VerifiedQuote
-from ._quote import CertificationData, Quote, QuoteHeader, SgxReportBody, TdReportBody
-from ._verify import SIMULATION_ROOT_OID, intel_root_ca, is_simulation_root, verify_quote
+from ._quote import (
+    INTEL_QE_VENDOR_ID,
+    CertificationData,
+    Quote,
+    QuoteHeader,
+    SgxReportBody,
+    TdReportBody,
+)
+from ._ratls import (
+    RATLS_QUOTE_OID,
+    RatlsVerified,
+    create_ratls_certificate,
+    fetch_peer_certificate,
+    quote_from_certificate,
+    ratls_report_data,
+    verify_ratls_certificate,
+)
+from ._verify import SIMULATION_ORGANIZATION, intel_root_ca, is_simulation_root, verify_quote
 
 __all__ = [
-    "SIMULATION_ROOT_OID",
+    "INTEL_PCS_URL",
+    "INTEL_QE_VENDOR_ID",
+    "INTEL_ROOT_CA_CRL_URL",
+    "RATLS_QUOTE_OID",
+    "SIMULATION_ORGANIZATION",
     "CertificationData",
     "Check",
     "Collateral",
+    "CollateralCache",
+    "CollateralClient",
+    "FetchResponse",
+    "Fetcher",
+    "HttpxFetcher",
     "PckExtensions",
     "Policy",
     "QeIdentity",
     "QeTcbLevel",
     "Quote",
     "QuoteHeader",
+    "RatlsVerified",
     "SgxReportBody",
     "TcbInfo",
     "TcbLevel",
@@ -48,7 +83,12 @@ __all__ = [
     "TdReportBody",
     "TdxModuleIdentity",
     "VerifiedQuote",
+    "create_ratls_certificate",
+    "fetch_peer_certificate",
     "intel_root_ca",
     "is_simulation_root",
+    "quote_from_certificate",
+    "ratls_report_data",
     "verify_quote",
+    "verify_ratls_certificate",
 ]

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from confide.errors import FormatError
 
@@ -205,6 +206,12 @@ def _loads(raw: str, where: str) -> object:
     if len(raw) > MAX_COLLATERAL_SIZE:
         raise _fail(where, f"over {MAX_COLLATERAL_SIZE} bytes")
     try:
+        # The signature covers the UTF-8 bytes: text that has none (a lone
+        # surrogate) cannot have been signed and would fail later, outside our errors.
+        raw.encode()
+    except UnicodeEncodeError:
+        raise _fail(where, "not encodable as UTF-8 (lone surrogate)") from None
+    try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise _fail(where, f"not JSON: {exc}") from None
@@ -340,10 +347,44 @@ class QeIdentity:
         )
 
 
+#: What ``cryptography`` raises for malformed X.509 input; several are not ValueError.
+X509_ERRORS: Final = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
+def parse_lazy_fields(obj: x509.Certificate | x509.CertificateRevocationList) -> None:
+    """Parse what ``cryptography`` parses only on access, so it fails here and not later.
+
+    Names, extensions, keys and revoked entries are decoded lazily; a malformed one
+    would otherwise raise in the middle of verification. Raises one of
+    :data:`X509_ERRORS` for the caller to map to ours.
+    """
+    obj.issuer  # noqa: B018
+    obj.extensions  # noqa: B018
+    if isinstance(obj, x509.Certificate):
+        obj.subject  # noqa: B018
+        obj.public_key()
+        obj.not_valid_before_utc  # noqa: B018
+        obj.not_valid_after_utc  # noqa: B018
+    else:
+        obj.last_update_utc  # noqa: B018
+        obj.next_update_utc  # noqa: B018
+        for revoked in obj:
+            revoked.serial_number  # noqa: B018
+
+
 def _chain(text: str, where: str) -> tuple[x509.Certificate, ...]:
     try:
         certs = x509.load_pem_x509_certificates(text.encode())
-    except ValueError as exc:
+        for cert in certs:
+            parse_lazy_fields(cert)
+    except X509_ERRORS as exc:
         raise _fail(where, f"not a PEM certificate chain: {exc}") from None
     if not 1 <= len(certs) <= MAX_CHAIN_LENGTH:
         raise _fail(where, f"expected 1 to {MAX_CHAIN_LENGTH} certificates, got {len(certs)}")
@@ -352,9 +393,11 @@ def _chain(text: str, where: str) -> tuple[x509.Certificate, ...]:
 
 def _crl(raw: bytes, where: str) -> x509.CertificateRevocationList:
     try:
-        return x509.load_der_x509_crl(raw)
-    except ValueError as exc:
+        crl = x509.load_der_x509_crl(raw)
+        parse_lazy_fields(crl)
+    except X509_ERRORS as exc:
         raise _fail(where, f"not a DER CRL: {exc}") from None
+    return crl
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,7 +420,10 @@ class Collateral:
     tcb_info: TcbInfo
     qe_identity: QeIdentity
     #: Verification results keyed by content, filled by the verifier (see ADR 0002).
-    _cache: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
+    #: Not an ``__init__`` argument: ``dataclasses.replace`` must not share it.
+    _cache: dict[object, object] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @classmethod
     def from_parts(

@@ -15,6 +15,8 @@ from cryptography import x509
 
 from confide.errors import FormatError
 
+from ._collateral import X509_ERRORS
+
 __all__ = ["SGX_EXTENSION_OID", "PckExtensions"]
 
 SGX_EXTENSION_OID: Final = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
@@ -175,7 +177,7 @@ class PckExtensions:
             ext = cert.extensions.get_extension_for_oid(SGX_EXTENSION_OID)
         except x509.ExtensionNotFound as exc:
             raise _fail("the PCK certificate has no SGX extension") from exc
-        except ValueError as exc:
+        except X509_ERRORS as exc:
             raise _fail(f"unreadable extensions: {exc}") from exc
         value = ext.value
         if not isinstance(value, x509.UnrecognizedExtension):

@@ -139,6 +139,12 @@ class Policy:
             value = getattr(self, name)
             if value is not None and len(value) != size:
                 raise ValueError(f"{name} must be {size} bytes, got {len(value)}")
+        if self.rtmrs is not None:
+            if len(self.rtmrs) != 4:
+                raise ValueError(f"rtmrs must be 4 entries, got {len(self.rtmrs)}")
+            for i, rtmr in enumerate(self.rtmrs):
+                if rtmr is not None and len(rtmr) != 48:
+                    raise ValueError(f"rtmrs[{i}] must be 48 bytes, got {len(rtmr)}")
 
     @classmethod
     def accepting(cls, statuses: Iterable[str], **kwargs: object) -> Policy:

@@ -313,7 +313,10 @@ class CertificationData:
     qe_auth_data: bytes
     pck_cert_chain: bytes
     wrapped: bool
-    qe_report_raw: bytes = field(default=b"", compare=False, repr=False)
+    #: The QE report exactly as parsed; set only by the parser (not an ``__init__``
+    #: argument), so a model built or changed with ``dataclasses.replace`` never
+    #: carries stale bytes that differ from its fields.
+    qe_report_raw: bytes = field(default=b"", init=False, compare=False, repr=False)
 
     @property
     def qe_report_bytes(self) -> bytes:
@@ -334,8 +337,9 @@ class Quote:
     certification: CertificationData
     #: Zero bytes after the signature data (fixed-size quote buffers).
     padding: int = 0
-    #: The header and body exactly as parsed (what the attestation key signed).
-    raw_signed: bytes = field(default=b"", compare=False, repr=False)
+    #: The header and body exactly as parsed (what the attestation key signed); set
+    #: only by the parser, like ``CertificationData.qe_report_raw``.
+    raw_signed: bytes = field(default=b"", init=False, compare=False, repr=False)
 
     @property
     def is_tdx(self) -> bool:
@@ -436,7 +440,7 @@ class Quote:
             certification = _parse_qe_certification(r, wrapped=True)
         if r.remaining():
             raise _fail("trailing", f"{r.remaining()} bytes after the certification data")
-        return cls(
+        quote = cls(
             header=header,
             body=body,
             body_type=body_type,
@@ -444,8 +448,9 @@ class Quote:
             attestation_key=attestation_key,
             certification=certification,
             padding=len(padding),
-            raw_signed=data[:signed_end],
         )
+        object.__setattr__(quote, "raw_signed", data[:signed_end])
+        return quote
 
     def to_bytes(self) -> bytes:
         """Serialize; the exact inverse of :meth:`from_bytes`."""
@@ -481,11 +486,12 @@ def _parse_qe_certification(r: _Reader, *, wrapped: bool) -> CertificationData:
         )
     size = r.u32("pck_cert_data.size")
     chain = r.take(size, "pck_cert_data")
-    return CertificationData(
+    certification = CertificationData(
         qe_report=qe_report,
         qe_report_signature=qe_report_signature,
         qe_auth_data=qe_auth_data,
         pck_cert_chain=chain,
         wrapped=wrapped,
-        qe_report_raw=qe_report_raw,
     )
+    object.__setattr__(certification, "qe_report_raw", qe_report_raw)
+    return certification

@@ -102,6 +102,6 @@ def converge(platform: Rating, other: Rating) -> Rating:
             _S.CONFIGURATION_AND_SW_HARDENING_NEEDED,
         ):
             status = _S.OUT_OF_DATE_CONFIGURATION_NEEDED
-    advisories = list(platform.advisory_ids)
-    advisories += [a for a in other.advisory_ids if a not in advisories]
+    # Ordered union, platform first; dict keys drop repeats within either side too.
+    advisories = dict.fromkeys((*platform.advisory_ids, *other.advisory_ids))
     return Rating(status, tuple(advisories))

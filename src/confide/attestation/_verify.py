@@ -67,21 +67,23 @@ from confide.errors import (
     UsageError,
 )
 
-from ._collateral import Collateral, TcbStatus
+from ._collateral import X509_ERRORS, Collateral, TcbStatus, parse_lazy_fields
 from ._pck import PckExtensions
 from ._policy import Check, Policy, VerifiedQuote
 from ._quote import INTEL_QE_VENDOR_ID, Quote, SgxReportBody, TdReportBody
 from ._tcb import Rating, converge, rate_module, rate_platform, rate_qe
 
 __all__ = [
-    "SIMULATION_ROOT_OID",
+    "SIMULATION_ORGANIZATION",
     "intel_root_ca",
     "is_simulation_root",
     "verify_quote",
 ]
 
-#: Extension marking a Confide simulation root CA (an OID under the UUID arc 2.25).
-SIMULATION_ROOT_OID: Final = x509.ObjectIdentifier("2.25.211410602107415396260491773744656137323")
+#: Organization (O) of every certificate of a Confide simulated platform; a
+#: self-issued CA with it is a simulation root (ADR 0003). A name, not a custom
+#: extension, so that other verifiers (dcap-qvl, intel-sgx-ra) parse the root.
+SIMULATION_ORGANIZATION: Final = "Confide simulated TEE (not a real TEE)"
 #: SHA-256 of Intel's SGX Root CA certificate (DER), the production trust anchor.
 INTEL_ROOT_SHA256: Final = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
 #: Verified PCK chains kept per collateral object before the cache is emptied.
@@ -102,12 +104,15 @@ def intel_root_ca() -> x509.Certificate:
 
 
 def is_simulation_root(cert: x509.Certificate) -> bool:
-    """True when the certificate carries Confide's simulation root marker."""
-    try:
-        cert.extensions.get_extension_for_oid(SIMULATION_ROOT_OID)
-    except x509.ExtensionNotFound:
+    """True for a self-issued certificate named as a Confide simulated platform's root.
+
+    Only a hint for clear errors and for the ``simulated`` flag: trust itself
+    always comes from the trust anchor the caller passes.
+    """
+    if cert.subject != cert.issuer:
         return False
-    return True
+    orgs = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+    return any(attr.value == SIMULATION_ORGANIZATION for attr in orgs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +206,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, item: str) -> N
         )
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature) as exc:
+    except (InvalidSignature, *X509_ERRORS) as exc:
         raise CertificateError(
             f"{item}.signature",
             f"{item.replace('_', ' ')} is not signed by its issuer",
@@ -278,7 +283,10 @@ def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate
     key = issuer.public_key()
     if crl.issuer != issuer.subject or not isinstance(key, ec.EllipticCurvePublicKey):
         return False
-    return crl.is_signature_valid(key)
+    try:
+        return crl.is_signature_valid(key)
+    except X509_ERRORS:
+        return False
 
 
 def _trust_collateral(collateral: Collateral, anchor: x509.Certificate) -> _TrustedCollateral:
@@ -289,7 +297,19 @@ def _trust_collateral(collateral: Collateral, anchor: x509.Certificate) -> _Trus
     anchor_der = anchor.public_bytes(Encoding.DER)
     # The anchor itself: self-signed, a CA.
     _issued_by(anchor, anchor, "root_ca")
-    windows = [_cert_window(anchor, "root_ca")]
+    # Issuer chains of the PCK CRL, the TCB info and the QE identity. Checked
+    # before the root CA CRL so that collateral from another root (a simulator's,
+    # or a wrong anchor) is reported as such (``*.root``, ``simulation.root``)
+    # rather than as a bad CRL signature.
+    chain_windows = _signed_chain(
+        collateral.pck_crl_issuer_chain, anchor, anchor_der, "pck_crl_issuer"
+    )
+    chain_windows += _signed_chain(
+        collateral.tcb_info_issuer_chain, anchor, anchor_der, "tcb_signing_cert"
+    )
+    chain_windows += _signed_chain(
+        collateral.qe_identity_issuer_chain, anchor, anchor_der, "qe_identity_signing_cert"
+    )
     # Root CA CRL, signed by the anchor.
     root_crl = collateral.root_ca_crl
     if not _crl_signed_by(root_crl, anchor):
@@ -299,16 +319,9 @@ def _trust_collateral(collateral: Collateral, anchor: x509.Certificate) -> _Trus
             observed=_cn(root_crl.issuer),
             expected=_cn(anchor.subject),
         )
-    windows.append(_crl_window(root_crl, "root_ca_crl"))
+    windows = [_cert_window(anchor, "root_ca"), _crl_window(root_crl, "root_ca_crl")]
+    windows += chain_windows
     root_revoked = frozenset(r.serial_number for r in root_crl)
-    # Issuer chains of the PCK CRL, the TCB info and the QE identity.
-    windows += _signed_chain(collateral.pck_crl_issuer_chain, anchor, anchor_der, "pck_crl_issuer")
-    windows += _signed_chain(
-        collateral.tcb_info_issuer_chain, anchor, anchor_der, "tcb_signing_cert"
-    )
-    windows += _signed_chain(
-        collateral.qe_identity_issuer_chain, anchor, anchor_der, "qe_identity_signing_cert"
-    )
     for item, cert in (
         ("pck_crl_issuer", collateral.pck_crl_issuer_chain[0]),
         ("tcb_signing_cert", collateral.tcb_info_issuer_chain[0]),
@@ -373,7 +386,9 @@ def _trust_pck(
     anchor_der = anchor.public_bytes(Encoding.DER)
     try:
         certs = x509.load_pem_x509_certificates(chain_pem.rstrip(b"\x00"))
-    except ValueError as exc:
+        for cert in certs:
+            parse_lazy_fields(cert)
+    except X509_ERRORS as exc:
         raise FormatError(
             "pck.format", "the PCK certificate chain in the quote is not PEM", detail=str(exc)
         ) from None
