@@ -1,0 +1,60 @@
+"""Trusted execution environments: quotes and sealing keys from inside the enclave.
+
+One interface, :class:`Tee`, with two backends: :class:`GramineTee` (Intel SGX
+through Gramine's ``/dev/attestation``) and :class:`SimulationTee` (a
+:class:`SimulatedPlatform` kept in a state folder, whose quotes verify only
+against its own root with ``Policy(allow_simulation=True)``).
+:func:`select_tee` picks one at the entry point.
+
+Example::
+
+    >>> from datetime import datetime, timezone
+    >>> from pathlib import Path
+    >>> tee = select_tee(  # doctest: +SKIP
+    ...     "simulation",
+    ...     simulation_state=Path("state/sim"),
+    ...     measurement=bytes(32),
+    ...     now=datetime.now(timezone.utc),
+    ... )
+    >>> len(tee.get_quote(bytes(64))) > 1000  # doctest: +SKIP
+    True
+"""
+
+from ._base import REPORT_DATA_SIZE, SEALING_KEY_SIZE, Tee, TeeKind
+from ._gramine import DEFAULT_GRAMINE_ROOT, GramineTee
+from ._select import TeeChoice, select_tee
+from ._simulation import (
+    SIM_FMSPC,
+    SIM_PCE_SVN,
+    SIM_QE_ISV_SVN,
+    SIM_QE_MR_SIGNER,
+    SIM_TCB_COMPONENTS,
+    CollateralSpec,
+    SimulatedPck,
+    SimulatedPlatform,
+    SimulationTee,
+    default_qe_tcb_levels,
+    default_tcb_levels,
+)
+
+__all__ = [
+    "DEFAULT_GRAMINE_ROOT",
+    "REPORT_DATA_SIZE",
+    "SEALING_KEY_SIZE",
+    "SIM_FMSPC",
+    "SIM_PCE_SVN",
+    "SIM_QE_ISV_SVN",
+    "SIM_QE_MR_SIGNER",
+    "SIM_TCB_COMPONENTS",
+    "CollateralSpec",
+    "GramineTee",
+    "SimulatedPck",
+    "SimulatedPlatform",
+    "SimulationTee",
+    "Tee",
+    "TeeChoice",
+    "TeeKind",
+    "default_qe_tcb_levels",
+    "default_tcb_levels",
+    "select_tee",
+]

@@ -1,0 +1,54 @@
+"""Choosing the TEE backend at the entry point."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from confide.errors import TeeError, UsageError
+
+from ._base import Tee
+from ._gramine import DEFAULT_GRAMINE_ROOT, GramineTee
+from ._simulation import SimulatedPlatform, SimulationTee
+
+__all__ = ["TeeChoice", "select_tee"]
+
+TeeChoice = Literal["auto", "gramine", "simulation"]
+
+
+def select_tee(
+    kind: TeeChoice,
+    *,
+    simulation_state: Path | None,
+    measurement: bytes | None,
+    now: datetime | None = None,
+    gramine_root: Path = DEFAULT_GRAMINE_ROOT,
+) -> Tee:
+    """The TEE to run on.
+
+    ``"gramine"`` requires Gramine's attestation files at ``gramine_root``;
+    ``"simulation"`` loads (or creates, with ``now``) the simulated platform in
+    ``simulation_state`` and launches ``measurement`` on it; ``"auto"`` picks
+    Gramine when ``gramine_root`` exists, else simulation, which then needs
+    ``simulation_state`` and ``measurement``: auto never falls back to a
+    simulator the caller did not configure.
+    """
+    if kind == "gramine":
+        return GramineTee(gramine_root)
+    if kind == "auto":
+        if gramine_root.exists():
+            return GramineTee(gramine_root)
+        if simulation_state is None:
+            raise TeeError(
+                f"no TEE found: {gramine_root} does not exist and no simulation state was given",
+                hint="run inside Gramine SGX, or choose the simulation TEE explicitly",
+            )
+    elif kind != "simulation":
+        raise UsageError(f"unknown TEE kind {kind!r}; expected auto, gramine or simulation")
+    if simulation_state is None or measurement is None:
+        raise UsageError("the simulation TEE needs a state folder and an enclave measurement")
+    if now is None or now.tzinfo is None:
+        raise UsageError("the simulation TEE needs the current time (timezone-aware) as now")
+    platform = SimulatedPlatform.open(simulation_state, now=now)
+    return SimulationTee(platform, measurement)
