@@ -1,0 +1,199 @@
+"""Options and helpers shared by the commands that verify attestation evidence."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography import x509
+
+from confide.attestation import (
+    Collateral,
+    CollateralCache,
+    CollateralClient,
+    HttpxFetcher,
+    Policy,
+    Quote,
+    TcbStatus,
+)
+from confide.errors import FormatError, UsageError
+
+__all__ = [
+    "AcceptOpt",
+    "AtOpt",
+    "CollateralOpt",
+    "DebugEnclaveOpt",
+    "JsonOpt",
+    "MrenclaveOpt",
+    "MrsignerOpt",
+    "MrtdOpt",
+    "PccsOpt",
+    "ReportDataOpt",
+    "RootOpt",
+    "SimOpt",
+    "build_policy",
+    "cache_dir",
+    "load_anchor",
+    "load_certificate",
+    "load_collateral",
+    "parse_hex",
+    "parse_host_port",
+    "read_file",
+    "verification_time",
+]
+
+CollateralOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--collateral",
+        help="Collateral JSON (dcap-qvl QuoteCollateralV3 layout).",
+        envvar="CONFIDE_COLLATERAL",
+    ),
+]
+PccsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pccs-url",
+        help="Fetch collateral from this PCCS or Intel PCS (v4 API), cached on disk.",
+        envvar="CONFIDE_PCCS_URL",
+    ),
+]
+AtOpt = Annotated[
+    int | None,
+    typer.Option("--at", help="Verification time in UNIX seconds (default: now).", min=0),
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--root-ca",
+        help="Trust anchor certificate, PEM or DER (default: Intel's SGX Root CA).",
+        envvar="CONFIDE_ROOT_CA",
+    ),
+]
+SimOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-simulation",
+        help="Accept a quote from a simulated TEE whose root is given with --root-ca (tests only).",
+    ),
+]
+MrenclaveOpt = Annotated[str | None, typer.Option("--mrenclave", help="Expected MRENCLAVE (hex).")]
+MrsignerOpt = Annotated[str | None, typer.Option("--mrsigner", help="Expected MRSIGNER (hex).")]
+MrtdOpt = Annotated[str | None, typer.Option("--mr-td", help="Expected MRTD (hex, TDX).")]
+ReportDataOpt = Annotated[
+    str | None, typer.Option("--report-data", help="Expected report data (64 bytes, hex).")
+]
+AcceptOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--accept-tcb",
+        help="Also accept this TCB status besides UpToDate (repeatable), e.g. SWHardeningNeeded.",
+    ),
+]
+DebugEnclaveOpt = Annotated[
+    bool, typer.Option("--allow-debug", help="Accept a debug enclave (its memory is not private).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def verification_time(at: int | None) -> datetime:
+    if at is None:
+        return datetime.now(UTC)
+    try:
+        return datetime.fromtimestamp(at, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise UsageError(f"--at {at} is not a usable UNIX time: {exc}") from None
+
+
+def parse_hex(value: str | None, name: str, size: int) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        raw = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        raise UsageError(f"{name} is not hex: {value!r}") from None
+    if len(raw) != size:
+        raise UsageError(f"{name} must be {size} bytes ({2 * size} hex digits), got {len(raw)}")
+    return raw
+
+
+def build_policy(
+    mrenclave: str | None,
+    mrsigner: str | None,
+    mr_td: str | None,
+    report_data: str | None,
+    accept: list[str] | None,
+    allow_debug: bool,
+    allow_simulation: bool,
+) -> Policy:
+    known = {s.value: s for s in TcbStatus}
+    for status in accept or []:
+        if status not in known or status == TcbStatus.REVOKED.value:
+            choices = ", ".join(s for s in known if s != TcbStatus.REVOKED.value)
+            raise UsageError(
+                f"--accept-tcb {status!r} is not an acceptable status; one of {choices}"
+            )
+    return Policy(
+        mr_enclave=parse_hex(mrenclave, "--mrenclave", 32),
+        mr_signer=parse_hex(mrsigner, "--mrsigner", 32),
+        mr_td=parse_hex(mr_td, "--mr-td", 48),
+        report_data=parse_hex(report_data, "--report-data", 64),
+        accepted_tcb_statuses=frozenset({TcbStatus.UP_TO_DATE.value, *(accept or [])}),
+        allow_debug=allow_debug,
+        allow_simulation=allow_simulation,
+    )
+
+
+def read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+
+
+def load_certificate(raw: bytes, where: str) -> x509.Certificate:
+    try:
+        if raw.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(raw)
+        return x509.load_der_x509_certificate(raw)
+    except ValueError as exc:
+        raise FormatError(
+            "certificate.format", f"{where} is not a PEM or DER certificate", detail=str(exc)
+        ) from None
+
+
+def load_anchor(path: Path | None) -> x509.Certificate | None:
+    if path is None:
+        return None
+    raw = read_file(path, "root CA")
+    try:
+        return load_certificate(raw, str(path))
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--host must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def load_collateral(
+    path: Path | None, pccs_url: str | None, quote: Quote, now: datetime
+) -> Collateral:
+    if path is not None and pccs_url is None:
+        return Collateral.from_json(read_file(path, "collateral"))
+    if pccs_url is None or path is not None:
+        raise UsageError("give exactly one of --collateral FILE or --pccs-url URL")
+    cache = CollateralCache(cache_dir() / "collateral")
+    client = CollateralClient(pccs_url, HttpxFetcher(), cache=cache)
+    return client.fetch(quote, now=now)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "confide"
