@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Cosmian Enclave's clients, for interoperability tests only (their pins conflict with ours).
+INTEROP := .venv-interop
+INTEROP_STAMP := $(INTEROP)/.installed
 
 .PHONY: all demo test lint typecheck unit bench clean
 
@@ -15,6 +18,12 @@ $(STAMP): requirements/dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+$(INTEROP_STAMP): requirements/interop.txt
+	test -x $(INTEROP)/bin/python || $(PYTHON) -m venv $(INTEROP)
+	$(INTEROP)/bin/python -m pip install --quiet --upgrade pip
+	$(INTEROP)/bin/python -m pip install --quiet -r requirements/interop.txt
+	touch $(INTEROP_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
@@ -25,13 +34,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(INTEROP_STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_verify.py
+	$(BIN)/python bench/bench_package.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(INTEROP) .mypy_cache .pytest_cache .ruff_cache
