@@ -405,7 +405,10 @@ class Collateral:
     """Everything needed to verify a quote offline, parsed.
 
     The raw signed bytes are kept (``tcb_info_raw``, ``qe_identity_raw``) since
-    signatures cover them byte for byte.
+    signatures cover them byte for byte. The parsed ``tcb_info`` and
+    ``qe_identity`` are always derived from those raw bytes (not ``__init__``
+    arguments), so a copy made with ``dataclasses.replace`` can never be rated
+    on a model that differs from what was signed.
     """
 
     pck_crl_issuer_chain: tuple[x509.Certificate, ...]
@@ -417,13 +420,17 @@ class Collateral:
     qe_identity_issuer_chain: tuple[x509.Certificate, ...]
     qe_identity_raw: str
     qe_identity_signature: bytes
-    tcb_info: TcbInfo
-    qe_identity: QeIdentity
+    tcb_info: TcbInfo = field(init=False)
+    qe_identity: QeIdentity = field(init=False)
     #: Verification results keyed by content, filled by the verifier (see ADR 0002).
     #: Not an ``__init__`` argument: ``dataclasses.replace`` must not share it.
     _cache: dict[object, object] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tcb_info", TcbInfo.from_json(self.tcb_info_raw))
+        object.__setattr__(self, "qe_identity", QeIdentity.from_json(self.qe_identity_raw))
 
     @classmethod
     def from_parts(
@@ -456,8 +463,6 @@ class Collateral:
             qe_identity_issuer_chain=_chain(qe_identity_issuer_chain, "qe_identity_issuer_chain"),
             qe_identity_raw=qe_identity,
             qe_identity_signature=qe_identity_signature,
-            tcb_info=TcbInfo.from_json(tcb_info),
-            qe_identity=QeIdentity.from_json(qe_identity),
         )
 
     @classmethod

@@ -67,7 +67,7 @@ from confide.errors import (
     UsageError,
 )
 
-from ._collateral import X509_ERRORS, Collateral, TcbStatus, parse_lazy_fields
+from ._collateral import X509_ERRORS, Collateral, TcbInfo, TcbStatus, parse_lazy_fields
 from ._pck import PckExtensions
 from ._policy import Check, Policy, VerifiedQuote
 from ._quote import INTEL_QE_VENDOR_ID, Quote, SgxReportBody, TdReportBody
@@ -192,13 +192,15 @@ def _cn(name: x509.Name) -> str:
     return str(attrs[0].value) if attrs else name.rfc4514_string()
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, item: str) -> None:
+def _is_ca(cert: x509.Certificate) -> bool:
     try:
-        bc = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
-        is_ca = bc.ca
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
-        is_ca = False
-    if not is_ca:
+        return False
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, item: str) -> None:
+    if not _is_ca(issuer):
         raise CertificateError(
             f"{item}.issuer_not_ca",
             f"the issuer of the {item.replace('_', ' ')} is not a CA",
@@ -333,8 +335,12 @@ def _trust_collateral(collateral: Collateral, anchor: x509.Certificate) -> _Trus
                 f"the {item.replace('_', ' ')} is revoked by the root CA CRL",
                 observed=hex(cert.serial_number),
             )
-    # PCK CRL, signed by the PCK CA of its issuer chain.
+    # PCK CRL, signed by the PCK CA of its issuer chain (which must be a CA).
     pck_ca = collateral.pck_crl_issuer_chain[0]
+    if not _is_ca(pck_ca):
+        raise CertificateError(
+            "pck_crl_issuer.not_ca", "the PCK CRL issuer is not a CA", observed=_cn(pck_ca.subject)
+        )
     pck_crl = collateral.pck_crl
     if not _crl_signed_by(pck_crl, pck_ca):
         raise CollateralError(
@@ -531,8 +537,7 @@ def _masked(value: bytes, mask: bytes) -> bytes:
     return bytes(a & b for a, b in zip(value, mask, strict=True))
 
 
-def _rate_tdx_module(collateral: Collateral, td: TdReportBody) -> Rating | None:
-    tcb = collateral.tcb_info
+def _rate_tdx_module(tcb: TcbInfo, td: TdReportBody) -> Rating | None:
     module = tcb.tdx_module
     if module is None:
         raise CollateralError("tcb_info.tdx_module", "the TDX TCB info has no tdxModule")
@@ -657,7 +662,7 @@ def _verify(
     platform = rate_platform(tcb, pck.ext.tcb_components, pck.ext.pce_svn, td)
     rating = platform
     if td is not None:
-        module = _rate_tdx_module(collateral, td)
+        module = _rate_tdx_module(tcb, td)
         if module is not None:
             rating = converge(rating, module)
     rating = converge(rating, qe_rating)

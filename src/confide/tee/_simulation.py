@@ -67,7 +67,7 @@ from confide.attestation import (
 from confide.errors import TeeError, UsageError
 
 from ._base import SEALING_KEY_LABEL, TeeKind, check_report_data, derive_key
-from ._der import encode_sgx_extension
+from ._der import _tlv, encode_sgx_extension
 
 __all__ = [
     "SIM_FMSPC",
@@ -109,6 +109,10 @@ _FLAG_DEBUG: Final = 0x02
 _XFRM: Final = 0x03
 _SGX_EXTENSION_OID: Final = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
 _STATE_VERSION: Final = 1
+_TAG_SEQUENCE: Final = 0x30
+_TAG_BIT_STRING: Final = 0x03
+_TAG_UTC_TIME: Final = 0x17
+_TAG_GENERALIZED_TIME: Final = 0x18
 _CERT_LIFETIME: Final = timedelta(days=3650)
 _CLOCK_SKEW: Final = timedelta(days=1)
 _ORG: Final = SIMULATION_ORGANIZATION
@@ -193,6 +197,11 @@ class CollateralSpec:
     qe_identity_window: Window | None = None
     root_ca_crl_window: Window | None = None
     pck_crl_window: Window | None = None
+    #: Leave nextUpdate out of the root CA CRL / the PCK CRL. The CRL format makes it
+    #: optional, Intel's CRLs always carry it and the verifier refuses a CRL without
+    #: it; for tests of that refusal.
+    root_ca_crl_without_next_update: bool = False
+    pck_crl_without_next_update: bool = False
     tcb_info_fields: Mapping[str, object] = field(default_factory=dict)
     qe_identity_fields: Mapping[str, object] = field(default_factory=dict)
 
@@ -529,13 +538,16 @@ class SimulatedPlatform:
         isv_svn: int = 0,
         debug: bool = False,
         pck: SimulatedPck | None = None,
+        qe_debug: bool = False,
     ) -> bytes:
         """A v3 SGX DCAP quote, in Intel's format, of an enclave on this platform.
 
         The QE report (signed by the PCK key) binds the attestation key as
         SHA-256(attestation key || QE auth data) || 32 zero bytes; the quote is
         signed by the attestation key; the PCK chain (leaf, PCK CA, root) is
-        in certification data type 5.
+        in certification data type 5. ``qe_debug`` sets the DEBUG attribute of
+        the QE report, as if the quoting enclave ran in debug mode: for tests
+        of the verifier's QE identity check only.
         """
         data = check_report_data(report_data)
         for name, value in (("mr_enclave", mr_enclave), ("mr_signer", mr_signer)):
@@ -560,7 +572,11 @@ class SimulatedPlatform:
         )
         qe_report = _report(
             cpu_svn=ext.cpu_svn,
-            attributes=_QE_ATTRIBUTES,
+            attributes=(
+                bytes([_QE_ATTRIBUTES[0] | _FLAG_DEBUG]) + _QE_ATTRIBUTES[1:]
+                if qe_debug
+                else _QE_ATTRIBUTES
+            ),
             mr_enclave=SIM_QE_MR_ENCLAVE,
             mr_signer=SIM_QE_MR_SIGNER,
             isv_prod_id=SIM_QE_ISV_PROD_ID,
@@ -663,12 +679,14 @@ class SimulatedPlatform:
             self.root_key,
             spec.root_crl_revoked,
             spec.root_ca_crl_window or default,
+            next_update=not spec.root_ca_crl_without_next_update,
         )
         pck_crl = _crl(
             self.pck_ca_certificate,
             self.pck_ca_key,
             spec.pck_crl_revoked,
             spec.pck_crl_window or default,
+            next_update=not spec.pck_crl_without_next_update,
         )
         return Collateral.from_parts(
             pck_crl_issuer_chain=_pem(self.pck_ca_certificate, self.root_certificate),
@@ -814,6 +832,8 @@ def _crl(
     key: ec.EllipticCurvePrivateKey,
     revoked: Iterable[int],
     window: Window,
+    *,
+    next_update: bool = True,
 ) -> bytes:
     builder = (
         x509.CertificateRevocationListBuilder()
@@ -831,7 +851,45 @@ def _crl(
             .build()
         )
     crl = builder.sign(key, hashes.SHA256())
+    if not next_update:
+        return _without_next_update(crl, key)
     return crl.public_bytes(serialization.Encoding.DER)
+
+
+def _der_element(der: bytes, pos: int) -> tuple[int, int]:
+    """Where the value of the DER element at ``pos`` starts, and where the element ends."""
+    size, start = der[pos + 1], pos + 2
+    if size & 0x80:
+        count = size & 0x7F
+        size, start = int.from_bytes(der[start : start + count], "big"), start + count
+    return start, start + size
+
+
+def _der_children(der: bytes) -> list[bytes]:
+    """The encoded elements (tag, length and value) inside one DER SEQUENCE."""
+    pos, end = _der_element(der, 0)
+    out = []
+    while pos < end:
+        _, nxt = _der_element(der, pos)
+        out.append(der[pos:nxt])
+        pos = nxt
+    return out
+
+
+def _without_next_update(
+    crl: x509.CertificateRevocationList, key: ec.EllipticCurvePrivateKey
+) -> bytes:
+    """``crl`` re-signed without nextUpdate (``cryptography`` refuses to build such a CRL).
+
+    TBSCertList is ``version, signature, issuer, thisUpdate, nextUpdate OPTIONAL, ...``:
+    the second time in it is nextUpdate.
+    """
+    tbs = _der_children(crl.tbs_certlist_bytes)
+    times = [i for i, item in enumerate(tbs) if item[0] in (_TAG_UTC_TIME, _TAG_GENERALIZED_TIME)]
+    tbs_der = _tlv(_TAG_SEQUENCE, b"".join(tbs[: times[1]] + tbs[times[1] + 1 :]))
+    algorithm = _der_children(crl.public_bytes(serialization.Encoding.DER))[1]
+    signature = key.sign(tbs_der, ec.ECDSA(hashes.SHA256()))
+    return _tlv(_TAG_SEQUENCE, tbs_der + algorithm + _tlv(_TAG_BIT_STRING, b"\x00" + signature))
 
 
 def _tcb_level_json(level: TcbLevel) -> dict[str, object]:

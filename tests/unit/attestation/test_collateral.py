@@ -451,3 +451,15 @@ def test_arbitrary_text(text: str) -> None:
                 parse(text)
         except FormatError:
             pass
+
+
+def test_replace_cannot_swap_the_parsed_models(load_vector: Loader) -> None:
+    """The parsed TCB info and QE identity always come from the signed raw JSON."""
+    import dataclasses
+
+    collateral = load_vector("sgx-dcapqvl-00A067110000").collateral()
+    other = load_vector("tdx-dcapqvl-B0C06F000000").collateral()
+    with pytest.raises(ValueError, match="init=False"):
+        dataclasses.replace(collateral, tcb_info=other.tcb_info)
+    copy = dataclasses.replace(collateral, tcb_info_signature=bytes(64))
+    assert copy.tcb_info == collateral.tcb_info

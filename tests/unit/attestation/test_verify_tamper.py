@@ -6,22 +6,34 @@ field is TDX-specific), changes one thing, and names the exact exception class
 and ``code`` the verifier must raise. A row whose tamper leaves the inputs
 unchanged fails, so the matrix cannot pass vacuously.
 
-TODO (needs re-signed collateral from the simulated PKI, being built separately;
-add these rows there, with a simulated trust anchor, rather than skipping here):
+Where each code of the verification core (``_verify``, ``_tcb``) is covered:
 
-- ``pck.revoked``: a PCK CRL, validly signed, listing the quote's PCK leaf;
-- ``pck_ca.revoked`` / ``pck_crl_issuer.revoked`` / ``tcb_signing_cert.revoked``:
-  a root CA CRL listing an intermediate or signing certificate;
-- ``tcb_info.fmspc`` with everything else valid and in one epoch (here it is
-  reached only by mixing epochs) and ``tcb_info.pce_id``;
-- ``qe_identity.mrsigner`` / ``.isvprodid`` / ``.miscselect`` / ``.attributes`` /
-  ``.debug`` / ``.no_level``: a validly signed QE identity that does not fit the QE;
-- ``tcb.revoked``: a validly signed TCB info rating the platform (or QE) Revoked;
-- ``tdx_module.identity`` / ``.mrsigner`` / ``.attributes`` / ``.no_level``;
-- ``pck.expired`` / ``pck.not_yet_valid`` / ``pck_ca.expired`` and the issuer
-  chains' own windows, unreachable with real collateral whose windows end first;
-- ``*.next_update`` (a CRL without nextUpdate) and ``*.issuer_not_ca``;
-- ``simulation.root`` / ``simulation.not_allowed`` with a simulation root.
+- here, on real evidence: the quote, QE report and PCK chain signatures and
+  bindings (``quote.*``, ``qe_report.*``, ``pck.signature`` / ``.format`` /
+  ``.length``, ``pck_ca.signature``, ``pck_chain.root``), the issuer chains
+  (``*.root``, ``*.length``, ``*.signature``), the trust anchor
+  (``root_ca.issuer_not_ca`` / ``.signature`` / windows), the signed items and
+  CRLs (``*.signature``, ``pck_crl.issuer``, their windows), the signing
+  certificates' windows reachable with real collateral, ``tcb_info.fmspc`` by
+  mixing epochs, and ``collateral.tee_type``;
+- ``tests/unit/tee/test_simulation.py`` (``CASES``, collateral re-signed by the
+  simulated PKI, dcap-qvl as oracle): revocation of every certificate
+  (``*.revoked``), the PCK, PCK CA and issuer chain windows that real
+  collateral outlives, ``*.next_update``, ``pck.issuer_not_ca``, ``pck.key``,
+  ``tcb_info.key`` / ``qe_identity.key``, ``quote.attestation_key``,
+  ``tcb_info.fmspc`` / ``.pce_id``, the QE's match to its identity
+  (``qe_identity.mrsigner`` ... ``.debug``, ``.no_level``), ``tcb.revoked`` and
+  ``tcb.no_level``; ``simulation.root`` / ``.not_allowed`` in the tests
+  beside that table;
+- ``test_verify_tdx_module.py``: ``tdx_module.*``, ``tcb_info.tdx_module`` and the
+  convergence of module ratings (on the verifier's internals: nothing can
+  re-sign TDX evidence).
+
+``pck_ca``, ``pck_crl_issuer``, ``tcb_signing_cert`` and
+``qe_identity_signing_cert.issuer_not_ca`` are unreachable: their issuer is the
+trust anchor, which ``root_ca.issuer_not_ca`` has refused first if it is no CA.
+Parser and policy codes have their own tables (``test_quote``,
+``test_collateral``, ``test_pck``, ``test_policy``).
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -389,6 +402,24 @@ def anchor(*, ca: bool = True) -> Tamper:
     return tamper
 
 
+def pck_ca_as_anchor(i: Inputs) -> Inputs:
+    """The quote's PCK CA (a CA, but not self-signed) passed as the trust anchor."""
+    return dataclasses.replace(i, trust_anchor=_certs(_chain_of(i.quote))[1])
+
+
+def _another_root_der() -> bytes:
+    return _self_signed_root().public_bytes(Encoding.DER)
+
+
+def edit_chain(key: str, edit: Callable[[list[bytes]], list[bytes]]) -> Tamper:
+    """Edit a collateral issuer chain as a list of DER certificates."""
+
+    def pem(text: str) -> str:
+        return b"".join(_pem(der) for der in edit(_pem_blocks(text.encode()))).decode()
+
+    return edit_collateral(key, pem)
+
+
 # -- the matrix ---------------------------------------------------------------
 
 _HEADER = _offsets(HEADER_FIELDS, 0)
@@ -671,8 +702,8 @@ COLLATERAL_ROWS = [
     Row(
         "pck_crl_issuer_chain is the TCB signing chain",
         copy_item("tcb_info_issuer_chain", "pck_crl_issuer_chain"),
-        CollateralError,
-        "pck_crl.signature",
+        CertificateError,
+        "pck_crl_issuer.not_ca",
     ),
     Row(
         "tcb_info_issuer_chain without its root",
@@ -692,6 +723,38 @@ COLLATERAL_ROWS = [
         CertificateError,
         "pck_crl_issuer.root",
     ),
+    Row(
+        "tcb_info_issuer_chain ends at another root",
+        edit_chain("tcb_info_issuer_chain", lambda c: [c[0], _another_root_der()]),
+        CertificateError,
+        "tcb_signing_cert.root",
+    ),
+    Row(
+        "pck_crl_issuer_chain without its root",
+        first_cert_only("pck_crl_issuer_chain"),
+        CertificateError,
+        "pck_crl_issuer.length",
+    ),
+    Row(
+        "qe_identity_issuer_chain without its root",
+        first_cert_only("qe_identity_issuer_chain"),
+        CertificateError,
+        "qe_identity_signing_cert.length",
+    ),
+    # A serial number byte of the signer changed: it parses, the root's signature fails.
+    *(
+        Row(
+            f"{key} signer serial",
+            edit_chain(key, lambda c: [_flip_der(c[0], 16), *c[1:]]),
+            CertificateError,
+            f"{item}.signature",
+        )
+        for key, item in (
+            ("pck_crl_issuer_chain", "pck_crl_issuer"),
+            ("tcb_info_issuer_chain", "tcb_signing_cert"),
+            ("qe_identity_issuer_chain", "qe_identity_signing_cert"),
+        )
+    ),
 ]
 
 ANCHOR_AND_PLATFORM_ROWS = [
@@ -702,6 +765,18 @@ ANCHOR_AND_PLATFORM_ROWS = [
         anchor(ca=False),
         CertificateError,
         "root_ca.issuer_not_ca",
+    ),
+    Row(
+        "a trust anchor that is not self-signed (the PCK CA)",
+        pck_ca_as_anchor,
+        CertificateError,
+        "root_ca.signature",
+    ),
+    Row(
+        "pck chain ends at another root",
+        with_pck_chain(lambda c: [c[0], c[1], _another_root_der()]),
+        CertificateError,
+        "pck_chain.root",
     ),
     # Collateral of another platform: the Automata set (Platform CA, FMSPC 00606A000000).
     Row(

@@ -18,6 +18,10 @@ from typing import Any
 import dcap_qvl
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from confide.attestation import (
@@ -71,6 +75,7 @@ def _quote(
     debug: bool = False,
     isv_prod_id: int = 0,
     isv_svn: int = 0,
+    qe_debug: bool = False,
 ) -> bytes:
     return platform.quote(
         REPORT_DATA,
@@ -80,6 +85,7 @@ def _quote(
         debug=debug,
         isv_prod_id=isv_prod_id,
         isv_svn=isv_svn,
+        qe_debug=qe_debug,
     )
 
 
@@ -439,6 +445,144 @@ def _debug(p: SimulatedPlatform, now: datetime) -> tuple[bytes, Collateral]:
     return _quote(p, debug=True), p.collateral(now)
 
 
+def _qe_identity(**fields: str) -> Build:
+    """A validly signed QE identity with these JSON members changed."""
+    return _spec(lambda p, now: CollateralSpec(qe_identity_fields=fields))
+
+
+#: The simulated QE identity's ATTRIBUTES mask with the DEBUG bit (bit 1) cleared.
+MASK_WITHOUT_DEBUG = "F9FFFFFFFFFFFFFF0000000000000000"
+
+
+def _debug_qe(*, attributes_mask: str | None = None) -> Build:
+    def build(p: SimulatedPlatform, now: datetime) -> tuple[bytes, Collateral]:
+        fields = {} if attributes_mask is None else {"attributesMask": attributes_mask}
+        spec = CollateralSpec(qe_identity_fields=fields)
+        return _quote(p, qe_debug=True), p.collateral(now, spec=spec)
+
+    return build
+
+
+def _reissued(
+    cert: x509.Certificate,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    valid: tuple[datetime, datetime] | None = None,
+    ca: bool | None = None,
+    public_key: CertificatePublicKeyTypes | None = None,
+) -> x509.Certificate:
+    """``cert`` issued again by its issuer with a new serial number, as Intel re-issues
+    certificates under the same name: optionally with another window, CA flag or key."""
+    key = public_key or cert.public_key()
+    not_before, not_after = valid or (cert.not_valid_before_utc, cert.not_valid_after_utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    for ext in cert.extensions:
+        value = ext.value
+        if isinstance(value, x509.BasicConstraints) and ca is not None:
+            value = x509.BasicConstraints(ca=ca, path_length=0 if ca else None)
+        elif isinstance(value, x509.SubjectKeyIdentifier):
+            value = x509.SubjectKeyIdentifier.from_public_key(key)
+        builder = builder.add_extension(value, critical=ext.critical)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _valid(now: datetime, days: tuple[int, int]) -> tuple[datetime, datetime]:
+    return now + days[0] * DAY, now + days[1] * DAY
+
+
+def _pck_ca_reissued(
+    *,
+    valid: tuple[int, int] | None = None,
+    ca: bool | None = None,
+    in_quote: bool = True,
+    in_collateral: bool = False,
+    revoked: bool = False,
+) -> Build:
+    """A re-issued PCK CA (same name and key, so the PCK and the PCK CRL still verify)
+    in the quote's PCK chain and/or the PCK CRL issuer chain; ``revoked`` lists it in
+    the root CA CRL. ``valid`` is in days from ``now``."""
+
+    def build(p: SimulatedPlatform, now: datetime) -> tuple[bytes, Collateral]:
+        window = None if valid is None else _valid(now, valid)
+        pck_ca = _reissued(p.pck_ca_certificate, p.root_key, valid=window, ca=ca)
+        other = dataclasses.replace(p, pck_ca_certificate=pck_ca)
+        spec = CollateralSpec(root_crl_revoked=frozenset({pck_ca.serial_number} if revoked else ()))
+        return (
+            _quote(other if in_quote else p),
+            (other if in_collateral else p).collateral(now, spec=spec),
+        )
+
+    return build
+
+
+def _qe_identity_signer(*, valid: tuple[int, int] | None = None, revoked: bool = False) -> Build:
+    """The QE identity's issuer chain with a re-issued TCB signing certificate (same key),
+    the TCB info's chain unchanged."""
+
+    def build(p: SimulatedPlatform, now: datetime) -> tuple[bytes, Collateral]:
+        window = None if valid is None else _valid(now, valid)
+        signer = _reissued(p.tcb_signing_certificate, p.root_key, valid=window)
+        spec = CollateralSpec(root_crl_revoked=frozenset({signer.serial_number} if revoked else ()))
+        collateral = dataclasses.replace(
+            p.collateral(now, spec=spec),
+            qe_identity_issuer_chain=(signer, p.root_certificate),
+        )
+        return _quote(p), collateral
+
+    return build
+
+
+def _rsa_signer(*, tcb_info: bool) -> Build:
+    """A signing certificate with an RSA key, issued by the root, for one signed item."""
+
+    def build(p: SimulatedPlatform, now: datetime) -> tuple[bytes, Collateral]:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+        signer = _reissued(p.tcb_signing_certificate, p.root_key, public_key=key)
+        chain = (signer, p.root_certificate)
+        collateral = p.collateral(now)
+        if tcb_info:
+            return _quote(p), dataclasses.replace(collateral, tcb_info_issuer_chain=chain)
+        return _quote(p), dataclasses.replace(collateral, qe_identity_issuer_chain=chain)
+
+    return build
+
+
+def _p384_pck(p: SimulatedPlatform, now: datetime) -> tuple[bytes, Collateral]:
+    # A PCK certificate for a P-384 key; the QE report is signed with the (P-256) PCK key.
+    key = ec.generate_private_key(ec.SECP384R1()).public_key()
+    cert = _reissued(p.pck.certificate, p.pck_ca_key, public_key=key)
+    return _quote(p, pck=SimulatedPck(cert, p.pck.private_key)), p.collateral(now)
+
+
+def _raw_signature(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def _attestation_key_off_the_curve(p: SimulatedPlatform, now: datetime) -> tuple[bytes, Collateral]:
+    # The QE report binds (and the PCK signs) an attestation key that is not a P-256 point.
+    quote = Quote.from_bytes(_quote(p))
+    cert = quote.certification
+    key = bytes(64)
+    binding = hashlib.sha256(key + cert.qe_auth_data).digest() + bytes(32)
+    report = dataclasses.replace(cert.qe_report, report_data=binding)
+    cert = dataclasses.replace(
+        cert,
+        qe_report=report,
+        qe_report_signature=_raw_signature(p.pck.private_key, report.to_bytes()),
+    )
+    quote = dataclasses.replace(quote, attestation_key=key, certification=cert)
+    return quote.to_bytes(), p.collateral(now)
+
+
 def _pck_signed_elsewhere(p: SimulatedPlatform, now: datetime) -> tuple[bytes, Collateral]:
     # The QE report signed by another PCK key than the one in the chain.
     other = p.issue_pck()
@@ -592,6 +736,118 @@ CASES = [
         "qe_report.signature",
     ),
     Case("debug enclave", _debug, PolicyError, "policy.debug"),
+    # -- the QE against a validly signed QE identity
+    Case(
+        "QE MISCSELECT",
+        _qe_identity(miscselect="00000001"),
+        CollateralError,
+        "qe_identity.miscselect",
+    ),
+    Case(
+        "QE ATTRIBUTES under the mask",
+        _qe_identity(attributes="01000000000000000000000000000000"),
+        CollateralError,
+        "qe_identity.attributes",
+    ),
+    # Intel's mask covers DEBUG, so a debug QE first fails the ATTRIBUTES match ...
+    Case(
+        "debug QE (DEBUG under the attributes mask)",
+        _debug_qe(),
+        CollateralError,
+        "qe_identity.attributes",
+    ),
+    # ... and with a mask that ignores it, the explicit debug check still refuses it.
+    Case(
+        "debug QE (DEBUG outside the attributes mask)",
+        _debug_qe(attributes_mask=MASK_WITHOUT_DEBUG),
+        CollateralError,
+        "qe_identity.debug",
+    ),
+    # -- windows, revocation and CA flags of re-issued intermediates
+    Case(
+        "PCK CA expired (a re-issue in the quote's chain)",
+        _pck_ca_reissued(valid=(-30, -1)),
+        CertificateError,
+        "pck_ca.expired",
+    ),
+    Case(
+        "PCK CA not yet valid (a re-issue in the quote's chain)",
+        _pck_ca_reissued(valid=(1, 30)),
+        CertificateError,
+        "pck_ca.not_yet_valid",
+    ),
+    Case(
+        "PCK CA revoked (a re-issue in the quote's chain)",
+        _pck_ca_reissued(revoked=True),
+        RevocationError,
+        "pck_ca.revoked",
+    ),
+    Case(
+        "PCK CA not a CA (a re-issue in the quote's chain)",
+        _pck_ca_reissued(ca=False),
+        CertificateError,
+        "pck.issuer_not_ca",
+    ),
+    # The collateral's windows are checked before the quote's PCK chain.
+    Case(
+        "PCK CA expired (in both chains)",
+        _pck_ca_reissued(valid=(-30, -1), in_collateral=True),
+        CertificateError,
+        "pck_crl_issuer.expired",
+    ),
+    Case(
+        "PCK CRL issuer not yet valid",
+        _pck_ca_reissued(valid=(1, 30), in_quote=False, in_collateral=True),
+        CertificateError,
+        "pck_crl_issuer.not_yet_valid",
+        # dcap-qvl checks the windows of the quote's PCK chain, not of this issuer chain.
+        False,
+    ),
+    Case(
+        "QE identity signer not yet valid",
+        _qe_identity_signer(valid=(1, 30)),
+        CertificateError,
+        "qe_identity_signing_cert.not_yet_valid",
+    ),
+    Case(
+        "QE identity signer revoked",
+        _qe_identity_signer(revoked=True),
+        RevocationError,
+        "qe_identity_signing_cert.revoked",
+    ),
+    # -- keys and CRL fields the verifier requires
+    Case(
+        "TCB info signer key RSA",
+        _rsa_signer(tcb_info=True),
+        CertificateError,
+        "tcb_info.key",
+    ),
+    Case(
+        "QE identity signer key RSA",
+        _rsa_signer(tcb_info=False),
+        CertificateError,
+        "qe_identity.key",
+    ),
+    Case("PCK key P-384", _p384_pck, CertificateError, "pck.key"),
+    Case(
+        "attestation key not on the curve",
+        _attestation_key_off_the_curve,
+        SignatureError,
+        "quote.attestation_key",
+    ),
+    # dcap-qvl (webpki) cannot parse a CRL without nextUpdate at all.
+    Case(
+        "root CA CRL without nextUpdate",
+        _spec(lambda p, now: CollateralSpec(root_ca_crl_without_next_update=True)),
+        CollateralError,
+        "root_ca_crl.next_update",
+    ),
+    Case(
+        "PCK CRL without nextUpdate",
+        _spec(lambda p, now: CollateralSpec(pck_crl_without_next_update=True)),
+        CollateralError,
+        "pck_crl.next_update",
+    ),
 ]
 
 
