@@ -34,8 +34,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The operator's storage and API tests also run on PostgreSQL: scripts/postgres.sh starts a
+# throwaway server (installing Debian's postgresql if needed), exports CONFIDE_TEST_POSTGRES_URL
+# to pytest, and stops it afterwards.
 unit: $(STAMP) $(INTEROP_STAMP)
-	$(BIN)/pytest -q
+	scripts/postgres.sh run -- $(BIN)/pytest -q
 
 test: lint typecheck unit
 

@@ -6,7 +6,8 @@ Example::
         --accept-tcb ConfigurationAndSWHardeningNeeded
 """
 
-from . import _attest, _crypto, _sim  # noqa: F401  (each registers its command group on the app)
+# Each module registers its commands on the app.
+from . import _attest, _crypto, _operator, _project, _runtime, _sim  # noqa: F401
 from ._app import app, main
 
 __all__ = ["app", "main"]

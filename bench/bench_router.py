@@ -1,0 +1,401 @@
+"""Benchmark: the router's SNI passthrough against a direct connection and against HAProxy.
+
+One run measures, side by side and on 127.0.0.1 only, the requests per second
+and the p99 latency of a "hello" HTTP/1.1 app served over TLS with keep-alive:
+
+- **direct**: the load generator talks to the app;
+- **router**: through ``serve_router`` in passthrough mode (SNI ``app1.bench.test``);
+- **haproxy**: through HAProxy (Debian package ``haproxy``) doing the same SNI
+  passthrough (``mode tcp``, ``tcp-request inspect-delay``, ``req_ssl_sni``),
+  one thread like the router. Skipped, and said so, if ``haproxy`` is missing
+  (``apt-get install haproxy``).
+
+The load generator is ours (asyncio + ssl, in its own process): it keeps
+``--connections`` keep-alive TLS connections busy, each sending the next request
+when the previous answer is in, and it verifies the app's self-signed certificate
+and host name through the proxies, as a client of a passthrough route does. (``wrk``
+was not used: it takes the SNI from the URL's host and resolves that host, so
+it cannot send ``app1.bench.test`` to 127.0.0.1 without editing /etc/hosts,
+and it does not verify certificates.) The app, the router, HAProxy and the
+load generator each run in their own process. Rounds alternate between the
+three targets so that machine noise hits all of them; the median round is
+reported.
+
+Run: ``.venv/bin/python bench/bench_router.py`` (``--rounds 3 --seconds 4
+--connections 32`` by default; about 50 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import selectors
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from confide.operator._router import Route, RouterAddress
+
+LOOPBACK = "127.0.0.1"
+SNI = "app1.bench.test"
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+REQUEST = f"GET / HTTP/1.1\r\nHost: {SNI}\r\n\r\n".encode()
+#: Bound on waiting for a child process to say it listens.
+STARTUP_TIMEOUT = 20.0
+#: Largest request head the bench app accepts.
+MAX_HEAD = 16 * 1024
+
+
+# -- the app: a keep-alive TLS "hello" server --
+
+
+class _Hello(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.Transport):
+            self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        answers = self.buffer.count(b"\r\n\r\n")
+        if answers and self.transport is not None:
+            self.buffer = self.buffer[self.buffer.rfind(b"\r\n\r\n") + 4 :]
+            self.transport.write(RESPONSE * answers)
+        if len(self.buffer) > MAX_HEAD and self.transport is not None:
+            self.transport.abort()
+
+
+def _app_context(cert: Path, key: Path) -> ssl.SSLContext:
+    # The bench app stands in for an enclave: TLS 1.2+, no client certificates.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def _serve_app(cert: Path, key: Path) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        _Hello, LOOPBACK, 0, ssl=_app_context(cert, key), backlog=1024
+    )
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await _until_stdin_closes()
+    server.close()
+
+
+# -- the router, in passthrough mode --
+
+
+class _OneRoute:
+    def __init__(self, route: Route) -> None:
+        self.route = route
+
+    def lookup(self, server_name: str) -> Route | None:
+        return self.route if server_name == SNI else None
+
+
+class _NoTls:
+    def server_ssl_context(self) -> ssl.SSLContext:
+        raise RuntimeError("the bench has no terminate route")
+
+
+async def _serve_router(upstream_port: int) -> None:
+    # Imported here: the app and load roles should not pay for the operator's imports.
+    from confide.operator._router import Route, RouteMode, RouterSettings, serve_router
+
+    def ready(address: RouterAddress) -> None:
+        print(address.port, flush=True)
+
+    await serve_router(
+        RouterSettings(host=LOOPBACK, port=0),
+        _OneRoute(Route(RouteMode.PASSTHROUGH, LOOPBACK, upstream_port)),
+        _NoTls(),
+        shutdown_trigger=_until_stdin_closes,
+        on_ready=ready,
+    )
+
+
+async def _until_stdin_closes() -> None:
+    """Children stop when the parent closes their stdin (no signals, no polling)."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.buffer.read)
+
+
+# -- the load generator --
+
+
+async def _load(port: int, cert: Path, connections: int, seconds: float, warmup: float) -> None:
+    # Bench client: verifies the app's own certificate and name, as through a passthrough.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cert)
+    latencies: list[float] = []
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+
+    async def one() -> None:
+        reader, writer = await asyncio.open_connection(
+            LOOPBACK, port, ssl=context, server_hostname=SNI
+        )
+        try:
+            while True:
+                sent = time.perf_counter()
+                if sent >= stop_at:
+                    break
+                writer.write(REQUEST)
+                await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(5)
+                done = time.perf_counter()
+                if sent >= measure_from:
+                    latencies.append(done - sent)
+        finally:
+            writer.close()
+            with suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+
+    await asyncio.gather(*(one() for _ in range(connections)))
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)] if latencies else float("nan")
+    print(json.dumps({"requests": len(latencies), "seconds": seconds, "p99": p99}), flush=True)
+
+
+# -- orchestration --
+
+
+def _identity(folder: Path) -> tuple[Path, Path]:
+    """An RA-TLS-shaped self-signed certificate for the app (its quote is a placeholder)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from confide.attestation._ratls import create_ratls_certificate
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = create_ratls_certificate(
+        key,
+        b"bench: not a real quote",
+        subject=SNI,
+        sans=[SNI],
+        not_before=now - timedelta(hours=1),
+        not_after=now + timedelta(days=1),
+    )
+    cert_file, key_file = folder / "app.pem", folder / "app.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@contextmanager
+def _child(*args: str) -> Iterator[int]:
+    """Run this script in another role; yields the port it prints once it listens."""
+    process = subprocess.Popen(  # noqa: S603 - this interpreter and script, our arguments
+        [sys.executable, __file__, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = _readline(process, STARTUP_TIMEOUT)
+        yield int(line)
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _readline(process: subprocess.Popen[str], timeout: float) -> str:
+    if process.stdout is None:
+        raise RuntimeError("no stdout")
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            raise RuntimeError(f"{process.args!r} did not start within {timeout} s")
+    line = process.stdout.readline().strip()
+    if not line:
+        raise RuntimeError(f"{process.args!r} exited: {process.wait()}")
+    return line
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def _haproxy(upstream_port: int, folder: Path) -> Iterator[int | None]:
+    binary = shutil.which("haproxy") or (
+        "/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None
+    )
+    if binary is None:
+        yield None
+        return
+    port = _free_port()
+    config = folder / "haproxy.cfg"
+    config.write_text(
+        f"""global
+    maxconn 4096
+    nbthread 1
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend tls_front
+    bind {LOOPBACK}:{port}
+    tcp-request inspect-delay 5s
+    tcp-request content accept if {{ req_ssl_hello_type 1 }}
+    use_backend app1 if {{ req_ssl_sni -i {SNI} }}
+
+backend app1
+    server app {LOOPBACK}:{upstream_port}
+"""
+    )
+    process = subprocess.Popen([binary, "-db", "-f", str(config)])  # noqa: S603 - our config
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:  # readiness: its port accepts a connection
+            with socket.socket() as probe:
+                if probe.connect_ex((LOOPBACK, port)) == 0:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("haproxy did not start")
+            time.sleep(0.05)
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _measure(port: int, cert: Path, args: argparse.Namespace) -> dict[str, Any]:
+    out = subprocess.run(  # noqa: S603 - this interpreter and script, our arguments
+        [
+            sys.executable,
+            __file__,
+            "--role",
+            "load",
+            "--port",
+            str(port),
+            "--cert",
+            str(cert),
+            "--connections",
+            str(args.connections),
+            "--seconds",
+            str(args.seconds),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=args.seconds + 60,
+    )
+    figures: dict[str, Any] = json.loads(out.stdout)
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured time per round")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--role", choices=["main", "app", "router", "load"], default="main")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--cert", type=Path)
+    parser.add_argument("--key", type=Path)
+    args = parser.parse_args()
+
+    if args.role == "app":
+        asyncio.run(_serve_app(args.cert, args.key))
+        return 0
+    if args.role == "router":
+        asyncio.run(_serve_router(args.port))
+        return 0
+    if args.role == "load":
+        asyncio.run(_load(args.port, args.cert, args.connections, args.seconds, warmup=0.5))
+        return 0
+
+    results: dict[str, list[dict[str, Any]]] = {"direct": [], "router": [], "haproxy": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        cert, key = _identity(folder)
+        with (
+            _child("--role", "app", "--cert", str(cert), "--key", str(key)) as app_port,
+            _child("--role", "router", "--port", str(app_port)) as router_port,
+            _haproxy(app_port, folder) as haproxy_port,
+        ):
+            targets = {"direct": app_port, "router": router_port, "haproxy": haproxy_port}
+            for _ in range(args.rounds):
+                for name, port in targets.items():
+                    if port is not None:
+                        results[name].append(_measure(port, cert, args))
+
+    def median(name: str, key: str) -> float:
+        runs = results[name]
+        if not runs:
+            return float("nan")
+        if key == "rps":
+            return float(statistics.median(r["requests"] / r["seconds"] for r in runs))
+        return float(statistics.median(r["p99"] * 1000 for r in runs))
+
+    summary = {
+        name: {"rps": median(name, "rps"), "p99_ms": median(name, "p99")} for name in results
+    }
+    ratio_direct = summary["router"]["rps"] / summary["direct"]["rps"]
+    ratio_haproxy = summary["router"]["rps"] / summary["haproxy"]["rps"]
+    if args.json:
+        print(json.dumps({"summary": summary, "rounds": results}, indent=2))
+        return 0
+    print(
+        f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"{args.connections} keep-alive TLS connections, {args.rounds} rounds of "
+        f"{args.seconds:g} s (median round)"
+    )
+    print(f"{'target':<10}{'req/s':>10}{'p99 ms':>10}")
+    for name, row in summary.items():
+        print(f"{name:<10}{row['rps']:>10,.0f}{row['p99_ms']:>10.2f}")
+    print(f"router/direct  {ratio_direct:.2f} (target >= 0.8)")
+    if results["haproxy"]:
+        print(f"router/haproxy {ratio_haproxy:.2f}")
+    else:
+        print("haproxy not installed: apt-get install haproxy")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""``confide runtime``: the enclave runtime (what Cosmian Enclave called ``mse-bootstrap``).
+
+Exit codes: 0 stopped by SIGTERM or SIGINT; 1 a sealed state or package was
+rejected; 2 the runtime could not run (bad argument, not configured within
+``--timeout``, a sealed state of another measurement, no TEE).
+
+Example::
+
+    $ confide runtime --app-id 8c7f... --application app:app --package app.pkg \\
+        --host 0.0.0.0 --port 8443 --ratls 1900000000 --san app.example \\
+        --state-dir /var/lib/confide --tee gramine --timeout 600
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from confide.errors import UsageError
+from confide.runtime import RuntimeSettings, run_runtime
+from confide.tee import select_tee
+
+from ._app import app, handle_errors
+
+__all__ = ["runtime_command"]
+
+_LOGGER = "confide.runtime"
+
+
+def _logger() -> logging.Logger:
+    """The runtime's log: lines on stderr (never a secret: see the runtime's messages)."""
+    logger = logging.getLogger(_LOGGER)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+class TeeOption(enum.StrEnum):
+    """``--tee``: where the quotes and sealing keys come from."""
+
+    AUTO = "auto"
+    GRAMINE = "gramine"
+    SIMULATION = "simulation"
+
+
+def _app_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise UsageError(f"--app-id must be a UUID, got {value!r}") from None
+
+
+@app.command("runtime")
+@handle_errors
+def runtime_command(
+    ctx: typer.Context,
+    app_id: Annotated[
+        str, typer.Option("--app-id", help="The app's UUID (the configuration must name it).")
+    ],
+    application: Annotated[
+        str,
+        typer.Option("--application", help="The app to serve, module:attribute (ASGI or WSGI)."),
+    ],
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            help="Folder of the sealed state (keys and secrets, encrypted to this enclave).",
+            envvar="CONFIDE_STATE_DIR",
+        ),
+    ],
+    package: Annotated[
+        Path | None, typer.Option("--package", help="The encrypted code package.")
+    ] = None,
+    app_dir: Annotated[
+        Path | None,
+        typer.Option("--app-dir", help="A plaintext app folder (local tests; needs --plaincode)."),
+    ] = None,
+    plaincode: Annotated[
+        bool, typer.Option("--plaincode", help="Confirm that --app-dir is not encrypted.")
+    ] = False,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
+    port: Annotated[
+        int, typer.Option("--port", help="Port to listen on (0: any free port).", min=0)
+    ] = 443,
+    ratls: Annotated[
+        int | None,
+        typer.Option(
+            "--ratls",
+            help="Serve the app with the RA-TLS certificate, valid until this UNIX time.",
+            min=1,
+        ),
+    ] = None,
+    certificate: Annotated[
+        Path | None,
+        typer.Option(
+            "--certificate",
+            help="Serve the app with this certificate (PEM chain, leaf first); its key comes "
+            "in the configuration.",
+        ),
+    ] = None,
+    no_ssl: Annotated[
+        bool,
+        typer.Option("--no-ssl", help="Serve the app over plain HTTP (behind a TLS proxy)."),
+    ] = False,
+    san: Annotated[
+        list[str] | None,
+        typer.Option("--san", help="Subject alternative name of the RA-TLS certificate (repeat)."),
+    ] = None,
+    subject: Annotated[
+        str | None,
+        typer.Option("--subject", help="Common name of the RA-TLS certificate."),
+    ] = None,
+    tee: Annotated[
+        TeeOption,
+        typer.Option("--tee", help="Which TEE to run on.", envvar="CONFIDE_TEE"),
+    ] = TeeOption.AUTO,
+    simulation_state: Annotated[
+        Path | None,
+        typer.Option(
+            "--simulation-state",
+            help="Folder of the simulated platform (with --tee simulation).",
+            envvar="CONFIDE_SIM_STATE",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Stop if not configured within this many seconds."),
+    ] = None,
+    code_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--code-dir",
+            help="Where the decrypted code lives (must not exist; removed at exit). "
+            "Default: a fresh 0700 folder in /dev/shm.",
+        ),
+    ] = None,
+) -> None:
+    """Run an app in the enclave: attest over RA-TLS, take the owner's keys, serve the app."""
+    now = datetime.now(UTC)
+    settings = RuntimeSettings.from_arguments(
+        app_id=_app_id(app_id),
+        application=application,
+        package=package,
+        app_dir=app_dir,
+        plaincode=plaincode,
+        host=host,
+        port=port,
+        ratls_expiry=ratls,
+        certificate=certificate,
+        no_ssl=no_ssl,
+        san=tuple(san or ()),
+        subject=subject,
+        state_dir=state_dir,
+        code_dir=code_dir,
+        timeout=timeout,
+        now=now,
+    )
+    enclave = select_tee(
+        tee.value, simulation_state=simulation_state, measurement=settings.measurement, now=now
+    )
+    run_runtime(settings, enclave, now=now, logger=_logger())

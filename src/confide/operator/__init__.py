@@ -1,0 +1,115 @@
+"""The operator service: the REST API and storage of the platform that hosts apps.
+
+The API (:func:`create_app`, served by :func:`serve_api`) takes encrypted
+packages and app manifests from owners, stores packages content-addressed
+(:class:`BlobStore`) and apps in a SQL database (:class:`Database`, SQLite or
+PostgreSQL, schema by Alembic migrations shipped here), and tells every caller
+what it needs to verify an app: its launch manifest and fingerprint, its
+domains and the router's address. It never holds plaintext code and never
+starts a process: the backend's supervisor reads the database (see the
+protocols :class:`AppEvents`, :class:`LogSource`, :class:`MetricsSource`).
+
+Example::
+
+    >>> import asyncio
+    >>> from pathlib import Path
+    >>> from confide.runtime import runtime_code_hash
+    >>> settings = OperatorSettings.load(  # doctest: +SKIP
+    ...     Path("/var/lib/confide"), runtime_sha256=runtime_code_hash()
+    ... )
+    >>> database = Database.open(settings.database_url)  # doctest: +SKIP
+    >>> app = create_app(settings, database=database)  # doctest: +SKIP
+    >>> stop = asyncio.Event()
+    >>> asyncio.run(serve_api(app, settings, shutdown_trigger=stop.wait))  # doctest: +SKIP
+"""
+
+from ._api import API_PREFIX, MAX_LOG_BYTES, MAX_TAIL, create_app, serve_api
+from ._blobs import BlobStore, PackageTooLarge, StoredBlob
+from ._db import (
+    TOKEN_PREFIX,
+    AuthenticatedToken,
+    Database,
+    IssuedToken,
+    TokenInfo,
+    authenticate_token,
+    create_token,
+    hash_token,
+    list_tokens,
+    record_status,
+    revoke_token,
+    status_history,
+    upgrade_database,
+)
+from ._models import (
+    Account,
+    ApiToken,
+    App,
+    AppStatus,
+    AppStatusChange,
+    DesiredState,
+    OperatorTls,
+    Project,
+)
+from ._schemas import MAX_MANIFEST_BYTES, ManifestIn, parse_manifest
+from ._seams import (
+    AppEvents,
+    CertificateAuthority,
+    Clock,
+    FileLogSource,
+    LogSource,
+    MetricsSource,
+    NoEvents,
+    NoMetrics,
+    SimulationRootProvider,
+    utc_now,
+)
+from ._settings import DEFAULT_PLANS, OperatorSettings, Plan, TeeBackend
+
+__all__ = [
+    "API_PREFIX",
+    "DEFAULT_PLANS",
+    "MAX_LOG_BYTES",
+    "MAX_MANIFEST_BYTES",
+    "MAX_TAIL",
+    "TOKEN_PREFIX",
+    "Account",
+    "ApiToken",
+    "App",
+    "AppEvents",
+    "AppStatus",
+    "AppStatusChange",
+    "AuthenticatedToken",
+    "BlobStore",
+    "CertificateAuthority",
+    "Clock",
+    "Database",
+    "DesiredState",
+    "FileLogSource",
+    "IssuedToken",
+    "LogSource",
+    "ManifestIn",
+    "MetricsSource",
+    "NoEvents",
+    "NoMetrics",
+    "OperatorSettings",
+    "OperatorTls",
+    "PackageTooLarge",
+    "Plan",
+    "Project",
+    "SimulationRootProvider",
+    "StoredBlob",
+    "TeeBackend",
+    "TokenInfo",
+    "authenticate_token",
+    "create_app",
+    "create_token",
+    "hash_token",
+    "list_tokens",
+    "parse_manifest",
+    "record_status",
+    "revoke_token",
+    "serve_api",
+    "status_history",
+    "upgrade_database",
+    "utc_now",
+]

@@ -1,0 +1,288 @@
+"""The operator's database: engine and sessions, migrations, tokens and status changes.
+
+:class:`Database` wraps one SQLAlchemy engine and its session factory; it is
+built at the entry point from :attr:`OperatorSettings.database_url` and passed
+down. :func:`upgrade_database` runs ``alembic upgrade head`` with the
+migrations shipped in this package (no ``alembic.ini`` needed).
+
+API tokens look like ``cfd_<43 URL-safe characters>`` (32 random bytes); only
+their SHA-256 is stored (not even a prefix), and the token itself is shown
+once, at creation. A token's id (``GET /api/v1/me`` tells it) names it for
+listing and revocation.
+
+Example::
+
+    >>> from datetime import UTC, datetime
+    >>> db = Database.open("sqlite:///:memory:")  # doctest: +SKIP
+    >>> upgrade_database(db)  # doctest: +SKIP
+    >>> with db.session() as s:  # doctest: +SKIP
+    ...     issued = create_token(s, "alice", now=datetime.now(UTC))
+    ...     s.commit()
+    >>> issued.token.startswith("cfd_")  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from confide.errors import UsageError
+
+from ._models import Account, ApiToken, App, AppStatus, AppStatusChange
+
+__all__ = [
+    "TOKEN_PREFIX",
+    "AuthenticatedToken",
+    "Database",
+    "IssuedToken",
+    "TokenInfo",
+    "authenticate_token",
+    "create_token",
+    "hash_token",
+    "list_tokens",
+    "record_status",
+    "revoke_token",
+    "status_history",
+    "upgrade_database",
+]
+
+TOKEN_PREFIX: Final = "cfd_"  # noqa: S105  (a prefix, not a secret)
+_TOKEN_BYTES: Final = 32
+_TOKEN: Final = re.compile(r"^cfd_[A-Za-z0-9_-]{43}$")
+#: ``last_used_at`` is written at most this often per token (saves a write per request).
+LAST_USED_RESOLUTION: Final = timedelta(seconds=60)
+_ACCOUNT_NAME: Final = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
+
+
+def _migrations_dir() -> Path:
+    return Path(str(resources.files("confide.operator") / "migrations"))
+
+
+class Database:
+    """One engine and its session factory."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, **engine_options: Any) -> Database:
+        """Connect lazily to ``url`` (``sqlite:///PATH`` or ``postgresql+psycopg://...``)."""
+        parsed = make_url(url)
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database in (None, "", ":memory:"):
+                # One shared connection, or every session would see its own empty database.
+                options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+            else:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        options.update(engine_options)
+        engine = create_engine(parsed, **options)
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        return cls(engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session; the caller commits. Rolled back and closed on the way out."""
+        with self._sessions() as s:
+            yield s
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # Foreign keys are off by default in SQLite; WAL lets the API read while the supervisor writes.
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def upgrade_database(db: Database, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with the migrations shipped in this package."""
+    config = Config()
+    config.set_main_option("script_location", str(_migrations_dir()))
+    try:
+        with db.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    except SQLAlchemyError as exc:
+        raise UsageError(
+            f"cannot migrate the database {db.engine.url.render_as_string(hide_password=True)}: "
+            f"{exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}"
+        ) from exc
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+def hash_token(token: str) -> str:
+    """Hex SHA-256 of a token: what is stored and looked up."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A new token: ``token`` is the secret, shown once and never stored."""
+
+    id: int
+    account: str
+    token: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """What is known of a token after it was issued (no secret)."""
+
+    id: int
+    account: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedToken:
+    """The identity behind a valid bearer token."""
+
+    token_id: int
+    account_id: int
+    account: str
+
+
+def _check_account_name(name: str) -> None:
+    if not _ACCOUNT_NAME.match(name):
+        raise UsageError(
+            f"account name {name!r} must be 1 to 63 lower-case letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit"
+        )
+
+
+def create_token(session: Session, account: str, *, now: datetime) -> IssuedToken:
+    """Issue a token for ``account`` (created if absent). The caller commits."""
+    _check_account_name(account)
+    row = session.scalar(select(Account).where(Account.name == account))
+    if row is None:
+        row = Account(name=account, created_at=now)
+        session.add(row)
+        session.flush()
+    token = TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
+    entry = ApiToken(
+        account_id=row.id,
+        token_sha256=hash_token(token),
+        created_at=now,
+    )
+    session.add(entry)
+    session.flush()
+    return IssuedToken(id=entry.id, account=row.name, token=token, created_at=now)
+
+
+def list_tokens(session: Session, account: str | None = None) -> list[TokenInfo]:
+    """Every token (of ``account`` when given), oldest first."""
+    query = select(ApiToken, Account.name).join(Account).order_by(ApiToken.id)
+    if account is not None:
+        query = query.where(Account.name == account)
+    return [
+        TokenInfo(
+            id=t.id,
+            account=name,
+            created_at=t.created_at,
+            last_used_at=t.last_used_at,
+            revoked_at=t.revoked_at,
+        )
+        for t, name in session.execute(query)
+    ]
+
+
+def revoke_token(session: Session, token_id: int, *, now: datetime) -> TokenInfo:
+    """Revoke a token by id (idempotent); :class:`UsageError` if there is none. Caller commits."""
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise UsageError(f"no token with id {token_id}", hint="see `confide operator token list`")
+    if row.revoked_at is None:
+        row.revoked_at = now
+        session.flush()
+    return TokenInfo(
+        id=row.id,
+        account=row.account.name,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def authenticate_token(session: Session, token: str, *, now: datetime) -> AuthenticatedToken | None:
+    """The identity of a valid, unrevoked token, or ``None``. Updates ``last_used_at``.
+
+    The lookup is by the SHA-256 of the token, so the comparison never touches
+    the secret; malformed tokens are refused before any query.
+    """
+    if not _TOKEN.match(token):
+        return None
+    found = session.execute(
+        select(ApiToken, Account.name)
+        .join(Account)
+        .where(ApiToken.token_sha256 == hash_token(token))
+    ).first()
+    if found is None:
+        return None
+    row, account = found
+    if row.revoked_at is not None:
+        return None
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        row.last_used_at = now
+        session.commit()
+    return AuthenticatedToken(token_id=row.id, account_id=row.account_id, account=account)
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+def record_status(
+    session: Session,
+    app: App,
+    status: AppStatus,
+    *,
+    now: datetime,
+    detail: str | None = None,
+) -> None:
+    """Set an app's status and keep the change in its history. The caller commits.
+
+    The one way to change ``App.status`` (the API and the supervisor both use it),
+    so that status durations can be computed.
+    """
+    app.status = status.value
+    app.status_detail = detail
+    app.updated_at = now
+    session.add(AppStatusChange(app_id=app.id, status=status.value, detail=detail, at=now))
+
+
+def status_history(session: Session, app_id: uuid.UUID) -> Sequence[AppStatusChange]:
+    """An app's status changes, oldest first."""
+    return session.scalars(
+        select(AppStatusChange)
+        .where(AppStatusChange.app_id == app_id)
+        .order_by(AppStatusChange.at, AppStatusChange.id)
+    ).all()

@@ -1,0 +1,219 @@
+"""The operator's tables, as SQLAlchemy 2 typed ORM classes.
+
+The schema is created and changed only by the Alembic migrations shipped in
+``confide/operator/migrations`` (``alembic upgrade head`` runs at startup);
+a test checks that the migrated schema and these classes agree.
+
+Who writes what: the API writes accounts, tokens, projects and app rows, and
+sets ``desired_state``; the supervisor (the backend) reads ``desired_state``,
+starts and stops runtimes, and writes ``status``, ``status_detail``, the
+runtime fields and ``restarts``, recording each status change in
+``app_status_changes`` (:func:`confide.operator.record_status`).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Final
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "Account",
+    "ApiToken",
+    "App",
+    "AppStatus",
+    "AppStatusChange",
+    "Base",
+    "DesiredState",
+    "OperatorTls",
+    "Project",
+]
+
+#: Column sizes (also the API's input limits).
+NAME_LENGTH: Final = 63
+APPLICATION_LENGTH: Final = 255
+HEALTHCHECK_LENGTH: Final = 255
+DOMAIN_LENGTH: Final = 253
+DETAIL_LENGTH: Final = 4096
+
+# Constraint names are fixed so migrations can refer to them on every backend.
+_NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class AppStatus(enum.StrEnum):
+    """Where an app is in its life."""
+
+    SPAWNING = "spawning"
+    INITIALIZING = "initializing"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    ON_ERROR = "on_error"
+    EXPIRED = "expired"
+    DELETED = "deleted"
+
+    @property
+    def active(self) -> bool:
+        """A runtime may exist (or be about to) for an app in this state."""
+        return self in (AppStatus.SPAWNING, AppStatus.INITIALIZING, AppStatus.RUNNING)
+
+
+class DesiredState(enum.StrEnum):
+    """What the owner asked for; the supervisor converges on it."""
+
+    RUN = "run"
+    STOP = "stop"
+
+
+class OperatorTls(enum.StrEnum):
+    """How an app's TLS is terminated, in the operator API's words."""
+
+    #: Zero trust: the enclave serves an RA-TLS certificate carrying its quote.
+    RATLS = "ratls"
+    #: The owner's certificate; its private key goes straight into the attested enclave.
+    OWNER = "owner"
+    #: Plain HTTP inside, TLS terminated by the operator's router (trust the operator).
+    OPERATOR = "operator"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; give a timezone-aware one")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=_NAMING)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="account")
+
+
+class ApiToken(Base):
+    """A bearer token; only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    #: Hex SHA-256 of the whole token string.
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    account: Mapped[Account] = relationship(back_populates="tokens")
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class App(Base):
+    """One deployed app: what was asked, what is measured, and where it is."""
+
+    __tablename__ = "apps"
+    __table_args__ = (Index("ix_apps_account_id_status", "account_id", "status"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    #: ``module:attribute`` of the ASGI/WSGI app inside the package.
+    application: Mapped[str] = mapped_column(String(APPLICATION_LENGTH))
+    healthcheck: Mapped[str] = mapped_column(String(HEALTHCHECK_LENGTH))
+    plan: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    tls: Mapped[str] = mapped_column(String(16))
+    #: The owner's domain (``owner`` TLS), served besides ``<id>.<base domain>``.
+    domain: Mapped[str | None] = mapped_column(String(DOMAIN_LENGTH))
+    #: The owner's certificate chain, PEM (public; its key never reaches the operator).
+    certificate_pem: Mapped[str | None] = mapped_column(Text)
+    #: Hex SHA-256 of the encrypted package: its blob's name.
+    package_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    package_size: Mapped[int] = mapped_column(BigInteger)
+    #: The canonical launch manifest (``LaunchManifest.to_json()``): the fingerprint's inputs.
+    launch_manifest: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    status_detail: Mapped[str | None] = mapped_column(Text)
+    desired_state: Mapped[str] = mapped_column(String(8))
+    #: The owner asked for deletion: the supervisor marks it deleted once stopped.
+    delete_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Filled by the backend.
+    runtime_host: Mapped[str | None] = mapped_column(String(255))
+    runtime_port: Mapped[int | None] = mapped_column(Integer)
+    runtime_pid: Mapped[int | None] = mapped_column(Integer)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    #: When the current run reached ``running`` (uptime), set by the backend.
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    project: Mapped[Project] = relationship()
+
+
+class AppStatusChange(Base):
+    """One status transition of an app (for metrics and audit)."""
+
+    __tablename__ = "app_status_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -1,0 +1,685 @@
+"""The operator's TLS front door: route each connection by SNI to the enclave that serves it.
+
+The router reads the ClientHello's server name without terminating TLS
+(:mod:`._tlsparse`), asks the injected :class:`RouteTable`, and then either
+
+- **passthrough** (RA-TLS and owner-certificate modes): replays the
+  ClientHello bytes to the enclave and splices both directions as raw TCP.
+  The operator holds no key and sees only ciphertext; the client checks the
+  enclave's own certificate end to end;
+- **terminate** (operator mode, ``--untrusted-ssl``): completes the TLS
+  handshake with the operator's ``*.<base-domain>`` certificate (from the
+  injected :class:`TlsProvider`, normally :class:`~._ca.OperatorCA`) and
+  relays the plain bytes to the app's HTTP port. The operator reads this
+  traffic, which is what that mode means.
+
+A connection whose ClientHello is malformed, has no SNI or names no route is
+closed without a byte sent. Every resource is bounded by :class:`RouterSettings`:
+connections (all, and those not yet routed), the time to route a connection,
+idle time once spliced, and the bytes buffered per direction (reading pauses
+when the other side's write buffer is full, so a slow reader holds no memory).
+
+Example::
+
+    >>> async def main(routes: RouteTable, ca: TlsProvider, stop: asyncio.Event) -> None:
+    ...     await serve_router(
+    ...         RouterSettings(host="127.0.0.1", port=0), routes, ca,
+    ...         shutdown_trigger=stop.wait, on_ready=lambda address: print(address.port),
+    ...     )
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from confide.errors import UsageError
+
+from ._tlsparse import MAX_PEEK_SIZE, ClientHello, NeedMore, peek_client_hello
+
+__all__ = [
+    "Direction",
+    "NullRecorder",
+    "Recorder",
+    "Route",
+    "RouteMode",
+    "RouteTable",
+    "RouterAddress",
+    "RouterSettings",
+    "TlsProvider",
+    "serve_router",
+]
+
+#: Largest plaintext chunk decrypted at once in terminate mode.
+_TLS_READ_CHUNK: Final = 64 * 1024
+
+
+class RouteMode(enum.StrEnum):
+    """How the router handles a routed connection."""
+
+    #: Relay the TLS bytes untouched (RA-TLS and owner-certificate modes).
+    PASSTHROUGH = "passthrough"
+    #: Terminate TLS with the operator's certificate, relay plain HTTP (operator mode).
+    TERMINATE = "terminate"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where connections for one server name go."""
+
+    mode: RouteMode
+    upstream_host: str
+    upstream_port: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, RouteMode):
+            raise UsageError(f"route mode must be a RouteMode, got {self.mode!r}")
+        if not self.upstream_host or len(self.upstream_host) > 253:
+            raise UsageError(f"route upstream host {self.upstream_host!r} is not a host")
+        if not 0 < self.upstream_port < 65536:
+            raise UsageError(f"route upstream port {self.upstream_port} is not in 1..65535")
+
+
+class RouteTable(Protocol):
+    """The routes, asked once per connection (so changes apply to new connections)."""
+
+    def lookup(self, server_name: str) -> Route | None:
+        """The route for ``server_name`` (lower case, no trailing dot), or ``None``."""
+        ...
+
+
+class TlsProvider(Protocol):
+    """Gives the TLS server context for terminate-mode routes."""
+
+    def server_ssl_context(self) -> ssl.SSLContext:
+        """The current context (asked once per terminated connection)."""
+        ...
+
+
+class Direction(enum.Enum):
+    """Which way bytes cross the router."""
+
+    TO_UPSTREAM = "to_upstream"
+    TO_CLIENT = "to_client"
+
+
+class Recorder(Protocol):
+    """Receives every chunk the router relays, as the router holds it.
+
+    In passthrough mode that is the TLS records exactly as they cross (the
+    ClientHello included); in terminate mode, the decrypted bytes exchanged
+    with the upstream. Tests use it to show what the operator can see.
+    Called on the event loop: it must not block.
+    """
+
+    def record(self, connection: int, direction: Direction, data: bytes) -> None: ...
+
+
+class NullRecorder:
+    """The default recorder: keeps nothing."""
+
+    def record(self, connection: int, direction: Direction, data: bytes) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RouterAddress:
+    """The address the router listens on (the real port when port 0 was asked)."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    """The router's address and limits. Times are in seconds, sizes in bytes."""
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    #: Open client connections; one more is closed as soon as it is accepted.
+    max_connections: int = 4096
+    #: Of those, connections not yet routed (slow or silent clients), closed the same way.
+    max_unrouted: int = 512
+    #: From accept to a routed connection: ClientHello read, TLS handshake done
+    #: (terminate mode) and upstream connected. A client that is silent or sends a
+    #: partial ClientHello is dropped when it runs out.
+    handshake_timeout: float = 10.0
+    #: Connecting to the upstream (also bounded by ``handshake_timeout``).
+    connect_timeout: float = 5.0
+    #: A routed connection with no byte in either direction for this long is closed.
+    idle_timeout: float = 300.0
+    #: Bytes buffered towards each side before reading from the other side pauses.
+    buffer_size: int = 256 * 1024
+    #: Listen backlog.
+    backlog: int = 1024
+    #: On shutdown, time left to open connections before they are cut.
+    shutdown_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise UsageError(f"router port {self.port} is not in 0..65535")
+        for name in ("max_connections", "max_unrouted", "buffer_size", "backlog"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"router setting {name} must be at least 1")
+        if self.max_unrouted > self.max_connections:
+            raise UsageError("router setting max_unrouted must not exceed max_connections")
+        if self.buffer_size < 4096:
+            raise UsageError("router setting buffer_size must be at least 4096")
+        for name in ("handshake_timeout", "connect_timeout", "idle_timeout", "shutdown_timeout"):
+            value = getattr(self, name)
+            if not 0 < value <= 24 * 3600:
+                raise UsageError(f"router setting {name} must be in (0, 86400] seconds")
+
+
+async def serve_router(
+    settings: RouterSettings,
+    routes: RouteTable,
+    tls_provider: TlsProvider,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    recorder: Recorder | None = None,
+    on_ready: Callable[[RouterAddress], None] | None = None,
+) -> None:
+    """Serve the front port until ``shutdown_trigger()`` returns.
+
+    ``on_ready`` is called once the port listens, with its address. On
+    shutdown the port closes at once; open connections get
+    ``settings.shutdown_timeout`` seconds to end before they are cut.
+    ``recorder`` (default: :class:`NullRecorder`) sees every relayed chunk.
+    Raises :class:`UsageError` when the port cannot be bound.
+    """
+    loop = asyncio.get_running_loop()
+    router = _Router(
+        loop,
+        settings,
+        routes,
+        tls_provider,
+        recorder if recorder is not None else NullRecorder(),
+        logging.getLogger(__name__),
+    )
+    try:
+        server = await loop.create_server(
+            router.accept, settings.host, settings.port, backlog=settings.backlog
+        )
+    except OSError as exc:
+        where = f"{settings.host}:{settings.port}"
+        raise UsageError(
+            f"the router cannot listen on {where}: {exc.strerror or exc}",
+            hint="choose another router address or port",
+        ) from exc
+    try:
+        host, port = server.sockets[0].getsockname()[:2]
+        if on_ready is not None:
+            on_ready(RouterAddress(host, port))
+        await shutdown_trigger()
+    finally:
+        server.close()
+        await router.drain(settings.shutdown_timeout)
+        await server.wait_closed()
+
+
+class _Router:
+    """The state shared by a router's connections (no globals)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        settings: RouterSettings,
+        routes: RouteTable,
+        tls_provider: TlsProvider,
+        recorder: Recorder,
+        log: logging.Logger,
+    ) -> None:
+        self.loop = loop
+        self.settings = settings
+        self.routes = routes
+        self.tls_provider = tls_provider
+        self.recorder = recorder
+        self.log = log
+        self.connections: set[_Connection] = set()
+        self.unrouted = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._ids = 0
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def accept(self) -> _Connection:
+        self._ids += 1
+        return _Connection(self, self._ids)
+
+    def opened(self, connection: _Connection) -> bool:
+        """Count a new connection in, or say no when a limit is reached."""
+        s = self.settings
+        if len(self.connections) >= s.max_connections or self.unrouted >= s.max_unrouted:
+            return False
+        self.connections.add(connection)
+        self.unrouted += 1
+        self._empty.clear()
+        return True
+
+    def closed(self, connection: _Connection) -> None:
+        self.connections.discard(connection)
+        if not self.connections:
+            self._empty.set()
+
+    def spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for the connections to end, up to ``timeout``; then cut the rest."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._empty.wait()
+        except TimeoutError:
+            self.log.info("cutting %d connections at shutdown", len(self.connections))
+        for connection in list(self.connections):
+            connection.abort()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._empty.wait()  # connection_lost runs on the next loop turns
+        except TimeoutError:  # pragma: no cover - abort() always ends in connection_lost
+            self.log.error("%d connections did not close", len(self.connections))
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class _State(enum.Enum):
+    PEEKING = "peeking"  # reading the ClientHello
+    TLS = "tls"  # terminate mode: TLS handshake under way
+    CONNECTING = "connecting"  # routed; connecting to the upstream, client reads paused
+    OPEN = "open"  # spliced
+    CLOSED = "closed"
+
+
+class _Tls:
+    """Terminate mode: the operator's TLS server end, driven through memory BIOs."""
+
+    __slots__ = ("incoming", "outgoing", "obj")
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection, and its upstream once routed."""
+
+    def __init__(self, router: _Router, ident: int) -> None:
+        self.router = router
+        self.ident = ident
+        self.state = _State.PEEKING
+        self.client: asyncio.Transport | None = None
+        self.upstream: asyncio.Transport | None = None
+        self.hello = bytearray()
+        self.pending: list[bytes] = []  # for the upstream, while connecting
+        self.tls: _Tls | None = None
+        self.route: Route | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.last_activity = 0.0
+        self.counted = False
+        self.unrouted = False
+        self.client_eof = False
+        self.upstream_eof = False
+        self.client_reading_paused = False  # by backpressure from the upstream
+        self.connect_task: asyncio.Task[None] | None = None
+
+    # -- client side (asyncio.Protocol) --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not isinstance(transport, asyncio.Transport):  # pragma: no cover - TCP only
+            transport.close()
+            return
+        self.client = transport
+        if not self.router.opened(self):
+            self.state = _State.CLOSED
+            transport.abort()
+            return
+        self.counted = self.unrouted = True
+        limit = self.router.settings.buffer_size
+        transport.set_write_buffer_limits(high=limit, low=limit // 4)
+        self.timer = self.router.loop.call_later(
+            self.router.settings.handshake_timeout, self._handshake_expired
+        )
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state is _State.OPEN:
+            self.last_activity = self.router.loop.time()
+            if self.tls is None:
+                self._to_upstream(data)
+            else:
+                self._tls_received(data)
+        elif state is _State.PEEKING:
+            self._peek(data)
+        elif state is _State.TLS:
+            self._tls_received(data)
+        elif state is _State.CONNECTING:  # pragma: no cover - reading is paused then
+            self._stop("client data while connecting")
+
+    def eof_received(self) -> bool:
+        if self.state is not _State.OPEN:
+            self._stop("client closed before it was routed")
+            return False
+        self.client_eof = True
+        if self.upstream_eof:
+            self.close()
+            return False
+        if self.upstream is not None and self.upstream.can_write_eof():
+            self.upstream.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client = None
+        if not self.counted:
+            return
+        self.counted = False
+        self._cancel_timer()
+        if self.unrouted:
+            self.unrouted = False
+            self.router.unrouted -= 1
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+        if self.upstream is not None:
+            if exc is None:
+                self.upstream.close()  # sends what is buffered, then FIN
+            else:
+                self.upstream.abort()  # the client is gone: nobody wants the rest
+        self.state = _State.CLOSED
+        self.router.closed(self)
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None and self.state is _State.OPEN:
+            self.upstream.resume_reading()
+
+    # -- upstream side (called by _Upstream) --
+
+    def on_upstream_data(self, data: bytes) -> None:
+        if self.state is not _State.OPEN or self.client is None:
+            return
+        self.last_activity = self.router.loop.time()
+        self.router.recorder.record(self.ident, Direction.TO_CLIENT, data)
+        if self.tls is None:
+            self.client.write(data)
+            return
+        try:
+            self.tls.obj.write(data)
+        except ssl.SSLError as exc:
+            self._stop(f"TLS write failed: {exc}")
+            return
+        self._flush_tls()
+
+    def on_upstream_eof(self) -> bool:
+        self.upstream_eof = True
+        if self.tls is not None:
+            try:
+                self.tls.obj.unwrap()  # queue close_notify; the client's reply is not awaited
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as exc:
+                self._stop(f"TLS close failed: {exc}")
+                return False
+            self._flush_tls()
+        if self.client_eof:
+            self.close()
+            return False
+        if self.client is not None and self.client.can_write_eof():
+            self.client.write_eof()
+        return True
+
+    def on_upstream_lost(self) -> None:
+        self.upstream = None
+        if self.state is not _State.CLOSED:
+            self.close()
+
+    def on_upstream_pause_writing(self) -> None:
+        if self.client is not None and not self.client_reading_paused:
+            self.client_reading_paused = True
+            self.client.pause_reading()
+
+    def on_upstream_resume_writing(self) -> None:
+        if self.client is not None and self.client_reading_paused:
+            self.client_reading_paused = False
+            if self.state is _State.OPEN:
+                self.client.resume_reading()
+
+    # -- closing --
+
+    def close(self) -> None:
+        """Close both sides after their buffered bytes are sent.
+
+        A client that does not read what is left is cut after ``idle_timeout``:
+        a closing connection still counts against ``max_connections``.
+        """
+        self.state = _State.CLOSED
+        self._cancel_timer()
+        if self.client is not None:
+            self.client.close()
+            self.timer = self.router.loop.call_later(self.router.settings.idle_timeout, self.abort)
+        if self.upstream is not None:
+            self.upstream.close()
+
+    def abort(self) -> None:
+        """Cut both sides now, dropping buffered bytes."""
+        self.state = _State.CLOSED
+        self._cancel_timer()
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+        if self.client is not None:
+            self.client.abort()
+        if self.upstream is not None:
+            self.upstream.abort()
+
+    def _stop(self, reason: str) -> None:
+        self.router.log.debug("connection %d closed: %s", self.ident, reason)
+        self.abort()
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _handshake_expired(self) -> None:
+        self.timer = None
+        self._stop(f"not routed within {self.router.settings.handshake_timeout} s")
+
+    def _idle_check(self) -> None:
+        idle = self.router.settings.idle_timeout
+        quiet = self.router.loop.time() - self.last_activity
+        if quiet >= idle:
+            self.timer = None
+            self._stop(f"idle for {idle} s")
+        else:
+            self.timer = self.router.loop.call_later(idle - quiet, self._idle_check)
+
+    # -- routing --
+
+    def _peek(self, data: bytes) -> None:
+        self.hello += data
+        result = peek_client_hello(bytes(self.hello))
+        if isinstance(result, NeedMore):
+            if len(self.hello) > MAX_PEEK_SIZE:  # pragma: no cover - the parser bounds this
+                self._stop("ClientHello over the peek limit")
+            return
+        if not isinstance(result, ClientHello):
+            self._stop(f"bad ClientHello: {result.reason}")
+            return
+        if result.server_name is None:
+            self._stop("no SNI")
+            return
+        route = self.router.routes.lookup(result.server_name)
+        if route is None:
+            self._stop(f"no route for {result.server_name}")
+            return
+        hello, self.hello = bytes(self.hello), bytearray()
+        if route.mode is RouteMode.PASSTHROUGH:
+            self.pending.append(hello)
+            self._connect(route)
+            return
+        try:
+            self.tls = _Tls(self.router.tls_provider.server_ssl_context())
+        except (ssl.SSLError, OSError) as exc:
+            self.router.log.warning("no TLS context for %s: %s", result.server_name, exc)
+            self.abort()
+            return
+        self.state = _State.TLS
+        self.route = route
+        self._tls_received(hello)
+
+    def _connect(self, route: Route) -> None:
+        self.state = _State.CONNECTING
+        if self.client is not None:
+            self.client.pause_reading()
+        self.connect_task = self.router.spawn(self._open_upstream(route))
+
+    async def _open_upstream(self, route: Route) -> None:
+        loop = self.router.loop
+        where = f"{route.upstream_host}:{route.upstream_port}"
+        try:
+            async with asyncio.timeout(self.router.settings.connect_timeout):
+                transport, _ = await loop.create_connection(
+                    lambda: _Upstream(self), route.upstream_host, route.upstream_port
+                )
+        except (OSError, TimeoutError) as exc:
+            self.connect_task = None
+            self.router.log.warning(
+                "connection %d: upstream %s unreachable: %r", self.ident, where, exc
+            )
+            self.abort()
+            return
+        self.connect_task = None
+        if self.state is not _State.CONNECTING or self.client is None:
+            transport.abort()
+            return
+        self._opened()
+
+    def _opened(self) -> None:
+        if self.client is None or self.upstream is None:  # pragma: no cover - checked by caller
+            return
+        self.state = _State.OPEN
+        self.unrouted = False
+        self.router.unrouted -= 1
+        self._cancel_timer()
+        limit = self.router.settings.buffer_size
+        self.upstream.set_write_buffer_limits(high=limit, low=limit // 4)
+        pending, self.pending = self.pending, []
+        for chunk in pending:
+            self._to_upstream(chunk)
+        if self.client_eof and self.upstream.can_write_eof():
+            self.upstream.write_eof()
+        self.last_activity = self.router.loop.time()
+        self.timer = self.router.loop.call_later(
+            self.router.settings.idle_timeout, self._idle_check
+        )
+        if not self.client_reading_paused and not self.client_eof:
+            self.client.resume_reading()
+
+    def _to_upstream(self, data: bytes) -> None:
+        if self.upstream is None:
+            self.pending.append(data)
+            return
+        self.router.recorder.record(self.ident, Direction.TO_UPSTREAM, data)
+        self.upstream.write(data)
+
+    # -- terminate mode --
+
+    def _tls_received(self, data: bytes) -> None:
+        tls = self.tls
+        if tls is None:  # pragma: no cover - only called in terminate mode
+            return
+        tls.incoming.write(data)
+        if self.state is _State.TLS:
+            try:
+                tls.obj.do_handshake()
+            except ssl.SSLWantReadError:
+                self._flush_tls()
+                return
+            except (ssl.SSLError, ssl.CertificateError) as exc:
+                self._flush_tls()  # the alert, if any
+                self._stop(f"TLS handshake failed: {exc}")
+                return
+            self._flush_tls()
+            if self.route is None:  # pragma: no cover - set with self.tls
+                self._stop("terminated connection without a route")
+                return
+            self._connect(self.route)
+        self._decrypt()
+
+    def _decrypt(self) -> None:
+        tls = self.tls
+        if tls is None:  # pragma: no cover - only called in terminate mode
+            return
+        chunks: list[bytes] = []
+        eof = False
+        while True:
+            try:
+                chunk = tls.obj.read(_TLS_READ_CHUNK)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                eof = True
+                break
+            except ssl.SSLError as exc:
+                self._stop(f"TLS read failed: {exc}")
+                return
+            if not chunk:
+                eof = True
+                break
+            chunks.append(chunk)
+        self._flush_tls()
+        if chunks:
+            self._to_upstream(b"".join(chunks))
+        if eof and not self.client_eof:
+            self.client_eof = True  # close_notify: end of the client's stream
+            if self.upstream is not None and self.upstream.can_write_eof():
+                if self.upstream_eof:
+                    self.close()
+                else:
+                    self.upstream.write_eof()
+
+    def _flush_tls(self) -> None:
+        if self.tls is None or self.client is None:
+            return
+        out = self.tls.outgoing.read()
+        if out:
+            self.client.write(out)
+
+
+class _Upstream(asyncio.Protocol):
+    """The upstream side of a connection: forwards to its :class:`_Connection`."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: _Connection) -> None:
+        self.connection = connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.Transport):
+            self.connection.upstream = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.connection.on_upstream_data(data)
+
+    def eof_received(self) -> bool:
+        return self.connection.on_upstream_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connection.on_upstream_lost()
+
+    def pause_writing(self) -> None:
+        self.connection.on_upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        self.connection.on_upstream_resume_writing()

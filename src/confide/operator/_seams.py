@@ -1,0 +1,112 @@
+"""What the API needs from the rest of the operator, as small protocols.
+
+The API never starts or stops processes: it writes the database and calls
+:meth:`AppEvents.notify`. The backend (supervisor) implements the protocols
+below and is handed to :func:`~confide.operator.create_app` at the entry point;
+the defaults here let the API run alone (tests, or a read-only operator).
+
+Supervisor contract (what the backend does with the rows the API writes):
+
+* a new app has ``status = spawning`` and ``desired_state = run``;
+* ``desired_state = stop`` means stop the runtime, then set status ``stopped``;
+* ``delete_requested`` with a stopped (or never started) app means set status
+  ``deleted``; the API already did so for apps that were not active;
+* status changes go through :func:`confide.operator.record_status`, which keeps
+  the history the metrics endpoint reads; ``started_at`` is set on reaching
+  ``running``, ``restarts`` counted, ``runtime_host/port/pid`` filled in;
+* the runtime's stdout and stderr go to :meth:`LogSource.log_path`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "AppEvents",
+    "CertificateAuthority",
+    "Clock",
+    "FileLogSource",
+    "LogSource",
+    "MetricsSource",
+    "NoEvents",
+    "NoMetrics",
+    "SimulationRootProvider",
+    "utc_now",
+]
+
+#: The current time, timezone-aware. Injected so tests can move it.
+Clock = Callable[[], datetime]
+
+#: Returns the PEM of the operator's simulation root CA (simulated TEE only): what a
+#: client passes as the trust anchor to verify a simulated quote.
+SimulationRootProvider = Callable[[], bytes]
+
+
+def utc_now() -> datetime:
+    """The default :data:`Clock`."""
+    return datetime.now(UTC)
+
+
+@runtime_checkable
+class AppEvents(Protocol):
+    """Told after every change the API commits to an app (create, stop, delete).
+
+    Called from a worker thread, after the commit: it must be thread-safe and
+    return at once (e.g. ``loop.call_soon_threadsafe(wake.set)``). The
+    database stays the source of truth; a missed call only delays the supervisor.
+    """
+
+    def notify(self, app_id: uuid.UUID) -> None: ...
+
+
+class NoEvents:
+    """The default :class:`AppEvents`: nobody listens (the supervisor polls)."""
+
+    def notify(self, app_id: uuid.UUID) -> None:
+        return None
+
+
+@runtime_checkable
+class LogSource(Protocol):
+    """Where the backend writes an app's runtime output (stdout and stderr, appended)."""
+
+    def log_path(self, app_id: uuid.UUID) -> Path: ...
+
+
+class FileLogSource:
+    """The default :class:`LogSource`: ``<logs_dir>/<app-id>.log``."""
+
+    def __init__(self, logs_dir: Path) -> None:
+        self.logs_dir = logs_dir
+
+    def log_path(self, app_id: uuid.UUID) -> Path:
+        return self.logs_dir / f"{app_id}.log"
+
+
+@runtime_checkable
+class MetricsSource(Protocol):
+    """Numbers only the backend knows about a running app (memory, CPU seconds, ...).
+
+    Returned under ``runtime`` by the metrics endpoint; status durations,
+    restarts and uptime come from the database.
+    """
+
+    def runtime_metrics(self, app_id: uuid.UUID) -> Mapping[str, float]: ...
+
+
+class NoMetrics:
+    """The default :class:`MetricsSource`: no runtime numbers."""
+
+    def runtime_metrics(self, app_id: uuid.UUID) -> Mapping[str, float]:
+        return {}
+
+
+@runtime_checkable
+class CertificateAuthority(Protocol):
+    """The operator's CA (the router's ``_ca.py``): its certificate, PEM."""
+
+    def certificate_pem(self) -> bytes: ...

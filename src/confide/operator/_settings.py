@@ -1,0 +1,314 @@
+"""The operator's settings: one frozen object, built once at the entry point.
+
+:meth:`OperatorSettings.load` is the only place that reads the operator's
+TOML configuration file; nothing below it reads files or environment
+variables for configuration. Command-line options (and their environment
+variables, read by the CLI) override the file, which overrides the defaults.
+
+Configuration file (every key optional)::
+
+    database_url = "postgresql+psycopg://confide@db.internal/confide"
+    api_host = "127.0.0.1"
+    api_port = 8080
+    base_domain = "confide.example.com"
+    router_host = "127.0.0.1"
+    router_port = 8443
+    tee = "simulation"                  # or "gramine"
+    max_package_size = 268435456        # bytes
+    max_apps_per_account = 20
+
+    [plans.small]                       # replaces the default plan set when present
+    memory_mib = 512
+    cores = 1
+
+Example::
+
+    >>> from pathlib import Path
+    >>> settings = OperatorSettings.load(Path("/var/lib/confide"), runtime_sha256=bytes(32))
+    >>> settings.database_url
+    'sqlite:////var/lib/confide/operator.db'
+    >>> settings.plan("small").memory_mib
+    512
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from confide.errors import UsageError
+
+__all__ = [
+    "CONFIG_FILE_NAME",
+    "DEFAULT_PLANS",
+    "MAX_CONFIG_FILE",
+    "OperatorSettings",
+    "Plan",
+    "TeeBackend",
+]
+
+#: The configuration file looked for in the data folder when none is given.
+CONFIG_FILE_NAME: Final = "operator.toml"
+#: Largest configuration file read.
+MAX_CONFIG_FILE: Final = 1024 * 1024
+#: Default limits.
+DEFAULT_MAX_PACKAGE_SIZE: Final = 256 * 1024 * 1024
+DEFAULT_MAX_APPS_PER_ACCOUNT: Final = 20
+#: Bounds the configuration may not leave.
+MAX_PLANS: Final = 64
+MAX_PLAN_MEMORY_MIB: Final = 4 * 1024 * 1024
+MAX_PLAN_CORES: Final = 1024
+
+_NAME: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+_HOSTNAME: Final = re.compile(
+    r"^(?=.{1,200}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+class TeeBackend(enum.StrEnum):
+    """Which TEE the operator's backend launches apps in."""
+
+    #: No hardware: simulated quotes that verify only against the operator's simulation root.
+    SIMULATION = "simulation"
+    #: Intel SGX through Gramine.
+    GRAMINE = "gramine"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A size of enclave an app may ask for."""
+
+    name: str
+    memory_mib: int
+    cores: int
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise UsageError(
+                f"plan name {self.name!r} must be 1 to 32 lower-case letters, digits or hyphens"
+            )
+        if not 0 < self.memory_mib <= MAX_PLAN_MEMORY_MIB:
+            raise UsageError(
+                f"plan {self.name}: memory_mib must be in 1..{MAX_PLAN_MEMORY_MIB}, "
+                f"got {self.memory_mib}"
+            )
+        if not 0 < self.cores <= MAX_PLAN_CORES:
+            raise UsageError(
+                f"plan {self.name}: cores must be in 1..{MAX_PLAN_CORES}, got {self.cores}"
+            )
+
+
+DEFAULT_PLANS: Final = (
+    Plan("small", memory_mib=512, cores=1),
+    Plan("medium", memory_mib=2048, cores=2),
+    Plan("large", memory_mib=8192, cores=4),
+)
+
+
+def _default_database_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'operator.db'}"
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSettings:
+    """Everything the operator service was told; nothing else reads its configuration."""
+
+    #: Where the database (SQLite default), blobs and runtime logs live. Absolute.
+    data_dir: Path
+    #: SQLAlchemy URL: ``sqlite:///...`` or ``postgresql+psycopg://...``.
+    database_url: str
+    #: SHA-256 of the Confide runtime the backend launches (part of every fingerprint).
+    runtime_sha256: bytes
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    #: Apps are served at ``<app-id>.<base_domain>``.
+    base_domain: str = "confide.localhost"
+    #: Where the router (the operator's TLS front) listens.
+    router_host: str = "127.0.0.1"
+    router_port: int = 8443
+    plans: tuple[Plan, ...] = DEFAULT_PLANS
+    #: Largest encrypted package accepted, in bytes (a larger upload gets 413).
+    max_package_size: int = DEFAULT_MAX_PACKAGE_SIZE
+    #: Most apps (not deleted) one account may have (one more gets 409).
+    max_apps_per_account: int = DEFAULT_MAX_APPS_PER_ACCOUNT
+    tee: TeeBackend = TeeBackend.SIMULATION
+    _plan_index: Mapping[str, Plan] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.data_dir.is_absolute():
+            raise UsageError(f"the data folder must be an absolute path, got {self.data_dir}")
+        if not isinstance(self.runtime_sha256, bytes) or len(self.runtime_sha256) != 32:
+            raise UsageError("runtime_sha256 must be 32 bytes")
+        try:
+            url = make_url(self.database_url)
+        except ArgumentError as exc:
+            raise UsageError(f"the database URL is not valid: {exc}") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise UsageError(
+                f"database backend {url.get_backend_name()!r} is not supported",
+                hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
+            )
+        for name, port in (("api_port", self.api_port), ("router_port", self.router_port)):
+            if not 0 <= port <= 65535:
+                raise UsageError(f"{name} must be in 0..65535, got {port}")
+        if not _HOSTNAME.match(self.base_domain):
+            raise UsageError(f"base_domain {self.base_domain!r} is not a lower-case DNS name")
+        if not 0 < len(self.plans) <= MAX_PLANS:
+            raise UsageError(f"give 1 to {MAX_PLANS} plans, got {len(self.plans)}")
+        index = {p.name: p for p in self.plans}
+        if len(index) != len(self.plans):
+            raise UsageError("plan names must be unique")
+        if self.max_package_size <= 0:
+            raise UsageError(f"max_package_size must be positive, got {self.max_package_size}")
+        if self.max_apps_per_account <= 0:
+            raise UsageError(
+                f"max_apps_per_account must be positive, got {self.max_apps_per_account}"
+            )
+        object.__setattr__(self, "tee", TeeBackend(self.tee))
+        object.__setattr__(self, "_plan_index", index)
+
+    # -- derived -----------------------------------------------------------------------------
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where the backend writes each app's runtime output (``<app-id>.log``)."""
+        return self.data_dir / "logs"
+
+    @property
+    def router_address(self) -> str:
+        return f"{self.router_host}:{self.router_port}"
+
+    def plan(self, name: str) -> Plan:
+        """The plan called ``name``; :class:`UsageError` if there is none."""
+        try:
+            return self._plan_index[name]
+        except KeyError:
+            raise UsageError(
+                f"no plan {name!r}", hint=f"plans: {', '.join(sorted(self._plan_index))}"
+            ) from None
+
+    def has_plan(self, name: str) -> bool:
+        return name in self._plan_index
+
+    def database_url_for_display(self) -> str:
+        """The database URL with any password hidden."""
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+    # -- building ----------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        data_dir: Path,
+        *,
+        runtime_sha256: bytes,
+        config_file: Path | None = None,
+        **overrides: Any,
+    ) -> OperatorSettings:
+        """Build the settings: defaults, then ``config_file``, then ``overrides``.
+
+        ``config_file`` defaults to ``<data_dir>/operator.toml`` when that file
+        exists. ``overrides`` are field names with values (``None`` values are
+        ignored, so a CLI can pass its options straight through).
+        """
+        data_dir = data_dir.expanduser().resolve()
+        if config_file is None and (data_dir / CONFIG_FILE_NAME).is_file():
+            config_file = data_dir / CONFIG_FILE_NAME
+        values: dict[str, Any] = _read_config(config_file) if config_file is not None else {}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - _FILE_KEYS
+        if unknown:
+            raise UsageError(f"unknown operator settings: {', '.join(sorted(unknown))}")
+        if "tee" in values:
+            try:
+                values["tee"] = TeeBackend(values["tee"])
+            except ValueError:
+                raise UsageError(
+                    f"tee must be one of {', '.join(t.value for t in TeeBackend)}, "
+                    f"got {values['tee']!r}"
+                ) from None
+        values.setdefault("database_url", _default_database_url(data_dir))
+        return cls(data_dir=data_dir, runtime_sha256=runtime_sha256, **values)
+
+    def with_overrides(self, **changes: Any) -> OperatorSettings:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+
+_FILE_KEYS: Final = frozenset(
+    {
+        "database_url",
+        "api_host",
+        "api_port",
+        "base_domain",
+        "router_host",
+        "router_port",
+        "plans",
+        "max_package_size",
+        "max_apps_per_account",
+        "tee",
+    }
+)
+_INT_KEYS: Final = frozenset(
+    {"api_port", "router_port", "max_package_size", "max_apps_per_account"}
+)
+_STR_KEYS: Final = frozenset({"database_url", "api_host", "base_domain", "router_host", "tee"})
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_FILE + 1)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read the operator configuration {path}: {exc.strerror or exc}"
+        ) from None
+    if len(data) > MAX_CONFIG_FILE:
+        raise UsageError(f"the operator configuration {path} is larger than {MAX_CONFIG_FILE}")
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"the operator configuration {path} is not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "plans":
+            values["plans"] = _plans(value, path)
+        elif key in _INT_KEYS:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise UsageError(f"{path}: {key} must be an integer, got {value!r}")
+            values[key] = value
+        elif key in _STR_KEYS:
+            if not isinstance(value, str):
+                raise UsageError(f"{path}: {key} must be a string, got {value!r}")
+            values[key] = value
+        else:
+            raise UsageError(
+                f"{path}: unknown key {key!r}", hint=f"known keys: {', '.join(sorted(_FILE_KEYS))}"
+            )
+    return values
+
+
+def _plans(value: object, path: Path) -> tuple[Plan, ...]:
+    if not isinstance(value, dict) or not value:
+        raise UsageError(f"{path}: [plans] must be a table of plan tables, e.g. [plans.small]")
+    plans = []
+    for name, spec in value.items():
+        if not isinstance(spec, dict) or set(spec) != {"memory_mib", "cores"}:
+            raise UsageError(f"{path}: [plans.{name}] must have exactly memory_mib and cores")
+        memory, cores = spec["memory_mib"], spec["cores"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (memory, cores)):
+            raise UsageError(f"{path}: [plans.{name}] memory_mib and cores must be integers")
+        plans.append(Plan(name, memory_mib=memory, cores=cores))
+    return tuple(plans)

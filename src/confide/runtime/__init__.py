@@ -1,0 +1,76 @@
+"""What runs inside the enclave: attested configuration, encrypted code, sealed state.
+
+The runtime proves itself with an RA-TLS certificate, accepts the owner's keys
+only over that attested channel, decrypts the code inside the enclave and
+serves the app. Its measurement is that of its :class:`LaunchManifest`.
+
+Example::
+
+    >>> import logging
+    >>> from datetime import datetime, timezone
+    >>> from confide.tee import select_tee
+    >>> now = datetime.now(timezone.utc)
+    >>> settings = RuntimeSettings.from_arguments(...)  # doctest: +SKIP
+    >>> tee = select_tee(  # doctest: +SKIP
+    ...     "simulation", simulation_state=Path("sim"), measurement=settings.measurement, now=now
+    ... )
+    >>> log = logging.getLogger("confide.runtime")
+    >>> run_runtime(settings, tee, now=now, logger=log)  # doctest: +SKIP
+"""
+
+from ._configure import AppLaunch, Configurator
+from ._endpoint import ConfigurationEndpoint, Configures
+from ._manifest import MANIFEST_VERSION, LaunchManifest, TlsMode, runtime_code_hash
+from ._payload import (
+    CONFIGURATION_FIELDS,
+    MAX_CONFIGURATION_SIZE,
+    ConfigurationRejected,
+    ConfigurationRequest,
+)
+from ._runtime import (
+    APP_TIMEOUTS,
+    CLOCK_SKEW,
+    CONFIGURATION_CERT_VALIDITY,
+    CONFIGURATION_TIMEOUTS,
+    DEFAULT_SUBJECT,
+    EnclaveIdentity,
+    EnclaveRuntime,
+    run_runtime,
+)
+from ._settings import CodeSource, OwnerCertificate, RuntimeSettings
+from ._state import STATE_FILE, SealedState, StateStore
+from ._tls import ALPN_PROTOCOLS, ServerTimeouts, server_ssl_context
+from ._workspace import Workspace
+
+__all__ = [
+    "ALPN_PROTOCOLS",
+    "APP_TIMEOUTS",
+    "CLOCK_SKEW",
+    "CONFIGURATION_CERT_VALIDITY",
+    "CONFIGURATION_FIELDS",
+    "CONFIGURATION_TIMEOUTS",
+    "DEFAULT_SUBJECT",
+    "MANIFEST_VERSION",
+    "MAX_CONFIGURATION_SIZE",
+    "STATE_FILE",
+    "AppLaunch",
+    "CodeSource",
+    "ConfigurationEndpoint",
+    "ConfigurationRejected",
+    "ConfigurationRequest",
+    "Configurator",
+    "Configures",
+    "EnclaveIdentity",
+    "EnclaveRuntime",
+    "LaunchManifest",
+    "OwnerCertificate",
+    "RuntimeSettings",
+    "SealedState",
+    "ServerTimeouts",
+    "StateStore",
+    "TlsMode",
+    "Workspace",
+    "run_runtime",
+    "runtime_code_hash",
+    "server_ssl_context",
+]

@@ -1,0 +1,207 @@
+"""The launch manifest and the measurement (the fingerprint) of a launch.
+
+As Gramine measures its trusted files and its arguments into MRENCLAVE, the
+simulated loader measures a launch as SHA-256 over a canonical, versioned
+launch manifest. ``confide fingerprint`` recomputes the same value on the
+owner's or the user's machine, with no TEE.
+
+Manifest format, version 1: a JSON object, UTF-8, keys sorted, no spaces
+(``json.dumps(..., sort_keys=True, separators=(",", ":"))``)::
+
+    {"app_id": "<uuid, lower-case, hyphenated>",
+     "application": "<module:attribute>",
+     "certificate_sha256": "<hex SHA-256 of the owner's certificate (DER)>" | null,
+     "format": "confide-launch-manifest",
+     "package_sha256": "<hex SHA-256 of the encrypted package>",
+     "ratls_expiry": <UNIX seconds> | null,
+     "runtime_sha256": "<hex runtime code hash>",
+     "san": ["<name>", ...],
+     "subject": "<RA-TLS subject CN>" | null,
+     "tls": "ratls" | "certificate" | "none",
+     "version": 1}
+
+measurement = SHA-256("confide/launch/v1" || 0x00 || manifest bytes), 32 bytes,
+the size of MRENCLAVE. The runtime code hash is SHA-256 over the sorted list
+of ``<relative path> 0x00 <SHA-256 of the file> 0x0a`` for every ``*.py`` file
+and packaged data file of the installed ``confide`` package.
+
+Example::
+
+    >>> import uuid
+    >>> m = LaunchManifest(
+    ...     runtime_sha256=bytes(32), package_sha256=bytes(32),
+    ...     app_id=uuid.UUID(int=1), application="app:app", tls=TlsMode.RATLS,
+    ...     ratls_expiry=1900000000, certificate_sha256=None, san=("a.example",), subject=None,
+    ... )
+    >>> len(m.measurement())
+    32
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+from confide.errors import UsageError
+
+__all__ = [
+    "MANIFEST_VERSION",
+    "LaunchManifest",
+    "TlsMode",
+    "runtime_code_hash",
+]
+
+MANIFEST_VERSION: Final = 1
+_DOMAIN: Final = b"confide/launch/v1\x00"
+_FORMAT: Final = "confide-launch-manifest"
+_APPLICATION: Final = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_RUNTIME_SUFFIXES: Final = (".py", ".der", ".typed")
+MAX_SANS: Final = 64
+MAX_NAME: Final = 253
+
+
+class TlsMode(enum.StrEnum):
+    """How the app is served once configured."""
+
+    #: Zero trust: the RA-TLS certificate carrying the quote.
+    RATLS = "ratls"
+    #: The owner's certificate; its key is sent into the attested enclave.
+    CERTIFICATE = "certificate"
+    #: Plain HTTP behind the operator's TLS proxy (``--untrusted-ssl``).
+    NONE = "none"
+
+
+def _hex32(value: object, name: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise UsageError(f"{name} must be 32 bytes")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchManifest:
+    """Every input that decides what a launched runtime does."""
+
+    runtime_sha256: bytes
+    package_sha256: bytes
+    app_id: uuid.UUID
+    application: str
+    tls: TlsMode
+    ratls_expiry: int | None
+    certificate_sha256: bytes | None
+    san: tuple[str, ...]
+    subject: str | None
+
+    def __post_init__(self) -> None:
+        _hex32(self.runtime_sha256, "runtime_sha256")
+        _hex32(self.package_sha256, "package_sha256")
+        if not _APPLICATION.match(self.application):
+            raise UsageError(
+                f"application must be module:attribute (e.g. app:app), got {self.application!r}"
+            )
+        if (self.tls == TlsMode.RATLS) != (self.ratls_expiry is not None):
+            raise UsageError("an RA-TLS expiry is given exactly when the TLS mode is ratls")
+        if (self.tls == TlsMode.CERTIFICATE) != (self.certificate_sha256 is not None):
+            raise UsageError("a certificate hash is given exactly when the TLS mode is certificate")
+        if self.certificate_sha256 is not None:
+            _hex32(self.certificate_sha256, "certificate_sha256")
+        if len(self.san) > MAX_SANS or any(not 0 < len(s) <= MAX_NAME for s in self.san):
+            raise UsageError(f"at most {MAX_SANS} SAN names of 1 to {MAX_NAME} characters")
+        if self.subject is not None and not 0 < len(self.subject) <= MAX_NAME:
+            raise UsageError(f"the subject must be 1 to {MAX_NAME} characters")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "app_id": str(self.app_id),
+            "application": self.application,
+            "certificate_sha256": (
+                self.certificate_sha256.hex() if self.certificate_sha256 is not None else None
+            ),
+            "format": _FORMAT,
+            "package_sha256": self.package_sha256.hex(),
+            "ratls_expiry": self.ratls_expiry,
+            "runtime_sha256": self.runtime_sha256.hex(),
+            "san": list(self.san),
+            "subject": self.subject,
+            "tls": self.tls.value,
+            "version": MANIFEST_VERSION,
+        }
+
+    def to_json(self) -> bytes:
+        """The canonical bytes that are measured."""
+        return json.dumps(
+            self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+
+    def measurement(self) -> bytes:
+        """SHA-256 of the domain tag and the canonical manifest: the enclave's MRENCLAVE."""
+        return hashlib.sha256(_DOMAIN + self.to_json()).digest()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> LaunchManifest:
+        """Parse a manifest written by :meth:`to_json` (unknown versions fail)."""
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise UsageError(f"the launch manifest is not JSON: {exc}") from None
+        if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
+            raise UsageError("not a Confide launch manifest")
+        if obj.get("version") != MANIFEST_VERSION:
+            raise UsageError(
+                f"launch manifest version {obj.get('version')!r} is not supported "
+                f"(this Confide reads version {MANIFEST_VERSION}); upgrade Confide"
+            )
+        try:
+            cert = obj["certificate_sha256"]
+            manifest = cls(
+                runtime_sha256=bytes.fromhex(obj["runtime_sha256"]),
+                package_sha256=bytes.fromhex(obj["package_sha256"]),
+                app_id=uuid.UUID(obj["app_id"]),
+                application=obj["application"],
+                tls=TlsMode(obj["tls"]),
+                ratls_expiry=obj["ratls_expiry"],
+                certificate_sha256=bytes.fromhex(cert) if cert is not None else None,
+                san=tuple(obj["san"]),
+                subject=obj["subject"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"the launch manifest is malformed: {exc}") from None
+        if (
+            manifest.to_json()
+            != json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        ):
+            raise UsageError("the launch manifest has fields this version does not know")
+        return manifest
+
+
+def _files(root: Path, relative: str = "") -> Iterable[tuple[str, Path]]:
+    for child in sorted(root.iterdir(), key=lambda p: p.name):
+        rel = f"{relative}{child.name}"
+        if child.is_dir():
+            if child.name != "__pycache__":
+                yield from _files(child, rel + "/")
+        elif child.suffix in _RUNTIME_SUFFIXES:
+            yield rel, child
+
+
+def runtime_code_hash(root: Path | None = None) -> bytes:
+    """Hash the installed ``confide`` package (or the package folder at ``root``).
+
+    What a client uses by default: its own installed Confide. An operator that
+    runs another release tells the client that release's hash, which the client
+    must check itself (ADR 0005).
+    """
+    base = root if root is not None else Path(str(resources.files("confide")))
+    if not base.is_dir():
+        raise UsageError(f"cannot hash the Confide runtime at {base}: not a folder")
+    digest = hashlib.sha256()
+    for rel, path in sorted(_files(base)):
+        digest.update(rel.encode() + b"\x00" + hashlib.sha256(path.read_bytes()).digest() + b"\n")
+    return digest.digest()

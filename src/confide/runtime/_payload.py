@@ -1,0 +1,258 @@
+"""Protocol: the owner's configuration request, parsed into a frozen model (no I/O).
+
+The JSON body uses Cosmian Enclave's field names and encodings, so its
+clients work unchanged::
+
+    {"uuid": "<the app id>",                          required, checked first
+     "code_secret_key": "<64 hex digits>",            the package key
+     "ssl_private_key": "<PEM>",                      only with --certificate, required there
+     "app_secrets": {...},                            any JSON object
+     "app_sealed_secrets": "<base64url>"}             a sealed box to the enclave's X25519
+                                                      key; its plaintext is a JSON object,
+                                                      which may hold "code_secret_key"
+
+:meth:`ConfigurationRequest.parse` checks the app id before it looks at any
+other field; every failure raises :class:`ConfigurationRejected` with the
+HTTP status and a message naming the field. Secret values never appear in a
+message or a ``repr``.
+
+Example::
+
+    >>> import json, uuid
+    >>> from confide.crypto import X25519KeyPair
+    >>> app_id = uuid.UUID(int=7)
+    >>> body = json.dumps({"uuid": str(app_id), "code_secret_key": "00" * 32}).encode()
+    >>> request = ConfigurationRequest.parse(
+    ...     body, app_id=app_id, enclave_key=X25519KeyPair.generate(), plaintext_code=False
+    ... )
+    >>> request.code_key is not None
+    True
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from confide.crypto import PackageKey, X25519KeyPair, unseal
+from confide.errors import CryptoError, Error, UsageError
+
+__all__ = [
+    "CONFIGURATION_FIELDS",
+    "MAX_CONFIGURATION_SIZE",
+    "ConfigurationRejected",
+    "ConfigurationRequest",
+]
+
+#: Largest configuration request body, in bytes (secrets, not bulk data).
+MAX_CONFIGURATION_SIZE: Final = 1024 * 1024
+#: The fields a configuration request may carry.
+CONFIGURATION_FIELDS: Final = frozenset(
+    {"uuid", "code_secret_key", "ssl_private_key", "app_secrets", "app_sealed_secrets"}
+)
+_BASE64URL: Final = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+_HEX_KEY: Final = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class ConfigurationRejected(Error):
+    """A configuration request was refused; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def _bad(code: str, message: str) -> ConfigurationRejected:
+    return ConfigurationRejected(400, f"configuration.{code}", message)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_object(data: bytes, what: str, code: str) -> dict[str, Any]:
+    """Strict JSON: UTF-8, no duplicate keys, no NaN/Infinity, an object at the top."""
+    try:
+        obj = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+        )
+    except UnicodeDecodeError:
+        raise _bad(code, f"{what} is not UTF-8") from None
+    except RecursionError:
+        raise _bad(code, f"{what} is nested too deeply") from None
+    except ValueError as exc:
+        raise _bad(code, f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise _bad(code, f"{what} must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _code_key(value: object, where: str) -> PackageKey:
+    if not isinstance(value, str) or not _HEX_KEY.match(value):
+        raise _bad(
+            "code_secret_key",
+            f"{where} must be the 32-byte package key in hex (64 hex digits)",
+        )
+    return PackageKey(bytes.fromhex(value))
+
+
+def _base64url(value: str) -> bytes:
+    """Base64url, with or without its ``=`` padding."""
+    if not _BASE64URL.match(value):
+        raise _bad("app_sealed_secrets", "app_sealed_secrets is not base64url")
+    bare = value.rstrip("=")
+    try:
+        return base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
+    except (binascii.Error, ValueError):
+        raise _bad("app_sealed_secrets", "app_sealed_secrets is not base64url") from None
+
+
+def _private_key(value: object) -> PrivateKeyTypes:
+    if not isinstance(value, str):
+        raise _bad("ssl_private_key", "ssl_private_key must be a PEM string")
+    try:
+        return serialization.load_pem_private_key(value.encode("utf-8"), password=None)
+    except (ValueError, TypeError, UnicodeEncodeError):
+        raise _bad(
+            "ssl_private_key", "ssl_private_key is not an unencrypted PEM private key"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigurationRequest:
+    """A parsed configuration request: only checked values, no secret in its ``repr``."""
+
+    #: The package key (``code_secret_key``, or the one inside the sealed secrets).
+    code_key: PackageKey | None = field(repr=False)
+    #: The owner's TLS private key (certificate mode only), re-encoded as PKCS#8 PEM.
+    ssl_private_key_pem: bytes | None = field(repr=False)
+    #: ``app_secrets`` as given.
+    app_secrets: dict[str, Any] | None = field(repr=False)
+    #: The opened ``app_sealed_secrets``.
+    sealed_secrets: dict[str, Any] | None = field(repr=False)
+
+    @classmethod
+    def parse(
+        cls,
+        body: bytes,
+        *,
+        app_id: uuid.UUID,
+        enclave_key: X25519KeyPair,
+        plaintext_code: bool,
+        certificate_mode: bool = False,
+    ) -> ConfigurationRequest:
+        """Parse and check a request body; raise :class:`ConfigurationRejected`.
+
+        401 for a missing or wrong ``uuid`` (checked before any other field),
+        400 for everything else; the message names the field at fault.
+        """
+        if len(body) > MAX_CONFIGURATION_SIZE:
+            raise ConfigurationRejected(
+                413,
+                "configuration.too_large",
+                f"the request body is over {MAX_CONFIGURATION_SIZE} bytes",
+            )
+        obj = _json_object(body, "the request body", "json")
+        claimed = obj.get("uuid")
+        try:
+            matches = isinstance(claimed, str) and uuid.UUID(claimed) == app_id
+        except ValueError:
+            matches = False
+        if not matches:
+            raise ConfigurationRejected(
+                401, "configuration.uuid", "missing or wrong uuid: this is not the app's id"
+            )
+        # Authenticated: only now is anything else looked at.
+        unknown = sorted(set(obj) - CONFIGURATION_FIELDS)
+        if unknown:
+            raise _bad(
+                "unknown_field",
+                f"unknown field(s) {', '.join(unknown)}; expected some of "
+                f"{', '.join(sorted(CONFIGURATION_FIELDS))}",
+            )
+        code_key = None
+        if obj.get("code_secret_key") is not None:
+            code_key = _code_key(obj["code_secret_key"], "code_secret_key")
+
+        app_secrets = obj.get("app_secrets")
+        if app_secrets is not None and not isinstance(app_secrets, dict):
+            raise _bad(
+                "app_secrets",
+                f"app_secrets must be a JSON object, got {type(app_secrets).__name__}",
+            )
+
+        sealed_secrets = None
+        sealed = obj.get("app_sealed_secrets")
+        if sealed is not None:
+            if not isinstance(sealed, str):
+                raise _bad("app_sealed_secrets", "app_sealed_secrets must be a base64url string")
+            try:
+                opened = unseal(_base64url(sealed), enclave_key)
+            except CryptoError as exc:
+                raise _bad(
+                    "app_sealed_secrets",
+                    f"app_sealed_secrets does not open with this enclave's key: {exc.message}",
+                ) from None
+            except UsageError:
+                raise _bad("app_sealed_secrets", "app_sealed_secrets does not open") from None
+            sealed_secrets = _json_object(
+                opened, "the plaintext of app_sealed_secrets", "app_sealed_secrets"
+            )
+            inner = sealed_secrets.get("code_secret_key")
+            if inner is not None:
+                inner_key = _code_key(inner, "code_secret_key in app_sealed_secrets")
+                if code_key is not None and inner_key != code_key:
+                    raise _bad(
+                        "code_secret_key",
+                        "code_secret_key and the one in app_sealed_secrets differ",
+                    )
+                code_key = inner_key
+
+        if code_key is None and not plaintext_code:
+            raise _bad(
+                "code_secret_key",
+                "code_secret_key is missing (in the request or in app_sealed_secrets)",
+            )
+
+        ssl_private_key_pem = None
+        raw_key = obj.get("ssl_private_key")
+        if certificate_mode:
+            if raw_key is None:
+                raise _bad("ssl_private_key", "ssl_private_key is required with --certificate")
+            key = _private_key(raw_key)
+            ssl_private_key_pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        elif raw_key is not None:
+            raise _bad(
+                "ssl_private_key",
+                "ssl_private_key is only accepted by a runtime launched with --certificate",
+            )
+        return cls(
+            code_key=code_key,
+            ssl_private_key_pem=ssl_private_key_pem,
+            app_secrets=app_secrets,
+            sealed_secrets=sealed_secrets,
+        )

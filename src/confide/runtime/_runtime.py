@@ -1,0 +1,362 @@
+"""The enclave runtime: attest, wait for the owner's configuration, then serve the app.
+
+1. Unseal the state (or create it): the enclave's X25519 key pair and its TLS
+   P-256 key survive restarts; another measurement cannot unseal them.
+2. Quote ``ratls_report_data(TLS public key, X25519 public key)`` and build
+   the RA-TLS certificate around it.
+3. If the state is not configured yet, serve the configuration endpoint over
+   RA-TLS, whatever the app's TLS mode: the owner verifies the enclave before
+   sending keys. Stop with an error at ``--timeout``, or when the configuration
+   certificate expires.
+4. Serve the app on the same socket with hypercorn: with the RA-TLS
+   certificate, the owner's certificate, or plain HTTP.
+
+The RA-TLS certificate is valid from a minute before launch (clock skew) until
+``--ratls`` in RA-TLS mode; in the other modes it only serves the
+configuration phase and is valid for :data:`CONFIGURATION_CERT_VALIDITY`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypercorn.asyncio import serve
+from hypercorn.typing import Framework
+
+from confide.attestation import create_ratls_certificate, ratls_report_data
+from confide.crypto import X25519KeyPair
+from confide.errors import TeeError, UsageError
+from confide.tee import Tee
+
+from ._configure import AppLaunch, Configurator
+from ._endpoint import ConfigurationEndpoint
+from ._manifest import TlsMode
+from ._settings import RuntimeSettings
+from ._state import SealedState, StateStore
+from ._tls import ServerTimeouts, bind_listener, hypercorn_config, server_ssl_context
+from ._workspace import Workspace, load_app
+
+__all__ = [
+    "APP_TIMEOUTS",
+    "CLOCK_SKEW",
+    "CONFIGURATION_CERT_VALIDITY",
+    "CONFIGURATION_TIMEOUTS",
+    "DEFAULT_SUBJECT",
+    "EnclaveIdentity",
+    "EnclaveRuntime",
+    "run_runtime",
+]
+
+#: Validity of the RA-TLS certificate of the configuration phase, outside RA-TLS mode.
+CONFIGURATION_CERT_VALIDITY: Final = timedelta(hours=24)
+#: The RA-TLS certificate is valid from this long before launch (clients' clock skew).
+CLOCK_SKEW: Final = timedelta(minutes=1)
+#: Subject common name of the RA-TLS certificate without ``--subject`` or ``--san``.
+DEFAULT_SUBJECT: Final = "Confide enclave"
+#: The configuration endpoint: short, since it only takes one small request.
+CONFIGURATION_TIMEOUTS: Final = ServerTimeouts(
+    handshake=10.0, read=30, keep_alive=5.0, graceful=2.0
+)
+#: Seconds a stopping server may take beyond its graceful timeout before it is cancelled.
+_SHUTDOWN_MARGIN: Final = 1.0
+#: The app: more room for slow clients and long requests.
+APP_TIMEOUTS: Final = ServerTimeouts(handshake=30.0, read=120, keep_alive=30.0, graceful=10.0)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def new_state() -> SealedState:
+    """Fresh keys for a first launch: a P-256 TLS key and an X25519 key pair."""
+    return SealedState(
+        tls_key_pem=_pem_key(ec.generate_private_key(ec.SECP256R1())),
+        enclave_private_key=X25519KeyPair.generate().private_key,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EnclaveIdentity:
+    """The enclave's keys and the RA-TLS certificate that binds them to a fresh quote."""
+
+    tls_key: ec.EllipticCurvePrivateKey = field(repr=False)
+    enclave_key: X25519KeyPair = field(repr=False)
+    certificate: x509.Certificate
+
+    @property
+    def certificate_pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def tls_key_pem(self) -> bytes:
+        return _pem_key(self.tls_key)
+
+    @classmethod
+    def attest(
+        cls, tee: Tee, state: SealedState, settings: RuntimeSettings, *, now: datetime
+    ) -> EnclaveIdentity:
+        key = serialization.load_pem_private_key(state.tls_key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TeeError("the sealed TLS key is not an EC key")
+        enclave_key = X25519KeyPair.from_private_key(state.enclave_private_key)
+        quote = tee.get_quote(ratls_report_data(key.public_key(), enclave_key.public_key))
+        not_after = settings.ratls_expiry or now + CONFIGURATION_CERT_VALIDITY
+        subject = settings.subject or (settings.san[0] if settings.san else DEFAULT_SUBJECT)
+        certificate = create_ratls_certificate(
+            key,
+            quote,
+            subject=subject,
+            sans=settings.san,
+            not_before=now - CLOCK_SKEW,
+            not_after=not_after,
+        )
+        return cls(tls_key=key, enclave_key=enclave_key, certificate=certificate)
+
+
+class EnclaveRuntime:
+    """One launch of the runtime. :meth:`run` returns when ``stop`` is set."""
+
+    def __init__(
+        self, settings: RuntimeSettings, tee: Tee, *, now: datetime, logger: logging.Logger
+    ) -> None:
+        if now.tzinfo is None:
+            raise UsageError("now must be a timezone-aware datetime")
+        self._settings = settings
+        self._tee = tee
+        self._now = now
+        self._log = logger
+        self._server_log = logger.getChild("server")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        settings = self._settings
+        store = StateStore(settings.state_dir, sealing_key=self._tee.sealing_key())
+        state = store.load()
+        if state is None:
+            state = new_state()
+            store.save(state)
+        identity = EnclaveIdentity.attest(self._tee, state, settings, now=self._now)
+        self._log.info(
+            "measurement %s (%s TEE); enclave X25519 public key %s",
+            self._tee.measurement.hex(),
+            self._tee.kind.value,
+            identity.enclave_key.public_key.hex(),
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            listener = bind_listener(settings.host, settings.port)
+            stack.callback(listener.close)
+            workspace = Workspace.create(settings.code_dir)
+            stack.callback(workspace.remove)
+            leftovers: list[asyncio.Task[None]] = []
+            stack.push_async_callback(_finish_all, leftovers)
+            configurator = Configurator(settings, state=state, store=store, workspace=workspace)
+            launch: AppLaunch | None
+            if state.configured:
+                self._log.info("configured before: resuming the app from the sealed state")
+                launch = configurator.resume()
+            else:
+                launch = await self._configuration_phase(
+                    listener, identity, configurator, workspace, stop, leftovers
+                )
+            if launch is not None and not stop.is_set():
+                await self._app_phase(listener, identity, launch, workspace, stop)
+
+    def _where(self, listener_port: int, tls: bool) -> str:
+        host = self._settings.host
+        shown = f"[{host}]" if ":" in host else host
+        return f"{'https' if tls else 'http'}://{shown}:{listener_port}"
+
+    async def _configuration_phase(
+        self,
+        listener: socket.socket,
+        identity: EnclaveIdentity,
+        configurator: Configurator,
+        workspace: Workspace,
+        stop: asyncio.Event,
+        leftovers: list[asyncio.Task[None]],
+    ) -> AppLaunch | None:
+        """Serve the configuration endpoint until configured (or stopped, or out of time).
+
+        Returns as soon as the endpoint stopped accepting connections; its
+        open connections are left to finish in the background (``leftovers``),
+        so a slow client cannot delay the app.
+        """
+        loop = asyncio.get_running_loop()
+        configured: asyncio.Future[AppLaunch] = loop.create_future()
+
+        def on_configured(launch: AppLaunch) -> None:
+            if not configured.done():
+                configured.set_result(launch)
+
+        endpoint = ConfigurationEndpoint(configurator, on_configured, logger=self._log)
+        context = server_ssl_context(
+            identity.certificate_pem, identity.tls_key_pem, scratch=workspace.root
+        )
+        config = hypercorn_config(
+            listener, context, CONFIGURATION_TIMEOUTS, error_log=self._server_log
+        )
+        wait = (identity.certificate.not_valid_after_utc - self._now).total_seconds()
+        if self._settings.timeout is not None:
+            wait = min(wait, self._settings.timeout)
+
+        async def shutdown_trigger() -> None:
+            stopped = asyncio.ensure_future(stop.wait())
+            waiters: set[asyncio.Future[Any]] = {configured, stopped}
+            try:
+                await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+
+        self._log.info(
+            "waiting for the configuration on %s (RA-TLS)",
+            self._where(listener.getsockname()[1], tls=True),
+        )
+        server = asyncio.create_task(
+            serve(endpoint, config, shutdown_trigger=shutdown_trigger, mode="asgi")
+        )
+        leftovers.append(server)
+        closed = asyncio.ensure_future(config.stopped_accepting.wait())
+        try:
+            await asyncio.wait({server, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if server.done():
+            leftovers.remove(server)
+            await server  # it ended on its own: raise what it raised
+        if stop.is_set():
+            return None
+        if configured.done():
+            return configured.result()
+        raise UsageError(
+            f"not configured within {wait:g} seconds (--timeout, or the expiry of the "
+            "configuration certificate); stopping",
+            hint="send the configuration sooner, or raise --timeout",
+        )
+
+    def _app_context(
+        self, identity: EnclaveIdentity, launch: AppLaunch, workspace: Workspace
+    ) -> ssl.SSLContext | None:
+        settings = self._settings
+        if settings.tls == TlsMode.RATLS:
+            return server_ssl_context(
+                identity.certificate_pem, identity.tls_key_pem, scratch=workspace.root
+            )
+        if settings.tls == TlsMode.CERTIFICATE:
+            if settings.certificate is None or launch.owner_key_pem is None:
+                raise UsageError("certificate mode needs the owner's certificate and key")
+            return server_ssl_context(
+                settings.certificate.chain_pem(), launch.owner_key_pem, scratch=workspace.root
+            )
+        return None
+
+    async def _app_phase(
+        self,
+        listener: socket.socket,
+        identity: EnclaveIdentity,
+        launch: AppLaunch,
+        workspace: Workspace,
+        stop: asyncio.Event,
+    ) -> None:
+        settings = self._settings
+        context = self._app_context(identity, launch, workspace)
+        # Apps written for Cosmian Enclave read their secrets' paths from the environment.
+        os.environ.update(launch.env)
+        os.chdir(workspace.app_dir)
+        app: Framework = load_app(workspace.app_dir, settings.application)  # type: ignore[assignment]
+        config = hypercorn_config(listener, context, APP_TIMEOUTS, error_log=self._server_log)
+        self._log.info(
+            "serving %s on %s (%s)",
+            settings.application,
+            self._where(listener.getsockname()[1], tls=context is not None),
+            settings.tls.value,
+        )
+        server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({server, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        await _finish(server, APP_TIMEOUTS.graceful + _SHUTDOWN_MARGIN)
+
+
+async def _finish_all(servers: list[asyncio.Task[None]]) -> None:
+    for server in servers:
+        await _finish(server, CONFIGURATION_TIMEOUTS.graceful + _SHUTDOWN_MARGIN)
+
+
+async def _finish(server: asyncio.Task[None], limit: float) -> None:
+    """Give a server told to stop ``limit`` seconds to close its connections, then cancel it.
+
+    Hypercorn waits for a TLS peer's close_notify (asyncio's 30 s SSL shutdown
+    timeout) on each open connection; a client that never answers must not
+    hold the runtime.
+    """
+    done, _ = await asyncio.wait({server}, timeout=limit)
+    if done:
+        await server
+        return
+    server.cancel()
+    # Hypercorn 0.18 raises InvalidStateError when cancelled while a request is still
+    # open (pgjones/hypercorn#184); the server has stopped either way, and asyncio.run
+    # cancels the connection tasks it leaves behind.
+    with contextlib.suppress(asyncio.CancelledError, asyncio.InvalidStateError):
+        await server
+
+
+def _quiet_cancellations(
+    logger: logging.Logger,
+) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """An event loop exception handler that only notes connections cancelled at shutdown.
+
+    Python 3.11's asyncio streams and hypercorn report a connection task that
+    was cancelled (a client still connected when a server stops) as an error
+    with a traceback; it is the expected end of such a connection. Everything
+    else goes to the default handler.
+    """
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if isinstance(context.get("exception"), asyncio.CancelledError):
+            logger.debug("a connection was cancelled at shutdown")
+            return
+        loop.default_exception_handler(context)
+
+    return handle
+
+
+def run_runtime(
+    settings: RuntimeSettings, tee: Tee, *, now: datetime, logger: logging.Logger
+) -> None:
+    """Run until SIGTERM or SIGINT (then return), or raise an :class:`~confide.errors.Error`."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if not stop.is_set():
+                logger.info("stopping on %s", sig.name)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        loop.set_exception_handler(_quiet_cancellations(logger))
+        runtime = EnclaveRuntime(settings, tee, now=now, logger=logger)
+        await runtime.run(stop)
+
+    asyncio.run(main())

@@ -1,0 +1,191 @@
+"""Invalid input gets 422 naming the field, and nothing is stored; any JSON gets 201 or 422."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from operator_api_fixtures import (  # noqa: F401
+    START,
+    Operator,
+    OperatorFactory,
+    app_dir_fixture,
+    certificate,
+    database_url_fixture,
+    manifest,
+    operator_fixture,
+    operators_fixture,
+    package_fixture,
+    upload,
+)
+
+OWNER = manifest(tls="owner", domain="shop.example.com")
+
+
+def _cert(**kwargs: Any) -> str:
+    return certificate(["shop.example.com"], **kwargs)
+
+
+# Each bad manifest, and the loc its 422 must name.
+BAD: list[tuple[str, dict[str, Any] | str, list[str]]] = [
+    ("bad name", manifest(name="Hello World"), ["body", "manifest", "name"]),
+    ("long name", manifest(name="x" * 64), ["body", "manifest", "name"]),
+    ("no name", manifest(name=None), ["body", "manifest", "name"]),
+    ("bad application", manifest(application="app"), ["body", "manifest", "application"]),
+    ("bad healthcheck", manifest(healthcheck="up"), ["body", "manifest", "healthcheck"]),
+    ("unknown plan", manifest(plan="huge"), ["body", "manifest", "plan"]),
+    (
+        "past expiry",
+        manifest(expires_at="2029-01-01T00:00:00Z"),
+        ["body", "manifest", "expires_at"],
+    ),
+    (
+        "naive expiry",
+        manifest(expires_at="2031-01-01T00:00:00"),
+        ["body", "manifest", "expires_at"],
+    ),
+    ("unknown tls", manifest(tls="sgx"), ["body", "manifest", "tls"]),
+    (
+        "owner without domain",
+        OWNER | {"domain": None, "certificate": _cert()},
+        ["body", "manifest", "domain"],
+    ),
+    ("owner without certificate", OWNER, ["body", "manifest", "certificate"]),
+    ("certificate not PEM", OWNER | {"certificate": "nope"}, ["body", "manifest", "certificate"]),
+    (
+        "certificate for another domain",
+        OWNER | {"certificate": certificate(["other.example.com"])},
+        ["body", "manifest", "certificate"],
+    ),
+    (
+        "certificate expiring before the app",
+        OWNER | {"certificate": _cert(not_after=START + timedelta(days=3))},
+        ["body", "manifest", "certificate"],
+    ),
+    (
+        "private key sent",
+        OWNER | {"certificate": _cert(with_key=True)},
+        ["body", "manifest", "certificate"],
+    ),
+    ("domain with ratls", manifest(domain="shop.example.com"), ["body", "manifest", "domain"]),
+    ("unknown field", manifest(size=3), ["body", "manifest", "size"]),
+    ("not JSON", "{name: hello", ["body", "manifest"]),
+    ("JSON array", "[]", ["body", "manifest"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("doc", "loc"), [(d, where) for _, d, where in BAD], ids=[b[0] for b in BAD]
+)
+def test_bad_manifests_are_422_naming_the_field(
+    operator: Operator, package: bytes, doc: dict[str, Any] | str, loc: list[str]
+) -> None:
+    with operator.client(operator.token("alice")) as c:
+        r = upload(c, package, doc)
+    assert r.status_code == 422, r.text
+    assert loc in [e["loc"] for e in r.json()["detail"]], r.json()
+    assert operator.blob_files() == []
+    assert "apps:" not in operator.dump()
+
+
+def _multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body of ``(name, filename or None, content)`` parts."""
+    boundary = "confide-test-boundary"
+    body = b""
+    for name, filename, content in parts:
+        disposition = f'form-data; name="{name}"' + (
+            f'; filename="{filename}"' if filename is not None else ""
+        )
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        body += content + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+GOOD = json.dumps(manifest()).encode()
+
+
+@pytest.mark.parametrize(
+    ("parts", "loc"),
+    [
+        ([("package", "p", b"x")], ["body", "manifest"]),
+        ([("manifest", None, GOOD)], ["body", "package"]),
+        ([], ["body", "manifest"]),
+        ([("package", None, b"x"), ("manifest", None, GOOD)], ["body"]),  # two fields
+        ([("package", "p", b"x"), ("manifest", "m.json", GOOD)], ["body"]),  # two files
+        ([("manifest", None, b" " * (129 * 1024))], ["body"]),  # manifest too large
+    ],
+    ids=["no manifest", "no package", "empty", "package not a file", "manifest a file", "big"],
+)
+def test_missing_or_extra_parts(
+    operator: Operator, parts: list[tuple[str, str | None, bytes]], loc: list[str]
+) -> None:
+    body, content_type = _multipart(parts)
+    with operator.client(operator.token("alice")) as c:
+        r = c.post("/api/v1/apps", content=body, headers={"content-type": content_type})
+    assert r.status_code == 422, r.text
+    assert loc in [e["loc"] for e in r.json()["detail"]], r.json()
+    assert operator.blob_files() == []
+
+
+def test_not_multipart_is_415(operator: Operator) -> None:
+    with operator.client(operator.token("alice")) as c:
+        r = c.post("/api/v1/apps", json=manifest())
+    assert r.status_code == 415
+
+
+def test_bad_app_ids_are_422(operator: Operator) -> None:
+    with operator.client(operator.token("alice")) as c:
+        r = c.get("/api/v1/apps/not-a-uuid")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "app_id"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=16),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=8,
+)
+fields = st.fixed_dictionaries(
+    {},
+    optional={
+        k: json_values | st.sampled_from(values)
+        for k, values in {
+            "name": ["hello", "Hello"],
+            "project": ["demo"],
+            "application": ["app:app", "app"],
+            "healthcheck": ["/", "x"],
+            "plan": ["small", "huge"],
+            "expires_at": ["2030-06-01T00:00:00Z", "2020-01-01T00:00:00Z"],
+            "tls": ["ratls", "owner", "operator"],
+            "domain": ["shop.example.com"],
+        }.items()
+    },
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(doc=st.one_of(json_values, fields, fields.map(lambda d: manifest() | d)))
+def test_any_json_manifest_is_201_or_422(
+    operators: OperatorFactory, package: bytes, doc: object
+) -> None:
+    operator, token = operators.shared(max_apps_per_account=10_000)
+    with operator.client(token) as c:
+        r = upload(c, package, json.dumps(doc))
+    assert r.status_code in (201, 422), r.text
+    if r.status_code == 422:
+        assert all(e["loc"][:2] == ["body", "manifest"] for e in r.json()["detail"])
+
+
+def test_http_client_sees_json_errors(operator: Operator) -> None:
+    with httpx.Client(base_url=operator.url, timeout=10) as c:
+        r = c.get("/api/v1/apps")
+    assert r.status_code == 401 and r.json()["detail"]

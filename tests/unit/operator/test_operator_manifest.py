@@ -1,0 +1,257 @@
+"""The manifest of a new app: field checks, operator-dependent checks, the launch manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from fastapi.exceptions import RequestValidationError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from confide.operator import OperatorTls, parse_manifest
+from confide.operator._schemas import build_launch_manifest
+from confide.runtime import LaunchManifest, TlsMode
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+PLANS = {"small", "large"}
+EXPIRES = "2030-02-01T00:00:00Z"
+
+
+def certificate(
+    names: list[str], *, not_after: datetime = NOW + timedelta(days=90), with_key: bool = False
+) -> str:
+    """A self-signed certificate for ``names``, PEM (optionally followed by its key)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "x")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(not_after)
+    )
+    if names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
+    cert = builder.sign(key, hashes.SHA256())
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    if with_key:
+        pem += key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+    return pem
+
+
+def manifest(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "hello",
+        "project": "demo",
+        "application": "app:app",
+        "healthcheck": "/health",
+        "plan": "small",
+        "expires_at": EXPIRES,
+        "tls": "ratls",
+    }
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def owner(**changes: Any) -> dict[str, Any]:
+    return (
+        manifest(
+            tls="owner", domain="app.example.com", certificate=certificate(["app.example.com"])
+        )
+        | changes
+    )
+
+
+def _errors(raw: str | bytes) -> list[tuple[tuple[Any, ...], str]]:
+    with pytest.raises(RequestValidationError) as info:
+        parse_manifest(raw, plans=PLANS, now=NOW)
+    return [(tuple(e["loc"]), e["msg"]) for e in info.value.errors()]
+
+
+def test_a_good_manifest() -> None:
+    parsed, chain = parse_manifest(json.dumps(manifest()), plans=PLANS, now=NOW)
+    assert (parsed.name, parsed.project, parsed.tls) == ("hello", "demo", OperatorTls.RATLS)
+    assert parsed.expires_at == datetime(2030, 2, 1, tzinfo=UTC) and chain is None
+    parsed, chain = parse_manifest(json.dumps(owner()), plans=PLANS, now=NOW)
+    assert chain is not None and len(chain) == 1 and parsed.domain == "app.example.com"
+    defaults, _ = parse_manifest(
+        json.dumps(manifest(project=None, healthcheck=None)), plans=PLANS, now=NOW
+    )
+    assert (defaults.project, defaults.healthcheck) == ("default", "/")
+
+
+# Each bad manifest, and the field its 422 must name.
+BAD = [
+    ("name with capitals", manifest(name="Hello"), "name"),
+    ("name with underscore", manifest(name="hel_lo"), "name"),
+    ("name too long", manifest(name="a" * 64), "name"),
+    ("empty name", manifest(name=""), "name"),
+    ("name missing", manifest() | {"name": None}, "name"),
+    ("name not a string", manifest(name=3), "name"),
+    ("project with a slash", manifest(project="a/b"), "project"),
+    ("application without colon", manifest(application="app"), "application"),
+    ("application with a call", manifest(application="app:create()"), "application"),
+    ("application path traversal", manifest(application="../x:app"), "application"),
+    ("healthcheck not a path", manifest(healthcheck="health"), "healthcheck"),
+    ("healthcheck with space", manifest(healthcheck="/a b"), "healthcheck"),
+    ("unknown plan", manifest(plan="huge"), "plan"),
+    ("expired", manifest(expires_at="2029-12-31T23:59:59Z"), "expires_at"),
+    ("expires now", manifest(expires_at="2030-01-01T00:00:00Z"), "expires_at"),
+    ("naive expiry", manifest(expires_at="2030-02-01T00:00:00"), "expires_at"),
+    ("expiry not a date", manifest(expires_at="soon"), "expires_at"),
+    ("unknown tls", manifest(tls="certificate"), "tls"),
+    ("domain without owner tls", manifest(domain="app.example.com"), "domain"),
+    ("certificate without owner tls", manifest(certificate="x"), "certificate"),
+    ("owner without domain", owner(domain=None), "domain"),
+    ("owner without certificate", owner(certificate=None), "certificate"),
+    ("bad domain", owner(domain="App.Example.com"), "domain"),
+    ("certificate not PEM", owner(certificate="hello"), "certificate"),
+    ("certificate for another domain", owner(certificate=certificate(["x.com"])), "certificate"),
+    ("certificate without SAN", owner(certificate=certificate([])), "certificate"),
+    (
+        "certificate expires before the app",
+        owner(certificate=certificate(["app.example.com"], not_after=NOW + timedelta(days=2))),
+        "certificate",
+    ),
+    (
+        "certificate with its private key",
+        owner(certificate=certificate(["app.example.com"], with_key=True)),
+        "certificate",
+    ),
+    ("unknown field", manifest(color="blue"), "color"),
+]
+
+
+@pytest.mark.parametrize(("doc", "field"), [(d, f) for _, d, f in BAD], ids=[b[0] for b in BAD])
+def test_bad_manifests_name_the_field(doc: dict[str, Any], field: str) -> None:
+    errors = _errors(json.dumps(doc))
+    assert ("body", "manifest", field) in [loc for loc, _ in errors], errors
+
+
+@pytest.mark.parametrize("raw", ["", "{", "[]", "null", "3", '"x"', b"\xff"])
+def test_not_an_object(raw: str | bytes) -> None:
+    for loc, _ in _errors(raw):
+        assert loc[:2] == ("body", "manifest")
+
+
+def test_wildcard_certificates_cover_one_label() -> None:
+    wildcard = certificate(["*.example.com"])
+    parse_manifest(json.dumps(owner(certificate=wildcard)), plans=PLANS, now=NOW)
+    for domain in ("a.b.example.com", "example.com"):
+        doc = owner(certificate=wildcard, domain=domain)
+        assert ("body", "manifest", "certificate") in [loc for loc, _ in _errors(json.dumps(doc))]
+
+
+def test_launch_manifests_per_tls_mode() -> None:
+    app_id = uuid.UUID(int=7)
+    package, runtime = bytes([1]) * 32, bytes([2]) * 32
+    domain = f"{app_id}.confide.test"
+
+    def build(doc: dict[str, Any]) -> LaunchManifest:
+        parsed, chain = parse_manifest(json.dumps(doc), plans=PLANS, now=NOW)
+        return build_launch_manifest(
+            app_id=app_id,
+            manifest=parsed,
+            chain=chain,
+            package_sha256=package,
+            runtime_sha256=runtime,
+            base_domain="confide.test",
+        )
+
+    ratls = build(manifest())
+    assert (ratls.tls, ratls.ratls_expiry, ratls.subject) == (
+        TlsMode.RATLS,
+        int(datetime(2030, 2, 1, tzinfo=UTC).timestamp()),
+        domain,
+    )
+    assert ratls.san == (domain,) and ratls.package_sha256 == package
+    assert ratls.runtime_sha256 == runtime and ratls.app_id == app_id
+
+    doc = owner()
+    leaf = x509.load_pem_x509_certificate(doc["certificate"].encode())
+    own = build(doc)
+    assert own.tls == TlsMode.CERTIFICATE and own.ratls_expiry is None
+    assert (
+        own.certificate_sha256
+        == hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).digest()
+    )
+    assert own.san == (domain, "app.example.com")
+
+    plain = build(manifest(tls="operator"))
+    assert (plain.tls, plain.certificate_sha256, plain.ratls_expiry) == (TlsMode.NONE, None, None)
+    # Every input changes the fingerprint.
+    assert len({m.measurement() for m in (ratls, own, plain)}) == 3
+    assert LaunchManifest.from_json(ratls.to_json()) == ratls
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=12,
+)
+field_values = st.one_of(
+    json_values,
+    st.sampled_from(
+        ["hello", "app:app", "/", "small", EXPIRES, "ratls", "owner", "operator", "a.b.com"]
+    ),
+)
+manifests = st.fixed_dictionaries(
+    {},
+    optional={
+        k: field_values
+        for k in (
+            "name",
+            "project",
+            "application",
+            "healthcheck",
+            "plan",
+            "expires_at",
+            "tls",
+            "domain",
+            "certificate",
+        )
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(json_values, manifests, manifests.map(lambda d: manifest() | d)))
+def test_any_json_parses_or_names_fields(doc: object) -> None:
+    raw = json.dumps(doc)
+    try:
+        parsed, _ = parse_manifest(raw, plans=PLANS, now=NOW)
+    except RequestValidationError as exc:
+        errors = exc.errors()
+        assert errors
+        for error in errors:
+            assert tuple(error["loc"][:2]) == ("body", "manifest")
+            assert isinstance(error["msg"], str) and error["msg"]
+            json.dumps(error)  # the 422 body can be sent
+    else:
+        assert parsed.plan in PLANS and parsed.expires_at > NOW
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_parse_or_fail_with_422(raw: bytes) -> None:
+    try:
+        parse_manifest(raw, plans=PLANS, now=NOW)
+    except RequestValidationError:
+        pass

@@ -1,0 +1,113 @@
+"""The RAM code folder: measured code only, private secrets files, the app imported from it."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from confide.crypto import CryptoError, PackageKey, encrypt_package
+from confide.errors import UsageError
+from confide.runtime import CodeSource, Workspace
+from confide.runtime._workspace import load_app
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "app.py").write_text("app = 'hello'\n")
+    return folder
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Iterator[Workspace]:
+    ws = Workspace.create(tmp_path / "code")
+    yield ws
+    ws.remove()
+
+
+def test_create_is_private_and_remove_cleans_up(tmp_path: Path) -> None:
+    ws = Workspace.create(tmp_path / "code")
+    assert stat.S_IMODE(ws.root.stat().st_mode) == 0o700
+    ws.remove()
+    assert not ws.root.exists()
+    default = Workspace.create(None)
+    try:
+        if Path("/dev/shm").is_dir():
+            assert default.root.parent == Path("/dev/shm")
+        assert stat.S_IMODE(default.root.stat().st_mode) == 0o700
+    finally:
+        default.remove()
+
+
+def test_plaintext_code_is_installed_only_if_unchanged(app_dir: Path, workspace: Workspace) -> None:
+    source = CodeSource.plaintext_folder(app_dir)
+    (app_dir / "app.py").write_text("app = 'changed'\n")
+    with pytest.raises(UsageError, match="changed since launch"):
+        workspace.install_code(source, None)
+    assert not workspace.app_dir.exists()
+    (app_dir / "app.py").write_text("app = 'hello'\n")
+    workspace.install_code(source, None)
+    assert (workspace.app_dir / "app.py").read_text() == "app = 'hello'\n"
+
+
+def test_package_needs_its_key_and_its_measured_bytes(
+    app_dir: Path, workspace: Workspace, tmp_path: Path
+) -> None:
+    key = PackageKey.generate()
+    package = tmp_path / "app.pkg"
+    with package.open("wb") as f:
+        encrypt_package(app_dir, f, key)
+    source = CodeSource.encrypted(package)
+    with pytest.raises(CryptoError):
+        workspace.install_code(source, PackageKey.generate())
+    assert not workspace.app_dir.exists()
+    # Swapped after launch for another package under the same key: refused.
+    (app_dir / "app.py").write_text("app = 'other'\n")
+    with package.open("wb") as f:
+        encrypt_package(app_dir, f, key)
+    with pytest.raises(UsageError, match="changed since launch"):
+        workspace.install_code(source, key)
+    assert not workspace.app_dir.exists()
+
+
+def test_secrets_files(workspace: Workspace) -> None:
+    env = workspace.write_secrets({"a": 1}, {"b": [2]})
+    assert set(env) == {"SECRETS_PATH", "SEALED_SECRETS_PATH", "HOME"}
+    assert json.loads(Path(env["SECRETS_PATH"]).read_text()) == {"a": 1}
+    assert json.loads(Path(env["SEALED_SECRETS_PATH"]).read_text()) == {"b": [2]}
+    for variable in ("SECRETS_PATH", "SEALED_SECRETS_PATH"):
+        assert stat.S_IMODE(Path(env[variable]).stat().st_mode) == 0o600
+    assert stat.S_IMODE(workspace.private_dir.stat().st_mode) == 0o700
+    assert Path(env["HOME"]).is_dir() and Path(env["HOME"]).is_relative_to(workspace.root)
+    assert set(workspace.write_secrets(None, None)) == {"HOME"}
+
+
+@pytest.fixture
+def clean_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "modules", dict(sys.modules))
+
+
+@pytest.mark.usefixtures("clean_imports")
+def test_load_app(tmp_path: Path) -> None:
+    name = f"app_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text("app = 'hello'\n")
+    assert load_app(tmp_path, f"{name}:app") == "hello"
+    with pytest.raises(UsageError, match="has no attribute 'nope'"):
+        load_app(tmp_path, f"{name}:nope")
+    with pytest.raises(UsageError, match="cannot import"):
+        load_app(tmp_path, "missing_module_x:app")
+
+
+@pytest.mark.usefixtures("clean_imports")
+def test_an_installed_module_cannot_stand_in_for_the_app(tmp_path: Path) -> None:
+    (tmp_path / "json.py").write_text("app = 'mine'\n")
+    with pytest.raises(UsageError, match="outside the code folder"):
+        load_app(tmp_path, "json:dumps")
