@@ -16,18 +16,29 @@ from __future__ import annotations
 import enum
 import logging
 import sys
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from confide.errors import UsageError
 from confide.runtime import RuntimeSettings, run_runtime
 from confide.tee import select_tee
 
 from ._app import app, handle_errors
+from ._launch_options import (
+    AppDirOpt,
+    AppIdOpt,
+    ApplicationOpt,
+    CertificateOpt,
+    NoSslOpt,
+    PackageOpt,
+    PlaincodeOpt,
+    RatlsOpt,
+    SanOpt,
+    SubjectOpt,
+    parse_app_id,
+)
 
 __all__ = ["runtime_command"]
 
@@ -54,24 +65,12 @@ class TeeOption(enum.StrEnum):
     SIMULATION = "simulation"
 
 
-def _app_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise UsageError(f"--app-id must be a UUID, got {value!r}") from None
-
-
 @app.command("runtime")
 @handle_errors
 def runtime_command(
     ctx: typer.Context,
-    app_id: Annotated[
-        str, typer.Option("--app-id", help="The app's UUID (the configuration must name it).")
-    ],
-    application: Annotated[
-        str,
-        typer.Option("--application", help="The app to serve, module:attribute (ASGI or WSGI)."),
-    ],
+    app_id: AppIdOpt,
+    application: ApplicationOpt,
     state_dir: Annotated[
         Path,
         typer.Option(
@@ -80,48 +79,18 @@ def runtime_command(
             envvar="CONFIDE_STATE_DIR",
         ),
     ],
-    package: Annotated[
-        Path | None, typer.Option("--package", help="The encrypted code package.")
-    ] = None,
-    app_dir: Annotated[
-        Path | None,
-        typer.Option("--app-dir", help="A plaintext app folder (local tests; needs --plaincode)."),
-    ] = None,
-    plaincode: Annotated[
-        bool, typer.Option("--plaincode", help="Confirm that --app-dir is not encrypted.")
-    ] = False,
+    package: PackageOpt = None,
+    app_dir: AppDirOpt = None,
+    plaincode: PlaincodeOpt = False,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
     port: Annotated[
         int, typer.Option("--port", help="Port to listen on (0: any free port).", min=0)
     ] = 443,
-    ratls: Annotated[
-        int | None,
-        typer.Option(
-            "--ratls",
-            help="Serve the app with the RA-TLS certificate, valid until this UNIX time.",
-            min=1,
-        ),
-    ] = None,
-    certificate: Annotated[
-        Path | None,
-        typer.Option(
-            "--certificate",
-            help="Serve the app with this certificate (PEM chain, leaf first); its key comes "
-            "in the configuration.",
-        ),
-    ] = None,
-    no_ssl: Annotated[
-        bool,
-        typer.Option("--no-ssl", help="Serve the app over plain HTTP (behind a TLS proxy)."),
-    ] = False,
-    san: Annotated[
-        list[str] | None,
-        typer.Option("--san", help="Subject alternative name of the RA-TLS certificate (repeat)."),
-    ] = None,
-    subject: Annotated[
-        str | None,
-        typer.Option("--subject", help="Common name of the RA-TLS certificate."),
-    ] = None,
+    ratls: RatlsOpt = None,
+    certificate: CertificateOpt = None,
+    no_ssl: NoSslOpt = False,
+    san: SanOpt = None,
+    subject: SubjectOpt = None,
     tee: Annotated[
         TeeOption,
         typer.Option("--tee", help="Which TEE to run on.", envvar="CONFIDE_TEE"),
@@ -150,7 +119,7 @@ def runtime_command(
     """Run an app in the enclave: attest over RA-TLS, take the owner's keys, serve the app."""
     now = datetime.now(UTC)
     settings = RuntimeSettings.from_arguments(
-        app_id=_app_id(app_id),
+        app_id=parse_app_id(app_id),
         application=application,
         package=package,
         app_dir=app_dir,

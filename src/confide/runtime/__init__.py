@@ -37,7 +37,7 @@ from ._runtime import (
     EnclaveRuntime,
     run_runtime,
 )
-from ._settings import CodeSource, OwnerCertificate, RuntimeSettings
+from ._settings import CodeSource, OwnerCertificate, RuntimeSettings, launch_manifest
 from ._state import STATE_FILE, SealedState, StateStore
 from ._tls import ALPN_PROTOCOLS, ServerTimeouts, server_ssl_context
 from ._workspace import Workspace
@@ -71,6 +71,7 @@ __all__ = [
     "TlsMode",
     "Workspace",
     "run_runtime",
+    "launch_manifest",
     "runtime_code_hash",
     "server_ssl_context",
 ]

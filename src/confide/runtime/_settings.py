@@ -35,6 +35,7 @@ from ._manifest import LaunchManifest, TlsMode, runtime_code_hash
 
 __all__ = [
     "MAX_CERTIFICATE_FILE",
+    "launch_manifest",
     "MAX_TIMEOUT",
     "CodeSource",
     "OwnerCertificate",
@@ -136,6 +137,41 @@ class OwnerCertificate:
         return cls.from_pem(data, str(path))
 
 
+def launch_manifest(
+    *,
+    app_id: uuid.UUID,
+    application: str,
+    code: CodeSource,
+    ratls_expiry: int | None,
+    certificate: OwnerCertificate | None,
+    san: tuple[str, ...],
+    subject: str | None,
+    runtime_sha256: bytes | None = None,
+) -> LaunchManifest:
+    """The manifest a launch with these inputs measures to (RA-TLS when an expiry is given,
+    the owner's certificate when one is given, plain HTTP otherwise).
+
+    ``runtime_sha256`` defaults to the installed Confide's own code hash.
+    """
+    if ratls_expiry is not None:
+        tls = TlsMode.RATLS
+    elif certificate is not None:
+        tls = TlsMode.CERTIFICATE
+    else:
+        tls = TlsMode.NONE
+    return LaunchManifest(
+        runtime_sha256=runtime_sha256 if runtime_sha256 is not None else runtime_code_hash(),
+        package_sha256=code.digest,
+        app_id=app_id,
+        application=application,
+        tls=tls,
+        ratls_expiry=ratls_expiry,
+        certificate_sha256=certificate.sha256 if certificate is not None else None,
+        san=san,
+        subject=subject,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RuntimeSettings:
     """Everything ``confide runtime`` was told, parsed; nothing else reads the arguments.
@@ -224,23 +260,17 @@ class RuntimeSettings:
         code = (
             CodeSource.encrypted(code_path) if encrypted else CodeSource.plaintext_folder(code_path)
         )
-        if ratls_expiry is not None:
-            tls = TlsMode.RATLS
-        elif owner is not None:
-            tls = TlsMode.CERTIFICATE
-        else:
-            tls = TlsMode.NONE
-        manifest = LaunchManifest(
-            runtime_sha256=runtime_sha256 if runtime_sha256 is not None else runtime_code_hash(),
-            package_sha256=code.digest,
+        manifest = launch_manifest(
             app_id=app_id,
             application=application,
-            tls=tls,
+            code=code,
             ratls_expiry=ratls_expiry,
-            certificate_sha256=owner.sha256 if owner is not None else None,
+            certificate=owner,
             san=san,
             subject=subject,
+            runtime_sha256=runtime_sha256,
         )
+        tls = manifest.tls
         return cls(
             app_id=app_id,
             application=application,
