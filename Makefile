@@ -45,6 +45,8 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_package.py
+	$(BIN)/python bench/bench_runtime.py
+	$(BIN)/python bench/bench_router.py
 
 clean:
 	rm -rf $(VENV) $(INTEROP) .mypy_cache .pytest_cache .ruff_cache

@@ -44,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,14 +141,59 @@ async def _until_stdin_closes() -> None:
     await loop.run_in_executor(None, sys.stdin.buffer.read)
 
 
-# -- the load generator --
+# -- the load generator (importable: bench_runtime.py drives other servers with it) --
 
 
-async def _load(port: int, cert: Path, connections: int, seconds: float, warmup: float) -> None:
-    # Bench client: verifies the app's own certificate and name, as through a passthrough.
+@dataclass(frozen=True)
+class LoadFigures:
+    """One load run: the requests answered within the measured window, and their p99."""
+
+    requests: int
+    #: Length of the measured window (the warm-up is not counted).
+    seconds: float
+    #: 99th percentile latency, in seconds (NaN if nothing was answered).
+    p99: float
+
+    def to_json(self) -> str:
+        return json.dumps({"requests": self.requests, "seconds": self.seconds, "p99": self.p99})
+
+
+def client_context(cafile: Path) -> ssl.SSLContext:
+    """A bench client's TLS context: trusts only ``cafile``, checks the host name."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_verify_locations(cert)
+    context.load_verify_locations(cafile)
+    return context
+
+
+def _body_length(head: bytes) -> int:
+    """The body length of a ``200`` answer; any other answer is the target's failure."""
+    if not head.startswith(b"HTTP/1.1 200 "):
+        status = head.partition(b"\r\n")[0]
+        raise RuntimeError(f"the target answered {status!r}, not 200")
+    start = head.lower().find(b"\r\ncontent-length:")
+    if start < 0:
+        raise RuntimeError("the target answered without Content-Length (not supported here)")
+    end = head.find(b"\r\n", start + 2)
+    return int(head[start + len(b"\r\ncontent-length:") : end])
+
+
+async def run_load(
+    port: int,
+    context: ssl.SSLContext,
+    *,
+    connections: int,
+    seconds: float,
+    warmup: float,
+    server_name: str = SNI,
+    request: bytes = REQUEST,
+) -> LoadFigures:
+    """Keep ``connections`` keep-alive TLS connections to ``127.0.0.1:port`` busy.
+
+    Each connection sends ``request`` (HTTP/1.1), reads the answer (a 200 with a
+    ``Content-Length``) and sends the next; answers to requests sent during the
+    ``warmup`` seconds are not counted.
+    """
     latencies: list[float] = []
     start = time.perf_counter()
     measure_from = start + warmup
@@ -155,16 +201,16 @@ async def _load(port: int, cert: Path, connections: int, seconds: float, warmup:
 
     async def one() -> None:
         reader, writer = await asyncio.open_connection(
-            LOOPBACK, port, ssl=context, server_hostname=SNI
+            LOOPBACK, port, ssl=context, server_hostname=server_name
         )
         try:
             while True:
                 sent = time.perf_counter()
                 if sent >= stop_at:
                     break
-                writer.write(REQUEST)
-                await reader.readuntil(b"\r\n\r\n")
-                await reader.readexactly(5)
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(_body_length(head))
                 done = time.perf_counter()
                 if sent >= measure_from:
                     latencies.append(done - sent)
@@ -176,7 +222,15 @@ async def _load(port: int, cert: Path, connections: int, seconds: float, warmup:
     await asyncio.gather(*(one() for _ in range(connections)))
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99)] if latencies else float("nan")
-    print(json.dumps({"requests": len(latencies), "seconds": seconds, "p99": p99}), flush=True)
+    return LoadFigures(requests=len(latencies), seconds=seconds, p99=p99)
+
+
+async def _load(port: int, cert: Path, connections: int, seconds: float, warmup: float) -> None:
+    # Bench client: verifies the app's own certificate and name, as through a passthrough.
+    figures = await run_load(
+        port, client_context(cert), connections=connections, seconds=seconds, warmup=warmup
+    )
+    print(figures.to_json(), flush=True)
 
 
 # -- orchestration --
