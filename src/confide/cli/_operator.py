@@ -15,35 +15,37 @@ Example::
     cfd_Q2xv...
     $ confide operator token list
     $ confide operator token revoke 1
+    $ confide operator serve --api 127.0.0.1:8080 --router 0.0.0.0:443 \\
+        --base-domain apps.example.com
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from confide.errors import UsageError
-from confide.operator import (
-    Database,
-    OperatorSettings,
-    TokenInfo,
-    create_token,
-    list_tokens,
-    revoke_token,
-    upgrade_database,
-)
 from confide.runtime import runtime_code_hash
 
 from ._app import app, handle_errors
 from ._output import Output
+
+# The operator (SQLAlchemy, FastAPI) is imported only by its own commands: the
+# enclave runtime, started through the same CLI, never loads it (ADR 0005).
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from confide.operator import OperatorAddresses, OperatorSettings, TokenInfo
 
 __all__ = ["operator_app"]
 
@@ -83,6 +85,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 
 
 def _settings(data_dir: Path, config: Path | None, database_url: str | None) -> OperatorSettings:
+    from confide.operator import OperatorSettings
+
     return OperatorSettings.load(
         data_dir,
         runtime_sha256=runtime_code_hash(),
@@ -94,6 +98,10 @@ def _settings(data_dir: Path, config: Path | None, database_url: str | None) -> 
 @contextmanager
 def _migrated(settings: OperatorSettings) -> Iterator[Session]:
     """A session on the migrated database; database errors become one line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from confide.operator import Database, upgrade_database
+
     database = Database.open(settings.database_url)
     try:
         upgrade_database(database)
@@ -149,6 +157,8 @@ def token_create(
     output = Output(json_mode=json_)
     settings = _settings(data_dir, config, database_url)
     with _migrated(settings) as session:
+        from confide.operator import create_token
+
         issued = create_token(session, account, now=datetime.now(UTC))
         session.commit()
     if json_:
@@ -183,6 +193,8 @@ def token_list(
     output = Output(json_mode=json_)
     settings = _settings(data_dir, config, database_url)
     with _migrated(settings) as session:
+        from confide.operator import list_tokens
+
         tokens = list_tokens(session, account)
     if json_:
         output.json({"tokens": [_token_dict(t) for t in tokens]})
@@ -215,9 +227,128 @@ def token_revoke(
     output = Output(json_mode=json_)
     settings = _settings(data_dir, config, database_url)
     with _migrated(settings) as session:
+        from confide.operator import revoke_token
+
         info = revoke_token(session, token_id, now=datetime.now(UTC))
         session.commit()
     if json_:
         output.json(_token_dict(info))
         return
     output.out.print(f"revoked token {info.id} of account {info.account}")
+
+
+# -- serve -----------------------------------------------------------------------------------
+
+
+def _address(value: str, option: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[IPv6]:PORT``) as a host and a port."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"{option} must be HOST:PORT with a port in 0..65535, got {value!r}")
+    return host, int(port)
+
+
+def _serve_logger() -> logging.Logger:
+    """The operator's log: lines on stderr, from every ``confide.*`` logger below the CLI."""
+    logger = logging.getLogger("confide")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+@operator_app.command("serve")
+@handle_errors
+def operator_serve(
+    ctx: typer.Context,
+    data_dir: DataDirOpt,
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api",
+            help="HOST:PORT of the REST API (port 0: any free port). Default from the config.",
+            envvar="CONFIDE_OPERATOR_API",
+        ),
+    ] = None,
+    router: Annotated[
+        str | None,
+        typer.Option(
+            "--router",
+            help="HOST:PORT of the router, the apps' TLS front door (port 0: any free port).",
+            envvar="CONFIDE_OPERATOR_ROUTER",
+        ),
+    ] = None,
+    base_domain: Annotated[
+        str | None,
+        typer.Option(
+            "--base-domain",
+            help="Apps are served at <app-id>.BASE_DOMAIN.",
+            envvar="CONFIDE_OPERATOR_BASE_DOMAIN",
+        ),
+    ] = None,
+    stop_apps_on_exit: Annotated[
+        bool,
+        typer.Option(
+            "--stop-apps-on-exit",
+            help="Stop every app's runtime when the operator stops (default: leave them "
+            "running; the next operator adopts them).",
+        ),
+    ] = False,
+) -> None:
+    """Run the operator: the API, the router and the apps' runtimes, until SIGINT or SIGTERM.
+
+    Where the API and the router listen is printed on stderr and written to
+    DATA_DIR/operator.json.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from confide.operator import OperatorSettings, SupervisorOptions, run_operator
+
+    overrides: dict[str, object] = {"base_domain": base_domain}
+    if api is not None:
+        overrides["api_host"], overrides["api_port"] = _address(api, "--api")
+    if router is not None:
+        overrides["router_host"], overrides["router_port"] = _address(router, "--router")
+    settings = OperatorSettings.load(
+        data_dir,
+        runtime_sha256=runtime_code_hash(),
+        config_file=config,
+        database_url=database_url,
+        **overrides,
+    )
+    logger = _serve_logger()
+    output = Output()
+
+    def ready(addresses: OperatorAddresses) -> None:
+        output.info(
+            f"operator API on {addresses.api_url}, router on {addresses.router} "
+            f"(apps at <app-id>.{settings.base_domain}); stop with Ctrl-C"
+        )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_operator(
+            settings,
+            shutdown_trigger=stop.wait,
+            options=SupervisorOptions(stop_apps_on_exit=stop_apps_on_exit),
+            on_ready=ready,
+            logger=logger.getChild("operator"),
+        )
+
+    try:
+        asyncio.run(main())
+    except SQLAlchemyError as exc:
+        raise UsageError(
+            f"database error on {settings.database_url_for_display()}: "
+            f"{exc.__class__.__name__}: {getattr(exc, 'orig', None) or exc}"
+        ) from exc
+    output.info("operator stopped")

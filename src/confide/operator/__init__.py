@@ -24,6 +24,16 @@ Example::
 """
 
 from ._api import API_PREFIX, MAX_LOG_BYTES, MAX_TAIL, create_app, serve_api
+from ._backend import (
+    LOCAL_RUNTIME_ENVIRONMENT,
+    STOP_TIMEOUT,
+    AppSpec,
+    LaunchRefused,
+    LocalProcessBackend,
+    RuntimeBackend,
+    RuntimeHandle,
+    default_runtime_command,
+)
 from ._blobs import BlobStore, PackageTooLarge, StoredBlob
 from ._db import (
     TOKEN_PREFIX,
@@ -50,6 +60,7 @@ from ._models import (
     OperatorTls,
     Project,
 )
+from ._routes import AppRoutes
 from ._schemas import MAX_MANIFEST_BYTES, ManifestIn, parse_manifest
 from ._seams import (
     AppEvents,
@@ -63,7 +74,17 @@ from ._seams import (
     SimulationRootProvider,
     utc_now,
 )
+from ._serve import ADDRESSES_FILE, OperatorAddresses, run_operator
 from ._settings import DEFAULT_PLANS, OperatorSettings, Plan, TeeBackend
+from ._supervisor import (
+    MAX_RESTARTS,
+    HttpProber,
+    Probe,
+    Prober,
+    Supervisor,
+    SupervisorOptions,
+    probe_ssl_context,
+)
 
 __all__ = [
     "API_PREFIX",
@@ -112,4 +133,24 @@ __all__ = [
     "status_history",
     "upgrade_database",
     "utc_now",
+    # The backend, the supervisor and the whole operator.
+    "ADDRESSES_FILE",
+    "LOCAL_RUNTIME_ENVIRONMENT",
+    "MAX_RESTARTS",
+    "STOP_TIMEOUT",
+    "AppRoutes",
+    "AppSpec",
+    "HttpProber",
+    "LaunchRefused",
+    "LocalProcessBackend",
+    "OperatorAddresses",
+    "Probe",
+    "Prober",
+    "RuntimeBackend",
+    "RuntimeHandle",
+    "Supervisor",
+    "SupervisorOptions",
+    "default_runtime_command",
+    "probe_ssl_context",
+    "run_operator",
 ]

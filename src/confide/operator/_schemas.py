@@ -220,10 +220,17 @@ def build_launch_manifest(
     ``ratls``: RA-TLS certificate valid until the app expires, for the app's
     operator domain (also its subject). ``owner``: the owner's leaf
     certificate is measured. ``operator``: plain HTTP behind the router.
-    The SANs are the app's operator domain, then the owner's domain.
+    The SANs are the app's operator domain, then the owner's domain; in
+    ``owner`` mode only the owner's domain, since the runtime serves the app
+    with the owner's certificate, which must cover every SAN and cannot name
+    an app id that did not exist when it was issued. The router still routes
+    ``<id>.<base-domain>`` to the app.
     """
     app_domain = f"{app_id}.{base_domain}"
-    san = (app_domain,) + ((manifest.domain,) if manifest.domain is not None else ())
+    if manifest.tls == OperatorTls.OWNER and manifest.domain is not None:
+        san: tuple[str, ...] = (manifest.domain,)
+    else:
+        san = (app_domain,) + ((manifest.domain,) if manifest.domain is not None else ())
     if manifest.tls == OperatorTls.RATLS:
         return LaunchManifest(
             runtime_sha256=runtime_sha256,

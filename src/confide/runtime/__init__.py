@@ -20,6 +20,7 @@ Example::
 
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint, Configures
+from ._launch import LaunchTee, check_launch, runtime_arguments
 from ._manifest import MANIFEST_VERSION, LaunchManifest, TlsMode, runtime_code_hash
 from ._payload import (
     CONFIGURATION_FIELDS,
@@ -74,4 +75,8 @@ __all__ = [
     "launch_manifest",
     "runtime_code_hash",
     "server_ssl_context",
+    # Launching a manifest (for backends).
+    "LaunchTee",
+    "check_launch",
+    "runtime_arguments",
 ]

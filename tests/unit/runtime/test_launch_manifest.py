@@ -153,3 +153,34 @@ def test_runtime_hash_of_the_installed_package_is_stable() -> None:
 def test_runtime_hash_of_a_missing_folder_fails(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not a folder"):
         runtime_code_hash(tmp_path / "absent")
+
+
+def test_operator_code_is_not_measured(tmp_path: Path) -> None:
+    pkg = tmp_path / "confide"
+    (pkg / "operator").mkdir(parents=True)
+    (pkg / "runtime").mkdir()
+    (pkg / "runtime" / "operator").mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "runtime" / "operator" / "x.py").write_text("a = 1\n")
+    first = runtime_code_hash(pkg)
+    (pkg / "operator" / "_api.py").write_text("changed = True\n")
+    assert runtime_code_hash(pkg) == first
+    # Only the top-level operator package is left out, not any folder of that name.
+    (pkg / "runtime" / "operator" / "x.py").write_text("a = 2\n")
+    assert runtime_code_hash(pkg) != first
+
+
+def test_the_runtime_command_never_loads_the_operator() -> None:
+    """What is left out of the code hash must never run in the enclave."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, confide.cli, confide.runtime, confide.tee;"
+        "print(sorted(m for m in sys.modules if m.startswith('confide.operator')"
+        " or m.split('.')[0] in ('sqlalchemy', 'fastapi', 'alembic')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

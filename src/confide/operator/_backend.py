@@ -1,0 +1,527 @@
+"""Where runtimes run: the :class:`RuntimeBackend` protocol and :class:`LocalProcessBackend`.
+
+A backend starts one ``confide runtime`` per app from an :class:`AppSpec` (the
+launch manifest the API stored, the package blob, the owner's certificate, the
+plan) and answers for it with a :class:`RuntimeHandle`. It knows nothing of the
+database: the supervisor (:mod:`._supervisor`) decides what should run.
+
+:class:`LocalProcessBackend` runs each runtime as a process of this host:
+
+- in a session (and process group) of its own, so that neither a signal to the
+  operator's terminal nor the operator's death reaches it; it is stopped by
+  SIGTERM to its group, then SIGKILL after :attr:`stop_timeout`;
+- on a free loopback port, with its address space limited to the plan's memory
+  (``RLIMIT_AS``, set by a tiny launcher that then ``exec``\\ s the runtime, so
+  the limit holds from the first instruction and the pid stays the runtime's);
+- with its stdout and stderr appended to ``<logs>/<app-id>.log`` (what the
+  API's logs endpoint reads), its sealed state in ``<data>/apps/<id>/state``
+  and, in certificate mode, the owner's chain in ``<data>/apps/<id>/certificate.pem``;
+- with a fixed, minimal environment: the operator's own (database URL, tokens)
+  never reaches an app;
+- on the simulated TEE (``--simulation-state <data>/simulation``) or Gramine.
+
+Before starting, :func:`confide.runtime.check_launch` recomputes the
+measurement from the exact inputs and refuses a launch that would not measure
+as the stored manifest. After an operator restart, :meth:`LocalProcessBackend.discover`
+finds the runtimes still running (their command line names the app and its
+state folder under this operator's data folder) and :meth:`adopt` takes one
+back by pid, checking its command line so a reused pid is never mistaken for it.
+
+Example::
+
+    >>> backend = LocalProcessBackend(  # doctest: +SKIP
+    ...     data_dir=Path("/var/lib/confide"), log_source=FileLogSource(logs),
+    ...     tee=TeeBackend.SIMULATION,
+    ... )
+    >>> handle = await backend.start(spec)  # doctest: +SKIP
+    >>> await backend.is_alive(handle)  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Final, Protocol, runtime_checkable
+
+from confide.errors import UsageError
+from confide.runtime import LaunchManifest, LaunchTee, TlsMode, check_launch, runtime_arguments
+
+from ._seams import Clock, LogSource, utc_now
+from ._settings import TeeBackend
+
+__all__ = [
+    "LOCAL_RUNTIME_ENVIRONMENT",
+    "STOP_TIMEOUT",
+    "AppSpec",
+    "LaunchRefused",
+    "LocalProcessBackend",
+    "RuntimeBackend",
+    "RuntimeHandle",
+    "default_runtime_command",
+]
+
+#: A runtime told to stop gets this long (its app's graceful timeout and margin) before SIGKILL.
+STOP_TIMEOUT: Final = 15.0
+#: The whole environment of a runtime. ``MALLOC_ARENA_MAX`` keeps glibc from reserving a
+#: 64 MiB arena per thread, which would count against ``RLIMIT_AS`` without being used.
+LOCAL_RUNTIME_ENVIRONMENT: Final[Mapping[str, str]] = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "MALLOC_ARENA_MAX": "2",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+#: Sets RLIMIT_AS to argv[1] bytes, then becomes argv[2:] (same pid, the limit inherited).
+_LIMIT_AND_EXEC: Final = (
+    "import os,resource,sys;n=int(sys.argv[1]);"
+    "resource.setrlimit(resource.RLIMIT_AS,(n,n));os.execv(sys.argv[2],sys.argv[2:])"
+)
+#: Largest command line read from /proc.
+_MAX_CMDLINE: Final = 64 * 1024
+#: How much of the end of a log is searched for the runtime's last words.
+_LOG_TAIL: Final = 8 * 1024
+_POLL: Final = 0.05
+_MARK: Final = b"--- confide operator:"
+
+
+class LaunchRefused(UsageError):
+    """The app cannot be launched as stored (restarting would not help)."""
+
+    code = "operator.launch_refused"
+
+
+@dataclass(frozen=True, slots=True)
+class AppSpec:
+    """What a backend needs to launch one app."""
+
+    app_id: uuid.UUID
+    #: The launch manifest the API stored: the runtime must measure exactly this.
+    manifest: LaunchManifest
+    #: The encrypted package (its blob).
+    package: Path
+    #: The owner's certificate chain, PEM (certificate mode only).
+    certificate_pem: str | None
+    memory_mib: int
+    cores: int
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeHandle:
+    """A launched runtime: where it listens, and its process."""
+
+    app_id: uuid.UUID
+    host: str
+    port: int
+    pid: int
+
+
+@runtime_checkable
+class RuntimeBackend(Protocol):
+    """Starts, watches and stops runtimes. Every method may be called on the event loop."""
+
+    async def start(self, spec: AppSpec) -> RuntimeHandle:
+        """Launch the app's runtime; :class:`LaunchRefused` if it cannot be launched as stored."""
+        ...
+
+    async def stop(self, handle: RuntimeHandle) -> None:
+        """Stop it (gracefully, then by force); returns once it is gone."""
+        ...
+
+    async def is_alive(self, handle: RuntimeHandle) -> bool: ...
+
+    async def adopt(self, pid: int, app_id: uuid.UUID) -> RuntimeHandle | None:
+        """The runtime of ``app_id`` running as ``pid`` (after an operator restart), or ``None``."""
+        ...
+
+    async def discover(self) -> list[RuntimeHandle]:
+        """Every runtime of this operator that is running, whoever started it."""
+        ...
+
+    def exit_reason(self, handle: RuntimeHandle) -> str:
+        """Why a runtime that is no longer alive ended, in words (for the app's status)."""
+        ...
+
+    def release(self, handle: RuntimeHandle) -> None:
+        """Forget a runtime that ended (once its exit reason was read)."""
+        ...
+
+    def detach(self) -> None:
+        """The operator stops and leaves every runtime running (a later one adopts them)."""
+        ...
+
+    def remove_app(self, app_id: uuid.UUID) -> None:
+        """Remove what the backend keeps for a deleted app (its sealed state included)."""
+        ...
+
+
+def default_runtime_command() -> tuple[str, ...]:
+    """``confide`` as installed beside this Python, else this Python running the CLI."""
+    script = Path(sys.executable).with_name("confide")
+    if script.is_file() and os.access(script, os.X_OK):
+        return (str(script),)
+    return (sys.executable, "-c", "from confide.cli import main; main()")
+
+
+def free_port(host: str) -> int:
+    """A port the kernel considers free on ``host`` now (the runtime binds it right after)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _read_cmdline(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read(_MAX_CMDLINE)
+    except OSError:
+        return None
+    return [part.decode("utf-8", "surrogateescape") for part in raw.split(b"\0") if part]
+
+
+def _is_zombie(pid: int) -> bool:
+    """True when ``pid`` has exited but was not reaped (or is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read(4096)
+    except OSError:
+        return True
+    # The state follows the command name, which is in parentheses and may hold spaces.
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return state in (b"Z", b"X")
+
+
+def _option(argv: Sequence[str], name: str) -> str | None:
+    for i, arg in enumerate(argv[:-1]):
+        if arg == name:
+            return argv[i + 1]
+    return None
+
+
+@dataclass
+class _Child:
+    """A runtime this backend started (its Popen, to reap it and read its exit status)."""
+
+    process: subprocess.Popen[bytes]
+    argv: list[str] = field(default_factory=list)
+
+
+class LocalProcessBackend:
+    """Each app's runtime as a process of this host (see the module's description)."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        log_source: LogSource,
+        tee: TeeBackend,
+        host: str = "127.0.0.1",
+        command: Sequence[str] | None = None,
+        environment: Mapping[str, str] = LOCAL_RUNTIME_ENVIRONMENT,
+        stop_timeout: float = STOP_TIMEOUT,
+        clock: Clock = utc_now,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if not data_dir.is_absolute():
+            raise UsageError(f"the data folder must be absolute, got {data_dir}")
+        self.data_dir = data_dir
+        self.apps_dir = data_dir / "apps"
+        self.simulation_dir = data_dir / "simulation"
+        self._log_source = log_source
+        self._tee = tee
+        self._host = host
+        self._command = tuple(command) if command is not None else default_runtime_command()
+        self._environment = dict(environment)
+        self.stop_timeout = stop_timeout
+        self._clock = clock
+        self._log = logger or logging.getLogger("confide.operator.backend")
+        self._children: dict[int, _Child] = {}
+        #: The pid of each app's current runtime (for metrics).
+        self._pids: dict[uuid.UUID, int] = {}
+
+    # -- folders -------------------------------------------------------------------------------
+
+    def app_dir(self, app_id: uuid.UUID) -> Path:
+        return self.apps_dir / str(app_id)
+
+    def state_dir(self, app_id: uuid.UUID) -> Path:
+        return self.app_dir(app_id) / "state"
+
+    def certificate_path(self, app_id: uuid.UUID) -> Path:
+        return self.app_dir(app_id) / "certificate.pem"
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def _prepare(self, spec: AppSpec, now: datetime) -> list[str]:
+        """Write the app's files, check the measurement, and build the command line."""
+        folder = self.app_dir(spec.app_id)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        certificate: Path | None = None
+        if spec.manifest.tls == TlsMode.CERTIFICATE:
+            if spec.certificate_pem is None:
+                raise LaunchRefused(f"app {spec.app_id} has no owner certificate stored")
+            certificate = self.certificate_path(spec.app_id)
+            tmp = certificate.with_suffix(".tmp")
+            tmp.write_text(spec.certificate_pem, encoding="utf-8")
+            os.replace(tmp, certificate)
+        if not spec.package.is_file():
+            raise LaunchRefused(f"the package of app {spec.app_id} is missing: {spec.package}")
+        state = self.state_dir(spec.app_id)
+        try:
+            check_launch(
+                spec.manifest,
+                package=spec.package,
+                certificate=certificate,
+                state_dir=state,
+                now=now,
+            )
+        except LaunchRefused:
+            raise
+        except UsageError as exc:
+            raise LaunchRefused(exc.message, hint=exc.hint) from None
+        tee: LaunchTee = "simulation" if self._tee == TeeBackend.SIMULATION else "gramine"
+        arguments = runtime_arguments(
+            spec.manifest,
+            package=spec.package,
+            certificate=certificate,
+            host=self._host,
+            port=free_port(self._host),
+            state_dir=state,
+            tee=tee,
+            simulation_state=self.simulation_dir if tee == "simulation" else None,
+        )
+        limit = spec.memory_mib * 1024 * 1024
+        return [
+            sys.executable,
+            "-I",
+            "-c",
+            _LIMIT_AND_EXEC,
+            str(limit),
+            *self._command,
+            "runtime",
+            *arguments,
+        ]
+
+    def _spawn(self, spec: AppSpec, argv: list[str], now: datetime) -> RuntimeHandle:
+        log_path = self._log_source.log_path(spec.app_id)
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            log.write(
+                _MARK
+                + f" starting the runtime at {now.isoformat(timespec='seconds')} ---\n".encode()
+            )
+            log.flush()
+            process = subprocess.Popen(  # noqa: S603 - our own command, no shell
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                env=self._environment,
+                cwd=self.app_dir(spec.app_id),
+            )
+        self._children[process.pid] = _Child(process, argv)
+        self._pids[spec.app_id] = process.pid
+        port = int(_option(argv, "--port") or 0)
+        return RuntimeHandle(spec.app_id, self._host, port, process.pid)
+
+    async def start(self, spec: AppSpec) -> RuntimeHandle:
+        now = self._clock()
+        argv = await asyncio.to_thread(self._prepare, spec, now)
+        handle = self._spawn(spec, argv, now)
+        self._log.info(
+            "app %s: runtime started as pid %d on %s:%d",
+            spec.app_id,
+            handle.pid,
+            handle.host,
+            handle.port,
+        )
+        return handle
+
+    # -- watching ------------------------------------------------------------------------------
+
+    def _ours(self, pid: int, app_id: uuid.UUID) -> list[str] | None:
+        """The command line of ``pid`` if it is the runtime of ``app_id`` under this operator."""
+        argv = _read_cmdline(pid)
+        if argv is None or "runtime" not in argv:
+            return None
+        if _option(argv, "--app-id") != str(app_id):
+            return None
+        if _option(argv, "--state-dir") != str(self.state_dir(app_id)):
+            return None
+        return argv
+
+    def _alive(self, handle: RuntimeHandle) -> bool:
+        child = self._children.get(handle.pid)
+        if child is not None:
+            return child.process.poll() is None
+        return not _is_zombie(handle.pid) and self._ours(handle.pid, handle.app_id) is not None
+
+    async def is_alive(self, handle: RuntimeHandle) -> bool:
+        return self._alive(handle)
+
+    def exit_reason(self, handle: RuntimeHandle) -> str:
+        child = self._children.get(handle.pid)
+        code = child.process.poll() if child is not None else None
+        if code is None:
+            reason = "the runtime ended" if child is None else "the runtime is still running"
+        elif code < 0:
+            try:
+                reason = f"the runtime was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                reason = f"the runtime was killed by signal {-code}"
+        else:
+            reason = f"the runtime exited with code {code}"
+        last = self.last_output(handle.app_id)
+        return f"{reason}; last output: {last}" if last else reason
+
+    def last_output(self, app_id: uuid.UUID) -> str | None:
+        """The runtime's last line of output (its error line when it failed), if any."""
+        path = self._log_source.log_path(app_id)
+        try:
+            with open(path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - _LOG_TAIL))
+                tail = f.read(_LOG_TAIL)
+        except OSError:
+            return None
+        lines = [line for line in tail.splitlines() if line.strip() and not line.startswith(_MARK)]
+        if not lines:
+            return None
+        errors = [line for line in lines if line.startswith(b"error:")]
+        return (errors or lines)[-1].decode("utf-8", "replace").strip()[:500]
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def _signal(self, handle: RuntimeHandle, sig: signal.Signals) -> None:
+        """Signal the runtime's process group (it leads its own session)."""
+        if handle.pid not in self._children and self._ours(handle.pid, handle.app_id) is None:
+            return  # gone, or the pid now belongs to someone else: never signal it
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            try:
+                if os.getpgid(handle.pid) == handle.pid:
+                    os.killpg(handle.pid, sig)
+                    return
+            except ProcessLookupError:
+                return
+            os.kill(handle.pid, sig)
+
+    async def _wait_gone(self, handle: RuntimeHandle, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._alive(handle):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(_POLL)
+        return True
+
+    async def stop(self, handle: RuntimeHandle) -> None:
+        self._signal(handle, signal.SIGTERM)
+        if not await self._wait_gone(handle, self.stop_timeout):
+            self._log.warning(
+                "app %s: runtime pid %d did not stop in %g s; killing it",
+                handle.app_id,
+                handle.pid,
+                self.stop_timeout,
+            )
+            self._signal(handle, signal.SIGKILL)
+            await self._wait_gone(handle, self.stop_timeout)
+        child = self._children.pop(handle.pid, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=0)
+        if self._pids.get(handle.app_id) == handle.pid:
+            del self._pids[handle.app_id]
+
+    def release(self, handle: RuntimeHandle) -> None:
+        child = self._children.pop(handle.pid, None)
+        if child is not None:
+            child.process.poll()
+        if self._pids.get(handle.app_id) == handle.pid:
+            del self._pids[handle.app_id]
+
+    def detach(self) -> None:
+        for child in self._children.values():
+            # Not ours to wait for any more: without a return code, Popen's finalizer would
+            # warn that the process still runs (and queue it for reaping).
+            if child.process.poll() is None:
+                child.process.returncode = 0
+        self._children.clear()
+
+    def remove_app(self, app_id: uuid.UUID) -> None:
+        shutil.rmtree(self.app_dir(app_id), ignore_errors=True)
+
+    # -- after a restart -----------------------------------------------------------------------
+
+    async def adopt(self, pid: int, app_id: uuid.UUID) -> RuntimeHandle | None:
+        if _is_zombie(pid):
+            return None
+        argv = self._ours(pid, app_id)
+        if argv is None:
+            return None
+        try:
+            port = int(_option(argv, "--port") or "")
+        except ValueError:
+            return None
+        host = _option(argv, "--host") or self._host
+        self._pids[app_id] = pid
+        return RuntimeHandle(app_id, host, port, pid)
+
+    async def discover(self) -> list[RuntimeHandle]:
+        found: list[RuntimeHandle] = []
+        prefix = str(self.apps_dir) + os.sep
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            argv = _read_cmdline(pid)
+            if argv is None or "runtime" not in argv:
+                continue
+            state = _option(argv, "--state-dir")
+            raw_id = _option(argv, "--app-id")
+            if state is None or raw_id is None or not state.startswith(prefix):
+                continue
+            try:
+                app_id = uuid.UUID(raw_id)
+            except ValueError:
+                continue
+            handle = await self.adopt(pid, app_id)
+            if handle is not None:
+                found.append(handle)
+        return found
+
+    # -- metrics (MetricsSource) ---------------------------------------------------------------
+
+    def runtime_metrics(self, app_id: uuid.UUID) -> Mapping[str, float]:
+        """Resident memory and CPU seconds of the app's runtime, from /proc."""
+        pid = self._pids.get(app_id)
+        if pid is None:
+            return {}
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read(4096)
+        except OSError:
+            return {}
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        page = os.sysconf("SC_PAGE_SIZE")
+        try:
+            # Fields 14, 15 (utime, stime) and 24 (rss, pages) of proc(5), counted from 1.
+            cpu = (int(fields[11]) + int(fields[12])) / ticks
+            rss = int(fields[21]) * page
+        except (IndexError, ValueError):
+            return {}
+        return {"cpu_seconds": cpu, "memory_rss_bytes": float(rss)}

@@ -1,0 +1,132 @@
+"""The router's route table, kept by the supervisor from what actually runs.
+
+The supervisor calls :meth:`AppRoutes.publish` whenever an app's runtime or
+status changes and :meth:`AppRoutes.withdraw` when it stops; the router asks
+:meth:`AppRoutes.lookup` once per connection. Both run on the same event loop,
+so no lock is needed.
+
+Names and modes:
+
+- ``<app-id>.<base-domain>`` (the UUID exactly as the API prints it) and, for
+  owner-certificate apps, the owner's domain;
+- RA-TLS and owner modes: always **passthrough** (the operator never holds a key);
+- operator mode (``--untrusted-ssl``): **passthrough** until the app runs, since
+  its configuration endpoint is RA-TLS and must reach the owner's CLI
+  unterminated; **terminate** once it runs (plain HTTP behind the router).
+
+An owner's domain is refused (never routed) when it lies under the base
+domain (it would shadow another app's name) or when another app already
+holds it; the first app to publish a domain keeps it until withdrawn.
+Unknown names get ``None`` (the router closes the connection).
+
+Example::
+
+    >>> routes = AppRoutes("apps.example")
+    >>> app_id = uuid.UUID(int=1)
+    >>> routes.publish(app_id, OperatorTls.RATLS, None, "127.0.0.1", 40123, running=False)
+    >>> routes.lookup(f"{app_id}.apps.example").mode
+    <RouteMode.PASSTHROUGH: 'passthrough'>
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from ._models import OperatorTls
+from ._router import Route, RouteMode
+
+__all__ = ["AppRoutes"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    route: Route
+    domain: str | None
+
+
+class AppRoutes:
+    """A :class:`~._router.RouteTable` of the apps whose runtime is up."""
+
+    def __init__(self, base_domain: str, *, logger: logging.Logger | None = None) -> None:
+        self._base = base_domain.lower().rstrip(".")
+        self._suffix = "." + self._base
+        self._apps: dict[uuid.UUID, _Entry] = {}
+        self._domains: dict[str, uuid.UUID] = {}
+        self._log = logger or logging.getLogger("confide.operator.routes")
+
+    def name_of(self, app_id: uuid.UUID) -> str:
+        """The app's own name, ``<app-id>.<base-domain>``."""
+        return f"{app_id}{self._suffix}"
+
+    def publish(
+        self,
+        app_id: uuid.UUID,
+        tls: OperatorTls,
+        domain: str | None,
+        host: str,
+        port: int,
+        *,
+        running: bool,
+    ) -> None:
+        """Route the app's names to its runtime at ``host:port`` (replacing any older route)."""
+        terminate = tls == OperatorTls.OPERATOR and running
+        route = Route(RouteMode.TERMINATE if terminate else RouteMode.PASSTHROUGH, host, port)
+        owned = None
+        if domain is not None and tls == OperatorTls.OWNER:
+            owned = self._claim(app_id, domain.lower().rstrip("."))
+        previous = self._apps.get(app_id)
+        if previous is not None and previous.domain not in (None, owned):
+            self._domains.pop(previous.domain, None)  # pragma: no cover - domains do not change
+        self._apps[app_id] = _Entry(route, owned)
+
+    def _claim(self, app_id: uuid.UUID, domain: str) -> str | None:
+        if domain == self._base or domain.endswith(self._suffix):
+            self._log.warning(
+                "app %s: its domain %s is under the base domain; not routed", app_id, domain
+            )
+            return None
+        holder = self._domains.setdefault(domain, app_id)
+        if holder != app_id:
+            self._log.warning(
+                "app %s: its domain %s is already routed to app %s; not routed",
+                app_id,
+                domain,
+                holder,
+            )
+            return None
+        return domain
+
+    def withdraw(self, app_id: uuid.UUID) -> None:
+        """Stop routing the app's names."""
+        entry = self._apps.pop(app_id, None)
+        if entry is not None and entry.domain is not None:
+            if self._domains.get(entry.domain) == app_id:
+                del self._domains[entry.domain]
+
+    def lookup(self, server_name: str) -> Route | None:
+        name = server_name.lower().rstrip(".")
+        if name.endswith(self._suffix):
+            label = name[: -len(self._suffix)]
+            try:
+                app_id = uuid.UUID(label)
+            except ValueError:
+                return None
+            if str(app_id) != label:
+                return None  # only the canonical spelling of the UUID
+        else:
+            found = self._domains.get(name)
+            if found is None:
+                return None
+            app_id = found
+        entry = self._apps.get(app_id)
+        return entry.route if entry is not None else None
+
+    def routes(self) -> dict[str, Route]:
+        """Every routed name and its route (for tests and diagnostics)."""
+        out = {self.name_of(app_id): entry.route for app_id, entry in self._apps.items()}
+        for domain, app_id in self._domains.items():
+            if app_id in self._apps:
+                out[domain] = self._apps[app_id].route
+        return out

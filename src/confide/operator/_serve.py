@@ -1,0 +1,234 @@
+"""The whole operator in one process: API, router and supervisor, wired from one settings object.
+
+:func:`run_operator` builds everything from :class:`OperatorSettings` (nothing
+reads the environment or a global here), then serves until
+``shutdown_trigger()`` returns:
+
+1. the database, migrated; the blob store; the runtime logs folder;
+2. the operator CA (``<data>/ca``), which the router terminates operator-mode
+   TLS with and the API publishes at ``/api/v1/ca``;
+3. with ``tee = "simulation"``, the one simulated platform of this operator
+   (``<data>/simulation``), created at the first start: every runtime quotes
+   on it, and its root is what the API gives clients to verify them with;
+4. the backend (:class:`LocalProcessBackend`), the :class:`Supervisor` and
+   the route table it keeps;
+5. the router, then the API, each on its address (port 0: one the kernel
+   picks); the API is told the router's real address, as clients need it.
+
+Once both listen, ``<data>/operator.json`` says where (``api`` and
+``router``, ``host:port``, and the operator's ``pid``), and ``on_ready`` is
+called; the file is removed at a clean exit. If one part fails, the others
+stop. Runtimes outlive the operator unless
+:attr:`SupervisorOptions.stop_apps_on_exit`; the next operator adopts them.
+
+Example::
+
+    >>> stop = asyncio.Event()
+    >>> asyncio.run(run_operator(settings, shutdown_trigger=stop.wait))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from confide.errors import UsageError
+from confide.tee import SimulatedPlatform
+
+from ._api import create_app, serve_api
+from ._backend import LocalProcessBackend, RuntimeBackend
+from ._blobs import BlobStore
+from ._ca import OperatorCA
+from ._db import Database, upgrade_database
+from ._router import Recorder, RouterAddress, RouterSettings, serve_router
+from ._routes import AppRoutes
+from ._seams import Clock, FileLogSource, SimulationRootProvider, utc_now
+from ._settings import OperatorSettings, TeeBackend
+from ._supervisor import Supervisor, SupervisorOptions
+
+__all__ = ["ADDRESSES_FILE", "OperatorAddresses", "run_operator"]
+
+#: Where the bound addresses are written, in the data folder.
+ADDRESSES_FILE: Final = "operator.json"
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorAddresses:
+    """Where a running operator listens."""
+
+    api_host: str
+    api_port: int
+    router_host: str
+    router_port: int
+    pid: int
+
+    @property
+    def api_url(self) -> str:
+        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
+        return f"http://{host}:{self.api_port}"
+
+    @property
+    def router(self) -> str:
+        host = f"[{self.router_host}]" if ":" in self.router_host else self.router_host
+        return f"{host}:{self.router_port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "api": f"{self.api_host}:{self.api_port}",
+            "api_url": self.api_url,
+            "router": self.router,
+            "api_host": self.api_host,
+            "api_port": self.api_port,
+            "router_host": self.router_host,
+            "router_port": self.router_port,
+            "pid": self.pid,
+        }
+
+
+def _write_addresses(path: Path, addresses: OperatorAddresses) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(addresses.to_dict(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _bind_api(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as exc:
+        raise UsageError(
+            f"the API cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="choose another --api address or port",
+        ) from exc
+
+
+def _simulation_root(settings: OperatorSettings, clock: Clock) -> SimulationRootProvider | None:
+    if settings.tee != TeeBackend.SIMULATION:
+        return None
+    platform = SimulatedPlatform.open(settings.data_dir / "simulation", now=clock())
+    pem = platform.root_certificate.public_bytes(Encoding.PEM)
+    return lambda: pem
+
+
+async def run_operator(
+    settings: OperatorSettings,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    options: SupervisorOptions = SupervisorOptions(),  # noqa: B008 - frozen
+    backend: RuntimeBackend | None = None,
+    router_settings: RouterSettings | None = None,
+    recorder: Recorder | None = None,
+    on_ready: Callable[[OperatorAddresses], None] | None = None,
+    clock: Clock = utc_now,
+    logger: logging.Logger | None = None,
+) -> None:
+    """Run the operator until ``shutdown_trigger()`` returns (see the module's description).
+
+    ``router_settings`` defaults to :class:`RouterSettings` on the settings'
+    router address; ``recorder`` sees what the router relays (tests).
+    """
+    log = logger or logging.getLogger("confide.operator")
+    data = settings.data_dir
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    addresses_file = data / ADDRESSES_FILE
+    addresses_file.unlink(missing_ok=True)
+    settings.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    database = Database.open(settings.database_url)
+    api_sock: socket.socket | None = None
+    try:
+        await asyncio.to_thread(upgrade_database, database)
+        blobs = BlobStore(settings.blobs_dir)
+        logs = FileLogSource(settings.logs_dir)
+        ca = await asyncio.to_thread(
+            OperatorCA.open, data / "ca", base_domain=settings.base_domain, clock=clock
+        )
+        sim_root = await asyncio.to_thread(_simulation_root, settings, clock)
+        local = LocalProcessBackend(data_dir=data, log_source=logs, tee=settings.tee, clock=clock)
+        runtimes = backend if backend is not None else local
+        routes = AppRoutes(settings.base_domain)
+        supervisor = Supervisor(
+            settings, database, runtimes, blobs, routes=routes, options=options, clock=clock
+        )
+        stop = asyncio.Event()
+        router_ready: asyncio.Future[RouterAddress] = asyncio.get_running_loop().create_future()
+
+        def router_on_ready(address: RouterAddress) -> None:
+            if not router_ready.done():
+                router_ready.set_result(address)
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_stop_when(shutdown_trigger, stop))
+            router_task = group.create_task(
+                serve_router(
+                    router_settings
+                    or RouterSettings(host=settings.router_host, port=settings.router_port),
+                    routes,
+                    ca,
+                    shutdown_trigger=stop.wait,
+                    recorder=recorder,
+                    on_ready=router_on_ready,
+                )
+            )
+            pending: set[asyncio.Future[Any]] = {router_ready, router_task}
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if not router_ready.done():
+                await router_task  # it failed: raise its error
+                return  # pragma: no cover - serve_router returns only after on_ready
+            router_address = router_ready.result()
+            api_sock = _bind_api(settings.api_host, settings.api_port)
+            api_host, api_port = api_sock.getsockname()[:2]
+            served = settings.with_overrides(api_port=api_port, router_port=router_address.port)
+            api = create_app(
+                served,
+                database=database,
+                blobs=blobs,
+                events=supervisor,
+                log_source=logs,
+                metrics=local,
+                sim_root_provider=sim_root,
+                ca_provider=ca,
+                clock=clock,
+                migrate=False,
+            )
+            group.create_task(serve_api(api, served, stop.wait, sock=api_sock))
+            group.create_task(supervisor.run(stop.wait))
+            addresses = OperatorAddresses(
+                api_host=api_host,
+                api_port=api_port,
+                router_host=router_address.host,
+                router_port=router_address.port,
+                pid=os.getpid(),
+            )
+            await asyncio.to_thread(_write_addresses, addresses_file, addresses)
+            log.info(
+                "operator %s: API on %s, router on %s, %s TEE, apps at *.%s",
+                data,
+                addresses.api_url,
+                addresses.router,
+                settings.tee.value,
+                settings.base_domain,
+            )
+            if on_ready is not None:
+                on_ready(addresses)
+        addresses_file.unlink(missing_ok=True)
+    finally:
+        if api_sock is not None:
+            api_sock.close()
+        database.dispose()
+
+
+async def _stop_when(trigger: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
+    """Set ``stop`` when ``trigger()`` returns, or when any other part ends (it is cancelled)."""
+    try:
+        await trigger()
+    finally:
+        stop.set()

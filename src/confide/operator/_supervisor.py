@@ -1,0 +1,666 @@
+"""The supervisor: converge what runs on what the database asks, and say so in the database.
+
+One asyncio task (:meth:`Supervisor.run`). Each pass reads the apps that are
+active or being removed, and gives each app at most one operation at a time
+(start, probe, stop), run concurrently with the others. It wakes on
+:meth:`Supervisor.notify` (the API's :class:`~._seams.AppEvents`), when an
+operation ends, or after a short interval while an app is in transition
+(:attr:`SupervisorOptions.probe_interval`), else every
+:attr:`SupervisorOptions.poll_interval` and at the next expiry.
+
+Life of an app (status changes only through :func:`~._db.record_status`)::
+
+    spawning ──(configuration endpoint answers GET / "waiting")──▶ initializing
+        │                                                               │
+        └────────────(the app's healthcheck passes)──────▶ running ◀────┘
+    any active status ──▶ stopped (desired_state stop) ──▶ deleted (delete requested)
+                      ──▶ expired (past expires_at; the runtime is stopped)
+                      ──▶ on_error (cannot be launched as stored, or
+                                    MAX_RESTARTS crashes in a row)
+
+A runtime that dies while it should run is restarted after a backoff
+(:attr:`SupervisorOptions.restart_backoff`, doubling up to ``max_backoff``);
+it resumes from its sealed state, so a configured app comes back running with
+no action from its owner. ``restarts`` counts every restart; the count of
+crashes in a row resets once the app has run for ``stable_after`` seconds.
+
+Probes are liveness checks only: TLS without verification (the operator is
+not the party that verifies an enclave; no data is sent), plain HTTP for an
+operator-mode app once configured.
+
+After an operator restart (even ``kill -9``) the first pass asks the backend
+which runtimes still run: those of active apps are adopted (the recorded pid
+first), dead ones restarted, and runtimes of apps that should not run stopped.
+
+Example::
+
+    >>> supervisor = Supervisor(settings, database, backend, blobs)  # doctest: +SKIP
+    >>> api = create_app(settings, database=database, events=supervisor)  # doctest: +SKIP
+    >>> await supervisor.run(stop.wait)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import ssl
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final, Protocol
+
+import httpx
+from sqlalchemy import and_, false, or_, select
+
+from confide.errors import Error
+from confide.runtime import LaunchManifest
+
+from ._backend import AppSpec, LaunchRefused, RuntimeBackend, RuntimeHandle
+from ._blobs import BlobStore
+from ._db import Database, record_status
+from ._models import App, AppStatus, DesiredState, OperatorTls
+from ._routes import AppRoutes
+from ._seams import Clock, utc_now
+from ._settings import OperatorSettings
+
+__all__ = [
+    "MAX_RESTARTS",
+    "HttpProber",
+    "Probe",
+    "Prober",
+    "Supervisor",
+    "SupervisorOptions",
+    "probe_ssl_context",
+]
+
+#: Crashes in a row (without running ``stable_after`` seconds in between) before on_error.
+MAX_RESTARTS: Final = 5
+#: Most bytes of a probe's answer read.
+_PROBE_BODY: Final = 64 * 1024
+_ACTIVE: Final = tuple(s.value for s in AppStatus if s.active)
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorOptions:
+    """How often and how patiently the supervisor works. Seconds."""
+
+    #: Between passes when nothing is in transition.
+    poll_interval: float = 2.0
+    #: Between passes while an app is spawning, initializing, restarting or stopping.
+    probe_interval: float = 0.25
+    #: First wait before restarting a crashed runtime; doubles with each crash in a row.
+    restart_backoff: float = 0.5
+    max_backoff: float = 30.0
+    max_restarts: int = MAX_RESTARTS
+    #: Running this long resets the count of crashes in a row.
+    stable_after: float = 60.0
+    #: Each probe request (connect, TLS and answer).
+    probe_timeout: float = 3.0
+    #: On shutdown, stop every runtime (else leave them running for the next operator).
+    stop_apps_on_exit: bool = False
+
+    def backoff(self, crashes: int) -> float:
+        return float(min(self.restart_backoff * (2 ** max(crashes - 1, 0)), self.max_backoff))
+
+
+class Probe(enum.Enum):
+    """What a runtime answered."""
+
+    #: Nothing (not listening yet, or no answer in time).
+    DOWN = "down"
+    #: Its configuration endpoint: waiting for the owner's configuration.
+    WAITING = "waiting"
+    #: The app answered its healthcheck with a success.
+    HEALTHY = "healthy"
+    #: The app answered, but not with a success.
+    UNHEALTHY = "unhealthy"
+
+
+class Prober(Protocol):
+    """Asks a runtime where it is. Never raises for a runtime that does not answer."""
+
+    async def probe(
+        self, handle: RuntimeHandle, *, tls: OperatorTls, healthcheck: str
+    ) -> Probe: ...
+
+
+def probe_ssl_context() -> ssl.SSLContext:
+    """The supervisor's TLS client context for liveness probes.
+
+    - ``CERT_NONE`` and no host name check, deliberately: a probe only asks
+      whether the runtime answers (it sends no data and trusts nothing it
+      reads); verifying the enclave is the owner's and the users' business, with
+      the expected measurement, end to end.
+    - TLS 1.2 at least, as the runtime's own server context requires (RFC 8996).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class HttpProber:
+    """Probes over HTTP(S) with httpx; one client, no kept-alive connections."""
+
+    def __init__(self, *, timeout: float = 3.0) -> None:
+        self._client = httpx.AsyncClient(
+            verify=probe_ssl_context(),
+            timeout=timeout,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _get(self, url: str) -> httpx.Response | None:
+        try:
+            async with self._client.stream("GET", url) as response:
+                async for _ in response.aiter_bytes(_PROBE_BODY):
+                    break
+                return response
+        except (httpx.HTTPError, ssl.SSLError, OSError):
+            return None
+
+    async def probe(self, handle: RuntimeHandle, *, tls: OperatorTls, healthcheck: str) -> Probe:
+        host = f"[{handle.host}]" if ":" in handle.host else handle.host
+        secure = f"https://{host}:{handle.port}"
+        if tls == OperatorTls.OPERATOR:
+            # Configured: plain HTTP. Not yet: the RA-TLS configuration endpoint.
+            response = await self._get(f"http://{host}:{handle.port}{healthcheck}")
+            if response is not None:
+                return Probe.HEALTHY if _success(response) else Probe.UNHEALTHY
+            response = await self._get(f"{secure}/")
+            return Probe.WAITING if response is not None and _waiting(response) else Probe.DOWN
+        response = await self._get(f"{secure}{healthcheck}")
+        if response is None:
+            return Probe.DOWN
+        if _waiting(response):
+            return Probe.WAITING
+        return Probe.HEALTHY if _success(response) else Probe.UNHEALTHY
+
+
+def _waiting(response: httpx.Response) -> bool:
+    value: str = response.headers.get("confide-status", "")
+    return value.lower() == "waiting"
+
+
+def _success(response: httpx.Response) -> bool:
+    return bool(200 <= response.status_code < 400 and "confide-status" not in response.headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """What the supervisor reads of an app (a snapshot; the database stays the truth)."""
+
+    id: uuid.UUID
+    status: AppStatus
+    desired_state: DesiredState
+    delete_requested: bool
+    expires_at: datetime
+    tls: OperatorTls
+    domain: str | None
+    healthcheck: str
+    plan: str
+    launch_manifest: str
+    certificate_pem: str | None
+    package_sha256: str
+    runtime_pid: int | None
+
+    @classmethod
+    def of(cls, app: App) -> _Row:
+        return cls(
+            id=app.id,
+            status=AppStatus(app.status),
+            desired_state=DesiredState(app.desired_state),
+            delete_requested=app.delete_requested,
+            expires_at=app.expires_at,
+            tls=OperatorTls(app.tls),
+            domain=app.domain,
+            healthcheck=app.healthcheck,
+            plan=app.plan,
+            launch_manifest=app.launch_manifest,
+            certificate_pem=app.certificate_pem,
+            package_sha256=app.package_sha256,
+            runtime_pid=app.runtime_pid,
+        )
+
+
+@dataclass
+class _Tracked:
+    """The supervisor's memory of one app (lost on restart, rebuilt from the database)."""
+
+    app_id: uuid.UUID
+    handle: RuntimeHandle | None = None
+    status: AppStatus | None = None
+    #: Crashes in a row.
+    crashes: int = 0
+    #: Loop time before which a crashed runtime is not restarted.
+    not_before: float = 0.0
+    #: Loop time the current run reached ``running``.
+    running_since: float | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """A write to one app's row."""
+
+    status: AppStatus | None = None
+    detail: str | None = None
+    handle: RuntimeHandle | None = None
+    clear_runtime: bool = False
+    count_restart: bool = False
+    started: bool = False
+
+
+class Supervisor:
+    """Runs the apps the database asks for, through a :class:`RuntimeBackend`.
+
+    Also the API's :class:`~._seams.AppEvents` (:meth:`notify`) and the owner
+    of the router's :class:`~._routes.AppRoutes` (:attr:`routes`).
+    """
+
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        database: Database,
+        backend: RuntimeBackend,
+        blobs: BlobStore,
+        *,
+        prober: Prober | None = None,
+        routes: AppRoutes | None = None,
+        options: SupervisorOptions = SupervisorOptions(),  # noqa: B008 - frozen
+        clock: Clock = utc_now,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._settings = settings
+        self._db = database
+        self._backend = backend
+        self._blobs = blobs
+        self._prober = prober
+        self.routes = routes if routes is not None else AppRoutes(settings.base_domain)
+        self.options = options
+        self._clock = clock
+        self._log = logger or logging.getLogger("confide.operator.supervisor")
+        self._apps: dict[uuid.UUID, _Tracked] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        #: Apps the API told about since the last pass (a deletion of a stopped app, say).
+        self._news: set[uuid.UUID] = set()
+
+    # -- AppEvents -----------------------------------------------------------------------------
+
+    def notify(self, app_id: uuid.UUID) -> None:
+        """Wake the supervisor (thread-safe, returns at once). Before :meth:`run`: a no-op."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                loop.call_soon_threadsafe(self._notified, app_id)
+
+    def _notified(self, app_id: uuid.UUID) -> None:
+        self._news.add(app_id)
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
+        """Supervise until ``shutdown_trigger()`` returns."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        own_prober = self._prober is None
+        prober = HttpProber(timeout=self.options.probe_timeout) if own_prober else self._prober
+        if prober is None:  # pragma: no cover - set just above
+            raise RuntimeError("no prober")
+        stopping = asyncio.ensure_future(shutdown_trigger())
+        try:
+            async with asyncio.TaskGroup() as group:
+                await self._adopt_all()
+                while not stopping.done():
+                    timeout = await self._pass(group, prober)
+                    waker = asyncio.ensure_future(self._wake.wait())
+                    try:
+                        await asyncio.wait(
+                            {waker, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                        )
+                    finally:
+                        waker.cancel()
+                    self._wake.clear()
+                tasks = [t.task for t in self._apps.values() if t.task is not None]
+                if tasks:
+                    await asyncio.wait(tasks)
+            await self._shutdown()
+        finally:
+            stopping.cancel()
+            if own_prober and isinstance(prober, HttpProber):
+                await prober.aclose()
+            self._wake = None
+            self._loop = None
+
+    async def _shutdown(self) -> None:
+        running = [t for t in self._apps.values() if t.handle is not None]
+        if not self.options.stop_apps_on_exit:
+            if running:
+                self._log.info("leaving %d runtimes running for the next operator", len(running))
+            self._backend.detach()
+            return
+
+        async def stop(t: _Tracked) -> None:
+            if t.handle is None:  # pragma: no cover - filtered above
+                return
+            await self._backend.stop(t.handle)
+            self.routes.withdraw(t.app_id)
+            await self._write(
+                t.app_id,
+                _Change(
+                    status=AppStatus.SPAWNING,
+                    detail="the operator stopped; the app restarts with it",
+                    clear_runtime=True,
+                ),
+            )
+            t.handle = None
+
+        await asyncio.gather(*(stop(t) for t in running))
+
+    def _in_transition(self) -> bool:
+        for t in self._apps.values():
+            if t.busy or t.handle is None or t.status != AppStatus.RUNNING:
+                return True
+        return False
+
+    async def _pass(self, group: asyncio.TaskGroup, prober: Prober) -> float:
+        """Give every app that needs it an operation; return how long to sleep."""
+        now = self._clock()
+        news, self._news = self._news, set()
+        rows = await asyncio.to_thread(self._load, [*self._apps, *news])
+        loop = asyncio.get_running_loop()
+        next_expiry: float | None = None
+        for row in rows:
+            t = self._apps.setdefault(row.id, _Tracked(row.id))
+            if t.status is None:
+                t.status = row.status
+            if row.status.active:
+                left = (row.expires_at - now).total_seconds()
+                next_expiry = left if next_expiry is None else min(next_expiry, left)
+            if t.busy:
+                continue
+            t.task = group.create_task(self._step(t, row, now, prober))
+            t.task.add_done_callback(lambda _: self._wake.set() if self._wake else None)
+        seen = {row.id for row in rows}
+        for app_id in [a for a, t in self._apps.items() if a not in seen and not t.busy]:
+            if self._apps[app_id].handle is None:
+                del self._apps[app_id]
+        timeout = (
+            self.options.probe_interval if self._in_transition() else self.options.poll_interval
+        )
+        retry = [
+            t.not_before - loop.time()
+            for t in self._apps.values()
+            if t.handle is None and t.not_before > loop.time()
+        ]
+        for wait in [*retry, *([next_expiry] if next_expiry is not None else [])]:
+            timeout = min(timeout, max(wait, 0.0) + 0.01)
+        return max(timeout, 0.01)
+
+    def _load(self, tracked: Sequence[uuid.UUID]) -> list[_Row]:
+        with self._db.session() as session:
+            query = select(App).where(
+                or_(
+                    App.status.in_(_ACTIVE),
+                    and_(App.delete_requested, App.status != AppStatus.DELETED.value),
+                    App.id.in_(tracked) if tracked else false(),
+                )
+            )
+            return [_Row.of(app) for app in session.scalars(query)]
+
+    # -- one app -------------------------------------------------------------------------------
+
+    async def _step(self, t: _Tracked, row: _Row, now: datetime, prober: Prober) -> None:
+        try:
+            await self._converge(t, row, now, prober)
+        except LaunchRefused as exc:
+            self._log.error("app %s cannot be launched: %s", row.id, exc.message)
+            await self._write(row.id, _Change(status=AppStatus.ON_ERROR, detail=exc.message))
+            t.status = AppStatus.ON_ERROR
+        except (Error, OSError) as exc:
+            # A start that failed for a reason that may pass (a port taken, a full disk): a crash.
+            detail = exc.message if isinstance(exc, Error) else f"{exc.__class__.__name__}: {exc}"
+            self._log.warning("app %s: %s", row.id, detail)
+            await self._crashed(t, detail)
+
+    async def _converge(self, t: _Tracked, row: _Row, now: datetime, prober: Prober) -> None:
+        if not row.status.active:
+            # stopped, on_error, expired or deleted: nothing may run.
+            await self._stop_runtime(t)
+            if row.delete_requested and row.status != AppStatus.DELETED:
+                await self._write(
+                    row.id, _Change(status=AppStatus.DELETED, detail="deleted by owner")
+                )
+                t.status = AppStatus.DELETED
+            if row.status == AppStatus.DELETED or row.delete_requested:
+                await asyncio.to_thread(self._remove_files, row.id)
+            self._apps.pop(row.id, None)  # nothing to watch until it is active again
+            return
+        if now >= row.expires_at:
+            await self._stop_runtime(t)
+            await self._write(
+                row.id,
+                _Change(
+                    status=AppStatus.EXPIRED,
+                    detail=f"expired at {row.expires_at.isoformat()}",
+                    clear_runtime=True,
+                ),
+            )
+            t.status = AppStatus.EXPIRED
+            self._log.info("app %s expired", row.id)
+            return
+        if row.desired_state == DesiredState.STOP or row.delete_requested:
+            await self._stop_runtime(t)
+            await self._write(
+                row.id,
+                _Change(status=AppStatus.STOPPED, detail="stopped by owner", clear_runtime=True),
+            )
+            t.status = AppStatus.STOPPED
+            if row.delete_requested:
+                await self._write(
+                    row.id, _Change(status=AppStatus.DELETED, detail="deleted by owner")
+                )
+                t.status = AppStatus.DELETED
+                await asyncio.to_thread(self._remove_files, row.id)
+            self._log.info(
+                "app %s stopped%s", row.id, " and deleted" if row.delete_requested else ""
+            )
+            return
+        if t.handle is None:
+            await self._start(t, row)
+            return
+        if not await self._backend.is_alive(t.handle):
+            reason = self._backend.exit_reason(t.handle)
+            self._backend.release(t.handle)
+            await self._crashed(t, reason)
+            return
+        await self._observe(t, row, prober)
+
+    async def _start(self, t: _Tracked, row: _Row) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() < t.not_before:
+            return
+        try:
+            plan = self._settings.plan(row.plan)
+            manifest = LaunchManifest.from_json(row.launch_manifest)
+        except Error as exc:
+            raise LaunchRefused(exc.message) from None
+        spec = AppSpec(
+            app_id=row.id,
+            manifest=manifest,
+            package=self._blobs.path(bytes.fromhex(row.package_sha256)),
+            certificate_pem=row.certificate_pem,
+            memory_mib=plan.memory_mib,
+            cores=plan.cores,
+        )
+        handle = await self._backend.start(spec)
+        t.handle = handle
+        t.running_since = None
+        if t.status == AppStatus.SPAWNING:
+            await self._write(row.id, _Change(handle=handle))  # the status says so already
+        else:
+            await self._write(row.id, _Change(status=AppStatus.SPAWNING, handle=handle))
+            t.status = AppStatus.SPAWNING
+        self._publish(t, row)
+
+    async def _crashed(self, t: _Tracked, reason: str) -> None:
+        handle, t.handle = t.handle, None
+        self.routes.withdraw(t.app_id)
+        t.running_since = None
+        t.crashes += 1
+        if t.crashes > self.options.max_restarts:
+            detail = f"{reason} ({t.crashes} times in a row; not restarted)"
+            self._log.error("app %s: %s", t.app_id, detail)
+            await self._write(
+                t.app_id, _Change(status=AppStatus.ON_ERROR, detail=detail, clear_runtime=True)
+            )
+            t.status = AppStatus.ON_ERROR
+            return
+        wait = self.options.backoff(t.crashes)
+        t.not_before = asyncio.get_running_loop().time() + wait
+        detail = f"{reason}; restart {t.crashes} of {self.options.max_restarts} in {wait:g} s"
+        self._log.warning(
+            "app %s: runtime%s ended: %s",
+            t.app_id,
+            f" pid {handle.pid}" if handle else "",
+            detail,
+        )
+        await self._write(
+            t.app_id,
+            _Change(
+                status=AppStatus.SPAWNING, detail=detail, clear_runtime=True, count_restart=True
+            ),
+        )
+        t.status = AppStatus.SPAWNING
+
+    async def _observe(self, t: _Tracked, row: _Row, prober: Prober) -> None:
+        if t.handle is None:  # pragma: no cover - checked by the caller
+            return
+        loop = asyncio.get_running_loop()
+        if t.status == AppStatus.RUNNING and t.running_since is not None:
+            # Running: the process being alive is enough; reset the crash count once stable.
+            if t.crashes and loop.time() - t.running_since >= self.options.stable_after:
+                t.crashes = 0
+            return
+        probe = await prober.probe(t.handle, tls=row.tls, healthcheck=row.healthcheck)
+        if probe == Probe.WAITING and t.status != AppStatus.INITIALIZING:
+            await self._write(
+                row.id,
+                _Change(status=AppStatus.INITIALIZING, detail="waiting for the configuration"),
+            )
+            t.status = AppStatus.INITIALIZING
+        elif probe == Probe.HEALTHY:
+            if t.status != AppStatus.RUNNING:
+                await self._write(row.id, _Change(status=AppStatus.RUNNING, started=True))
+                self._log.info("app %s is running", row.id)
+            t.status = AppStatus.RUNNING
+            t.running_since = loop.time()
+        self._publish(t, row)
+
+    def _publish(self, t: _Tracked, row: _Row) -> None:
+        if t.handle is None:
+            self.routes.withdraw(t.app_id)
+            return
+        self.routes.publish(
+            t.app_id,
+            row.tls,
+            row.domain,
+            t.handle.host,
+            t.handle.port,
+            running=t.status == AppStatus.RUNNING,
+        )
+
+    async def _stop_runtime(self, t: _Tracked) -> None:
+        self.routes.withdraw(t.app_id)
+        if t.handle is not None:
+            await self._backend.stop(t.handle)
+            t.handle = None
+        t.running_since = None
+
+    def _remove_files(self, app_id: uuid.UUID) -> None:
+        self._backend.remove_app(app_id)
+
+    # -- after a restart -----------------------------------------------------------------------
+
+    async def _adopt_all(self) -> None:
+        """Take back the runtimes that survived the previous operator; stop strays."""
+        found = await self._backend.discover()
+        rows = {row.id: row for row in await asyncio.to_thread(self._load, [])}
+        by_app: dict[uuid.UUID, list[RuntimeHandle]] = {}
+        for handle in found:
+            by_app.setdefault(handle.app_id, []).append(handle)
+        for app_id, handles in by_app.items():
+            row = rows.get(app_id)
+            keep: RuntimeHandle | None = None
+            if (
+                row is not None
+                and row.status.active
+                and row.desired_state == DesiredState.RUN
+                and not row.delete_requested
+            ):
+                recorded = [h for h in handles if h.pid == row.runtime_pid]
+                keep = (recorded or handles)[0]
+                t = self._apps.setdefault(app_id, _Tracked(app_id))
+                t.handle, t.status = keep, row.status
+                if keep.pid != row.runtime_pid:
+                    await self._write(app_id, _Change(handle=keep))
+                self._publish(t, row)
+                self._log.info("app %s: adopted its runtime pid %d", app_id, keep.pid)
+            for handle in handles:
+                if handle is not keep:
+                    self._log.warning("app %s: stopping a stray runtime pid %d", app_id, handle.pid)
+                    await self._backend.stop(handle)
+        for row in rows.values():
+            if row.id not in self._apps and row.runtime_pid is not None and row.status.active:
+                # Recorded but gone: it died with (or after) the previous operator.
+                t = self._apps.setdefault(row.id, _Tracked(row.id, status=row.status))
+                await self._write(
+                    row.id,
+                    _Change(
+                        status=AppStatus.SPAWNING,
+                        detail="the runtime was gone after an operator restart; restarting",
+                        clear_runtime=True,
+                        count_restart=True,
+                    ),
+                )
+                t.status = AppStatus.SPAWNING
+
+    # -- the database --------------------------------------------------------------------------
+
+    async def _write(self, app_id: uuid.UUID, change: _Change) -> None:
+        await asyncio.to_thread(self._apply, app_id, change, self._clock())
+
+    def _apply(self, app_id: uuid.UUID, change: _Change, now: datetime) -> None:
+        with self._db.session() as session:
+            app = session.get(App, app_id)
+            if app is None:
+                return
+            if change.handle is not None:
+                app.runtime_host = change.handle.host
+                app.runtime_port = change.handle.port
+                app.runtime_pid = change.handle.pid
+            if change.clear_runtime:
+                app.runtime_host = app.runtime_port = app.runtime_pid = None
+            if change.count_restart:
+                app.restarts = (app.restarts or 0) + 1
+            if change.started:
+                app.started_at = now
+            if change.status is not None:
+                record_status(session, app, change.status, now=now, detail=change.detail)
+            else:
+                app.updated_at = now
+            session.commit()

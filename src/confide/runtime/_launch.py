@@ -1,0 +1,143 @@
+"""The ``confide runtime`` arguments that launch a given :class:`LaunchManifest`.
+
+What a backend (the operator's supervisor) uses to start a runtime whose
+measurement is the manifest it stored: the inverse of
+:meth:`RuntimeSettings.from_arguments`. :func:`check_launch` then builds the
+settings the runtime will build from those same inputs and refuses a launch
+that would measure differently (another installed runtime, another package),
+so a mismatch is caught before a process starts rather than by the owner.
+
+Example::
+
+    >>> args = runtime_arguments(  # doctest: +SKIP
+    ...     manifest, package=Path("blobs/ab/cd..."), certificate=None, host="127.0.0.1",
+    ...     port=40123, state_dir=Path("apps/<id>/state"), tee="simulation",
+    ...     simulation_state=Path("simulation"),
+    ... )
+    >>> subprocess.Popen(["confide", "runtime", *args])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from confide.errors import UsageError
+
+from ._manifest import LaunchManifest, TlsMode
+from ._settings import RuntimeSettings
+
+__all__ = ["LaunchTee", "check_launch", "runtime_arguments"]
+
+#: ``--tee`` of a launch (``auto`` is not offered: a backend knows what it runs on).
+LaunchTee = Literal["gramine", "simulation"]
+
+
+def _tls_arguments(manifest: LaunchManifest, certificate: Path | None) -> list[str]:
+    if manifest.tls == TlsMode.CERTIFICATE:
+        if certificate is None:
+            raise UsageError("a certificate-mode launch needs the owner's certificate file")
+        return ["--certificate", str(certificate)]
+    if certificate is not None:
+        raise UsageError(f"a {manifest.tls.value}-mode launch takes no certificate file")
+    if manifest.tls == TlsMode.RATLS:
+        if manifest.ratls_expiry is None:  # pragma: no cover - LaunchManifest enforces it
+            raise UsageError("an RA-TLS launch needs its expiry")
+        return ["--ratls", str(manifest.ratls_expiry)]
+    return ["--no-ssl"]
+
+
+def runtime_arguments(
+    manifest: LaunchManifest,
+    *,
+    package: Path,
+    certificate: Path | None,
+    host: str,
+    port: int,
+    state_dir: Path,
+    tee: LaunchTee,
+    simulation_state: Path | None,
+    timeout: float | None = None,
+    code_dir: Path | None = None,
+) -> list[str]:
+    """The arguments after ``confide runtime`` that launch ``manifest``.
+
+    ``package`` must be the encrypted package whose SHA-256 the manifest holds
+    and ``certificate`` (certificate mode only) the owner's chain whose leaf it
+    holds; :func:`check_launch` verifies both.
+    """
+    if (tee == "simulation") != (simulation_state is not None):
+        raise UsageError("give a simulation state folder exactly with the simulation TEE")
+    args = [
+        "--app-id",
+        str(manifest.app_id),
+        "--application",
+        manifest.application,
+        "--package",
+        str(package),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *_tls_arguments(manifest, certificate),
+    ]
+    for name in manifest.san:
+        args += ["--san", name]
+    if manifest.subject is not None:
+        args += ["--subject", manifest.subject]
+    args += ["--state-dir", str(state_dir), "--tee", tee]
+    if simulation_state is not None:
+        args += ["--simulation-state", str(simulation_state)]
+    if timeout is not None:
+        args += ["--timeout", repr(timeout)]
+    if code_dir is not None:
+        args += ["--code-dir", str(code_dir)]
+    return args
+
+
+def check_launch(
+    manifest: LaunchManifest,
+    *,
+    package: Path,
+    certificate: Path | None,
+    state_dir: Path,
+    now: datetime,
+    runtime_sha256: bytes | None = None,
+) -> RuntimeSettings:
+    """The settings the runtime builds from these inputs; raise unless they measure ``manifest``.
+
+    Reads and hashes the package (and the certificate) exactly as the runtime
+    does. ``runtime_sha256`` defaults to the installed runtime's code hash.
+    """
+    settings = RuntimeSettings.from_arguments(
+        app_id=manifest.app_id,
+        application=manifest.application,
+        package=package,
+        app_dir=None,
+        plaincode=False,
+        host="127.0.0.1",
+        port=0,
+        ratls_expiry=manifest.ratls_expiry,
+        certificate=certificate if manifest.tls == TlsMode.CERTIFICATE else None,
+        no_ssl=manifest.tls == TlsMode.NONE,
+        san=manifest.san,
+        subject=manifest.subject,
+        state_dir=state_dir,
+        code_dir=None,
+        timeout=None,
+        now=now,
+        runtime_sha256=runtime_sha256,
+    )
+    launched = settings.manifest
+    if launched != manifest:
+        differs = sorted(
+            key for key, value in manifest.to_dict().items() if launched.to_dict().get(key) != value
+        )
+        raise UsageError(
+            f"the launch of app {manifest.app_id} would not measure as its manifest: "
+            f"{', '.join(differs)} differ",
+            hint="the installed Confide runtime or the stored package is not the one the app "
+            "was deployed with",
+        )
+    return settings

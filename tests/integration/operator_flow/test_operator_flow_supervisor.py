@@ -1,0 +1,270 @@
+"""The supervisor against a real database (SQLite and PostgreSQL), on a fake host.
+
+Each status change goes through ``record_status`` (the history is checked
+exactly); runtimes are started, restarted, stopped and adopted as the rows say.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import uuid
+from datetime import timedelta
+
+from operator_flow_fixtures import (  # noqa: F401
+    BASE_DOMAIN,
+    FAST,
+    FakeBackend,
+    FakeClock,
+    FakeProber,
+    FakeWorld,
+    add_app,
+    ask,
+    database_fixture,
+    database_url_fixture,
+    history,
+    row,
+    run,
+    settings_fixture,
+    status_is,
+    supervising,
+    until,
+)
+
+from confide.operator import (
+    AppStatus,
+    BlobStore,
+    Database,
+    OperatorSettings,
+    OperatorTls,
+    Probe,
+    Supervisor,
+)
+from confide.operator._router import RouteMode
+
+
+def _started(backend: FakeBackend, app_id: uuid.UUID, times: int) -> bool:
+    return backend.starts(app_id) == times
+
+
+def test_spawning_initializing_running_stopped_deleted(
+    settings: OperatorSettings, database: Database
+) -> None:
+    app_id = add_app(database)
+
+    async def body() -> None:
+        world = FakeWorld()
+        async with supervising(settings, database, world) as host:
+            await status_is(database, app_id, AppStatus.INITIALIZING)
+            (spec,) = host.backend.started
+            assert spec.app_id == app_id and spec.memory_mib == 512 and spec.cores == 1
+            assert (
+                spec.package
+                == settings.blobs_dir / bytes(range(32)).hex()[:2] / (bytes(range(32)).hex()[2:])
+            )
+            stored = row(database, app_id)
+            (pid,) = world.pids(app_id)
+            assert stored.runtime_pid == pid and stored.runtime_host == "127.0.0.1"
+            route = host.supervisor.routes.lookup(f"{app_id}.{BASE_DOMAIN}")
+            assert route is not None and route.mode is RouteMode.PASSTHROUGH
+            assert route.upstream_port == stored.runtime_port
+
+            host.prober.default = Probe.HEALTHY
+            host.supervisor.notify(app_id)
+            await status_is(database, app_id, AppStatus.RUNNING)
+            assert row(database, app_id).started_at == host.clock.now
+
+            ask(database, app_id, stop=True)
+            host.supervisor.notify(app_id)
+            await status_is(database, app_id, AppStatus.STOPPED)
+            assert world.pids(app_id) == []
+            assert host.supervisor.routes.lookup(f"{app_id}.{BASE_DOMAIN}") is None
+            assert row(database, app_id).runtime_pid is None
+
+            ask(database, app_id, delete=True)
+            host.supervisor.notify(app_id)
+            await status_is(database, app_id, AppStatus.DELETED)
+            await until(lambda: host.backend.removed == [app_id], "the app's files removed")
+            assert host.backend.starts(app_id) == 1
+
+    run(body)
+    assert history(database, app_id) == [
+        "spawning",
+        "initializing",
+        "running",
+        "stopped",
+        "deleted",
+    ]
+
+
+def test_crashes_are_restarted_until_the_limit(
+    settings: OperatorSettings, database: Database
+) -> None:
+    app_id = add_app(database)
+    options = dataclasses.replace(FAST, max_restarts=2)
+
+    async def body() -> None:
+        world = FakeWorld()
+        prober = FakeProber(default=Probe.HEALTHY)
+        async with supervising(settings, database, world, prober=prober, options=options) as host:
+            await status_is(database, app_id, AppStatus.RUNNING)
+            for crash in (1, 2):
+                world.kill(app_id)
+                await until(functools.partial(_started, host.backend, app_id, crash + 1), "restart")
+                await status_is(database, app_id, AppStatus.RUNNING)
+                assert row(database, app_id).restarts == crash
+            world.kill(app_id)
+            await status_is(database, app_id, AppStatus.ON_ERROR)
+            stored = row(database, app_id)
+            assert stored.restarts == 2 and stored.runtime_pid is None
+            assert stored.status_detail is not None
+            assert "exited with code 3" in stored.status_detail
+            assert "error: boom" in stored.status_detail
+            assert "3 times in a row" in stored.status_detail
+            assert host.backend.starts(app_id) == 3
+
+    run(body)
+    assert history(database, app_id) == [
+        "spawning",
+        "running",
+        "spawning",
+        "running",
+        "spawning",
+        "running",
+        "on_error",
+    ]
+
+
+def test_expired_apps_are_stopped(settings: OperatorSettings, database: Database) -> None:
+    clock = FakeClock()
+    soon = add_app(database, expires_at=clock.now + timedelta(seconds=60))
+    later = add_app(database)
+
+    async def body() -> None:
+        world = FakeWorld()
+        async with supervising(settings, database, world, clock=clock) as host:
+            await status_is(database, soon, AppStatus.INITIALIZING)
+            await status_is(database, later, AppStatus.INITIALIZING)
+            clock.advance(61)
+            host.supervisor.notify(soon)
+            await status_is(database, soon, AppStatus.EXPIRED)
+            assert world.pids(soon) == [] and len(world.pids(later)) == 1
+            assert row(database, later).status == AppStatus.INITIALIZING.value
+
+    run(body)
+    assert history(database, soon)[-1] == "expired"
+
+
+def test_an_app_that_cannot_be_launched_is_on_error_at_once(
+    settings: OperatorSettings, database: Database
+) -> None:
+    app_id = add_app(database)
+
+    async def body() -> None:
+        async with supervising(settings, database, FakeWorld()) as host:
+            host.backend.refuse = "the launch would not measure as its manifest"
+            await status_is(database, app_id, AppStatus.ON_ERROR)
+            assert row(database, app_id).status_detail == host.backend.refuse
+            assert row(database, app_id).restarts == 0
+
+    run(body)
+
+
+def test_operator_mode_is_terminated_only_once_running(
+    settings: OperatorSettings, database: Database
+) -> None:
+    app_id = add_app(database, tls=OperatorTls.OPERATOR)
+    name = f"{app_id}.{BASE_DOMAIN}"
+
+    async def body() -> None:
+        async with supervising(settings, database, FakeWorld()) as host:
+            await status_is(database, app_id, AppStatus.INITIALIZING)
+            route = host.supervisor.routes.lookup(name)
+            assert route is not None and route.mode is RouteMode.PASSTHROUGH
+            host.prober.default = Probe.HEALTHY
+            await status_is(database, app_id, AppStatus.RUNNING)
+            await until(
+                lambda: (
+                    getattr(host.supervisor.routes.lookup(name), "mode", None)
+                    is RouteMode.TERMINATE
+                ),
+                "the route to terminate",
+            )
+
+    run(body)
+
+
+def test_restart_of_the_operator_adopts_restarts_and_stops_strays(
+    settings: OperatorSettings, database: Database
+) -> None:
+    kept = add_app(database)
+    died = add_app(database)
+    gone = add_app(database)
+    world = FakeWorld()
+
+    async def body() -> None:
+        prober = FakeProber(default=Probe.HEALTHY)
+        async with supervising(settings, database, world, prober=prober, crash=True) as first:
+            for app_id in (kept, died, gone):
+                await status_is(database, app_id, AppStatus.RUNNING)
+        assert not first.backend.detached  # killed: no shutdown step ran
+        kept_pid = row(database, kept).runtime_pid
+        # While no operator runs: one runtime dies, one app is deleted behind its back
+        # (its runtime would be a stray).
+        world.kill(died)
+        ask(database, gone, delete=True)
+        stray = world.pids(gone)
+        assert len(stray) == 1
+
+        async with supervising(settings, database, world, prober=prober) as second:
+            await until(lambda: second.backend.starts(died) == 1, "the dead runtime restarted")
+            await status_is(database, died, AppStatus.RUNNING)
+            await status_is(database, gone, AppStatus.DELETED)
+            assert row(database, kept).runtime_pid == kept_pid  # adopted
+            assert second.backend.starts(kept) == 0
+            assert row(database, kept).status == AppStatus.RUNNING.value
+            assert [h.pid for h in second.backend.stopped] == stray
+            assert row(database, died).restarts == 1
+            assert row(database, kept).restarts == 0
+            assert second.supervisor.routes.lookup(f"{kept}.{BASE_DOMAIN}") is not None
+        assert second.backend.detached  # a clean stop leaves the runtimes running
+        assert world.pids(kept) == [kept_pid]
+
+    run(body)
+    assert history(database, kept) == ["spawning", "running"]
+    assert history(database, died) == ["spawning", "running", "spawning", "running"]
+
+
+def test_stop_apps_on_exit(settings: OperatorSettings, database: Database) -> None:
+    app_id = add_app(database)
+    world = FakeWorld()
+    options = dataclasses.replace(FAST, stop_apps_on_exit=True)
+
+    async def body() -> None:
+        prober = FakeProber(default=Probe.HEALTHY)
+        async with supervising(settings, database, world, prober=prober, options=options) as host:
+            await status_is(database, app_id, AppStatus.RUNNING)
+        assert world.alive == {}
+        assert not host.backend.detached
+        stored = row(database, app_id)
+        assert stored.status == AppStatus.SPAWNING.value and stored.runtime_pid is None
+        # The next operator starts it again, not counted as a crash.
+        async with supervising(settings, database, world, prober=prober) as again:
+            await status_is(database, app_id, AppStatus.RUNNING)
+            assert again.backend.starts(app_id) == 1
+        assert row(database, app_id).restarts == 0
+
+    run(body)
+
+
+def test_notify_is_harmless_before_run_and_for_unknown_apps(
+    settings: OperatorSettings, database: Database
+) -> None:
+    idle = Supervisor(settings, database, FakeBackend(FakeWorld()), BlobStore(settings.blobs_dir))
+    idle.notify(uuid.uuid4())  # not running yet: the first pass reads everything anyway
+
+    async def body() -> None:
+        async with supervising(settings, database, FakeWorld()) as host:
+            host.supervisor.notify(uuid.uuid4())
+
+    run(body)
