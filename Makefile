@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_package.py
 	$(BIN)/python bench/bench_runtime.py
 	$(BIN)/python bench/bench_router.py
+	$(BIN)/python bench/bench_operator_deploy.py
 
 clean:
 	rm -rf $(VENV) $(INTEROP) .mypy_cache .pytest_cache .ruff_cache

@@ -192,7 +192,8 @@ def test_launch_manifests_per_tls_mode() -> None:
         own.certificate_sha256
         == hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).digest()
     )
-    assert own.san == (domain, "app.example.com")
+    # Owner mode measures only the owner's domain: its certificate must cover every SAN.
+    assert own.san == ("app.example.com",)
 
     plain = build(manifest(tls="operator"))
     assert (plain.tls, plain.certificate_sha256, plain.ratls_expiry) == (TlsMode.NONE, None, None)
