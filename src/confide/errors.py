@@ -19,6 +19,7 @@ boundary with ``raise ... from exc``.
     │   └── PolicyError            verified evidence does not match the caller's expectations
     ├── CryptoError                data could not be opened, or is not acceptable once opened
     ├── FetchError                 collateral or a peer certificate could not be fetched
+    ├── OperatorError              the operator's API could not be reached or refused a call
     └── TeeError                   the local TEE could not produce a quote or a key
 
 Every :class:`AttestationError` carries a stable machine-readable ``code``
@@ -44,6 +45,7 @@ __all__ = [
     "Error",
     "FetchError",
     "FormatError",
+    "OperatorError",
     "PolicyError",
     "RevocationError",
     "SignatureError",
@@ -104,6 +106,33 @@ class FetchError(Error):
         super().__init__(f"fetching {url} failed: {reason}")
         self.url = url
         self.reason = reason
+
+
+class OperatorError(Error):
+    """The operator could not be reached, refused a call, or answered nonsense.
+
+    ``code`` names the case for programs (e.g. ``operator.unauthorized``);
+    ``status`` is the HTTP status when there was an answer; ``url`` the
+    operator's URL; ``limit`` the package size limit when it was the cause.
+    """
+
+    code = "operator"
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        url: str,
+        status: int | None = None,
+        limit: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+        self.url = url
+        self.status = status
+        self.limit = limit
 
 
 class TeeError(Error):

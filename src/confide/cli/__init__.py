@@ -7,7 +7,16 @@ Example::
 """
 
 # Each module registers its commands on the app.
-from . import _attest, _crypto, _fingerprint, _operator, _project, _runtime, _sim  # noqa: F401
+from . import (
+    _account,
+    _attest,
+    _crypto,
+    _fingerprint,
+    _operator,
+    _project,
+    _runtime,
+    _sim,
+)  # noqa: F401
 from ._app import app, main
 
 __all__ = ["app", "main"]

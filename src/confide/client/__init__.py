@@ -1,4 +1,5 @@
-"""Confide's client side: the project file (``confide.toml`` / ``mse.toml``).
+"""Confide's client side: the project file (``confide.toml`` / ``mse.toml``), the
+operator API client, the stored credentials, and the app context file.
 
 Example::
 
@@ -8,6 +9,25 @@ Example::
     ('app:app', '/health')
 """
 
+from ._api import (
+    API_PREFIX,
+    DEFAULT_TIMEOUT,
+    MAX_RESPONSE_BYTES,
+    Account,
+    AppRecord,
+    AppStatus,
+    AppTls,
+    DeployManifest,
+    Health,
+    Metrics,
+    OperatorClient,
+    Plan,
+    ProgressCallback,
+    ProjectInfo,
+    RouterAddress,
+    SimulationInfo,
+    normalize_url,
+)
 from ._config import (
     CONFIG_FILES,
     MAX_CONFIG_SIZE,
@@ -16,6 +36,16 @@ from ._config import (
     CloudConfig,
     ProjectConfig,
     SslConfig,
+)
+from ._context import CONTEXT_FORMAT, CONTEXT_VERSION, MAX_CONTEXT_SIZE, AppContext
+from ._credentials import (
+    CREDENTIALS_FILE,
+    CREDENTIALS_VERSION,
+    MAX_CREDENTIALS_SIZE,
+    Credentials,
+    CredentialsStore,
+    config_dir,
+    credentials_path,
 )
 
 __all__ = [
@@ -26,4 +56,35 @@ __all__ = [
     "CloudConfig",
     "ProjectConfig",
     "SslConfig",
+    # The operator API client.
+    "API_PREFIX",
+    "DEFAULT_TIMEOUT",
+    "MAX_RESPONSE_BYTES",
+    "Account",
+    "AppRecord",
+    "AppStatus",
+    "AppTls",
+    "DeployManifest",
+    "Health",
+    "Metrics",
+    "OperatorClient",
+    "Plan",
+    "ProgressCallback",
+    "ProjectInfo",
+    "RouterAddress",
+    "SimulationInfo",
+    "normalize_url",
+    # The app context file.
+    "CONTEXT_FORMAT",
+    "CONTEXT_VERSION",
+    "MAX_CONTEXT_SIZE",
+    "AppContext",
+    # The stored credentials.
+    "CREDENTIALS_FILE",
+    "CREDENTIALS_VERSION",
+    "MAX_CREDENTIALS_SIZE",
+    "Credentials",
+    "CredentialsStore",
+    "config_dir",
+    "credentials_path",
 ]

@@ -71,6 +71,7 @@ from ._seams import (
     MetricsSource,
     NoEvents,
     NoMetrics,
+    SimulationCollateralProvider,
     SimulationRootProvider,
     utc_now,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "PackageTooLarge",
     "Plan",
     "Project",
+    "SimulationCollateralProvider",
     "SimulationRootProvider",
     "StoredBlob",
     "TeeBackend",

@@ -1,8 +1,8 @@
 """The operator's REST API (FastAPI), under ``/api/v1``; OpenAPI at ``/openapi.json``.
 
-Every endpoint but ``/api/v1/health``, ``/api/v1/ca`` and ``/openapi.json``
-needs ``Authorization: Bearer <token>``, checked before anything else (see
-:mod:`._auth`). A token sees only its own account's projects and apps; any
+Every endpoint but ``/api/v1/health``, ``/api/v1/ca``, ``/api/v1/simulation``
+and ``/openapi.json`` needs ``Authorization: Bearer <token>``, checked before
+anything else (see :mod:`._auth`). A token sees only its own account's projects and apps; any
 other app is answered 404, exactly as one that does not exist.
 
 Status codes: 201 created; 202 a stop or delete was recorded (the supervisor
@@ -25,13 +25,15 @@ Example::
 # No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations,
 # which use the local ``Auth`` alias, at definition time.
 import asyncio
+import json
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Final
 
@@ -42,6 +44,7 @@ from fastapi.responses import Response, StreamingResponse
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import Framework
+from pydantic import BaseModel
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -79,12 +82,21 @@ from ._seams import (
     MetricsSource,
     NoEvents,
     NoMetrics,
+    SimulationCollateralProvider,
     SimulationRootProvider,
     utc_now,
 )
 from ._settings import OperatorSettings, TeeBackend
 
-__all__ = ["API_PREFIX", "MAX_LOG_BYTES", "MAX_TAIL", "create_app", "serve_api"]
+__all__ = [
+    "API_PREFIX",
+    "MAX_LOG_BYTES",
+    "MAX_TAIL",
+    "SIMULATION_COLLATERAL_REFRESH",
+    "SimulationOut",
+    "create_app",
+    "serve_api",
+]
 
 API_PREFIX: Final = "/api/v1"
 #: Most lines ``?tail=`` returns.
@@ -94,8 +106,21 @@ MAX_LOG_BYTES: Final = 4 * 1024 * 1024
 #: Room for the multipart framing and the manifest field on top of the package.
 _FORM_OVERHEAD: Final = MAX_MANIFEST_BYTES + 64 * 1024
 _LOG_BLOCK: Final = 64 * 1024
+#: How long simulation collateral is served before a fresh one is asked for (the
+#: endpoint needs no token: it must not sign new collateral for every request).
+SIMULATION_COLLATERAL_REFRESH: Final = timedelta(hours=1)
 
 _log = logging.getLogger("confide.operator")
+
+
+class SimulationOut(BaseModel):
+    """``GET /simulation``: ``{"simulated": false}``, or the simulated TEE's trust material."""
+
+    simulated: bool
+    #: PEM of the simulation root CA: the trust anchor of the simulated quotes.
+    root_ca_pem: str | None = None
+    #: Collateral for the simulated quotes, issued at the time of the request.
+    collateral: dict[str, Any] | None = None
 
 
 def _manifest_schema() -> dict[str, Any]:
@@ -170,6 +195,7 @@ class _Api:
         log_source: LogSource,
         metrics: MetricsSource,
         sim_root_provider: SimulationRootProvider | None,
+        sim_collateral_provider: SimulationCollateralProvider | None,
         ca_provider: CertificateAuthority | None,
         clock: Clock,
         log_poll_interval: float,
@@ -181,6 +207,9 @@ class _Api:
         self.log_source = log_source
         self.metrics = metrics
         self.sim_root_provider = sim_root_provider
+        self.sim_collateral_provider = sim_collateral_provider
+        self._sim_collateral: tuple[datetime, dict[str, Any]] | None = None
+        self._sim_collateral_lock = threading.Lock()
         self.ca_provider = ca_provider
         self.clock = clock
         self.log_poll_interval = log_poll_interval
@@ -244,6 +273,37 @@ class _Api:
             or 0
         )
 
+    def check_owner_domain(self, session: Session, domain: str) -> None:
+        """An owner's domain is routed to one app only, and never shadows the operator's names."""
+        base = self.settings.base_domain.lower()
+        name = domain.lower().rstrip(".")
+        if name == base or name.endswith("." + base):
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ("body", "manifest", "domain"),
+                        "msg": f"{domain} is under the operator's domain {base}: use your own",
+                        "input": domain,
+                    }
+                ]
+            )
+        taken = session.scalar(
+            select(func.count())
+            .select_from(App)
+            .where(
+                func.lower(App.domain) == name,
+                App.status.not_in(
+                    [AppStatus.DELETED.value, AppStatus.STOPPED.value, AppStatus.EXPIRED.value]
+                ),
+            )
+        )
+        if taken:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                detail=f"the domain {domain} is already served by another app on this operator",
+            )
+
     # -- create ------------------------------------------------------------------------------
 
     async def read_upload(self, request: Request) -> FormData:
@@ -289,6 +349,8 @@ class _Api:
                         "the most allowed; delete one first"
                     ),
                 )
+            if manifest.domain is not None:
+                self.check_owner_domain(session, manifest.domain)
         try:
             blob = self.blobs.put(package, limit=self.settings.max_package_size)
         except PackageTooLarge:
@@ -477,6 +539,32 @@ class _Api:
                 ) from None
             return ProjectOut(name=project.name, created_at=project.created_at, apps=0)
 
+    def simulation(self) -> SimulationOut:
+        if self.settings.tee != TeeBackend.SIMULATION:
+            return SimulationOut(simulated=False)
+        root = None
+        if self.sim_root_provider is not None:
+            root = self.sim_root_provider().decode("ascii")
+        collateral = None
+        if self.sim_collateral_provider is not None:
+            collateral = self.simulation_collateral(self.sim_collateral_provider)
+        return SimulationOut(simulated=True, root_ca_pem=root, collateral=collateral)
+
+    def simulation_collateral(self, provider: SimulationCollateralProvider) -> dict[str, Any]:
+        """Collateral issued within :data:`SIMULATION_COLLATERAL_REFRESH` of now."""
+        now = self.clock()
+        with self._sim_collateral_lock:
+            cached = self._sim_collateral
+            if cached is not None and timedelta(0) <= now - cached[0] < (
+                SIMULATION_COLLATERAL_REFRESH
+            ):
+                return cached[1]
+            collateral = json.loads(provider(now))
+            if not isinstance(collateral, dict):
+                raise TypeError("the simulation collateral provider did not return a JSON object")
+            self._sim_collateral = (now, collateral)
+            return collateral
+
     def health(self) -> bool:
         try:
             with self.db.session() as session:
@@ -564,6 +652,7 @@ def create_app(
     log_source: LogSource | None = None,
     metrics: MetricsSource | None = None,
     sim_root_provider: SimulationRootProvider | None = None,
+    sim_collateral_provider: SimulationCollateralProvider | None = None,
     ca_provider: CertificateAuthority | None = None,
     clock: Clock = utc_now,
     migrate: bool = True,
@@ -573,7 +662,8 @@ def create_app(
 
     ``migrate``: run ``alembic upgrade head`` at startup (the ASGI lifespan).
     Defaults: blobs in ``settings.blobs_dir``, logs read from
-    ``settings.logs_dir/<app-id>.log``, no events, no runtime metrics, no CA.
+    ``settings.logs_dir/<app-id>.log``, no events, no runtime metrics, no CA,
+    no simulation root or collateral (both only matter with a simulated TEE).
     """
     api = _Api(
         settings=settings,
@@ -583,6 +673,7 @@ def create_app(
         log_source=log_source if log_source is not None else FileLogSource(settings.logs_dir),
         metrics=metrics if metrics is not None else NoMetrics(),
         sim_root_provider=sim_root_provider,
+        sim_collateral_provider=sim_collateral_provider,
         ca_provider=ca_provider,
         clock=clock,
         log_poll_interval=log_poll_interval,
@@ -628,6 +719,17 @@ def create_app(
         if api.ca_provider is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="this operator has no CA")
         return Response(api.ca_provider.certificate_pem(), media_type="application/x-pem-file")
+
+    @router.get("/simulation", tags=["operator"], response_model_exclude_none=True)
+    def simulation() -> SimulationOut:
+        """No authentication: app users verify without signing in.
+
+        ``{"simulated": false}`` for a real TEE. For a simulated one, the
+        simulation root CA (PEM) and collateral (dcap-qvl ``QuoteCollateralV3``
+        JSON) issued within the last hour: verify the app's quotes with that root as the trust
+        anchor and simulation explicitly allowed. They prove nothing about hardware.
+        """
+        return api.simulation()
 
     @router.get("/me", tags=["account"])
     def me(auth: Auth) -> MeOut:

@@ -34,6 +34,7 @@ __all__ = [
     "MetricsSource",
     "NoEvents",
     "NoMetrics",
+    "SimulationCollateralProvider",
     "SimulationRootProvider",
     "utc_now",
 ]
@@ -44,6 +45,10 @@ Clock = Callable[[], datetime]
 #: Returns the PEM of the operator's simulation root CA (simulated TEE only): what a
 #: client passes as the trust anchor to verify a simulated quote.
 SimulationRootProvider = Callable[[], bytes]
+#: Returns collateral (dcap-qvl ``QuoteCollateralV3`` JSON text) for the simulated TEE's
+#: quotes, issued for the given time: with the simulation root, what anyone needs to
+#: verify the operator's simulated quotes.
+SimulationCollateralProvider = Callable[[datetime], str]
 
 
 def utc_now() -> datetime:

@@ -51,7 +51,13 @@ from ._ca import OperatorCA
 from ._db import Database, upgrade_database
 from ._router import Recorder, RouterAddress, RouterSettings, serve_router
 from ._routes import AppRoutes
-from ._seams import Clock, FileLogSource, SimulationRootProvider, utc_now
+from ._seams import (
+    Clock,
+    FileLogSource,
+    SimulationCollateralProvider,
+    SimulationRootProvider,
+    utc_now,
+)
 from ._settings import OperatorSettings, TeeBackend
 from ._supervisor import Supervisor, SupervisorOptions
 
@@ -111,12 +117,15 @@ def _bind_api(host: str, port: int) -> socket.socket:
         ) from exc
 
 
-def _simulation_root(settings: OperatorSettings, clock: Clock) -> SimulationRootProvider | None:
+def _simulation(
+    settings: OperatorSettings, clock: Clock
+) -> tuple[SimulationRootProvider | None, SimulationCollateralProvider | None]:
+    """The simulated platform's root and collateral, published so clients can opt in."""
     if settings.tee != TeeBackend.SIMULATION:
-        return None
+        return None, None
     platform = SimulatedPlatform.open(settings.data_dir / "simulation", now=clock())
     pem = platform.root_certificate.public_bytes(Encoding.PEM)
-    return lambda: pem
+    return (lambda: pem), (lambda now: platform.collateral(now).to_json())
 
 
 async def run_operator(
@@ -151,7 +160,7 @@ async def run_operator(
         ca = await asyncio.to_thread(
             OperatorCA.open, data / "ca", base_domain=settings.base_domain, clock=clock
         )
-        sim_root = await asyncio.to_thread(_simulation_root, settings, clock)
+        sim_root, sim_collateral = await asyncio.to_thread(_simulation, settings, clock)
         local = LocalProcessBackend(data_dir=data, log_source=logs, tee=settings.tee, clock=clock)
         runtimes = backend if backend is not None else local
         routes = AppRoutes(settings.base_domain)
@@ -195,6 +204,7 @@ async def run_operator(
                 log_source=logs,
                 metrics=local,
                 sim_root_provider=sim_root,
+                sim_collateral_provider=sim_collateral,
                 ca_provider=ca,
                 clock=clock,
                 migrate=False,

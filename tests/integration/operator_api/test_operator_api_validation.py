@@ -189,3 +189,26 @@ def test_http_client_sees_json_errors(operator: Operator) -> None:
     with httpx.Client(base_url=operator.url, timeout=10) as c:
         r = c.get("/api/v1/apps")
     assert r.status_code == 401 and r.json()["detail"]
+
+
+def test_an_owner_domain_under_the_operators_domain_is_422(
+    operator: Operator, package: bytes
+) -> None:
+    """It would shadow another app's ``<id>.<base-domain>`` name at the router."""
+    name = "shop.confide.test"
+    doc = manifest(tls="owner", domain=name, certificate=certificate([name]))
+    with operator.client(operator.token("alice")) as c:
+        r = upload(c, package, doc)
+    assert r.status_code == 422, r.text
+    assert ["body", "manifest", "domain"] in [e["loc"] for e in r.json()["detail"]]
+    assert operator.blob_files() == []
+
+
+def test_an_owner_domain_is_served_by_one_app_only(operator: Operator, package: bytes) -> None:
+    doc = OWNER | {"certificate": _cert()}
+    with operator.client(operator.token("alice")) as alice:
+        assert upload(alice, package, doc).status_code == 201
+    with operator.client(operator.token("bob")) as bob:
+        r = upload(bob, package, doc)
+    assert r.status_code == 409, r.text
+    assert "already served" in r.json()["detail"]
