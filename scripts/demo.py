@@ -1,10 +1,18 @@
-"""`make demo`: the attestation core, end to end, with the `confide` command.
+"""`make demo`: deploy an app to an operator, verify it, use it; all with the `confide` command.
 
-1. A simulated TEE signs a quote for an enclave measurement.
-2. The quote verifies against the simulation root, with --allow-simulation.
-3. The same quote is rejected without --allow-simulation, and against Intel's root.
-4. A quote with one tampered byte of its measurement is rejected.
-5. A real Intel SGX quote verifies against Intel's root (when ../shared/vectors is present).
+In a temporary folder, with a simulated TEE (no SGX hardware needed):
+
+1. an operator starts (`confide operator serve`, ports picked by the kernel);
+2. its administrator issues a token, and the app owner logs in with it;
+3. the owner deploys examples/helloworld in zero-trust mode: the code is
+   encrypted with a fresh key, the enclave is attested against the fingerprint
+   recomputed on the owner's machine, and only then receives the key;
+4. an app user verifies the app, with no account, and calls it over a
+   connection pinned to the verified RA-TLS certificate;
+5. the owner looks at its status and logs;
+6. the same app deployed with --untrusted-ssl: the operator terminates TLS,
+   and `confide verify` says users cannot verify it;
+7. a simulated quote is rejected without --allow-simulation.
 
 Each step prints the command it runs and checks its exit code.
 """
@@ -12,29 +20,39 @@ Each step prints the command it runs and checks its exit code.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIDE = [str(Path(sys.executable).parent / "confide")]
-MRENCLAVE = "c0" * 32
-MRSIGNER = "5e" * 32
-REPORT_DATA = "00" * 32 + "ab" * 32
+HOST = "127.0.0.1"
+BASE_DOMAIN = "confide.test"
+START_DEADLINE = 30.0
 
 
 def step(title: str) -> None:
     print(f"\n\033[1m== {title}\033[0m", flush=True)
 
 
-def run(args: list[str], *, expect: int) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], *, expect: int, env: dict[str, str], show: bool = True
+) -> subprocess.CompletedProcess[str]:
     shown = " ".join(shlex.quote(a) for a in ["confide", *args])
     print(f"$ {shown}", flush=True)
-    proc = subprocess.run([*CONFIDE, *args], capture_output=True, text=True, check=False)  # noqa: S603
-    sys.stdout.write(proc.stdout)
+    proc = subprocess.run(  # noqa: S603
+        [*CONFIDE, *args], capture_output=True, text=True, check=False, env=env, timeout=120
+    )
+    if show:
+        sys.stdout.write(proc.stdout)
     sys.stdout.write(proc.stderr)
     if proc.returncode != expect:
         print(f"demo failed: exit code {proc.returncode}, expected {expect}", file=sys.stderr)
@@ -43,92 +61,187 @@ def run(args: list[str], *, expect: int) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def start_operator(
+    data: Path, env: dict[str, str], log: Path
+) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
+    args = [
+        *CONFIDE,
+        "operator",
+        "serve",
+        "--data-dir",
+        str(data),
+        "--api",
+        f"{HOST}:0",
+        "--router",
+        f"{HOST}:0",
+        "--base-domain",
+        BASE_DOMAIN,
+        "--stop-apps-on-exit",
+    ]
+    print("$ " + " ".join(shlex.quote(a) for a in ["confide", *args[1:]]) + " &", flush=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)  # noqa: S603
+    path = data / "operator.json"
+    deadline = time.monotonic() + START_DEADLINE
+    while True:
+        if path.is_file():
+            try:
+                found: dict[str, object] = json.loads(path.read_text())
+            except ValueError:
+                found = {}
+            if found.get("pid") == proc.pid:
+                return proc, found
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            print(log.read_text(errors="replace"), file=sys.stderr)
+            raise SystemExit("demo failed: the operator did not start")
+        time.sleep(0.05)
+
+
+def write_project(work: Path) -> Path:
+    (work / "tests").mkdir()
+    project = work / "confide.toml"
+    code = json.dumps(str(ROOT / "examples" / "helloworld"))
+    project.write_text(
+        'name = "helloworld"\n'
+        'python_application = "app:app"\n'
+        'healthcheck_endpoint = "/"\n'
+        'tests_cmd = "pytest"\n'
+        "tests_requirements = []\n\n"
+        "[cloud]\n"
+        f"code = {code}\n"
+        'tests = "tests"\n'
+        'project = "default"\n'
+        'hardware = "small"\n'
+    )
+    return project
+
+
+def newest_context(work: Path, known: set[Path]) -> dict[str, object]:
+    fresh = [p for p in (work / ".confide").glob("*.json") if p not in known]
+    if len(fresh) != 1:
+        raise SystemExit(f"demo failed: expected one new app context, found {fresh}")
+    known.add(fresh[0])
+    context: dict[str, object] = json.loads(fresh[0].read_text())
+    return context
+
+
+def pinned(cert_pem: str, router_port: int, name: str) -> httpx.Client:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cadata=cert_pem)
+
+    def sni(request: httpx.Request) -> None:
+        request.extensions["sni_hostname"] = name
+
+    return httpx.Client(
+        base_url=f"https://{HOST}:{router_port}",
+        headers={"Host": name},
+        verify=context,
+        timeout=15,
+        event_hooks={"request": [sni]},
+    )
+
+
 def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="confide-demo-") as tmp:
         work = Path(tmp)
-        quote, coll, root = work / "quote.bin", work / "collateral.json", work / "sim-root.pem"
+        env = {
+            **os.environ,
+            "XDG_CONFIG_HOME": str(work / "config"),
+            "XDG_CACHE_HOME": str(work / "cache"),
+        }
+        env.pop("CONFIDE_URL", None)
+        env.pop("CONFIDE_TOKEN", None)
+        data = work / "operator"
 
-        step("1. A simulated TEE signs a quote for an enclave")
-        run(
-            [
-                "sim",
-                "quote",
-                "--state",
-                str(work / "platform"),
-                "--mrenclave",
-                MRENCLAVE,
-                "--mrsigner",
-                MRSIGNER,
-                "--report-data",
-                REPORT_DATA,
-                "--out",
-                str(quote),
-                "--collateral-out",
-                str(coll),
-                "--root-out",
-                str(root),
-            ],
-            expect=0,
-        )
+        step("1. An operator starts, on a simulated TEE")
+        operator, addresses = start_operator(data, env, work / "operator.log")
+        try:
+            api = str(addresses["api_url"])
+            router = str(addresses["router"])
+            router_port = int(str(addresses["router_port"]))
+            print(f"operator API {api}, router {router}")
 
-        step("2. The app owner verifies it, explicitly accepting the simulation root")
-        verify = ["attest", "quote", str(quote), "--collateral", str(coll)]
-        run(
-            [*verify, "--root-ca", str(root), "--allow-simulation", "--mrenclave", MRENCLAVE],
-            expect=0,
-        )
-
-        step("3. Without --allow-simulation, and against Intel's root, it is rejected")
-        run([*verify, "--root-ca", str(root)], expect=1)
-        run(verify, expect=1)
-
-        step("4. The expected code differs: rejected, naming the measurement")
-        run(
-            [*verify, "--root-ca", str(root), "--allow-simulation", "--mrenclave", "c1" * 32],
-            expect=1,
-        )
-
-        step("5. One byte of the quote's MRENCLAVE is flipped: the signature no longer holds")
-        raw = bytearray(quote.read_bytes())
-        raw[48 + 64] ^= 0x01  # header (48) + cpusvn..attributes (64): first MRENCLAVE byte
-        tampered = work / "tampered.bin"
-        tampered.write_bytes(bytes(raw))
-        run(
-            [
-                "attest",
-                "quote",
-                str(tampered),
-                "--collateral",
-                str(coll),
-                "--root-ca",
-                str(root),
-                "--allow-simulation",
-                "--json",
-            ],
-            expect=1,
-        )
-
-        vectors = ROOT.parent / "shared" / "vectors" / "sgx-dcapqvl-00A067110000"
-        if vectors.is_dir():
-            step(
-                "6. A real Intel SGX quote verifies against Intel's root, at its collateral's time"
-            )
-            expected = json.loads((vectors / "expected.json").read_text())
-            run(
+            step("2. The operator issues a token; the app owner logs in")
+            made = run(
                 [
-                    "attest",
-                    "quote",
-                    str(vectors / "quote.bin"),
-                    "--collateral",
-                    str(vectors / "collateral.json"),
-                    "--at",
-                    str(expected["verification_time"]),
-                    "--accept-tcb",
-                    expected["dcap_qvl_0_7_0_result"]["status"],
+                    "operator",
+                    "token",
+                    "create",
+                    "--account",
+                    "alice",
+                    "--data-dir",
+                    str(data),
+                    "--json",
                 ],
                 expect=0,
+                env=env,
+                show=False,
             )
+            token = json.loads(made.stdout)["token"]
+            run(["login", "--url", api, "--token", token], expect=0, env=env)
+
+            step("3. The owner deploys examples/helloworld, zero trust (RA-TLS)")
+            project = write_project(work)
+            known: set[Path] = set()
+            deploy = ["deploy", "--path", str(project), "--connect", router]
+            run([*deploy, "--allow-simulation"], expect=0, env=env)
+            context = newest_context(work, known)
+            app_id = str(context["app_id"])
+            domain = f"{app_id}.{BASE_DOMAIN}"
+
+            step("4. An app user verifies it (no account), then calls it over the verified channel")
+            pem = work / "ratls.pem"
+            verify = ["verify", domain, "--connect", router, "--operator", api]
+            run([*verify, "--allow-simulation", "--output", str(pem)], expect=0, env=env)
+            run(
+                [*verify, "--allow-simulation", "--fingerprint", str(context["fingerprint"])],
+                expect=0,
+                env=env,
+            )
+            print(f"$ GET https://{domain}/ (pinned to {pem.name}, through {router})")
+            with pinned(pem.read_text(), router_port, domain) as user:
+                answer = user.get("/")
+            print(f"{answer.status_code} {answer.text}")
+            if answer.status_code != 200:
+                raise SystemExit("demo failed: the app did not answer")
+
+            step("5. The owner looks at the app")
+            run(["status", app_id], expect=0, env=env)
+            run(["logs", app_id, "--tail", "5"], expect=0, env=env)
+
+            step(
+                "6. Deployed with --untrusted-ssl: the operator terminates TLS, and can read it all"
+            )
+            run([*deploy, "--allow-simulation", "--untrusted-ssl", "-y"], expect=0, env=env)
+            other = newest_context(work, known)
+            run(
+                [
+                    "verify",
+                    f"{other['app_id']}.{BASE_DOMAIN}",
+                    "--connect",
+                    router,
+                    "--operator",
+                    api,
+                    "--allow-simulation",
+                ],
+                expect=1,
+                env=env,
+            )
+
+            step("7. Without --allow-simulation, the simulated enclave is refused")
+            run(verify, expect=1, env=env)
+            run(["stop", app_id, "-y"], expect=0, env=env)
+        finally:
+            step("Stopping the operator (it stops its apps)")
+            operator.send_signal(signal.SIGTERM)
+            try:
+                operator.wait(START_DEADLINE)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+                operator.wait()
     print(f"\ndemo finished in {time.monotonic() - started:.1f} s", flush=True)
     return 0
 

@@ -7,16 +7,17 @@ Example::
 """
 
 # Each module registers its commands on the app.
-from . import (
+from . import (  # noqa: F401
     _account,
     _attest,
     _crypto,
+    _deploy,
     _fingerprint,
     _operator,
     _project,
     _runtime,
     _sim,
-)  # noqa: F401
+)
 from ._app import app, main
 
 __all__ = ["app", "main"]

@@ -47,6 +47,31 @@ from ._credentials import (
     config_dir,
     credentials_path,
 )
+from ._deploy import (
+    CONTEXT_FOLDER,
+    DEFAULT_LIFETIME,
+    DeployEvents,
+    Deployment,
+    DeployOptions,
+    check_stated_manifest,
+    choose_tls,
+    configuration_payload,
+    deploy,
+    expected_launch,
+    package_code,
+    requested_manifest,
+    server_name,
+)
+from ._verify import (
+    SIMULATION_REFUSED,
+    CollateralSource,
+    TrustMaterial,
+    fetch_enclave_certificate,
+    has_quote,
+    pinned_client,
+    trust_material,
+    verify_enclave,
+)
 
 __all__ = [
     "CONFIG_FILES",
@@ -87,4 +112,28 @@ __all__ = [
     "CredentialsStore",
     "config_dir",
     "credentials_path",
+    # Deploying an app.
+    "CONTEXT_FOLDER",
+    "DEFAULT_LIFETIME",
+    "DeployEvents",
+    "DeployOptions",
+    "Deployment",
+    "check_stated_manifest",
+    "choose_tls",
+    "configuration_payload",
+    "deploy",
+    "expected_launch",
+    "package_code",
+    "requested_manifest",
+    "server_name",
+    # Verifying an enclave from outside.
+    "SIMULATION_REFUSED",
+    "CollateralSource",
+    "TrustMaterial",
+    "fetch_enclave_certificate",
+    "has_quote",
+    "pinned_client",
+    "trust_material",
+    "verify_enclave",
 ]
+

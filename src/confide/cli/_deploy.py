@@ -1,0 +1,336 @@
+"""``confide deploy`` (the owner's) and ``confide verify`` (anyone's, no sign-in).
+
+``deploy`` packages and encrypts the code with a fresh key, uploads it,
+verifies the enclave against the fingerprint recomputed here, and only then
+sends it the key (see :mod:`confide.client._deploy`). The scenario follows
+the project file: zero trust (RA-TLS) by default; with ``[cloud.ssl]`` the
+owner's certificate ("fully encrypted SaaS"); ``--untrusted-ssl`` lets the
+operator terminate TLS (it can then read all traffic).
+
+``verify`` fetches an app's RA-TLS certificate and checks its quote (and,
+with ``--fingerprint`` or ``--context``, which code runs).
+
+Exit codes: 0 done / verified; 1 verification failed (nothing was sent), the
+app serves no RA-TLS, or the owner declined; 2 the command could not run.
+
+Example::
+
+    $ confide deploy --path confide.toml
+    $ confide verify 0f0f...0001.apps.example.com --context .confide/0f0f...0001.json
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Final
+
+import typer
+from cryptography.hazmat.primitives.serialization import Encoding
+from rich.table import Table
+
+from confide.attestation import INTEL_PCS_URL, Collateral, Quote, quote_from_certificate
+from confide.client import (
+    DEFAULT_TIMEOUT,
+    AppContext,
+    AppStatus,
+    AppTls,
+    CollateralSource,
+    DeployOptions,
+    OperatorClient,
+    ProjectConfig,
+    RouterAddress,
+    SimulationInfo,
+    choose_tls,
+    deploy,
+    fetch_enclave_certificate,
+    has_quote,
+    trust_material,
+    verify_enclave,
+)
+from confide.errors import AttestationError, PolicyError, UsageError
+
+from ._account import ClientSeams, TokenOpt, UrlOpt, connect_operator
+from ._app import EXIT_REJECTED, app, handle_errors
+from ._output import Output
+from ._verify_options import (
+    CollateralOpt,
+    JsonOpt,
+    PccsOpt,
+    RootOpt,
+    SimOpt,
+    load_anchor,
+    load_collateral,
+    parse_hex,
+)
+
+__all__ = ["deploy_command", "verify_command"]
+
+_UNTRUSTED_WARNING: Final = (
+    "--untrusted-ssl: the OPERATOR terminates TLS for this app and CAN READ ALL ITS TRAFFIC "
+    "(requests, answers, user data). Only the code key still goes to the attested enclave. "
+    "Users cannot verify such an app."
+)
+
+ConnectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--connect",
+        help="Reach the app at HOST:PORT (e.g. the router), sending its name as SNI.",
+        envvar="CONFIDE_CONNECT",
+    ),
+]
+
+
+def _address(value: str, option: str) -> RouterAddress:
+    try:
+        return RouterAddress.parse(value)
+    except ValueError:
+        raise UsageError(f"{option} must be HOST:PORT, got {value!r}") from None
+
+
+def _interactive(ctx: typer.Context) -> bool:
+    seams = ctx.find_object(ClientSeams)
+    if seams is not None and seams.interactive is not None:
+        return seams.interactive
+    return sys.stdin.isatty()
+
+
+def _pcs_collateral(pccs_url: str) -> CollateralSource:
+    def fetch(quote: Quote, now: datetime) -> Collateral:
+        return load_collateral(None, pccs_url, quote, now)
+
+    return fetch
+
+
+class _Events:
+    """Deployment progress on stderr."""
+
+    def __init__(self, out: Output) -> None:
+        self.out = out
+        self._shown = -1
+
+    def step(self, text: str) -> None:
+        self.out.info(f"- {text}")
+
+    def warn(self, text: str) -> None:
+        self.out.warn(text)
+
+    def upload(self, sent: int, total: int) -> None:
+        tenth = 10 if total == 0 else sent * 10 // total
+        if tenth != self._shown:
+            self._shown = tenth
+            self.out.info(f"  uploaded {sent} of {total} bytes ({tenth * 10}%)")
+
+    def status(self, status: AppStatus, detail: str | None) -> None:
+        self.out.info(f"  status: {status.value}" + (f" ({detail})" if detail else ""))
+
+
+@app.command("deploy")
+@handle_errors
+def deploy_command(
+    ctx: typer.Context,
+    path: Annotated[
+        Path,
+        typer.Option("--path", help="The project file, or its folder (confide.toml or mse.toml)."),
+    ] = Path("."),
+    untrusted_ssl: Annotated[
+        bool,
+        typer.Option(
+            "--untrusted-ssl",
+            help="Let the operator terminate TLS: it can read all the app's traffic.",
+        ),
+    ] = False,
+    no_verify: Annotated[
+        bool,
+        typer.Option(
+            "--no-verify", help="Do not attest the enclave before sending it the code key (unsafe)."
+        ),
+    ] = False,
+    allow_simulation: SimOpt = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    workspace: Annotated[
+        Path | None,
+        typer.Option("--workspace", help="Where the app context goes (default: .confide/)."),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", help="Minutes to wait for the app to start.", min=0.05, max=1440),
+    ] = 10.0,
+    connect: ConnectOpt = None,
+    pccs_url: Annotated[
+        str,
+        typer.Option(
+            "--pccs-url", help="Collateral from this PCCS or Intel PCS.", envvar="CONFIDE_PCCS_URL"
+        ),
+    ] = INTEL_PCS_URL,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Deploy an app: encrypt, upload, attest the enclave, then hand it the code key."""
+    out = Output()
+    config = ProjectConfig.load(path)
+    for warning in config.warnings:
+        out.warn(warning)
+    tls = choose_tls(config, untrusted_ssl=untrusted_ssl)
+    scenario = {
+        AppTls.RATLS: "zero trust: the enclave serves RA-TLS, anyone can verify it",
+        AppTls.OWNER: "fully encrypted SaaS: the enclave serves your certificate",
+        AppTls.OPERATOR: "untrusted SSL: the operator serves its certificate",
+    }[tls]
+    out.info(f"deploying {config.name} ({scenario})")
+    if tls == AppTls.OPERATOR:
+        out.warn(_UNTRUSTED_WARNING)
+        if not yes:
+            if not _interactive(ctx):
+                raise UsageError(
+                    "--untrusted-ssl needs confirmation: give -y (stdin is no terminal)"
+                )
+            if not typer.confirm("Let the operator read all traffic?", default=False, err=True):
+                out.info("nothing done")
+                raise typer.Exit(EXIT_REJECTED)
+    if no_verify:
+        out.warn(
+            "--no-verify: the enclave will NOT be attested (its code, TEE and key are not "
+            "checked) before it receives the code key and secrets"
+        )
+    options = DeployOptions(
+        tls=tls,
+        allow_simulation=allow_simulation,
+        unsafe_skip_attestation=no_verify,
+        connect=_address(connect, "--connect") if connect else None,
+        wait=timeout * 60,
+        timeout=DEFAULT_TIMEOUT,
+        workspace=workspace,
+    )
+    with connect_operator(ctx, url, token, DEFAULT_TIMEOUT) as client:
+        done = deploy(client, config, options, _Events(out), _pcs_collateral(pccs_url))
+    record = done.record
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    rows = [
+        ("id", str(record.id)),
+        ("status", record.status.value),
+        ("tls", record.tls.value),
+        ("domains", ", ".join(record.domains)),
+        ("router", str(done.router)),
+        ("fingerprint", done.fingerprint.hex()),
+        ("attested", "NO (--no-verify)" if done.verified is None else "yes"),
+        ("context", str(done.context_path)),
+    ]
+    for name, value in rows:
+        table.add_row(name, value.replace("[", "\\["))
+    out.out.print(table)
+    if tls == AppTls.RATLS:
+        out.info(f"users verify it with: confide verify {done.server_name}")
+
+
+@app.command("verify")
+@handle_errors
+def verify_command(
+    ctx: typer.Context,
+    domain: Annotated[str, typer.Argument(help="The app's domain name.", show_default=False)],
+    fingerprint: Annotated[
+        str | None, typer.Option("--fingerprint", help="The expected fingerprint (hex).")
+    ] = None,
+    context: Annotated[
+        Path | None,
+        typer.Option("--context", help="The app context file (its fingerprint is expected)."),
+    ] = None,
+    allow_simulation: SimOpt = False,
+    operator: Annotated[
+        str | None,
+        typer.Option(
+            "--operator",
+            help="The operator's API URL: its simulation root and collateral (simulated TEE).",
+        ),
+    ] = None,
+    collateral: CollateralOpt = None,
+    pccs_url: PccsOpt = None,
+    root_ca: RootOpt = None,
+    connect: ConnectOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Write the verified RA-TLS certificate (PEM) here."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds for each connection.", min=0.1, max=600)
+    ] = DEFAULT_TIMEOUT,
+    json_: JsonOpt = False,
+) -> None:
+    """Verify that DOMAIN is served by a genuine enclave (and with which code)."""
+    out = Output(json_mode=json_)
+    if fingerprint is not None and context is not None:
+        raise UsageError("give at most one of --fingerprint and --context")
+    expected = parse_hex(fingerprint, "--fingerprint", 32)
+    if context is not None:
+        app_context = AppContext.load(context)
+        if domain not in app_context.domains:
+            raise UsageError(
+                f"{domain} is not a domain of the app in {context}: "
+                f"{', '.join(app_context.domains)}"
+            )
+        expected = app_context.fingerprint
+    if collateral is not None and pccs_url is not None:
+        raise UsageError("give at most one of --collateral FILE and --pccs-url URL")
+    address = _address(connect, "--connect") if connect else RouterAddress(domain, 443)
+    cert = fetch_enclave_certificate(address, domain, timeout=timeout)
+    now = datetime.now(UTC)
+    quote: Quote | None = None
+    try:
+        if not has_quote(cert):
+            raise PolicyError(
+                "ratls.absent",
+                f"{domain} does not serve RA-TLS: its certificate carries no quote (it is the "
+                "owner's or the operator's), so an app user cannot verify what runs there",
+                hint="ask the owner for a zero-trust (RA-TLS) deployment",
+            )
+        quote = Quote.from_bytes(quote_from_certificate(cert))
+        simulation: SimulationInfo | None = None
+        if operator is not None:
+            with OperatorClient(operator, None, timeout=timeout) as client:
+                simulation = client.simulation()
+        source = None
+        if collateral is not None or pccs_url is not None:
+
+            def source(q: Quote, when: datetime) -> Collateral:
+                return load_collateral(collateral, pccs_url, q, when)
+
+        elif simulation is None:
+
+            def source(q: Quote, when: datetime) -> Collateral:
+                return load_collateral(None, INTEL_PCS_URL, q, when)
+
+        material = trust_material(
+            cert,
+            now,
+            simulation=simulation,
+            allow_simulation=allow_simulation,
+            collateral=source,
+            trust_anchor=load_anchor(root_ca),
+        )
+        verified = verify_enclave(
+            cert, material, now=now, fingerprint=expected, allow_simulation=allow_simulation
+        )
+    except AttestationError as err:
+        out.rejection(err, quote)
+        if not json_:
+            out.error(err)
+        raise typer.Exit(EXIT_REJECTED) from None
+    if output is not None:
+        try:
+            output.write_bytes(cert.public_bytes(Encoding.PEM))
+        except OSError as exc:
+            raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+    out.verification(verified.quote)
+    if expected is None:
+        out.warn(
+            "no --fingerprint or --context: the enclave is genuine, but WHICH CODE runs was not "
+            "checked; compare its MRENCLAVE with the fingerprint the owner publishes"
+        )
+    elif not json_:
+        out.info(f"{domain} runs the code of fingerprint {expected.hex()}")
+    if output is not None:
+        out.info(f"wrote the verified certificate to {output}")

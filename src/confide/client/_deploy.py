@@ -1,0 +1,484 @@
+"""Deploying an app: package, upload, attest the enclave, then hand it the keys.
+
+The owner never takes the operator's word for what runs. The steps of
+:func:`deploy`:
+
+1. package and encrypt the code folder with a fresh key (never reused);
+2. upload it with the manifest asked for (:func:`requested_manifest`) and wait
+   for the app to be ``initializing``;
+3. check that the operator states exactly the manifest asked for
+   (:func:`check_stated_manifest`: application, TLS mode, expiry, domain,
+   certificate) and recompute the fingerprint here
+   (:func:`expected_launch`) from this Confide's own runtime code hash and the
+   package's own digest;
+4. fetch the configuration endpoint's RA-TLS certificate through the router
+   and verify it carries that fingerprint (:mod:`confide.client._verify`):
+   on any mismatch nothing is sent;
+5. send the configuration over a connection pinned to that certificate: the
+   code key sealed to the enclave's X25519 key, the app secrets, and in owner
+   mode the certificate's private key; wait for ``running``;
+6. write the app context (no secret) into the workspace.
+
+Example::
+
+    >>> from confide.client import OperatorClient, ProjectConfig, DeployOptions, deploy
+    >>> config = ProjectConfig.load("confide.toml")  # doctest: +SKIP
+    >>> with OperatorClient(url, token) as client:  # doctest: +SKIP
+    ...     done = deploy(client, config, DeployOptions(tls=AppTls.RATLS), events, pcs)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import httpx
+from cryptography import x509
+
+from confide.attestation import Quote, RatlsVerified, quote_from_certificate
+from confide.crypto import PackageInfo, PackageKey, encrypt_package, public_key_from_report_data
+from confide.crypto import seal as seal_box
+from confide.errors import PolicyError, UsageError
+from confide.runtime import (
+    CodeSource,
+    LaunchManifest,
+    OwnerCertificate,
+    TlsMode,
+    launch_manifest,
+    runtime_code_hash,
+)
+
+from ._api import AppRecord, AppStatus, AppTls, DeployManifest, OperatorClient, RouterAddress
+from ._config import MAX_PEM_SIZE, MAX_SECRETS_SIZE, ProjectConfig
+from ._context import AppContext
+from ._verify import (
+    CollateralSource,
+    fetch_enclave_certificate,
+    has_quote,
+    pinned_client,
+    trust_material,
+    verify_enclave,
+)
+
+__all__ = [
+    "CONTEXT_FOLDER",
+    "DEFAULT_LIFETIME",
+    "DeployEvents",
+    "DeployOptions",
+    "Deployment",
+    "check_stated_manifest",
+    "choose_tls",
+    "configuration_payload",
+    "deploy",
+    "expected_launch",
+    "package_code",
+    "requested_manifest",
+    "server_name",
+]
+
+#: The workspace folder made beside the project file.
+CONTEXT_FOLDER: Final = ".confide"
+#: How long an app lives when the project file gives no expiration date (nor certificate).
+DEFAULT_LIFETIME: Final = timedelta(days=30)
+#: Seconds between two looks at the app's status.
+POLL_INTERVAL: Final = 0.2
+
+_LAUNCH_TLS: Final = {
+    AppTls.RATLS: TlsMode.RATLS,
+    AppTls.OWNER: TlsMode.CERTIFICATE,
+    AppTls.OPERATOR: TlsMode.NONE,
+}
+_FAILED: Final = frozenset({AppStatus.ON_ERROR, AppStatus.STOPPED, AppStatus.EXPIRED})
+
+
+class DeployEvents(Protocol):
+    """What :func:`deploy` tells as it goes (the CLI prints it on stderr)."""
+
+    def step(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+    def upload(self, sent: int, total: int) -> None: ...
+
+    def status(self, status: AppStatus, detail: str | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeployOptions:
+    tls: AppTls
+    #: Accept an enclave on a simulated TEE (its root from the operator): tests only.
+    allow_simulation: bool = False
+    #: Send the configuration without attesting the enclave first.
+    unsafe_skip_attestation: bool = False
+    #: The router's address, instead of the one the operator states.
+    connect: RouterAddress | None = None
+    #: Seconds to wait for the app to reach each status.
+    wait: float = 600.0
+    #: Seconds each network call may take.
+    timeout: float = 30.0
+    #: Where the context file goes (default ``.confide`` beside the project file).
+    workspace: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A deployed, configured app, and what was proven about it."""
+
+    record: AppRecord
+    #: The launch manifest recomputed here; its measurement is the fingerprint.
+    launch: LaunchManifest
+    context: AppContext
+    context_path: Path
+    #: ``None`` only when attestation was skipped.
+    verified: RatlsVerified | None
+    server_name: str
+    router: RouterAddress
+    #: The enclave's configuration certificate (RA-TLS), as verified.
+    certificate: x509.Certificate
+
+    @property
+    def fingerprint(self) -> bytes:
+        return self.launch.measurement()
+
+
+def choose_tls(config: ProjectConfig, *, untrusted_ssl: bool) -> AppTls:
+    """Zero trust by default; the owner's certificate with ``[cloud.ssl]``; else the operator's."""
+    if untrusted_ssl:
+        if config.ssl is not None:
+            raise UsageError(
+                "--untrusted-ssl and [cloud.ssl] exclude each other",
+                hint="remove [cloud.ssl] from the project file, or drop --untrusted-ssl",
+            )
+        return AppTls.OPERATOR
+    return AppTls.OWNER if config.ssl is not None else AppTls.RATLS
+
+
+def _read(path: Path, what: str, limit: int) -> bytes:
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise UsageError(f"the {what} {path} is larger than {limit} bytes")
+    return data
+
+
+def requested_manifest(config: ProjectConfig, tls: AppTls, now: datetime) -> DeployManifest:
+    """What is asked of the operator (whole seconds: the RA-TLS expiry is in seconds)."""
+    expires = config.cloud.expiration_date or (now + DEFAULT_LIFETIME)
+    expires = expires.astimezone(UTC).replace(microsecond=0)
+    domain = certificate = None
+    if tls == AppTls.OWNER:
+        ssl = config.ssl
+        if ssl is None:
+            raise UsageError("owner TLS needs [cloud.ssl] in the project file")
+        domain = ssl.domain_name
+        certificate = _read(ssl.certificate, "certificate", MAX_PEM_SIZE).decode("ascii")
+    return DeployManifest(
+        name=config.name,
+        application=config.python_application,
+        plan=config.cloud.hardware,
+        expires_at=expires,
+        tls=tls,
+        project=config.cloud.project,
+        healthcheck=config.healthcheck_endpoint,
+        domain=domain,
+        certificate=certificate,
+    )
+
+
+def package_code(code_dir: Path, out: Path) -> tuple[PackageKey, PackageInfo]:
+    """Encrypt ``code_dir`` into ``out`` under a key made for this package alone."""
+    key = PackageKey.generate()
+    try:
+        with out.open("xb") as f:
+            info = encrypt_package(code_dir, f, key)
+    except OSError as exc:
+        raise UsageError(f"cannot write the package {out}: {exc.strerror or exc}") from None
+    return key, info
+
+
+def _owner_certificate(asked: DeployManifest) -> OwnerCertificate | None:
+    if asked.certificate is None:
+        return None
+    return OwnerCertificate.from_pem(asked.certificate.encode("ascii"), "the certificate")
+
+
+def server_name(record: AppRecord, asked: DeployManifest) -> str:
+    """The name the enclave answers to: the owner's domain (its only SAN), else the app's."""
+    return asked.domain if asked.tls == AppTls.OWNER and asked.domain else record.domains[0]
+
+
+def check_stated_manifest(record: AppRecord, asked: DeployManifest) -> None:
+    """Refuse an app whose stated manifest is not exactly what was asked for."""
+    launch = record.launch
+    cert = _owner_certificate(asked)
+    ratls_expiry = int(asked.expires_at.timestamp()) if asked.tls == AppTls.RATLS else None
+    expected: list[tuple[str, object, object]] = [
+        ("application", record.application, asked.application),
+        ("launch application", launch.application, asked.application),
+        ("tls", record.tls.value, asked.tls.value),
+        ("launch tls", launch.tls.value, _LAUNCH_TLS[asked.tls].value),
+        ("expires_at", record.expires_at.timestamp(), asked.expires_at.timestamp()),
+        ("ratls_expiry", launch.ratls_expiry, ratls_expiry),
+        ("domain", record.domain, asked.domain),
+        (
+            "certificate_sha256",
+            launch.certificate_sha256.hex() if launch.certificate_sha256 else None,
+            cert.sha256.hex() if cert is not None else None,
+        ),
+    ]
+    for name, observed, wanted in expected:
+        if observed != wanted:
+            raise PolicyError(
+                "deploy.manifest",
+                f"the operator states {name} {observed!r}, but {wanted!r} was asked for",
+                hint="nothing was sent to the enclave; stop the app (confide stop)",
+            )
+    name = server_name(record, asked)
+    if name not in launch.san:
+        raise PolicyError(
+            "deploy.manifest",
+            f"the enclave's certificate would not name {name}: SANs {', '.join(launch.san)}",
+            hint="nothing was sent to the enclave; stop the app (confide stop)",
+        )
+
+
+def expected_launch(
+    record: AppRecord,
+    asked: DeployManifest,
+    package: Path,
+    package_digest: bytes,
+    runtime_sha256: bytes,
+) -> LaunchManifest:
+    """The launch manifest recomputed here: our runtime hash and package digest, the
+    operator's app id, SANs and subject (checked by :func:`check_stated_manifest`)."""
+    return launch_manifest(
+        app_id=record.id,
+        application=asked.application,
+        code=CodeSource(path=package, plaintext=False, digest=package_digest),
+        ratls_expiry=int(asked.expires_at.timestamp()) if asked.tls == AppTls.RATLS else None,
+        certificate=_owner_certificate(asked),
+        san=record.launch.san,
+        subject=record.launch.subject,
+        runtime_sha256=runtime_sha256,
+    )
+
+
+def configuration_payload(
+    record: AppRecord,
+    key: PackageKey,
+    enclave_public_key: bytes,
+    *,
+    app_secrets: dict[str, Any] | None,
+    ssl_private_key: str | None,
+) -> dict[str, Any]:
+    """The runtime's configuration body; the code key travels only inside the sealed box."""
+    sealed = seal_box(json.dumps({"code_secret_key": key.hex()}).encode(), enclave_public_key)
+    payload: dict[str, Any] = {
+        "uuid": str(record.id),
+        "app_sealed_secrets": base64.urlsafe_b64encode(sealed).decode("ascii"),
+    }
+    if app_secrets is not None:
+        payload["app_secrets"] = app_secrets
+    if ssl_private_key is not None:
+        payload["ssl_private_key"] = ssl_private_key
+    return payload
+
+
+def _wait_for(
+    client: OperatorClient,
+    record: AppRecord,
+    target: AppStatus,
+    events: DeployEvents,
+    wait: float,
+) -> AppRecord:
+    deadline = time.monotonic() + wait
+    last: tuple[AppStatus, str | None] | None = None
+    while True:
+        if (record.status, record.status_detail) != last:
+            last = (record.status, record.status_detail)
+            events.status(record.status, record.status_detail)
+        if record.status == target:
+            return record
+        if record.status in _FAILED or record.delete_requested:
+            detail = f": {record.status_detail}" if record.status_detail else ""
+            raise UsageError(
+                f"the app {record.id} is {record.status.value}{detail}",
+                hint=f"see its output with `confide logs {record.id}`",
+            )
+        if time.monotonic() > deadline:
+            raise UsageError(
+                f"the app {record.id} is still {record.status.value} after {wait:.0f} s, "
+                f"expected {target.value}",
+                hint="raise --timeout, or look at `confide logs`",
+            )
+        time.sleep(POLL_INTERVAL)
+        record = client.get_app(record.id)
+
+
+def _secrets(config: ProjectConfig) -> dict[str, Any] | None:
+    if config.cloud.secrets is None:
+        return None
+    raw = _read(config.cloud.secrets, "secrets file", MAX_SECRETS_SIZE)
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(f"the secrets file {config.cloud.secrets} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"the secrets file {config.cloud.secrets} is not a JSON object")
+    return value
+
+
+def _save_context(context: AppContext, folder: Path) -> Path:
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the workspace {folder}: {exc.strerror or exc}") from None
+    path = folder / f"{context.app_id}.json"
+    context.save(path)
+    try:
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        raise UsageError(f"cannot protect {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def deploy(
+    client: OperatorClient,
+    config: ProjectConfig,
+    options: DeployOptions,
+    events: DeployEvents,
+    collateral: CollateralSource,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    runtime_sha256: bytes | None = None,
+) -> Deployment:
+    """Run the whole deployment (see the module's description); raise on any failure.
+
+    ``collateral`` fetches the collateral of a real TEE's quote (Intel PCS);
+    ``runtime_sha256`` defaults to this Confide's own code hash, never the operator's.
+    """
+    ours = runtime_sha256 if runtime_sha256 is not None else runtime_code_hash()
+    asked = requested_manifest(config, options.tls, clock())
+    secrets = _secrets(config)
+    ssl_key = None
+    if options.tls == AppTls.OWNER and config.ssl is not None:
+        ssl_key = _read(config.ssl.private_key, "private key", MAX_PEM_SIZE).decode("ascii")
+
+    with tempfile.TemporaryDirectory(prefix="confide-deploy-") as tmp:
+        package = Path(tmp) / f"{config.name}.pkg"
+        events.step(f"packaging and encrypting {config.cloud.code} with a fresh key")
+        key, info = package_code(config.cloud.code, package)
+        events.step(
+            f"package: {info.size} bytes, {info.archive.entries} entries, "
+            f"sha256 {info.digest.hex()}"
+        )
+        events.step(f"uploading to {client.base_url}")
+        record = client.create_app(package, asked, progress=events.upload)
+        events.step(f"app {record.id} created")
+        record = _wait_for(client, record, AppStatus.INITIALIZING, events, options.wait)
+
+        check_stated_manifest(record, asked)
+        launch = expected_launch(record, asked, package, info.digest, ours)
+        fingerprint = launch.measurement()
+        events.step(f"expected fingerprint (recomputed here): {fingerprint.hex()}")
+        if launch.runtime_sha256 != record.launch.runtime_sha256:
+            events.warn(
+                "the operator states another runtime "
+                f"({record.launch.runtime_sha256.hex()}) than this Confide's "
+                f"({ours.hex()}): the enclave must prove it runs this Confide's"
+            )
+
+        router = options.connect or record.router
+        name = server_name(record, asked)
+        events.step(f"fetching the enclave's RA-TLS certificate from {router} as {name}")
+        cert = fetch_enclave_certificate(router, name, timeout=options.timeout)
+        verified: RatlsVerified | None = None
+        if options.unsafe_skip_attestation:
+            events.warn(
+                "--no-verify: the enclave is NOT attested: its code, its TEE and its key are "
+                "taken on trust, and the code key is sent to whatever answers"
+            )
+            if not has_quote(cert):
+                raise PolicyError(
+                    "ratls.absent", f"{name} serves no RA-TLS certificate: no key to seal to"
+                )
+        else:
+            now = clock()
+            simulation = client.simulation()
+            material = trust_material(
+                cert,
+                now,
+                simulation=simulation,
+                allow_simulation=options.allow_simulation,
+                collateral=None if simulation is not None else collateral,
+            )
+            verified = verify_enclave(
+                cert,
+                material,
+                now=now,
+                fingerprint=fingerprint,
+                allow_simulation=options.allow_simulation,
+            )
+            events.step(
+                f"enclave verified: fingerprint {fingerprint.hex()}"
+                + (" (SIMULATED TEE)" if verified.quote.simulated else "")
+            )
+        report_data = Quote.from_bytes(quote_from_certificate(cert)).report_data
+        payload = configuration_payload(
+            record,
+            key,
+            public_key_from_report_data(report_data),
+            app_secrets=secrets,
+            ssl_private_key=ssl_key,
+        )
+        del key
+        events.step("sending the configuration over the verified channel")
+        with pinned_client(router, name, cert, timeout=options.timeout) as channel:
+            try:
+                response = channel.post("/", json=payload)
+            except httpx.HTTPError as exc:
+                raise UsageError(f"sending the configuration to {name} failed: {exc}") from None
+        if response.status_code != 200:
+            raise UsageError(
+                f"the enclave refused the configuration ({response.status_code}): "
+                f"{response.text[:200].strip()}"
+            )
+        record = _wait_for(
+            client, client.get_app(record.id), AppStatus.RUNNING, events, options.wait
+        )
+
+    context = AppContext(
+        app_id=record.id,
+        name=record.name,
+        project=record.project,
+        operator_url=client.base_url,
+        domains=record.domains,
+        router=record.router,
+        tls=record.tls,
+        tee=record.tee,
+        expires_at=record.expires_at,
+        launch=launch,
+    )
+    workspace = options.workspace or config.path.parent / CONTEXT_FOLDER
+    path = _save_context(context, workspace)
+    return Deployment(
+        record=record,
+        launch=launch,
+        context=context,
+        context_path=path,
+        verified=verified,
+        server_name=name,
+        router=router,
+        certificate=cert,
+    )

@@ -1,0 +1,203 @@
+"""Verifying an app's enclave from outside: fetch its RA-TLS certificate, check it, pin it.
+
+The owner (``confide deploy``) and the app user (``confide verify``) run the
+same checks: the certificate's quote verifies against a trust anchor with its
+collateral, binds the certificate's key, and carries the expected fingerprint
+(MRENCLAVE). Only then is anything sent, over a connection pinned to that
+certificate (:func:`pinned_client`).
+
+Where the trust material comes from is decided once (:func:`trust_material`):
+Intel's root and collateral from Intel PCS (or a PCCS) for a real TEE; for a
+simulated one, the operator's published simulation root and collateral, and
+only when simulation is explicitly allowed.
+
+Example::
+
+    >>> from confide.client import fetch_enclave_certificate, trust_material
+    >>> cert = fetch_enclave_certificate(router, "app.example", timeout=10)  # doctest: +SKIP
+    >>> material = trust_material(cert, now, simulation=None, allow_simulation=False,
+    ...                           collateral=pcs_fetch)  # doctest: +SKIP
+    >>> verify_enclave(cert, material, now=now, fingerprint=expected)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from confide.attestation import (
+    RATLS_QUOTE_OID,
+    Collateral,
+    Policy,
+    Quote,
+    RatlsVerified,
+    fetch_peer_certificate,
+    is_simulation_root,
+    quote_from_certificate,
+    verify_ratls_certificate,
+)
+from confide.errors import PolicyError, SimulationError, UsageError
+
+from ._api import RouterAddress, SimulationInfo
+
+__all__ = [
+    "SIMULATION_REFUSED",
+    "CollateralSource",
+    "TrustMaterial",
+    "fetch_enclave_certificate",
+    "has_quote",
+    "pinned_client",
+    "trust_material",
+    "verify_enclave",
+]
+
+#: What is said when an enclave runs on a simulated TEE and that was not allowed.
+SIMULATION_REFUSED: Final = (
+    "the enclave runs in simulation mode: pass --allow-simulation only for tests"
+)
+
+#: Fetches the collateral for a quote at a time (Intel PCS, a PCCS, a file).
+CollateralSource = Callable[[Quote, datetime], Collateral]
+
+
+@dataclass(frozen=True, slots=True)
+class TrustMaterial:
+    """The collateral and trust anchor a certificate's quote is verified with."""
+
+    collateral: Collateral
+    #: ``None``: Intel's SGX Root CA.
+    trust_anchor: x509.Certificate | None
+    #: The anchor is a simulation root (only with ``allow_simulation``).
+    simulated: bool
+
+
+def has_quote(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` carries an RA-TLS quote (an owner's or operator's certificate does not)."""
+    try:
+        cert.extensions.get_extension_for_oid(RATLS_QUOTE_OID)
+    except x509.ExtensionNotFound:
+        return False
+    return True
+
+
+def fetch_enclave_certificate(
+    address: RouterAddress, server_name: str, *, timeout: float
+) -> x509.Certificate:
+    """The certificate served for ``server_name`` (SNI) at ``address`` (not trusted yet)."""
+    return fetch_peer_certificate(
+        address.host, address.port, server_name=server_name, timeout=timeout
+    )
+
+
+def trust_material(
+    cert: x509.Certificate,
+    now: datetime,
+    *,
+    simulation: SimulationInfo | None,
+    allow_simulation: bool,
+    collateral: CollateralSource | None,
+    trust_anchor: x509.Certificate | None = None,
+) -> TrustMaterial:
+    """Decide what ``cert``'s quote is verified against.
+
+    ``simulation`` is the operator's ``GET /simulation`` (``None``: a real TEE,
+    or not asked). A simulated TEE is refused unless ``allow_simulation``;
+    then its root is the anchor and its collateral is used, unless
+    ``collateral`` is given. Otherwise ``collateral`` fetches the quote's
+    collateral and ``trust_anchor`` (default Intel's root) is the anchor.
+    """
+    if simulation is not None:
+        if not allow_simulation:
+            raise SimulationError(
+                "policy.simulation",
+                SIMULATION_REFUSED,
+                hint="a simulated TEE proves nothing about the hardware",
+            )
+        if collateral is not None:
+            coll = collateral(Quote.from_bytes(quote_from_certificate(cert)), now)
+        elif simulation.collateral is not None:
+            coll = simulation.collateral
+        else:
+            raise SimulationError(
+                "simulation.collateral",
+                "the operator's TEE is simulated but it publishes no collateral",
+                hint="give --collateral FILE",
+            )
+        return TrustMaterial(coll, trust_anchor or simulation.root_ca, simulated=True)
+    if collateral is None:
+        raise UsageError("no collateral source to verify the quote with")
+    quote = Quote.from_bytes(quote_from_certificate(cert))
+    simulated = trust_anchor is not None and is_simulation_root(trust_anchor)
+    if simulated and not allow_simulation:
+        raise SimulationError("policy.simulation", SIMULATION_REFUSED)
+    return TrustMaterial(collateral(quote, now), trust_anchor, simulated=simulated)
+
+
+def verify_enclave(
+    cert: x509.Certificate,
+    material: TrustMaterial,
+    *,
+    now: datetime,
+    fingerprint: bytes | None,
+    allow_simulation: bool = False,
+) -> RatlsVerified:
+    """Verify ``cert``'s quote; with ``fingerprint``, require it as MRENCLAVE.
+
+    A fingerprint mismatch raises :class:`PolicyError` ``policy.mrenclave``
+    with one line: ``code fingerprint mismatch: expected ..., the enclave reports ...``.
+    """
+    policy = Policy(
+        mr_enclave=fingerprint, allow_simulation=allow_simulation and material.simulated
+    )
+    try:
+        return verify_ratls_certificate(
+            cert, material.collateral, now=now, policy=policy, trust_anchor=material.trust_anchor
+        )
+    except PolicyError as exc:
+        if exc.code != "policy.mrenclave" or fingerprint is None:
+            raise
+        observed = exc.observed.hex() if isinstance(exc.observed, bytes) else str(exc.observed)
+        err = PolicyError(
+            "policy.mrenclave",
+            f"code fingerprint mismatch: expected {fingerprint.hex()}, "
+            f"the enclave reports {observed}",
+            hint="nothing was sent; the operator runs other code than yours",
+        )
+        err.checks = exc.checks
+        raise err from None
+
+
+def pinned_client(
+    address: RouterAddress, server_name: str, cert: x509.Certificate, *, timeout: float
+) -> httpx.Client:
+    """HTTPS to ``address`` with SNI and Host ``server_name``, trusting only ``cert``.
+
+    The verified RA-TLS certificate is self-signed: as the only trust anchor,
+    only its key (held in the enclave) can serve this connection. TLS 1.2 at
+    least (RFC 8996); certificate and host name checks stay on.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    context.load_verify_locations(cadata=cert.public_bytes(Encoding.PEM).decode("ascii"))
+
+    def sni(request: httpx.Request) -> None:
+        request.extensions["sni_hostname"] = server_name
+
+    host = f"[{address.host}]" if ":" in address.host else address.host
+    return httpx.Client(
+        base_url=f"https://{host}:{address.port}",
+        headers={"Host": server_name},
+        verify=context,
+        timeout=timeout,
+        follow_redirects=False,
+        event_hooks={"request": [sni]},
+    )

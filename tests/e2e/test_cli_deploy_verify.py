@@ -1,0 +1,206 @@
+"""End to end: ``confide deploy`` and ``confide verify`` against a real operator.
+
+One ``confide operator serve`` subprocess (simulated TEE, loopback, port 0)
+for the module; the CLI runs in this process (typer's runner), so a test can
+change what the owner's machine computes (its runtime hash) and show that the
+key never leaves it when the enclave does not measure to the expected value.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from operator_harness import (
+    BASE_DOMAIN,
+    OperatorProcess,
+    app_body,
+    create_token,
+    operator_running,
+    wait_status,
+)
+from runtime_harness import EXAMPLES, HOST
+from typer.testing import CliRunner, Result
+
+from confide.cli import app
+from confide.client import AppContext, RouterAddress, pinned_client
+from confide.client import _deploy as deploy_module
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", name="operator")
+def operator_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    with operator_running(tmp_path_factory.mktemp("deploy") / "data") as operator:
+        yield operator
+
+
+@pytest.fixture(scope="module", name="token")
+def token_fixture(operator: OperatorProcess) -> str:
+    return create_token(operator.data_dir, "owner")
+
+
+@pytest.fixture(name="project")
+def project_fixture(tmp_path: Path) -> Path:
+    (tmp_path / "tests").mkdir()
+    project = tmp_path / "confide.toml"
+    project.write_text(
+        'name = "hello"\n'
+        'python_application = "app:app"\n'
+        'healthcheck_endpoint = "/"\n'
+        'tests_cmd = "pytest"\n'
+        "tests_requirements = []\n\n"
+        "[cloud]\n"
+        f"code = {json.dumps(str(EXAMPLES / 'helloworld'))}\n"
+        'tests = "tests"\n'
+        'project = "default"\n'
+        'hardware = "small"\n'
+    )
+    return project
+
+
+def router(operator: OperatorProcess) -> str:
+    return f"{HOST}:{operator.router_port}"
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def deploy(operator: OperatorProcess, token: str, project: Path, *extra: str) -> Result:
+    return cli(
+        "deploy",
+        "--path",
+        str(project),
+        "--connect",
+        router(operator),
+        "--url",
+        operator.api_url,
+        "--token",
+        token,
+        "--timeout",
+        "1",
+        *extra,
+    )
+
+
+def only_app(api: httpx.Client) -> uuid.UUID:
+    response = api.get("/api/v1/apps")
+    assert response.status_code == 200, response.text
+    ids = [uuid.UUID(a["id"]) for a in response.json()["apps"]]
+    return ids[-1]
+
+
+def test_zero_trust_deploy_then_a_user_verifies_and_calls(
+    operator: OperatorProcess, token: str, project: Path
+) -> None:
+    done = deploy(operator, token, project, "--allow-simulation")
+    assert done.exit_code == 0, done.output
+    contexts = list((project.parent / ".confide").glob("*.json"))
+    assert len(contexts) == 1
+    assert stat.S_IMODE(contexts[0].stat().st_mode) == 0o600
+    context = AppContext.load(contexts[0])
+    assert "code_secret_key" not in contexts[0].read_text()
+    domain = context.domains[0]
+    assert domain == f"{context.app_id}.{BASE_DOMAIN}"
+    with operator.client(token) as api:
+        assert app_body(api, context.app_id)["status"] == "running"
+
+    pem = project.parent / "ratls.pem"
+    verified = cli(
+        "verify",
+        domain,
+        "--context",
+        str(contexts[0]),
+        "--connect",
+        router(operator),
+        "--operator",
+        operator.api_url,
+        "--allow-simulation",
+        "--output",
+        str(pem),
+    )
+    assert verified.exit_code == 0, verified.output
+    assert "VERIFIED SIMULATED SGX" in verified.output
+    assert context.fingerprint.hex() in verified.output
+
+    cert = x509.load_pem_x509_certificate(pem.read_bytes())
+    address = RouterAddress(HOST, operator.router_port)
+    with pinned_client(address, domain, cert, timeout=15) as user:
+        assert user.get("/").text == "Hello world"
+
+    # Another expected fingerprint: the user's check fails.
+    wrong = cli(
+        "verify",
+        domain,
+        "--fingerprint",
+        "00" * 32,
+        "--connect",
+        router(operator),
+        "--operator",
+        operator.api_url,
+        "--allow-simulation",
+    )
+    assert wrong.exit_code == 1, wrong.output
+    assert "code fingerprint mismatch" in wrong.output
+
+
+def test_untrusted_ssl_deploys_but_users_cannot_verify(
+    operator: OperatorProcess, token: str, project: Path
+) -> None:
+    done = deploy(operator, token, project, "--allow-simulation", "--untrusted-ssl", "-y")
+    assert done.exit_code == 0, done.output
+    assert "CAN READ ALL ITS TRAFFIC" in done.output
+    context = AppContext.load(next((project.parent / ".confide").glob("*.json")))
+    assert context.tls.value == "operator"
+    checked = cli(
+        "verify",
+        context.domains[0],
+        "--connect",
+        router(operator),
+        "--operator",
+        operator.api_url,
+        "--allow-simulation",
+    )
+    assert checked.exit_code == 1, checked.output
+    assert "cannot verify" in checked.output
+
+
+def test_another_measurement_gets_no_key(
+    operator: OperatorProcess, token: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our runtime hash differs from what the enclave runs: the fingerprint cannot match."""
+    monkeypatch.setattr(deploy_module, "runtime_code_hash", lambda: bytes(32))
+    done = deploy(operator, token, project, "--allow-simulation")
+    assert done.exit_code == 1, done.output
+    assert "code fingerprint mismatch: expected" in done.output
+    assert "the enclave reports" in done.output
+    assert not (project.parent / ".confide").exists()
+    with operator.client(token) as api:
+        app_id = only_app(api)
+        # The runtime still waits for its configuration: nothing reached it.
+        body = wait_status(api, app_id, "initializing")
+        assert body["status_detail"] == "waiting for the configuration"
+        logs = api.get(f"/api/v1/apps/{app_id}/logs").text
+        assert "configured" not in logs
+        api.post(f"/api/v1/apps/{app_id}/stop")
+
+
+def test_simulation_is_refused_without_allow_simulation(
+    operator: OperatorProcess, token: str, project: Path
+) -> None:
+    done = deploy(operator, token, project)
+    assert done.exit_code == 1, done.output
+    assert "the enclave runs in simulation mode: pass --allow-simulation only for tests" in (
+        done.output
+    )
+    with operator.client(token) as api:
+        app_id = only_app(api)
+        assert app_body(api, app_id)["status"] == "initializing"
+        api.post(f"/api/v1/apps/{app_id}/stop")
