@@ -136,4 +136,3 @@ __all__ = [
     "trust_material",
     "verify_enclave",
 ]
-
