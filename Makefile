@@ -38,6 +38,7 @@ typecheck: $(STAMP)
 # throwaway server (installing Debian's postgresql if needed), exports CONFIDE_TEST_POSTGRES_URL
 # to pytest, and stops it afterwards.
 unit: $(STAMP) $(INTEROP_STAMP)
+	scripts/chromium.sh
 	scripts/postgres.sh run -- $(BIN)/pytest -q
 
 test: lint typecheck unit

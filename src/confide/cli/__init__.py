@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     _fingerprint,
     _operator,
     _project,
+    _proxy,
     _runtime,
     _sim,
 )

@@ -136,3 +136,24 @@ __all__ = [
     "trust_material",
     "verify_enclave",
 ]
+
+# The local HTTP proxy to a zero-trust app, pinned to its verified enclave.
+from ._proxy import (  # noqa: E402
+    CertificatePin,
+    PinRejected,
+    ProxyApp,
+    ProxySettings,
+    bind_loopback,
+    proxy_ssl_context,
+    serve_proxy,
+)
+
+__all__ += [
+    "CertificatePin",
+    "PinRejected",
+    "ProxyApp",
+    "ProxySettings",
+    "bind_loopback",
+    "proxy_ssl_context",
+    "serve_proxy",
+]

@@ -1,0 +1,467 @@
+"""A local HTTP proxy to a zero-trust app: the browser speaks plain HTTP on loopback, the
+proxy speaks TLS to the enclave, pinned to the RA-TLS certificate it verified.
+
+Trust comes from the quote, never from the operator or a CA:
+
+1. Before serving, the caller verifies the enclave's RA-TLS certificate
+   (:func:`~confide.attestation.verify_ratls_certificate`: quote, key binding,
+   fingerprint) and hands its DER to :class:`CertificatePin`.
+2. Every new upstream TLS connection compares the exact DER of the peer's
+   certificate with the pin, right after the handshake and before a byte of
+   the request is sent. A different certificate (the enclave restarted with a
+   new key, or someone else answers) is verified in full again before use;
+   if that fails the request gets a 502 with a one-line reason, and that
+   certificate keeps being refused.
+
+Example::
+
+    >>> pin = CertificatePin(verified_der, verify=verify_again, log=print)  # doctest: +SKIP
+    >>> proxy = ProxyApp(ProxySettings(domain="app.example", upstream=("app.example", 443)),
+    ...                  pin, log=print)  # doctest: +SKIP
+    >>> listener = bind_loopback("127.0.0.1", 0)  # doctest: +SKIP
+    >>> asyncio.run(serve_proxy(proxy, listener, shutdown_trigger=stop.wait))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import ssl
+import typing
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpcore
+from cryptography import x509
+from hypercorn.asyncio import serve
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+
+from confide.attestation import RatlsVerified
+from confide.errors import AttestationError, Error, UsageError
+from confide.runtime._tls import ServerTimeouts, hypercorn_config
+
+__all__ = [
+    "HOP_BY_HOP",
+    "CertificatePin",
+    "PinRejected",
+    "ProxyApp",
+    "ProxySettings",
+    "bind_loopback",
+    "proxy_ssl_context",
+    "serve_proxy",
+]
+
+#: Headers about one connection, never forwarded (RFC 9110 §7.6.1), plus ``alt-svc``
+#: (it would send the browser to the enclave directly, around the proxy).
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "alt-svc",
+    }
+)
+#: Methods a proxy may send twice (RFC 9110 §9.2.2), when the request has no body.
+_RETRIABLE: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Certificates that failed verification, remembered so they are refused at once.
+_REJECTED_KEPT: Final = 64
+_CHUNK: Final = 64 * 1024
+#: The browser side: how long a client may hold a connection.
+_SERVER_TIMEOUTS: Final = ServerTimeouts(handshake=10.0, read=60, keep_alive=30.0, graceful=5.0)
+#: Largest request head (request line and headers) accepted from the browser.
+MAX_HEADER_BYTES: Final = 32 * 1024
+
+Log = Callable[[str], None]
+Verify = Callable[[x509.Certificate], RatlsVerified]
+
+
+class PinRejected(Exception):
+    """An upstream connection presented a certificate that is not (or no longer) trusted."""
+
+
+class CertificatePin:
+    """The DER of the one enclave certificate upstream connections may present.
+
+    ``verify`` re-verifies a new certificate in full (it runs in a worker
+    thread: it may fetch collateral) and raises an :class:`~confide.errors.Error`
+    when it is not acceptable.
+    """
+
+    def __init__(self, der: bytes, *, verify: Verify, log: Log) -> None:
+        self._der = der
+        self._verify = verify
+        self._log = log
+        self._rejected: OrderedDict[bytes, str] = OrderedDict()
+        self._lock = asyncio.Lock()
+
+    @property
+    def der(self) -> bytes:
+        return self._der
+
+    async def check(self, der: bytes | None) -> None:
+        """Return if ``der`` is the pinned certificate or verifies now, else :class:`PinRejected`.
+
+        Raises at once for a certificate already rejected.
+        """
+        if der is not None and der == self._der:
+            return
+        if not der:
+            raise PinRejected("the enclave sent no certificate")
+        if der in self._rejected:
+            raise PinRejected(self._rejected[der])
+        async with self._lock:  # one verification at a time; others wait for its outcome
+            if der == self._der:
+                return
+            if der in self._rejected:
+                raise PinRejected(self._rejected[der])
+            self._log("the enclave presents a new certificate: verifying it again")
+            try:
+                cert = x509.load_der_x509_certificate(der)
+                await asyncio.to_thread(self._verify, cert)
+            except (Error, ValueError) as exc:
+                reason = f"the enclave's new certificate is not trusted: {_one_line(exc)}"
+                if not isinstance(exc, Error) or isinstance(exc, AttestationError):
+                    # The evidence itself is bad: refuse it from now on. Other errors
+                    # (collateral could not be fetched) are tried again next time.
+                    self._rejected[der] = reason
+                    while len(self._rejected) > _REJECTED_KEPT:
+                        self._rejected.popitem(last=False)
+                self._log(reason)
+                raise PinRejected(reason) from exc
+            self._der = der
+            self._log("the enclave's new certificate verified: pinned it")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def proxy_ssl_context() -> ssl.SSLContext:
+    """The TLS context of the proxy's upstream connections (client role).
+
+    - TLS 1.2 at least: RFC 8996 deprecates TLS 1.0 and 1.1.
+    - ``CERT_NONE`` and no hostname check: the enclave's certificate is
+      self-signed, and its identity is not a name but the quote inside it,
+      bound to its key. :class:`CertificatePin` compares the exact DER of the
+      peer's certificate with the one verified, after the handshake (which
+      proves the peer holds that certificate's key) and before any request
+      byte is sent; a name check would add nothing to that.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.options |= ssl.OP_NO_COMPRESSION
+    return context
+
+
+class _PinnedStream(httpcore.AsyncNetworkStream):
+    """A TCP stream whose TLS upgrade fails unless the peer presents the pinned certificate."""
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream, pin: CertificatePin) -> None:
+        self._stream = stream
+        self._pin = pin
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._stream.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._stream.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        tls = await self._stream.start_tls(ssl_context, server_hostname, timeout)
+        ssl_object = tls.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        try:
+            await self._pin.check(der)
+        except BaseException:
+            await tls.aclose()
+            raise
+        return tls
+
+
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, pin: CertificatePin) -> None:
+        self._inner = httpcore.AnyIOBackend()
+        self._pin = pin
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _PinnedStream(stream, self._pin)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    #: The app's domain: the SNI and ``Host`` sent upstream.
+    domain: str
+    #: Where to connect (the router, or the enclave itself).
+    upstream: tuple[str, int]
+    #: Bound on connecting, each write and each wait for upstream data (seconds).
+    timeout: float = 30.0
+    #: Upstream connections kept at most (concurrent requests beyond wait, up to ``timeout``).
+    max_connections: int = 64
+    #: An idle upstream keep-alive connection is closed after this (seconds).
+    keepalive_expiry: float = 30.0
+
+
+class ProxyApp:
+    """The ASGI app: forwards each HTTP request to the pinned enclave and streams the answer."""
+
+    def __init__(self, settings: ProxySettings, pin: CertificatePin, *, log: Log) -> None:
+        self.settings = settings
+        self.pin = pin
+        self._log = log
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=proxy_ssl_context(),
+            max_connections=settings.max_connections,
+            keepalive_expiry=settings.keepalive_expiry,
+            http1=True,
+            http2=False,
+            network_backend=_PinnedBackend(pin),
+        )
+        host, port = settings.upstream
+        self._origin = (host.encode("idna"), port)
+        self._timeouts = {
+            "connect": settings.timeout,
+            "read": settings.timeout,
+            "write": settings.timeout,
+            "pool": settings.timeout,
+        }
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(typing.cast(dict[str, Any], scope), receive, send)
+        # Websockets are not proxied: returning without accepting closes the handshake (403).
+
+    async def _lifespan(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(
+        self, scope: dict[str, Any], receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        method: str = scope["method"]
+        path: str = scope["path"]  # logged without the query, which may carry secrets
+        target = scope.get("raw_path") or path.encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        headers, chunked = _request_headers(scope["headers"], self.settings.domain)
+        body: AsyncIterator[bytes] | bytes = _request_body(receive) if chunked else b""
+        if not chunked and any(k == b"content-length" for k, _ in headers):
+            body = _request_body(receive)
+        url = httpcore.URL(
+            scheme=b"https", host=self._origin[0], port=self._origin[1], target=target
+        )
+        status = 502
+        started = False
+        # A keep-alive connection may have died under us (the enclave restarted): a request
+        # that is safe to send twice and has no body is tried once more on a new connection.
+        tries = 2 if method in _RETRIABLE and isinstance(body, bytes) else 1
+        try:
+            for attempt in range(1, tries + 1):
+                try:
+                    async with self._pool.stream(
+                        method.encode(),
+                        url,
+                        headers=headers,
+                        content=body,
+                        extensions={
+                            "timeout": self._timeouts,
+                            "sni_hostname": self.settings.domain,
+                        },
+                    ) as response:
+                        status = response.status
+                        await send(
+                            {
+                                "type": "http.response.start",
+                                "status": status,
+                                "headers": _response_headers(response.headers),
+                            }
+                        )
+                        started = True
+                        async for chunk in response.aiter_stream():
+                            for i in range(0, len(chunk), _CHUNK):
+                                await send(
+                                    {
+                                        "type": "http.response.body",
+                                        "body": chunk[i : i + _CHUNK],
+                                        "more_body": True,
+                                    }
+                                )
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                except (httpcore.ProtocolError, httpcore.NetworkError):
+                    if started or attempt == tries:
+                        raise
+        except PinRejected as exc:
+            await _fail(send, 502, str(exc))
+        except httpcore.TimeoutException:
+            status = 504
+            if not started:
+                await _fail(send, status, "the enclave did not answer in time")
+        except (httpcore.ProtocolError, httpcore.NetworkError) as exc:
+            if not started:
+                await _fail(send, 502, f"cannot reach the enclave: {_one_line(exc)}")
+        finally:
+            self._log(f"{method} {path} {status}")
+
+
+async def _fail(send: ASGISendCallable, status: int, reason: str) -> None:
+    body = (reason + "\n").encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _dropped(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    """Hop-by-hop names: the fixed ones and those a ``Connection`` header lists."""
+    names = {h.encode() for h in HOP_BY_HOP}
+    for key, value in headers:
+        if key.lower() == b"connection":
+            names.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return names
+
+
+def _request_headers(
+    raw: Iterable[tuple[bytes, bytes]], domain: str
+) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """Headers to send upstream (``Host`` is the app's domain) and whether the body is chunked."""
+    items = [(k.lower(), v) for k, v in raw]
+    dropped = _dropped(items) | {b"host"}
+    chunked = any(k == b"transfer-encoding" and b"chunked" in v.lower() for k, v in items)
+    headers = [(b"host", domain.encode("idna"))]
+    headers += [(k, v) for k, v in items if k not in dropped]
+    if chunked:
+        headers = [(k, v) for k, v in headers if k != b"content-length"]
+        headers.append((b"transfer-encoding", b"chunked"))
+    return headers, chunked
+
+
+def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    items = [(k.lower(), v) for k, v in raw]
+    dropped = _dropped(items)
+    return [(k, v) for k, v in items if k not in dropped]
+
+
+async def _request_body(receive: ASGIReceiveCallable) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise httpcore.WriteError("the client went away")
+        chunk = message.get("body", b"")
+        if isinstance(chunk, bytes) and chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+def bind_loopback(host: str, port: int, *, allow_any: bool = False) -> socket.socket:
+    """Bind and listen on ``host:port`` (port 0: the kernel picks one).
+
+    Plain HTTP carries the app's data in the clear, so only a loopback address
+    is accepted unless ``allow_any``.
+    """
+    if not allow_any and not _is_loopback(host):
+        raise UsageError(
+            f"--listen {host}:{port} is not a loopback address: the proxy serves plain HTTP, "
+            "so anyone on that network could read the app's traffic "
+            "(use 127.0.0.1, or --unsafe-listen-any)"
+        )
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot resolve --listen {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve_proxy(
+    proxy: ProxyApp,
+    listener: socket.socket,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    error_log: logging.Logger | None = None,
+) -> None:
+    """Serve ``proxy`` as plain HTTP on ``listener`` until ``shutdown_trigger()`` returns."""
+    config = hypercorn_config(
+        listener,
+        None,
+        _SERVER_TIMEOUTS,
+        error_log=error_log or logging.getLogger("confide.proxy"),
+    )
+    config.h11_max_incomplete_size = MAX_HEADER_BYTES
+    try:
+        await serve(proxy, config, shutdown_trigger=shutdown_trigger, mode="asgi")
+    finally:
+        await proxy.aclose()

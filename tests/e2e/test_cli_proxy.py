@@ -1,0 +1,307 @@
+"""End to end: ``confide proxy`` in front of a zero-trust app deployed on a real operator.
+
+The proxy verifies the enclave's RA-TLS certificate through the router (SNI the
+app's domain; the simulated TEE's root and collateral from the operator's
+``/api/v1/simulation``), then serves plain HTTP on loopback. A TCP relay under
+the test's control sits between the proxy and the router, so the test can put
+an impostor TLS server in the enclave's place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from operator_harness import (
+    OperatorProcess,
+    configure_when_ready,
+    create_token,
+    deploy,
+    operator_running,
+    package,
+    runtime_pids,
+    wait_gone,
+    wait_status,
+)
+from runtime_harness import CONFIDE, DEADLINE, HOST, OwnerPki, poll
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class ZeroTrustApp:
+    operator: OperatorProcess
+    api: httpx.Client
+    data_dir: Path
+    name: str
+    app_id: str
+    fingerprint: str
+
+
+@pytest.fixture(scope="module")
+def zero_trust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZeroTrustApp]:
+    tmp = tmp_path_factory.mktemp("proxy")
+    data = tmp / "data"
+    with operator_running(data) as operator:
+        with operator.client(create_token(data, "alice")) as api:
+            app = deploy(api, package(tmp), name="zero-trust")
+            wait_status(api, app.id, "initializing")
+            configure_when_ready(operator.router_port, app, data)
+            wait_status(api, app.id, "running")
+            yield ZeroTrustApp(operator, api, data, app.name, str(app.id), app.body["fingerprint"])
+
+
+class ProxyProcess:
+    """A running ``confide proxy`` on 127.0.0.1 port 0; its URL read from its ready file."""
+
+    def __init__(
+        self, tmp: Path, app: ZeroTrustApp, *extra: str, connect: int | None = None
+    ) -> None:
+        self.url = ""
+        self.ready = tmp / f"proxy-{time.monotonic_ns()}.url"
+        self.err_path = self.ready.with_suffix(".err")
+        args = [
+            str(CONFIDE),
+            "proxy",
+            app.name,
+            "--listen",
+            f"{HOST}:0",
+            "--connect",
+            f"{HOST}:{connect or app.operator.router_port}",
+            "--operator",
+            app.operator.api_url,
+            "--allow-simulation",
+            "--ready-file",
+            str(self.ready),
+            *extra,
+        ]
+        if "--fingerprint" not in extra:
+            args += ["--fingerprint", app.fingerprint]
+        with self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def wait_url(self) -> str:
+        poll(lambda: self.ready.is_file() or self.proc.poll() is not None, "the proxy to start")
+        assert self.ready.is_file(), f"the proxy exited ({self.proc.returncode}):\n{self.stderr}"
+        self.url = self.ready.read_text().strip()
+        assert f"listening on {self.url}" in self.stderr
+        return self.url
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(DEADLINE)
+            raise
+
+
+@contextlib.contextmanager
+def proxy_running(
+    tmp: Path, app: ZeroTrustApp, *, connect: int | None = None
+) -> Iterator[ProxyProcess]:
+    proxy = ProxyProcess(tmp, app, connect=connect)
+    try:
+        proxy.wait_url()
+        yield proxy
+        assert proxy.stop() == 0, proxy.stderr
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.proc.wait(DEADLINE)
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 to a target the test can switch (dropping open connections)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self._server = socket.create_server((HOST, 0))
+        self.port: int = self._server.getsockname()[1]
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def switch(self, target: int) -> None:
+        with self._lock:
+            self.target = target
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
+
+    def close(self) -> None:
+        self.switch(self.target)
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            with self._lock:
+                upstream = socket.create_connection((HOST, self.target), timeout=DEADLINE)
+                self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+class Impostor:
+    """A TLS server with an ordinary (not RA-TLS) certificate, answering "Hello world" too."""
+
+    def __init__(self, tmp: Path) -> None:
+        pki = OwnerPki.generate()
+        cert = pki.write_certificate(tmp / "impostor.pem")
+        key = tmp / "impostor.key"
+        key.write_text(pki.key_pem)
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._context.load_cert_chain(cert, key)
+        self._server = socket.create_server((HOST, 0))
+        self.port: int = self._server.getsockname()[1]
+        self.served = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with contextlib.suppress(OSError), client:
+            client.settimeout(DEADLINE)
+            with self._context.wrap_socket(client, server_side=True) as tls:
+                if tls.recv(65536):
+                    self.served += 1
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHello world")
+
+
+def test_proxy_serves_the_verified_enclave(zero_trust: ZeroTrustApp, tmp_path: Path) -> None:
+    with (
+        proxy_running(tmp_path, zero_trust) as proxy,
+        httpx.Client(base_url=proxy.url) as browser,
+    ):
+        response = browser.get("/")
+        assert response.status_code == 200 and response.text == "Hello world"
+        # Keep-alive on both sides, and a request body streamed upstream.
+        assert browser.get("/health").status_code == 200
+        assert browser.post("/", content=b"x" * 100_000).status_code < 500
+
+
+def test_wrong_fingerprint_refuses_to_start(zero_trust: ZeroTrustApp, tmp_path: Path) -> None:
+    wrong = "00" * 32
+    proxy = ProxyProcess(tmp_path, zero_trust, "--fingerprint", wrong)
+    assert proxy.proc.wait(DEADLINE) == 1, proxy.stderr
+    lines = [line for line in proxy.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    assert wrong in lines[0] and zero_trust.fingerprint in lines[0]
+    assert not proxy.ready.exists()
+
+
+def test_non_loopback_listen_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(CONFIDE), "proxy", "app.example", "--listen", "0.0.0.0:0"]
+        + ["--fingerprint", "00" * 32, "--collateral", str(tmp_path / "none.json")],
+        capture_output=True,
+        timeout=DEADLINE,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "not a loopback address" in done.stderr and "--unsafe-listen-any" in done.stderr
+
+
+def test_a_new_certificate_is_verified_again(zero_trust: ZeroTrustApp, tmp_path: Path) -> None:
+    relay = Relay(zero_trust.operator.router_port)
+    impostor = Impostor(tmp_path)
+    proxy = ProxyProcess(tmp_path, zero_trust, connect=relay.port)
+    try:
+        url = proxy.wait_url()
+        with httpx.Client(base_url=url, timeout=DEADLINE) as browser:
+            assert browser.get("/").text == "Hello world"
+
+            # Someone else answers in the enclave's place: verified, refused, and nothing sent.
+            relay.switch(impostor.port)
+            for _ in range(2):
+                refused = browser.get("/")
+                assert refused.status_code == 502
+                assert "not trusted" in refused.text and "RA-TLS" in refused.text
+                assert len(refused.text.strip().splitlines()) == 1
+            assert impostor.served == 0
+            assert proxy.stderr.count("verifying it again") == 1  # then refused at once
+
+            # The enclave is back: its pinned certificate is used again.
+            relay.switch(zero_trust.operator.router_port)
+            assert browser.get("/").text == "Hello world"
+            assert "GET / 502" in proxy.stderr and "GET / 200" in proxy.stderr
+        assert proxy.stop() == 0, proxy.stderr
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.proc.wait(DEADLINE)
+        relay.close()
+        impostor.close()
+
+
+def test_a_restarted_enclave_is_verified_again(zero_trust: ZeroTrustApp, tmp_path: Path) -> None:
+    """The runtime is killed; restarted from its sealed state, it presents a new certificate.
+
+    Last in this module: the app's enclave is not the same process afterwards.
+    """
+    with (
+        proxy_running(tmp_path, zero_trust) as proxy,
+        httpx.Client(base_url=proxy.url, timeout=DEADLINE) as browser,
+    ):
+        assert browser.get("/").text == "Hello world"
+        pids = runtime_pids(zero_trust.data_dir)
+        assert len(pids) == 1
+        os.killpg(pids[0], signal.SIGKILL)
+        wait_gone(pids)
+        wait_status(zero_trust.api, uuid.UUID(zero_trust.app_id), "running")
+        # "running" may come a moment before the router reaches the new runtime: until then
+        # the proxy answers 502 and must recover by itself.
+        answers: list[httpx.Response] = []
+
+        def answered() -> bool:
+            answers.append(browser.get("/"))
+            return answers[-1].status_code != 502
+
+        poll(answered, "the proxy to reach the restarted enclave")
+        response = answers[-1]
+        assert response.status_code == 200 and response.text == "Hello world", response.text
+        log = proxy.stderr
+        assert "the enclave presents a new certificate: verifying it again" in log
+        assert "the enclave's new certificate verified: pinned it" in log
