@@ -172,10 +172,14 @@ async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[b
         yield chunk
 
 
-def _too_large(limit: int) -> HTTPException:
+def _too_large(limit: int, *, unread_body: bool = False) -> HTTPException:
+    """413; ``unread_body``: the body was not read, so the connection cannot be reused
+    (the server closes it, and says so, so that the client does not send its next
+    request on a connection that is going away)."""
     return HTTPException(
         status.HTTP_413_CONTENT_TOO_LARGE,
         detail=f"the package is larger than this operator's limit of {limit} bytes",
+        headers={"Connection": "close"} if unread_body else None,
     )
 
 
@@ -318,7 +322,7 @@ class _Api:
         cap = limit + _FORM_OVERHEAD
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
-            raise _too_large(limit)
+            raise _too_large(limit, unread_body=True)
         parser = MultiPartParser(
             request.headers,
             _limited(request.stream(), cap),
@@ -329,7 +333,7 @@ class _Api:
         try:
             return await parser.parse()
         except _UploadTooLarge:
-            raise _too_large(limit) from None
+            raise _too_large(limit, unread_body=True) from None
         except MultiPartException as exc:
             raise RequestValidationError(
                 [{"type": "multipart", "loc": ("body",), "msg": exc.message, "input": None}]
