@@ -16,6 +16,7 @@ from . import (  # noqa: F401
     _operator,
     _project,
     _proxy,
+    _remote_test,
     _runtime,
     _sim,
 )

@@ -26,6 +26,7 @@ from typing import IO, Annotated, Final, ParamSpec, TypeVar
 import typer
 
 from confide.attestation import Quote, quote_from_certificate, verify_ratls_certificate
+from confide.client._deploy import read_bounded
 from confide.crypto import (
     MAX_SEALED_SIZE,
     SEAL_OVERHEAD,
@@ -82,17 +83,6 @@ app.add_typer(package_app, name="package")
 # -- files -----------------------------------------------------------------------------------
 
 
-def _read(path: Path, what: str, limit: int) -> bytes:
-    try:
-        with path.open("rb") as f:
-            data = f.read(limit + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise UsageError(f"the {what} {path} is larger than {limit} bytes")
-    return data
-
-
 @contextmanager
 def _atomic_output(path: Path, *, mode: int, force: bool) -> Iterator[IO[bytes]]:
     """A file that appears at ``path`` (with ``mode``) only if the block succeeds."""
@@ -133,7 +123,7 @@ def _write_new_secret(path: Path, data: bytes) -> None:
 
 
 def _package_key(path: Path) -> PackageKey:
-    return PackageKey.from_file_bytes(_read(path, "key file", KEY_FILE_MAX_SIZE))
+    return PackageKey.from_file_bytes(read_bounded(path, "key file", KEY_FILE_MAX_SIZE))
 
 
 # -- package ---------------------------------------------------------------------------------
@@ -317,7 +307,7 @@ def seal_cmd(
 ) -> None:
     """Seal FILE for an enclave, as 'cenclave seal' (exit 1: certificate rejected, 2: unusable)."""
     output = Output()
-    data = _read(file, "file", MAX_SEALED_SIZE)
+    data = read_bounded(file, "file", MAX_SEALED_SIZE)
     if public_key is not None and cert is None:
         recipient = _hex_public_key(public_key)
     elif cert is not None and public_key is None:
@@ -326,7 +316,7 @@ def seal_cmd(
             mrenclave, mrsigner, None, None, accept_tcb, allow_debug, allow_simulation
         )
         anchor = load_anchor(root_ca)
-        certificate = load_certificate(_read(cert, "certificate", _MAX_CERT_FILE), str(cert))
+        certificate = load_certificate(read_bounded(cert, "certificate", _MAX_CERT_FILE), str(cert))
         quote = Quote.from_bytes(quote_from_certificate(certificate))
         coll = load_collateral(collateral, pccs_url, quote, now)
         verified = verify_ratls_certificate(
@@ -365,8 +355,10 @@ def unseal_cmd(
     force: ForceOpt = False,
 ) -> None:
     """Open a sealed box, as 'cenclave unseal' (exit 1: it does not open, 2: unusable)."""
-    pair = X25519KeyPair.from_file_bytes(_read(private_key_file, "key file", KEY_FILE_MAX_SIZE))
-    plain = unseal(_read(file, "sealed box", MAX_SEALED_SIZE + SEAL_OVERHEAD), pair)
+    pair = X25519KeyPair.from_file_bytes(
+        read_bounded(private_key_file, "key file", KEY_FILE_MAX_SIZE)
+    )
+    plain = unseal(read_bounded(file, "sealed box", MAX_SEALED_SIZE + SEAL_OVERHEAD), pair)
     with _atomic_output(out, mode=0o600, force=force) as f:
         f.write(plain)
     Output().info(f"unsealed {file} into {out} ({len(plain)} bytes)")

@@ -69,7 +69,16 @@ from confide.errors import UsageError
 from ._app import app, handle_errors
 from ._output import Output
 
-__all__ = ["Environment", "localtest", "run_localtest", "scaffold", "scaffold_project"]
+__all__ = [
+    "Environment",
+    "localtest",
+    "prepare_tests",
+    "run_localtest",
+    "run_tests",
+    "scaffold",
+    "scaffold_project",
+    "tests_environment",
+]
 
 #: A project name: a DNS label, as the operator requires of app names.
 _NAME: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -382,6 +391,66 @@ def _tests_argv(config: ProjectConfig, env: Mapping[str, str]) -> list[str]:
     return argv
 
 
+def prepare_tests(
+    config: ProjectConfig, tests_env: Environment, base_env: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """``tests_cmd`` as argv (its program found) and the environment it runs in.
+
+    ``TEST_REMOTE_URL`` is not set yet: :func:`run_tests` sets it.
+    """
+    test_env = _with_path(base_env, tests_env)
+    _no_proxy(test_env)
+    for key in ("TEST_SECRETS_PATH", "TEST_SECRET_JSON"):
+        test_env.pop(key, None)
+        if config.cloud.secrets is not None:
+            test_env[key] = str(config.cloud.secrets)
+    test_env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return _tests_argv(config, test_env), test_env
+
+
+def run_tests(
+    config: ProjectConfig,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    url: str,
+    timeout: float,
+    output: Output,
+) -> int:
+    """Run the tests (from :func:`prepare_tests`) against ``url``; return their exit code."""
+    test_env = dict(env)
+    test_env["TEST_REMOTE_URL"] = url
+    output.info(f"running {config.tests_cmd!r} in {config.cloud.tests}")
+    tests_child = _Child.start(argv, cwd=config.cloud.tests, env=test_env, sink=sys.stdout)
+    try:
+        code = tests_child.wait(timeout)
+        if code is None:
+            raise UsageError(
+                f"the tests did not finish within {timeout:g}s",
+                hint="--tests-timeout gives them longer",
+            )
+    finally:
+        tests_child.stop()
+    # A child killed by a signal exits as a shell would report it.
+    return code if code >= 0 else 128 - code
+
+
+def tests_environment(
+    config: ProjectConfig, folder: Path, *, no_install: bool, timeout: float, output: Output
+) -> Environment:
+    """Where the tests run: the current interpreter, or a new venv in ``folder``."""
+    if no_install:
+        return Environment.current()
+    return _make_venv(
+        folder,
+        config.tests_requirements,
+        what="tests_requirements",
+        base_env=os.environ,
+        timeout=timeout,
+        output=output,
+    )
+
+
 def run_localtest(
     config: ProjectConfig,
     *,
@@ -400,14 +469,7 @@ def run_localtest(
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
 
-    test_env = _with_path(base_env, tests_env)
-    _no_proxy(test_env)
-    for key in ("TEST_SECRETS_PATH", "TEST_SECRET_JSON"):
-        test_env.pop(key, None)
-        if config.cloud.secrets is not None:
-            test_env[key] = str(config.cloud.secrets)
-    test_env["PYTHONDONTWRITEBYTECODE"] = "1"
-    tests_argv = _tests_argv(config, test_env)
+    tests_argv, test_env = prepare_tests(config, tests_env, base_env)
 
     try:
         listener = _listener()
@@ -439,26 +501,14 @@ def run_localtest(
             prefix="[app] ",
             pass_fds=(listener.fileno(),),
         )
-    tests_child: _Child | None = None
     try:
         _wait_healthy(app_child, url + config.healthcheck_endpoint, timeout=startup_timeout)
-        test_env["TEST_REMOTE_URL"] = url
-        output.info(f"the app is up; running {config.tests_cmd!r} in {config.cloud.tests}")
-        tests_child = _Child.start(
-            tests_argv, cwd=config.cloud.tests, env=test_env, sink=sys.stdout
+        output.info("the app is up")
+        return run_tests(
+            config, tests_argv, test_env, url=url, timeout=tests_timeout, output=output
         )
-        code = tests_child.wait(tests_timeout)
-        if code is None:
-            raise UsageError(
-                f"the tests did not finish within {tests_timeout:g}s",
-                hint="--tests-timeout gives them longer",
-            )
     finally:
-        if tests_child is not None:
-            tests_child.stop()
         app_child.stop()
-    # A child killed by a signal exits as a shell would report it.
-    return code if code >= 0 else 128 - code
 
 
 @app.command("localtest")
@@ -515,11 +565,10 @@ def localtest(
                 timeout=install_timeout,
                 output=output,
             )
-            tests_env = _make_venv(
+            tests_env = tests_environment(
+                config,
                 Path(tmp) / "tests",
-                config.tests_requirements,
-                what="tests_requirements",
-                base_env=os.environ,
+                no_install=False,
                 timeout=install_timeout,
                 output=output,
             )

@@ -161,7 +161,8 @@ def choose_tls(config: ProjectConfig, *, untrusted_ssl: bool) -> AppTls:
     return AppTls.OWNER if config.ssl is not None else AppTls.RATLS
 
 
-def _read(path: Path, what: str, limit: int) -> bytes:
+def read_bounded(path: Path, what: str, limit: int) -> bytes:
+    """The bytes of ``path``, at most ``limit`` of them (more is a usage error)."""
     try:
         with path.open("rb") as f:
             data = f.read(limit + 1)
@@ -182,7 +183,7 @@ def requested_manifest(config: ProjectConfig, tls: AppTls, now: datetime) -> Dep
         if ssl is None:
             raise UsageError("owner TLS needs [cloud.ssl] in the project file")
         domain = ssl.domain_name
-        certificate = _read(ssl.certificate, "certificate", MAX_PEM_SIZE).decode("ascii")
+        certificate = read_bounded(ssl.certificate, "certificate", MAX_PEM_SIZE).decode("ascii")
     return DeployManifest(
         name=config.name,
         application=config.python_application,
@@ -329,7 +330,7 @@ def _wait_for(
 def _secrets(config: ProjectConfig) -> dict[str, Any] | None:
     if config.cloud.secrets is None:
         return None
-    raw = _read(config.cloud.secrets, "secrets file", MAX_SECRETS_SIZE)
+    raw = read_bounded(config.cloud.secrets, "secrets file", MAX_SECRETS_SIZE)
     try:
         value = json.loads(raw)
     except ValueError as exc:
@@ -373,7 +374,7 @@ def deploy(
     secrets = _secrets(config)
     ssl_key = None
     if options.tls == AppTls.OWNER and config.ssl is not None:
-        ssl_key = _read(config.ssl.private_key, "private key", MAX_PEM_SIZE).decode("ascii")
+        ssl_key = read_bounded(config.ssl.private_key, "private key", MAX_PEM_SIZE).decode("ascii")
 
     with tempfile.TemporaryDirectory(prefix="confide-deploy-") as tmp:
         package = Path(tmp) / f"{config.name}.pkg"

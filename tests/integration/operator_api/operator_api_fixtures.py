@@ -17,7 +17,6 @@ import asyncio
 import functools
 import io
 import json
-import os
 import socket
 import ssl
 import threading
@@ -30,13 +29,6 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from sqlalchemy import MetaData, create_engine, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 from confide.crypto import PackageKey, encrypt_package
 from confide.operator import (
@@ -46,37 +38,15 @@ from confide.operator import (
     create_token,
     serve_api,
 )
+from operator_database import database_url_fixture as database_url_fixture
+from operator_database import dump
+from self_signed import self_signed_pem
 
-POSTGRES_ENV = "CONFIDE_TEST_POSTGRES_URL"
 RUNTIME_SHA256 = bytes(range(32))
 #: The operator's clock in these tests (the server's time is injected).
 START = datetime(2030, 1, 1, tzinfo=UTC)
 EXPIRES = "2030-03-01T00:00:00Z"
 SIM_ROOT_PEM = b"-----BEGIN CERTIFICATE-----\nc2ltdWxhdGlvbiByb290\n-----END CERTIFICATE-----\n"
-
-
-@pytest.fixture(name="database_url", params=["sqlite", "postgresql"])
-def database_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database of its own, for each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'data' / 'operator.db'}"
-        return
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        pytest.fail(
-            f"{POSTGRES_ENV} is not set: run `make test`, which starts a throwaway PostgreSQL, "
-            f"or `scripts/postgres.sh run -- .venv/bin/pytest ...`"
-        )
-    name = f"confide_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @functools.cache
@@ -135,14 +105,7 @@ class Operator:
 
     def dump(self) -> str:
         """Every row of every table, as text."""
-        metadata = MetaData()
-        metadata.reflect(self.database.engine)
-        with self.database.engine.connect() as conn:
-            return "\n".join(
-                f"{t.name}: {tuple(row)!r}"
-                for t in metadata.sorted_tables
-                for row in conn.execute(select(t))
-            )
+        return dump(self.database)
 
     def blob_files(self) -> list[Path]:
         root = self.settings.blobs_dir
@@ -287,26 +250,6 @@ def certificate(
     names: list[str], *, not_after: datetime = START + timedelta(days=365), with_key: bool = False
 ) -> str:
     """A self-signed certificate for ``names`` (PEM), optionally followed by its key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "x")])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(START - timedelta(days=1))
-        .not_valid_after(not_after)
+    return self_signed_pem(
+        names, not_before=START - timedelta(days=1), not_after=not_after, with_key=with_key
     )
-    if names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-        )
-    pem = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
-    if with_key:
-        pem += key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
-    return pem

@@ -14,9 +14,8 @@ without it they fail, saying so. Test modules import the fixtures they use
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,9 +23,7 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy import select
 
 from confide.operator import (
     Account,
@@ -46,11 +43,11 @@ from confide.operator import (
     SupervisorOptions,
     record_status,
     status_history,
-    upgrade_database,
 )
 from confide.runtime import LaunchManifest, TlsMode
+from operator_database import database_fixture as database_fixture
+from operator_database import database_url_fixture as database_url_fixture
 
-POSTGRES_ENV: Final = "CONFIDE_TEST_POSTGRES_URL"
 BASE_DOMAIN: Final = "flow.test"
 START: Final = datetime(2031, 1, 1, tzinfo=UTC)
 #: Bound on each test body.
@@ -59,40 +56,6 @@ TEST_TIMEOUT: Final = 30.0
 FAST: Final = SupervisorOptions(
     poll_interval=0.05, probe_interval=0.01, restart_backoff=0.01, max_backoff=0.05
 )
-
-
-@pytest.fixture(name="database_url", params=["sqlite", "postgresql"])
-def database_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database of its own, for each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'data' / 'operator.db'}"
-        return
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        pytest.fail(
-            f"{POSTGRES_ENV} is not set: run `make test`, which starts a throwaway PostgreSQL, "
-            f"or `scripts/postgres.sh run -- .venv/bin/pytest ...`"
-        )
-    name = f"confide_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture(name="database")
-def database_fixture(database_url: str) -> Iterator[Database]:
-    db = Database.open(database_url)
-    upgrade_database(db)
-    try:
-        yield db
-    finally:
-        db.dispose()
 
 
 @pytest.fixture(name="settings")

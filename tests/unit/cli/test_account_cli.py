@@ -25,57 +25,12 @@ from typer.testing import CliRunner, Result
 from confide.cli import app
 from confide.cli._account import ClientSeams
 from confide.client import AppContext
-from confide.runtime import LaunchManifest, TlsMode
+from confide.runtime import LaunchManifest
+from operator_app_doc import APP_ID, app_json, launch
 
 URL = "https://operator.test"
 TOKEN = "cft_alice-token"
-APP_ID = uuid.UUID("0f0f0f0f-0000-4000-8000-000000000001")
 OTHER_ID = uuid.UUID("0f0f0f0f-0000-4000-8000-000000000002")
-
-
-def _launch(app_id: uuid.UUID) -> LaunchManifest:
-    return LaunchManifest(
-        runtime_sha256=bytes(range(32)),
-        package_sha256=bytes(32),
-        app_id=app_id,
-        application="app:app",
-        tls=TlsMode.RATLS,
-        ratls_expiry=1900000000,
-        certificate_sha256=None,
-        san=(f"{app_id}.confide.test",),
-        subject=f"{app_id}.confide.test",
-    )
-
-
-def _app_json(app_id: uuid.UUID, **changes: Any) -> dict[str, Any]:
-    launch = _launch(app_id)
-    doc: dict[str, Any] = {
-        "id": str(app_id),
-        "name": "hello",
-        "project": "demo",
-        "application": "app:app",
-        "healthcheck": "/",
-        "plan": "small",
-        "expires_at": "2030-03-01T00:00:00Z",
-        "tls": "ratls",
-        "domain": None,
-        "certificate": None,
-        "package": {"sha256": "00" * 32, "size": 10},
-        "status": "running",
-        "status_detail": None,
-        "desired_state": "run",
-        "delete_requested": False,
-        "domains": [f"{app_id}.confide.test"],
-        "router": "127.0.0.1:9443",
-        "tee": "simulation",
-        "launch": launch.to_dict(),
-        "fingerprint": launch.measurement().hex(),
-        "simulation_root_ca": None,
-        "created_at": "2030-01-01T00:00:00Z",
-        "updated_at": "2030-01-01T00:00:00Z",
-    }
-    doc.update(changes)
-    return doc
 
 
 @dataclass
@@ -135,8 +90,8 @@ class FakeOperator:
 def operator_fixture() -> FakeOperator:
     return FakeOperator(
         apps={
-            APP_ID: _app_json(APP_ID),
-            OTHER_ID: _app_json(
+            APP_ID: app_json(APP_ID),
+            OTHER_ID: app_json(
                 OTHER_ID,
                 name="shop",
                 tls="owner",
@@ -300,7 +255,7 @@ def test_list_table_and_json(cli: Cli) -> None:
     assert "2030-03-01" in first
     doc = json.loads(cli("list", "--json").stdout)
     assert [a["id"] for a in doc["apps"]] == [str(APP_ID), str(OTHER_ID)]
-    assert doc["apps"][0]["fingerprint"] == _launch(APP_ID).measurement().hex()
+    assert doc["apps"][0]["fingerprint"] == launch(APP_ID).measurement().hex()
 
 
 def test_list_with_no_apps(cli: Cli) -> None:
@@ -320,14 +275,14 @@ def test_status_shows_where_the_app_is_and_its_fingerprint_inputs(cli: Cli) -> N
     assert fields["status"] == "on_error (exited with 1)"
     assert fields["router"] == "127.0.0.1:9443"
     assert fields["domains"] == f"{OTHER_ID}.confide.test"
-    assert fields["fingerprint"] == _launch(OTHER_ID).measurement().hex()
+    assert fields["fingerprint"] == launch(OTHER_ID).measurement().hex()
     assert fields["package_sha256"] == "00" * 32
     assert fields["runtime_sha256"].startswith(bytes(range(32)).hex())
     assert "not this Confide's release" in fields["runtime_sha256"]
     assert (fields["launch_tls"], fields["ratls_expiry"]) == ("ratls", "1900000000")
     doc = json.loads(cli("status", str(APP_ID), "--json").stdout)
     assert doc["router"] == {"host": "127.0.0.1", "port": 9443}
-    assert LaunchManifest.from_json(json.dumps(doc["launch"])) == _launch(APP_ID)
+    assert LaunchManifest.from_json(json.dumps(doc["launch"])) == launch(APP_ID)
     assert doc["runtime_is_this_release"] is False
 
 
@@ -337,7 +292,7 @@ def test_status_warns_when_the_operators_fingerprint_disagrees(cli: Cli) -> None
     result = cli("status", str(APP_ID), "--json")
     assert result.exit_code == 0
     assert "warning:" in result.stderr and "ab" * 32 in result.stderr
-    assert json.loads(result.stdout)["fingerprint"] == _launch(APP_ID).measurement().hex()
+    assert json.loads(result.stdout)["fingerprint"] == launch(APP_ID).measurement().hex()
 
 
 @pytest.mark.parametrize("command", ["status", "logs", "stop", "context"])
@@ -423,7 +378,7 @@ def test_context_export_to_stdout_and_to_a_file(cli: Cli, tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     context = AppContext.from_json(result.stdout)
     assert context.app_id == APP_ID and context.operator_url == URL
-    assert context.fingerprint == _launch(APP_ID).measurement()
+    assert context.fingerprint == launch(APP_ID).measurement()
     assert TOKEN not in result.stdout
 
     out = tmp_path / "hello.context.json"

@@ -30,61 +30,14 @@ from confide.client import (
     RouterAddress,
 )
 from confide.errors import Error, OperatorError, UsageError
-from confide.runtime import LaunchManifest, TlsMode
 from confide.tee import SimulatedPlatform
+from operator_app_doc import APP_ID, app_json, launch
 
 URL = "https://operator.test"
 TOKEN = "cft_secret-token"
-APP_ID = uuid.UUID("0f0f0f0f-0000-4000-8000-000000000001")
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-def launch(app_id: uuid.UUID = APP_ID) -> LaunchManifest:
-    return LaunchManifest(
-        runtime_sha256=bytes(range(32)),
-        package_sha256=bytes(32),
-        app_id=app_id,
-        application="app:app",
-        tls=TlsMode.RATLS,
-        ratls_expiry=1900000000,
-        certificate_sha256=None,
-        san=(f"{app_id}.confide.test",),
-        subject=f"{app_id}.confide.test",
-    )
-
-
-def app_json(app_id: uuid.UUID = APP_ID, **changes: Any) -> dict[str, Any]:
-    """An ``AppOut`` body as the operator sends it."""
-    manifest = launch(app_id)
-    doc: dict[str, Any] = {
-        "id": str(app_id),
-        "name": "hello",
-        "project": "demo",
-        "application": "app:app",
-        "healthcheck": "/",
-        "plan": "small",
-        "expires_at": "2030-03-01T00:00:00Z",
-        "tls": "ratls",
-        "domain": None,
-        "certificate": None,
-        "package": {"sha256": "00" * 32, "size": 1234},
-        "status": "running",
-        "status_detail": None,
-        "desired_state": "run",
-        "delete_requested": False,
-        "domains": [f"{app_id}.confide.test"],
-        "router": "127.0.0.1:9443",
-        "tee": "simulation",
-        "launch": manifest.to_dict(),
-        "fingerprint": manifest.measurement().hex(),
-        "simulation_root_ca": None,
-        "created_at": "2030-01-01T00:00:00Z",
-        "updated_at": "2030-01-01T00:00:00Z",
-    }
-    doc.update(changes)
-    return doc
 
 
 def client(handler: Handler, token: str | None = TOKEN, **kwargs: Any) -> OperatorClient:

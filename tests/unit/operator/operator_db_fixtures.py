@@ -2,6 +2,7 @@
 
 Test modules import the fixtures they use (``from operator_db_fixtures import
 database_fixture  # noqa: F401``): a second ``conftest.py`` would clash for mypy.
+The database itself comes from ``tests/operator_database.py``.
 
 The PostgreSQL cases need a server: ``make test`` starts a throwaway one with
 ``scripts/postgres.sh`` and exports ``CONFIDE_TEST_POSTGRES_URL``. Without it
@@ -10,64 +11,22 @@ they fail (never skip), saying so. Each test gets a fresh database of its own.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData, create_engine, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
-from confide.operator import Database, upgrade_database
-
-POSTGRES_ENV = "CONFIDE_TEST_POSTGRES_URL"
-BACKENDS = ["sqlite", "postgresql"]
+from operator_database import BACKENDS, fresh_database_url
+from operator_database import database_fixture as database_fixture
+from operator_database import dump as dump
 
 
 @pytest.fixture(name="database_url", params=BACKENDS)
 def database_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database of its own, for each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db' / 'operator.db'}"
-        return
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        pytest.fail(
-            f"{POSTGRES_ENV} is not set: run `make test`, which starts a throwaway PostgreSQL, "
-            f"or `scripts/postgres.sh run -- .venv/bin/pytest ...`"
-        )
-    name = f"confide_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """A URL of an empty database of its own, for each backend.
 
-
-@pytest.fixture(name="database")
-def database_fixture(database_url: str) -> Iterator[Database]:
-    """A migrated database."""
-    db = Database.open(database_url)
-    upgrade_database(db)
-    try:
-        yield db
-    finally:
-        db.dispose()
-
-
-def dump(db: Database) -> str:
-    """Every row of every table, as text: what a look at the database would find."""
-    metadata = MetaData()
-    metadata.reflect(db.engine)
-    lines = []
-    with db.engine.connect() as conn:
-        for table in metadata.sorted_tables:
-            for row in conn.execute(select(table)):
-                lines.append(f"{table.name}: {tuple(row)!r}")
-    return "\n".join(lines)
+    Its SQLite file is in ``tmp_path/db``, apart from ``tmp_path/data``, the
+    data folder that the CLI tests pass.
+    """
+    with fresh_database_url(request.param, tmp_path / "db" / "operator.db") as url:
+        yield url

@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from fastapi.exceptions import RequestValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +18,7 @@ from hypothesis import strategies as st
 from confide.operator import OperatorTls, parse_manifest
 from confide.operator._schemas import build_launch_manifest
 from confide.runtime import LaunchManifest, TlsMode
+from self_signed import self_signed_pem
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 PLANS = {"small", "large"}
@@ -30,30 +29,9 @@ def certificate(
     names: list[str], *, not_after: datetime = NOW + timedelta(days=90), with_key: bool = False
 ) -> str:
     """A self-signed certificate for ``names``, PEM (optionally followed by its key)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "x")])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(not_after)
+    return self_signed_pem(
+        names, not_before=NOW - timedelta(days=1), not_after=not_after, with_key=with_key
     )
-    if names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-        )
-    cert = builder.sign(key, hashes.SHA256())
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    if with_key:
-        pem += key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
-    return pem
 
 
 def manifest(**changes: Any) -> dict[str, Any]:
