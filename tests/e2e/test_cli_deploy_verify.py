@@ -9,6 +9,7 @@ key never leaves it when the enclave does not measure to the expected value.
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import uuid
 from collections.abc import Iterator
@@ -149,6 +150,18 @@ def test_zero_trust_deploy_then_a_user_verifies_and_calls(
     )
     assert wrong.exit_code == 1, wrong.output
     assert "code fingerprint mismatch" in wrong.output
+
+    # The owner's context also ties the plaintext code folder to what was deployed.
+    base = ["verify", domain, "--context", str(contexts[0]), "--connect", router(operator)]
+    base += ["--operator", operator.api_url, "--allow-simulation"]
+    same = cli(*base, "--code", str(EXAMPLES / "helloworld"))
+    assert same.exit_code == 0, same.output
+    changed = project.parent / "changed-code"
+    shutil.copytree(EXAMPLES / "helloworld", changed)
+    (changed / "app.py").write_text((changed / "app.py").read_text() + "\n# changed\n")
+    other = cli(*base, "--code", str(changed))
+    assert other.exit_code == 1, other.output
+    assert "is not the code deployed" in other.output
 
 
 def test_untrusted_ssl_deploys_but_users_cannot_verify(

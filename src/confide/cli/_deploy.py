@@ -50,6 +50,7 @@ from confide.client import (
     verify_enclave,
 )
 from confide.errors import AttestationError, PolicyError, UsageError
+from confide.runtime import CodeSource
 
 from ._account import ClientSeams, TokenOpt, UrlOpt, connect_operator
 from ._app import EXIT_REJECTED, app, handle_errors
@@ -227,6 +228,23 @@ def deploy_command(
         out.info(f"users verify it with: confide verify {done.server_name}")
 
 
+def _check_code(code: Path, app_context: AppContext, where: Path) -> None:
+    """The folder's deterministic archive must be the one the owner deployed."""
+    if app_context.code_sha256 is None:
+        raise UsageError(
+            f"{where} records no code digest (it was exported from the operator, which never "
+            "sees the code): use the context file written by `confide deploy`"
+        )
+    digest = CodeSource.plaintext_folder(code).digest
+    if digest != app_context.code_sha256:
+        raise PolicyError(
+            "code.digest",
+            f"the code in {code} is not the code deployed",
+            observed=digest.hex(),
+            expected=app_context.code_sha256.hex(),
+        )
+
+
 @app.command("verify")
 @handle_errors
 def verify_command(
@@ -238,6 +256,14 @@ def verify_command(
     context: Annotated[
         Path | None,
         typer.Option("--context", help="The app context file (its fingerprint is expected)."),
+    ] = None,
+    code: Annotated[
+        Path | None,
+        typer.Option(
+            "--code",
+            help="With --context: check that this plaintext code folder is the code the owner "
+            "deployed (its archive digest, recorded in the owner's context).",
+        ),
     ] = None,
     allow_simulation: SimOpt = False,
     operator: Annotated[
@@ -273,6 +299,10 @@ def verify_command(
                 f"{', '.join(app_context.domains)}"
             )
         expected = app_context.fingerprint
+        if code is not None:
+            _check_code(code, app_context, context)
+    elif code is not None:
+        raise UsageError("--code needs --context: the owner's context records the code's digest")
     if collateral is not None and pccs_url is not None:
         raise UsageError("give at most one of --collateral FILE and --pccs-url URL")
     address = _address(connect, "--connect") if connect else RouterAddress(domain, 443)

@@ -71,6 +71,8 @@ _FIELDS: Final = frozenset(
         "fingerprint",
     }
 )
+#: Fields a context may leave out.
+_OPTIONAL_FIELDS: Final = frozenset({"code_sha256"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,11 @@ class AppContext:
     expires_at: datetime
     #: The launch inputs; their measurement is what the enclave's quote must carry.
     launch: LaunchManifest
+    #: SHA-256 of the deterministic archive of the plaintext code folder, written by
+    #: ``confide deploy`` so that ``confide verify --context --code DIR`` can check that
+    #: DIR is the code the owner encrypted into the measured package; ``None`` in a
+    #: context exported from the operator, which never sees the plaintext.
+    code_sha256: bytes | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "operator_url", normalize_url(self.operator_url))
@@ -104,6 +111,8 @@ class AppContext:
             raise UsageError(f"the router address {self.router} is not host:port")
         if self.expires_at.tzinfo is None:
             raise UsageError("expires_at must be a timezone-aware datetime")
+        if self.code_sha256 is not None and len(self.code_sha256) != 32:
+            raise UsageError("code_sha256 must be 32 bytes")
 
     @property
     def fingerprint(self) -> bytes:
@@ -141,6 +150,7 @@ class AppContext:
             "expires_at": self.expires_at.isoformat(),
             "launch": self.launch.to_dict(),
             "fingerprint": self.fingerprint.hex(),
+            **({"code_sha256": self.code_sha256.hex()} if self.code_sha256 is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -162,7 +172,7 @@ class AppContext:
                 f"app context version {doc.get('version')!r} is not supported "
                 f"(this Confide reads version {CONTEXT_VERSION}); upgrade Confide"
             )
-        unknown = set(doc) - _FIELDS
+        unknown = set(doc) - _FIELDS - _OPTIONAL_FIELDS
         missing = _FIELDS - set(doc)
         if unknown or missing:
             names = ", ".join(sorted(unknown or missing))
@@ -186,6 +196,9 @@ class AppContext:
                 if not isinstance(doc[key], str):
                     raise ValueError(f"{key} must be a string")
             expires_at = datetime.fromisoformat(doc["expires_at"])
+            code = doc.get("code_sha256")
+            if code is not None and not isinstance(code, str):
+                raise ValueError("code_sha256 must be a hex string")
             context = cls(
                 app_id=uuid.UUID(doc["app_id"]),
                 name=doc["name"],
@@ -197,6 +210,7 @@ class AppContext:
                 tee=doc["tee"],
                 expires_at=expires_at,
                 launch=LaunchManifest.from_json(json.dumps(doc["launch"])),
+                code_sha256=bytes.fromhex(code) if code is not None else None,
             )
         except (TypeError, ValueError) as exc:
             raise UsageError(f"the app context is malformed: {exc}") from None

@@ -470,6 +470,7 @@ def deploy(
         tee=record.tee,
         expires_at=record.expires_at,
         launch=launch,
+        code_sha256=CodeSource.plaintext_folder(config.cloud.code).digest,
     )
     workspace = options.workspace or config.path.parent / CONTEXT_FOLDER
     path = _save_context(context, workspace)

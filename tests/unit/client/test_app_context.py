@@ -177,3 +177,16 @@ def test_any_field_value_loads_or_raises_our_error(field: str, value: object) ->
         AppContext.from_json(json.dumps(doc))
     except UsageError:
         pass
+
+
+def test_the_code_digest_is_optional_and_round_trips() -> None:
+    """Written by deploy (the owner knows the code), absent from exported contexts."""
+    import dataclasses
+
+    context = AppContext.from_json(_context().to_json())
+    assert context.code_sha256 is None
+    assert "code_sha256" not in context.to_json()
+    with_code = dataclasses.replace(context, code_sha256=bytes(range(32)))
+    assert AppContext.from_json(with_code.to_json()) == with_code
+    with pytest.raises(UsageError, match="32 bytes"):
+        dataclasses.replace(context, code_sha256=b"short")
