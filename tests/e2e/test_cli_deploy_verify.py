@@ -216,4 +216,9 @@ def test_simulation_is_refused_without_allow_simulation(
     with operator.client(token) as api:
         app_id = only_app(api)
         assert app_body(api, app_id)["status"] == "initializing"
+        # A user who does not name the operator: refused as simulated, before any
+        # collateral would be fetched from Intel's PCS.
+        user = cli("verify", f"{app_id}.{BASE_DOMAIN}", "--connect", router(operator))
+        assert user.exit_code == 1, user.output
+        assert "the enclave runs in simulation mode" in user.output
         api.post(f"/api/v1/apps/{app_id}/stop")

@@ -135,9 +135,25 @@ def trust_material(
         raise UsageError("no collateral source to verify the quote with")
     quote = Quote.from_bytes(quote_from_certificate(cert))
     simulated = trust_anchor is not None and is_simulation_root(trust_anchor)
-    if simulated and not allow_simulation:
-        raise SimulationError("policy.simulation", SIMULATION_REFUSED)
+    if (simulated or _chain_ends_at_simulation_root(quote)) and not allow_simulation:
+        # Said before any collateral is fetched: Intel's PCS knows no simulated platform.
+        raise SimulationError(
+            "policy.simulation",
+            SIMULATION_REFUSED,
+            hint="a simulated TEE proves nothing about the hardware",
+        )
     return TrustMaterial(collateral(quote, now), trust_anchor, simulated=simulated)
+
+
+def _chain_ends_at_simulation_root(quote: Quote) -> bool:
+    """Whether the quote's own PCK chain names a simulation root (a hint, not trust)."""
+    try:
+        chain = x509.load_pem_x509_certificates(
+            quote.certification.pck_cert_chain.rstrip(b"\x00")
+        )
+    except ValueError:
+        return False  # the verifier reports a malformed chain itself
+    return bool(chain) and is_simulation_root(chain[-1])
 
 
 def verify_enclave(
