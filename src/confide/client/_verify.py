@@ -148,9 +148,7 @@ def trust_material(
 def _chain_ends_at_simulation_root(quote: Quote) -> bool:
     """Whether the quote's own PCK chain names a simulation root (a hint, not trust)."""
     try:
-        chain = x509.load_pem_x509_certificates(
-            quote.certification.pck_cert_chain.rstrip(b"\x00")
-        )
+        chain = x509.load_pem_x509_certificates(quote.certification.pck_cert_chain.rstrip(b"\x00"))
     except ValueError:
         return False  # the verifier reports a malformed chain itself
     return bool(chain) and is_simulation_root(chain[-1])
