@@ -71,6 +71,10 @@ from ._output import Output
 
 __all__ = [
     "Environment",
+    "InstallTimeoutOpt",
+    "ProjectPathOpt",
+    "TestsTimeoutOpt",
+    "load_project",
     "localtest",
     "prepare_tests",
     "run_localtest",
@@ -511,18 +515,36 @@ def run_localtest(
         app_child.stop()
 
 
+#: Options shared by ``localtest`` and ``test``.
+ProjectPathOpt = Annotated[
+    Path,
+    typer.Option(
+        "--path",
+        help="The project file, or its folder (confide.toml, else mse.toml).",
+        envvar="CONFIDE_PROJECT",
+    ),
+]
+TestsTimeoutOpt = Annotated[
+    float, typer.Option("--tests-timeout", help="Seconds the tests may run.", min=1.0)
+]
+InstallTimeoutOpt = Annotated[
+    float, typer.Option("--install-timeout", help="Seconds each install may take.", min=1.0)
+]
+
+
+def load_project(path: Path, output: Output) -> ProjectConfig:
+    """The project file, its warnings (unused keys) printed once."""
+    config = ProjectConfig.load(path, now=datetime.now(UTC))
+    for warning in config.warnings:
+        output.warn(warning)
+    return config
+
+
 @app.command("localtest")
 @handle_errors
 def localtest(
     ctx: typer.Context,
-    path: Annotated[
-        Path,
-        typer.Option(
-            "--path",
-            help="The project file, or its folder (confide.toml, else mse.toml).",
-            envvar="CONFIDE_PROJECT",
-        ),
-    ] = Path("."),
+    path: ProjectPathOpt = Path("."),
     no_install: Annotated[
         bool,
         typer.Option(
@@ -534,20 +556,12 @@ def localtest(
         float,
         typer.Option("--startup-timeout", help="Seconds to wait for the healthcheck.", min=0.1),
     ] = 60.0,
-    tests_timeout: Annotated[
-        float,
-        typer.Option("--tests-timeout", help="Seconds the tests may run.", min=1.0),
-    ] = 1800.0,
-    install_timeout: Annotated[
-        float,
-        typer.Option("--install-timeout", help="Seconds each install may take.", min=1.0),
-    ] = 900.0,
+    tests_timeout: TestsTimeoutOpt = 1800.0,
+    install_timeout: InstallTimeoutOpt = 900.0,
 ) -> None:
     """Serve the app locally (no enclave), run its tests against it, exit with their exit code."""
     output = Output()
-    config = ProjectConfig.load(path, now=datetime.now(UTC))
-    for warning in config.warnings:
-        output.warn(warning)
+    config = load_project(path, output)
     with tempfile.TemporaryDirectory(prefix="confide-localtest-") as tmp:
         if no_install:
             app_env = tests_env = Environment.current()

@@ -33,7 +33,6 @@ import os
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -45,7 +44,16 @@ from confide.errors import UsageError
 
 from ._app import app, handle_errors
 from ._output import Output
-from ._project import _Child, prepare_tests, run_tests, tests_environment
+from ._project import (
+    InstallTimeoutOpt,
+    ProjectPathOpt,
+    TestsTimeoutOpt,
+    _Child,
+    load_project,
+    prepare_tests,
+    run_tests,
+    tests_environment,
+)
 from ._verify_options import SimOpt
 
 __all__ = ["newest_context", "test_command"]
@@ -147,14 +155,7 @@ def _wait_ready(proxy: _Child, ready_file: Path, timeout: float) -> str:
 @handle_errors
 def test_command(
     ctx: typer.Context,
-    path: Annotated[
-        Path,
-        typer.Option(
-            "--path",
-            help="The project file, or its folder (confide.toml, else mse.toml).",
-            envvar="CONFIDE_PROJECT",
-        ),
-    ] = Path("."),
+    path: ProjectPathOpt = Path("."),
     context_file: Annotated[
         Path | None,
         typer.Option(
@@ -196,20 +197,12 @@ def test_command(
         float,
         typer.Option("--startup-timeout", help="Seconds to wait for the verified proxy.", min=0.1),
     ] = 120.0,
-    tests_timeout: Annotated[
-        float,
-        typer.Option("--tests-timeout", help="Seconds the tests may run.", min=1.0),
-    ] = 1800.0,
-    install_timeout: Annotated[
-        float,
-        typer.Option("--install-timeout", help="Seconds the install may take.", min=1.0),
-    ] = 900.0,
+    tests_timeout: TestsTimeoutOpt = 1800.0,
+    install_timeout: InstallTimeoutOpt = 900.0,
 ) -> None:
     """Run the project's tests against its deployed enclave, verified (exit: the tests')."""
     output = Output()
-    config = ProjectConfig.load(path, now=datetime.now(UTC))
-    for warning in config.warnings:
-        output.warn(warning)
+    config = load_project(path, output)
     if context_file is None:
         context_file = newest_context(config)
     context = AppContext.load(context_file)
