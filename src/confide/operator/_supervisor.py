@@ -244,6 +244,8 @@ class _Tracked:
     #: Loop time the current run reached ``running``.
     running_since: float | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: Steps finished: a row read while one was under way may predate its writes.
+    steps: int = 0
 
     @property
     def busy(self) -> bool:
@@ -381,6 +383,7 @@ class Supervisor:
         """Give every app that needs it an operation; return how long to sleep."""
         now = self._clock()
         news, self._news = self._news, set()
+        before = {app_id: t.steps for app_id, t in self._apps.items()}
         rows = await asyncio.to_thread(self._load, [*self._apps, *news])
         loop = asyncio.get_running_loop()
         next_expiry: float | None = None
@@ -392,6 +395,10 @@ class Supervisor:
                 left = (row.expires_at - now).total_seconds()
                 next_expiry = left if next_expiry is None else min(next_expiry, left)
             if t.busy:
+                continue
+            if t.steps != before.get(row.id, t.steps):
+                # A step ended while the rows were read: this row may predate what it
+                # wrote (a stop would be done twice). Its end woke the loop: next pass.
                 continue
             t.task = group.create_task(self._step(t, row, now, prober))
             t.task.add_done_callback(lambda _: self._wake.set() if self._wake else None)
@@ -425,6 +432,12 @@ class Supervisor:
     # -- one app -------------------------------------------------------------------------------
 
     async def _step(self, t: _Tracked, row: _Row, now: datetime, prober: Prober) -> None:
+        try:
+            await self._step_once(t, row, now, prober)
+        finally:
+            t.steps += 1
+
+    async def _step_once(self, t: _Tracked, row: _Row, now: datetime, prober: Prober) -> None:
         try:
             await self._converge(t, row, now, prober)
         except LaunchRefused as exc:
