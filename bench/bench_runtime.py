@@ -10,9 +10,10 @@ One run, on 127.0.0.1 only, with the simulated TEE and RA-TLS mode, measures:
   the configuration travels over a connection pinned to the verified certificate.
 - **serving**: requests per second and p99 latency of ``GET /`` of each example
   app (Flask through WSGI, FastAPI through ASGI), served by the configured
-  runtime with its RA-TLS certificate, against the same app under plain
-  ``uvicorn`` and plain ``hypercorn`` (the server inside the runtime) with an
-  ordinary certificate signed by a test CA made for the run. Same key type
+  runtime with its RA-TLS certificate (HTTP/1.1 through uvicorn's h11
+  protocol, ADR 0008), against the same app under plain ``uvicorn`` and plain
+  ``hypercorn`` (the runtime's server before ADR 0008, and still its HTTP/2)
+  with an ordinary certificate signed by a test CA made for the run. Same key type
   (P-256), same TLS 1.2 ciphers; the TLS version and cipher each target
   negotiated are printed. The load generator is ``bench_router``'s (asyncio +
   ssl, its own process, keep-alive HTTP/1.1, every certificate verified: the
@@ -29,8 +30,9 @@ measurement (the owner hashes the same copy).
 
 The plain servers are run as their command lines with their defaults, except:
 one process, asyncio event loop, h11 (uvicorn: ``--loop asyncio --http h11``,
-what the runtime's hypercorn uses), no access log (as the runtime). Uvicorn is
-skipped, and said so, if it is not installed.
+the protocol the runtime serves HTTP/1.1 with; WSGI through a2wsgi, as the
+runtime), no access log (as the runtime). Uvicorn is skipped, and said so, if
+it is not installed.
 
 Run: ``.venv/bin/python bench/bench_runtime.py`` (``--launches 5 --rounds 3
 --seconds 2 --connections 32`` by default; about 80 s on 2 cores).

@@ -8,8 +8,9 @@
    RA-TLS, whatever the app's TLS mode: the owner verifies the enclave before
    sending keys. Stop with an error at ``--timeout``, or when the configuration
    certificate expires.
-4. Serve the app on the same socket with hypercorn: with the RA-TLS
-   certificate, the owner's certificate, or plain HTTP.
+4. Serve the app on the same socket (:func:`~._server.serve_http`: uvicorn's
+   h11 for HTTP/1.1, hypercorn for HTTP/2): with the RA-TLS certificate, the
+   owner's certificate, or plain HTTP.
 
 The RA-TLS certificate is valid from a minute before launch (clock skew) until
 ``--ratls`` in RA-TLS mode; in the other modes it only serves the
@@ -33,8 +34,6 @@ from typing import Any, Final
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from hypercorn.asyncio import serve
-from hypercorn.typing import Framework
 
 from confide.attestation import create_ratls_certificate, ratls_report_data
 from confide.crypto import X25519KeyPair
@@ -43,10 +42,12 @@ from confide.tee import Tee
 
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint
+from ._handoff import HandoffListener
 from ._manifest import TlsMode
+from ._server import serve_http
 from ._settings import RuntimeSettings
 from ._state import SealedState, StateStore
-from ._tls import ServerTimeouts, bind_listener, hypercorn_config, server_ssl_context
+from ._tls import ServerTimeouts, bind_listener, server_ssl_context
 from ._workspace import Workspace, load_app
 
 __all__ = [
@@ -143,6 +144,8 @@ class EnclaveRuntime:
         self._now = now
         self._log = logger
         self._server_log = logger.getChild("server")
+        #: Connections handed off by the operator's router (``--handoff``), if any.
+        self._handoff: HandoffListener | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self._settings
@@ -161,6 +164,11 @@ class EnclaveRuntime:
         async with contextlib.AsyncExitStack() as stack:
             listener = bind_listener(settings.host, settings.port)
             stack.callback(listener.close)
+            if settings.handoff is not None:
+                handoff = HandoffListener.bind(settings.handoff, logger=self._server_log)
+                stack.callback(handoff.close)
+                handoff.start(asyncio.get_running_loop())
+                self._handoff = handoff
             workspace = Workspace.create(settings.code_dir)
             stack.callback(workspace.remove)
             leftovers: list[asyncio.Task[None]] = []
@@ -208,9 +216,7 @@ class EnclaveRuntime:
         context = server_ssl_context(
             identity.certificate_pem, identity.tls_key_pem, scratch=workspace.root
         )
-        config = hypercorn_config(
-            listener, context, CONFIGURATION_TIMEOUTS, error_log=self._server_log
-        )
+        stopped_accepting = asyncio.Event()
         wait = (identity.certificate.not_valid_after_utc - self._now).total_seconds()
         if self._settings.timeout is not None:
             wait = min(wait, self._settings.timeout)
@@ -228,10 +234,19 @@ class EnclaveRuntime:
             self._where(listener.getsockname()[1], tls=True),
         )
         server = asyncio.create_task(
-            serve(endpoint, config, shutdown_trigger=shutdown_trigger, mode="asgi")
+            serve_http(
+                endpoint,
+                listener=listener,
+                context=context,
+                timeouts=CONFIGURATION_TIMEOUTS,
+                error_log=self._server_log,
+                shutdown_trigger=shutdown_trigger,
+                stopped_accepting=stopped_accepting,
+                handoff=self._handoff,
+            )
         )
         leftovers.append(server)
-        closed = asyncio.ensure_future(config.stopped_accepting.wait())
+        closed = asyncio.ensure_future(stopped_accepting.wait())
         try:
             await asyncio.wait({server, closed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -278,15 +293,24 @@ class EnclaveRuntime:
         # Apps written for Cosmian Enclave read their secrets' paths from the environment.
         os.environ.update(launch.env)
         os.chdir(workspace.app_dir)
-        app: Framework = load_app(workspace.app_dir, settings.application)  # type: ignore[assignment]
-        config = hypercorn_config(listener, context, APP_TIMEOUTS, error_log=self._server_log)
+        app = load_app(workspace.app_dir, settings.application)
         self._log.info(
             "serving %s on %s (%s)",
             settings.application,
             self._where(listener.getsockname()[1], tls=context is not None),
             settings.tls.value,
         )
-        server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
+        server = asyncio.create_task(
+            serve_http(
+                app,
+                listener=listener,
+                context=context,
+                timeouts=APP_TIMEOUTS,
+                error_log=self._server_log,
+                shutdown_trigger=stop.wait,
+                handoff=self._handoff,
+            )
+        )
         stopping = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({server, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -303,18 +327,18 @@ async def _finish_all(servers: list[asyncio.Task[None]]) -> None:
 async def _finish(server: asyncio.Task[None], limit: float) -> None:
     """Give a server told to stop ``limit`` seconds to close its connections, then cancel it.
 
-    Hypercorn waits for a TLS peer's close_notify (asyncio's 30 s SSL shutdown
-    timeout) on each open connection; a client that never answers must not
-    hold the runtime.
+    :func:`serve_http` aborts the connections still open after its graceful
+    timeout; this bounds the rest (an app's lifespan shutdown, a connection
+    that does not end): a client that never answers must not hold the runtime.
     """
     done, _ = await asyncio.wait({server}, timeout=limit)
     if done:
         await server
         return
     server.cancel()
-    # Hypercorn 0.18 raises InvalidStateError when cancelled while a request is still
-    # open (pgjones/hypercorn#184); the server has stopped either way, and asyncio.run
-    # cancels the connection tasks it leaves behind.
+    # Hypercorn 0.18 (HTTP/2 connections) can raise InvalidStateError when cancelled while
+    # a request is still open (pgjones/hypercorn#184); the server has stopped either way,
+    # and asyncio.run cancels the tasks it leaves behind.
     with contextlib.suppress(asyncio.CancelledError, asyncio.InvalidStateError):
         await server
 

@@ -58,7 +58,7 @@ class ServerTimeouts:
     #: TLS handshake must complete within this (seconds).
     handshake: float
     #: Longest wait for the next bytes from a client that has an open request.
-    read: int
+    read: float
     #: An idle connection (no request in progress) is closed after this.
     keep_alive: float
     #: On shutdown, open requests get this long to finish.
@@ -206,10 +206,14 @@ def hypercorn_config(
     error_log: logging.Logger,
     max_wsgi_body: int | None = None,
 ) -> ServerConfig:
-    """A hypercorn configuration for one phase of the runtime."""
+    """A hypercorn configuration with these timeouts, serving ``listener``.
+
+    The runtime's HTTP/2 connections use its settings (:mod:`._server`; not its
+    sockets); ``confide proxy`` serves with it.
+    """
     config = ServerConfig(listener, context)
     config.ssl_handshake_timeout = timeouts.handshake
-    config.read_timeout = timeouts.read
+    config.read_timeout = timeouts.read  # type: ignore[assignment]  # typed int; a wait_for delay
     config.keep_alive_timeout = timeouts.keep_alive
     config.graceful_timeout = timeouts.graceful
     config.accesslog = None

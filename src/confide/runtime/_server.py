@@ -1,0 +1,554 @@
+"""The runtime's HTTP server: uvicorn's h11 protocol for HTTP/1.1, hypercorn for HTTP/2.
+
+:func:`serve_http` serves both phases of the runtime (the configuration
+endpoint and the app) on a duplicate of the one listening socket. Each
+connection goes, once its TLS handshake is done, to the protocol its ALPN
+picked:
+
+- ``h2``: hypercorn's per-connection server (as before; HTTP/2 over TLS only);
+- anything else (``http/1.1``, no ALPN, or plain HTTP): uvicorn's
+  :class:`~uvicorn.protocols.http.h11_impl.H11Protocol`, which is much
+  cheaper per request than hypercorn's HTTP/1.1 (see ``bench/bench_runtime.py``
+  and docs/adr/0008-runtime-http-server.md).
+
+The server around them is ours, not uvicorn's ``Server`` (which installs
+signal handlers, builds its TLS context from files and has no handshake
+timeout): a ``loop.create_server`` with the runtime's TLS context, a sweep
+that applies :class:`~._tls.ServerTimeouts` to the HTTP/1.1 connections, and
+a graceful shutdown. A WSGI app is wrapped once in a2wsgi's
+:class:`~a2wsgi.WSGIMiddleware` (what uvicorn itself uses) and its request
+bodies are bounded by :data:`MAX_WSGI_BODY`; both paths serve the same ASGI
+app. The ASGI lifespan runs once: startup before the first connection is
+accepted, shutdown after the last one ended. Connections handed off by the
+operator's router (:mod:`._handoff`) are served like accepted ones.
+
+Timeouts, on both paths: the TLS handshake is bounded by ``handshake``; a
+connection that sends no request is closed after ``keep_alive``; a client that
+sent part of a request (or stopped reading the response) and stalls is closed
+after ``read``; a request the app is still working on is not cut. On HTTP/2,
+hypercorn applies ``read`` and ``keep_alive`` as it always did.
+
+Example::
+
+    >>> import asyncio, logging
+    >>> from confide.runtime._tls import ServerTimeouts, bind_listener
+    >>> async def app(scope, receive, send): ...
+    >>> stop = asyncio.Event()
+    >>> asyncio.run(serve_http(  # doctest: +SKIP
+    ...     app,
+    ...     listener=bind_listener("127.0.0.1", 0),
+    ...     context=None,
+    ...     timeouts=ServerTimeouts(handshake=10, read=30, keep_alive=5, graceful=2),
+    ...     error_log=logging.getLogger("server"),
+    ...     shutdown_trigger=stop.wait,
+    ... ))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from typing import Final, cast
+
+import h11
+import uvicorn
+from a2wsgi import WSGIMiddleware
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.asyncio.worker_context import WorkerContext
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    HTTPRequestEvent,
+    Scope,
+)
+from hypercorn.utils import is_asgi
+from uvicorn.lifespan.on import LifespanOn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+from uvicorn.server import ServerState
+
+from confide.errors import UsageError
+
+from ._handoff import HandoffListener
+from ._tls import _BACKLOG, ServerTimeouts, hypercorn_config
+
+__all__ = ["MAX_WSGI_BODY", "serve_http"]
+
+#: Largest request body a WSGI app is handed (hypercorn's default, which the runtime had).
+MAX_WSGI_BODY: Final = 16 * 1024 * 1024
+#: The sweep of the HTTP/1.1 connections runs at least this often (seconds); it also
+#: refreshes the Date header.
+_SWEEP_PERIOD: Final = 1.0
+#: ... and at least four times per timeout, so that a timeout fires within 1.5 times its value.
+_SWEEPS_PER_TIMEOUT: Final = 4
+#: How often a graceful shutdown checks whether its connections have ended (seconds).
+_DRAIN_POLL: Final = 0.02
+#: After the graceful timeout, how long aborted connections and cancelled requests get
+#: to run their last callbacks (seconds).
+_SETTLE: Final = 0.25
+#: Read limit of the stream under a hypercorn HTTP/2 connection (bytes).
+_STREAM_LIMIT: Final = 2**16
+
+
+async def serve_http(
+    app: object,
+    *,
+    listener: socket.socket,
+    context: ssl.SSLContext | None,
+    timeouts: ServerTimeouts,
+    error_log: logging.Logger,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    stopped_accepting: asyncio.Event | None = None,
+    max_wsgi_body: int = MAX_WSGI_BODY,
+    handoff: HandoffListener | None = None,
+) -> None:
+    """Serve ``app`` (ASGI or WSGI) on a duplicate of ``listener`` until ``shutdown_trigger()``.
+
+    ``context`` is the TLS context (None: plain HTTP). ``stopped_accepting`` is
+    set as soon as this server stopped accepting connections (the first step of
+    its shutdown), before its open connections end: the next server can take
+    over ``listener`` from then on. Returns once every connection ended, or was
+    aborted ``timeouts.graceful`` seconds after the trigger. Errors of the app
+    and of the protocols go to ``error_log``. A WSGI app's request bodies over
+    ``max_wsgi_body`` bytes are answered 413. ``handoff``: while this server
+    accepts, it also serves the connections handed off there.
+    """
+    server = _Server(
+        _as_asgi(app, max_wsgi_body),
+        websockets=is_asgi(app),
+        listener=listener,
+        context=context,
+        timeouts=timeouts,
+        error_log=error_log,
+    )
+    await server.serve(shutdown_trigger, stopped_accepting or asyncio.Event(), handoff)
+
+
+def _as_asgi(app: object, max_wsgi_body: int) -> ASGIFramework:
+    """``app`` itself if it is an ASGI app, else ``app`` as a WSGI app wrapped in a2wsgi.
+
+    Detected as hypercorn did (a coroutine function, or an object whose ``__call__`` is
+    one), never as uvicorn's "auto" does (which takes a Flask app for ASGI 2).
+    """
+    if is_asgi(app):
+        return cast(ASGIFramework, app)
+    if not callable(app):
+        raise UsageError(f"the app is {type(app).__name__}, neither an ASGI nor a WSGI app")
+    wsgi = cast(ASGIFramework, WSGIMiddleware(app))
+    return _BoundedBody(wsgi, max_wsgi_body)
+
+
+class _BoundedBody:
+    """Answers 413 to a request whose body is over ``limit`` bytes, before the app runs.
+
+    Hypercorn read a WSGI request's whole body (at most 16 MiB) before calling the
+    app; a2wsgi streams it and has no limit, and a WSGI app usually reads a body whole.
+    A declared ``Content-Length`` is checked (the protocols hold the body to it); a
+    body of unknown length is read, up to the limit, before the app runs.
+    """
+
+    def __init__(self, app: ASGIFramework, limit: int) -> None:
+        self._app = app
+        self._limit = limit
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        length: bytes | None = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        http2 = scope["http_version"] == "2"
+        if length is not None:
+            if not length.isdigit() or int(length) > self._limit:
+                await self._refuse(receive, send, http2)
+                return
+        elif chunked or http2:
+            body = bytearray()
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                body += message.get("body", b"")
+                if len(body) > self._limit:
+                    await self._refuse(receive, send, http2)
+                    return
+                if not message.get("more_body", False):
+                    break
+            receive = _replay(bytes(body), receive)
+        await self._app(scope, receive, send)
+
+    async def _refuse(
+        self, receive: ASGIReceiveCallable, send: ASGISendCallable, http2: bool
+    ) -> None:
+        text = f"the request body is over the {self._limit}-byte limit\n".encode()
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(text)).encode()),
+        ]
+        if http2:
+            # Hypercorn 0.18 ends the whole connection if body data comes for a stream it
+            # has answered: read (and drop) up to another ``limit`` bytes of it first.
+            await _discard(receive, self._limit)
+        else:  # the rest of the body is not read: end the connection
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": text, "more_body": False})
+
+
+async def _discard(receive: ASGIReceiveCallable, limit: int) -> None:
+    """Read and drop the rest of a request body, at most ``limit`` bytes of it."""
+    dropped = 0
+    while dropped <= limit:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        dropped += len(message.get("body", b""))
+
+
+def _replay(body: bytes, receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
+    """A ``receive`` that first returns the whole ``body`` already read, then ``receive``'s."""
+    first: HTTPRequestEvent | None = {"type": "http.request", "body": body, "more_body": False}
+
+    async def replayed() -> ASGIReceiveEvent:
+        nonlocal first
+        if first is not None:
+            message, first = first, None
+            return message
+        return await receive()
+
+    return replayed
+
+
+def _protocol_log(error_log: logging.Logger) -> logging.Logger:
+    """The log given to uvicorn's protocols and lifespan: ``error_log``'s handlers, warnings up.
+
+    Uvicorn logs its lifespan steps at INFO (left out, as hypercorn did), and a request
+    cancelled at the end of a graceful shutdown as an "Exception in ASGI application"
+    with a traceback (left out: :class:`_Server` logs one line for them). The logger is
+    not registered with :mod:`logging`: it only forwards to ``error_log``.
+    """
+    log = logging.Logger(error_log.name)
+    log.parent = error_log
+    log.setLevel(max(logging.WARNING, error_log.getEffectiveLevel()))
+    log.addFilter(_not_cancelled)
+    return log
+
+
+def _not_cancelled(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+def _uvicorn_config(app: ASGIFramework, *, websockets: bool, keep_alive: float) -> uvicorn.Config:
+    """Uvicorn's settings for its protocols; no server of uvicorn's runs."""
+    config = uvicorn.Config(
+        app,
+        http="h11",
+        ws="wsproto" if websockets else "none",
+        interface="asgi3",
+        lifespan="auto",
+        log_config=None,
+        proxy_headers=False,  # clients reach the runtime directly or through a TLS passthrough
+        server_header=False,
+        date_header=True,
+    )
+    # Uvicorn types it int; it only goes to loop.call_later.
+    config.timeout_keep_alive = keep_alive  # type: ignore[assignment]
+    # What Config.load() sets, without its app loading: it calls an app object with no
+    # arguments to find out whether it is a factory.
+    config.loaded_app = app
+    config.ws_protocol_class = WSProtocol if websockets else None
+    config.loaded = True
+    return config
+
+
+class _H11Connection(H11Protocol):
+    """Uvicorn's HTTP/1.1 protocol, noting whether the client made progress since the last sweep."""
+
+    def __init__(self, server: _Server) -> None:
+        super().__init__(server.config, server.state, server.app_state, _loop=server.loop)
+        self.logger = server.log
+        self.access_log = False
+        #: Set on every read and on every pause or resume of writing; the sweep clears it.
+        self.progressed = False
+        #: Loop time from which the client made no progress (as the sweep saw it).
+        self.quiet_since = server.loop.time()
+        #: Loop time the sweep first saw the transport closing.
+        self.closing_since: float | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.progressed = True
+        super().data_received(data)
+
+    def pause_writing(self) -> None:
+        self.progressed = True
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self.progressed = True
+        super().resume_writing()
+
+    def sweep(self, now: float, timeouts: ServerTimeouts) -> None:
+        """Close the connection if its client stalled for longer than its timeout."""
+        if self.progressed:
+            self.progressed = False
+            self.quiet_since = now
+            return
+        quiet = now - self.quiet_since
+        transport = self.transport
+        if transport.is_closing():
+            # A close waits for the write buffer to drain (and over TLS for the client's
+            # close_notify): a client that never reads cannot hold it open.
+            if self.closing_since is None:
+                self.closing_since = now
+            elif now - self.closing_since > timeouts.graceful:
+                transport.abort()
+            return
+        if self.flow.write_paused:
+            if quiet > timeouts.read:  # the client stopped reading the response
+                transport.abort()
+            return
+        if self.flow.read_paused:
+            return  # the app has not read what came yet: nothing is expected from the client
+        theirs = self.conn.their_state
+        if theirs is h11.SEND_BODY or (theirs is h11.IDLE and self.conn.trailing_data[0]):
+            if quiet > timeouts.read:  # part of a request, then nothing
+                transport.close()
+        elif theirs is h11.IDLE and self.cycle is None:
+            if quiet > timeouts.keep_alive:  # connected, and asked nothing
+                transport.close()
+        # Otherwise the app is working on a request, or uvicorn's keep-alive timer runs.
+
+
+class _NewConnection(asyncio.Protocol):
+    """A new connection, its TLS handshake done: goes to HTTP/2 or HTTP/1.1 by ALPN."""
+
+    def __init__(self, server: _Server) -> None:
+        self._server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._server.adopt(cast(asyncio.Transport, transport))
+
+
+class _Server:
+    """One server: its HTTP/1.1 and HTTP/2 connections, their timeouts and shutdown."""
+
+    def __init__(
+        self,
+        app: ASGIFramework,
+        *,
+        websockets: bool,
+        listener: socket.socket,
+        context: ssl.SSLContext | None,
+        timeouts: ServerTimeouts,
+        error_log: logging.Logger,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._listener = listener
+        self._context = context
+        self.timeouts = timeouts
+        self.log = _protocol_log(error_log)
+        self._error_log = error_log
+        self.config = _uvicorn_config(app, websockets=websockets, keep_alive=timeouts.keep_alive)
+        self.state = ServerState()
+        self._lifespan = LifespanOn(self.config)
+        self._lifespan.logger = self.log
+        #: The lifespan's state, a copy of which every request sees (ASGI lifespan state).
+        self.app_state = self._lifespan.state
+        self._h2_app = ASGIWrapper(app)
+        # Hypercorn's settings for its HTTP/2 connections (its sockets are not used).
+        self._h2_config = hypercorn_config(listener, context, timeouts, error_log=error_log)
+        self._h2_context = WorkerContext(None)
+        self._h2: dict[asyncio.Task[None], asyncio.Transport] = {}
+        self._closing = False
+        self._date = 0
+        #: TLS handshakes of handed-off connections under way.
+        self._handshakes: set[asyncio.Task[None]] = set()
+
+    async def serve(
+        self,
+        shutdown_trigger: Callable[[], Awaitable[object]],
+        stopped_accepting: asyncio.Event,
+        handoff: HandoffListener | None,
+    ) -> None:
+        context = self._context
+        try:
+            await self._lifespan.startup()
+            try:
+                if self._lifespan.should_exit:
+                    raise UsageError("the app's startup failed (ASGI lifespan): see the log above")
+                self._refresh_date()
+                sock = self._listener.dup()
+                sock.setblocking(False)
+                try:
+                    server = await self.loop.create_server(
+                        lambda: _NewConnection(self),
+                        sock=sock,
+                        backlog=_BACKLOG,
+                        ssl=context,
+                        ssl_handshake_timeout=self.timeouts.handshake if context else None,
+                        ssl_shutdown_timeout=self.timeouts.graceful if context else None,
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
+                sweeper = self.loop.create_task(self._sweep())
+                if handoff is not None:
+                    handoff.serve_to(self._handed_off)
+                try:
+                    await shutdown_trigger()
+                finally:
+                    if handoff is not None:
+                        handoff.serve_to(None)  # the next phase's server takes them
+                    server.close()  # closes the listening socket at once
+                    stopped_accepting.set()
+                    try:
+                        await self._drain()
+                    finally:
+                        sweeper.cancel()
+            finally:
+                await self._lifespan.shutdown()
+        finally:
+            stopped_accepting.set()  # also when it never accepted
+
+    def _handed_off(self, sock: socket.socket) -> None:
+        """A connection handed off by the router: handshake and serve it as an accepted one."""
+        if self._closing:
+            sock.close()
+            return
+        task = self.loop.create_task(self._handshake(sock))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, sock: socket.socket) -> None:
+        context = self._context
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: _NewConnection(self),
+                sock,
+                ssl=context,
+                ssl_handshake_timeout=self.timeouts.handshake if context else None,
+                ssl_shutdown_timeout=self.timeouts.graceful if context else None,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            # As for an accepted connection: the client's failure, not the server's.
+            self.log.debug("a handed-off connection failed before it was served: %r", exc)
+            sock.close()
+        except asyncio.CancelledError:
+            sock.close()  # aborted at shutdown, mid-handshake
+            raise
+
+    def adopt(self, transport: asyncio.Transport) -> None:
+        """Serve a new connection with the protocol its ALPN picked."""
+        if self._closing:
+            transport.abort()  # its handshake ended after the shutdown began
+            return
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            self._serve_h2(transport)
+            return
+        protocol = _H11Connection(self)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+    def _serve_h2(self, transport: asyncio.Transport) -> None:
+        reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=self.loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=self.loop)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        writer = asyncio.StreamWriter(transport, protocol, reader, self.loop)
+        connection = TCPServer(
+            self._h2_app,
+            self.loop,
+            self._h2_config,
+            self._h2_context,
+            self.app_state,
+            reader,
+            writer,
+        )
+        task = self.loop.create_task(connection.run())
+        self._h2[task] = transport
+        task.add_done_callback(self._h2_ended)
+
+    def _h2_ended(self, task: asyncio.Task[None]) -> None:
+        self._h2.pop(task, None)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not self._closing:
+            self._error_log.error("an HTTP/2 connection failed", exc_info=exc)
+
+    def _refresh_date(self) -> None:
+        now = int(time.time())
+        if now != self._date:
+            self._date = now
+            self.state.default_headers = [(b"date", formatdate(now, usegmt=True).encode())]
+
+    async def _sweep(self) -> None:
+        timeouts = self.timeouts
+        period = min(
+            _SWEEP_PERIOD,
+            timeouts.keep_alive / _SWEEPS_PER_TIMEOUT,
+            timeouts.read / _SWEEPS_PER_TIMEOUT,
+        )
+        while True:
+            await asyncio.sleep(period)
+            self._refresh_date()
+            now = self.loop.time()
+            for connection in list(self.state.connections):
+                if isinstance(connection, _H11Connection):
+                    connection.sweep(now, timeouts)
+
+    def _busy(self) -> bool:
+        return bool(self.state.connections or self.state.tasks or self._h2 or self._handshakes)
+
+    async def _drain(self) -> None:
+        """Ask every connection to finish; abort what is left after the graceful timeout."""
+        self._closing = True
+        for connection in list(self.state.connections):
+            try:
+                connection.shutdown()  # closes at once if idle, else after its response
+            except h11.LocalProtocolError:
+                connection.transport.abort()  # an HTTP/1.1 connection in error
+        await self._h2_context.terminated.set()
+        deadline = self.loop.time() + self.timeouts.graceful
+        try:
+            while self._busy() and self.loop.time() < deadline:
+                await asyncio.sleep(_DRAIN_POLL)
+        finally:
+            if self._busy():
+                self._error_log.warning(
+                    "%d connection(s) and %d request(s) still open %g s after the stop: aborted",
+                    len(self.state.connections) + len(self._h2),
+                    len(self.state.tasks),
+                    self.timeouts.graceful,
+                )
+                self._abort()
+        settled = self.loop.time() + _SETTLE
+        while self._busy() and self.loop.time() < settled:
+            await asyncio.sleep(_DRAIN_POLL)
+
+    def _abort(self) -> None:
+        for connection in list(self.state.connections):
+            connection.transport.abort()
+        for task in list(self.state.tasks):
+            task.cancel()
+        for task, transport in list(self._h2.items()):
+            task.cancel()
+            transport.abort()
+        for task in list(self._handshakes):
+            task.cancel()

@@ -1,0 +1,626 @@
+"""The runtime's HTTP server: HTTP/1.1 (uvicorn h11) and HTTP/2 (hypercorn) by ALPN.
+
+Real sockets on 127.0.0.1 (ports the kernel picks), TLS verified against a
+self-signed certificate for ``localhost``, timeouts of a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from flask import Flask, request
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+
+from confide.errors import UsageError
+from confide.runtime._server import serve_http
+from confide.runtime._tls import ServerTimeouts, bind_listener, server_ssl_context
+from self_signed import self_signed_pem
+
+_NOW = datetime.now(UTC)
+_PEM = self_signed_pem(
+    ["localhost"],
+    not_before=_NOW - timedelta(days=1),
+    not_after=_NOW + timedelta(days=1),
+    with_key=True,
+)
+CERT_PEM, _, KEY_REST = _PEM.partition("-----BEGIN PRIVATE KEY-----")
+KEY_PEM = "-----BEGIN PRIVATE KEY-----" + KEY_REST
+LOG = logging.getLogger("test.runtime.server")
+
+#: Short timeouts: keep-alive and read far enough apart to tell which one closed a connection.
+FAST = ServerTimeouts(handshake=0.3, read=1.0, keep_alive=0.2, graceful=0.5)
+#: Bound on any single wait of a test (seconds): well over every timeout above.
+WAIT = 10.0
+
+ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Any]
+
+
+def server_context() -> ssl.SSLContext:
+    return server_ssl_context(CERT_PEM.encode(), KEY_PEM.encode())
+
+
+def client_context(alpn: list[str] | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=CERT_PEM)
+    if alpn is not None:
+        context.set_alpn_protocols(alpn)
+    return context
+
+
+@dataclass
+class Served:
+    port: int
+    tls: bool
+    stop: asyncio.Event
+    stopped_accepting: asyncio.Event
+    task: asyncio.Task[None]
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://localhost:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: object, *, tls: bool = True, timeouts: ServerTimeouts = FAST, **options: Any
+) -> AsyncIterator[Served]:
+    listener = bind_listener("127.0.0.1", 0)
+    stop = asyncio.Event()
+    stopped_accepting = asyncio.Event()
+    task = asyncio.create_task(
+        serve_http(
+            app,
+            listener=listener,
+            context=server_context() if tls else None,
+            timeouts=timeouts,
+            error_log=LOG,
+            shutdown_trigger=stop.wait,
+            stopped_accepting=stopped_accepting,
+            **options,
+        )
+    )
+    try:
+        yield Served(listener.getsockname()[1], tls, stop, stopped_accepting, task)
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, WAIT)
+        finally:
+            listener.close()
+
+
+async def read_body(receive: ASGIReceiveCallable) -> bytes | None:
+    """The request body, or None if the client went away."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        assert message["type"] == "http.request"
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+
+
+async def respond(send: ASGISendCallable, text: str, status: int = 200) -> None:
+    data = text.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain"),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data, "more_body": False})
+
+
+@dataclass
+class EchoApp:
+    """An ASGI app: answers ``<method> <body length>``; records its lifespan and requests."""
+
+    events: list[str] = field(default_factory=list)
+    #: Set when a request came in; the app then waits for ``release``, if any.
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event | None = None
+    delay: float = 0.0
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    self.events.append("startup")
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    self.events.append("shutdown")
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        assert scope["type"] == "http"
+        self.events.append(f"request {scope['http_version']}")
+        body = await read_body(receive)
+        self.arrived.set()
+        if body is None:
+            self.events.append("disconnected")
+            return
+        if self.release is not None:
+            await self.release.wait()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        await respond(send, f"{scope['method']} {len(body)}")
+        self.events.append("answered")
+
+
+flask_app = Flask(__name__)
+
+
+@flask_app.route("/", methods=["GET", "POST"])
+def flask_index() -> str:
+    return f"{request.method} {len(request.get_data())}"
+
+
+async def closed_within(reader: asyncio.StreamReader) -> float:
+    """Seconds until the server closed the connection (EOF or reset); reads what comes."""
+    started = time.monotonic()
+    try:
+        while await asyncio.wait_for(reader.read(65536), WAIT):
+            pass
+    except (ConnectionError, ssl.SSLError):
+        pass
+    return time.monotonic() - started
+
+
+async def open_tls(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_context(["http/1.1"]), server_hostname="localhost"
+    )
+
+
+def close(writer: asyncio.StreamWriter) -> None:
+    writer.transport.abort()
+
+
+# -- protocols ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "http2"])
+def test_both_http_versions_over_tls(kind: str, http2: bool) -> None:
+    app = EchoApp() if kind == "asgi" else flask_app
+
+    async def main() -> None:
+        async with (
+            serving(app) as served,
+            httpx.AsyncClient(verify=client_context(), http2=http2, timeout=WAIT) as client,
+        ):
+            get = await client.get(served.url)
+            post = await client.post(served.url, content=b"x" * 70_000)
+        for response in (get, post):
+            assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+            assert response.status_code == 200
+            assert "server" not in response.headers and "date" in response.headers
+        assert (get.text, post.text) == ("GET 0", "POST 70000")
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_plain_http(kind: str) -> None:
+    app = EchoApp() if kind == "asgi" else flask_app
+
+    async def main() -> None:
+        async with (
+            serving(app, tls=False) as served,
+            httpx.AsyncClient(timeout=WAIT) as client,
+        ):
+            response = await client.post(served.url, content=b"abc")
+        assert (response.http_version, response.text) == ("HTTP/1.1", "POST 3")
+
+    asyncio.run(main())
+
+
+def test_lifespan_runs_once_around_every_connection() -> None:
+    app = EchoApp()
+
+    async def main() -> None:
+        async with serving(app) as served:
+            for http2 in (False, True, False):
+                async with httpx.AsyncClient(
+                    verify=client_context(), http2=http2, timeout=WAIT
+                ) as client:
+                    assert (await client.get(served.url)).status_code == 200
+            assert app.events[0] == "startup" and "shutdown" not in app.events
+
+    asyncio.run(main())
+    assert app.events == [
+        "startup",
+        *["request 1.1", "answered", "request 2", "answered", "request 1.1", "answered"],
+        "shutdown",
+    ]
+
+
+def test_lifespan_startup_failure_stops_the_server() -> None:
+    async def failing(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+    async def main() -> None:
+        listener = bind_listener("127.0.0.1", 0)
+        stopped_accepting = asyncio.Event()
+        try:
+            with pytest.raises(UsageError, match="startup failed"):
+                await serve_http(
+                    failing,
+                    listener=listener,
+                    context=server_context(),
+                    timeouts=FAST,
+                    error_log=LOG,
+                    shutdown_trigger=asyncio.Event().wait,
+                    stopped_accepting=stopped_accepting,
+                )
+        finally:
+            listener.close()
+        assert stopped_accepting.is_set()
+
+    asyncio.run(main())
+
+
+def test_an_app_without_lifespan_is_served() -> None:
+    async def no_lifespan(
+        scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "http":
+            raise RuntimeError("only http")
+        await respond(send, "ok")
+
+    async def main() -> None:
+        async with (
+            serving(no_lifespan) as served,
+            httpx.AsyncClient(verify=client_context(), timeout=WAIT) as client,
+        ):
+            assert (await client.get(served.url)).text == "ok"
+
+    asyncio.run(main())
+
+
+def test_app_errors_answer_500_and_go_to_the_error_log(caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] == "http":
+            raise ValueError("app bug")
+
+    async def main() -> None:
+        async with (
+            serving(broken) as served,
+            httpx.AsyncClient(verify=client_context(), timeout=WAIT) as client,
+        ):
+            assert (await client.get(served.url)).status_code == 500
+
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        asyncio.run(main())
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].name == LOG.name
+    assert errors[0].exc_info is not None and "app bug" in str(errors[0].exc_info[1])
+    # Uvicorn's lifespan chatter (INFO) is left out.
+    assert all(r.levelno >= logging.WARNING for r in caplog.records if r.name == LOG.name)
+
+
+def test_not_an_app_is_refused() -> None:
+    async def main() -> None:
+        listener = bind_listener("127.0.0.1", 0)
+        try:
+            with pytest.raises(UsageError, match="neither an ASGI nor a WSGI app"):
+                await serve_http(
+                    "app:app",
+                    listener=listener,
+                    context=None,
+                    timeouts=FAST,
+                    error_log=LOG,
+                    shutdown_trigger=asyncio.Event().wait,
+                )
+        finally:
+            listener.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "http2"])
+def test_wsgi_request_body_is_bounded(http2: bool) -> None:
+    async def chunks(size: int) -> AsyncIterator[bytes]:
+        yield b"x" * size
+
+    async def main() -> None:
+        async with (
+            serving(flask_app, max_wsgi_body=1000) as served,
+            httpx.AsyncClient(verify=client_context(), http2=http2, timeout=WAIT) as client,
+        ):
+            exact = await client.post(served.url, content=b"x" * 1000)
+            declared = await client.post(served.url, content=b"x" * 1001)
+            streamed = await client.post(served.url, content=chunks(1001))
+            streamed_ok = await client.post(served.url, content=chunks(10))
+        assert exact.status_code == 200 and exact.text == "POST 1000"
+        assert declared.status_code == 413 and "1000-byte limit" in declared.text
+        assert streamed.status_code == 413
+        # A body of unknown length reaches the app whole; Flask reads none of one without
+        # Content-Length (as under hypercorn), but it is answered.
+        assert streamed_ok.status_code == 200
+
+    asyncio.run(main())
+
+
+# -- timeouts (HTTP/1.1) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
+def test_a_connection_that_asks_nothing_is_closed_after_keep_alive(tls: bool) -> None:
+    async def main() -> None:
+        async with serving(EchoApp(), tls=tls) as served:
+            if tls:
+                reader, writer = await open_tls(served.port)
+            else:
+                reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            try:
+                waited = await closed_within(reader)
+            finally:
+                close(writer)
+        assert FAST.keep_alive <= waited < FAST.read
+
+    asyncio.run(main())
+
+
+def test_a_connection_idle_after_a_response_is_closed_after_keep_alive() -> None:
+    async def main() -> None:
+        async with serving(EchoApp()) as served:
+            reader, writer = await open_tls(served.port)
+            try:
+                writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"GET 0"), WAIT)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                waited = await closed_within(reader)
+            finally:
+                close(writer)
+        assert FAST.keep_alive <= waited < FAST.read
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        b"GET / HTTP/1.1\r\nHost: local",
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n0123456789",
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+    ],
+    ids=["headers", "body", "chunked body"],
+)
+def test_a_client_stalled_in_a_request_is_closed_after_read(partial: bytes) -> None:
+    app = EchoApp()
+
+    async def main() -> None:
+        async with serving(app) as served:
+            reader, writer = await open_tls(served.port)
+            try:
+                writer.write(partial)
+                waited = await closed_within(reader)
+            finally:
+                close(writer)
+        assert FAST.read <= waited < FAST.read + 2.0
+
+    asyncio.run(main())
+    if partial.startswith(b"POST"):
+        assert app.events[1:3] == ["request 1.1", "disconnected"]
+
+
+def test_a_request_the_app_works_on_is_not_cut() -> None:
+    # The app takes longer than the read and keep-alive timeouts together.
+    timeouts = ServerTimeouts(handshake=0.3, read=0.2, keep_alive=0.1, graceful=0.5)
+    app = EchoApp(delay=3 * (timeouts.read + timeouts.keep_alive))
+
+    async def main() -> None:
+        async with (
+            serving(app, timeouts=timeouts) as served,
+            httpx.AsyncClient(verify=client_context(), timeout=WAIT) as client,
+        ):
+            response = await client.post(served.url, content=b"abc")
+        assert response.status_code == 200 and response.text == "POST 3"
+
+    asyncio.run(main())
+
+
+def test_a_client_that_does_not_read_the_response_is_cut_after_read() -> None:
+    sent = asyncio.Event()
+    chunk = b"x" * 1024 * 1024
+
+    async def flood(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(256):  # far over what the socket buffers hold
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        sent.set()
+
+    async def main() -> None:
+        async with serving(flood) as served:
+            _, writer = await open_tls(served.port)
+            try:
+                writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                started = time.monotonic()
+                # The app's sends return once the connection is gone.
+                await asyncio.wait_for(sent.wait(), WAIT)
+                waited = time.monotonic() - started
+            finally:
+                close(writer)
+        assert FAST.read <= waited < FAST.read + 2.0
+
+    asyncio.run(main())
+
+
+def test_a_tls_handshake_that_does_not_come_is_cut() -> None:
+    async def main() -> None:
+        async with serving(EchoApp()) as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            try:
+                waited = await closed_within(reader)
+            finally:
+                close(writer)
+        assert FAST.handshake <= waited < FAST.read
+
+    asyncio.run(main())
+
+
+# -- shutdown -----------------------------------------------------------------------------------
+
+
+def test_shutdown_finishes_open_requests_and_aborts_stuck_clients() -> None:
+    release = asyncio.Event()
+    app = EchoApp(release=release)
+
+    async def main() -> None:
+        async with serving(app) as served:
+            # A request the app works on, and a client stuck halfway through its body.
+            client = httpx.AsyncClient(verify=client_context(), timeout=WAIT)
+            open_request = asyncio.create_task(client.post(served.url, content=b"abc"))
+            await asyncio.wait_for(app.arrived.wait(), WAIT)
+            reader, writer = await open_tls(served.port)
+            writer.write(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n01")
+            await writer.drain()
+            try:
+                served.stop.set()
+                started = time.monotonic()
+                await asyncio.wait_for(served.stopped_accepting.wait(), WAIT)
+                assert not served.task.done()  # still finishing its requests
+                release.set()
+                response = await asyncio.wait_for(open_request, WAIT)
+                stuck = await closed_within(reader)
+                await asyncio.wait_for(served.task, WAIT)
+                stopped = time.monotonic() - started
+            finally:
+                close(writer)
+                await client.aclose()
+        assert response.status_code == 200 and response.text == "POST 3"
+        assert FAST.graceful <= stuck < FAST.read  # cut by the graceful timeout, not by read
+        assert FAST.graceful <= stopped < FAST.graceful + 1.0
+
+    asyncio.run(main())
+    assert app.events[-1] == "shutdown"
+
+
+def test_shutdown_cancels_a_request_the_app_never_finishes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = EchoApp(release=asyncio.Event())  # never released
+
+    async def main() -> None:
+        async with (
+            serving(app) as served,
+            httpx.AsyncClient(verify=client_context(), timeout=WAIT) as client,
+        ):
+            pending = asyncio.create_task(client.get(served.url))
+            await asyncio.wait_for(app.arrived.wait(), WAIT)
+            served.stop.set()
+            started = time.monotonic()
+            await asyncio.wait_for(served.task, WAIT)
+            stopped = time.monotonic() - started
+            with pytest.raises(httpx.HTTPError):  # the connection was aborted
+                await asyncio.wait_for(pending, 1.0)
+        assert FAST.graceful <= stopped < FAST.graceful + 1.0
+
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        asyncio.run(main())
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == LOG.name]
+    # One line says what was cut; uvicorn's CancelledError traceback is left out.
+    assert [level for level, _ in logged] == [logging.WARNING], logged
+    assert "aborted" in logged[0][1]
+
+
+def test_shutdown_closes_idle_connections_at_once() -> None:
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+    async def main() -> None:
+        async with serving(EchoApp()) as served:
+            readers: list[asyncio.StreamReader] = []
+            writers: list[asyncio.StreamWriter] = []
+            for alpn, hello in ((["h2"], preface), (["http/1.1"], b"")):
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", served.port, ssl=client_context(alpn), server_hostname="localhost"
+                )
+                assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == alpn[0]
+                writer.write(hello)
+                await writer.drain()
+                readers.append(reader)
+                writers.append(writer)
+            await asyncio.sleep(0.05)  # both connections are in
+            try:
+                served.stop.set()
+                started = time.monotonic()
+                closed = await asyncio.gather(*(closed_within(reader) for reader in readers))
+                await asyncio.wait_for(served.task, WAIT)
+                stopped = time.monotonic() - started
+            finally:
+                for writer in writers:
+                    close(writer)
+        assert max(closed) < FAST.graceful and stopped < FAST.graceful
+
+    asyncio.run(main())
+
+
+def test_a_second_server_takes_over_the_listener_with_no_refused_connection() -> None:
+    """The configuration phase hands the port to the app as soon as it stopped accepting."""
+
+    async def main() -> None:
+        listener = bind_listener("127.0.0.1", 0)
+        port = listener.getsockname()[1]
+        first_stop, second_stop = asyncio.Event(), asyncio.Event()
+        stopped_accepting = asyncio.Event()
+        first_app, second_app = EchoApp(release=asyncio.Event()), EchoApp()
+
+        def serve(app: EchoApp, stop: asyncio.Event, **options: Any) -> asyncio.Task[None]:
+            return asyncio.create_task(
+                serve_http(
+                    app,
+                    listener=listener,
+                    context=server_context(),
+                    timeouts=FAST,
+                    error_log=LOG,
+                    shutdown_trigger=stop.wait,
+                    **options,
+                )
+            )
+
+        try:
+            async with httpx.AsyncClient(verify=client_context(), timeout=WAIT) as client:
+                first = serve(first_app, first_stop, stopped_accepting=stopped_accepting)
+                url = f"https://localhost:{port}"
+                pending = asyncio.create_task(client.get(url))
+                await asyncio.wait_for(first_app.arrived.wait(), WAIT)
+                first_stop.set()
+                await asyncio.wait_for(stopped_accepting.wait(), WAIT)
+                second = serve(second_app, second_stop)
+                # The first server still finishes its request; the next one goes to the second.
+                assert first_app.release is not None
+                first_app.release.set()
+                assert (await pending).status_code == 200
+                async with httpx.AsyncClient(verify=client_context(), timeout=WAIT) as fresh:
+                    assert (await fresh.get(url)).status_code == 200
+                await asyncio.wait_for(first, WAIT)
+                second_stop.set()
+                await asyncio.wait_for(second, WAIT)
+        finally:
+            listener.close()
+        assert "answered" in second_app.events
+
+    asyncio.run(main())
