@@ -115,6 +115,14 @@ def runtime_command(
             "Default: a fresh 0700 folder in /dev/shm.",
         ),
     ] = None,
+    handoff: Annotated[
+        Path | None,
+        typer.Option(
+            "--handoff",
+            help="Also take client connections handed off by the operator's router at this "
+            "Unix socket path (created 0600; put it in a private folder).",
+        ),
+    ] = None,
 ) -> None:
     """Run an app in the enclave: attest over RA-TLS, take the owner's keys, serve the app."""
     now = datetime.now(UTC)
@@ -135,6 +143,7 @@ def runtime_command(
         code_dir=code_dir,
         timeout=timeout,
         now=now,
+        handoff=handoff,
     )
     enclave = select_tee(
         tee.value, simulation_state=simulation_state, measurement=settings.measurement, now=now

@@ -197,6 +197,9 @@ class RuntimeSettings:
     #: configuration certificate expires.
     timeout: float | None
     manifest: LaunchManifest
+    #: Where the operator's router hands client connections off (ADR 0009); not measured:
+    #: like the port, it changes where connections come from, not what is done with them.
+    handoff: Path | None = None
 
     @property
     def measurement(self) -> bytes:
@@ -223,6 +226,7 @@ class RuntimeSettings:
         timeout: float | None,
         now: datetime,
         runtime_sha256: bytes | None = None,
+        handoff: Path | None = None,
     ) -> RuntimeSettings:
         """Check the arguments together, read and hash what is measured."""
         if now.tzinfo is None:
@@ -286,4 +290,5 @@ class RuntimeSettings:
             code_dir=code_dir,
             timeout=timeout,
             manifest=manifest,
+            handoff=handoff,
         )
