@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import platform
 import selectors
@@ -93,13 +94,26 @@ def _app_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-async def _serve_app(cert: Path, key: Path) -> None:
+async def _serve_app(cert: Path, key: Path, handoff: Path) -> None:
+    """The app listens on its port and, as a runtime does, on a hand-off socket."""
+    from confide.runtime._handoff import HandoffListener
+
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        _Hello, LOOPBACK, 0, ssl=_app_context(cert, key), backlog=1024
-    )
+    context = _app_context(cert, key)
+    server = await loop.create_server(_Hello, LOOPBACK, 0, ssl=context, backlog=1024)
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def handed(sock: socket.socket) -> None:
+        task = loop.create_task(loop.connect_accepted_socket(_Hello, sock, ssl=context))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    listener = HandoffListener.bind(handoff, logger=logging.getLogger("bench.app"))
+    listener.start(loop)
+    listener.serve_to(handed)
     print(server.sockets[0].getsockname()[1], flush=True)
     await _until_stdin_closes()
+    listener.close()
     server.close()
 
 
@@ -119,7 +133,7 @@ class _NoTls:
         raise RuntimeError("the bench has no terminate route")
 
 
-async def _serve_router(upstream_port: int) -> None:
+async def _serve_router(upstream_port: int, handoff: Path | None) -> None:
     # Imported here: the app and load roles should not pay for the operator's imports.
     from confide.operator._router import Route, RouteMode, RouterSettings, serve_router
 
@@ -128,7 +142,7 @@ async def _serve_router(upstream_port: int) -> None:
 
     await serve_router(
         RouterSettings(host=LOOPBACK, port=0),
-        _OneRoute(Route(RouteMode.PASSTHROUGH, LOOPBACK, upstream_port)),
+        _OneRoute(Route(RouteMode.PASSTHROUGH, LOOPBACK, upstream_port, handoff=handoff)),
         _NoTls(),
         shutdown_trigger=_until_stdin_closes,
         on_ready=ready,
@@ -392,28 +406,45 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cert", type=Path)
     parser.add_argument("--key", type=Path)
+    parser.add_argument("--handoff", type=Path)
     args = parser.parse_args()
 
     if args.role == "app":
-        asyncio.run(_serve_app(args.cert, args.key))
+        asyncio.run(_serve_app(args.cert, args.key, args.handoff))
         return 0
     if args.role == "router":
-        asyncio.run(_serve_router(args.port))
+        asyncio.run(_serve_router(args.port, args.handoff))
         return 0
     if args.role == "load":
         asyncio.run(_load(args.port, args.cert, args.connections, args.seconds, warmup=0.5))
         return 0
 
-    results: dict[str, list[dict[str, Any]]] = {"direct": [], "router": [], "haproxy": []}
+    results: dict[str, list[dict[str, Any]]] = {
+        "direct": [],
+        "router": [],
+        "relay": [],
+        "haproxy": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         cert, key = _identity(folder)
+        handoff = folder / "handoff.sock"
         with (
-            _child("--role", "app", "--cert", str(cert), "--key", str(key)) as app_port,
-            _child("--role", "router", "--port", str(app_port)) as router_port,
+            _child(
+                "--role", "app", "--cert", str(cert), "--key", str(key), "--handoff", str(handoff)
+            ) as app_port,
+            _child(
+                "--role", "router", "--port", str(app_port), "--handoff", str(handoff)
+            ) as router_port,
+            _child("--role", "router", "--port", str(app_port)) as relay_port,
             _haproxy(app_port, folder) as haproxy_port,
         ):
-            targets = {"direct": app_port, "router": router_port, "haproxy": haproxy_port}
+            targets = {
+                "direct": app_port,
+                "router": router_port,
+                "relay": relay_port,
+                "haproxy": haproxy_port,
+            }
             for _ in range(args.rounds):
                 for name, port in targets.items():
                     if port is not None:
@@ -430,8 +461,10 @@ def main() -> int:
     summary = {
         name: {"rps": median(name, "rps"), "p99_ms": median(name, "p99")} for name in results
     }
-    ratio_direct = summary["router"]["rps"] / summary["direct"]["rps"]
-    ratio_haproxy = summary["router"]["rps"] / summary["haproxy"]["rps"]
+
+    def ratio(name: str, peer: str) -> float:
+        return summary[name]["rps"] / summary[peer]["rps"]
+
     if args.json:
         print(json.dumps({"summary": summary, "rounds": results}, indent=2))
         return 0
@@ -443,9 +476,11 @@ def main() -> int:
     print(f"{'target':<10}{'req/s':>10}{'p99 ms':>10}")
     for name, row in summary.items():
         print(f"{name:<10}{row['rps']:>10,.0f}{row['p99_ms']:>10.2f}")
-    print(f"router/direct  {ratio_direct:.2f} (target >= 0.8)")
+    print(f"router/direct  {ratio('router', 'direct'):.2f} (hand-off; target >= 0.8)")
+    print(f"relay/direct   {ratio('relay', 'direct'):.2f} (bytes relayed by the router)")
     if results["haproxy"]:
-        print(f"router/haproxy {ratio_haproxy:.2f}")
+        print(f"router/haproxy {ratio('router', 'haproxy'):.2f}")
+        print(f"relay/haproxy  {ratio('relay', 'haproxy'):.2f}")
     else:
         print("haproxy not installed: apt-get install haproxy")
     return 0

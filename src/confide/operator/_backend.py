@@ -125,6 +125,9 @@ class RuntimeHandle:
     host: str
     port: int
     pid: int
+    #: The runtime's hand-off socket (``--handoff``), when the router may pass it
+    #: client connections instead of relaying their bytes.
+    handoff: Path | None = None
 
 
 @runtime_checkable
@@ -210,6 +213,11 @@ def _option(argv: Sequence[str], name: str) -> str | None:
     return None
 
 
+def _handoff(argv: Sequence[str]) -> Path | None:
+    value = _option(argv, "--handoff")
+    return Path(value) if value else None
+
+
 @dataclass
 class _Child:
     """A runtime this backend started (its Popen, to reap it and read its exit status)."""
@@ -262,6 +270,9 @@ class LocalProcessBackend:
     def certificate_path(self, app_id: uuid.UUID) -> Path:
         return self.app_dir(app_id) / "certificate.pem"
 
+    def handoff_path(self, app_id: uuid.UUID) -> Path:
+        return self.app_dir(app_id) / "handoff.sock"
+
     # -- starting ------------------------------------------------------------------------------
 
     def _prepare(self, spec: AppSpec, now: datetime) -> list[str]:
@@ -302,6 +313,10 @@ class LocalProcessBackend:
             tee=tee,
             simulation_state=self.simulation_dir if tee == "simulation" else None,
         )
+        if tee == "simulation":
+            # Gramine: the router relays the bytes (descriptor passing into an enclave is
+            # not relied upon); see ADR 0009.
+            arguments += ["--handoff", str(self.handoff_path(spec.app_id))]
         limit = spec.memory_mib * 1024 * 1024
         return [
             sys.executable,
@@ -336,7 +351,7 @@ class LocalProcessBackend:
         self._children[process.pid] = _Child(process, argv)
         self._pids[spec.app_id] = process.pid
         port = int(_option(argv, "--port") or 0)
-        return RuntimeHandle(spec.app_id, self._host, port, process.pid)
+        return RuntimeHandle(spec.app_id, self._host, port, process.pid, _handoff(argv))
 
     async def start(self, spec: AppSpec) -> RuntimeHandle:
         now = self._clock()
@@ -478,7 +493,7 @@ class LocalProcessBackend:
             return None
         host = _option(argv, "--host") or self._host
         self._pids[app_id] = pid
-        return RuntimeHandle(app_id, host, port, pid)
+        return RuntimeHandle(app_id, host, port, pid, _handoff(argv))
 
     async def discover(self) -> list[RuntimeHandle]:
         found: list[RuntimeHandle] = []

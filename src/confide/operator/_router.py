@@ -1,12 +1,17 @@
 """The operator's TLS front door: route each connection by SNI to the enclave that serves it.
 
-The router reads the ClientHello's server name without terminating TLS
-(:mod:`._tlsparse`), asks the injected :class:`RouteTable`, and then either
+The router peeks at the ClientHello's server name without reading it from the
+socket or terminating TLS (:mod:`._tlsparse`), asks the injected
+:class:`RouteTable`, and then either
 
-- **passthrough** (RA-TLS and owner-certificate modes): replays the
-  ClientHello bytes to the enclave and splices both directions as raw TCP.
-  The operator holds no key and sees only ciphertext; the client checks the
-  enclave's own certificate end to end;
+- **hands off** (passthrough routes with a hand-off socket: local runtimes in
+  RA-TLS and owner-certificate modes): passes the client's socket itself to
+  the runtime (:mod:`confide.runtime._handoff`, ADR 0009), which reads the ClientHello and
+  serves the connection; the router is out of the path from then on;
+- **passthrough** (the same modes, other runtimes, or when a hand-off fails):
+  relays the ClientHello and then both directions as raw TCP. The operator
+  holds no key and sees only ciphertext; the client checks the enclave's own
+  certificate end to end;
 - **terminate** (operator mode, ``--untrusted-ssl``): completes the TLS
   handshake with the operator's ``*.<base-domain>`` certificate (from the
   injected :class:`TlsProvider`, normally :class:`~._ca.OperatorCA`) and
@@ -32,15 +37,19 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Protocol
 
 from confide.errors import UsageError
+from confide.runtime._handoff import hand_off
 
-from ._tlsparse import MAX_PEEK_SIZE, ClientHello, NeedMore, peek_client_hello
+from ._tlsparse import MAX_PEEK_SIZE, NeedMore, Rejected, peek_client_hello
 
 __all__ = [
     "Direction",
@@ -57,6 +66,8 @@ __all__ = [
 
 #: Largest plaintext chunk decrypted at once in terminate mode.
 _TLS_READ_CHUNK: Final = 64 * 1024
+#: After accept() fails for lack of descriptors, the listener rests this long (seconds).
+_ACCEPT_PAUSE: Final = 1.0
 
 
 class RouteMode(enum.StrEnum):
@@ -75,6 +86,10 @@ class Route:
     mode: RouteMode
     upstream_host: str
     upstream_port: int
+    #: Passthrough only: the upstream's hand-off socket (ADR 0009). When set,
+    #: the router passes the client's connection itself to the upstream instead of
+    #: relaying its bytes; when the hand-off fails, it relays them.
+    handoff: Path | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, RouteMode):
@@ -83,6 +98,11 @@ class Route:
             raise UsageError(f"route upstream host {self.upstream_host!r} is not a host")
         if not 0 < self.upstream_port < 65536:
             raise UsageError(f"route upstream port {self.upstream_port} is not in 1..65535")
+        if self.handoff is not None:
+            if self.mode is not RouteMode.PASSTHROUGH:
+                raise UsageError("only a passthrough route can hand connections off")
+            if not self.handoff.is_absolute():
+                raise UsageError(f"route hand-off socket {self.handoff} is not an absolute path")
 
 
 class RouteTable(Protocol):
@@ -194,6 +214,7 @@ async def serve_router(
     Raises :class:`UsageError` when the port cannot be bound.
     """
     loop = asyncio.get_running_loop()
+    listener = _listen(settings)
     router = _Router(
         loop,
         settings,
@@ -201,26 +222,46 @@ async def serve_router(
         tls_provider,
         recorder if recorder is not None else NullRecorder(),
         logging.getLogger(__name__),
+        listener,
     )
     try:
-        server = await loop.create_server(
-            router.accept, settings.host, settings.port, backlog=settings.backlog
+        router.start_accepting()
+        host, port = listener.getsockname()[:2]
+        if on_ready is not None:
+            on_ready(RouterAddress(host, port))
+        await shutdown_trigger()
+    finally:
+        router.stop_accepting()
+        listener.close()
+        await router.drain(settings.shutdown_timeout)
+
+
+def _listen(settings: RouterSettings) -> socket.socket:
+    where = f"{settings.host}:{settings.port}"
+    try:
+        infos = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        where = f"{settings.host}:{settings.port}"
         raise UsageError(
             f"the router cannot listen on {where}: {exc.strerror or exc}",
             hint="choose another router address or port",
         ) from exc
     try:
-        host, port = server.sockets[0].getsockname()[:2]
-        if on_ready is not None:
-            on_ready(RouterAddress(host, port))
-        await shutdown_trigger()
-    finally:
-        server.close()
-        await router.drain(settings.shutdown_timeout)
-        await server.wait_closed()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted ones
+        sock.bind(address)
+        sock.listen(settings.backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(
+            f"the router cannot listen on {where}: {exc.strerror or exc}",
+            hint="choose another router address or port",
+        ) from exc
+    return sock
 
 
 class _Router:
@@ -234,6 +275,7 @@ class _Router:
         tls_provider: TlsProvider,
         recorder: Recorder,
         log: logging.Logger,
+        listener: socket.socket,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -241,18 +283,50 @@ class _Router:
         self.tls_provider = tls_provider
         self.recorder = recorder
         self.log = log
-        self.connections: set[_Connection] = set()
+        self.listener = listener
+        self.connections: set[_Connection | _Peek] = set()
         self.unrouted = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self._ids = 0
         self._empty = asyncio.Event()
         self._empty.set()
+        self._accepting = False
+        self._resume: asyncio.TimerHandle | None = None
 
-    def accept(self) -> _Connection:
-        self._ids += 1
-        return _Connection(self, self._ids)
+    def start_accepting(self) -> None:
+        self._accepting = True
+        self.loop.add_reader(self.listener.fileno(), self._accept)
 
-    def opened(self, connection: _Connection) -> bool:
+    def stop_accepting(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        if self._accepting:
+            self._accepting = False
+            self.loop.remove_reader(self.listener.fileno())
+
+    def _accept(self) -> None:
+        for _ in range(self.settings.backlog):
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: rest instead of spinning on a ready listener.
+                    self.log.error("router: accept failed (%s); pausing %g s", exc, _ACCEPT_PAUSE)
+                    self.stop_accepting()
+                    self._resume = self.loop.call_later(_ACCEPT_PAUSE, self.start_accepting)
+                # ECONNABORTED and the like: that client is gone; the others wait.
+                return
+            self._ids += 1
+            peek = _Peek(self, sock, self._ids)
+            if not self.opened(peek):
+                sock.close()
+                continue
+            peek.start()
+
+    def opened(self, connection: _Connection | _Peek) -> bool:
         """Count a new connection in, or say no when a limit is reached."""
         s = self.settings
         if len(self.connections) >= s.max_connections or self.unrouted >= s.max_unrouted:
@@ -262,7 +336,12 @@ class _Router:
         self._empty.clear()
         return True
 
-    def closed(self, connection: _Connection) -> None:
+    def adopted(self, peek: _Peek, connection: _Connection) -> None:
+        """``connection`` carries on, still unrouted, what ``peek`` counted in."""
+        self.connections.discard(peek)
+        self.connections.add(connection)
+
+    def closed(self, connection: _Connection | _Peek) -> None:
         self.connections.discard(connection)
         if not self.connections:
             self._empty.set()
@@ -291,8 +370,138 @@ class _Router:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
+class _Peek:
+    """A new connection, before routing: its ClientHello is peeked at, never consumed.
+
+    The bytes stay in the kernel, so a passthrough route can hand the socket
+    itself to the upstream (:func:`confide.runtime._handoff.hand_off`), which then reads the
+    ClientHello as if it had accepted the connection. Otherwise the socket
+    becomes a :class:`_Connection` (which reads the same bytes again).
+
+    While the ClientHello is incomplete, ``SO_RCVLOWAT`` is raised past what
+    is buffered, so the event loop wakes only when more bytes (or the end of
+    the stream) arrive.
+    """
+
+    __slots__ = ("router", "sock", "ident", "deadline", "timer", "seen", "lowat", "done")
+
+    def __init__(self, router: _Router, sock: socket.socket, ident: int) -> None:
+        self.router = router
+        self.sock = sock
+        self.ident = ident
+        self.deadline = router.loop.time() + router.settings.handshake_timeout
+        self.timer: asyncio.TimerHandle | None = None
+        self.seen = 0
+        self.lowat = False
+        self.done = False
+
+    def start(self) -> None:
+        self.sock.setblocking(False)
+        self.router.loop.add_reader(self.sock.fileno(), self._readable)
+        self.timer = self.router.loop.call_at(self.deadline, self._expired)
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(MAX_PEEK_SIZE + 1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._drop(f"read failed: {exc}")
+            return
+        if len(data) <= self.seen:  # woken with nothing new: the client closed (or reset)
+            self._drop("client closed before it was routed")
+            return
+        self.seen = len(data)
+        result = peek_client_hello(data)
+        if isinstance(result, NeedMore):
+            if len(data) > MAX_PEEK_SIZE:  # pragma: no cover - the parser bounds this
+                self._drop("ClientHello over the peek limit")
+                return
+            self._wait_beyond(len(data))
+            return
+        if isinstance(result, Rejected):
+            self._drop(f"bad ClientHello: {result.reason}")
+            return
+        if result.server_name is None:
+            self._drop("no SNI")
+            return
+        route = self.router.routes.lookup(result.server_name)
+        if route is None:
+            self._drop(f"no route for {result.server_name}")
+            return
+        self._route(route, data)
+
+    def _wait_beyond(self, buffered: int) -> None:
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, buffered + 1)
+        except OSError as exc:  # pragma: no cover - Linux accepts any positive value
+            self._drop(f"cannot wait for the rest of the ClientHello: {exc}")
+            return
+        self.lowat = True
+
+    def _release(self) -> bool:
+        """Stop watching the socket; ``False`` if it cannot be used any more."""
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.router.loop.remove_reader(self.sock.fileno())
+        if self.lowat:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+            except OSError as exc:  # pragma: no cover - only on a broken socket
+                self.router.log.debug("connection %d closed: %s", self.ident, exc)
+                return False
+        return True
+
+    def _route(self, route: Route, hello: bytes) -> None:
+        router = self.router
+        if not self._release():
+            self._close()
+            return
+        if route.handoff is not None and hand_off(route.handoff, self.sock):
+            router.recorder.record(self.ident, Direction.TO_UPSTREAM, hello)
+            self._close()  # the upstream holds its own descriptor of the connection
+            return
+        if route.handoff is not None:
+            router.log.debug(
+                "connection %d: hand-off to %s failed; relaying", self.ident, route.handoff
+            )
+        connection = _Connection(router, self.ident, route, self.deadline)
+        router.adopted(self, connection)
+        router.spawn(self._adopt(connection))
+
+    async def _adopt(self, connection: _Connection) -> None:
+        try:
+            await self.router.loop.connect_accepted_socket(lambda: connection, self.sock)
+        except OSError as exc:  # pragma: no cover - the socket was just accepted
+            self.router.log.debug("connection %d closed: %s", self.ident, exc)
+            connection.connection_lost(exc)
+            self.sock.close()
+
+    def _expired(self) -> None:
+        self.timer = None
+        self._drop(f"not routed within {self.router.settings.handshake_timeout} s")
+
+    def _drop(self, reason: str) -> None:
+        self.router.log.debug("connection %d closed: %s", self.ident, reason)
+        if not self.done:
+            self._release()
+        self._close()
+
+    def _close(self) -> None:
+        self.sock.close()
+        self.router.unrouted -= 1
+        self.router.closed(self)
+
+    def abort(self) -> None:
+        """Shutdown: drop the connection now."""
+        if not self.done:
+            self._drop("router stopping")
+
+
 class _State(enum.Enum):
-    PEEKING = "peeking"  # reading the ClientHello
+    ROUTING = "routing"  # routed by its _Peek; not started yet
     TLS = "tls"  # terminate mode: TLS handshake under way
     CONNECTING = "connecting"  # routed; connecting to the upstream, client reads paused
     OPEN = "open"  # spliced
@@ -313,13 +522,14 @@ class _Tls:
 class _Connection(asyncio.Protocol):
     """One client connection, and its upstream once routed."""
 
-    def __init__(self, router: _Router, ident: int) -> None:
+    def __init__(self, router: _Router, ident: int, route: Route, deadline: float) -> None:
         self.router = router
         self.ident = ident
-        self.state = _State.PEEKING
+        self.chosen = route  # by the _Peek, from the ClientHello still unread in the socket
+        self.deadline = deadline  # loop time by which the connection must be routed
+        self.state = _State.ROUTING
         self.client: asyncio.Transport | None = None
         self.upstream: asyncio.Transport | None = None
-        self.hello = bytearray()
         self.pending: list[bytes] = []  # for the upstream, while connecting
         self.tls: _Tls | None = None
         self.route: Route | None = None
@@ -335,20 +545,17 @@ class _Connection(asyncio.Protocol):
     # -- client side (asyncio.Protocol) --
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Counted in (connections, unrouted) by the _Peek this connection carries on from.
+        self.counted = self.unrouted = True
         if not isinstance(transport, asyncio.Transport):  # pragma: no cover - TCP only
             transport.close()
+            self.connection_lost(None)
             return
         self.client = transport
-        if not self.router.opened(self):
-            self.state = _State.CLOSED
-            transport.abort()
-            return
-        self.counted = self.unrouted = True
         limit = self.router.settings.buffer_size
         transport.set_write_buffer_limits(high=limit, low=limit // 4)
-        self.timer = self.router.loop.call_later(
-            self.router.settings.handshake_timeout, self._handshake_expired
-        )
+        self.timer = self.router.loop.call_at(self.deadline, self._handshake_expired)
+        self._start(self.chosen)
 
     def data_received(self, data: bytes) -> None:
         state = self.state
@@ -358,8 +565,6 @@ class _Connection(asyncio.Protocol):
                 self._to_upstream(data)
             else:
                 self._tls_received(data)
-        elif state is _State.PEEKING:
-            self._peek(data)
         elif state is _State.TLS:
             self._tls_received(data)
         elif state is _State.CONNECTING:  # pragma: no cover - reading is paused then
@@ -506,37 +711,18 @@ class _Connection(asyncio.Protocol):
 
     # -- routing --
 
-    def _peek(self, data: bytes) -> None:
-        self.hello += data
-        result = peek_client_hello(bytes(self.hello))
-        if isinstance(result, NeedMore):
-            if len(self.hello) > MAX_PEEK_SIZE:  # pragma: no cover - the parser bounds this
-                self._stop("ClientHello over the peek limit")
-            return
-        if not isinstance(result, ClientHello):
-            self._stop(f"bad ClientHello: {result.reason}")
-            return
-        if result.server_name is None:
-            self._stop("no SNI")
-            return
-        route = self.router.routes.lookup(result.server_name)
-        if route is None:
-            self._stop(f"no route for {result.server_name}")
-            return
-        hello, self.hello = bytes(self.hello), bytearray()
+    def _start(self, route: Route) -> None:
         if route.mode is RouteMode.PASSTHROUGH:
-            self.pending.append(hello)
-            self._connect(route)
+            self._connect(route)  # the ClientHello is read and relayed once connected
             return
         try:
             self.tls = _Tls(self.router.tls_provider.server_ssl_context())
         except (ssl.SSLError, OSError) as exc:
-            self.router.log.warning("no TLS context for %s: %s", result.server_name, exc)
+            self.router.log.warning("connection %d: no TLS context: %s", self.ident, exc)
             self.abort()
             return
         self.state = _State.TLS
         self.route = route
-        self._tls_received(hello)
 
     def _connect(self, route: Route) -> None:
         self.state = _State.CONNECTING

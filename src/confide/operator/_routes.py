@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from ._models import OperatorTls
 from ._router import Route, RouteMode
@@ -69,10 +70,18 @@ class AppRoutes:
         port: int,
         *,
         running: bool,
+        handoff: Path | None = None,
     ) -> None:
-        """Route the app's names to its runtime at ``host:port`` (replacing any older route)."""
+        """Route the app's names to its runtime at ``host:port`` (replacing any older route).
+
+        ``handoff``: the runtime's hand-off socket; passthrough routes then pass
+        the client's connection itself to the runtime (terminate routes relay).
+        """
         terminate = tls == OperatorTls.OPERATOR and running
-        route = Route(RouteMode.TERMINATE if terminate else RouteMode.PASSTHROUGH, host, port)
+        if terminate:
+            route = Route(RouteMode.TERMINATE, host, port)
+        else:
+            route = Route(RouteMode.PASSTHROUGH, host, port, handoff=handoff)
         owned = None
         if domain is not None and tls == OperatorTls.OWNER:
             owned = self._claim(app_id, domain.lower().rstrip("."))

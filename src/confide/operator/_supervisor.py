@@ -595,6 +595,7 @@ class Supervisor:
             t.handle.host,
             t.handle.port,
             running=t.status == AppStatus.RUNNING,
+            handoff=t.handle.handoff,
         )
 
     async def _stop_runtime(self, t: _Tracked) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from confide.operator._router import (
     TlsProvider,
     serve_router,
 )
+from confide.runtime._handoff import HandoffListener
 
 LOOPBACK = "127.0.0.1"
 BASE_DOMAIN = "confide.test"
@@ -84,8 +87,8 @@ class NoTls:
         raise AssertionError("the router asked for a TLS context on a passthrough route")
 
 
-def passthrough(port: int) -> Route:
-    return Route(RouteMode.PASSTHROUGH, LOOPBACK, port)
+def passthrough(port: int, handoff: Path | None = None) -> Route:
+    return Route(RouteMode.PASSTHROUGH, LOOPBACK, port, handoff=handoff)
 
 
 def terminate(port: int) -> Route:
@@ -225,6 +228,9 @@ class HttpUpstream:
     name: str
     port: int = 0
     bodies: list[bytes] = field(default_factory=list)
+    #: Connections accepted on the port, and connections received by hand-off.
+    accepted: int = 0
+    handed_off: int = 0
 
 
 async def read_http_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes] | None:
@@ -247,11 +253,31 @@ async def read_http_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]
 
 @contextlib.asynccontextmanager
 async def http_upstream(
-    name: str, context: ssl.SSLContext | None = None
+    name: str, context: ssl.SSLContext | None = None, *, handoff: Path | None = None
 ) -> AsyncIterator[HttpUpstream]:
-    """Serve :class:`HttpUpstream` on 127.0.0.1 (TLS when ``context`` is given)."""
+    """Serve :class:`HttpUpstream` on 127.0.0.1 (TLS when ``context`` is given).
+
+    With ``handoff``, it also takes connections handed off at that socket path,
+    as a runtime started with ``--handoff`` does.
+    """
     upstream = HttpUpstream(name)
     handlers: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
+
+    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream.accepted += 1
+        await handle(reader, writer)
+
+    async def adopt(sock: socket.socket) -> None:
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader, handle)
+        await loop.connect_accepted_socket(lambda: protocol, sock, ssl=context)
+
+    def handed(sock: socket.socket) -> None:
+        upstream.handed_off += 1
+        task = loop.create_task(adopt(sock))
+        handlers.add(task)
+        task.add_done_callback(handlers.discard)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -270,11 +296,18 @@ async def http_upstream(
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await writer.wait_closed()
 
-    server = await asyncio.start_server(handle, LOOPBACK, 0, ssl=context)
+    server = await asyncio.start_server(accepted, LOOPBACK, 0, ssl=context)
     upstream.port = server.sockets[0].getsockname()[1]
+    listener = None
+    if handoff is not None:
+        listener = HandoffListener.bind(handoff, logger=logging.getLogger("test.upstream"))
+        listener.start(loop)
+        listener.serve_to(handed)
     try:
         yield upstream
     finally:
+        if listener is not None:
+            listener.close()
         server.close()
         for task in handlers:
             task.cancel()

@@ -8,6 +8,7 @@ the enclave's own in passthrough mode, the operator CA's in terminate mode.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from pathlib import Path
 
@@ -190,5 +191,113 @@ def test_unreachable_upstream_closes_the_client_without_a_byte(tmp_path: Path) -
             writer.write(client_hello(APP))
             assert await bytes_until_closed(reader) == b""
             await close_writer(writer)
+
+    run(body)
+
+
+def test_handoff_gives_the_connection_to_the_upstream_which_serves_it_end_to_end(
+    tmp_path: Path,
+) -> None:
+    enclave = ratls_like_identity(tmp_path, APP)
+    socket_path = tmp_path / "handoff.sock"
+
+    async def body() -> None:
+        recorder = MemoryRecorder()
+        async with (
+            http_upstream("enclave", enclave.server_context(), handoff=socket_path) as upstream,
+            running_router(
+                fast_settings(),
+                DictRoutes({APP: passthrough(upstream.port, handoff=socket_path)}),
+                recorder=recorder,
+            ) as router,
+        ):
+            reader, writer = await asyncio.open_connection(
+                LOOPBACK, router.port, ssl=enclave.client_context(), server_hostname=APP
+            )
+            for n in range(3):  # keep-alive: every request on the handed-off connection
+                assert await exchange(reader, writer, APP, MARKER * n) == b"hello enclave"
+            await close_writer(writer)
+        assert (upstream.handed_off, upstream.accepted) == (1, 0)
+        assert upstream.bodies == [b"", MARKER, MARKER * 2]
+        # The router saw the ClientHello it routed on, and nothing after it.
+        assert [d for _, d, _ in recorder.chunks] == [Direction.TO_UPSTREAM]
+        hello = recorder.seen(Direction.TO_UPSTREAM)
+        assert hello[:1] == b"\x16" and APP.encode() in hello
+        assert MARKER not in hello
+
+    run(body)
+
+
+def test_handoff_falls_back_to_relaying_when_the_upstream_does_not_take_it(
+    tmp_path: Path,
+) -> None:
+    enclave = ratls_like_identity(tmp_path, APP)
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as gone:
+        gone.bind(str(stale))  # a socket file nobody listens on: connect is refused
+
+    async def body() -> None:
+        recorder = MemoryRecorder()
+        async with (
+            http_upstream("enclave", enclave.server_context()) as upstream,
+            running_router(
+                fast_settings(),
+                DictRoutes(
+                    {
+                        APP: passthrough(upstream.port, handoff=stale),
+                        OTHER_APP: passthrough(upstream.port, handoff=tmp_path / "missing.sock"),
+                    }
+                ),
+                recorder=recorder,
+            ) as router,
+        ):
+            for name in (APP, OTHER_APP):
+                context = trusting(enclave.cert_file.read_bytes())
+                context.check_hostname = False  # the certificate names APP only
+                assert (await get(router.port, name, context, MARKER))[0] == b"hello enclave"
+        assert (upstream.handed_off, upstream.accepted) == (0, 2)
+        assert recorder.seen(Direction.TO_CLIENT)[:1] == b"\x16"  # relayed both ways
+        assert MARKER not in recorder.seen(Direction.TO_UPSTREAM)
+
+    run(body)
+
+
+def test_a_clienthello_in_pieces_is_routed_once_complete(tmp_path: Path) -> None:
+    enclave = ratls_like_identity(tmp_path, APP)
+    hello = client_hello(APP)
+
+    async def body() -> None:
+        routes = DictRoutes()
+        async with (
+            http_upstream("enclave", enclave.server_context()) as upstream,
+            running_router(fast_settings(), routes) as router,
+        ):
+            routes.routes[APP] = passthrough(upstream.port)
+            reader, writer = await raw_connection(router.port)
+            for start in range(0, len(hello), 50):
+                writer.write(hello[start : start + 50])
+                await writer.drain()
+                await asyncio.sleep(0.02)
+            answer = await reader.read(5)  # the upstream's ServerHello, through the router
+            assert answer[:1] == b"\x16"
+            await close_writer(writer)
+        assert routes.asked == [APP]
+
+    run(body)
+
+
+def test_a_client_that_closes_mid_clienthello_is_dropped_at_once(tmp_path: Path) -> None:
+    async def body() -> None:
+        routes = DictRoutes()
+        async with running_router(fast_settings(handshake_timeout=20.0), routes) as router:
+            reader, writer = await raw_connection(router.port)
+            writer.write(client_hello(APP)[:60])
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write_eof()
+            async with asyncio.timeout(2.0):  # far sooner than the handshake timeout
+                assert await bytes_until_closed(reader) == b""
+            await close_writer(writer)
+        assert routes.asked == []
 
     run(body)
