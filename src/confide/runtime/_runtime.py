@@ -48,7 +48,7 @@ from ._server import serve_http
 from ._settings import RuntimeSettings
 from ._state import SealedState, StateStore
 from ._tls import ServerTimeouts, bind_listener, server_ssl_context
-from ._workspace import Workspace, load_app
+from ._workspace import Workspace, load_app, remove_orphans
 
 __all__ = [
     "APP_TIMEOUTS",
@@ -169,6 +169,13 @@ class EnclaveRuntime:
                 stack.callback(handoff.close)
                 handoff.start(asyncio.get_running_loop())
                 self._handoff = handoff
+            if settings.code_dir is None:
+                orphans = remove_orphans()
+                if orphans:
+                    self._log.info(
+                        "removed %d code folder(s) left by runtimes that did not stop cleanly",
+                        len(orphans),
+                    )
             workspace = Workspace.create(settings.code_dir)
             stack.callback(workspace.remove)
             leftovers: list[asyncio.Task[None]] = []

@@ -19,7 +19,9 @@ import importlib
 import io
 import json
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -32,13 +34,16 @@ from confide.errors import UsageError
 
 from ._settings import CodeSource
 
-__all__ = ["SECRET_ENV", "Workspace", "load_app"]
+__all__ = ["SECRET_ENV", "Workspace", "load_app", "remove_orphans"]
 
 #: Environment variables the app reads (Cosmian Enclave's names).
 SECRET_ENV: Final = ("SECRETS_PATH", "SEALED_SECRETS_PATH", "HOME")
 #: RAM-backed (tmpfs) on Linux; inside Gramine, mount it as an in-enclave tmpfs.
 _RAM_FOLDER: Final = Path("/dev/shm")  # noqa: S108  (a private 0700 folder is made in it)
 _PRIVATE_MODE: Final = 0o700
+#: Fresh code folders are named ``confide-code-<pid>-<random>``.
+_FRESH_PREFIX: Final = "confide-code-"
+_FRESH_NAME: Final = re.compile(r"confide-code-([0-9]{1,10})-[A-Za-z0-9_]+")
 
 
 class _HashingReader:
@@ -78,15 +83,23 @@ class Workspace:
         return self.root / "home"
 
     @classmethod
-    def create(cls, code_dir: Path | None) -> Workspace:
-        """Create ``code_dir`` (which must not exist), or a fresh folder in /dev/shm or temp."""
+    def create(cls, code_dir: Path | None, *, parent: Path | None = None) -> Workspace:
+        """Create ``code_dir`` (which must not exist), or a fresh folder in ``parent``.
+
+        ``parent`` defaults to /dev/shm (else the temp folder). The fresh folder is
+        named after this process (``confide-code-<pid>-...``), so that a later
+        runtime can remove it if this one dies without cleaning up
+        (:func:`remove_orphans`).
+        """
         try:
             if code_dir is not None:
                 code_dir.mkdir(mode=_PRIVATE_MODE)
                 root = code_dir.resolve()
             else:
-                parent = _RAM_FOLDER if _RAM_FOLDER.is_dir() else None
-                root = Path(tempfile.mkdtemp(prefix="confide-code-", dir=parent))
+                if parent is None and _RAM_FOLDER.is_dir():
+                    parent = _RAM_FOLDER
+                prefix = f"{_FRESH_PREFIX}{os.getpid()}-"
+                root = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
             os.chmod(root, _PRIVATE_MODE)
         except OSError as exc:
             raise UsageError(
@@ -157,6 +170,49 @@ class Workspace:
             raise UsageError(f"cannot write the app's secrets: {exc.strerror or exc}") from None
         env["HOME"] = str(self.home)
         return env
+
+
+def remove_orphans(parent: Path | None = None) -> list[Path]:
+    """Remove the code folders of runtimes of this user that died without removing them.
+
+    A runtime killed with SIGKILL (or out of memory) leaves its decrypted code in
+    RAM. A folder is an orphan when its name is ``confide-code-<pid>-...``, it is
+    a directory (not a link) owned by this user, and no process ``<pid>`` runs;
+    a folder of a live process, or of another user, is never touched. Returns
+    the folders removed. ``parent`` defaults to where :meth:`Workspace.create` puts them.
+    """
+    if parent is None:
+        parent = _RAM_FOLDER if _RAM_FOLDER.is_dir() else Path(tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _FRESH_NAME.fullmatch(entry.name)
+        if match is None:
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            continue
+        if _alive(int(match.group(1))):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def load_app(app_dir: Path, application: str) -> object:

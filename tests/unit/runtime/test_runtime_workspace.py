@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ import pytest
 from confide.crypto import CryptoError, PackageKey, encrypt_package
 from confide.errors import UsageError
 from confide.runtime import CodeSource, Workspace
-from confide.runtime._workspace import load_app
+from confide.runtime._workspace import load_app, remove_orphans
 
 
 @pytest.fixture
@@ -111,3 +113,33 @@ def test_an_installed_module_cannot_stand_in_for_the_app(tmp_path: Path) -> None
     (tmp_path / "json.py").write_text("app = 'mine'\n")
     with pytest.raises(UsageError, match="outside the code folder"):
         load_app(tmp_path, "json:dumps")
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # noqa: S603 - this interpreter
+    child.wait()
+    return child.pid
+
+
+def test_fresh_folders_carry_the_pid_and_orphans_are_removed(tmp_path: Path) -> None:
+    ours = Workspace.create(None, parent=tmp_path)
+    assert ours.root.name.startswith(f"confide-code-{os.getpid()}-")
+    dead = tmp_path / f"confide-code-{_dead_pid()}-abc123"
+    (dead / "app").mkdir(parents=True)
+    (dead / "app" / "app.py").write_text("secret = 'plaintext code'\n")
+    kept = [
+        tmp_path / f"confide-code-{os.getppid()}-live",  # a process that runs
+        tmp_path / "confide-code-notapid",  # not our naming
+        tmp_path / "other-folder",
+    ]
+    for folder in kept:
+        folder.mkdir()
+    link = tmp_path / f"confide-code-{_dead_pid()}-link"
+    link.symlink_to(tmp_path / "other-folder")
+
+    assert remove_orphans(tmp_path) == [dead]
+    assert not dead.exists()
+    assert ours.root.is_dir() and all(folder.is_dir() for folder in kept)
+    assert link.is_symlink()  # a link is never followed nor removed
+    ours.remove()
+    assert remove_orphans(tmp_path / "missing") == []
