@@ -30,8 +30,8 @@ measurement (the owner hashes the same copy).
 
 The plain servers are run as their command lines with their defaults, except:
 one process, asyncio event loop, h11 (uvicorn: ``--loop asyncio --http h11``,
-the protocol the runtime serves HTTP/1.1 with; WSGI through a2wsgi, as the
-runtime), no access log (as the runtime). Uvicorn is skipped, and said so, if
+the protocol the runtime serves HTTP/1.1 with; WSGI apps through uvicorn's
+built-in adapter, its default), no access log (as the runtime). Uvicorn is skipped, and said so, if
 it is not installed.
 
 Run: ``.venv/bin/python bench/bench_runtime.py`` (``--launches 5 --rounds 3
@@ -503,26 +503,6 @@ def uvicorn_argv(app: App, cert: Path, key: Path) -> list[str]:
     ]
 
 
-#: Runs uvicorn's command line with a2wsgi hidden, so that ``--interface wsgi`` uses
-#: uvicorn's own (deprecated) WSGI adapter instead of a2wsgi.
-_UVICORN_BUILTIN_WSGI: Final = (
-    "import sys; sys.modules['a2wsgi'] = None; from uvicorn.main import main; main()"
-)
-
-
-def uvicorn_builtin_wsgi_argv(app: App, cert: Path, key: Path) -> list[str]:
-    """Plain uvicorn serving a WSGI app with its built-in adapter (a peer for Flask only)."""
-    argv = uvicorn_argv(app, cert, key)
-    return [
-        sys.executable,
-        "-W",
-        "ignore::DeprecationWarning",
-        "-c",
-        _UVICORN_BUILTIN_WSGI,
-        *argv[3:],
-    ]
-
-
 def hypercorn_argv(cert: Path, key: Path) -> list[str]:
     return [
         sys.executable,
@@ -703,8 +683,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             plain = {"hypercorn": started(hypercorn_argv(cert, key), cwd=app.folder)}
             if has_uvicorn:
                 plain = {"uvicorn": started(uvicorn_argv(app, cert, key)), **plain}
-                if app.interface == "wsgi":
-                    plain["uvicorn-wsgi"] = started(uvicorn_builtin_wsgi_argv(app, cert, key))
             for server, starting in plain.items():
                 process = stack.enter_context(starting)
                 _, match = process.wait_for(r"running on https://\S+:(\d+)")
@@ -743,7 +721,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ),
                 "tls": target.tls,
             }
-        peers = [peer for peer in ("uvicorn", "uvicorn-wsgi", "hypercorn") if peer in rows]
+        peers = [peer for peer in ("uvicorn", "hypercorn") if peer in rows]
         mine = rows["runtime"]
         serving[app.name] = {
             "servers": rows,
@@ -804,11 +782,11 @@ def render(figures: dict[str, Any]) -> None:
         f"serving GET /: {serving['connections']} keep-alive TLS connections, HTTP/1.1, "
         f"{serving['rounds']} rounds of {serving['seconds']:g} s (median round)"
     )
-    print(f"  {'app':<9}{'server':<13}{'req/s':>8}{'p99 ms':>9}{'CPU us/req':>12}  TLS")
+    print(f"  {'app':<9}{'server':<11}{'req/s':>8}{'p99 ms':>9}{'CPU us/req':>12}  TLS")
     for app, block in serving["apps"].items():
         for server, row in block["servers"].items():
             print(
-                f"  {app:<9}{server:<13}{row['rps']:>8,}{row['p99_ms']:>9.2f}"
+                f"  {app:<9}{server:<11}{row['rps']:>8,}{row['p99_ms']:>9.2f}"
                 f"{row['server_cpu_us_per_request']:>12,}  {row['tls']}"
             )
         rps = ", ".join(f"{name} {ratio:.2f}" for name, ratio in block["rps_ratio"].items())

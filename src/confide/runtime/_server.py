@@ -15,8 +15,8 @@ The server around them is ours, not uvicorn's ``Server`` (which installs
 signal handlers, builds its TLS context from files and has no handshake
 timeout): a ``loop.create_server`` with the runtime's TLS context, a sweep
 that applies :class:`~._tls.ServerTimeouts` to the HTTP/1.1 connections, and
-a graceful shutdown. A WSGI app is wrapped once in a2wsgi's
-:class:`~a2wsgi.WSGIMiddleware` (what uvicorn itself uses) and its request
+a graceful shutdown. A WSGI app is wrapped once in our
+:class:`~._wsgi.WsgiAdapter` (one thread hop per request) and its request
 bodies are bounded by :data:`MAX_WSGI_BODY`; both paths serve the same ASGI
 app. The ASGI lifespan runs once: startup before the first connection is
 accepted, shutdown after the last one ended. Connections handed off by the
@@ -57,7 +57,6 @@ from typing import Final, cast
 
 import h11
 import uvicorn
-from a2wsgi import WSGIMiddleware
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
@@ -79,6 +78,7 @@ from confide.errors import UsageError
 
 from ._handoff import HandoffListener
 from ._tls import _BACKLOG, ServerTimeouts, hypercorn_config
+from ._wsgi import WsgiAdapter, WsgiApp
 
 __all__ = ["MAX_WSGI_BODY", "serve_http"]
 
@@ -133,7 +133,7 @@ async def serve_http(
 
 
 def _as_asgi(app: object, max_wsgi_body: int) -> ASGIFramework:
-    """``app`` itself if it is an ASGI app, else ``app`` as a WSGI app wrapped in a2wsgi.
+    """``app`` itself if it is an ASGI app, else ``app`` as a WSGI app (:class:`WsgiAdapter`).
 
     Detected as hypercorn did (a coroutine function, or an object whose ``__call__`` is
     one), never as uvicorn's "auto" does (which takes a Flask app for ASGI 2).
@@ -142,7 +142,7 @@ def _as_asgi(app: object, max_wsgi_body: int) -> ASGIFramework:
         return cast(ASGIFramework, app)
     if not callable(app):
         raise UsageError(f"the app is {type(app).__name__}, neither an ASGI nor a WSGI app")
-    wsgi = cast(ASGIFramework, WSGIMiddleware(app))
+    wsgi = cast(ASGIFramework, WsgiAdapter(cast(WsgiApp, app)))
     return _BoundedBody(wsgi, max_wsgi_body)
 
 
@@ -150,7 +150,7 @@ class _BoundedBody:
     """Answers 413 to a request whose body is over ``limit`` bytes, before the app runs.
 
     Hypercorn read a WSGI request's whole body (at most 16 MiB) before calling the
-    app; a2wsgi streams it and has no limit, and a WSGI app usually reads a body whole.
+    app; the adapter reads it whole too, and is only given bodies within the limit.
     A declared ``Content-Length`` is checked (the protocols hold the body to it); a
     body of unknown length is read, up to the limit, before the app runs.
     """
