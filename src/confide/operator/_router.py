@@ -48,6 +48,7 @@ from typing import Final, Protocol
 
 from confide.errors import UsageError
 from confide.runtime._handoff import hand_off
+from confide.runtime._tls import bind_listener
 
 from ._tlsparse import MAX_PEEK_SIZE, NeedMore, Rejected, peek_client_hello
 
@@ -214,7 +215,13 @@ async def serve_router(
     Raises :class:`UsageError` when the port cannot be bound.
     """
     loop = asyncio.get_running_loop()
-    listener = _listen(settings)
+    listener = bind_listener(
+        settings.host,
+        settings.port,
+        backlog=settings.backlog,
+        role="router",
+        hint="choose another router address or port",
+    )
     router = _Router(
         loop,
         settings,
@@ -234,34 +241,6 @@ async def serve_router(
         router.stop_accepting()
         listener.close()
         await router.drain(settings.shutdown_timeout)
-
-
-def _listen(settings: RouterSettings) -> socket.socket:
-    where = f"{settings.host}:{settings.port}"
-    try:
-        infos = socket.getaddrinfo(
-            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        family, kind, proto, _, address = infos[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise UsageError(
-            f"the router cannot listen on {where}: {exc.strerror or exc}",
-            hint="choose another router address or port",
-        ) from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted ones
-        sock.bind(address)
-        sock.listen(settings.backlog)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise UsageError(
-            f"the router cannot listen on {where}: {exc.strerror or exc}",
-            hint="choose another router address or port",
-        ) from exc
-    return sock
 
 
 class _Router:

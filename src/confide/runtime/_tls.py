@@ -133,23 +133,38 @@ def server_ssl_context(
     return context
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
-    """Bind and listen on ``host:port`` (port 0: the kernel picks one)."""
+def bind_listener(
+    host: str,
+    port: int,
+    *,
+    backlog: int = _BACKLOG,
+    role: str | None = None,
+    hint: str | None = None,
+) -> socket.socket:
+    """Bind and listen on ``host:port`` (port 0: the kernel picks one), non-blocking.
+
+    ``role`` names the listener in errors (``the router cannot listen on ...``);
+    without it, they name the runtime's ``--host``.
+    """
+    who = f"the {role} " if role else ""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise UsageError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
+        what = f"the {role} host" if role else "--host"
+        raise UsageError(f"cannot resolve {what} {host!r}: {exc.strerror}", hint=hint) from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted ones
         sock.bind(address)
-        sock.listen(_BACKLOG)
+        sock.listen(backlog)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise UsageError(
+            f"{who}cannot listen on {host}:{port}: {exc.strerror or exc}", hint=hint
+        ) from None
     return sock
 
 
