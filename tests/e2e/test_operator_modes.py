@@ -205,6 +205,10 @@ def test_ratls_passthrough_hides_everything_operator_mode_does_not(
     assert relayed
     assert MARKER.encode() not in relayed
     assert b"Hello world" not in relayed
+    # The local runtime took the connection itself (ADR 0009): the router peeked at the
+    # ClientHello and nothing of the enclave's answers crossed it.
+    assert operator.recording.seen(Direction.TO_CLIENT) == b""
+    assert relayed.startswith(b"\x16") and ratls.name.encode() in relayed
 
     # Operator mode: the router terminates TLS with the operator CA's certificate...
     context = ssl.create_default_context(cadata=ca_pem)

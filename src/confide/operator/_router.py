@@ -133,8 +133,10 @@ class Recorder(Protocol):
     """Receives every chunk the router relays, as the router holds it.
 
     In passthrough mode that is the TLS records exactly as they cross (the
-    ClientHello included); in terminate mode, the decrypted bytes exchanged
-    with the upstream. Tests use it to show what the operator can see.
+    ClientHello included); for a handed-off connection, the ClientHello the
+    router peeked at and nothing after it; in terminate mode, the decrypted
+    bytes exchanged with the upstream. Tests use it to show what the operator
+    can see.
     Called on the event loop: it must not block.
     """
 
