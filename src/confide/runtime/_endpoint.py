@@ -22,6 +22,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from confide.errors import Error
 
+from ._asgi import answer_lifespan
 from ._configure import AppLaunch
 from ._payload import MAX_CONFIGURATION_SIZE, ConfigurationRejected
 
@@ -59,7 +60,7 @@ class ConfigurationEndpoint:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await answer_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return  # websockets: refused by returning without accepting
@@ -144,15 +145,6 @@ class ConfigurationEndpoint:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
-
-    async def _lifespan(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
 
 _ALREADY: Final = {"error": "configuration.done", "message": "the runtime is already configured"}

@@ -39,6 +39,8 @@ from hypercorn.typing import (
     Scope,
 )
 
+from ._asgi import answer_lifespan
+
 __all__ = ["MAX_PENDING_CHUNKS", "WSGI_THREADS", "WsgiAdapter"]
 
 #: Worker threads running WSGI requests (requests beyond wait for one).
@@ -66,7 +68,7 @@ class WsgiAdapter:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await answer_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return  # WebSockets: not accepted (the server closes them)
@@ -84,16 +86,6 @@ class WsgiAdapter:
         exchange = _Exchange(loop)
         work = loop.run_in_executor(self._executor, exchange.run, self._app, environ)
         await exchange.forward(send, work)
-
-
-async def _lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def _latin1(text: str) -> str:
