@@ -307,12 +307,12 @@ class _Router:
                 continue
             peek.start()
 
-    def opened(self, connection: _Connection | _Peek) -> bool:
-        """Count a new connection in, or say no when a limit is reached."""
+    def opened(self, peek: _Peek) -> bool:
+        """Count a new connection in (as its _Peek), or say no when a limit is reached."""
         s = self.settings
         if len(self.connections) >= s.max_connections or self.unrouted >= s.max_unrouted:
             return False
-        self.connections.add(connection)
+        self.connections.add(peek)
         self.unrouted += 1
         self._empty.clear()
         return True
