@@ -18,11 +18,22 @@ socket or terminating TLS (:mod:`._tlsparse`), asks the injected
   relays the plain bytes to the app's HTTP port. The operator reads this
   traffic, which is what that mode means.
 
-A connection whose ClientHello is malformed, has no SNI or names no route is
-closed without a byte sent. Every resource is bounded by :class:`RouterSettings`:
-connections (all, and those not yet routed), the time to route a connection,
-idle time once spliced, and the bytes buffered per direction (reading pauses
-when the other side's write buffer is full, so a slow reader holds no memory).
+A connection whose ClientHello is malformed is closed without a byte sent;
+one with no SNI or a name the router does not serve gets a fatal
+``unrecognized_name`` TLS alert first, so that its client can say why.
+
+Every resource is bounded by :class:`RouterSettings`: connections (all, and
+those not yet routed), the time to route a connection, idle time once
+spliced, and the bytes buffered per direction (reading pauses when the other
+side's write buffer is full, so a slow reader holds no memory). Admission is
+fair between sources (an IPv4 address, or an IPv6 /64): each source has a
+share of the connections and of the unrouted slots, and a rate of new
+connections (a token bucket); when every unrouted slot is taken, a newcomer
+takes the oldest slot of the source holding the most, so that one source's
+flood of idle connections cannot keep others out. Relayed connections are also
+bounded per app (its upstream). A handed-off connection leaves the router's
+books at once: the runtime bounds those itself (it sees the client's address),
+and the per-source rate bounds how fast any source can hand it new ones.
 
 Example::
 
@@ -47,6 +58,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from confide.errors import UsageError
+from confide.runtime import source_of
 from confide.runtime._handoff import hand_off
 from confide.runtime._tls import bind_listener
 
@@ -69,6 +81,12 @@ __all__ = [
 _TLS_READ_CHUNK: Final = 64 * 1024
 #: After accept() fails for lack of descriptors, the listener rests this long (seconds).
 _ACCEPT_PAUSE: Final = 1.0
+#: A fatal TLS alert ``unrecognized_name`` (RFC 8446 6.2, code 112), after the record
+#: header's content type (alert = 21) and version (copied from the client's record).
+_ALERT_TYPE: Final = b"\x15"
+_UNRECOGNIZED_NAME: Final = b"\x00\x02\x02\x70"
+#: Sources whose rate buckets are remembered; beyond this, full buckets are forgotten.
+_MAX_RATE_SOURCES: Final = 65536
 
 
 class RouteMode(enum.StrEnum):
@@ -166,8 +184,17 @@ class RouterSettings:
     port: int = 8443
     #: Open client connections; one more is closed as soon as it is accepted.
     max_connections: int = 4096
-    #: Of those, connections not yet routed (slow or silent clients), closed the same way.
+    #: Of those, connections not yet routed (slow or silent clients): when all are taken,
+    #: a new one takes the oldest slot of the source holding the most (if it holds more).
     max_unrouted: int = 512
+    #: Per source (an IPv4 address or an IPv6 /64): connections held, and unrouted ones.
+    max_connections_per_source: int = 256
+    max_unrouted_per_source: int = 32
+    #: Relayed connections per app (its upstream address).
+    max_connections_per_app: int = 1024
+    #: New connections accepted per second from one source, in a bucket of ``burst``.
+    new_connections_per_second: float = 100.0
+    new_connections_burst: int = 400
     #: From accept to a routed connection: ClientHello read, TLS handshake done
     #: (terminate mode) and upstream connected. A client that is silent or sends a
     #: partial ClientHello is dropped when it runs out.
@@ -186,11 +213,23 @@ class RouterSettings:
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
             raise UsageError(f"router port {self.port} is not in 0..65535")
-        for name in ("max_connections", "max_unrouted", "buffer_size", "backlog"):
+        for name in (
+            "max_connections",
+            "max_unrouted",
+            "max_connections_per_source",
+            "max_unrouted_per_source",
+            "max_connections_per_app",
+            "new_connections_burst",
+            "buffer_size",
+            "backlog",
+        ):
             if getattr(self, name) < 1:
                 raise UsageError(f"router setting {name} must be at least 1")
+        # A share larger than its whole is allowed: the whole binds first.
         if self.max_unrouted > self.max_connections:
             raise UsageError("router setting max_unrouted must not exceed max_connections")
+        if not 0 < self.new_connections_per_second <= 1e6:
+            raise UsageError("router setting new_connections_per_second must be in (0, 1e6]")
         if self.buffer_size < 4096:
             raise UsageError("router setting buffer_size must be at least 4096")
         for name in ("handshake_timeout", "connect_timeout", "idle_timeout", "shutdown_timeout"):
@@ -267,6 +306,14 @@ class _Router:
         self.listener = listener
         self.connections: set[_Connection | _Peek] = set()
         self.unrouted = 0
+        #: Per source: connections held, and the unrouted ones oldest first.
+        self.held: dict[str, int] = {}
+        self.unrouted_by_source: dict[str, dict[_Connection | _Peek, None]] = {}
+        #: Relayed connections per upstream.
+        self.per_app: dict[tuple[str, int], int] = {}
+        self.rate = _RateLimiter(
+            settings.new_connections_per_second, settings.new_connections_burst
+        )
         self.tasks: set[asyncio.Task[None]] = set()
         self._ids = 0
         self._empty = asyncio.Event()
@@ -289,7 +336,7 @@ class _Router:
     def _accept(self) -> None:
         for _ in range(self.settings.backlog):
             try:
-                sock, _ = self.listener.accept()
+                sock, address = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -301,7 +348,7 @@ class _Router:
                 # ECONNABORTED and the like: that client is gone; the others wait.
                 return
             self._ids += 1
-            peek = _Peek(self, sock, self._ids)
+            peek = _Peek(self, sock, self._ids, source_of(address))
             if not self.opened(peek):
                 sock.close()
                 continue
@@ -310,20 +357,79 @@ class _Router:
     def opened(self, peek: _Peek) -> bool:
         """Count a new connection in (as its _Peek), or say no when a limit is reached."""
         s = self.settings
-        if len(self.connections) >= s.max_connections or self.unrouted >= s.max_unrouted:
+        source = peek.source
+        if (
+            len(self.connections) >= s.max_connections
+            or self.held.get(source, 0) >= s.max_connections_per_source
+            or len(self.unrouted_by_source.get(source, ())) >= s.max_unrouted_per_source
+            or not self.rate.take(source, self.loop.time())
+        ):
+            self.log.debug("connection %d from %s refused: limits reached", peek.ident, source)
+            return False
+        if self.unrouted >= s.max_unrouted and not self._make_room(source):
             return False
         self.connections.add(peek)
+        self.held[source] = self.held.get(source, 0) + 1
         self.unrouted += 1
+        self.unrouted_by_source.setdefault(source, {})[peek] = None
         self._empty.clear()
+        return True
+
+    def _make_room(self, source: str) -> bool:
+        """Every unrouted slot is taken: drop the oldest of the source holding the most."""
+        busiest = max(self.unrouted_by_source, key=lambda s: len(self.unrouted_by_source[s]))
+        mine = len(self.unrouted_by_source.get(source, ()))
+        if len(self.unrouted_by_source[busiest]) <= mine + 1:
+            return False  # no source holds more than the newcomer's: it waits like the others
+        queue = self.unrouted_by_source[busiest]
+        victim = next(iter(queue))
+        # Off the queue now: a connection ends on a later loop turn, and the next newcomer
+        # must pick another victim, not this one again.
+        del queue[victim]
+        self.log.debug("connection %d from %s dropped for a newcomer", victim.ident, busiest)
+        victim.abort()
         return True
 
     def adopted(self, peek: _Peek, connection: _Connection) -> None:
         """``connection`` carries on, still unrouted, what ``peek`` counted in."""
         self.connections.discard(peek)
         self.connections.add(connection)
+        queue = self.unrouted_by_source.get(peek.source)
+        if queue is not None and peek in queue:
+            del queue[peek]
+            queue[connection] = None  # keeps its age: it is the same client
+        key = connection.app_key
+        self.per_app[key] = self.per_app.get(key, 0) + 1
+
+    def routed(self, connection: _Connection | _Peek) -> None:
+        """``connection`` is no longer unrouted (routed, or closed before)."""
+        self.unrouted -= 1
+        queue = self.unrouted_by_source.get(connection.source)
+        if queue is not None:
+            queue.pop(connection, None)
+            if not queue:
+                del self.unrouted_by_source[connection.source]
+
+    def app_full(self, route: Route) -> bool:
+        key = (route.upstream_host, route.upstream_port)
+        return self.per_app.get(key, 0) >= self.settings.max_connections_per_app
 
     def closed(self, connection: _Connection | _Peek) -> None:
+        if connection not in self.connections:
+            return
         self.connections.discard(connection)
+        left = self.held[connection.source] - 1
+        if left:
+            self.held[connection.source] = left
+        else:
+            del self.held[connection.source]
+        if isinstance(connection, _Connection):
+            key = connection.app_key
+            count = self.per_app[key] - 1
+            if count:
+                self.per_app[key] = count
+            else:
+                del self.per_app[key]
         if not self.connections:
             self._empty.set()
 
@@ -364,12 +470,23 @@ class _Peek:
     the stream) arrive.
     """
 
-    __slots__ = ("router", "sock", "ident", "deadline", "timer", "seen", "lowat", "done")
+    __slots__ = (
+        "router",
+        "sock",
+        "ident",
+        "source",
+        "deadline",
+        "timer",
+        "seen",
+        "lowat",
+        "done",
+    )
 
-    def __init__(self, router: _Router, sock: socket.socket, ident: int) -> None:
+    def __init__(self, router: _Router, sock: socket.socket, ident: int, source: str) -> None:
         self.router = router
         self.sock = sock
         self.ident = ident
+        self.source = source
         self.deadline = router.loop.time() + router.settings.handshake_timeout
         self.timer: asyncio.TimerHandle | None = None
         self.seen = 0
@@ -404,13 +521,29 @@ class _Peek:
             self._drop(f"bad ClientHello: {result.reason}")
             return
         if result.server_name is None:
-            self._drop("no SNI")
+            self._refuse_name(data, "no SNI")
             return
         route = self.router.routes.lookup(result.server_name)
         if route is None:
-            self._drop(f"no route for {result.server_name}")
+            self._refuse_name(data, f"no route for {result.server_name}")
             return
         self._route(route, data)
+
+    def _refuse_name(self, hello: bytes, reason: str) -> None:
+        """Tell the client, with a TLS alert, that no app is served under the name it asked for.
+
+        The ClientHello is read first (unread bytes would make the close a reset, which
+        the client could see before the alert); the alert fits any socket buffer.
+        """
+        self.router.log.debug("connection %d closed: %s", self.ident, reason)
+        if self._release():
+            try:
+                self.sock.recv(len(hello))
+                self.sock.send(_ALERT_TYPE + hello[1:3] + _UNRECOGNIZED_NAME)
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                self.router.log.debug("connection %d: alert not sent: %s", self.ident, exc)
+        self._close()
 
     def _wait_beyond(self, buffered: int) -> None:
         try:
@@ -448,7 +581,16 @@ class _Peek:
             router.log.debug(
                 "connection %d: hand-off to %s failed; relaying", self.ident, route.handoff
             )
-        connection = _Connection(router, self.ident, route, self.deadline)
+        if router.app_full(route):
+            router.log.debug(
+                "connection %d closed: %s:%d holds its most relayed connections",
+                self.ident,
+                route.upstream_host,
+                route.upstream_port,
+            )
+            self._close()
+            return
+        connection = _Connection(router, self.ident, route, self.deadline, self.source)
         router.adopted(self, connection)
         router.spawn(self._adopt(connection))
 
@@ -472,7 +614,7 @@ class _Peek:
 
     def _close(self) -> None:
         self.sock.close()
-        self.router.unrouted -= 1
+        self.router.routed(self)
         self.router.closed(self)
 
     def abort(self) -> None:
@@ -503,9 +645,13 @@ class _Tls:
 class _Connection(asyncio.Protocol):
     """One client connection, and its upstream once routed."""
 
-    def __init__(self, router: _Router, ident: int, route: Route, deadline: float) -> None:
+    def __init__(
+        self, router: _Router, ident: int, route: Route, deadline: float, source: str
+    ) -> None:
         self.router = router
         self.ident = ident
+        self.source = source
+        self.app_key = (route.upstream_host, route.upstream_port)
         self.chosen = route  # by the _Peek, from the ClientHello still unread in the socket
         self.deadline = deadline  # loop time by which the connection must be routed
         self.state = _State.ROUTING
@@ -571,7 +717,7 @@ class _Connection(asyncio.Protocol):
         self._cancel_timer()
         if self.unrouted:
             self.unrouted = False
-            self.router.unrouted -= 1
+            self.router.routed(self)
         if self.connect_task is not None:
             self.connect_task.cancel()
         if self.upstream is not None:
@@ -737,7 +883,7 @@ class _Connection(asyncio.Protocol):
             return
         self.state = _State.OPEN
         self.unrouted = False
-        self.router.unrouted -= 1
+        self.router.routed(self)
         self._cancel_timer()
         limit = self.router.settings.buffer_size
         self.upstream.set_write_buffer_limits(high=limit, low=limit // 4)
@@ -822,6 +968,40 @@ class _Connection(asyncio.Protocol):
         out = self.tls.outgoing.read()
         if out:
             self.client.write(out)
+
+
+class _RateLimiter:
+    """New connections per source: a token bucket each, refilled at ``rate`` up to ``burst``."""
+
+    __slots__ = ("rate", "burst", "buckets")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        #: source -> (tokens, loop time of the last update)
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, source: str, now: float) -> bool:
+        """Take one token for ``source`` at loop time ``now``; ``False`` when it has none."""
+        tokens, then = self.buckets.get(source, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        if tokens < 1.0:
+            self.buckets[source] = (tokens, now)
+            return False
+        if source not in self.buckets and len(self.buckets) >= _MAX_RATE_SOURCES:
+            self._forget_full(now)
+        self.buckets[source] = (tokens - 1.0, now)
+        return True
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the buckets that are full again (their sources are as if never seen)."""
+        refill = self.burst / self.rate
+        for source, (_, then) in list(self.buckets.items()):
+            if now - then >= refill:
+                del self.buckets[source]
+        if len(self.buckets) >= _MAX_RATE_SOURCES:  # all busy: forget the oldest half
+            for source in list(self.buckets)[: _MAX_RATE_SOURCES // 2]:
+                del self.buckets[source]
 
 
 class _Upstream(asyncio.Protocol):

@@ -15,14 +15,21 @@ Life of an app (status changes only through :func:`~._db.record_status`)::
         └────────────(the app's healthcheck passes)──────▶ running ◀────┘
     any active status ──▶ stopped (desired_state stop) ──▶ deleted (delete requested)
                       ──▶ expired (past expires_at; the runtime is stopped)
-                      ──▶ on_error (cannot be launched as stored, or
-                                    MAX_RESTARTS crashes in a row)
+                      ──▶ on_error (cannot be launched as stored, or its
+                                    runtime ended MAX_RESTARTS + 1 times in a
+                                    row before it ever answered)
 
 A runtime that dies while it should run is restarted after a backoff
 (:attr:`SupervisorOptions.restart_backoff`, doubling up to ``max_backoff``);
 it resumes from its sealed state, so a configured app comes back running with
 no action from its owner. ``restarts`` counts every restart; the count of
 crashes in a row resets once the app has run for ``stable_after`` seconds.
+
+``on_error`` is for an app that cannot start, never for one that traffic
+crashed: a runtime that answered a probe (its configuration endpoint or the
+app) started, so however often it dies afterwards it is restarted, with the
+backoff capped at ``max_backoff``. Only runtimes that end before they ever
+answer count towards ``max_restarts``; one that answers resets that count.
 
 Probes are liveness checks only: TLS without verification (the operator is
 not the party that verifies an enclave; no data is sent), plain HTTP for an
@@ -76,7 +83,7 @@ __all__ = [
     "probe_ssl_context",
 ]
 
-#: Crashes in a row (without running ``stable_after`` seconds in between) before on_error.
+#: Runtimes in a row that end before they ever answer, restarted before on_error.
 MAX_RESTARTS: Final = 5
 #: Most bytes of a probe's answer read.
 _PROBE_BODY: Final = 64 * 1024
@@ -237,8 +244,12 @@ class _Tracked:
     app_id: uuid.UUID
     handle: RuntimeHandle | None = None
     status: AppStatus | None = None
-    #: Crashes in a row.
+    #: Crashes in a row (they set the backoff).
     crashes: int = 0
+    #: Runtimes in a row that ended before they ever answered a probe (towards on_error).
+    failed_starts: int = 0
+    #: The current runtime answered a probe: it started.
+    answered: bool = False
     #: Loop time before which a crashed runtime is not restarted.
     not_before: float = 0.0
     #: Loop time the current run reached ``running``.
@@ -522,6 +533,7 @@ class Supervisor:
         )
         handle = await self._backend.start(spec)
         t.handle = handle
+        t.answered = False
         t.running_since = None
         if t.status == AppStatus.SPAWNING:
             await self._write(row.id, _Change(handle=handle))  # the status says so already
@@ -535,8 +547,15 @@ class Supervisor:
         self.routes.withdraw(t.app_id)
         t.running_since = None
         t.crashes += 1
-        if t.crashes > self.options.max_restarts:
-            detail = f"{reason} ({t.crashes} times in a row; not restarted)"
+        if t.answered:
+            t.failed_starts = 0  # it started: whatever ended it, it is restarted
+        else:
+            t.failed_starts += 1
+        t.answered = False
+        if t.failed_starts > self.options.max_restarts:
+            detail = (
+                f"{reason} ({t.failed_starts} times in a row before it answered; not restarted)"
+            )
             self._log.error("app %s: %s", t.app_id, detail)
             await self._write(
                 t.app_id, _Change(status=AppStatus.ON_ERROR, detail=detail, clear_runtime=True)
@@ -545,7 +564,7 @@ class Supervisor:
             return
         wait = self.options.backoff(t.crashes)
         t.not_before = asyncio.get_running_loop().time() + wait
-        detail = f"{reason}; restart {t.crashes} of {self.options.max_restarts} in {wait:g} s"
+        detail = f"{reason}; restart in {wait:g} s (crash {t.crashes} in a row)"
         self._log.warning(
             "app %s: runtime%s ended: %s",
             t.app_id,
@@ -570,6 +589,8 @@ class Supervisor:
                 t.crashes = 0
             return
         probe = await prober.probe(t.handle, tls=row.tls, healthcheck=row.healthcheck)
+        if probe != Probe.DOWN:
+            t.answered = True
         if probe == Probe.WAITING and t.status != AppStatus.INITIALIZING:
             await self._write(
                 row.id,

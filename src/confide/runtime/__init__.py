@@ -18,6 +18,7 @@ Example::
     >>> run_runtime(settings, tee, now=now, logger=log)  # doctest: +SKIP
 """
 
+from ._admission import ConnectionLimits, source_of
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint, Configures
 from ._launch import LaunchTee, check_launch, runtime_arguments
@@ -61,6 +62,7 @@ __all__ = [
     "ConfigurationRequest",
     "Configurator",
     "Configures",
+    "ConnectionLimits",
     "EnclaveIdentity",
     "EnclaveRuntime",
     "LaunchManifest",
@@ -75,6 +77,7 @@ __all__ = [
     "launch_manifest",
     "runtime_code_hash",
     "server_ssl_context",
+    "source_of",
     # Launching a manifest (for backends).
     "LaunchTee",
     "check_launch",

@@ -13,14 +13,22 @@ picked:
 
 The server around them is ours, not uvicorn's ``Server`` (which installs
 signal handlers, builds its TLS context from files and has no handshake
-timeout): a ``loop.create_server`` with the runtime's TLS context, a sweep
-that applies :class:`~._tls.ServerTimeouts` to the HTTP/1.1 connections, and
-a graceful shutdown. A WSGI app is wrapped once in our
-:class:`~._wsgi.WsgiAdapter` (one thread hop per request) and its request
-bodies are bounded by :data:`MAX_WSGI_BODY`; both paths serve the same ASGI
-app. The ASGI lifespan runs once: startup before the first connection is
-accepted, shutdown after the last one ended. Connections handed off by the
-operator's router (:mod:`._handoff`) are served like accepted ones.
+timeout): an accept loop of its own, a sweep that applies
+:class:`~._tls.ServerTimeouts` to the HTTP/1.1 connections, and a graceful
+shutdown. Every connection, accepted or handed off, is admitted by
+:class:`~._admission.Admission` before anything is spent on it: pending TLS
+handshakes and open connections are bounded in all and per source, and the
+excess is shed by closing it (the oldest stalled handshake first), so a flood
+of stalled handshakes costs the runtime a bounded amount of memory and never
+its life. TLS runs in asyncio's own TLS protocol with a smaller read buffer
+(:data:`~._admission.TLS_READ_BUFFER` instead of 256 KiB per connection).
+
+A WSGI app is wrapped once in our :class:`~._wsgi.WsgiAdapter` (one thread hop
+per request) and its request bodies are bounded by :data:`MAX_WSGI_BODY`; both
+paths serve the same ASGI app. The ASGI lifespan runs once: startup before the
+first connection is accepted, shutdown after the last one ended. Connections
+handed off by the operator's router (:mod:`._handoff`) are served like
+accepted ones.
 
 Timeouts, on both paths: the TLS handshake is bounded by ``handshake``; a
 connection that sends no request is closed after ``keep_alive``; a client that
@@ -47,10 +55,12 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import ssl
 import time
+from asyncio import sslproto
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from typing import Final, cast
@@ -76,6 +86,7 @@ from uvicorn.server import ServerState
 
 from confide.errors import UsageError
 
+from ._admission import TLS_READ_BUFFER, Admission, ConnectionLimits, Ticket, source_of
 from ._handoff import HandoffListener
 from ._tls import _BACKLOG, ServerTimeouts, hypercorn_config
 from ._wsgi import WsgiAdapter, WsgiApp
@@ -96,6 +107,10 @@ _DRAIN_POLL: Final = 0.02
 _SETTLE: Final = 0.25
 #: Read limit of the stream under a hypercorn HTTP/2 connection (bytes).
 _STREAM_LIMIT: Final = 2**16
+#: Connections accepted per wake-up of the listener, so other work is not starved.
+_ACCEPTS_PER_WAKE: Final = 64
+#: After accept() fails for lack of descriptors or memory, the listener rests this long (s).
+_ACCEPT_PAUSE: Final = 0.5
 
 
 async def serve_http(
@@ -109,6 +124,7 @@ async def serve_http(
     stopped_accepting: asyncio.Event | None = None,
     max_wsgi_body: int = MAX_WSGI_BODY,
     handoff: HandoffListener | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> None:
     """Serve ``app`` (ASGI or WSGI) on a duplicate of ``listener`` until ``shutdown_trigger()``.
 
@@ -119,7 +135,8 @@ async def serve_http(
     aborted ``timeouts.graceful`` seconds after the trigger. Errors of the app
     and of the protocols go to ``error_log``. A WSGI app's request bodies over
     ``max_wsgi_body`` bytes are answered 413. ``handoff``: while this server
-    accepts, it also serves the connections handed off there.
+    accepts, it also serves the connections handed off there. ``limits``
+    (default :class:`ConnectionLimits`) bound the connections it holds.
     """
     server = _Server(
         _as_asgi(app, max_wsgi_body),
@@ -128,6 +145,7 @@ async def serve_http(
         context=context,
         timeouts=timeouts,
         error_log=error_log,
+        limits=limits if limits is not None else ConnectionLimits(),
     )
     await server.serve(shutdown_trigger, stopped_accepting or asyncio.Event(), handoff)
 
@@ -276,11 +294,53 @@ def _uvicorn_config(app: ASGIFramework, *, websockets: bool, keep_alive: float) 
     return config
 
 
+class _TlsProtocol(sslproto.SSLProtocol):
+    """asyncio's TLS protocol with a read buffer of :data:`TLS_READ_BUFFER` (not 256 KiB).
+
+    asyncio reserves (and zero-fills) ``max_size`` bytes for every connection
+    as soon as it is accepted; that buffer is what a flood of stalled
+    handshakes multiplied. A test checks that asyncio still sizes the buffer
+    from ``max_size``.
+    """
+
+    max_size = TLS_READ_BUFFER
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        app_protocol: asyncio.BaseProtocol,
+        context: ssl.SSLContext,
+        waiter: asyncio.Future[None],
+        timeouts: ServerTimeouts,
+    ) -> None:
+        super().__init__(
+            loop,
+            app_protocol,
+            context,
+            waiter,
+            server_side=True,
+            # typeshed says int; asyncio takes any number of seconds
+            ssl_handshake_timeout=cast(int, timeouts.handshake),
+            ssl_shutdown_timeout=cast(int, timeouts.graceful),
+        )
+        self.raw: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.raw = cast(asyncio.Transport, transport)
+        super().connection_made(transport)
+
+    def shed(self) -> None:
+        """Cut the connection now (its handshake is still under way)."""
+        if self.raw is not None:
+            self.raw.abort()
+
+
 class _H11Connection(H11Protocol):
     """Uvicorn's HTTP/1.1 protocol, noting whether the client made progress since the last sweep."""
 
-    def __init__(self, server: _Server) -> None:
+    def __init__(self, server: _Server, ticket: Ticket) -> None:
         super().__init__(server.config, server.state, server.app_state, _loop=server.loop)
+        self.ticket = ticket
         self.logger = server.log
         self.access_log = False
         #: Set on every read and on every pause or resume of writing; the sweep clears it.
@@ -293,6 +353,12 @@ class _H11Connection(H11Protocol):
     def data_received(self, data: bytes) -> None:
         self.progressed = True
         super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            self.ticket.close()
 
     def pause_writing(self) -> None:
         self.progressed = True
@@ -337,11 +403,20 @@ class _H11Connection(H11Protocol):
 class _NewConnection(asyncio.Protocol):
     """A new connection, its TLS handshake done: goes to HTTP/2 or HTTP/1.1 by ALPN."""
 
-    def __init__(self, server: _Server) -> None:
+    def __init__(self, server: _Server, ticket: Ticket) -> None:
         self._server = server
+        self._ticket = ticket
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._server.adopt(cast(asyncio.Transport, transport))
+        if self._ticket.closed:  # shed before its transport existed
+            cast(asyncio.Transport, transport).abort()
+            return
+        self._ticket.handshake_done()
+        self._server.adopt(cast(asyncio.Transport, transport), self._ticket)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Only while no HTTP protocol took the connection over (adopt() refused it).
+        self._ticket.close()
 
 
 class _Server:
@@ -356,9 +431,11 @@ class _Server:
         context: ssl.SSLContext | None,
         timeouts: ServerTimeouts,
         error_log: logging.Logger,
+        limits: ConnectionLimits,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self._listener = listener
+        self.admission = Admission(limits)
         self._context = context
         self.timeouts = timeouts
         self.log = _protocol_log(error_log)
@@ -373,11 +450,13 @@ class _Server:
         # Hypercorn's settings for its HTTP/2 connections (its sockets are not used).
         self._h2_config = hypercorn_config(listener, context, timeouts, error_log=error_log)
         self._h2_context = WorkerContext(None)
-        self._h2: dict[asyncio.Task[None], asyncio.Transport] = {}
+        self._h2: dict[asyncio.Task[None], tuple[asyncio.Transport, Ticket]] = {}
         self._closing = False
         self._date = 0
-        #: TLS handshakes of handed-off connections under way.
+        #: Connections being set up (their transports created), until connection_made.
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._accepting: socket.socket | None = None
+        self._resume: asyncio.TimerHandle | None = None
 
     async def serve(
         self,
@@ -385,7 +464,6 @@ class _Server:
         stopped_accepting: asyncio.Event,
         handoff: HandoffListener | None,
     ) -> None:
-        context = self._context
         try:
             await self._lifespan.startup()
             try:
@@ -393,19 +471,13 @@ class _Server:
                     raise UsageError("the app's startup failed (ASGI lifespan): see the log above")
                 self._refresh_date()
                 sock = self._listener.dup()
-                sock.setblocking(False)
                 try:
-                    server = await self.loop.create_server(
-                        lambda: _NewConnection(self),
-                        sock=sock,
-                        backlog=_BACKLOG,
-                        ssl=context,
-                        ssl_handshake_timeout=self.timeouts.handshake if context else None,
-                        ssl_shutdown_timeout=self.timeouts.graceful if context else None,
-                    )
+                    sock.setblocking(False)
+                    sock.listen(_BACKLOG)
                 except BaseException:
                     sock.close()
                     raise
+                self._start_accepting(sock)
                 sweeper = self.loop.create_task(self._sweep())
                 if handoff is not None:
                     handoff.serve_to(self._handed_off)
@@ -414,7 +486,7 @@ class _Server:
                 finally:
                     if handoff is not None:
                         handoff.serve_to(None)  # the next phase's server takes them
-                    server.close()  # closes the listening socket at once
+                    self._stop_accepting()  # closes this server's listening socket at once
                     stopped_accepting.set()
                     try:
                         await self._drain()
@@ -425,47 +497,106 @@ class _Server:
         finally:
             stopped_accepting.set()  # also when it never accepted
 
+    # -- admission ------------------------------------------------------------------------------
+
+    def _start_accepting(self, sock: socket.socket) -> None:
+        self._accepting = sock
+        self.loop.add_reader(sock.fileno(), self._accept)
+
+    def _stop_accepting(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        sock, self._accepting = self._accepting, None
+        if sock is not None:
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def _accept(self) -> None:
+        listener = self._accepting
+        for _ in range(_ACCEPTS_PER_WAKE):
+            if listener is None or self._accepting is not listener:
+                return
+            try:
+                sock, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors or memory: rest instead of spinning on a ready listener.
+                    self._error_log.warning("accept failed (%s); pausing %g s", exc, _ACCEPT_PAUSE)
+                    self.loop.remove_reader(listener.fileno())
+                    self._resume = self.loop.call_later(
+                        _ACCEPT_PAUSE, self._start_accepting, listener
+                    )
+                return  # ECONNABORTED and the like: that client is gone
+            self._admit(sock, address)
+
     def _handed_off(self, sock: socket.socket) -> None:
-        """A connection handed off by the router: handshake and serve it as an accepted one."""
+        """A connection handed off by the router: served as an accepted one."""
+        try:
+            address = sock.getpeername()
+        except OSError:
+            sock.close()  # already gone
+            return
+        self._admit(sock, address)
+
+    def _admit(self, sock: socket.socket, address: object) -> None:
+        """Count a new connection in (or close it), then start its handshake."""
         if self._closing:
             sock.close()
             return
-        task = self.loop.create_task(self._handshake(sock))
+        source = source_of(address)
+        ticket = self.admission.admit(source)
+        if ticket is None:
+            self.log.debug("connection from %s refused: connection limits reached", source)
+            sock.close()
+            return
+        task = self.loop.create_task(self._connect(sock, ticket))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _handshake(self, sock: socket.socket) -> None:
+    async def _connect(self, sock: socket.socket, ticket: Ticket) -> None:
+        if ticket.closed:  # shed before it started
+            sock.close()
+            return
         context = self._context
+        protocol: asyncio.BaseProtocol = _NewConnection(self, ticket)
+        if context is not None:
+            waiter = self.loop.create_future()
+            # Whatever ends a handshake (failure, timeout, the client leaving, a shed) ends
+            # here; a completed one has called handshake_done() first.
+            waiter.add_done_callback(lambda _: ticket.close() if ticket.pending else None)
+            tls = _TlsProtocol(self.loop, protocol, context, waiter, self.timeouts)
+            ticket.on_shed = tls.shed
+            protocol = tls
         try:
-            await self.loop.connect_accepted_socket(
-                lambda: _NewConnection(self),
-                sock,
-                ssl=context,
-                ssl_handshake_timeout=self.timeouts.handshake if context else None,
-                ssl_shutdown_timeout=self.timeouts.graceful if context else None,
-            )
-        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            sock.setblocking(False)
+            await self.loop.connect_accepted_socket(lambda: protocol, sock)
+        except OSError as exc:
             # As for an accepted connection: the client's failure, not the server's.
-            self.log.debug("a handed-off connection failed before it was served: %r", exc)
+            self.log.debug("a connection failed before it was served: %r", exc)
+            ticket.close()
             sock.close()
         except asyncio.CancelledError:
-            sock.close()  # aborted at shutdown, mid-handshake
+            ticket.close()
+            sock.close()  # aborted at shutdown
             raise
 
-    def adopt(self, transport: asyncio.Transport) -> None:
+    def adopt(self, transport: asyncio.Transport, ticket: Ticket) -> None:
         """Serve a new connection with the protocol its ALPN picked."""
         if self._closing:
             transport.abort()  # its handshake ended after the shutdown began
             return
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-            self._serve_h2(transport)
+            self._serve_h2(transport, ticket)
             return
-        protocol = _H11Connection(self)
+        protocol = _H11Connection(self, ticket)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
 
-    def _serve_h2(self, transport: asyncio.Transport) -> None:
+    def _serve_h2(self, transport: asyncio.Transport, ticket: Ticket) -> None:
         reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=self.loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=self.loop)
         transport.set_protocol(protocol)
@@ -481,11 +612,13 @@ class _Server:
             writer,
         )
         task = self.loop.create_task(connection.run())
-        self._h2[task] = transport
+        self._h2[task] = (transport, ticket)
         task.add_done_callback(self._h2_ended)
 
     def _h2_ended(self, task: asyncio.Task[None]) -> None:
-        self._h2.pop(task, None)
+        _, ticket = self._h2.pop(task, (None, None))
+        if ticket is not None:
+            ticket.close()
         if task.cancelled():
             return
         exc = task.exception()
@@ -514,11 +647,18 @@ class _Server:
                     connection.sweep(now, timeouts)
 
     def _busy(self) -> bool:
-        return bool(self.state.connections or self.state.tasks or self._h2 or self._handshakes)
+        return bool(
+            self.state.connections
+            or self.state.tasks
+            or self._h2
+            or self._handshakes
+            or self.admission.pending
+        )
 
     async def _drain(self) -> None:
         """Ask every connection to finish; abort what is left after the graceful timeout."""
         self._closing = True
+        self.admission.shed_pending()  # a handshake under way now would be refused anyway
         for connection in list(self.state.connections):
             try:
                 connection.shutdown()  # closes at once if idle, else after its response
@@ -547,7 +687,7 @@ class _Server:
             connection.transport.abort()
         for task in list(self.state.tasks):
             task.cancel()
-        for task, transport in list(self._h2.items()):
+        for task, (transport, _) in list(self._h2.items()):
             task.cancel()
             transport.abort()
         for task in list(self._handshakes):

@@ -97,7 +97,33 @@ def test_spawning_initializing_running_stopped_deleted(
     ]
 
 
-def test_crashes_are_restarted_until_the_limit(
+def test_crashes_after_the_runtime_answered_are_always_restarted(
+    settings: OperatorSettings, database: Database
+) -> None:
+    """Traffic can crash a running app as often as it likes: never on_error (issue 9, 1)."""
+    app_id = add_app(database)
+    options = dataclasses.replace(FAST, max_restarts=2)
+    crashes = 4  # more than max_restarts + 1
+
+    async def body() -> None:
+        world = FakeWorld()
+        prober = FakeProber(default=Probe.HEALTHY)
+        async with supervising(settings, database, world, prober=prober, options=options) as host:
+            await status_is(database, app_id, AppStatus.RUNNING)
+            for crash in range(1, crashes + 1):
+                world.kill(app_id)
+                await until(functools.partial(_started, host.backend, app_id, crash + 1), "restart")
+                await status_is(database, app_id, AppStatus.RUNNING)
+                assert row(database, app_id).restarts == crash
+            assert host.backend.starts(app_id) == crashes + 1
+
+    run(body)
+    assert history(database, app_id) == ["spawning"] + ["running", "spawning"] * crashes + [
+        "running"
+    ]
+
+
+def test_a_runtime_that_never_answers_goes_on_error_after_the_limit(
     settings: OperatorSettings, database: Database
 ) -> None:
     app_id = add_app(database)
@@ -105,14 +131,12 @@ def test_crashes_are_restarted_until_the_limit(
 
     async def body() -> None:
         world = FakeWorld()
-        prober = FakeProber(default=Probe.HEALTHY)
+        prober = FakeProber(default=Probe.DOWN)
         async with supervising(settings, database, world, prober=prober, options=options) as host:
-            await status_is(database, app_id, AppStatus.RUNNING)
-            for crash in (1, 2):
+            for start in (1, 2):
+                await until(functools.partial(_started, host.backend, app_id, start), "start")
                 world.kill(app_id)
-                await until(functools.partial(_started, host.backend, app_id, crash + 1), "restart")
-                await status_is(database, app_id, AppStatus.RUNNING)
-                assert row(database, app_id).restarts == crash
+            await until(functools.partial(_started, host.backend, app_id, 3), "third start")
             world.kill(app_id)
             await status_is(database, app_id, AppStatus.ON_ERROR)
             stored = row(database, app_id)
@@ -120,19 +144,37 @@ def test_crashes_are_restarted_until_the_limit(
             assert stored.status_detail is not None
             assert "exited with code 3" in stored.status_detail
             assert "error: boom" in stored.status_detail
-            assert "3 times in a row" in stored.status_detail
+            assert "3 times in a row before it answered" in stored.status_detail
             assert host.backend.starts(app_id) == 3
 
     run(body)
-    assert history(database, app_id) == [
-        "spawning",
-        "running",
-        "spawning",
-        "running",
-        "spawning",
-        "running",
-        "on_error",
-    ]
+    assert history(database, app_id) == ["spawning", "spawning", "spawning", "on_error"]
+
+
+def test_an_answer_resets_the_count_towards_on_error(
+    settings: OperatorSettings, database: Database
+) -> None:
+    app_id = add_app(database)
+    options = dataclasses.replace(FAST, max_restarts=1)
+
+    async def body() -> None:
+        world = FakeWorld()
+        prober = FakeProber(default=Probe.DOWN)
+        async with supervising(settings, database, world, prober=prober, options=options) as host:
+            await until(functools.partial(_started, host.backend, app_id, 1), "start")
+            world.kill(app_id)  # 1 start failed
+            await until(functools.partial(_started, host.backend, app_id, 2), "restart")
+            prober.default = Probe.WAITING
+            await status_is(database, app_id, AppStatus.INITIALIZING)
+            prober.default = Probe.DOWN
+            world.kill(app_id)  # it had answered: not a failed start
+            await until(functools.partial(_started, host.backend, app_id, 3), "restart")
+            world.kill(app_id)  # 1 start failed
+            await until(functools.partial(_started, host.backend, app_id, 4), "restart")
+            world.kill(app_id)  # 2 in a row: over max_restarts
+            await status_is(database, app_id, AppStatus.ON_ERROR)
+
+    run(body)
 
 
 def test_expired_apps_are_stopped(settings: OperatorSettings, database: Database) -> None:

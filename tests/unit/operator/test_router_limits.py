@@ -1,7 +1,9 @@
 """What the router refuses, and the limits that keep one client from holding it.
 
-A refused connection is closed with zero bytes sent: no TLS alert, no HTTP
-error, nothing that tells a scanner which names exist.
+A connection that is not TLS, or whose ClientHello is malformed, is closed
+with zero bytes sent. A well-formed ClientHello for a name the router does not
+serve (or with no name) gets one fatal ``unrecognized_name`` alert, so that
+its client can tell its user that no app has that name (issue 9, point 14).
 """
 
 from __future__ import annotations
@@ -56,8 +58,6 @@ def hello_with_trailing_byte() -> bytes:
 
 
 REFUSED = [
-    ("unknown name", client_hello(OTHER_APP)),
-    ("no SNI", client_hello(None)),
     ("plain HTTP", b"GET / HTTP/1.1\r\nHost: app1.confide.test\r\n\r\n"),
     ("SSLv2 hello", b"\x80\x2e\x01\x00\x02" + bytes(43)),
     ("alert record", b"\x15\x03\x03\x00\x02\x02\x28"),
@@ -77,6 +77,36 @@ def test_refused_connections_get_zero_bytes(case: str, first_bytes: bytes) -> No
 
     run(body)
     assert routes.asked in ([], [OTHER_APP])
+
+
+UNSERVED = [("unknown name", OTHER_APP), ("no SNI", None)]
+
+
+@pytest.mark.parametrize(("case", "name"), UNSERVED, ids=[c for c, _ in UNSERVED])
+def test_unserved_names_get_one_unrecognized_name_alert(case: str, name: str | None) -> None:
+    routes = DictRoutes({APP: passthrough(9)})  # never reached
+    hello = client_hello(name)
+
+    async def body() -> None:
+        async with running_router(fast_settings(handshake_timeout=20.0), routes) as router:
+            reader, writer = await raw_connection(router.port)
+            writer.write(hello)
+            async with asyncio.timeout(AT_ONCE):
+                # Alert record (21), the client's record version, level fatal, code 112.
+                assert (
+                    await bytes_until_closed(reader) == b"\x15" + hello[1:3] + b"\x00\x02\x02\x70"
+                )
+            await close_writer(writer)
+
+            # What a real client reports: the name, not a reset.
+            context = ssl.create_default_context()
+            with pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME"):
+                await asyncio.open_connection(
+                    LOOPBACK, router.port, ssl=context, server_hostname=name or LOOPBACK
+                )
+
+    run(body)
+    assert set(routes.asked) <= {OTHER_APP}
 
 
 def test_over_max_connections_is_closed_at_once_and_the_others_are_served(

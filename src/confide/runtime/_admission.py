@@ -1,0 +1,233 @@
+"""Admission: how many connections the runtime holds, per source and in all, and whom it sheds.
+
+Every connection the runtime serves, accepted on its port or handed off by
+the router (:mod:`._handoff`), is admitted here first, with the source
+address it came from. Two resources are bounded, each in all and per source
+(an IPv4 address, or the /64 of an IPv6 address, which one attacker easily
+holds whole):
+
+- **pending TLS handshakes**, the cheapest thing for an attacker to hold
+  (one ClientHello, then silence) and each worth a read buffer and a TLS
+  state in the runtime. When a source is at its share, or all slots are
+  taken, the *oldest* pending handshake of that source (or of the source
+  holding the most) is aborted to make room: a handshake that stalled is
+  always older than one that is progressing, so the flood sheds itself and
+  a client that completes its handshake in time is never the one shed;
+- **open connections** (handshaking or served). A new connection over a
+  limit first takes the place of one of the pending handshakes above;
+  when there is none to shed, it is closed at once.
+
+Memory follows: a connection costs at most its TLS read buffer
+(:data:`TLS_READ_BUFFER`), OpenSSL's state and the HTTP protocol's, so the
+runtime's connections cost at most about ``connections`` times 100 KiB (see
+BENCHMARKS.md for the measured figure). Nothing here blocks or raises: a
+connection is admitted, or closed.
+
+Example::
+
+    >>> admission = Admission(ConnectionLimits(handshakes=2, handshakes_per_source=1,
+    ...                                        connections=8, connections_per_source=4))
+    >>> first = admission.admit("192.0.2.1")
+    >>> second = admission.admit("192.0.2.1")
+    >>> first.closed, second.pending  # the same source's older pending handshake made room
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from confide.errors import UsageError
+
+__all__ = [
+    "TLS_READ_BUFFER",
+    "Admission",
+    "ConnectionLimits",
+    "Ticket",
+    "source_of",
+]
+
+#: Bytes read from a TLS connection's socket at once (asyncio's own default is 256 KiB,
+#: reserved for every connection from its first byte on).
+TLS_READ_BUFFER: Final = 64 * 1024
+#: IPv6 sources are grouped by this prefix length (one subscriber's usual allocation).
+IPV6_SOURCE_PREFIX: Final = 64
+
+
+def source_of(address: object) -> str:
+    """The source a peer address counts against: its IPv4 address, or its IPv6 /64."""
+    if not isinstance(address, tuple) or not address or not isinstance(address[0], str):
+        return "local"  # a Unix socket, or an address family with no host part
+    try:
+        ip = ipaddress.ip_address(address[0].split("%", 1)[0])
+    except ValueError:
+        return address[0]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_SOURCE_PREFIX), strict=False))
+    return str(ip)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What the runtime's connections may hold, in all and per source."""
+
+    #: TLS handshakes under way.
+    handshakes: int = 128
+    handshakes_per_source: int = 32
+    #: Connections open, handshaking or served.
+    connections: int = 1024
+    connections_per_source: int = 256
+
+    def __post_init__(self) -> None:
+        for name in (
+            "handshakes",
+            "handshakes_per_source",
+            "connections",
+            "connections_per_source",
+        ):
+            if getattr(self, name) < 1:
+                raise UsageError(f"connection limit {name} must be at least 1")
+        if self.handshakes_per_source > self.handshakes:
+            raise UsageError("handshakes_per_source must not exceed handshakes")
+        if self.connections_per_source > self.connections:
+            raise UsageError("connections_per_source must not exceed connections")
+        if self.handshakes > self.connections:
+            raise UsageError("handshakes must not exceed connections")
+
+
+class Ticket:
+    """One admitted connection. Its owner calls :meth:`handshake_done`, then :meth:`close`.
+
+    The owner sets :attr:`on_shed` once it can cut the connection; a connection
+    shed before that sees :attr:`closed` and cuts itself.
+    """
+
+    __slots__ = ("_admission", "source", "pending", "closed", "on_shed")
+
+    def __init__(self, admission: Admission, source: str) -> None:
+        self._admission = admission
+        self.source = source
+        #: Still in its TLS handshake (sheddable).
+        self.pending = True
+        self.closed = False
+        #: Cuts the connection at once (called when it is shed).
+        self.on_shed: Callable[[], None] | None = None
+
+    def handshake_done(self) -> None:
+        """The TLS handshake completed (or there is none): the connection is served from now on."""
+        if self.pending and not self.closed:
+            self._admission._settle(self)
+
+    def close(self) -> None:
+        """The connection ended (any way, any number of times)."""
+        if not self.closed:
+            self._admission._release(self)
+
+    def shed(self) -> None:
+        """Close the connection to make room for another (it is released at once)."""
+        if not self.closed:
+            self._admission._release(self)
+            if self.on_shed is not None:
+                self.on_shed()
+
+
+class Admission:
+    """The books of one server's connections (no I/O, no clock)."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+        #: Pending handshakes per source, oldest first (dicts keep insertion order).
+        self._pending: dict[str, dict[Ticket, None]] = {}
+        self._pending_count = 0
+        self._open: Counter[str] = Counter()
+        self._open_count = 0
+        #: Connections shed to make room, and refused for want of any (for logs and tests).
+        self.shed_count = 0
+        self.refused_count = 0
+
+    @property
+    def pending(self) -> int:
+        return self._pending_count
+
+    @property
+    def open(self) -> int:
+        return self._open_count
+
+    def open_from(self, source: str) -> int:
+        return self._open[source]
+
+    def pending_from(self, source: str) -> int:
+        return len(self._pending.get(source, ()))
+
+    def admit(self, source: str) -> Ticket | None:
+        """A ticket for a new connection from ``source``, or ``None``: close it.
+
+        Making room may shed older pending handshakes (their :attr:`Ticket.on_shed`).
+        """
+        limits = self.limits
+        if self._open[source] >= limits.connections_per_source:
+            if not self._shed_oldest(source):
+                self.refused_count += 1
+                return None
+        elif self._open_count >= limits.connections:
+            if not self._shed_oldest(self._busiest()):
+                self.refused_count += 1
+                return None
+        if self.pending_from(source) >= limits.handshakes_per_source:
+            self._shed_oldest(source)
+        elif self._pending_count >= limits.handshakes:
+            self._shed_oldest(self._busiest())
+        ticket = Ticket(self, source)
+        self._pending.setdefault(source, {})[ticket] = None
+        self._pending_count += 1
+        self._open[source] += 1
+        self._open_count += 1
+        return ticket
+
+    def shed_pending(self) -> None:
+        """Shed every pending handshake (the server is stopping)."""
+        for queue in list(self._pending.values()):
+            for ticket in list(queue):
+                ticket.shed()
+
+    def _busiest(self) -> str | None:
+        """The source with the most pending handshakes (``None`` when there are none)."""
+        if not self._pending:
+            return None
+        return max(self._pending, key=lambda source: len(self._pending[source]))
+
+    def _shed_oldest(self, source: str | None) -> bool:
+        queue = self._pending.get(source) if source is not None else None
+        if not queue:
+            return False
+        victim = next(iter(queue))
+        self.shed_count += 1
+        victim.shed()
+        return True
+
+    def _unpend(self, ticket: Ticket) -> None:
+        queue = self._pending.get(ticket.source)
+        if queue is not None and ticket in queue:
+            del queue[ticket]
+            self._pending_count -= 1
+            if not queue:
+                del self._pending[ticket.source]
+        ticket.pending = False
+
+    def _settle(self, ticket: Ticket) -> None:
+        self._unpend(ticket)
+
+    def _release(self, ticket: Ticket) -> None:
+        if ticket.pending:
+            self._unpend(ticket)
+        ticket.closed = True
+        self._open[ticket.source] -= 1
+        if not self._open[ticket.source]:
+            del self._open[ticket.source]
+        self._open_count -= 1
