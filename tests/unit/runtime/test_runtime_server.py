@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +23,9 @@ from flask import Flask, request
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from confide.errors import UsageError
-from confide.runtime._server import serve_http
+from confide.runtime import ConnectionLimits
+from confide.runtime._admission import TLS_READ_BUFFER
+from confide.runtime._server import _TlsProtocol, serve_http
 from confide.runtime._tls import ServerTimeouts, bind_listener, server_ssl_context
 from self_signed import self_signed_pem
 
@@ -41,6 +44,8 @@ LOG = logging.getLogger("test.runtime.server")
 FAST = ServerTimeouts(handshake=0.3, read=1.0, keep_alive=0.2, graceful=0.5)
 #: Bound on any single wait of a test (seconds): well over every timeout above.
 WAIT = 10.0
+#: For the admission tests: a stalled handshake is shed, never timed out, within a test.
+SLOW_HANDSHAKE = ServerTimeouts(handshake=WAIT, read=WAIT, keep_alive=WAIT, graceful=0.5)
 
 ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Any]
 
@@ -624,3 +629,112 @@ def test_a_second_server_takes_over_the_listener_with_no_refused_connection() ->
         assert "answered" in second_app.events
 
     asyncio.run(main())
+
+
+# -- admission (issue 9, point 1) ---------------------------------------------------------------
+
+
+def stalled_client_hello() -> bytes:
+    """A real ClientHello for ``localhost``; its sender never sends the rest."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+async def still_open(reader: asyncio.StreamReader) -> bool:
+    """Whether the server still holds the connection (no EOF or reset within a moment)."""
+    try:
+        async with asyncio.timeout(0.2):
+            while await reader.read(65536):
+                pass
+        return False
+    except TimeoutError:
+        return True
+    except OSError:
+        return False
+
+
+def test_stalled_handshakes_of_one_source_are_shed_and_others_are_served() -> None:
+    limits = ConnectionLimits(
+        handshakes=8, handshakes_per_source=4, connections=16, connections_per_source=8
+    )
+    hello = stalled_client_hello()
+
+    async def body() -> None:
+        async with serving(EchoApp(), limits=limits, timeouts=SLOW_HANDSHAKE) as served:
+            stalled = []
+            for _ in range(40):
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", served.port, local_addr=("127.0.0.2", 0)
+                )
+                writer.write(hello)
+                await writer.drain()
+                stalled.append((reader, writer))
+            async with httpx.AsyncClient(verify=client_context(), timeout=WAIT) as client:
+                for _ in range(3):
+                    response = await client.get(served.url)
+                    assert response.status_code == 200
+            held = [await still_open(reader) for reader, _ in stalled]
+            # The newest handshakes of the flooding source are held, the older ones were shed.
+            assert sum(held) == limits.handshakes_per_source
+            assert held[-limits.handshakes_per_source :] == [True] * limits.handshakes_per_source
+            for _, writer in stalled:
+                writer.close()
+
+    asyncio.run(body())
+
+
+def test_a_source_at_its_connection_share_is_refused_and_others_are_served() -> None:
+    limits = ConnectionLimits(
+        handshakes=4, handshakes_per_source=2, connections=8, connections_per_source=2
+    )
+
+    async def body() -> None:
+        async with serving(EchoApp(), limits=limits, timeouts=SLOW_HANDSHAKE) as served:
+            # Two served (keep-alive) connections from 127.0.0.2 take its whole share.
+            held = []
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1",
+                    served.port,
+                    ssl=client_context(),
+                    server_hostname="localhost",
+                    local_addr=("127.0.0.2", 0),
+                )
+                held.append((reader, writer))
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", served.port, local_addr=("127.0.0.2", 0)
+            )
+            assert not await still_open(reader)  # closed at once: no pending handshake to shed
+            writer.close()
+            async with httpx.AsyncClient(verify=client_context(), timeout=WAIT) as client:
+                assert (await client.get(served.url)).status_code == 200
+            for _, held_writer in held:
+                held_writer.close()
+
+    asyncio.run(body())
+
+
+def test_asyncio_still_sizes_the_tls_read_buffer_from_max_size() -> None:
+    """The runtime's smaller TLS read buffer relies on asyncio reading ``max_size``."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        protocol = _TlsProtocol(
+            loop, asyncio.Protocol(), server_context(), loop.create_future(), FAST
+        )
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, ours)
+        try:
+            assert len(protocol.get_buffer(-1)) == TLS_READ_BUFFER < 256 * 1024, (
+                "asyncio no longer sizes its TLS read buffer from SSLProtocol.max_size: "
+                "review confide.runtime._server._TlsProtocol"
+            )
+        finally:
+            transport.abort()
+            theirs.close()
+            await asyncio.sleep(0)  # connection_lost closes the TLS side too
+
+    asyncio.run(body())

@@ -1,0 +1,186 @@
+"""The runtime's admission books: who is shed, who is refused, and that the books balance.
+
+Pure: no sockets, no clock. Each row of the table admits a sequence of
+connections and says which of them end up shed, and whether the last one is
+admitted; the guards check that every row really reached the limit it names.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from confide.errors import UsageError
+from confide.runtime import ConnectionLimits, source_of
+from confide.runtime._admission import Admission, Ticket
+
+SMALL = ConnectionLimits(
+    handshakes=4, handshakes_per_source=2, connections=6, connections_per_source=3
+)
+A, B, C = "192.0.2.1", "192.0.2.2", "192.0.2.3"
+
+
+def admit_all(admission: Admission, sources: list[str]) -> list[Ticket | None]:
+    return [admission.admit(source) for source in sources]
+
+
+# (case, sources admitted in order, indexes of the handshakes done, expected shed indexes,
+#  whether the last one is admitted)
+CASES = [
+    ("under every limit", [A, B], [], [], True),
+    ("a source over its handshake share sheds its own oldest", [A, A, A], [], [0], True),
+    ("the others' handshakes are never shed for it", [B, A, A, A], [], [1], True),
+    ("all handshakes taken: the busiest source's oldest goes", [A, A, B, C, C], [], [0], True),
+    ("a source over its connection share sheds a pending one", [A, A, A, A], [0], [1], True),
+    (
+        "a source at its connection share with none pending is refused",
+        [A, A, A, A],
+        [0, 1, 2],
+        [],
+        False,
+    ),
+    (
+        "all connections taken, none pending: refused",
+        [A, A, A, B, B, B, C],
+        [0, 1, 2, 3, 4, 5],
+        [],
+        False,
+    ),
+    (
+        "all connections taken: a pending one of the busiest goes (ties: seen first)",
+        [A, A, A, B, B, C, C],
+        [0, 1, 2, 3],
+        [4],
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "sources", "done", "shed", "last_admitted"), CASES, ids=[c[0] for c in CASES]
+)
+def test_who_is_shed_and_who_is_refused(
+    case: str, sources: list[str], done: list[int], shed: list[int], last_admitted: bool
+) -> None:
+    admission = Admission(SMALL)
+    cut: list[int] = []
+    tickets: list[Ticket | None] = []
+    for index, source in enumerate(sources):
+        ticket = admission.admit(source)
+        tickets.append(ticket)
+        if ticket is not None:
+            ticket.on_shed = lambda index=index: cut.append(index)
+            if index in done:
+                ticket.handshake_done()
+    assert cut == shed
+    assert (tickets[-1] is not None) is last_admitted
+    # Guards: the books balance, and stay within every limit.
+    live = [t for t in tickets if t is not None and not t.closed]
+    assert admission.open == len(live)
+    assert admission.pending == sum(t.pending for t in live)
+    assert admission.open <= SMALL.connections and admission.pending <= SMALL.handshakes
+    for source in (A, B, C):
+        assert admission.pending_from(source) <= SMALL.handshakes_per_source
+        assert admission.open_from(source) <= SMALL.connections_per_source
+    if not last_admitted:
+        assert admission.refused_count == 1
+    assert admission.shed_count == len(shed)
+
+
+def test_a_shed_connection_closed_later_is_counted_once() -> None:
+    admission = Admission(SMALL)
+    first, second, third = admit_all(admission, [A, A, A])
+    assert first is not None and first.closed and second is not None and third is not None
+    first.close()  # its transport ends later: nothing changes
+    second.handshake_done()
+    second.close()
+    second.close()
+    assert admission.open == 1 and admission.pending == 1 and admission.open_from(A) == 1
+
+
+def test_a_ticket_shed_before_its_owner_could_cut_it_says_so() -> None:
+    admission = Admission(SMALL)
+    first, _, _ = admit_all(admission, [A, A, A])
+    assert first is not None and first.on_shed is None and first.closed
+
+
+def test_shed_pending_leaves_only_served_connections() -> None:
+    admission = Admission(SMALL)
+    tickets = admit_all(admission, [A, B, C])
+    assert tickets[0] is not None
+    tickets[0].handshake_done()
+    admission.shed_pending()
+    assert admission.pending == 0 and admission.open == 1
+
+
+@pytest.mark.parametrize(
+    ("address", "source"),
+    [
+        (("192.0.2.7", 443), "192.0.2.7"),
+        (("::ffff:192.0.2.7", 443, 0, 0), "192.0.2.7"),
+        (("2001:db8:1:2:3:4:5:6", 443, 0, 0), "2001:db8:1:2::/64"),
+        (("2001:db8:1:2:ffff::1", 443, 0, 0), "2001:db8:1:2::/64"),
+        (("fe80::1%eth0", 443, 0, 2), "fe80::/64"),
+        ("/run/socket", "local"),
+        ((), "local"),
+    ],
+)
+def test_sources_are_ipv4_addresses_or_ipv6_slash_64s(address: object, source: str) -> None:
+    assert source_of(address) == source
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"handshakes": 0},
+        {"handshakes_per_source": 5, "handshakes": 4},
+        {"connections_per_source": 7, "connections": 6},
+        {"handshakes": 8, "connections": 6, "connections_per_source": 6},
+    ],
+)
+def test_inconsistent_limits_are_refused(limits: dict[str, int]) -> None:
+    values = {
+        "handshakes": 4,
+        "handshakes_per_source": 2,
+        "connections": 6,
+        "connections_per_source": 3,
+    } | limits
+    with pytest.raises(UsageError):
+        ConnectionLimits(**values)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([A, B, C]), st.sampled_from(["admit", "done", "close"])),
+        max_size=60,
+    )
+)
+def test_the_books_always_balance(steps: list[tuple[str, str]]) -> None:
+    admission = Admission(SMALL)
+    tickets: list[Ticket] = []
+    for source, action in steps:
+        mine = [t for t in tickets if t.source == source and not t.closed]
+        if action == "admit":
+            ticket = admission.admit(source)
+            if ticket is not None:
+                tickets.append(ticket)
+        elif mine and action == "done":
+            mine[0].handshake_done()
+        elif mine:
+            mine[0].close()
+        live = [t for t in tickets if not t.closed]
+        assert admission.open == len(live) <= SMALL.connections
+        assert admission.pending == sum(t.pending for t in live) <= SMALL.handshakes
+        for s in (A, B, C):
+            assert admission.open_from(s) == sum(t.source == s for t in live)
+            assert admission.open_from(s) <= SMALL.connections_per_source
+            assert admission.pending_from(s) <= SMALL.handshakes_per_source
+
+
+def test_ipv6_sources_are_networks() -> None:
+    assert isinstance(
+        ipaddress.ip_network(source_of(("2001:db8::1", 1, 0, 0))), ipaddress.IPv6Network
+    )
