@@ -294,7 +294,7 @@ def fetch_peer_certificate(
         ):
             der = tls.getpeercert(binary_form=True)
     except (OSError, ValueError) as exc:
-        raise FetchError(where, _reason(exc)) from exc
+        raise FetchError(where, _reason(exc, server_name or host)) from exc
     if not der:
         raise FetchError(where, "the server sent no certificate")
     if len(der) > MAX_PEER_CERTIFICATE_SIZE:
@@ -305,9 +305,15 @@ def fetch_peer_certificate(
         raise FetchError(where, f"the server's certificate is malformed: {exc}") from exc
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, server_name: str) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, ssl.SSLError) and exc.reason == "TLSV1_UNRECOGNIZED_NAME":
+        # What Confide's router answers for a name it does not serve.
+        return (
+            f"the server serves nothing named {server_name} (TLS alert unrecognized_name): "
+            "check the name and the router's address; `confide list` shows your apps"
+        )
     if isinstance(exc, ssl.SSLError):
         return f"TLS handshake failed: {exc.reason or exc}"
     if isinstance(exc, OSError) and exc.strerror:

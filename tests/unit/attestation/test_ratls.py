@@ -371,6 +371,35 @@ def test_fetch_from_a_non_tls_server() -> None:
             server.join(timeout=10)
 
 
+def test_fetch_from_a_router_that_serves_no_such_name_says_so() -> None:
+    """The router's unrecognized_name alert becomes a line the user can act on (issue 9, 14)."""
+
+    def refuse_the_name(listener: socket.socket) -> None:
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                hello = conn.recv(65536)
+                conn.sendall(b"\x15" + hello[1:3] + b"\x00\x02\x02\x70")
+                conn.shutdown(socket.SHUT_WR)
+                conn.recv(65536)
+        except OSError:
+            pass
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+        port = listener.getsockname()[1]
+        server = threading.Thread(target=refuse_the_name, args=(listener,))
+        server.start()
+        try:
+            with pytest.raises(FetchError) as info:
+                fetch_peer_certificate("127.0.0.1", port, server_name="nope.example", timeout=5)
+        finally:
+            server.join(timeout=10)
+    assert "serves nothing named nope.example" in info.value.reason
+    assert "confide list" in info.value.reason
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize(("port", "timeout"), [(0, 1.0), (70000, 1.0), (443, 0.0)])
 def test_fetch_rejects_bad_arguments(port: int, timeout: float) -> None:
     with pytest.raises(UsageError):
