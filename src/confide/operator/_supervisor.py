@@ -651,6 +651,8 @@ class Supervisor:
                 keep = (recorded or handles)[0]
                 t = self._apps.setdefault(app_id, _Tracked(app_id))
                 t.handle, t.status = keep, row.status
+                # A runtime that had answered before the operator restarted has started.
+                t.answered = row.status in (AppStatus.INITIALIZING, AppStatus.RUNNING)
                 if keep.pid != row.runtime_pid:
                     await self._write(app_id, _Change(handle=keep))
                 self._publish(t, row)
