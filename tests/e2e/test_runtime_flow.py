@@ -80,7 +80,8 @@ def test_ratls_mode_encrypted_flask_app(tmp_path: Path) -> None:
             assert health == {
                 "status": "ok",
                 "secrets": ["db_password"],
-                "sealed_secrets": ["api_token", "code_secret_key"],
+                # The code key opened the package; the app never sees it (ADR 0011).
+                "sealed_secrets": ["api_token"],
             }
             # A late configuration reaches the app (Flask: 405), not the configuration code.
             late = user.post("/", json=payload)
