@@ -41,7 +41,7 @@ from confide.attestation import (
     verify_ratls_certificate,
 )
 from confide.crypto import PackageKey, encrypt_package, seal, write_archive
-from confide.runtime import LaunchManifest, TlsMode, runtime_code_hash
+from confide.runtime import CODE_ROOT, LaunchManifest, TlsMode, runtime_code_hash
 from confide.tee import SimulatedPlatform
 
 REPO: Final = Path(__file__).resolve().parents[2]
@@ -189,8 +189,17 @@ class Launch:
     san: tuple[str, ...] = ("localhost", HOST)
     subject: str | None = None
     timeout: float | None = 120.0
-    code_dir: Path | None = None
     ratls_expiry: int = RATLS_EXPIRY
+
+    def code_folders(self) -> list[Path]:
+        """This launch's code folders in RAM: the runtime names them after the app id."""
+        return sorted(CODE_ROOT.glob(f"confide-code-{self.app_id}-*"))
+
+    def code_dir(self) -> Path:
+        """The one code folder of this launch's running runtime."""
+        found = self.code_folders()
+        assert len(found) == 1, found
+        return found[0]
 
     def args(self) -> list[str]:
         source = (
@@ -228,8 +237,6 @@ class Launch:
             args += ["--subject", self.subject]
         if self.timeout is not None:
             args += ["--timeout", str(self.timeout)]
-        if self.code_dir is not None:
-            args += ["--code-dir", str(self.code_dir)]
         return args
 
     def measurement(self) -> bytes:

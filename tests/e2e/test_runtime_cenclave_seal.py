@@ -4,7 +4,8 @@
 tests/interop) verifies our RA-TLS certificate its own way, seals to the
 X25519 key it binds, and the result, base64url-encoded as Cosmian's CLI sends
 it in ``app_sealed_secrets``, configures our runtime: the code key inside it
-decrypts the package, and the app starts.
+decrypts the package, and the app starts; the key is taken out of the sealed
+secrets before the app reads them (ADR 0011).
 """
 
 from __future__ import annotations
@@ -62,4 +63,4 @@ def test_cenclave_sealed_code_key_configures_the_runtime(tmp_path: Path) -> None
         runtime.wait_for("serving app:app on https://")
         with client(port, pinned) as user:
             assert user.get("/").text == "Hello world"
-            assert user.get("/health").json()["sealed_secrets"] == ["api_token", "code_secret_key"]
+            assert user.get("/health").json()["sealed_secrets"] == ["api_token"]

@@ -29,7 +29,7 @@ from runtime_harness import (
 )
 
 from confide.attestation import fetch_peer_certificate
-from confide.runtime import STATE_FILE, TlsMode
+from confide.runtime import CODE_ROOT, STATE_FILE, TlsMode
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,7 @@ def test_ratls_mode_encrypted_flask_app(tmp_path: Path) -> None:
     platform = new_platform(tmp_path / "sim")
     code = CodeUnderTest.package(EXAMPLES / "helloworld", tmp_path / "app.pkg")
     assert code.key is not None
-    code_dir = tmp_path / "code"
-    launch = Launch(code, tmp_path / "state", tmp_path / "sim", code_dir=code_dir)
+    launch = Launch(code, tmp_path / "state", tmp_path / "sim")
     with running(launch.args()) as runtime:
         port = runtime.port()
         cert, verified = verify_enclave(port, platform, launch.measurement())
@@ -80,7 +79,8 @@ def test_ratls_mode_encrypted_flask_app(tmp_path: Path) -> None:
             assert health == {
                 "status": "ok",
                 "secrets": ["db_password"],
-                "sealed_secrets": ["api_token", "code_secret_key"],
+                # The code key opened the package; the app never sees it (ADR 0011).
+                "sealed_secrets": ["api_token"],
             }
             # A late configuration reaches the app (Flask: 405), not the configuration code.
             late = user.post("/", json=payload)
@@ -91,12 +91,14 @@ def test_ratls_mode_encrypted_flask_app(tmp_path: Path) -> None:
             assert response.http_version == "HTTP/2"
             assert response.text == "Hello world"
 
-        # The decrypted code and the secrets live in the private code folder.
+        # The decrypted code and the secrets live in the private code folder, in RAM.
+        code_dir = launch.code_dir()
+        assert code_dir.parent == CODE_ROOT
         assert stat.S_IMODE(code_dir.stat().st_mode) == 0o700
         assert (code_dir / "app" / "app.py").is_file()
         assert stat.S_IMODE((code_dir / "private").stat().st_mode) == 0o700
         assert runtime.terminate(signal.SIGTERM) == 0
-    assert not code_dir.exists()
+    assert not code_dir.exists() and not launch.code_folders()
     assert (tmp_path / "state" / STATE_FILE).is_file()
     secrets = secret_fragments(DB_PASSWORD, API_TOKEN, code.key.secret)
     assert_nowhere(runtime.output, secrets, "the runtime's output")

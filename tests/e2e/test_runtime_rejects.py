@@ -69,7 +69,7 @@ def enclave(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Enclave]:
     platform = new_platform(tmp / "sim")
     code = CodeUnderTest.package(EXAMPLES / "helloworld", tmp / "app.pkg")
     assert code.key is not None
-    launch = Launch(code, tmp / "state", tmp / "sim", code_dir=tmp / "code")
+    launch = Launch(code, tmp / "state", tmp / "sim")
     with running(launch.args()) as runtime:
         port = runtime.port()
         cert, verified = verify_enclave(port, platform, launch.measurement())
@@ -188,7 +188,7 @@ def test_bad_configuration_is_refused(enclave: Enclave, name: str) -> None:
     assert fragment in response.json()["message"]
     assert response.headers["Confide-Status"] == "waiting"
     # Nothing decrypted, nothing configured: the endpoint keeps waiting.
-    assert not (enclave.launch.code_dir / "app").exists()  # type: ignore[operator]
+    assert not (enclave.launch.code_dir() / "app").exists()
     state = enclave.state()
     assert state is not None and not state.configured
     with client(enclave.port, enclave.pinned) as owner:

@@ -93,33 +93,29 @@ def test_restart_resumes_and_other_measurement_cannot_unseal(tmp_path: Path) -> 
 
 def test_timeout_stops_an_unconfigured_runtime(tmp_path: Path) -> None:
     new_platform(tmp_path / "sim")
-    code_dir = tmp_path / "code"
     launch = Launch(
         CodeUnderTest.folder(EXAMPLES / "helloworld"),
         tmp_path / "state",
         tmp_path / "sim",
         timeout=0.5,
-        code_dir=code_dir,
     )
     with running(launch.args()) as runtime:
         assert runtime.wait_exit() == 2
     errors = _error_lines(runtime)
     assert len(errors) == 1 and "not configured within" in errors[0], runtime.text
-    assert not code_dir.exists()
+    assert not launch.code_folders()
 
 
 def test_sigterm_while_waiting_stops_cleanly(tmp_path: Path) -> None:
     platform = new_platform(tmp_path / "sim")
-    code_dir = tmp_path / "code"
     launch = Launch(
         CodeUnderTest.folder(EXAMPLES / "helloworld"),
         tmp_path / "state",
         tmp_path / "sim",
-        code_dir=code_dir,
     )
     with running(launch.args()) as runtime:
         port = runtime.port()
-        assert code_dir.is_dir()
+        code_dir = launch.code_dir()
         cert, _ = verify_enclave(port, platform, launch.measurement())
         # A client stuck halfway through a request does not hold the stop up.
         raw = socket.create_connection((HOST, port), timeout=DEADLINE)

@@ -107,14 +107,6 @@ def runtime_command(
         float | None,
         typer.Option("--timeout", help="Stop if not configured within this many seconds."),
     ] = None,
-    code_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--code-dir",
-            help="Where the decrypted code lives (must not exist; removed at exit). "
-            "Default: a fresh 0700 folder in /dev/shm.",
-        ),
-    ] = None,
     handoff: Annotated[
         Path | None,
         typer.Option(
@@ -140,7 +132,6 @@ def runtime_command(
         san=tuple(san or ()),
         subject=subject,
         state_dir=state_dir,
-        code_dir=code_dir,
         timeout=timeout,
         now=now,
         handoff=handoff,

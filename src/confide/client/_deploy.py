@@ -15,7 +15,8 @@ The owner never takes the operator's word for what runs. The steps of
    and verify it carries that fingerprint (:mod:`confide.client._verify`):
    on any mismatch nothing is sent;
 5. send the configuration over a connection pinned to that certificate: the
-   code key sealed to the enclave's X25519 key, the app secrets, and in owner
+   code key sealed to the enclave's X25519 key (in its own field, never
+   among the secrets the app reads), the app secrets, and in owner
    mode the certificate's private key; wait for ``running``;
 6. write the app context (no secret) into the workspace.
 
@@ -283,11 +284,16 @@ def configuration_payload(
     app_secrets: dict[str, Any] | None,
     ssl_private_key: str | None,
 ) -> dict[str, Any]:
-    """The runtime's configuration body; the code key travels only inside the sealed box."""
-    sealed = seal_box(json.dumps({"code_secret_key": key.hex()}).encode(), enclave_public_key)
+    """The runtime's configuration body.
+
+    The code key travels only sealed to the enclave's X25519 key, in its own
+    field (``sealed_code_secret_key``): never among the sealed secrets the app
+    reads (ADR 0011).
+    """
+    sealed = seal_box(key.hex().encode("ascii"), enclave_public_key)
     payload: dict[str, Any] = {
         "uuid": str(record.id),
-        "app_sealed_secrets": base64.urlsafe_b64encode(sealed).decode("ascii"),
+        "sealed_code_secret_key": base64.urlsafe_b64encode(sealed).decode("ascii"),
     }
     if app_secrets is not None:
         payload["app_secrets"] = app_secrets

@@ -20,6 +20,15 @@ database: the supervisor (:mod:`._supervisor`) decides what should run.
   never reaches an app;
 - on the simulated TEE (``--simulation-state <data>/simulation``) or Gramine.
 
+A runtime decrypts its app into a RAM folder it names after the app and its
+pid in :data:`confide.runtime.CODE_ROOT` (``confide-code-<app id>-<pid>-...``)
+and removes it at exit; one that is killed cannot. So the backend removes the
+code folders of an app whose runtime no longer runs (a folder whose pid is not
+a live runtime of that app: a reused pid does not keep it) when it sees the
+runtime end (:meth:`~LocalProcessBackend.release`, :meth:`~LocalProcessBackend.stop`),
+before it starts one, when the app is removed, and for every app at the
+operator's own start (:meth:`~LocalProcessBackend.discover`).
+
 Before starting, :func:`confide.runtime.check_launch` recomputes the
 measurement from the exact inputs and refuses a launch that would not measure
 as the stored manifest. After an operator restart, :meth:`LocalProcessBackend.discover`
@@ -57,7 +66,15 @@ from pathlib import Path
 from typing import Final, Protocol, runtime_checkable
 
 from confide.errors import UsageError
-from confide.runtime import LaunchManifest, LaunchTee, TlsMode, check_launch, runtime_arguments
+from confide.runtime import (
+    CODE_ROOT,
+    LaunchManifest,
+    LaunchTee,
+    TlsMode,
+    check_launch,
+    remove_orphans,
+    runtime_arguments,
+)
 
 from ._seams import Clock, LogSource, utc_now
 from ._settings import TeeBackend
@@ -149,7 +166,11 @@ class RuntimeBackend(Protocol):
         ...
 
     async def discover(self) -> list[RuntimeHandle]:
-        """Every runtime of this operator that is running, whoever started it."""
+        """Every runtime of this operator that is running, whoever started it.
+
+        Called at the operator's start: it also removes what runtimes that ended
+        meanwhile left behind (their decrypted code in RAM).
+        """
         ...
 
     def exit_reason(self, handle: RuntimeHandle) -> str:
@@ -157,7 +178,7 @@ class RuntimeBackend(Protocol):
         ...
 
     def release(self, handle: RuntimeHandle) -> None:
-        """Forget a runtime that ended (once its exit reason was read)."""
+        """Forget a runtime that ended (once its exit reason was read); remove what it left."""
         ...
 
     def detach(self) -> None:
@@ -165,7 +186,7 @@ class RuntimeBackend(Protocol):
         ...
 
     def remove_app(self, app_id: uuid.UUID) -> None:
-        """Remove what the backend keeps for a deleted app (its sealed state included)."""
+        """Remove what the backend keeps for a deleted app (its sealed state and code included)."""
         ...
 
 
@@ -213,6 +234,14 @@ def _option(argv: Sequence[str], name: str) -> str | None:
     return None
 
 
+def _runs_app(app_id: uuid.UUID, pid: int) -> bool:
+    """Whether ``pid`` is a live ``confide runtime`` of ``app_id`` (not a reused pid)."""
+    if _is_zombie(pid):
+        return False
+    argv = _read_cmdline(pid)
+    return argv is not None and "runtime" in argv and _option(argv, "--app-id") == str(app_id)
+
+
 def _handoff(argv: Sequence[str]) -> Path | None:
     value = _option(argv, "--handoff")
     return Path(value) if value else None
@@ -241,6 +270,7 @@ class LocalProcessBackend:
         stop_timeout: float = STOP_TIMEOUT,
         clock: Clock = utc_now,
         logger: logging.Logger | None = None,
+        code_root: Path = CODE_ROOT,
     ) -> None:
         if not data_dir.is_absolute():
             raise UsageError(f"the data folder must be absolute, got {data_dir}")
@@ -254,6 +284,8 @@ class LocalProcessBackend:
         self._environment = dict(environment)
         self.stop_timeout = stop_timeout
         self._clock = clock
+        #: Where runtimes make their code folders (fixed by the runtime; a test may move it).
+        self._code_root = code_root
         self._log = logger or logging.getLogger("confide.operator.backend")
         self._children: dict[int, _Child] = {}
         #: The pid of each app's current runtime (for metrics).
@@ -272,6 +304,14 @@ class LocalProcessBackend:
 
     def handoff_path(self, app_id: uuid.UUID) -> Path:
         return self.app_dir(app_id) / "handoff.sock"
+
+    def remove_code(self, app_id: uuid.UUID | None = None) -> list[Path]:
+        """Remove the RAM code folders left by runtimes (of ``app_id``, or of any app)
+        that no longer run; those of a live runtime stay."""
+        removed = remove_orphans(self._code_root, app_id=app_id, running=_runs_app)
+        for path in removed:
+            self._log.info("removed %s, left by a runtime that ended", path.name)
+        return removed
 
     # -- starting ------------------------------------------------------------------------------
 
@@ -355,6 +395,7 @@ class LocalProcessBackend:
 
     async def start(self, spec: AppSpec) -> RuntimeHandle:
         now = self._clock()
+        await asyncio.to_thread(self.remove_code, spec.app_id)
         argv = await asyncio.to_thread(self._prepare, spec, now)
         handle = self._spawn(spec, argv, now)
         self._log.info(
@@ -460,6 +501,7 @@ class LocalProcessBackend:
                 child.process.wait(timeout=0)
         if self._pids.get(handle.app_id) == handle.pid:
             del self._pids[handle.app_id]
+        await asyncio.to_thread(self.remove_code, handle.app_id)
 
     def release(self, handle: RuntimeHandle) -> None:
         child = self._children.pop(handle.pid, None)
@@ -467,6 +509,7 @@ class LocalProcessBackend:
             child.process.poll()
         if self._pids.get(handle.app_id) == handle.pid:
             del self._pids[handle.app_id]
+        self.remove_code(handle.app_id)
 
     def detach(self) -> None:
         for child in self._children.values():
@@ -477,6 +520,7 @@ class LocalProcessBackend:
         self._children.clear()
 
     def remove_app(self, app_id: uuid.UUID) -> None:
+        self.remove_code(app_id)
         shutil.rmtree(self.app_dir(app_id), ignore_errors=True)
 
     # -- after a restart -----------------------------------------------------------------------
@@ -516,6 +560,8 @@ class LocalProcessBackend:
             handle = await self.adopt(pid, app_id)
             if handle is not None:
                 found.append(handle)
+        # Called at the operator's start: what runtimes killed meanwhile left in RAM goes.
+        await asyncio.to_thread(self.remove_code)
         return found
 
     # -- metrics (MetricsSource) ---------------------------------------------------------------

@@ -42,12 +42,13 @@ from ._runtime import (
 from ._settings import CodeSource, OwnerCertificate, RuntimeSettings, launch_manifest
 from ._state import STATE_FILE, SealedState, StateStore
 from ._tls import ALPN_PROTOCOLS, ServerTimeouts, server_ssl_context
-from ._workspace import Workspace
+from ._workspace import CODE_ROOT, Workspace, code_folder_owner, remove_orphans
 
 __all__ = [
     "ALPN_PROTOCOLS",
     "APP_TIMEOUTS",
     "CLOCK_SKEW",
+    "CODE_ROOT",
     "CONFIGURATION_CERT_VALIDITY",
     "CONFIGURATION_FIELDS",
     "CONFIGURATION_TIMEOUTS",
@@ -82,4 +83,7 @@ __all__ = [
     "LaunchTee",
     "check_launch",
     "runtime_arguments",
+    # The RAM code folders (for backends that clean up after a runtime).
+    "code_folder_owner",
+    "remove_orphans",
 ]

@@ -59,7 +59,6 @@ def runtime_arguments(
     tee: LaunchTee,
     simulation_state: Path | None,
     timeout: float | None = None,
-    code_dir: Path | None = None,
 ) -> list[str]:
     """The arguments after ``confide runtime`` that launch ``manifest``.
 
@@ -91,8 +90,6 @@ def runtime_arguments(
         args += ["--simulation-state", str(simulation_state)]
     if timeout is not None:
         args += ["--timeout", repr(timeout)]
-    if code_dir is not None:
-        args += ["--code-dir", str(code_dir)]
     return args
 
 
@@ -124,7 +121,6 @@ def check_launch(
         san=manifest.san,
         subject=manifest.subject,
         state_dir=state_dir,
-        code_dir=None,
         timeout=None,
         now=now,
         runtime_sha256=runtime_sha256,

@@ -28,6 +28,36 @@ operator's service (``confide/operator/``), which the runtime never imports (a
 test holds the runtime to that): every line of code the enclave can run is
 measured, and an operator upgrade alone does not change app fingerprints.
 
+What the manifest leaves out, and why (ADR 0011). Each ``confide runtime``
+option is measured above (``--app-id``, ``--application``, ``--package`` or
+``--app-dir --plaincode``, ``--ratls``/``--certificate``/``--no-ssl``,
+``--san``, ``--subject``) or is in this table; a test holds the two lists to
+the command's options. A value the host could choose to send plaintext
+elsewhere, or to change what reaches the app, is never an unmeasured option::
+
+    --host, --port        harmless: only where the listener binds. The host carries
+                          every byte anyway; what is served there is protected by the
+                          measured TLS mode, or is plain HTTP for the operator's proxy
+                          because the mode "none" is measured.
+    --handoff PATH        harmless: the runtime only receives connected TCP sockets
+                          there (checked), no more than a client connecting to --port
+                          gives it; it sends nothing there.
+    --timeout SECONDS     harmless: it can only stop an unconfigured runtime sooner (the
+                          configuration certificate's expiry bounds the wait), which the
+                          host can do anyway.
+    --state-dir DIR       harmless: only data sealed to this measurement is written
+                          there (an older sealed state can be put back: a rollback).
+    --tee, --simulation-state
+                          harmless: the quote says which TEE made it; verifiers refuse
+                          a simulated one unless told to accept simulation.
+    --certificate's       harmless: clients check them against their own roots; the
+    intermediates         leaf, whose key the owner sends, is measured.
+    the code folder       fixed by the runtime: /dev/shm/confide-code-<app id>-<pid>-<random>
+                          (RAM; an in-enclave tmpfs under Gramine). No option and no
+                          environment variable moves it (--code-dir was removed); the
+                          decrypted code, the secrets files and any TLS key file go
+                          nowhere else.
+
 Example::
 
     >>> import uuid

@@ -5,11 +5,20 @@ clients work unchanged::
 
     {"uuid": "<the app id>",                          required, checked first
      "code_secret_key": "<64 hex digits>",            the package key
+     "sealed_code_secret_key": "<base64url>",         the package key sealed to the enclave's
+                                                      X25519 key (plaintext: 64 hex digits);
+                                                      what ``confide deploy`` sends
      "ssl_private_key": "<PEM>",                      only with --certificate, required there
      "app_secrets": {...},                            any JSON object
      "app_sealed_secrets": "<base64url>"}             a sealed box to the enclave's X25519
                                                       key; its plaintext is a JSON object,
                                                       which may hold "code_secret_key"
+
+The package key may come in any of the three places (Cosmian's clients put it
+in ``code_secret_key`` or inside ``app_sealed_secrets``); those given must be
+equal. It is never handed to the app: a ``code_secret_key`` inside
+``app_sealed_secrets`` is taken out of :attr:`ConfigurationRequest.sealed_secrets`
+(what the app reads at ``$SEALED_SECRETS_PATH``), and the rest is kept as sent.
 
 :meth:`ConfigurationRequest.parse` checks the app id before it looks at any
 other field; every failure raises :class:`ConfigurationRejected` with the
@@ -56,8 +65,17 @@ __all__ = [
 MAX_CONFIGURATION_SIZE: Final = 1024 * 1024
 #: The fields a configuration request may carry.
 CONFIGURATION_FIELDS: Final = frozenset(
-    {"uuid", "code_secret_key", "ssl_private_key", "app_secrets", "app_sealed_secrets"}
+    {
+        "uuid",
+        "code_secret_key",
+        "sealed_code_secret_key",
+        "ssl_private_key",
+        "app_secrets",
+        "app_sealed_secrets",
+    }
 )
+#: The key of the package key inside ``app_sealed_secrets`` (Cosmian's clients put it there).
+SEALED_CODE_KEY: Final = "code_secret_key"
 _BASE64URL: Final = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 _HEX_KEY: Final = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -116,15 +134,38 @@ def _code_key(value: object, where: str) -> PackageKey:
     return PackageKey(bytes.fromhex(value))
 
 
-def _base64url(value: str) -> bytes:
+def _base64url(value: str, name: str = "app_sealed_secrets") -> bytes:
     """Base64url, with or without its ``=`` padding."""
     if not _BASE64URL.match(value):
-        raise _bad("app_sealed_secrets", "app_sealed_secrets is not base64url")
+        raise _bad(name, f"{name} is not base64url")
     bare = value.rstrip("=")
     try:
         return base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
     except (binascii.Error, ValueError):
-        raise _bad("app_sealed_secrets", "app_sealed_secrets is not base64url") from None
+        raise _bad(name, f"{name} is not base64url") from None
+
+
+def _open_box(value: object, name: str, enclave_key: X25519KeyPair) -> bytes:
+    """The plaintext of a base64url sealed box to the enclave's X25519 key."""
+    if not isinstance(value, str):
+        raise _bad(name, f"{name} must be a base64url string")
+    try:
+        return unseal(_base64url(value, name), enclave_key)
+    except CryptoError as exc:
+        raise _bad(name, f"{name} does not open with this enclave's key: {exc.message}") from None
+    except UsageError:
+        raise _bad(name, f"{name} does not open") from None
+
+
+def _one_key(found: list[tuple[str, PackageKey]]) -> PackageKey | None:
+    """The package key given (in one or more places), or ``None``; places that differ: 400."""
+    if not found:
+        return None
+    first_where, first = found[0]
+    for where, key in found[1:]:
+        if key != first:
+            raise _bad("code_secret_key", f"{first_where} and {where} differ")
+    return first
 
 
 def _private_key(value: object) -> PrivateKeyTypes:
@@ -142,13 +183,14 @@ def _private_key(value: object) -> PrivateKeyTypes:
 class ConfigurationRequest:
     """A parsed configuration request: only checked values, no secret in its ``repr``."""
 
-    #: The package key (``code_secret_key``, or the one inside the sealed secrets).
+    #: The package key (``code_secret_key``, ``sealed_code_secret_key``, or the one
+    #: inside the sealed secrets).
     code_key: PackageKey | None = field(repr=False)
     #: The owner's TLS private key (certificate mode only), re-encoded as PKCS#8 PEM.
     ssl_private_key_pem: bytes | None = field(repr=False)
     #: ``app_secrets`` as given.
     app_secrets: dict[str, Any] | None = field(repr=False)
-    #: The opened ``app_sealed_secrets``.
+    #: The opened ``app_sealed_secrets``, without the package key: what the app reads.
     sealed_secrets: dict[str, Any] | None = field(repr=False)
 
     @classmethod
@@ -190,9 +232,23 @@ class ConfigurationRequest:
                 f"unknown field(s) {', '.join(unknown)}; expected some of "
                 f"{', '.join(sorted(CONFIGURATION_FIELDS))}",
             )
-        code_key = None
+        keys: list[tuple[str, PackageKey]] = []
         if obj.get("code_secret_key") is not None:
-            code_key = _code_key(obj["code_secret_key"], "code_secret_key")
+            keys.append(("code_secret_key", _code_key(obj["code_secret_key"], "code_secret_key")))
+        if obj.get("sealed_code_secret_key") is not None:
+            opened_key = _open_box(
+                obj["sealed_code_secret_key"], "sealed_code_secret_key", enclave_key
+            )
+            try:
+                text = opened_key.decode("ascii")
+            except UnicodeDecodeError:
+                text = ""
+            keys.append(
+                (
+                    "sealed_code_secret_key",
+                    _code_key(text, "the plaintext of sealed_code_secret_key"),
+                )
+            )
 
         app_secrets = obj.get("app_secrets")
         if app_secrets is not None and not isinstance(app_secrets, dict):
@@ -202,36 +258,27 @@ class ConfigurationRequest:
             )
 
         sealed_secrets = None
-        sealed = obj.get("app_sealed_secrets")
-        if sealed is not None:
-            if not isinstance(sealed, str):
-                raise _bad("app_sealed_secrets", "app_sealed_secrets must be a base64url string")
-            try:
-                opened = unseal(_base64url(sealed), enclave_key)
-            except CryptoError as exc:
-                raise _bad(
-                    "app_sealed_secrets",
-                    f"app_sealed_secrets does not open with this enclave's key: {exc.message}",
-                ) from None
-            except UsageError:
-                raise _bad("app_sealed_secrets", "app_sealed_secrets does not open") from None
+        if obj.get("app_sealed_secrets") is not None:
+            opened = _open_box(obj["app_sealed_secrets"], "app_sealed_secrets", enclave_key)
             sealed_secrets = _json_object(
                 opened, "the plaintext of app_sealed_secrets", "app_sealed_secrets"
             )
-            inner = sealed_secrets.get("code_secret_key")
+            # The package key is the runtime's, never the app's: take it out (ADR 0011).
+            inner = sealed_secrets.pop(SEALED_CODE_KEY, None)
             if inner is not None:
-                inner_key = _code_key(inner, "code_secret_key in app_sealed_secrets")
-                if code_key is not None and inner_key != code_key:
-                    raise _bad(
-                        "code_secret_key",
-                        "code_secret_key and the one in app_sealed_secrets differ",
+                keys.append(
+                    (
+                        "code_secret_key in app_sealed_secrets",
+                        _code_key(inner, "code_secret_key in app_sealed_secrets"),
                     )
-                code_key = inner_key
+                )
+        code_key = _one_key(keys)
 
         if code_key is None and not plaintext_code:
             raise _bad(
                 "code_secret_key",
-                "code_secret_key is missing (in the request or in app_sealed_secrets)",
+                "code_secret_key is missing (in the request, in sealed_code_secret_key "
+                "or in app_sealed_secrets)",
             )
 
         ssl_private_key_pem = None

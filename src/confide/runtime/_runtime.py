@@ -169,14 +169,13 @@ class EnclaveRuntime:
                 stack.callback(handoff.close)
                 handoff.start(asyncio.get_running_loop())
                 self._handoff = handoff
-            if settings.code_dir is None:
-                orphans = remove_orphans()
-                if orphans:
-                    self._log.info(
-                        "removed %d code folder(s) left by runtimes that did not stop cleanly",
-                        len(orphans),
-                    )
-            workspace = Workspace.create(settings.code_dir)
+            orphans = remove_orphans()
+            if orphans:
+                self._log.info(
+                    "removed %d code folder(s) left by runtimes that did not stop cleanly",
+                    len(orphans),
+                )
+            workspace = Workspace.create(settings.app_id)
             stack.callback(workspace.remove)
             leftovers: list[asyncio.Task[None]] = []
             stack.push_async_callback(_finish_all, leftovers)

@@ -11,7 +11,7 @@ Example::
     ...     app_id=uuid.UUID(int=1), application="app:app", package=Path("app.pkg"),
     ...     app_dir=None, plaincode=False, host="0.0.0.0", port=8443,
     ...     ratls_expiry=1900000000, certificate=None, no_ssl=False, san=("app.example",),
-    ...     subject=None, state_dir=Path("state"), code_dir=None, timeout=600, now=now,
+    ...     subject=None, state_dir=Path("state"), timeout=600, now=now,
     ... )
     >>> settings.manifest.measurement().hex()  # doctest: +SKIP
 """
@@ -190,16 +190,17 @@ class RuntimeSettings:
     certificate: OwnerCertificate | None
     san: tuple[str, ...]
     subject: str | None
+    #: Not measured: only data sealed to this measurement is written there (ADR 0011).
     state_dir: Path
-    #: Where decrypted code lives; ``None``: a fresh 0700 folder in /dev/shm (else the temp dir).
-    code_dir: Path | None
     #: Seconds to wait for the configuration before stopping; ``None``: wait until the
-    #: configuration certificate expires.
+    #: configuration certificate expires. Not measured: it can only stop the runtime sooner,
+    #: which the host can do anyway (ADR 0011).
     timeout: float | None
     manifest: LaunchManifest
     #: Where the operator's router hands client connections off (ADR 0009); not measured:
     #: like the port, it changes where connections come from, not what is done with them.
     handoff: Path | None = None
+    # No code folder here: the runtime always makes it in RAM itself (``CODE_ROOT``).
 
     @property
     def measurement(self) -> bytes:
@@ -222,7 +223,6 @@ class RuntimeSettings:
         san: tuple[str, ...],
         subject: str | None,
         state_dir: Path,
-        code_dir: Path | None,
         timeout: float | None,
         now: datetime,
         runtime_sha256: bytes | None = None,
@@ -247,12 +247,6 @@ class RuntimeSettings:
             raise UsageError(f"--port must be in 0..65535, got {port}")
         if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
             raise UsageError(f"--timeout must be in (0, {MAX_TIMEOUT:.0f}] seconds, got {timeout}")
-        if code_dir is not None and (code_dir.exists() or code_dir.is_symlink()):
-            raise UsageError(
-                f"--code-dir {code_dir} already exists",
-                hint="give a path that does not exist yet: the runtime creates it and "
-                "removes it at exit",
-            )
         expiry: datetime | None = None
         if ratls_expiry is not None:
             expiry = datetime.fromtimestamp(ratls_expiry, now.tzinfo)
@@ -287,7 +281,6 @@ class RuntimeSettings:
             san=san,
             subject=subject,
             state_dir=state_dir,
-            code_dir=code_dir,
             timeout=timeout,
             manifest=manifest,
             handoff=handoff,

@@ -1,11 +1,17 @@
 """The code folder: where the decrypted app, its secrets and its home live, in RAM.
 
-Layout of the code folder (mode 0700, under /dev/shm by default)::
+Every code folder is made by the runtime itself in :data:`CODE_ROOT`
+(``/dev/shm``, RAM-backed; inside Gramine, an in-enclave tmpfs) and named
+``confide-code-<app id>-<pid>-<random>``: the host does not choose where
+plaintext goes (no option, no environment variable; ADR 0011), and the
+operator can find and remove the folder of a runtime that ended without
+removing it (:func:`remove_orphans`). Layout (mode 0700)::
 
     app/                    the decrypted code; the app is imported from here
     private/                0700
         secrets.json        app_secrets            ($SECRETS_PATH)
-        sealed_secrets.json opened app_sealed_secrets ($SEALED_SECRETS_PATH)
+        sealed_secrets.json opened app_sealed_secrets, without the code key
+                            ($SEALED_SECRETS_PATH)
     home/                   a writable $HOME for the app
 
 The paths and variable names are those of Cosmian Enclave, so apps written
@@ -24,7 +30,8 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -34,16 +41,27 @@ from confide.errors import UsageError
 
 from ._settings import CodeSource
 
-__all__ = ["SECRET_ENV", "Workspace", "load_app", "remove_orphans"]
+__all__ = [
+    "CODE_ROOT",
+    "SECRET_ENV",
+    "Workspace",
+    "code_folder_owner",
+    "load_app",
+    "remove_orphans",
+]
 
 #: Environment variables the app reads (Cosmian Enclave's names).
 SECRET_ENV: Final = ("SECRETS_PATH", "SEALED_SECRETS_PATH", "HOME")
-#: RAM-backed (tmpfs) on Linux; inside Gramine, mount it as an in-enclave tmpfs.
-_RAM_FOLDER: Final = Path("/dev/shm")  # noqa: S108  (a private 0700 folder is made in it)
+#: Where every code folder is made: RAM-backed (tmpfs) on Linux; inside Gramine, mount it
+#: as an in-enclave tmpfs. Fixed here, never taken from the host (ADR 0011).
+CODE_ROOT: Final = Path("/dev/shm")  # noqa: S108  (a private 0700 folder is made in it)
 _PRIVATE_MODE: Final = 0o700
-#: Fresh code folders are named ``confide-code-<pid>-<random>``.
+#: Code folders are named ``confide-code-<app id>-<pid>-<random>``.
 _FRESH_PREFIX: Final = "confide-code-"
-_FRESH_NAME: Final = re.compile(r"confide-code-([0-9]{1,10})-[A-Za-z0-9_]+")
+_FRESH_NAME: Final = re.compile(
+    r"confide-code-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r"-([0-9]{1,10})-[A-Za-z0-9_]+"
+)
 
 
 class _HashingReader:
@@ -83,29 +101,30 @@ class Workspace:
         return self.root / "home"
 
     @classmethod
-    def create(cls, code_dir: Path | None, *, parent: Path | None = None) -> Workspace:
-        """Create ``code_dir`` (which must not exist), or a fresh folder in ``parent``.
+    def create(cls, app_id: uuid.UUID, *, root: Path = CODE_ROOT) -> Workspace:
+        """Create a fresh private folder for ``app_id`` in ``root`` (:data:`CODE_ROOT`).
 
-        ``parent`` defaults to /dev/shm (else the temp folder). The fresh folder is
-        named after this process (``confide-code-<pid>-...``), so that a later
-        runtime can remove it if this one dies without cleaning up
-        (:func:`remove_orphans`).
+        The folder is named after the app and this process
+        (``confide-code-<app id>-<pid>-...``), so that a later runtime, or the
+        operator, can remove it if this one dies without cleaning up
+        (:func:`remove_orphans`). ``root`` is for tests: the runtime never
+        passes one. A missing ``root`` is an error, never a reason to use disk.
         """
+        if not root.is_dir():
+            raise UsageError(
+                f"the RAM folder {root} is missing: the runtime keeps decrypted code only there",
+                hint="run on Linux with /dev/shm mounted (tmpfs); inside Gramine, mount it as "
+                "an in-enclave tmpfs",
+            )
         try:
-            if code_dir is not None:
-                code_dir.mkdir(mode=_PRIVATE_MODE)
-                root = code_dir.resolve()
-            else:
-                if parent is None and _RAM_FOLDER.is_dir():
-                    parent = _RAM_FOLDER
-                prefix = f"{_FRESH_PREFIX}{os.getpid()}-"
-                root = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-            os.chmod(root, _PRIVATE_MODE)
+            prefix = f"{_FRESH_PREFIX}{app_id}-{os.getpid()}-"
+            path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+            os.chmod(path, _PRIVATE_MODE)
         except OSError as exc:
             raise UsageError(
-                f"cannot create the code folder {code_dir or _RAM_FOLDER}: {exc.strerror or exc}"
+                f"cannot create the code folder in {root}: {exc.strerror or exc}"
             ) from None
-        return cls(root=root)
+        return cls(root=path)
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -172,25 +191,39 @@ class Workspace:
         return env
 
 
-def remove_orphans(parent: Path | None = None) -> list[Path]:
-    """Remove the code folders of runtimes of this user that died without removing them.
+def code_folder_owner(name: str) -> tuple[uuid.UUID, int] | None:
+    """The app id and the runtime's pid a code folder's name carries, or ``None``."""
+    match = _FRESH_NAME.fullmatch(name)
+    if match is None:
+        return None
+    return uuid.UUID(match.group(1)), int(match.group(2))
+
+
+def remove_orphans(
+    root: Path = CODE_ROOT,
+    *,
+    app_id: uuid.UUID | None = None,
+    running: Callable[[uuid.UUID, int], bool] | None = None,
+) -> list[Path]:
+    """Remove the code folders of runtimes of this user that no longer run.
 
     A runtime killed with SIGKILL (or out of memory) leaves its decrypted code in
-    RAM. A folder is an orphan when its name is ``confide-code-<pid>-...``, it is
-    a directory (not a link) owned by this user, and no process ``<pid>`` runs;
-    a folder of a live process, or of another user, is never touched. Returns
-    the folders removed. ``parent`` defaults to where :meth:`Workspace.create` puts them.
+    RAM. A folder is an orphan when its name is ``confide-code-<app id>-<pid>-...``,
+    it is a directory (not a link) owned by this user, and ``running(app id, pid)``
+    is false: by default, when no process ``<pid>`` exists (the operator passes a
+    stricter check: that ``<pid>`` is the runtime of that app). A folder of a live
+    runtime, or of another user, is never touched. With ``app_id``, only that
+    app's folders are looked at. Returns the folders removed.
     """
-    if parent is None:
-        parent = _RAM_FOLDER if _RAM_FOLDER.is_dir() else Path(tempfile.gettempdir())
+    is_running = running if running is not None else _pid_runs
     removed: list[Path] = []
     try:
-        entries = list(os.scandir(parent))
+        entries = list(os.scandir(root))
     except OSError:
         return removed
     for entry in entries:
-        match = _FRESH_NAME.fullmatch(entry.name)
-        if match is None:
+        owner = code_folder_owner(entry.name)
+        if owner is None or (app_id is not None and owner[0] != app_id):
             continue
         try:
             info = entry.stat(follow_symlinks=False)
@@ -198,14 +231,15 @@ def remove_orphans(parent: Path | None = None) -> list[Path]:
             continue
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
             continue
-        if _alive(int(match.group(1))):
+        if is_running(*owner):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(Path(entry.path))
     return removed
 
 
-def _alive(pid: int) -> bool:
+def _pid_runs(app_id: uuid.UUID, pid: int) -> bool:
+    """Whether process ``pid`` exists (what a runtime can tell of another runtime)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -55,7 +55,32 @@ def test_code_key_inside_the_sealed_secrets(pad: bool) -> None:
     sealed = _sealed({"code_secret_key": KEY.hex(), "token": "t"}, pad=pad)
     request = _parse({"uuid": str(APP_ID).upper(), "app_sealed_secrets": sealed})
     assert request.code_key == KEY
-    assert request.sealed_secrets == {"code_secret_key": KEY.hex(), "token": "t"}
+    # The package key opens the code; the app never sees it (ADR 0011).
+    assert request.sealed_secrets == {"token": "t"}
+
+
+def test_code_key_in_its_own_sealed_field() -> None:
+    request = _parse(
+        {
+            "uuid": str(APP_ID),
+            "sealed_code_secret_key": _sealed(KEY.hex().encode()),
+            "app_sealed_secrets": _sealed({"token": "t"}),
+        }
+    )
+    assert request.code_key == KEY
+    assert request.sealed_secrets == {"token": "t"}
+    assert KEY.hex() not in repr(request)
+
+
+def test_the_same_key_in_every_place_is_accepted() -> None:
+    request = _parse(
+        _ok(
+            sealed_code_secret_key=_sealed(KEY.hex().encode()),
+            app_sealed_secrets=_sealed({"code_secret_key": KEY.hex()}),
+        )
+    )
+    assert request.code_key == KEY
+    assert request.sealed_secrets == {}
 
 
 def test_plaintext_code_needs_no_key() -> None:
@@ -123,6 +148,23 @@ REFUSALS: dict[str, tuple[dict[str, Any] | bytes, int, str]] = {
         400,
         "differ",
     ),
+    "sealed key differs": (
+        _ok(sealed_code_secret_key=_sealed(PackageKey.generate().hex().encode())),
+        400,
+        "code_secret_key and sealed_code_secret_key differ",
+    ),
+    "sealed key type": (_ok(sealed_code_secret_key=5), 400, "must be a base64url string"),
+    "sealed key alphabet": (_ok(sealed_code_secret_key="ab+/"), 400, "not base64url"),
+    "sealed key other enclave": (
+        _ok(sealed_code_secret_key=_sealed(KEY.hex().encode(), OTHER)),
+        400,
+        "sealed_code_secret_key does not open with this enclave's key",
+    ),
+    "sealed key raw bytes": (
+        _ok(sealed_code_secret_key=_sealed(KEY.secret)),
+        400,
+        "the plaintext of sealed_code_secret_key must be",
+    ),
     "ssl key outside certificate mode": (
         _ok(ssl_private_key="x"),
         400,
@@ -161,6 +203,7 @@ def test_messages_never_carry_secret_values() -> None:
         _ok(app_secrets=[secret]),
         _ok(code_secret_key=secret),
         _ok(app_sealed_secrets=secret),
+        _ok(sealed_code_secret_key=secret),
         _ok(ssl_private_key=secret),
     ):
         with pytest.raises(ConfigurationRejected) as info:

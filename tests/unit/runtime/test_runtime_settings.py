@@ -64,7 +64,6 @@ def _build(folder: Path, tmp_path: Path, **overrides: Any) -> RuntimeSettings:
         "san": ("localhost",),
         "subject": None,
         "state_dir": tmp_path / "state",
-        "code_dir": None,
         "timeout": 10.0,
         "now": NOW,
         "runtime_sha256": RUNTIME,
@@ -139,11 +138,6 @@ def test_bad_arguments(
     with pytest.raises(UsageError) as info:
         _build(app_dir, tmp_path, **overrides)
     assert fragment in str(info.value)
-
-
-def test_code_dir_must_not_exist(app_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="already exists"):
-        _build(app_dir, tmp_path, code_dir=tmp_path)
 
 
 def test_unreadable_inputs(app_dir: Path, tmp_path: Path) -> None:

@@ -15,8 +15,10 @@ import pytest
 
 from confide.crypto import CryptoError, PackageKey, encrypt_package
 from confide.errors import UsageError
-from confide.runtime import CodeSource, Workspace
-from confide.runtime._workspace import load_app, remove_orphans
+from confide.runtime import CODE_ROOT, CodeSource, Workspace, code_folder_owner, remove_orphans
+from confide.runtime._workspace import load_app
+
+APP_ID = uuid.UUID("0b7e4a52-3c1d-4f6e-9a8b-1c2d3e4f5a6b")
 
 
 @pytest.fixture
@@ -29,23 +31,32 @@ def app_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Iterator[Workspace]:
-    ws = Workspace.create(tmp_path / "code")
+    ws = Workspace.create(APP_ID, root=tmp_path)
     yield ws
     ws.remove()
 
 
 def test_create_is_private_and_remove_cleans_up(tmp_path: Path) -> None:
-    ws = Workspace.create(tmp_path / "code")
+    ws = Workspace.create(APP_ID, root=tmp_path)
     assert stat.S_IMODE(ws.root.stat().st_mode) == 0o700
     ws.remove()
     assert not ws.root.exists()
-    default = Workspace.create(None)
+    default = Workspace.create(APP_ID)
     try:
-        if Path("/dev/shm").is_dir():
-            assert default.root.parent == Path("/dev/shm")
+        assert default.root.parent == CODE_ROOT == Path("/dev/shm")
         assert stat.S_IMODE(default.root.stat().st_mode) == 0o700
     finally:
         default.remove()
+
+
+def test_no_ram_folder_is_an_error_never_a_folder_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The host's TMPDIR is not a fallback: plaintext goes to RAM or nowhere (ADR 0011).
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    with pytest.raises(UsageError, match="RAM folder .* is missing"):
+        Workspace.create(APP_ID, root=tmp_path / "no-shm")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_plaintext_code_is_installed_only_if_unchanged(app_dir: Path, workspace: Workspace) -> None:
@@ -121,25 +132,34 @@ def _dead_pid() -> int:
     return child.pid
 
 
-def test_fresh_folders_carry_the_pid_and_orphans_are_removed(tmp_path: Path) -> None:
-    ours = Workspace.create(None, parent=tmp_path)
-    assert ours.root.name.startswith(f"confide-code-{os.getpid()}-")
-    dead = tmp_path / f"confide-code-{_dead_pid()}-abc123"
+def test_fresh_folders_carry_the_app_and_the_pid_and_orphans_are_removed(tmp_path: Path) -> None:
+    ours = Workspace.create(APP_ID, root=tmp_path)
+    assert ours.root.name.startswith(f"confide-code-{APP_ID}-{os.getpid()}-")
+    assert code_folder_owner(ours.root.name) == (APP_ID, os.getpid())
+    dead = tmp_path / f"confide-code-{APP_ID}-{_dead_pid()}-abc123"
     (dead / "app").mkdir(parents=True)
     (dead / "app" / "app.py").write_text("secret = 'plaintext code'\n")
+    other_app = uuid.uuid4()
+    other_dead = tmp_path / f"confide-code-{other_app}-{_dead_pid()}-abc"
+    other_dead.mkdir()
     kept = [
-        tmp_path / f"confide-code-{os.getppid()}-live",  # a process that runs
-        tmp_path / "confide-code-notapid",  # not our naming
+        tmp_path / f"confide-code-{APP_ID}-{os.getppid()}-live",  # a process that runs
+        tmp_path / f"confide-code-{_dead_pid()}-abc",  # not our naming (no app id)
+        tmp_path / "confide-code-notapid",
         tmp_path / "other-folder",
     ]
     for folder in kept:
         folder.mkdir()
-    link = tmp_path / f"confide-code-{_dead_pid()}-link"
+    link = tmp_path / f"confide-code-{APP_ID}-{_dead_pid()}-link"
     link.symlink_to(tmp_path / "other-folder")
 
-    assert remove_orphans(tmp_path) == [dead]
-    assert not dead.exists()
+    # One app's folders only, then every app's.
+    assert remove_orphans(tmp_path, app_id=APP_ID) == [dead]
+    assert not dead.exists() and other_dead.is_dir()
+    assert remove_orphans(tmp_path) == [other_dead]
     assert ours.root.is_dir() and all(folder.is_dir() for folder in kept)
     assert link.is_symlink()  # a link is never followed nor removed
-    ours.remove()
+    # A stricter check of who runs (the operator's: is that pid a runtime of that app?).
+    stricter = remove_orphans(tmp_path, running=lambda app_id, pid: False)
+    assert sorted(stricter) == sorted([ours.root, kept[0]])
     assert remove_orphans(tmp_path / "missing") == []
