@@ -91,7 +91,12 @@ from ._handoff import HandoffListener
 from ._tls import _BACKLOG, ServerTimeouts, hypercorn_config
 from ._wsgi import WsgiAdapter, WsgiApp
 
-__all__ = ["MAX_WSGI_BODY", "serve_http"]
+__all__ = ["BUILT_ON", "MAX_WSGI_BODY", "serve_http"]
+
+#: The releases whose internals this module builds on (H11Protocol's state, TCPServer's
+#: constructor, LifespanOn, ServerState): pinned in pyproject.toml, and checked by
+#: tests/unit/runtime/test_server_internals.py before any upgrade can land.
+BUILT_ON: Final = {"uvicorn": "0.54.0", "hypercorn": "0.18.0", "h11": "0.16.0"}
 
 #: Largest request body a WSGI app is handed (hypercorn's default, which the runtime had).
 MAX_WSGI_BODY: Final = 16 * 1024 * 1024
