@@ -319,6 +319,7 @@ def seal_cmd(
         certificate = load_certificate(read_bounded(cert, "certificate", _MAX_CERT_FILE), str(cert))
         quote = Quote.from_bytes(quote_from_certificate(certificate))
         coll = load_collateral(collateral, pccs_url, quote, now)
+        now = verification_time(at)  # after the fetch (unless --at fixed it)
         verified = verify_ratls_certificate(
             certificate, coll, now=now, policy=policy, trust_anchor=anchor
         )

@@ -341,6 +341,9 @@ def verify_command(
             collateral=source,
             trust_anchor=load_anchor(root_ca),
         )
+        # The verification time is read after the evidence is fetched: collateral made
+        # during the fetch is never "not yet valid" for a clock read before it.
+        now = datetime.now(UTC)
         verified = verify_enclave(
             cert, material, now=now, fingerprint=expected, allow_simulation=allow_simulation
         )

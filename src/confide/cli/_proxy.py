@@ -19,7 +19,7 @@ import os
 import signal
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -203,9 +203,7 @@ def proxy_command(
 
     def verify(cert: x509.Certificate) -> RatlsVerified:
         found, anchor = evidence(cert, datetime.now(UTC))
-        # After the fetch, and up to the whole second: collateral is stamped in whole seconds,
-        # and an operator's simulated collateral is issued at the time of the call.
-        now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        now = datetime.now(UTC)  # after the fetch: collateral made during it is valid now
         return verify_ratls_certificate(cert, found, now=now, policy=policy, trust_anchor=anchor)
 
     # Refuse a bad --listen before anything goes on the network.

@@ -424,6 +424,7 @@ def deploy(
                 allow_simulation=options.allow_simulation,
                 collateral=None if simulation is not None else collateral,
             )
+            now = clock()  # after the fetch: collateral made during it is valid at this time
             verified = verify_enclave(
                 cert,
                 material,
