@@ -82,6 +82,9 @@ class RatlsVerified:
     public_key: ec.EllipticCurvePublicKey
     #: The 32 caller bytes of the report data (the enclave's X25519 public key).
     extra: bytes
+    #: The end of the shortest window relied on: the certificate's notAfter and the quote's
+    #: collateral and chain (:attr:`VerifiedQuote.valid_until`). After it, verify again.
+    valid_until: datetime
 
 
 def _p256(key: object, what: str) -> ec.EllipticCurvePublicKey:
@@ -232,7 +235,12 @@ def verify_ratls_certificate(
         exc.checks = (*done, *exc.checks)
         raise
     verified = dataclasses.replace(verified, checks=(*done, *verified.checks))
-    return RatlsVerified(quote=verified, public_key=key, extra=quote.report_data[32:])
+    return RatlsVerified(
+        quote=verified,
+        public_key=key,
+        extra=quote.report_data[32:],
+        valid_until=min(verified.valid_until, cert.not_valid_after_utc),
+    )
 
 
 def _check_self_signed(cert: x509.Certificate, now: datetime) -> None:
