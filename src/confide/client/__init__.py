@@ -144,7 +144,9 @@ from ._proxy import (  # noqa: E402
     ProxyApp,
     ProxySettings,
     bind_loopback,
+    loopback_hosts,
     proxy_ssl_context,
+    request_refusal,
     serve_proxy,
 )
 
@@ -154,6 +156,8 @@ __all__ += [
     "ProxyApp",
     "ProxySettings",
     "bind_loopback",
+    "loopback_hosts",
     "proxy_ssl_context",
+    "request_refusal",
     "serve_proxy",
 ]
