@@ -2,7 +2,7 @@
 certificate step and no trust in the operator.
 
 The enclave's RA-TLS certificate is verified before the proxy starts (quote,
-key binding, the expected fingerprint); every upstream
+key binding, the expected fingerprint, a launch for DOMAIN); every upstream
 connection is pinned to it, and a new certificate, or the same one once the
 windows its verification relied on have ended, is verified again in full
 before it is used. Only requests for the proxy's own loopback names, from its
@@ -47,6 +47,7 @@ from confide.client import (
     bind_loopback,
     loopback_hosts,
     serve_proxy,
+    verify_launch,
 )
 from confide.errors import UsageError
 
@@ -219,6 +220,7 @@ def proxy_command(
         verified = verify_ratls_certificate(
             cert, found, now=now, policy=policy, trust_anchor=anchor
         )
+        verify_launch(cert, verified, domain)  # launched for this name, not another app
         return verified
 
     # Refuse a bad --listen before anything goes on the network.

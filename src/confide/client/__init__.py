@@ -71,6 +71,7 @@ from ._verify import (
     pinned_client,
     trust_material,
     verify_enclave,
+    verify_launch,
 )
 
 __all__ = [
@@ -135,6 +136,7 @@ __all__ = [
     "pinned_client",
     "trust_material",
     "verify_enclave",
+    "verify_launch",
 ]
 
 # The local HTTP proxy to a zero-trust app, pinned to its verified enclave.

@@ -430,6 +430,7 @@ def deploy(
                 material,
                 now=now,
                 fingerprint=fingerprint,
+                name=name,
                 allow_simulation=options.allow_simulation,
             )
             events.step(

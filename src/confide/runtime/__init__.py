@@ -21,7 +21,14 @@ Example::
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint, Configures
 from ._launch import LaunchTee, check_launch, runtime_arguments
-from ._manifest import MANIFEST_VERSION, LaunchManifest, TlsMode, runtime_code_hash
+from ._manifest import (
+    LAUNCH_MANIFEST_OID,
+    MANIFEST_VERSION,
+    MAX_MANIFEST_SIZE,
+    LaunchManifest,
+    TlsMode,
+    runtime_code_hash,
+)
 from ._payload import (
     CONFIGURATION_FIELDS,
     MAX_CONFIGURATION_SIZE,
@@ -51,8 +58,10 @@ __all__ = [
     "CONFIGURATION_FIELDS",
     "CONFIGURATION_TIMEOUTS",
     "DEFAULT_SUBJECT",
+    "LAUNCH_MANIFEST_OID",
     "MANIFEST_VERSION",
     "MAX_CONFIGURATION_SIZE",
+    "MAX_MANIFEST_SIZE",
     "STATE_FILE",
     "AppLaunch",
     "CodeSource",

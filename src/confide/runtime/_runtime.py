@@ -43,7 +43,7 @@ from confide.tee import Tee
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint
 from ._handoff import HandoffListener
-from ._manifest import TlsMode
+from ._manifest import LAUNCH_MANIFEST_OID, TlsMode
 from ._server import serve_http
 from ._settings import RuntimeSettings
 from ._state import SealedState, StateStore
@@ -127,6 +127,11 @@ class EnclaveIdentity:
             sans=settings.san,
             not_before=now - CLOCK_SKEW,
             not_after=not_after,
+            # The manifest measured into this enclave: a client without the fingerprint
+            # learns from it, checked against MRENCLAVE, which names it was launched for.
+            extensions=[
+                x509.UnrecognizedExtension(LAUNCH_MANIFEST_OID, settings.manifest.to_json())
+            ],
         )
         return cls(tls_key=key, enclave_key=enclave_key, certificate=certificate)
 
