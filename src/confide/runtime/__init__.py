@@ -41,8 +41,10 @@ from ._runtime import (
     CONFIGURATION_CERT_VALIDITY,
     CONFIGURATION_TIMEOUTS,
     DEFAULT_SUBJECT,
+    EXIT_EXPIRED,
     EnclaveIdentity,
     EnclaveRuntime,
+    RuntimeEnd,
     run_runtime,
 )
 from ._settings import CodeSource, OwnerCertificate, RuntimeSettings, launch_manifest
@@ -58,6 +60,7 @@ __all__ = [
     "CONFIGURATION_FIELDS",
     "CONFIGURATION_TIMEOUTS",
     "DEFAULT_SUBJECT",
+    "EXIT_EXPIRED",
     "LAUNCH_MANIFEST_OID",
     "MANIFEST_VERSION",
     "MAX_CONFIGURATION_SIZE",
@@ -74,6 +77,7 @@ __all__ = [
     "EnclaveRuntime",
     "LaunchManifest",
     "OwnerCertificate",
+    "RuntimeEnd",
     "RuntimeSettings",
     "SealedState",
     "ServerTimeouts",
