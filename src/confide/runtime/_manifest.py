@@ -85,9 +85,10 @@ _RUNTIME_SUFFIXES: Final = (".py", ".der", ".typed")
 NOT_IN_ENCLAVE: Final = ("operator",)
 MAX_SANS: Final = 64
 MAX_NAME: Final = 253
-#: The RA-TLS certificate extension carrying the launch manifest's bytes. An OID of the
-#: UUID arc (ITU-T X.667, 2.25): Confide's own, no registration needed.
-LAUNCH_MANIFEST_OID: Final = x509.ObjectIdentifier("2.25.58576568738352895184151810179937779769")
+#: The RA-TLS certificate extension carrying the launch manifest's bytes: in the UUID arc
+#: (ITU-T X.667, 2.25, no registration), a random number under 2**32, because pyca/cryptography
+#: before 44 (which Cosmian's clients pin) refuses a certificate with a larger arc (ADR 0010).
+LAUNCH_MANIFEST_OID: Final = x509.ObjectIdentifier("2.25.2723124448")
 #: Largest launch manifest read from a certificate (64 SANs of 253 characters fit).
 MAX_MANIFEST_SIZE: Final = 32 * 1024
 
