@@ -14,8 +14,7 @@ Life of an app (status changes only through :func:`~._db.record_status`)::
         │                                                               │
         └────────────(the app's healthcheck passes)──────▶ running ◀────┘
     any active status ──▶ stopped (desired_state stop) ──▶ deleted (delete requested)
-                      ──▶ expired (past expires_at or the measured RA-TLS expiry, where the
-                                 runtime stops by itself; never restarted)
+                      ──▶ expired (past expires_at; the runtime is stopped)
                       ──▶ on_error (cannot be launched as stored, or
                                     MAX_RESTARTS crashes in a row)
 
