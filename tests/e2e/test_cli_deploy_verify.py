@@ -136,6 +136,20 @@ def test_zero_trust_deploy_then_a_user_verifies_and_calls(
     with pinned_client(address, domain, cert, timeout=15) as user:
         assert user.get("/").text == "Hello world"
 
+    # No fingerprint: a genuine enclave launched for this name (its measured manifest says so).
+    unpinned = cli(
+        "verify",
+        domain,
+        "--connect",
+        router(operator),
+        "--operator",
+        operator.api_url,
+        "--allow-simulation",
+    )
+    assert unpinned.exit_code == 0, unpinned.output
+    assert f"was launched for {domain}" in unpinned.output
+    assert "WHICH CODE runs was not checked" in unpinned.output
+
     # Another expected fingerprint: the user's check fails.
     wrong = cli(
         "verify",

@@ -222,6 +222,26 @@ def test_proxy_serves_the_verified_enclave(zero_trust: ZeroTrustApp, tmp_path: P
         assert browser.post("/", content=b"x" * 100_000).status_code < 500
 
 
+def test_only_the_proxys_own_name_and_origin_reach_the_enclave(
+    zero_trust: ZeroTrustApp, tmp_path: Path
+) -> None:
+    """DNS rebinding (another Host) gets 421, another site's POST 403: nothing forwarded."""
+    with (
+        proxy_running(tmp_path, zero_trust) as proxy,
+        httpx.Client(base_url=proxy.url, timeout=DEADLINE) as browser,
+    ):
+        port = proxy.url.rsplit(":", 1)[1]
+        rebound = browser.get("/", headers={"Host": f"evil.example:{port}"})
+        assert rebound.status_code == 421 and "Hello world" not in rebound.text
+        cross = browser.post(
+            "/", headers={"Origin": "https://evil.example"}, content=b"transfer=all"
+        )
+        assert cross.status_code == 403 and "cross-origin request refused" in cross.text
+        own = browser.post("/", headers={"Origin": proxy.url}, content=b"x")
+        assert own.status_code < 500
+        assert "GET / 421" in proxy.stderr and "POST / 403" in proxy.stderr
+
+
 def test_wrong_fingerprint_refuses_to_start(zero_trust: ZeroTrustApp, tmp_path: Path) -> None:
     wrong = "00" * 32
     proxy = ProxyProcess(tmp_path, zero_trust, "--fingerprint", wrong)

@@ -52,6 +52,9 @@ class VerifiedQuote:
     fmspc: bytes
     pce_id: bytes
     verified_at: datetime
+    #: The end of the shortest window this verification relied on (the collateral's
+    #: nextUpdate, the TCB info's, the CRLs', the PCK chain's notAfter): after it, verify again.
+    valid_until: datetime
     quote: Quote
     checks: tuple[Check, ...] = ()
     # SGX
@@ -92,6 +95,7 @@ class VerifiedQuote:
             "production_root": self.production_root,
             "fmspc": self.fmspc.hex(),
             "verified_at": int(self.verified_at.timestamp()),
+            "valid_until": int(self.valid_until.timestamp()),
             "checks": [
                 {"name": c.name, "outcome": c.outcome, "detail": c.detail} for c in self.checks
             ],

@@ -82,6 +82,9 @@ class RatlsVerified:
     public_key: ec.EllipticCurvePublicKey
     #: The 32 caller bytes of the report data (the enclave's X25519 public key).
     extra: bytes
+    #: The end of the shortest window relied on: the certificate's notAfter and the quote's
+    #: collateral and chain (:attr:`VerifiedQuote.valid_until`). After it, verify again.
+    valid_until: datetime
 
 
 def _p256(key: object, what: str) -> ec.EllipticCurvePublicKey:
@@ -115,12 +118,15 @@ def create_ratls_certificate(
     sans: Sequence[str],
     not_before: datetime,
     not_after: datetime,
+    extensions: Sequence[x509.UnrecognizedExtension] = (),
 ) -> x509.Certificate:
     """A self-signed certificate for ``private_key`` carrying ``quote``.
 
     ``subject`` is the common name; each SAN is an IP address SAN when it
     parses as one, else a DNS name. The quote is not checked here (the
     verifier does that): get it for :func:`ratls_report_data` of this key.
+    ``extensions`` are added as non-critical (Confide's runtime adds its launch
+    manifest there; the verifier of that extension checks it against the quote).
     """
     public_key = _p256(private_key, "the RA-TLS private key")
     if not quote or len(quote) > MAX_QUOTE_SIZE:
@@ -153,6 +159,8 @@ def create_ratls_certificate(
     )
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
     return builder.sign(private_key, hashes.SHA256())
 
 
@@ -232,7 +240,12 @@ def verify_ratls_certificate(
         exc.checks = (*done, *exc.checks)
         raise
     verified = dataclasses.replace(verified, checks=(*done, *verified.checks))
-    return RatlsVerified(quote=verified, public_key=key, extra=quote.report_data[32:])
+    return RatlsVerified(
+        quote=verified,
+        public_key=key,
+        extra=quote.report_data[32:],
+        valid_until=min(verified.valid_until, cert.not_valid_after_utc),
+    )
 
 
 def _check_self_signed(cert: x509.Certificate, now: datetime) -> None:

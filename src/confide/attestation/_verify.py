@@ -689,6 +689,7 @@ def _verify(
         "fmspc": pck.ext.fmspc,
         "pce_id": pck.ext.pce_id,
         "verified_at": now,
+        "valid_until": min(tc.hi, pck.hi),
         "quote": quote,
         "checks": (*done, *checks),
     }

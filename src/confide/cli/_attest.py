@@ -79,6 +79,7 @@ def attest_quote(
     try:
         quote = Quote.from_bytes(raw)
         coll = load_collateral(collateral, pccs_url, quote, now)
+        now = verification_time(at)  # after the fetch (unless --at fixed it)
         result = verify_quote(quote, coll, now=now, policy=policy, trust_anchor=anchor)
     except AttestationError as err:
         out.rejection(err, quote)
@@ -128,6 +129,7 @@ def attest_cert(
     try:
         quote = Quote.from_bytes(quote_from_certificate(cert))
         coll = load_collateral(collateral, pccs_url, quote, now)
+        now = verification_time(at)  # after the fetch (unless --at fixed it)
         verified = verify_ratls_certificate(cert, coll, now=now, policy=policy, trust_anchor=anchor)
     except AttestationError as err:
         out.rejection(err, quote)

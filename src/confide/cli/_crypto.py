@@ -26,6 +26,7 @@ from typing import IO, Annotated, Final, ParamSpec, TypeVar
 import typer
 
 from confide.attestation import Quote, quote_from_certificate, verify_ratls_certificate
+from confide.client import verify_launch
 from confide.client._deploy import read_bounded
 from confide.crypto import (
     MAX_SEALED_SIZE,
@@ -303,6 +304,22 @@ def seal_cmd(
     mrsigner: MrsignerOpt = None,
     accept_tcb: AcceptOpt = None,
     allow_debug: DebugEnclaveOpt = False,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="With --cert: also require that the enclave was launched for this domain "
+            "(the launch manifest its certificate carries, checked against MRENCLAVE).",
+        ),
+    ] = None,
+    unsafe_any_enclave: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-any-enclave",
+            help="With --cert and neither --mrenclave nor --name: seal to whatever genuine "
+            "enclave the certificate is from, running any code.",
+        ),
+    ] = False,
     force: ForceOpt = False,
 ) -> None:
     """Seal FILE for an enclave, as 'cenclave seal' (exit 1: certificate rejected, 2: unusable)."""
@@ -311,6 +328,12 @@ def seal_cmd(
     if public_key is not None and cert is None:
         recipient = _hex_public_key(public_key)
     elif cert is not None and public_key is None:
+        if mrenclave is None and name is None and not unsafe_any_enclave:
+            raise UsageError(
+                "--cert needs --mrenclave HEX (the enclave's code) or --name DOMAIN (its launch): "
+                "without either, any genuine enclave, running any code, could open the box",
+                hint="pass --unsafe-any-enclave to seal to it anyway",
+            )
         now = verification_time(at)
         policy = build_policy(
             mrenclave, mrsigner, None, None, accept_tcb, allow_debug, allow_simulation
@@ -319,9 +342,17 @@ def seal_cmd(
         certificate = load_certificate(read_bounded(cert, "certificate", _MAX_CERT_FILE), str(cert))
         quote = Quote.from_bytes(quote_from_certificate(certificate))
         coll = load_collateral(collateral, pccs_url, quote, now)
+        now = verification_time(at)  # after the fetch (unless --at fixed it)
         verified = verify_ratls_certificate(
             certificate, coll, now=now, policy=policy, trust_anchor=anchor
         )
+        if name is not None:
+            verify_launch(certificate, verified, name)
+        elif mrenclave is None:
+            output.warn(
+                "--unsafe-any-enclave: the enclave is genuine, but neither its code nor its "
+                "launch was checked: any code in any enclave on that platform could be it"
+            )
         recipient = public_key_from_report_data(verified.quote.report_data)
         output.info(
             f"verified the RA-TLS certificate {cert} "

@@ -341,8 +341,16 @@ def verify_command(
             collateral=source,
             trust_anchor=load_anchor(root_ca),
         )
+        # The verification time is read after the evidence is fetched: collateral made
+        # during the fetch is never "not yet valid" for a clock read before it.
+        now = datetime.now(UTC)
         verified = verify_enclave(
-            cert, material, now=now, fingerprint=expected, allow_simulation=allow_simulation
+            cert,
+            material,
+            now=now,
+            fingerprint=expected,
+            name=domain,
+            allow_simulation=allow_simulation,
         )
     except AttestationError as err:
         out.rejection(err, quote)
@@ -357,8 +365,9 @@ def verify_command(
     out.verification(verified.quote)
     if expected is None:
         out.warn(
-            "no --fingerprint or --context: the enclave is genuine, but WHICH CODE runs was not "
-            "checked; compare its MRENCLAVE with the fingerprint the owner publishes"
+            f"no --fingerprint or --context: the enclave is genuine and was launched for "
+            f"{domain}, but WHICH CODE runs was not checked; compare its MRENCLAVE with the "
+            "fingerprint the owner publishes"
         )
     elif not json_:
         out.info(f"{domain} runs the code of fingerprint {expected.hex()}")

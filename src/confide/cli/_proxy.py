@@ -2,8 +2,11 @@
 certificate step and no trust in the operator.
 
 The enclave's RA-TLS certificate is verified before the proxy starts (quote,
-key binding, the expected fingerprint); every upstream connection is pinned to
-it, and a new certificate is verified again in full before it is used.
+key binding, the expected fingerprint, a launch for DOMAIN); every upstream
+connection is pinned to it, and a new certificate, or the same one once the
+windows its verification relied on have ended, is verified again in full
+before it is used. Only requests for the proxy's own loopback names, from its
+own origin, are forwarded (ADR 0010).
 
 Example::
 
@@ -19,7 +22,7 @@ import os
 import signal
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -42,7 +45,9 @@ from confide.client import (
     ProxyApp,
     ProxySettings,
     bind_loopback,
+    loopback_hosts,
     serve_proxy,
+    verify_launch,
 )
 from confide.errors import UsageError
 
@@ -183,6 +188,14 @@ def proxy_command(
         Path | None,
         typer.Option("--ready-file", help="Write the proxy's URL to this file once it listens."),
     ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Also answer requests with this Host name (repeatable; default: only the "
+            "proxy's own loopback names, against DNS rebinding).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a zero-trust app as plain HTTP on loopback, pinned to its verified enclave.
 
@@ -203,10 +216,12 @@ def proxy_command(
 
     def verify(cert: x509.Certificate) -> RatlsVerified:
         found, anchor = evidence(cert, datetime.now(UTC))
-        # After the fetch, and up to the whole second: collateral is stamped in whole seconds,
-        # and an operator's simulated collateral is issued at the time of the call.
-        now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
-        return verify_ratls_certificate(cert, found, now=now, policy=policy, trust_anchor=anchor)
+        now = datetime.now(UTC)  # after the fetch: collateral made during it is valid now
+        verified = verify_ratls_certificate(
+            cert, found, now=now, policy=policy, trust_anchor=anchor
+        )
+        verify_launch(cert, verified, domain)  # launched for this name, not another app
+        return verified
 
     # Refuse a bad --listen before anything goes on the network.
     listener = bind_loopback(listen_host, listen_port, allow_any=unsafe_listen_any)
@@ -217,16 +232,20 @@ def proxy_command(
         output.info(f"verified {kind}enclave of {domain} (fingerprint {fingerprint})")
         if verified.quote.simulated:
             output.warn("this enclave is simulated: its quote proves nothing about hardware")
+        host, port = listener.getsockname()[:2]
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        allowed = loopback_hosts(listen_host, port, extra=allow_host or ())
         pin = CertificatePin(
-            cert.public_bytes(Encoding.DER), verify=verify, log=lambda line: output.info(line)
+            cert.public_bytes(Encoding.DER),
+            verify=verify,
+            log=lambda line: output.info(line),
+            valid_until=verified.valid_until,
         )
         proxy = ProxyApp(
-            ProxySettings(domain=domain, upstream=upstream, timeout=TIMEOUT),
+            ProxySettings(domain=domain, upstream=upstream, timeout=TIMEOUT, allowed_hosts=allowed),
             pin,
             log=lambda line: output.info(line),
         )
-        host, port = listener.getsockname()[:2]
-        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         output.info(f"listening on {url}")
         if ready_file is not None:
             _write_ready(ready_file, url)

@@ -2,7 +2,8 @@
 
 Exit codes: 0 stopped by SIGTERM or SIGINT; 1 a sealed state or package was
 rejected; 2 the runtime could not run (bad argument, not configured within
-``--timeout``, a sealed state of another measurement, no TEE).
+``--timeout``, a sealed state of another measurement, no TEE); 3 (``EXIT_EXPIRED``)
+it stopped serving at its measured ``--ratls`` expiry, with one line on stderr.
 
 Example::
 
@@ -22,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from confide.runtime import RuntimeSettings, run_runtime
+from confide.runtime import EXIT_EXPIRED, RuntimeEnd, RuntimeSettings, run_runtime
 from confide.tee import select_tee
 
 from ._app import app, handle_errors
@@ -139,4 +140,11 @@ def runtime_command(
     enclave = select_tee(
         tee.value, simulation_state=simulation_state, measurement=settings.measurement, now=now
     )
-    run_runtime(settings, enclave, now=now, logger=_logger())
+    end = run_runtime(settings, enclave, now=now, logger=_logger())
+    if end == RuntimeEnd.EXPIRED and settings.ratls_expiry is not None:
+        typer.echo(
+            f"expired: the measured RA-TLS expiry {settings.ratls_expiry.isoformat()} has "
+            f"passed; the runtime stopped serving (exit {EXIT_EXPIRED})",
+            err=True,
+        )
+        raise typer.Exit(EXIT_EXPIRED)

@@ -71,6 +71,7 @@ from ._verify import (
     pinned_client,
     trust_material,
     verify_enclave,
+    verify_launch,
 )
 
 __all__ = [
@@ -135,6 +136,7 @@ __all__ = [
     "pinned_client",
     "trust_material",
     "verify_enclave",
+    "verify_launch",
 ]
 
 # The local HTTP proxy to a zero-trust app, pinned to its verified enclave.
@@ -144,7 +146,9 @@ from ._proxy import (  # noqa: E402
     ProxyApp,
     ProxySettings,
     bind_loopback,
+    loopback_hosts,
     proxy_ssl_context,
+    request_refusal,
     serve_proxy,
 )
 
@@ -154,6 +158,8 @@ __all__ += [
     "ProxyApp",
     "ProxySettings",
     "bind_loopback",
+    "loopback_hosts",
     "proxy_ssl_context",
+    "request_refusal",
     "serve_proxy",
 ]

@@ -430,11 +430,13 @@ def deploy(
                 allow_simulation=options.allow_simulation,
                 collateral=None if simulation is not None else collateral,
             )
+            now = clock()  # after the fetch: collateral made during it is valid at this time
             verified = verify_enclave(
                 cert,
                 material,
                 now=now,
                 fingerprint=fingerprint,
+                name=name,
                 allow_simulation=options.allow_simulation,
             )
             events.step(

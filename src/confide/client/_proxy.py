@@ -12,10 +12,26 @@ Trust comes from the quote, never from the operator or a CA:
    new key, or someone else answers) is verified in full again before use;
    if that fails the request gets a 502 with a one-line reason, and that
    certificate keeps being refused.
+3. A verification holds until the end of the shortest window it relied on
+   (the certificate's notAfter, the collateral's nextUpdate, the PCK chain's
+   notAfter: :attr:`~confide.attestation.RatlsVerified.valid_until`). After
+   it, the pinned certificate is verified again in full, with fresh
+   collateral, before any new connection is used or any request is sent on
+   a kept-alive one; an expired certificate is refused from then on.
+
+The proxy answers only its own origin (ADR 0010): a request whose ``Host`` is
+not one of the proxy's loopback names (:func:`loopback_hosts`) gets 421, so a
+web page cannot reach it by DNS rebinding; a request another site's page made
+(an ``Origin`` that is not the proxy's, or ``Sec-Fetch-Site`` cross-site or
+same-site, except a top-level GET navigation) gets 403, so a page cannot post
+to the app as the user. There is no CORS: no other origin is ever forwarded.
+Upstream, the proxy's own origin in ``Origin`` and ``Referer`` becomes the
+app's (``https://<domain>``).
 
 Example::
 
-    >>> pin = CertificatePin(verified_der, verify=verify_again, log=print)  # doctest: +SKIP
+    >>> pin = CertificatePin(verified_der, verify=verify_again, log=print,
+    ...                      valid_until=verified.valid_until)  # doctest: +SKIP
     >>> proxy = ProxyApp(ProxySettings(domain="app.example", upstream=("app.example", 443)),
     ...                  pin, log=print)  # doctest: +SKIP
     >>> listener = bind_loopback("127.0.0.1", 0)  # doctest: +SKIP
@@ -33,6 +49,7 @@ import typing
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpcore
@@ -41,7 +58,7 @@ from hypercorn.asyncio import serve
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from confide.attestation import RatlsVerified
-from confide.errors import AttestationError, Error, UsageError
+from confide.errors import AttestationError, CollateralError, Error, UsageError
 from confide.runtime._tls import ServerTimeouts, hypercorn_config
 
 __all__ = [
@@ -51,7 +68,9 @@ __all__ = [
     "ProxyApp",
     "ProxySettings",
     "bind_loopback",
+    "loopback_hosts",
     "proxy_ssl_context",
+    "request_refusal",
     "serve_proxy",
 ]
 
@@ -80,9 +99,20 @@ _CHUNK: Final = 64 * 1024
 _SERVER_TIMEOUTS: Final = ServerTimeouts(handshake=10.0, read=60, keep_alive=30.0, graceful=5.0)
 #: Largest request head (request line and headers) accepted from the browser.
 MAX_HEADER_BYTES: Final = 32 * 1024
+#: ``Sec-Fetch-Site`` of a request the proxy's own page, or the user, made (Fetch Metadata).
+_OWN_SITES: Final = frozenset({b"same-origin", b"none"})
+#: Methods a cross-site top-level navigation (a link to the app) may use.
+_NAVIGATION_METHODS: Final = frozenset({"GET", "HEAD"})
+#: Names of the loopback interface a browser may use for a wildcard listener.
+_LOOPBACK_NAMES: Final = ("localhost", "127.0.0.1", "[::1]")
 
 Log = Callable[[str], None]
 Verify = Callable[[x509.Certificate], RatlsVerified]
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class PinRejected(Exception):
@@ -92,15 +122,29 @@ class PinRejected(Exception):
 class CertificatePin:
     """The DER of the one enclave certificate upstream connections may present.
 
-    ``verify`` re-verifies a new certificate in full (it runs in a worker
-    thread: it may fetch collateral) and raises an :class:`~confide.errors.Error`
-    when it is not acceptable.
+    ``verify`` re-verifies a certificate in full (it runs in a worker thread:
+    it may fetch collateral) and raises an :class:`~confide.errors.Error`
+    when it is not acceptable. ``valid_until`` is when the verification of
+    ``der`` runs out (:attr:`RatlsVerified.valid_until`); from then on (by
+    ``clock``), ``der`` itself is verified again before it is trusted.
     """
 
-    def __init__(self, der: bytes, *, verify: Verify, log: Log) -> None:
+    def __init__(
+        self,
+        der: bytes,
+        *,
+        verify: Verify,
+        log: Log,
+        valid_until: datetime,
+        clock: Clock = _utc_now,
+    ) -> None:
+        if valid_until.tzinfo is None:
+            raise UsageError("valid_until must be a timezone-aware datetime")
         self._der = der
+        self._valid_until = valid_until
         self._verify = verify
         self._log = log
+        self._clock = clock
         self._rejected: OrderedDict[bytes, str] = OrderedDict()
         self._lock = asyncio.Lock()
 
@@ -108,38 +152,61 @@ class CertificatePin:
     def der(self) -> bytes:
         return self._der
 
+    @property
+    def valid_until(self) -> datetime:
+        return self._valid_until
+
+    def _holds(self, der: bytes | None) -> bool:
+        return der is not None and der == self._der and self._clock() <= self._valid_until
+
     async def check(self, der: bytes | None) -> None:
-        """Return if ``der`` is the pinned certificate or verifies now, else :class:`PinRejected`.
+        """Return if ``der`` is the pinned certificate and its verification still holds, or
+        ``der`` verifies now; else :class:`PinRejected`.
 
         Raises at once for a certificate already rejected.
         """
-        if der is not None and der == self._der:
+        if self._holds(der):
             return
         if not der:
             raise PinRejected("the enclave sent no certificate")
         if der in self._rejected:
             raise PinRejected(self._rejected[der])
         async with self._lock:  # one verification at a time; others wait for its outcome
-            if der == self._der:
+            if self._holds(der):
                 return
             if der in self._rejected:
                 raise PinRejected(self._rejected[der])
-            self._log("the enclave presents a new certificate: verifying it again")
+            renewal = der == self._der
+            if renewal:
+                self._log(
+                    "the verification of the enclave's certificate ran out at "
+                    f"{self._valid_until.isoformat()} (its certificate, collateral or TCB "
+                    "window ended): verifying it again"
+                )
+            else:
+                self._log("the enclave presents a new certificate: verifying it again")
             try:
                 cert = x509.load_der_x509_certificate(der)
-                await asyncio.to_thread(self._verify, cert)
+                verified = await asyncio.to_thread(self._verify, cert)
             except (Error, ValueError) as exc:
-                reason = f"the enclave's new certificate is not trusted: {_one_line(exc)}"
-                if not isinstance(exc, Error) or isinstance(exc, AttestationError):
+                what = "certificate" if renewal else "new certificate"
+                reason = f"the enclave's {what} is not trusted: {_one_line(exc)}"
+                if not isinstance(exc, Error) or (
+                    isinstance(exc, AttestationError) and not isinstance(exc, CollateralError)
+                ):
                     # The evidence itself is bad: refuse it from now on. Other errors
-                    # (collateral could not be fetched) are tried again next time.
+                    # (collateral could not be fetched, or is out of date) are tried again.
                     self._rejected[der] = reason
                     while len(self._rejected) > _REJECTED_KEPT:
                         self._rejected.popitem(last=False)
                 self._log(reason)
                 raise PinRejected(reason) from exc
             self._der = der
-            self._log("the enclave's new certificate verified: pinned it")
+            self._valid_until = verified.valid_until
+            self._log(
+                f"the enclave's {'certificate' if renewal else 'new certificate'} verified: "
+                f"pinned it until {verified.valid_until.isoformat()}"
+            )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -166,16 +233,26 @@ def proxy_ssl_context() -> ssl.SSLContext:
 
 
 class _PinnedStream(httpcore.AsyncNetworkStream):
-    """A TCP stream whose TLS upgrade fails unless the peer presents the pinned certificate."""
+    """A TCP stream whose TLS upgrade fails unless the peer presents the pinned certificate.
 
-    def __init__(self, stream: httpcore.AsyncNetworkStream, pin: CertificatePin) -> None:
+    Once upgraded (``der`` is the peer's certificate), every write checks the pin
+    again: a kept-alive connection is not used past the end of the verification
+    it was opened under, unless that certificate verifies again.
+    """
+
+    def __init__(
+        self, stream: httpcore.AsyncNetworkStream, pin: CertificatePin, der: bytes | None = None
+    ) -> None:
         self._stream = stream
         self._pin = pin
+        self._der = der
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return await self._stream.read(max_bytes, timeout)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if self._der is not None:
+            await self._pin.check(self._der)
         await self._stream.write(buffer, timeout)
 
     async def aclose(self) -> None:
@@ -198,7 +275,7 @@ class _PinnedStream(httpcore.AsyncNetworkStream):
         except BaseException:
             await tls.aclose()
             raise
-        return tls
+        return _PinnedStream(tls, self._pin, der)
 
 
 class _PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -233,6 +310,9 @@ class ProxySettings:
     max_connections: int = 64
     #: An idle upstream keep-alive connection is closed after this (seconds).
     keepalive_expiry: float = 30.0
+    #: ``Host`` values the proxy answers (lower case, with the port): its own loopback
+    #: names (:func:`loopback_hosts`). Any other gets 421. Empty: every request is refused.
+    allowed_hosts: frozenset[str] = frozenset()
 
 
 class ProxyApp:
@@ -286,10 +366,18 @@ class ProxyApp:
     ) -> None:
         method: str = scope["method"]
         path: str = scope["path"]  # logged without the query, which may carry secrets
+        refusal = request_refusal(method, scope["headers"], self.settings.allowed_hosts)
+        if refusal is not None:
+            status, reason = refusal
+            await _fail(send, status, reason)
+            self._log(f"{method} {path} {status} ({reason})")
+            return
         target = scope.get("raw_path") or path.encode()
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
-        headers, chunked = _request_headers(scope["headers"], self.settings.domain)
+        headers, chunked = _request_headers(
+            scope["headers"], self.settings.domain, self.settings.allowed_hosts
+        )
         body: AsyncIterator[bytes] | bytes = _request_body(receive) if chunked else b""
         if not chunked and any(k == b"content-length" for k, _ in headers):
             body = _request_body(receive)
@@ -375,15 +463,91 @@ def _dropped(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     return names
 
 
+def loopback_hosts(host: str, port: int, *, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The ``Host`` values of a proxy listening on ``host:port``: its own names, nothing else.
+
+    The listening address as written (an IPv6 one in brackets) and ``localhost``;
+    for a wildcard address (``--unsafe-listen-any``) also ``127.0.0.1`` and
+    ``[::1]``; and the ``extra`` names the user allowed. Each with ``:port``,
+    and bare too when the port is 80 (a browser leaves the default port out).
+    """
+    literal = f"[{host.strip('[]')}]" if ":" in host else host
+    names = {literal.lower(), "localhost"}
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_unspecified:
+            names.update(_LOOPBACK_NAMES)
+    except ValueError:
+        pass
+    names.update(name.lower() for name in extra)
+    hosts = {f"{name}:{port}" for name in names}
+    if port == 80:
+        hosts |= names
+    return frozenset(hosts)
+
+
+def request_refusal(
+    method: str, raw: Iterable[tuple[bytes, bytes]], allowed_hosts: frozenset[str]
+) -> tuple[int, str] | None:
+    """Why the proxy must not forward this request (status and one line), or ``None``.
+
+    421 when ``Host`` is not one of ``allowed_hosts`` (DNS rebinding: a page of
+    another site whose name now resolves to loopback); 403 when another site's
+    page made the request (its ``Origin``, or Fetch Metadata's
+    ``Sec-Fetch-Site``), except a top-level GET or HEAD navigation (a link).
+    """
+    items = [(k.lower(), v) for k, v in raw]
+    hosts = [v for k, v in items if k == b"host"]
+    if len(hosts) != 1 or hosts[0].decode("latin-1").lower() not in allowed_hosts:
+        shown = " ".join(v.decode("latin-1")[:100] for v in hosts) or "none"
+        return 421, (
+            f"this proxy answers only its own loopback names: Host {shown} is not one of "
+            f"{', '.join(sorted(allowed_hosts)) or 'none'}"
+        )
+    origins = {f"http://{h}" for h in allowed_hosts}
+    for key, value in items:
+        if key == b"origin" and value.decode("latin-1").lower() not in origins:
+            return 403, (
+                f"cross-origin request refused: Origin {value.decode('latin-1')[:100]} is not "
+                "this proxy's (no other site's page may call the app through it)"
+            )
+    sites = [v.lower() for k, v in items if k == b"sec-fetch-site"]
+    modes = [v.lower() for k, v in items if k == b"sec-fetch-mode"]
+    navigation = method in _NAVIGATION_METHODS and modes == [b"navigate"]
+    if any(site not in _OWN_SITES for site in sites) and not navigation:
+        return 403, (
+            f"cross-site request refused: Sec-Fetch-Site {sites[0].decode('latin-1')[:30]} "
+            "(only this proxy's own pages, or a link followed, may reach the app)"
+        )
+    return None
+
+
+def _own_origin(value: bytes, allowed_hosts: frozenset[str], domain: str) -> bytes:
+    """``value`` with the proxy's origin (``http://<own host>``) replaced by the app's."""
+    text = value.decode("latin-1")
+    for host in allowed_hosts:
+        own = f"http://{host}"
+        if text.lower() == own or text.lower().startswith(own + "/"):
+            return f"https://{domain}{text[len(own) :]}".encode("latin-1")
+    return value
+
+
 def _request_headers(
-    raw: Iterable[tuple[bytes, bytes]], domain: str
+    raw: Iterable[tuple[bytes, bytes]], domain: str, allowed_hosts: frozenset[str] = frozenset()
 ) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """Headers to send upstream (``Host`` is the app's domain) and whether the body is chunked."""
+    """Headers to send upstream (``Host`` is the app's domain) and whether the body is chunked.
+
+    ``Origin`` and ``Referer`` of the proxy's own origin become the app's, as
+    the app would see them without the proxy (CSRF checks compare them with its host).
+    """
     items = [(k.lower(), v) for k, v in raw]
     dropped = _dropped(items) | {b"host"}
     chunked = any(k == b"transfer-encoding" and b"chunked" in v.lower() for k, v in items)
     headers = [(b"host", domain.encode("idna"))]
-    headers += [(k, v) for k, v in items if k not in dropped]
+    headers += [
+        (k, _own_origin(v, allowed_hosts, domain) if k in (b"origin", b"referer") else v)
+        for k, v in items
+        if k not in dropped
+    ]
     if chunked:
         headers = [(k, v) for k, v in headers if k != b"content-length"]
         headers.append((b"transfer-encoding", b"chunked"))

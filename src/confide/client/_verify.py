@@ -3,8 +3,11 @@
 The owner (``confide deploy``) and the app user (``confide verify``) run the
 same checks: the certificate's quote verifies against a trust anchor with its
 collateral, binds the certificate's key, and carries the expected fingerprint
-(MRENCLAVE). Only then is anything sent, over a connection pinned to that
-certificate (:func:`pinned_client`).
+(MRENCLAVE); and the enclave was launched for the name asked for
+(:func:`verify_launch`: the launch manifest the certificate carries measures to
+the quote's MRENCLAVE and lists that name), with or without a fingerprint.
+Only then is anything sent, over a connection pinned to that certificate
+(:func:`pinned_client`).
 
 Where the trust material comes from is decided once (:func:`trust_material`):
 Intel's root and collateral from Intel PCS (or a PCCS) for a real TEE; for a
@@ -17,11 +20,13 @@ Example::
     >>> cert = fetch_enclave_certificate(router, "app.example", timeout=10)  # doctest: +SKIP
     >>> material = trust_material(cert, now, simulation=None, allow_simulation=False,
     ...                           collateral=pcs_fetch)  # doctest: +SKIP
-    >>> verify_enclave(cert, material, now=now, fingerprint=expected)  # doctest: +SKIP
+    >>> verify_enclave(cert, material, now=now, fingerprint=expected,
+    ...                name="app.example")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +39,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from confide.attestation import (
     RATLS_QUOTE_OID,
+    Check,
     Collateral,
     Policy,
     Quote,
@@ -43,7 +49,14 @@ from confide.attestation import (
     quote_from_certificate,
     verify_ratls_certificate,
 )
-from confide.errors import PolicyError, SimulationError, UsageError
+from confide.errors import (
+    AttestationError,
+    FormatError,
+    PolicyError,
+    SimulationError,
+    UsageError,
+)
+from confide.runtime import LAUNCH_MANIFEST_OID, MAX_MANIFEST_SIZE, LaunchManifest
 
 from ._api import RouterAddress, SimulationInfo
 
@@ -56,6 +69,7 @@ __all__ = [
     "pinned_client",
     "trust_material",
     "verify_enclave",
+    "verify_launch",
 ]
 
 #: What is said when an enclave runs on a simulated TEE and that was not allowed.
@@ -154,15 +168,88 @@ def _chain_ends_at_simulation_root(quote: Quote) -> bool:
     return bool(chain) and is_simulation_root(chain[-1])
 
 
+def launch_manifest_bytes(cert: x509.Certificate) -> bytes:
+    """The launch manifest bytes ``cert`` carries (not trusted: see :func:`verify_launch`)."""
+    try:
+        ext = cert.extensions.get_extension_for_oid(LAUNCH_MANIFEST_OID)
+    except x509.ExtensionNotFound:
+        raise PolicyError(
+            "launch.absent",
+            "the enclave's certificate carries no launch manifest, so which names it was "
+            "launched for cannot be checked",
+            expected=f"extension {LAUNCH_MANIFEST_OID.dotted_string}",
+            hint="the enclave runs a Confide runtime older than this client",
+        ) from None
+    except ValueError as exc:
+        raise FormatError(
+            "launch.format", "the certificate's extensions are malformed", detail=str(exc)
+        ) from None
+    value = ext.value
+    if not isinstance(value, x509.UnrecognizedExtension):  # pragma: no cover - our OID
+        raise FormatError("launch.format", "the launch manifest extension has an unexpected type")
+    if len(value.value) > MAX_MANIFEST_SIZE:
+        raise FormatError(
+            "launch.format",
+            "the launch manifest in the certificate is too large",
+            observed=f"{len(value.value)} bytes",
+            expected=f"at most {MAX_MANIFEST_SIZE}",
+        )
+    return value.value
+
+
+def verify_launch(cert: x509.Certificate, verified: RatlsVerified, name: str) -> LaunchManifest:
+    """The launch manifest of a verified enclave, proven to be about ``name``.
+
+    ``verified`` is :func:`~confide.attestation.verify_ratls_certificate`'s
+    result for ``cert``. The manifest the certificate carries must measure to
+    the quote's MRENCLAVE (so it is the one the enclave was launched with,
+    whoever delivered it) and list ``name`` among its names: an operator that
+    routes one app's name to another app's enclave is caught here, with or
+    without a fingerprint. Raises :class:`PolicyError` ``launch.absent``,
+    ``launch.measurement`` or ``launch.name``, or :class:`FormatError`
+    ``launch.format``.
+    """
+    raw = launch_manifest_bytes(cert)
+    try:
+        manifest = LaunchManifest.from_json(raw)
+    except UsageError as exc:
+        raise FormatError(
+            "launch.format", "the launch manifest in the certificate is malformed", detail=str(exc)
+        ) from None
+    # The measurement of the bytes as carried: from_json accepts only canonical bytes.
+    measured = manifest.measurement()
+    if manifest.to_json() != raw or verified.quote.mr_enclave != measured:
+        raise PolicyError(
+            "launch.measurement",
+            "the launch manifest in the certificate is not the one the enclave measured",
+            observed=verified.quote.mr_enclave,
+            expected=measured,
+            hint="nothing was sent; the certificate's manifest was altered, or it is another "
+            "launch's",
+        )
+    wanted = name.lower().rstrip(".")
+    if wanted not in (san.lower() for san in manifest.san):
+        raise PolicyError(
+            "launch.name",
+            f"the enclave was not launched for {name}",
+            observed=list(manifest.san),
+            expected=name,
+            hint="nothing was sent; the operator routes this name to another app's enclave",
+        )
+    return manifest
+
+
 def verify_enclave(
     cert: x509.Certificate,
     material: TrustMaterial,
     *,
     now: datetime,
     fingerprint: bytes | None,
+    name: str,
     allow_simulation: bool = False,
 ) -> RatlsVerified:
-    """Verify ``cert``'s quote; with ``fingerprint``, require it as MRENCLAVE.
+    """Verify ``cert``'s quote, and that the enclave was launched for ``name``
+    (:func:`verify_launch`); with ``fingerprint``, require it as MRENCLAVE.
 
     A fingerprint mismatch raises :class:`PolicyError` ``policy.mrenclave``
     with one line: ``code fingerprint mismatch: expected ..., the enclave reports ...``.
@@ -171,7 +258,7 @@ def verify_enclave(
         mr_enclave=fingerprint, allow_simulation=allow_simulation and material.simulated
     )
     try:
-        return verify_ratls_certificate(
+        verified = verify_ratls_certificate(
             cert, material.collateral, now=now, policy=policy, trust_anchor=material.trust_anchor
         )
     except PolicyError as exc:
@@ -186,6 +273,14 @@ def verify_enclave(
         )
         err.checks = exc.checks
         raise err from None
+    try:
+        manifest = verify_launch(cert, verified, name)
+    except AttestationError as exc:
+        exc.checks = verified.quote.checks
+        raise
+    check = Check("launch manifest measured, for this name", "passed", ", ".join(manifest.san))
+    quote = dataclasses.replace(verified.quote, checks=(*verified.quote.checks, check))
+    return dataclasses.replace(verified, quote=quote)
 
 
 def pinned_client(

@@ -56,7 +56,7 @@ import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final, Protocol
 
 import httpx
@@ -225,7 +225,7 @@ class _Row:
             status=AppStatus(app.status),
             desired_state=DesiredState(app.desired_state),
             delete_requested=app.delete_requested,
-            expires_at=app.expires_at,
+            expires_at=_expiry(app.expires_at, app.launch_manifest),
             tls=OperatorTls(app.tls),
             domain=app.domain,
             healthcheck=app.healthcheck,
@@ -235,6 +235,21 @@ class _Row:
             package_sha256=app.package_sha256,
             runtime_pid=app.runtime_pid,
         )
+
+
+def _expiry(expires_at: datetime, launch_manifest: str) -> datetime:
+    """When the app expires: ``expires_at``, or its measured RA-TLS expiry if sooner.
+
+    At the measured expiry the runtime stops by itself (``EXIT_EXPIRED``): the
+    app is then expired, not crashed, and is not restarted.
+    """
+    try:
+        ratls = LaunchManifest.from_json(launch_manifest).ratls_expiry
+    except Error:
+        return expires_at  # a launch refuses it; its status says so
+    if ratls is None:
+        return expires_at
+    return min(expires_at, datetime.fromtimestamp(ratls, expires_at.tzinfo or UTC))
 
 
 @dataclass
@@ -475,17 +490,7 @@ class Supervisor:
             self._apps.pop(row.id, None)  # nothing to watch until it is active again
             return
         if now >= row.expires_at:
-            await self._stop_runtime(t)
-            await self._write(
-                row.id,
-                _Change(
-                    status=AppStatus.EXPIRED,
-                    detail=f"expired at {row.expires_at.isoformat()}",
-                    clear_runtime=True,
-                ),
-            )
-            t.status = AppStatus.EXPIRED
-            self._log.info("app %s expired", row.id)
+            await self._expire(t, row)
             return
         if row.desired_state == DesiredState.STOP or row.delete_requested:
             await self._stop_runtime(t)
@@ -510,9 +515,26 @@ class Supervisor:
         if not await self._backend.is_alive(t.handle):
             reason = self._backend.exit_reason(t.handle)
             self._backend.release(t.handle)
+            if self._clock() >= row.expires_at:
+                # It stopped at its measured expiry (EXIT_EXPIRED) while this pass ran.
+                await self._expire(t, row)
+                return
             await self._crashed(t, reason)
             return
         await self._observe(t, row, prober)
+
+    async def _expire(self, t: _Tracked, row: _Row) -> None:
+        await self._stop_runtime(t)
+        await self._write(
+            row.id,
+            _Change(
+                status=AppStatus.EXPIRED,
+                detail=f"expired at {row.expires_at.isoformat()}",
+                clear_runtime=True,
+            ),
+        )
+        t.status = AppStatus.EXPIRED
+        self._log.info("app %s expired", row.id)
 
     async def _start(self, t: _Tracked, row: _Row) -> None:
         loop = asyncio.get_running_loop()

@@ -22,7 +22,14 @@ from ._admission import ConnectionLimits, source_of
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint, Configures
 from ._launch import LaunchTee, check_launch, runtime_arguments
-from ._manifest import MANIFEST_VERSION, LaunchManifest, TlsMode, runtime_code_hash
+from ._manifest import (
+    LAUNCH_MANIFEST_OID,
+    MANIFEST_VERSION,
+    MAX_MANIFEST_SIZE,
+    LaunchManifest,
+    TlsMode,
+    runtime_code_hash,
+)
 from ._payload import (
     CONFIGURATION_FIELDS,
     MAX_CONFIGURATION_SIZE,
@@ -35,8 +42,10 @@ from ._runtime import (
     CONFIGURATION_CERT_VALIDITY,
     CONFIGURATION_TIMEOUTS,
     DEFAULT_SUBJECT,
+    EXIT_EXPIRED,
     EnclaveIdentity,
     EnclaveRuntime,
+    RuntimeEnd,
     run_runtime,
 )
 from ._settings import CodeSource, OwnerCertificate, RuntimeSettings, launch_manifest
@@ -53,8 +62,11 @@ __all__ = [
     "CONFIGURATION_FIELDS",
     "CONFIGURATION_TIMEOUTS",
     "DEFAULT_SUBJECT",
+    "EXIT_EXPIRED",
+    "LAUNCH_MANIFEST_OID",
     "MANIFEST_VERSION",
     "MAX_CONFIGURATION_SIZE",
+    "MAX_MANIFEST_SIZE",
     "STATE_FILE",
     "AppLaunch",
     "CodeSource",
@@ -68,6 +80,7 @@ __all__ = [
     "EnclaveRuntime",
     "LaunchManifest",
     "OwnerCertificate",
+    "RuntimeEnd",
     "RuntimeSettings",
     "SealedState",
     "ServerTimeouts",

@@ -21,7 +21,17 @@ Manifest format, version 1: a JSON object, UTF-8, keys sorted, no spaces
      "version": 1}
 
 measurement = SHA-256("confide/launch/v1" || 0x00 || manifest bytes), 32 bytes,
-the size of MRENCLAVE. The runtime code hash is SHA-256 over the sorted list
+the size of MRENCLAVE.
+
+The runtime carries these exact manifest bytes in its RA-TLS certificate, in
+the non-critical extension :data:`LAUNCH_MANIFEST_OID`: its extnValue octets are
+the raw JSON bytes, as the quote extension holds the raw quote (at most
+:data:`MAX_MANIFEST_SIZE` bytes). Nothing
+there is trusted as such: a verifier recomputes the measurement of those bytes
+and compares it with the quote's MRENCLAVE, so whoever delivers the certificate
+cannot change a name or a field without changing the measurement (ADR 0010).
+
+The runtime code hash is SHA-256 over the sorted list
 of ``<relative path> 0x00 <SHA-256 of the file> 0x0a`` for every ``*.py`` file
 and packaged data file of the installed ``confide`` package, except the
 operator's service (``confide/operator/``), which the runtime never imports (a
@@ -83,10 +93,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
+from cryptography import x509
+
 from confide.errors import UsageError
 
 __all__ = [
+    "LAUNCH_MANIFEST_OID",
     "MANIFEST_VERSION",
+    "MAX_MANIFEST_SIZE",
     "LaunchManifest",
     "TlsMode",
     "runtime_code_hash",
@@ -101,6 +115,12 @@ _RUNTIME_SUFFIXES: Final = (".py", ".der", ".typed")
 NOT_IN_ENCLAVE: Final = ("operator",)
 MAX_SANS: Final = 64
 MAX_NAME: Final = 253
+#: The RA-TLS certificate extension carrying the launch manifest's bytes: in the UUID arc
+#: (ITU-T X.667, 2.25, no registration), a random number under 2**32, because pyca/cryptography
+#: before 44 (which Cosmian's clients pin) refuses a certificate with a larger arc (ADR 0010).
+LAUNCH_MANIFEST_OID: Final = x509.ObjectIdentifier("2.25.2723124448")
+#: Largest launch manifest read from a certificate (64 SANs of 253 characters fit).
+MAX_MANIFEST_SIZE: Final = 32 * 1024
 
 
 class TlsMode(enum.StrEnum):

@@ -11,6 +11,10 @@
 4. Serve the app on the same socket (:func:`~._server.serve_http`: uvicorn's
    h11 for HTTP/1.1, hypercorn for HTTP/2): with the RA-TLS certificate, the
    owner's certificate, or plain HTTP.
+5. In RA-TLS mode, stop at the measured ``--ratls`` expiry, in either phase:
+   :meth:`EnclaveRuntime.run` then returns :attr:`RuntimeEnd.EXPIRED` (the
+   command exits with :data:`EXIT_EXPIRED`), so no client is served by an
+   enclave whose certificate, and launch, have run out (ADR 0010).
 
 The RA-TLS certificate is valid from a minute before launch (clock skew) until
 ``--ratls`` in RA-TLS mode; in the other modes it only serves the
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import signal
@@ -28,7 +33,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from cryptography import x509
@@ -43,7 +48,7 @@ from confide.tee import Tee
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint
 from ._handoff import HandoffListener
-from ._manifest import TlsMode
+from ._manifest import LAUNCH_MANIFEST_OID, TlsMode
 from ._server import serve_http
 from ._settings import RuntimeSettings
 from ._state import SealedState, StateStore
@@ -56,8 +61,10 @@ __all__ = [
     "CONFIGURATION_CERT_VALIDITY",
     "CONFIGURATION_TIMEOUTS",
     "DEFAULT_SUBJECT",
+    "EXIT_EXPIRED",
     "EnclaveIdentity",
     "EnclaveRuntime",
+    "RuntimeEnd",
     "run_runtime",
 ]
 
@@ -75,6 +82,24 @@ CONFIGURATION_TIMEOUTS: Final = ServerTimeouts(
 _SHUTDOWN_MARGIN: Final = 1.0
 #: The app: more room for slow clients and long requests.
 APP_TIMEOUTS: Final = ServerTimeouts(handshake=30.0, read=120, keep_alive=30.0, graceful=10.0)
+#: Exit code of ``confide runtime`` stopped by its measured RA-TLS expiry (the operator's
+#: supervisor shows the app as expired, and does not restart it).
+EXIT_EXPIRED: Final = 3
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RuntimeEnd(enum.Enum):
+    """Why :meth:`EnclaveRuntime.run` returned."""
+
+    #: SIGTERM or SIGINT (``stop`` was set).
+    STOPPED = "stopped"
+    #: The measured RA-TLS expiry passed: the runtime stopped serving.
+    EXPIRED = "expired"
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -127,27 +152,51 @@ class EnclaveIdentity:
             sans=settings.san,
             not_before=now - CLOCK_SKEW,
             not_after=not_after,
+            # The manifest measured into this enclave: a client without the fingerprint
+            # learns from it, checked against MRENCLAVE, which names it was launched for.
+            extensions=[
+                x509.UnrecognizedExtension(LAUNCH_MANIFEST_OID, settings.manifest.to_json())
+            ],
         )
         return cls(tls_key=key, enclave_key=enclave_key, certificate=certificate)
 
 
 class EnclaveRuntime:
-    """One launch of the runtime. :meth:`run` returns when ``stop`` is set."""
+    """One launch of the runtime. :meth:`run` returns when ``stop`` is set, or at the
+    measured RA-TLS expiry (read on ``clock``)."""
 
     def __init__(
-        self, settings: RuntimeSettings, tee: Tee, *, now: datetime, logger: logging.Logger
+        self,
+        settings: RuntimeSettings,
+        tee: Tee,
+        *,
+        now: datetime,
+        logger: logging.Logger,
+        clock: Clock = _utc_now,
     ) -> None:
         if now.tzinfo is None:
             raise UsageError("now must be a timezone-aware datetime")
         self._settings = settings
         self._tee = tee
         self._now = now
+        self._clock = clock
         self._log = logger
         self._server_log = logger.getChild("server")
         #: Connections handed off by the operator's router (``--handoff``), if any.
         self._handoff: HandoffListener | None = None
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def _until_expiry(self) -> float | None:
+        """Seconds left before the measured RA-TLS expiry (``None``: no expiry)."""
+        expiry = self._settings.ratls_expiry
+        if expiry is None:
+            return None
+        return max((expiry - self._clock()).total_seconds(), 0.0)
+
+    def _expired(self) -> bool:
+        left = self._until_expiry()
+        return left is not None and left <= 0
+
+    async def run(self, stop: asyncio.Event) -> RuntimeEnd:
         settings = self._settings
         store = StateStore(settings.state_dir, sealing_key=self._tee.sealing_key())
         state = store.load()
@@ -190,6 +239,9 @@ class EnclaveRuntime:
                 )
             if launch is not None and not stop.is_set():
                 await self._app_phase(listener, identity, launch, workspace, stop)
+        if not stop.is_set() and self._expired():
+            return RuntimeEnd.EXPIRED
+        return RuntimeEnd.STOPPED
 
     def _where(self, listener_port: int, tls: bool) -> str:
         host = self._settings.host
@@ -223,7 +275,7 @@ class EnclaveRuntime:
             identity.certificate_pem, identity.tls_key_pem, scratch=workspace.root
         )
         stopped_accepting = asyncio.Event()
-        wait = (identity.certificate.not_valid_after_utc - self._now).total_seconds()
+        wait = (identity.certificate.not_valid_after_utc - self._clock()).total_seconds()
         if self._settings.timeout is not None:
             wait = min(wait, self._settings.timeout)
 
@@ -264,6 +316,8 @@ class EnclaveRuntime:
             return None
         if configured.done():
             return configured.result()
+        if self._expired():
+            return None  # run() says why
         raise UsageError(
             f"not configured within {wait:g} seconds (--timeout, or the expiry of the "
             "configuration certificate); stopping",
@@ -306,6 +360,15 @@ class EnclaveRuntime:
             self._where(listener.getsockname()[1], tls=context is not None),
             settings.tls.value,
         )
+        # At the measured expiry the server stops as on SIGTERM: no new connection, open
+        # ones get the graceful timeout. Its certificate ends there too (RA-TLS mode).
+        ending = asyncio.Event()
+        left = self._until_expiry()
+        timer = None
+        if left is not None:
+            timer = asyncio.get_running_loop().call_later(left, ending.set)
+        stopping = asyncio.ensure_future(stop.wait())
+        stopping.add_done_callback(lambda _: ending.set())
         server = asyncio.create_task(
             serve_http(
                 app,
@@ -313,15 +376,18 @@ class EnclaveRuntime:
                 context=context,
                 timeouts=APP_TIMEOUTS,
                 error_log=self._server_log,
-                shutdown_trigger=stop.wait,
+                shutdown_trigger=ending.wait,
                 handoff=self._handoff,
             )
         )
-        stopping = asyncio.ensure_future(stop.wait())
+        ended = asyncio.ensure_future(ending.wait())
         try:
-            await asyncio.wait({server, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({server, ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            ended.cancel()
             stopping.cancel()
+            if timer is not None:
+                timer.cancel()
         await _finish(server, APP_TIMEOUTS.graceful + _SHUTDOWN_MARGIN)
 
 
@@ -370,11 +436,17 @@ def _quiet_cancellations(
 
 
 def run_runtime(
-    settings: RuntimeSettings, tee: Tee, *, now: datetime, logger: logging.Logger
-) -> None:
-    """Run until SIGTERM or SIGINT (then return), or raise an :class:`~confide.errors.Error`."""
+    settings: RuntimeSettings,
+    tee: Tee,
+    *,
+    now: datetime,
+    logger: logging.Logger,
+    clock: Clock = _utc_now,
+) -> RuntimeEnd:
+    """Run until SIGTERM or SIGINT, or the measured RA-TLS expiry (then say which), or raise
+    an :class:`~confide.errors.Error`."""
 
-    async def main() -> None:
+    async def main() -> RuntimeEnd:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
 
@@ -386,7 +458,7 @@ def run_runtime(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
         loop.set_exception_handler(_quiet_cancellations(logger))
-        runtime = EnclaveRuntime(settings, tee, now=now, logger=logger)
-        await runtime.run(stop)
+        runtime = EnclaveRuntime(settings, tee, now=now, logger=logger, clock=clock)
+        return await runtime.run(stop)
 
-    asyncio.run(main())
+    return asyncio.run(main())

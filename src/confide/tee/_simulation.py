@@ -115,6 +115,10 @@ _TAG_UTC_TIME: Final = 0x17
 _TAG_GENERALIZED_TIME: Final = 0x18
 _CERT_LIFETIME: Final = timedelta(days=3650)
 _CLOCK_SKEW: Final = timedelta(days=1)
+#: Collateral is stamped as issued this long before it is made, as real CAs backdate their
+#: issue times (Let's Encrypt, one hour): a verifier whose clock is a little behind, or that
+#: read its clock before the fetch, must not find fresh collateral "not yet valid".
+COLLATERAL_BACKDATE: Final = timedelta(hours=1)
 _ORG: Final = SIMULATION_ORGANIZATION
 _FILES: Final = (
     "root.pem",
@@ -177,9 +181,9 @@ class CollateralSpec:
 
     Every field left at its default yields collateral under which the
     platform's quotes verify. Windows are ``(issue, next_update)``; ``None``
-    means ``(now, now + validity)``. ``*_fields`` are raw JSON members set on
-    the signed TCB info / QE identity after everything else (any value, for
-    malformed-collateral tests).
+    means ``(now - COLLATERAL_BACKDATE, now + validity)``. ``*_fields`` are raw
+    JSON members set on the signed TCB info / QE identity after everything else
+    (any value, for malformed-collateral tests).
     """
 
     fmspc: bytes | None = None
@@ -619,7 +623,11 @@ class SimulatedPlatform:
         validity: timedelta = timedelta(days=30),
         spec: CollateralSpec | None = None,
     ) -> Collateral:
-        """Signed collateral for this platform's quotes, issued at ``now``.
+        """Signed collateral for this platform's quotes, made at ``now``.
+
+        Its issue dates (TCB info and QE identity ``issueDate``, the CRLs'
+        thisUpdate) are :data:`COLLATERAL_BACKDATE` before ``now``; it is valid
+        until ``now + validity``.
 
         TCB info v3 (``SGX``) and QE identity v2 (``QE``) signed with ECDSA
         P-256 by the TCB signing certificate; issuer chains ``[signer, root]``;
@@ -630,7 +638,7 @@ class SimulatedPlatform:
             raise UsageError("now must be a timezone-aware datetime")
         spec = spec or CollateralSpec()
         issued = _seconds(now)
-        default: Window = (issued, _seconds(now + validity))
+        default: Window = (issued - COLLATERAL_BACKDATE, _seconds(now + validity))
         tcb_window = spec.tcb_info_window or default
         qe_window = spec.qe_identity_window or default
         tcb_date = _seconds(self.root_certificate.not_valid_before_utc)

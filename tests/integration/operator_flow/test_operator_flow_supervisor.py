@@ -23,6 +23,7 @@ from operator_flow_fixtures import (  # noqa: F401
     database_fixture,
     database_url_fixture,
     history,
+    manifest_for,
     row,
     run,
     settings_fixture,
@@ -195,6 +196,36 @@ def test_expired_apps_are_stopped(settings: OperatorSettings, database: Database
 
     run(body)
     assert history(database, soon)[-1] == "expired"
+
+
+def test_a_runtime_that_stops_at_its_measured_expiry_is_expired_not_restarted(
+    settings: OperatorSettings, database: Database
+) -> None:
+    """The runtime exits by itself at its measured RA-TLS expiry (issue 9, point 5).
+
+    The app's expires_at is later than the measured expiry (whole seconds, or an
+    operator's clock behind the enclave's): the app is expired, never on_error or
+    restarted.
+    """
+    clock = FakeClock()
+    app_id = add_app(database, expires_at=clock.now + timedelta(days=60))
+    measured = manifest_for(app_id, OperatorTls.RATLS, None).ratls_expiry
+    assert measured is not None and measured < (clock.now + timedelta(days=60)).timestamp()
+
+    async def body() -> None:
+        world = FakeWorld()
+        prober = FakeProber(default=Probe.HEALTHY)
+        async with supervising(settings, database, world, clock=clock, prober=prober) as host:
+            await status_is(database, app_id, AppStatus.RUNNING)
+            clock.advance(measured - clock.now.timestamp() + 1)
+            world.kill(app_id)  # exit code 3 (EXIT_EXPIRED): it stopped serving
+            host.supervisor.notify(app_id)
+            await status_is(database, app_id, AppStatus.EXPIRED)
+            assert (row(database, app_id).status_detail or "").startswith("expired at")
+            assert host.backend.starts(app_id) == 1 and world.pids(app_id) == []
+
+    run(body)
+    assert history(database, app_id) == ["spawning", "running", "expired"]
 
 
 def test_an_app_that_cannot_be_launched_is_on_error_at_once(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import stat
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from nacl.public import PrivateKey, SealedBox
@@ -17,6 +19,7 @@ import confide.cli._crypto  # noqa: F401  (registers the commands on the app)
 from confide.attestation import create_ratls_certificate, ratls_report_data
 from confide.cli import app
 from confide.crypto import PackageKey, X25519KeyPair, package_digest, seal, unseal
+from confide.runtime import LAUNCH_MANIFEST_OID, LaunchManifest, TlsMode
 from confide.tee import SimulatedPlatform
 
 
@@ -319,3 +322,64 @@ def test_debug_shows_the_traceback_of_a_rejection(
     assert result.exit_code == 1
     assert "Traceback" in result.stderr
     assert "Traceback" not in runner.invoke(app, argv).stderr
+
+
+def test_seal_to_an_unpinned_enclave_needs_a_pin_or_the_unsafe_flag(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """Issue 9, point 4: --cert alone sealed to any genuine enclave without a word."""
+    now = datetime(2025, 6, 1, tzinfo=UTC)
+    platform = SimulatedPlatform.open(tmp_path / "sim", now=now)
+    enclave = X25519KeyPair.generate()
+    tls_key = ec.generate_private_key(ec.SECP256R1())
+    launch = LaunchManifest(
+        runtime_sha256=bytes(32),
+        package_sha256=bytes(32),
+        app_id=uuid.UUID(int=9),
+        application="app:app",
+        tls=TlsMode.RATLS,
+        ratls_expiry=int((now + timedelta(days=1)).timestamp()),
+        certificate_sha256=None,
+        san=("b.apps.example",),
+        subject=None,
+    )
+    quote = platform.quote(
+        ratls_report_data(tls_key.public_key(), enclave.public_key),
+        mr_enclave=launch.measurement(),
+        mr_signer=bytes(32),
+    )
+    cert = create_ratls_certificate(
+        tls_key,
+        quote,
+        subject="enclave",
+        sans=["b.apps.example"],
+        not_before=now - timedelta(hours=1),
+        not_after=now + timedelta(days=1),
+        extensions=[x509.UnrecognizedExtension(LAUNCH_MANIFEST_OID, launch.to_json())],
+    )
+    (tmp_path / "ratls.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+    (tmp_path / "root.pem").write_bytes(platform.root_certificate.public_bytes(Encoding.PEM))
+    (tmp_path / "coll.json").write_text(platform.collateral(now).to_json())
+    (tmp_path / "secret").write_bytes(b"api-key")
+    base = ["seal", str(tmp_path / "secret"), "--cert", str(tmp_path / "ratls.pem")]
+    base += ["--collateral", str(tmp_path / "coll.json"), "--root-ca", str(tmp_path / "root.pem")]
+    base += ["--at", str(int(now.timestamp())), "--allow-simulation"]
+    out = tmp_path / "sealed"
+
+    unpinned = runner.invoke(app, [*base, "--out", str(out)])
+    assert unpinned.exit_code == 2, unpinned.output
+    assert "--unsafe-any-enclave" in unpinned.stderr and not out.exists()
+
+    other = runner.invoke(app, [*base, "--name", "a.apps.example", "--out", str(out)])
+    assert other.exit_code == 1, other.output
+    assert "not launched for a.apps.example" in other.stderr and not out.exists()
+
+    named = runner.invoke(app, [*base, "--name", "b.apps.example", "--out", str(out)])
+    assert named.exit_code == 0, named.output
+    assert unseal(out.read_bytes(), enclave) == b"api-key"
+    out.unlink()
+
+    unsafe = runner.invoke(app, [*base, "--unsafe-any-enclave", "--out", str(out)])
+    assert unsafe.exit_code == 0, unsafe.output
+    assert "neither its code nor its launch was checked" in unsafe.stderr
+    assert unseal(out.read_bytes(), enclave) == b"api-key"

@@ -60,6 +60,7 @@ from confide.tee import (
     Tee,
     TeeKind,
 )
+from confide.tee._simulation import COLLATERAL_BACKDATE
 
 MR_ENCLAVE = hashlib.sha256(b"enclave").digest()
 MR_SIGNER = hashlib.sha256(b"signer").digest()
@@ -904,4 +905,25 @@ def test_collateral_round_trips_through_json(platform: SimulatedPlatform, now: d
     again = Collateral.from_json(collateral.to_json())
     assert again.tcb_info == collateral.tcb_info
     assert again.qe_identity == collateral.qe_identity
-    assert collateral.tcb_info.next_update - collateral.tcb_info.issue_date == timedelta(days=7)
+    assert collateral.tcb_info.issue_date == now - COLLATERAL_BACKDATE
+    assert collateral.tcb_info.next_update == now + timedelta(days=7)
+
+
+def test_collateral_verifies_with_a_clock_read_before_it_was_made(
+    platform: SimulatedPlatform, now: datetime
+) -> None:
+    """A client reads its clock, then fetches collateral made a moment later (issue 9, 12).
+
+    Observed on a loaded machine: the CRL was "not yet valid" at 07:10:44.995 because it
+    was issued at 07:10:45. Backdated issue times, as real CAs use, leave room for that.
+    """
+    made_at = now + timedelta(seconds=1, microseconds=5000)
+    collateral = platform.collateral(made_at)
+    verify_quote(
+        _quote(platform),
+        collateral,
+        now=now,
+        policy=ANY_STATUS,
+        trust_anchor=platform.root_certificate,
+    )
+    assert collateral.root_ca_crl.last_update_utc < now  # the case this test is about

@@ -1,0 +1,208 @@
+"""A verification is about the name asked for: the measured launch manifest lists it.
+
+The certificate carries the launch manifest; :func:`verify_launch` holds it to
+the quote's MRENCLAVE and to the name. One row per way it can be wrong, each
+with its own error code; the good row guards against a check that refuses all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from confide.attestation import (
+    Collateral,
+    Policy,
+    RatlsVerified,
+    create_ratls_certificate,
+    ratls_report_data,
+    verify_ratls_certificate,
+)
+from confide.client import TrustMaterial, verify_enclave, verify_launch
+from confide.errors import AttestationError, FormatError, PolicyError
+from confide.runtime import LAUNCH_MANIFEST_OID, MAX_MANIFEST_SIZE, LaunchManifest, TlsMode
+from confide.tee import SimulatedPlatform
+
+CREATED = datetime(2025, 1, 1, tzinfo=UTC)
+NOW = CREATED + timedelta(hours=1)
+KEY = ec.derive_private_key(4242, ec.SECP256R1())
+APP_A = "a.apps.example"
+APP_B = "b.apps.example"
+
+
+def manifest(*names: str) -> LaunchManifest:
+    return LaunchManifest(
+        runtime_sha256=bytes(32),
+        package_sha256=bytes(range(32)),
+        app_id=uuid.UUID(int=7),
+        application="app:app",
+        tls=TlsMode.RATLS,
+        ratls_expiry=int((NOW + timedelta(days=1)).timestamp()),
+        certificate_sha256=None,
+        san=names,
+        subject=None,
+    )
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> SimulatedPlatform:
+    return SimulatedPlatform.open(tmp_path_factory.mktemp("launch") / "sim", now=CREATED)
+
+
+@pytest.fixture(scope="module")
+def collateral(platform: SimulatedPlatform) -> Collateral:
+    return platform.collateral(NOW)
+
+
+def certificate(
+    platform: SimulatedPlatform, measured: bytes, carried: bytes | None
+) -> x509.Certificate:
+    """An RA-TLS certificate whose quote measures ``measured`` and carries ``carried``."""
+    quote = platform.quote(
+        ratls_report_data(KEY.public_key(), bytes(32)), mr_enclave=measured, mr_signer=bytes(32)
+    )
+    extensions = (
+        [] if carried is None else [x509.UnrecognizedExtension(LAUNCH_MANIFEST_OID, carried)]
+    )
+    return create_ratls_certificate(
+        KEY,
+        quote,
+        subject="enclave",
+        sans=("enclave",),
+        not_before=CREATED,
+        not_after=NOW + timedelta(days=1),
+        extensions=extensions,
+    )
+
+
+def verified(
+    cert: x509.Certificate, platform: SimulatedPlatform, collateral: Collateral
+) -> RatlsVerified:
+    return verify_ratls_certificate(
+        cert,
+        collateral,
+        now=NOW,
+        policy=Policy(allow_simulation=True),
+        trust_anchor=platform.root_certificate,
+    )
+
+
+A = manifest(APP_A, "www.a.example")
+B = manifest(APP_B)
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    #: (measured, carried bytes or None) of the enclave's certificate.
+    make: Callable[[], tuple[bytes, bytes | None]]
+    asked: str
+    error: type[AttestationError] | None
+    code: str | None = None
+
+
+ROWS = [
+    Row("launched for the name", lambda: (A.measurement(), A.to_json()), APP_A, None),
+    Row("another of its names", lambda: (A.measurement(), A.to_json()), "www.a.example", None),
+    Row("names compare case-blind", lambda: (A.measurement(), A.to_json()), "A.Apps.Example", None),
+    Row(
+        "A's name routed to B's enclave",
+        lambda: (B.measurement(), B.to_json()),
+        APP_A,
+        PolicyError,
+        "launch.name",
+    ),
+    Row(
+        "no manifest in the certificate",
+        lambda: (A.measurement(), None),
+        APP_A,
+        PolicyError,
+        "launch.absent",
+    ),
+    Row(
+        "B's enclave carrying A's manifest",
+        lambda: (B.measurement(), A.to_json()),
+        APP_A,
+        PolicyError,
+        "launch.measurement",
+    ),
+    Row(
+        "A's manifest with a name added",
+        lambda: (A.measurement(), manifest(APP_A, "www.a.example", APP_B).to_json()),
+        APP_B,
+        PolicyError,
+        "launch.measurement",
+    ),
+    Row(
+        "the measured manifest, not in canonical form",
+        lambda: (A.measurement(), A.to_json().replace(b",", b", ")),
+        APP_A,
+        PolicyError,
+        "launch.measurement",
+    ),
+    Row(
+        "not a manifest",
+        lambda: (A.measurement(), b"{not json"),
+        APP_A,
+        FormatError,
+        "launch.format",
+    ),
+    Row(
+        "too large",
+        lambda: (A.measurement(), b" " * (MAX_MANIFEST_SIZE + 1)),
+        APP_A,
+        FormatError,
+        "launch.format",
+    ),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
+def test_verify_launch(row: Row, platform: SimulatedPlatform, collateral: Collateral) -> None:
+    measured, carried = row.make()
+    cert = certificate(platform, measured, carried)
+    result = verified(cert, platform, collateral)  # the quote itself is fine in every row
+    if row.error is None:
+        assert verify_launch(cert, result, row.asked) == A
+        return
+    with pytest.raises(row.error) as caught:
+        verify_launch(cert, result, row.asked)
+    assert caught.value.code == row.code
+    assert "\n" not in str(caught.value)
+
+
+def test_the_table_covers_every_code() -> None:
+    assert {r.code for r in ROWS} == {
+        None,
+        "launch.name",
+        "launch.absent",
+        "launch.measurement",
+        "launch.format",
+    }
+
+
+def test_verify_enclave_checks_the_name_without_a_fingerprint(
+    platform: SimulatedPlatform, collateral: Collateral
+) -> None:
+    cert = certificate(platform, B.measurement(), B.to_json())
+    material = TrustMaterial(collateral, platform.root_certificate, simulated=True)
+
+    def verify(name: str) -> RatlsVerified:
+        return verify_enclave(
+            cert, material, now=NOW, fingerprint=None, name=name, allow_simulation=True
+        )
+
+    good = verify(APP_B)
+    assert good.quote.checks[-1].name == "launch manifest measured, for this name"
+    assert good.quote.checks[-1].detail == APP_B
+    with pytest.raises(PolicyError) as caught:
+        verify(APP_A)
+    assert caught.value.code == "launch.name"
+    assert APP_A in str(caught.value) and APP_B in str(caught.value)
+    assert caught.value.checks  # what passed before the refusal is kept for the report
