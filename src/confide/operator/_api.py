@@ -52,6 +52,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from confide.crypto import HEADER_SIZE, CryptoError, check_package_layout
 from confide.runtime import LaunchManifest
 
 from ._auth import Authenticator
@@ -189,6 +190,27 @@ def _too_large(limit: int, *, unread_body: bool = False) -> HTTPException:
         detail=f"the package is larger than this operator's limit of {limit} bytes",
         headers={"Connection": "close"} if unread_body else None,
     )
+
+
+def _check_package(package: BinaryIO, limit: int) -> None:
+    """413 over the limit; 422 unless it has a package's header and size (no key needed).
+
+    The operator cannot open a package, but it need not store, nor launch a
+    runtime for, an upload that is no package at all (empty, another file, a
+    truncated or padded package).
+    """
+    size = package.seek(0, os.SEEK_END)
+    if size > limit:
+        raise _too_large(limit)
+    package.seek(0)
+    head = package.read(HEADER_SIZE)
+    package.seek(0)
+    try:
+        check_package_layout(head, size)
+    except CryptoError as exc:
+        raise RequestValidationError(
+            [{"type": exc.code, "loc": ("body", "package"), "msg": exc.message, "input": None}]
+        ) from None
 
 
 def _domain_taken(domain: str) -> HTTPException:
@@ -364,13 +386,14 @@ class _Api:
     def create(self, auth: AuthenticatedToken, raw_manifest: str, package: BinaryIO) -> AppOut:
         now = self.clock()
         manifest, chain = parse_manifest(
-            raw_manifest, plans={p.name for p in self.settings.plans}, now=now
+            raw_manifest, plans={p.name: p for p in self.settings.plans}, now=now
         )
         with self.db.session() as session:
             # Early answers, before the package is stored; checked again below, atomically.
             self.check_app_limit(session, auth.account_id)
             if manifest.domain is not None:
                 self.check_owner_domain(session, manifest.domain)
+        _check_package(package, self.settings.max_package_size)
         try:
             blob = self.blobs.put(package, limit=self.settings.max_package_size)
         except PackageTooLarge:
@@ -768,7 +791,14 @@ def create_app(
     @router.get("/plans", tags=["operator"])
     def plans(auth: Auth) -> list[PlanOut]:
         return [
-            PlanOut(name=p.name, memory_mib=p.memory_mib, cores=p.cores) for p in settings.plans
+            PlanOut(
+                name=p.name,
+                memory_mib=p.memory_mib,
+                cores=p.cores,
+                max_lifetime_days=p.max_lifetime_days,
+                configure_timeout_minutes=p.configure_timeout_minutes,
+            )
+            for p in settings.plans
         ]
 
     @router.get("/projects", tags=["projects"])
