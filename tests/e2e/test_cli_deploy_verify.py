@@ -133,9 +133,9 @@ def test_zero_trust_deploy_then_a_user_verifies_and_calls(
 
     # A user who does not name the operator: refused as simulated, before any
     # collateral would be fetched from Intel's PCS.
-    user = cli("verify", domain, "--connect", router(operator))
-    assert user.exit_code == 1, user.output
-    assert "the enclave runs in simulation mode" in user.output
+    unnamed = cli("verify", domain, "--connect", router(operator))
+    assert unnamed.exit_code == 1, unnamed.output
+    assert "the enclave runs in simulation mode" in unnamed.output
 
     cert = x509.load_pem_x509_certificate(pem.read_bytes())
     address = RouterAddress(HOST, operator.router_port)
