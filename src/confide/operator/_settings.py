@@ -56,6 +56,7 @@ __all__ = [
     "OperatorSettings",
     "Plan",
     "TeeBackend",
+    "default_data_dir",
 ]
 
 #: The configuration file looked for in the data folder when none is given.
@@ -142,6 +143,17 @@ DEFAULT_PLANS: Final = (
     Plan("medium", memory_mib=2048, cores=2),
     Plan("large", memory_mib=8192, cores=4),
 )
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """The operator's data folder when none is given: ``$XDG_DATA_HOME/confide/operator``,
+    else ``~/.local/share/confide/operator`` (a relative ``XDG_DATA_HOME`` is ignored, as
+    the XDG base directory specification says)."""
+    base = environ.get("XDG_DATA_HOME", "")
+    if base and Path(base).is_absolute():
+        return Path(base) / "confide" / "operator"
+    home = environ.get("HOME")
+    return (Path(home) if home else Path.home()) / ".local" / "share" / "confide" / "operator"
 
 
 def _default_database_url(data_dir: Path) -> str:
