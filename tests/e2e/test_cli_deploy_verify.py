@@ -173,11 +173,20 @@ def test_zero_trust_deploy_then_a_user_verifies_and_calls(
 def test_untrusted_ssl_deploys_but_users_cannot_verify(
     operator: OperatorProcess, token: str, project: Path
 ) -> None:
-    done = deploy(operator, token, project, "--allow-simulation", "--untrusted-ssl", "-y")
+    done = deploy(operator, token, project, "--allow-simulation", "--untrusted-ssl", "-y", "--json")
     assert done.exit_code == 0, done.output
-    assert "CAN READ ALL ITS TRAFFIC" in done.output
-    context = AppContext.load(next((project.parent / ".confide").glob("*.json")))
+    assert "CAN READ ALL ITS TRAFFIC" in done.stderr  # warnings and progress: stderr only
+    context_path = next((project.parent / ".confide").glob("*.json"))
+    context = AppContext.load(context_path)
     assert context.tls.value == "operator"
+    # --json: stdout is the one JSON object.
+    result = json.loads(done.stdout)
+    assert result["id"] == str(context.app_id) and result["status"] == "running"
+    assert result["tls"] == "operator" and result["domains"] == list(context.domains)
+    assert result["fingerprint"] == context.fingerprint.hex()
+    assert (result["attested"], result["simulated"]) == (True, True)
+    assert result["context"] == str(context_path)
+    assert result["connected_via"] == router(operator)
     checked = cli(
         "verify",
         context.domains[0],
