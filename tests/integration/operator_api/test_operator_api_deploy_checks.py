@@ -165,3 +165,20 @@ def test_a_failure_after_the_upload_stops_the_app(
     # The supervisor was told: of the create, then of the stop.
     assert operator.events.notified == [uuid.UUID(app["id"])] * 2
     assert not (tmp_path / "ws").exists()
+
+
+def test_an_interrupted_deploy_stops_the_app(
+    operators: OperatorFactory, app_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while waiting after the upload: the app is stopped, and the interrupt goes on."""
+    operator = _start(operators)
+    token = operator.token("alice")
+
+    def interrupted(self: OperatorClient, app_id: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(OperatorClient, "get_app", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _deploy(operator, token, _project(tmp_path, app_dir))
+    (app,) = _apps(operator, token)
+    assert app["desired_state"] == "stop"
