@@ -43,7 +43,10 @@ unit: $(STAMP) $(INTEROP_STAMP)
 
 test: lint typecheck unit
 
+# The router benchmark compares with HAProxy: scripts/haproxy.sh installs Debian's haproxy if
+# it is missing (as root; else it says what to install and make stops).
 bench: $(STAMP)
+	scripts/haproxy.sh
 	$(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_package.py
 	$(BIN)/python bench/bench_runtime.py

@@ -7,8 +7,9 @@ and the p99 latency of a "hello" HTTP/1.1 app served over TLS with keep-alive:
 - **router**: through ``serve_router`` in passthrough mode (SNI ``app1.bench.test``);
 - **haproxy**: through HAProxy (Debian package ``haproxy``) doing the same SNI
   passthrough (``mode tcp``, ``tcp-request inspect-delay``, ``req_ssl_sni``),
-  one thread like the router. Skipped, and said so, if ``haproxy`` is missing
-  (``apt-get install haproxy``).
+  one thread like the router. ``make bench`` installs it first
+  (``scripts/haproxy.sh``); run alone, the script skips it, and says so, if
+  ``haproxy`` is missing.
 
 The load generator is ours (asyncio + ssl, in its own process): it keeps
 ``--connections`` keep-alive TLS connections busy, each sending the next request
@@ -482,7 +483,7 @@ def main() -> int:
         print(f"router/haproxy {ratio('router', 'haproxy'):.2f}")
         print(f"relay/haproxy  {ratio('relay', 'haproxy'):.2f}")
     else:
-        print("haproxy not installed: apt-get install haproxy")
+        print("haproxy not installed: run scripts/haproxy.sh (make bench does)")
     return 0
 
 

@@ -18,6 +18,7 @@ boundary with ``raise ... from exc``.
     │   ├── SimulationError        the quote comes from a simulated TEE and that was not allowed
     │   └── PolicyError            verified evidence does not match the caller's expectations
     ├── CryptoError                data could not be opened, or is not acceptable once opened
+    ├── JsonError                  a JSON document is not strict JSON (confide.strictjson)
     ├── FetchError                 collateral or a peer certificate could not be fetched
     ├── OperatorError              the operator's API could not be reached or refused a call
     └── TeeError                   the local TEE could not produce a quote or a key
@@ -45,6 +46,7 @@ __all__ = [
     "Error",
     "FetchError",
     "FormatError",
+    "JsonError",
     "OperatorError",
     "PolicyError",
     "RevocationError",
@@ -106,6 +108,12 @@ class FetchError(Error):
         super().__init__(f"fetching {url} failed: {reason}")
         self.url = url
         self.reason = reason
+
+
+class JsonError(Error):
+    """A JSON document is not strict JSON (see :mod:`confide.strictjson`)."""
+
+    code = "json"
 
 
 class OperatorError(Error):

@@ -47,15 +47,22 @@ def iso(when: datetime) -> str:
 class OperatorProcess:
     """A running ``confide operator serve``; its stderr goes to ``<data>/../operator.err``."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        data_dir_option: bool = True,
+    ) -> None:
+        """``data_dir_option=False``: no ``--data-dir``; ``data_dir`` is where it should go."""
         self.data_dir = data_dir
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.err_path = data_dir.parent / f"{data_dir.name}-operator.err"
         self.args = [
             str(CONFIDE),
             "operator",
             "serve",
-            "--data-dir",
-            str(data_dir),
+            *(["--data-dir", str(data_dir)] if data_dir_option else []),
             "--api",
             f"{HOST}:0",
             "--router",
@@ -66,7 +73,7 @@ class OperatorProcess:
         ]
         with self.err_path.open("ab") as err:
             self.proc = subprocess.Popen(
-                self.args, stdin=subprocess.DEVNULL, stdout=err, stderr=err
+                self.args, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env
             )
         self.addresses = self._wait_ready()
         self.api_url = str(self.addresses["api_url"])

@@ -131,6 +131,12 @@ def test_zero_trust_deploy_then_a_user_verifies_and_calls(
     assert "VERIFIED SIMULATED SGX" in verified.output
     assert context.fingerprint.hex() in verified.output
 
+    # A user who does not name the operator: refused as simulated, before any
+    # collateral would be fetched from Intel's PCS.
+    unnamed = cli("verify", domain, "--connect", router(operator))
+    assert unnamed.exit_code == 1, unnamed.output
+    assert "the enclave runs in simulation mode" in unnamed.output
+
     cert = x509.load_pem_x509_certificate(pem.read_bytes())
     address = RouterAddress(HOST, operator.router_port)
     with pinned_client(address, domain, cert, timeout=15) as user:
@@ -181,11 +187,20 @@ def test_zero_trust_deploy_then_a_user_verifies_and_calls(
 def test_untrusted_ssl_deploys_but_users_cannot_verify(
     operator: OperatorProcess, token: str, project: Path
 ) -> None:
-    done = deploy(operator, token, project, "--allow-simulation", "--untrusted-ssl", "-y")
+    done = deploy(operator, token, project, "--allow-simulation", "--untrusted-ssl", "-y", "--json")
     assert done.exit_code == 0, done.output
-    assert "CAN READ ALL ITS TRAFFIC" in done.output
-    context = AppContext.load(next((project.parent / ".confide").glob("*.json")))
+    assert "CAN READ ALL ITS TRAFFIC" in done.stderr  # warnings and progress: stderr only
+    context_path = next((project.parent / ".confide").glob("*.json"))
+    context = AppContext.load(context_path)
     assert context.tls.value == "operator"
+    # --json: stdout is the one JSON object.
+    result = json.loads(done.stdout)
+    assert result["id"] == str(context.app_id) and result["status"] == "running"
+    assert result["tls"] == "operator" and result["domains"] == list(context.domains)
+    assert result["fingerprint"] == context.fingerprint.hex()
+    assert (result["attested"], result["simulated"]) == (True, True)
+    assert result["context"] == str(context_path)
+    assert result["connected_via"] == router(operator)
     checked = cli(
         "verify",
         context.domains[0],
@@ -209,30 +224,27 @@ def test_another_measurement_gets_no_key(
     assert "code fingerprint mismatch: expected" in done.output
     assert "the enclave reports" in done.output
     assert not (project.parent / ".confide").exists()
+    assert "the deployment failed: the app" in done.output
     with operator.client(token) as api:
         app_id = only_app(api)
-        # The runtime still waits for its configuration: nothing reached it.
-        body = wait_status(api, app_id, "initializing")
-        assert body["status_detail"] == "waiting for the configuration"
+        # The app the failed deploy created is stopped, not left waiting for a configuration.
+        body = wait_status(api, app_id, "stopped")
+        assert body["desired_state"] == "stop"
         logs = api.get(f"/api/v1/apps/{app_id}/logs").text
-        assert "configured" not in logs
-        api.post(f"/api/v1/apps/{app_id}/stop")
+        assert "configured" not in logs  # nothing reached it
 
 
-def test_simulation_is_refused_without_allow_simulation(
+def test_simulation_is_refused_without_allow_simulation_before_the_upload(
     operator: OperatorProcess, token: str, project: Path
 ) -> None:
+    with operator.client(token) as api:
+        before = api.get("/api/v1/apps").json()["apps"]
     done = deploy(operator, token, project)
     assert done.exit_code == 1, done.output
     assert "the enclave runs in simulation mode: pass --allow-simulation only for tests" in (
         done.output
     )
+    assert "nothing was uploaded" in done.output
+    assert "uploading" not in done.output
     with operator.client(token) as api:
-        app_id = only_app(api)
-        assert app_body(api, app_id)["status"] == "initializing"
-        # A user who does not name the operator: refused as simulated, before any
-        # collateral would be fetched from Intel's PCS.
-        user = cli("verify", f"{app_id}.{BASE_DOMAIN}", "--connect", router(operator))
-        assert user.exit_code == 1, user.output
-        assert "the enclave runs in simulation mode" in user.output
-        api.post(f"/api/v1/apps/{app_id}/stop")
+        assert api.get("/api/v1/apps").json()["apps"] == before

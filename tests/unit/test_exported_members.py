@@ -9,8 +9,9 @@ import pytest
 
 import confide.attestation
 import confide.errors
+import confide.strictjson
 
-MODULES = [confide.attestation, confide.errors]
+MODULES = [confide.attestation, confide.errors, confide.strictjson]
 
 
 def _public_names(module: types.ModuleType) -> set[str]:

@@ -168,9 +168,17 @@ def deploy_command(
     ] = INTEL_PCS_URL,
     url: UrlOpt = None,
     token: TokenOpt = None,
+    json_: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the deployed app as one JSON object on stdout (as `confide status "
+            "--json`, with the fingerprint recomputed here and what was attested).",
+        ),
+    ] = False,
 ) -> None:
     """Deploy an app: encrypt, upload, attest the enclave, then hand it the code key."""
-    out = Output()
+    out = Output(json_mode=json_)
     config = ProjectConfig.load(path)
     for warning in config.warnings:
         out.warn(warning)
@@ -208,6 +216,19 @@ def deploy_command(
     with connect_operator(ctx, url, token, DEFAULT_TIMEOUT) as client:
         done = deploy(client, config, options, _Events(out), _pcs_collateral(pccs_url))
     record = done.record
+    if json_:
+        out.json(
+            {
+                **record.to_dict(),
+                "fingerprint": done.fingerprint.hex(),
+                "attested": done.verified is not None,
+                "simulated": None if done.verified is None else done.verified.quote.simulated,
+                "server_name": done.server_name,
+                "connected_via": str(done.router),
+                "context": str(done.context_path),
+            }
+        )
+        return
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -58,11 +59,13 @@ operator_app.add_typer(token_app, name="token")
 app.add_typer(operator_app, name="operator")
 
 DataDirOpt = Annotated[
-    Path,
+    Path | None,
     typer.Option(
         "--data-dir",
-        help="The operator's data folder (database, packages, logs, operator.toml).",
+        help="The operator's data folder (database, packages, logs, operator.toml). "
+        "Default: $XDG_DATA_HOME/confide/operator (~/.local/share/confide/operator).",
         envvar="CONFIDE_OPERATOR_DATA",
+        show_default=False,
     ),
 ]
 ConfigOpt = Annotated[
@@ -84,11 +87,20 @@ DatabaseOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
-def _settings(data_dir: Path, config: Path | None, database_url: str | None) -> OperatorSettings:
+def _data_dir(given: Path | None) -> Path:
+    """``--data-dir``, else the XDG data folder; the environment is read here, at the entry."""
+    from confide.operator import default_data_dir
+
+    return given if given is not None else default_data_dir(os.environ)
+
+
+def _settings(
+    data_dir: Path | None, config: Path | None, database_url: str | None
+) -> OperatorSettings:
     from confide.operator import OperatorSettings
 
     return OperatorSettings.load(
-        data_dir,
+        _data_dir(data_dir),
         runtime_sha256=runtime_code_hash(),
         config_file=config,
         database_url=database_url,
@@ -130,7 +142,7 @@ def _token_dict(info: TokenInfo) -> dict[str, object]:
 @handle_errors
 def operator_migrate(
     ctx: typer.Context,
-    data_dir: DataDirOpt,
+    data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     database_url: DatabaseOpt = None,
 ) -> None:
@@ -148,7 +160,7 @@ def token_create(
     account: Annotated[
         str, typer.Option("--account", help="The account (created if it does not exist).")
     ],
-    data_dir: DataDirOpt,
+    data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     database_url: DatabaseOpt = None,
     json_: JsonOpt = False,
@@ -181,7 +193,7 @@ def token_create(
 @handle_errors
 def token_list(
     ctx: typer.Context,
-    data_dir: DataDirOpt,
+    data_dir: DataDirOpt = None,
     account: Annotated[
         str | None, typer.Option("--account", help="Only this account's tokens.")
     ] = None,
@@ -218,7 +230,7 @@ def token_list(
 def token_revoke(
     ctx: typer.Context,
     token_id: Annotated[int, typer.Argument(help="The token's id (see token list).", min=1)],
-    data_dir: DataDirOpt,
+    data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     database_url: DatabaseOpt = None,
     json_: JsonOpt = False,
@@ -265,7 +277,7 @@ def _serve_logger() -> logging.Logger:
 @handle_errors
 def operator_serve(
     ctx: typer.Context,
-    data_dir: DataDirOpt,
+    data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     database_url: DatabaseOpt = None,
     api: Annotated[
@@ -316,7 +328,7 @@ def operator_serve(
     if router is not None:
         overrides["router_host"], overrides["router_port"] = _address(router, "--router")
     settings = OperatorSettings.load(
-        data_dir,
+        _data_dir(data_dir),
         runtime_sha256=runtime_code_hash(),
         config_file=config,
         database_url=database_url,

@@ -209,6 +209,10 @@ class Plan:
     name: str
     memory_mib: int
     cores: int
+    #: The latest expiry an app may ask for, in days (``None``: the operator does not say).
+    max_lifetime_days: int | None = None
+    #: Minutes an app has to be configured before it is stopped (``None``: not said).
+    configure_timeout_minutes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +377,9 @@ class _Doc:
             self._wrong(key, "an integer")
         return value
 
+    def opt_integer(self, key: str) -> int | None:
+        return None if self._value.get(key) is None else self.integer(key)
+
     def number(self, key: str) -> float:
         value = self._get(key)
         if not isinstance(value, int | float) or isinstance(value, bool):
@@ -459,7 +466,13 @@ def _account(d: _Doc) -> Account:
 
 
 def _plan(d: _Doc) -> Plan:
-    return Plan(name=d.text("name"), memory_mib=d.integer("memory_mib"), cores=d.integer("cores"))
+    return Plan(
+        name=d.text("name"),
+        memory_mib=d.integer("memory_mib"),
+        cores=d.integer("cores"),
+        max_lifetime_days=d.opt_integer("max_lifetime_days"),
+        configure_timeout_minutes=d.opt_integer("configure_timeout_minutes"),
+    )
 
 
 def _project(d: _Doc) -> ProjectInfo:

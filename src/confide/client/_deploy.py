@@ -3,9 +3,15 @@
 The owner never takes the operator's word for what runs. The steps of
 :func:`deploy`:
 
-1. package and encrypt the code folder with a fresh key (never reused);
+0. check with the operator all that can be checked before anything is
+   uploaded (:func:`check_before_upload`: the plan and its longest lifetime,
+   a simulated TEE only when allowed, room for one more app);
+1. package and encrypt the code folder with a fresh key (never reused), and
+   check it is within the operator's size limit;
 2. upload it with the manifest asked for (:func:`requested_manifest`) and wait
-   for the app to be ``initializing``;
+   for the app to be ``initializing``. From here on, a failure (or Ctrl-C)
+   stops the app created, so that it does not wait for a configuration that
+   never comes;
 3. check that the operator states exactly the manifest asked for
    (:func:`check_stated_manifest`: application, TLS mode, expiry, domain,
    certificate) and recompute the fingerprint here
@@ -47,7 +53,7 @@ from cryptography import x509
 from confide.attestation import Quote, RatlsVerified, quote_from_certificate
 from confide.crypto import PackageInfo, PackageKey, encrypt_package, public_key_from_report_data
 from confide.crypto import seal as seal_box
-from confide.errors import PolicyError, UsageError
+from confide.errors import Error, PolicyError, SimulationError, UsageError
 from confide.runtime import (
     CodeSource,
     LaunchManifest,
@@ -57,10 +63,19 @@ from confide.runtime import (
     runtime_code_hash,
 )
 
-from ._api import AppRecord, AppStatus, AppTls, DeployManifest, OperatorClient, RouterAddress
+from ._api import (
+    Account,
+    AppRecord,
+    AppStatus,
+    AppTls,
+    DeployManifest,
+    OperatorClient,
+    RouterAddress,
+)
 from ._config import MAX_PEM_SIZE, MAX_SECRETS_SIZE, ProjectConfig
 from ._context import AppContext
 from ._verify import (
+    SIMULATION_REFUSED,
     CollateralSource,
     fetch_enclave_certificate,
     has_quote,
@@ -75,6 +90,7 @@ __all__ = [
     "DeployEvents",
     "DeployOptions",
     "Deployment",
+    "check_before_upload",
     "check_stated_manifest",
     "choose_tls",
     "configuration_payload",
@@ -196,6 +212,50 @@ def requested_manifest(config: ProjectConfig, tls: AppTls, now: datetime) -> Dep
         domain=domain,
         certificate=certificate,
     )
+
+
+def check_before_upload(
+    client: OperatorClient, asked: DeployManifest, options: DeployOptions, *, now: datetime
+) -> Account:
+    """Refuse, before anything is uploaded, a deployment the operator would refuse or that
+    this deploy would abandon after the upload; the account (its package size limit).
+
+    Checks: the plan exists and allows the expiry asked for; a simulated TEE is
+    accepted only with ``allow_simulation`` (or with attestation skipped, which
+    takes the enclave on trust anyway); the account has room for one more app.
+    The TLS mode's own inputs (certificate, key, domain) were checked when the
+    project file was loaded.
+    """
+    plans = {p.name: p for p in client.plans()}
+    plan = plans.get(asked.plan)
+    if plan is None:
+        raise UsageError(
+            f"the operator has no plan {asked.plan!r}: its plans are {', '.join(sorted(plans))}",
+            hint="set [cloud] hardware in the project file to one of them; nothing was uploaded",
+        )
+    if plan.max_lifetime_days is not None:
+        latest = now + timedelta(days=plan.max_lifetime_days)
+        if asked.expires_at > latest:
+            raise UsageError(
+                f"the app would expire at {asked.expires_at.isoformat()}, but plan {plan.name} "
+                f"allows at most {plan.max_lifetime_days} days (until {latest.isoformat()})",
+                hint="set an earlier [cloud] expiration_date; nothing was uploaded",
+            )
+    simulated = client.simulation() is not None
+    if simulated and not options.allow_simulation and not options.unsafe_skip_attestation:
+        raise SimulationError(
+            "policy.simulation",
+            SIMULATION_REFUSED,
+            hint="nothing was uploaded; --allow-simulation deploys on it (tests only)",
+        )
+    account = client.me()
+    if account.apps >= account.max_apps:
+        raise UsageError(
+            f"the account {account.account} has {account.apps} apps, the most it may have "
+            f"({account.max_apps})",
+            hint="delete one first (confide app delete); nothing was uploaded",
+        )
+    return account
 
 
 def package_code(code_dir: Path, out: Path) -> tuple[PackageKey, PackageInfo]:
@@ -346,6 +406,30 @@ def _secrets(config: ProjectConfig) -> dict[str, Any] | None:
     return value
 
 
+class _StopOnFailure:
+    """Stop the app created (if any) when the deployment fails after the upload."""
+
+    def __init__(self, client: OperatorClient, events: DeployEvents) -> None:
+        self._client = client
+        self._events = events
+        self.app: AppRecord | None = None
+
+    def __enter__(self) -> _StopOnFailure:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if self.app is None or kind is None:
+            return
+        if not issubclass(kind, Exception | KeyboardInterrupt):
+            return
+        try:
+            self._client.stop_app(self.app.id)
+        except Error as exc:
+            self._events.warn(f"the app {self.app.id} could not be stopped: {exc}")
+            return
+        self._events.warn(f"the deployment failed: the app {self.app.id} was stopped")
+
+
 def _save_context(context: AppContext, folder: Path) -> Path:
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -382,7 +466,12 @@ def deploy(
     if options.tls == AppTls.OWNER and config.ssl is not None:
         ssl_key = read_bounded(config.ssl.private_key, "private key", MAX_PEM_SIZE).decode("ascii")
 
-    with tempfile.TemporaryDirectory(prefix="confide-deploy-") as tmp:
+    account = check_before_upload(client, asked, options, now=clock())
+
+    with (
+        tempfile.TemporaryDirectory(prefix="confide-deploy-") as tmp,
+        _StopOnFailure(client, events) as created,
+    ):
         package = Path(tmp) / f"{config.name}.pkg"
         events.step(f"packaging and encrypting {config.cloud.code} with a fresh key")
         key, info = package_code(config.cloud.code, package)
@@ -390,8 +479,14 @@ def deploy(
             f"package: {info.size} bytes, {info.archive.entries} entries, "
             f"sha256 {info.digest.hex()}"
         )
+        if info.size > account.max_package_size:
+            raise UsageError(
+                f"the package is {info.size} bytes, more than the operator's limit of "
+                f"{account.max_package_size}",
+                hint="leave out what the app does not need (.confideignore); nothing was uploaded",
+            )
         events.step(f"uploading to {client.base_url}")
-        record = client.create_app(package, asked, progress=events.upload)
+        record = created.app = client.create_app(package, asked, progress=events.upload)
         events.step(f"app {record.id} created")
         record = _wait_for(client, record, AppStatus.INITIALIZING, events, options.wait)
 

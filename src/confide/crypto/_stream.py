@@ -81,6 +81,7 @@ __all__ = [
     "EncryptingWriter",
     "HashingWriter",
     "PackageHeader",
+    "check_package_layout",
     "decrypt_stream",
     "encrypt_stream",
     "iter_plaintext",
@@ -206,6 +207,29 @@ class PackageHeader:
                 "the key does not open this package (its key check does not match)",
                 hint="use the package's own key; if it is the right one, the header was altered",
             )
+
+
+def check_package_layout(head: bytes, size: int) -> PackageHeader:
+    """What can be checked of a package without its key: its header and its size.
+
+    ``head`` is the package's first :data:`HEADER_SIZE` bytes (fewer when it
+    is shorter), ``size`` its length. The framing is fixed, so a package of
+    this format is exactly the header, whole data chunks and the final
+    chunk: any other size is a truncated or padded package. Raises
+    :class:`CryptoError` (``package.magic``, ``package.version``,
+    ``package.algorithm``, ``package.truncated``, ``package.size``). Whether
+    the key opens it, and what it holds, only the key's holder can tell.
+    """
+    header = PackageHeader.from_bytes(head[:HEADER_SIZE])
+    body = size - HEADER_SIZE - _FINAL_CHUNK_SIZE
+    if body < 0 or body % ENCRYPTED_CHUNK_SIZE:
+        raise CryptoError(
+            "package.size",
+            f"the package is {size} bytes: a package is {HEADER_SIZE} bytes of header, whole "
+            f"chunks of {ENCRYPTED_CHUNK_SIZE} bytes and a final chunk of {_FINAL_CHUNK_SIZE}",
+            hint="it was truncated or padded; encrypt it again with `confide package encrypt`",
+        )
+    return header
 
 
 class _Encryptor:

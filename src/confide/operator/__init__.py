@@ -76,7 +76,7 @@ from ._seams import (
     utc_now,
 )
 from ._serve import ADDRESSES_FILE, OperatorAddresses, run_operator
-from ._settings import DEFAULT_PLANS, OperatorSettings, Plan, TeeBackend
+from ._settings import DEFAULT_PLANS, OperatorSettings, Plan, TeeBackend, default_data_dir
 from ._supervisor import (
     MAX_RESTARTS,
     HttpProber,
@@ -126,6 +126,7 @@ __all__ = [
     "authenticate_token",
     "create_app",
     "create_token",
+    "default_data_dir",
     "hash_token",
     "list_tokens",
     "parse_manifest",

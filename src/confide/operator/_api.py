@@ -7,9 +7,10 @@ other app is answered 404, exactly as one that does not exist.
 
 Status codes: 201 created; 202 a stop or delete was recorded (the supervisor
 carries it out); 401 no valid token; 404 no such app (or not yours); 409 a
-project that exists, or the account already has ``max_apps_per_account``
-apps; 413 the package (or the whole upload) is larger than
-``max_package_size``; 415 the upload is not ``multipart/form-data``; 422 the
+project that exists, an owner's domain another app holds, or the account
+already has ``max_apps_per_account`` apps (both decided in the database: of
+concurrent creates, only those that fit win); 413 the package (or the whole
+upload) is larger than ``max_package_size``; 415 the upload is not ``multipart/form-data``; 422 the
 input is wrong, ``detail[].loc`` naming the field (``["body", "manifest",
 "plan"]``); 503 the database is unreachable (health).
 
@@ -51,12 +52,20 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from confide.crypto import HEADER_SIZE, CryptoError, check_package_layout
 from confide.runtime import LaunchManifest
 
 from ._auth import Authenticator
 from ._blobs import BlobStore, PackageTooLarge
-from ._db import AuthenticatedToken, Database, record_status, status_history, upgrade_database
-from ._models import App, AppStatus, DesiredState, OperatorTls, Project
+from ._db import (
+    AuthenticatedToken,
+    Database,
+    lock_account,
+    record_status,
+    status_history,
+    upgrade_database,
+)
+from ._models import DOMAIN_RELEASED, App, AppStatus, DesiredState, OperatorTls, Project
 from ._schemas import (
     MAX_MANIFEST_BYTES,
     AppList,
@@ -183,6 +192,34 @@ def _too_large(limit: int, *, unread_body: bool = False) -> HTTPException:
     )
 
 
+def _check_package(package: BinaryIO, limit: int) -> None:
+    """413 over the limit; 422 unless it has a package's header and size (no key needed).
+
+    The operator cannot open a package, but it need not store, nor launch a
+    runtime for, an upload that is no package at all (empty, another file, a
+    truncated or padded package).
+    """
+    size = package.seek(0, os.SEEK_END)
+    if size > limit:
+        raise _too_large(limit)
+    package.seek(0)
+    head = package.read(HEADER_SIZE)
+    package.seek(0)
+    try:
+        check_package_layout(head, size)
+    except CryptoError as exc:
+        raise RequestValidationError(
+            [{"type": exc.code, "loc": ("body", "package"), "msg": exc.message, "input": None}]
+        ) from None
+
+
+def _domain_taken(domain: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_409_CONFLICT,
+        detail=f"the domain {domain} is already served by another app on this operator",
+    )
+
+
 def _not_found(app_id: uuid.UUID) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no app {app_id}")
 
@@ -278,7 +315,11 @@ class _Api:
         )
 
     def check_owner_domain(self, session: Session, domain: str) -> None:
-        """An owner's domain is routed to one app only, and never shadows the operator's names."""
+        """An owner's domain is routed to one app only, and never shadows the operator's names.
+
+        A check ahead of the insert, for a clear answer before the package is
+        stored; the unique index ``uq_apps_domain_held`` is what decides a race.
+        """
         base = self.settings.base_domain.lower()
         name = domain.lower().rstrip(".")
         if name == base or name.endswith("." + base):
@@ -295,17 +336,20 @@ class _Api:
         taken = session.scalar(
             select(func.count())
             .select_from(App)
-            .where(
-                func.lower(App.domain) == name,
-                App.status.not_in(
-                    [AppStatus.DELETED.value, AppStatus.STOPPED.value, AppStatus.EXPIRED.value]
-                ),
-            )
+            .where(func.lower(App.domain) == name, App.status.not_in(DOMAIN_RELEASED))
         )
         if taken:
+            raise _domain_taken(domain)
+
+    def check_app_limit(self, session: Session, account_id: int) -> None:
+        """409 when the account has as many apps as allowed (exact under :func:`lock_account`)."""
+        if self.count_apps(session, account_id) >= self.settings.max_apps_per_account:
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
-                detail=f"the domain {domain} is already served by another app on this operator",
+                detail=(
+                    f"this account already has {self.settings.max_apps_per_account} apps, "
+                    "the most allowed; delete one first"
+                ),
             )
 
     # -- create ------------------------------------------------------------------------------
@@ -342,19 +386,14 @@ class _Api:
     def create(self, auth: AuthenticatedToken, raw_manifest: str, package: BinaryIO) -> AppOut:
         now = self.clock()
         manifest, chain = parse_manifest(
-            raw_manifest, plans={p.name for p in self.settings.plans}, now=now
+            raw_manifest, plans={p.name: p for p in self.settings.plans}, now=now
         )
         with self.db.session() as session:
-            if self.count_apps(session, auth.account_id) >= self.settings.max_apps_per_account:
-                raise HTTPException(
-                    status.HTTP_409_CONFLICT,
-                    detail=(
-                        f"this account already has {self.settings.max_apps_per_account} apps, "
-                        "the most allowed; delete one first"
-                    ),
-                )
+            # Early answers, before the package is stored; checked again below, atomically.
+            self.check_app_limit(session, auth.account_id)
             if manifest.domain is not None:
                 self.check_owner_domain(session, manifest.domain)
+        _check_package(package, self.settings.max_package_size)
         try:
             blob = self.blobs.put(package, limit=self.settings.max_package_size)
         except PackageTooLarge:
@@ -369,6 +408,10 @@ class _Api:
             base_domain=self.settings.base_domain,
         )
         with self.db.session() as session:
+            # One create (or none) per account at a time from here to the commit: the count
+            # sees every app committed before, so concurrent creates cannot pass the limit.
+            lock_account(session, auth.account_id)
+            self.check_app_limit(session, auth.account_id)
             project = self._project(session, auth.account_id, manifest.project, now)
             app = App(
                 id=app_id,
@@ -393,7 +436,13 @@ class _Api:
                 updated_at=now,
             )
             session.add(app)
-            session.flush()
+            try:
+                session.flush()
+            except IntegrityError:
+                # uq_apps_domain_held: another app took the domain since the check above.
+                if manifest.domain is None:
+                    raise
+                raise _domain_taken(manifest.domain) from None
             record_status(session, app, AppStatus.SPAWNING, now=now)
             session.commit()
             out = self.app_out(app, project.name)
@@ -742,7 +791,14 @@ def create_app(
     @router.get("/plans", tags=["operator"])
     def plans(auth: Auth) -> list[PlanOut]:
         return [
-            PlanOut(name=p.name, memory_mib=p.memory_mib, cores=p.cores) for p in settings.plans
+            PlanOut(
+                name=p.name,
+                memory_mib=p.memory_mib,
+                cores=p.cores,
+                max_lifetime_days=p.max_lifetime_days,
+                configure_timeout_minutes=p.configure_timeout_minutes,
+            )
+            for p in settings.plans
         ]
 
     @router.get("/projects", tags=["projects"])
@@ -759,7 +815,7 @@ def create_app(
         status_code=status.HTTP_201_CREATED,
         openapi_extra=_multipart_body(),
         responses={
-            409: {"description": "the account has as many apps as allowed"},
+            409: {"description": "the account has as many apps as allowed, or the domain is taken"},
             413: {"description": "the package is too large"},
             415: {"description": "not multipart/form-data"},
         },

@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -58,6 +58,7 @@ __all__ = [
     "create_token",
     "hash_token",
     "list_tokens",
+    "lock_account",
     "record_status",
     "revoke_token",
     "status_history",
@@ -255,6 +256,28 @@ def authenticate_token(session: Session, token: str, *, now: datetime) -> Authen
         row.last_used_at = now
         session.commit()
     return AuthenticatedToken(token_id=row.id, account_id=row.account_id, account=account)
+
+
+# -- per-account serialisation -------------------------------------------------------------
+
+
+def lock_account(session: Session, account_id: int) -> None:
+    """Hold the account's row until the session's transaction ends.
+
+    Call it FIRST in a fresh transaction that counts an account's rows and
+    then inserts one (the per-account app limit): concurrent such
+    transactions of one account then run one after the other, so each counts
+    what the previous one committed. It is a write (``UPDATE ... SET id =
+    id``) because a write is what takes a lock on both backends:
+
+    - PostgreSQL locks the row (as ``SELECT ... FOR UPDATE`` would); a second
+      transaction waits for the first to end, and under READ COMMITTED its
+      next statement (the count) sees the first one's rows;
+    - SQLite takes the database's write lock: the driver begins the
+      transaction just before this first write, so no older read snapshot is
+      held, and a second writer waits (``busy_timeout``) instead of failing.
+    """
+    session.execute(update(Account).where(Account.id == account_id).values(id=Account.id))
 
 
 # -- status ----------------------------------------------------------------------------------

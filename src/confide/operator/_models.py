@@ -31,6 +31,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -162,11 +163,32 @@ class Project(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+#: The statuses in which an app no longer holds its owner's domain (never active again).
+DOMAIN_RELEASED: Final = (
+    AppStatus.DELETED.value,
+    AppStatus.STOPPED.value,
+    AppStatus.EXPIRED.value,
+)
+#: Which apps hold their domain: the condition of the partial unique index on ``domain``.
+DOMAIN_HELD: Final = "status NOT IN ({})".format(", ".join(f"'{s}'" for s in DOMAIN_RELEASED))
+
+
 class App(Base):
     """One deployed app: what was asked, what is measured, and where it is."""
 
     __tablename__ = "apps"
-    __table_args__ = (Index("ix_apps_account_id_status", "account_id", "status"),)
+    __table_args__ = (
+        Index("ix_apps_account_id_status", "account_id", "status"),
+        # One app at a time holds an owner's domain (lower-case, see the API's pattern):
+        # the database refuses the second of two concurrent creates, not a check before it.
+        Index(
+            "uq_apps_domain_held",
+            "domain",
+            unique=True,
+            sqlite_where=text(DOMAIN_HELD),
+            postgresql_where=text(DOMAIN_HELD),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))

@@ -16,7 +16,9 @@ Names and modes:
 
 An owner's domain is refused (never routed) when it lies under the base
 domain (it would shadow another app's name) or when another app already
-holds it; the first app to publish a domain keeps it until withdrawn.
+holds it; the first app to publish a domain keeps it until withdrawn. A
+refusal is logged once, when it starts (or its reason changes), not at each
+of the supervisor's publications while it lasts.
 Unknown names get ``None`` (the router closes the connection).
 
 Example::
@@ -55,6 +57,8 @@ class AppRoutes:
         self._suffix = "." + self._base
         self._apps: dict[uuid.UUID, _Entry] = {}
         self._domains: dict[str, uuid.UUID] = {}
+        #: The refusal last logged for each app: its domain, and the holder (None: base domain).
+        self._refused: dict[uuid.UUID, tuple[str, uuid.UUID | None]] = {}
         self._log = logger or logging.getLogger("confide.operator.routes")
 
     def name_of(self, app_id: uuid.UUID) -> str:
@@ -92,23 +96,33 @@ class AppRoutes:
 
     def _claim(self, app_id: uuid.UUID, domain: str) -> str | None:
         if domain == self._base or domain.endswith(self._suffix):
-            self._log.warning(
-                "app %s: its domain %s is under the base domain; not routed", app_id, domain
-            )
+            if self._refuse(app_id, domain, None):
+                self._log.warning(
+                    "app %s: its domain %s is under the base domain; not routed", app_id, domain
+                )
             return None
         holder = self._domains.setdefault(domain, app_id)
         if holder != app_id:
-            self._log.warning(
-                "app %s: its domain %s is already routed to app %s; not routed",
-                app_id,
-                domain,
-                holder,
-            )
+            if self._refuse(app_id, domain, holder):
+                self._log.warning(
+                    "app %s: its domain %s is already routed to app %s; not routed",
+                    app_id,
+                    domain,
+                    holder,
+                )
             return None
+        self._refused.pop(app_id, None)
         return domain
+
+    def _refuse(self, app_id: uuid.UUID, domain: str, holder: uuid.UUID | None) -> bool:
+        """Remember a refusal; whether it is new (and so to be logged)."""
+        new = self._refused.get(app_id) != (domain, holder)
+        self._refused[app_id] = (domain, holder)
+        return new
 
     def withdraw(self, app_id: uuid.UUID) -> None:
         """Stop routing the app's names."""
+        self._refused.pop(app_id, None)
         entry = self._apps.pop(app_id, None)
         if entry is not None and entry.domain is not None:
             if self._domains.get(entry.domain) == app_id:

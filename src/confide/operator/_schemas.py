@@ -1,9 +1,11 @@
 """The API's request and response bodies, and the checks of a new app's manifest.
 
 :func:`parse_manifest` turns the ``manifest`` form field of ``POST /api/v1/apps``
-into a :class:`ManifestIn`, then checks what depends on the operator and the
-time (the plan exists, the expiry is in the future, an owner certificate
-parses, covers the domain and outlives the app). Every failure is a
+into a :class:`ManifestIn` (read as strict JSON, :mod:`confide.strictjson`:
+no repeated key, no ``NaN``), then checks what depends on the operator and
+the time (the plan exists, the expiry is in the future and within the plan's
+longest lifetime, an owner certificate parses, covers the domain and
+outlives the app). Every failure is a
 :class:`fastapi.exceptions.RequestValidationError` whose ``loc`` names the
 field (``["body", "manifest", "<field>"]``): the API answers 422.
 
@@ -12,7 +14,7 @@ Example::
     >>> manifest = parse_manifest(  # doctest: +SKIP
     ...     '{"name": "hello", "application": "app:app", "plan": "small",'
     ...     ' "expires_at": "2030-01-01T00:00:00Z", "tls": "ratls"}',
-    ...     plans={"small"}, now=datetime.now(UTC),
+    ...     plans={"small": Plan("small", 512, 1)}, now=datetime.now(UTC),
     ... )
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -29,7 +31,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from confide.errors import JsonError
 from confide.runtime import LaunchManifest, TlsMode
+from confide.strictjson import loads_object
 
 from ._models import (
     APPLICATION_LENGTH,
@@ -40,6 +44,7 @@ from ._models import (
     DesiredState,
     OperatorTls,
 )
+from ._settings import Plan
 
 __all__ = [
     "MAX_CERTIFICATE_PEM",
@@ -127,20 +132,37 @@ def _model_errors(exc: ValidationError) -> RequestValidationError:
 
 
 def parse_manifest(
-    raw: str | bytes, *, plans: Collection[str], now: datetime
+    raw: str | bytes, *, plans: Mapping[str, Plan], now: datetime
 ) -> tuple[ManifestIn, tuple[x509.Certificate, ...] | None]:
-    """Parse and check a manifest; the owner's chain is returned parsed (``tls: owner``)."""
+    """Parse and check a manifest; the owner's chain is returned parsed (``tls: owner``).
+
+    ``plans``: the operator's plans by name.
+    """
     try:
-        manifest = ManifestIn.model_validate_json(raw)
+        document = loads_object(raw, what="the manifest", max_bytes=MAX_MANIFEST_BYTES)
+    except JsonError as exc:
+        raise validation_error([((), exc.message, "json")]) from None
+    try:
+        manifest = ManifestIn.model_validate(document)
     except ValidationError as exc:
         raise _model_errors(exc) from None
     errors: list[tuple[tuple[str | int, ...], str, str]] = []
-    if manifest.plan not in plans:
+    plan = plans.get(manifest.plan)
+    if plan is None:
         errors.append(
             (("plan",), f"no plan {manifest.plan!r}; plans: {', '.join(sorted(plans))}", "plan")
         )
     if manifest.expires_at <= now:
         errors.append((("expires_at",), "expires_at must be in the future", "expires_at"))
+    elif plan is not None and manifest.expires_at > now + plan.max_lifetime:
+        errors.append(
+            (
+                ("expires_at",),
+                f"expires_at {manifest.expires_at.isoformat()} is more than "
+                f"{plan.max_lifetime_days} days away, the longest plan {plan.name} allows",
+                "expires_at",
+            )
+        )
     chain: tuple[x509.Certificate, ...] | None = None
     if manifest.tls == OperatorTls.OWNER:
         if manifest.domain is None:
@@ -323,6 +345,10 @@ class PlanOut(BaseModel):
     name: str
     memory_mib: int
     cores: int
+    #: The latest ``expires_at`` an app may ask for, in days from its creation.
+    max_lifetime_days: int
+    #: An app not configured this long after its creation is stopped.
+    configure_timeout_minutes: int
 
 
 class ProjectIn(BaseModel):

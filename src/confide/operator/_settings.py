@@ -20,6 +20,8 @@ Configuration file (every key optional)::
     [plans.small]                       # replaces the default plan set when present
     memory_mib = 512
     cores = 1
+    max_lifetime_days = 365             # optional: the latest expires_at an app may ask for
+    configure_timeout_minutes = 30      # optional: an app not configured by then is stopped
 
 Example::
 
@@ -38,6 +40,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -53,6 +56,7 @@ __all__ = [
     "OperatorSettings",
     "Plan",
     "TeeBackend",
+    "default_data_dir",
 ]
 
 #: The configuration file looked for in the data folder when none is given.
@@ -66,6 +70,12 @@ DEFAULT_MAX_APPS_PER_ACCOUNT: Final = 20
 MAX_PLANS: Final = 64
 MAX_PLAN_MEMORY_MIB: Final = 4 * 1024 * 1024
 MAX_PLAN_CORES: Final = 1024
+MAX_PLAN_LIFETIME_DAYS: Final = 10 * 366
+MAX_PLAN_CONFIGURE_TIMEOUT_MINUTES: Final = 7 * 24 * 60
+#: A plan's defaults: an app lives at most a year, and is configured within half an hour of
+#: its creation (``confide deploy`` waits 10 minutes for each step by default).
+DEFAULT_MAX_LIFETIME_DAYS: Final = 365
+DEFAULT_CONFIGURE_TIMEOUT_MINUTES: Final = 30
 
 _NAME: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 _HOSTNAME: Final = re.compile(
@@ -89,6 +99,18 @@ class Plan:
     name: str
     memory_mib: int
     cores: int
+    #: The latest ``expires_at`` an app may ask for, in days from its creation.
+    max_lifetime_days: int = DEFAULT_MAX_LIFETIME_DAYS
+    #: An app never configured this long after its creation is stopped (its deploy died).
+    configure_timeout_minutes: int = DEFAULT_CONFIGURE_TIMEOUT_MINUTES
+
+    @property
+    def max_lifetime(self) -> timedelta:
+        return timedelta(days=self.max_lifetime_days)
+
+    @property
+    def configure_timeout(self) -> timedelta:
+        return timedelta(minutes=self.configure_timeout_minutes)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -104,6 +126,16 @@ class Plan:
             raise UsageError(
                 f"plan {self.name}: cores must be in 1..{MAX_PLAN_CORES}, got {self.cores}"
             )
+        if not 0 < self.max_lifetime_days <= MAX_PLAN_LIFETIME_DAYS:
+            raise UsageError(
+                f"plan {self.name}: max_lifetime_days must be in 1..{MAX_PLAN_LIFETIME_DAYS}, "
+                f"got {self.max_lifetime_days}"
+            )
+        if not 0 < self.configure_timeout_minutes <= MAX_PLAN_CONFIGURE_TIMEOUT_MINUTES:
+            raise UsageError(
+                f"plan {self.name}: configure_timeout_minutes must be in "
+                f"1..{MAX_PLAN_CONFIGURE_TIMEOUT_MINUTES}, got {self.configure_timeout_minutes}"
+            )
 
 
 DEFAULT_PLANS: Final = (
@@ -111,6 +143,17 @@ DEFAULT_PLANS: Final = (
     Plan("medium", memory_mib=2048, cores=2),
     Plan("large", memory_mib=8192, cores=4),
 )
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """The operator's data folder when none is given: ``$XDG_DATA_HOME/confide/operator``,
+    else ``~/.local/share/confide/operator`` (a relative ``XDG_DATA_HOME`` is ignored, as
+    the XDG base directory specification says)."""
+    base = environ.get("XDG_DATA_HOME", "")
+    if base and Path(base).is_absolute():
+        return Path(base) / "confide" / "operator"
+    home = environ.get("HOME")
+    return (Path(home) if home else Path.home()) / ".local" / "share" / "confide" / "operator"
 
 
 def _default_database_url(data_dir: Path) -> str:
@@ -305,10 +348,16 @@ def _plans(value: object, path: Path) -> tuple[Plan, ...]:
         raise UsageError(f"{path}: [plans] must be a table of plan tables, e.g. [plans.small]")
     plans = []
     for name, spec in value.items():
-        if not isinstance(spec, dict) or set(spec) != {"memory_mib", "cores"}:
-            raise UsageError(f"{path}: [plans.{name}] must have exactly memory_mib and cores")
-        memory, cores = spec["memory_mib"], spec["cores"]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (memory, cores)):
-            raise UsageError(f"{path}: [plans.{name}] memory_mib and cores must be integers")
-        plans.append(Plan(name, memory_mib=memory, cores=cores))
+        if not isinstance(spec, dict) or not _PLAN_REQUIRED <= set(spec) <= _PLAN_KEYS:
+            raise UsageError(
+                f"{path}: [plans.{name}] must have memory_mib and cores, and may have "
+                "max_lifetime_days and configure_timeout_minutes"
+            )
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in spec.values()):
+            raise UsageError(f"{path}: [plans.{name}] {', '.join(spec)} must be integers")
+        plans.append(Plan(name, **spec))
     return tuple(plans)
+
+
+_PLAN_REQUIRED: Final = frozenset({"memory_mib", "cores"})
+_PLAN_KEYS: Final = _PLAN_REQUIRED | {"max_lifetime_days", "configure_timeout_minutes"}

@@ -15,6 +15,8 @@ Life of an app (status changes only through :func:`~._db.record_status`)::
         └────────────(the app's healthcheck passes)──────▶ running ◀────┘
     any active status ──▶ stopped (desired_state stop) ──▶ deleted (delete requested)
                       ──▶ expired (past expires_at; the runtime is stopped)
+                      ──▶ stopped (never running within the plan's
+                                   configure_timeout of its creation: the deploy died)
                       ──▶ on_error (cannot be launched as stored, or its
                                     runtime ended MAX_RESTARTS + 1 times in a
                                     row before it ever answered)
@@ -217,6 +219,9 @@ class _Row:
     certificate_pem: str | None
     package_sha256: str
     runtime_pid: int | None
+    #: When the app last reached running (``None``: never, so never configured).
+    started_at: datetime | None
+    created_at: datetime
 
     @classmethod
     def of(cls, app: App) -> _Row:
@@ -234,6 +239,8 @@ class _Row:
             certificate_pem=app.certificate_pem,
             package_sha256=app.package_sha256,
             runtime_pid=app.runtime_pid,
+            started_at=app.started_at,
+            created_at=app.created_at,
         )
 
 
@@ -509,6 +516,8 @@ class Supervisor:
                 "app %s stopped%s", row.id, " and deleted" if row.delete_requested else ""
             )
             return
+        if await self._unconfigured_too_long(t, row, now):
+            return
         if t.handle is None:
             await self._start(t, row)
             return
@@ -535,6 +544,26 @@ class Supervisor:
         )
         t.status = AppStatus.EXPIRED
         self._log.info("app %s expired", row.id)
+
+    async def _unconfigured_too_long(self, t: _Tracked, row: _Row, now: datetime) -> bool:
+        """Stop an app never running within its plan's configuration deadline (whose deploy
+        died after the upload); else it would wait for a configuration until it expires."""
+        if row.started_at is not None or not self._settings.has_plan(row.plan):
+            return False  # configured once (restarts resume sealed); no plan: refused at start
+        timeout = self._settings.plan(row.plan).configure_timeout
+        if now < row.created_at + timeout:
+            return False
+        await self._stop_runtime(t)
+        detail = (
+            f"not configured within {timeout.total_seconds() / 60:g} minutes of its creation "
+            f"(plan {row.plan}): stopped; deploy it again"
+        )
+        await self._write(
+            row.id, _Change(status=AppStatus.STOPPED, detail=detail, clear_runtime=True)
+        )
+        t.status = AppStatus.STOPPED
+        self._log.warning("app %s: %s", row.id, detail)
+        return True
 
     async def _start(self, t: _Tracked, row: _Row) -> None:
         loop = asyncio.get_running_loop()

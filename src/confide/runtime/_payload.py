@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -52,7 +51,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from confide.crypto import PackageKey, X25519KeyPair, unseal
-from confide.errors import CryptoError, Error, UsageError
+from confide.errors import CryptoError, Error, JsonError, UsageError
+from confide.strictjson import loads_object
 
 __all__ = [
     "CONFIGURATION_FIELDS",
@@ -93,36 +93,13 @@ def _bad(code: str, message: str) -> ConfigurationRejected:
     return ConfigurationRejected(400, f"configuration.{code}", message)
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
-    return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _json_object(data: bytes, what: str, code: str) -> dict[str, Any]:
-    """Strict JSON: UTF-8, no duplicate keys, no NaN/Infinity, an object at the top."""
+    """Strict JSON (:mod:`confide.strictjson`): UTF-8, no duplicate keys, no NaN/Infinity,
+    bounded depth, an object at the top."""
     try:
-        obj = json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-        )
-    except UnicodeDecodeError:
-        raise _bad(code, f"{what} is not UTF-8") from None
-    except RecursionError:
-        raise _bad(code, f"{what} is nested too deeply") from None
-    except ValueError as exc:
-        raise _bad(code, f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise _bad(code, f"{what} must be a JSON object, got {type(obj).__name__}")
-    return obj
+        return loads_object(data, what=what, max_bytes=MAX_CONFIGURATION_SIZE)
+    except JsonError as exc:
+        raise _bad(code, exc.message) from None
 
 
 def _code_key(value: object, where: str) -> PackageKey:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,8 @@ from operator_api_fixtures import (  # noqa: F401
     package_fixture,
     upload,
 )
+
+from confide.crypto import PackageKey, encrypt_package
 
 APP = "00000000-0000-4000-8000-000000000000"
 PROTECTED = [
@@ -71,7 +76,7 @@ def test_every_protected_endpoint_needs_a_valid_token(
 
 
 def test_an_unauthenticated_upload_is_never_read(
-    operator: Operator, package: bytes, monkeypatch: pytest.MonkeyPatch
+    operator: Operator, app_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spooled: list[object] = []
     real = tempfile.SpooledTemporaryFile
@@ -81,7 +86,10 @@ def test_an_unauthenticated_upload_is_never_read(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", recording)
-    big = package + bytes(2 * 1024 * 1024)  # larger than the 1 MiB spooled in memory
+    (app_dir / "big.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    out = io.BytesIO()
+    encrypt_package(app_dir, out, PackageKey.generate())
+    big = out.getvalue()  # larger than the 1 MiB spooled in memory
     for headers in _bad_credentials(operator).values():
         with operator.client() as c:
             r = c.post(

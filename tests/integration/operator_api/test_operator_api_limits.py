@@ -28,15 +28,16 @@ def _tmp_files(operators: OperatorFactory) -> list[str]:
 def test_a_package_over_the_limit_is_413_and_not_stored(
     operators: OperatorFactory, package: bytes
 ) -> None:
-    operator = operators.start(max_package_size=LIMIT)
+    limit = len(package)
+    operator = operators.start(max_package_size=limit)
     with operator.client(operator.token("alice")) as c:
-        assert upload(c, b"x" * LIMIT, manifest(name="exact")).status_code == 201
+        assert upload(c, package, manifest(name="exact")).status_code == 201
         # Declared too large (Content-Length): refused before reading.
-        r = upload(c, b"x" * (LIMIT + OVERHEAD + 1))
+        r = upload(c, b"x" * (limit + OVERHEAD + 1))
         assert r.status_code == 413, r.text
-        assert "limit of 65536 bytes" in r.json()["detail"]
-        # Within the framing allowance, caught while storing.
-        r = upload(c, b"x" * (LIMIT + 1))
+        assert f"limit of {limit} bytes" in r.json()["detail"]
+        # Within the framing allowance: read, then refused before it is stored.
+        r = upload(c, package + b"x")
         assert r.status_code == 413, r.text
     assert len(operator.blob_files()) == 1 and _tmp_files(operators) == []
     assert operator.dump().count("apps:") == 1

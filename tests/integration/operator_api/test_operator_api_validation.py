@@ -76,7 +76,58 @@ BAD: list[tuple[str, dict[str, Any] | str, list[str]]] = [
     ("unknown field", manifest(size=3), ["body", "manifest", "size"]),
     ("not JSON", "{name: hello", ["body", "manifest"]),
     ("JSON array", "[]", ["body", "manifest"]),
+    (
+        "duplicate key",
+        json.dumps(manifest(plan="huge"))[:-1] + ', "plan": "small"}',
+        ["body", "manifest"],
+    ),
+    ("NaN", json.dumps(manifest())[:-1] + ', "x": NaN}', ["body", "manifest"]),
+    (
+        "expiry in year 9999",
+        manifest(expires_at="9999-12-31T23:59:59Z"),
+        ["body", "manifest", "expires_at"],
+    ),
 ]
+
+
+def _altered(package: bytes) -> dict[str, bytes]:
+    """Uploads that are no package of this format, each refused without its key."""
+    return {
+        "empty": b"",
+        "no magic": b"PK\x03\x04" + package[4:],
+        "another version": package[:8] + b"\x02" + package[9:],
+        "another algorithm": package[:9] + b"\x07" + package[10:],
+        "header only": package[:66],
+        "truncated": package[:-1],
+        "padded": package + b"\x00",
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty",
+        "no magic",
+        "another version",
+        "another algorithm",
+        "header only",
+        "truncated",
+        "padded",
+    ],
+)
+def test_an_upload_that_is_no_package_is_422_and_not_stored(
+    operator: Operator, package: bytes, case: str
+) -> None:
+    bad = _altered(package)[case]
+    assert bad != package
+    with operator.client(operator.token("alice")) as c:
+        r = upload(c, bad)
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["detail"]
+        assert error["loc"] == ["body", "package"] and error["type"].startswith("package."), error
+        assert upload(c, package).status_code == 201  # guard: the manifest was good
+    assert len(operator.blob_files()) == 1
+    assert operator.dump().count("apps:") == 1
 
 
 @pytest.mark.parametrize(

@@ -72,3 +72,33 @@ def test_owner_domains() -> None:
     assert routes.lookup("shop.example.com") is None
     routes.publish(second, OperatorTls.OWNER, "shop.example.com", "127.0.0.1", 4002, running=True)
     assert routes.lookup("shop.example.com") == Route(RouteMode.PASSTHROUGH, "127.0.0.1", 4002)
+
+
+def test_a_refused_domain_is_logged_once_while_it_lasts(caplog: pytest.LogCaptureFixture) -> None:
+    """The supervisor publishes at every probe: the refusal must not be logged each time."""
+    routes = AppRoutes(BASE)
+    holder, other, under = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    routes.publish(holder, OperatorTls.OWNER, "shop.example.com", "127.0.0.1", 4001, running=True)
+
+    def refusals() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "not routed" in r.getMessage()]
+
+    with caplog.at_level("WARNING", logger="confide.operator.routes"):
+        for _ in range(50):
+            routes.publish(
+                other, OperatorTls.OWNER, "shop.example.com", "127.0.0.1", 4002, running=True
+            )
+            routes.publish(under, OperatorTls.OWNER, f"x.{BASE}", "127.0.0.1", 4003, running=False)
+        assert len(refusals()) == 2
+        assert f"already routed to app {holder}" in refusals()[0]
+        # A new holder is a new conflict: told once more.
+        routes.withdraw(holder)
+        third = uuid.uuid4()
+        routes.publish(
+            third, OperatorTls.OWNER, "shop.example.com", "127.0.0.1", 4004, running=True
+        )
+        for _ in range(10):
+            routes.publish(
+                other, OperatorTls.OWNER, "shop.example.com", "127.0.0.1", 4002, running=True
+            )
+        assert len(refusals()) == 3 and f"already routed to app {third}" in refusals()[2]

@@ -228,6 +228,37 @@ def test_a_runtime_that_stops_at_its_measured_expiry_is_expired_not_restarted(
     assert history(database, app_id) == ["spawning", "running", "expired"]
 
 
+def test_an_app_never_configured_is_stopped_at_its_plans_deadline(
+    settings: OperatorSettings, database: Database
+) -> None:
+    """A deploy that died after its upload must not leave the app waiting until it expires."""
+    clock = FakeClock()
+    deadline = settings.plan("small").configure_timeout.total_seconds()
+    stuck = add_app(database)
+    configured = add_app(database)
+
+    async def body() -> None:
+        world = FakeWorld()
+        prober = FakeProber(answers={configured: Probe.HEALTHY})
+        async with supervising(settings, database, world, prober=prober, clock=clock) as host:
+            await status_is(database, stuck, AppStatus.INITIALIZING)
+            await status_is(database, configured, AppStatus.RUNNING)
+            clock.advance(deadline)
+            host.supervisor.notify(stuck)
+            await status_is(database, stuck, AppStatus.STOPPED)
+            assert world.pids(stuck) == [] and len(world.pids(configured)) == 1
+            assert host.supervisor.routes.lookup(f"{stuck}.{BASE_DOMAIN}") is None
+            assert row(database, configured).status == AppStatus.RUNNING.value
+
+    run(body)
+    stored = row(database, stuck)
+    assert stored.status_detail == (
+        "not configured within 30 minutes of its creation (plan small): stopped; deploy it again"
+    )
+    assert stored.runtime_pid is None
+    assert history(database, stuck) == ["spawning", "initializing", "stopped"]
+
+
 def test_an_app_that_cannot_be_launched_is_on_error_at_once(
     settings: OperatorSettings, database: Database
 ) -> None:

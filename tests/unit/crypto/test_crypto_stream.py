@@ -29,6 +29,7 @@ from confide.crypto import (
     EncryptingWriter,
     PackageHeader,
     PackageKey,
+    check_package_layout,
     decrypt_stream,
     encrypt_stream,
     package_digest,
@@ -433,3 +434,18 @@ def test_decryption_runs_in_constant_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert sink.size == size
     assert peak < MEMORY_LIMIT, f"peak {peak} bytes"
+
+
+def test_the_layout_check_takes_packages_and_refuses_other_sizes() -> None:
+    for size in (0, 1, CHUNK_SIZE, CHUNK_SIZE + 1):
+        out = io.BytesIO()
+        encrypt_stream(io.BytesIO(bytes(size)), out, PackageKey.generate())
+        data = out.getvalue()
+        check_package_layout(data[:HEADER_SIZE], len(data))
+        for wrong in (len(data) - 1, len(data) + 1, len(data) + ENCRYPTED_CHUNK_SIZE - 1):
+            with pytest.raises(CryptoError) as info:
+                check_package_layout(data[:HEADER_SIZE], wrong)
+            assert info.value.code == "package.size"
+        with pytest.raises(CryptoError) as info:
+            check_package_layout(b"\x00" + data[1:HEADER_SIZE], len(data))
+        assert info.value.code == "package.magic"

@@ -44,7 +44,7 @@ def test_migrations_build_the_models_schema_on_an_empty_database(database_url: s
         upgrade_database(db)  # idempotent
         assert set(inspect(db.engine).get_table_names()) == TABLES
         with db.engine.connect() as conn:
-            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
     finally:
@@ -227,3 +227,35 @@ def test_naive_datetimes_are_refused(database: Database) -> None:
         s.add(Account(name="alice", created_at=datetime(2030, 1, 1)))  # noqa: DTZ001
         with pytest.raises(StatementError, match="naive"):
             s.flush()
+
+
+def test_migration_0002_stops_all_but_the_oldest_holder_of_a_domain(database_url: str) -> None:
+    """A database where the old check-then-insert let two live apps share a domain."""
+    db = Database.open(database_url)
+    try:
+        upgrade_database(db, "0001")
+        with db.session() as s:
+            issued = create_token(s, "alice", now=NOW)
+            account = s.scalar(select(Account).where(Account.name == issued.account))
+            assert account is not None
+            project = Project(account_id=account.id, name="default", created_at=NOW)
+            s.add(project)
+            s.flush()
+            apps = [_app(s, account.id, project.id) for _ in range(3)]
+            for i, app in enumerate(apps):
+                app.domain = "shop.example.com"
+                app.created_at = NOW + timedelta(seconds=i)
+                s.add(app)
+            s.commit()
+            older, newer, newest = (a.id for a in apps)
+        upgrade_database(db)
+        with db.session() as s:
+            rows = {a.id: a for a in s.scalars(select(App))}
+            assert rows[older].status == "spawning"
+            for app_id in (newer, newest):
+                assert rows[app_id].status == "stopped"
+                assert rows[app_id].desired_state == "stop"
+                assert f"held by app {older}" in (rows[app_id].status_detail or "")
+                assert [c.status for c in status_history(s, app_id)] == ["stopped"]
+    finally:
+        db.dispose()

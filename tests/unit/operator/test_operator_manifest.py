@@ -15,13 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from confide.operator import OperatorTls, parse_manifest
+from confide.operator import OperatorTls, Plan, parse_manifest
 from confide.operator._schemas import build_launch_manifest
 from confide.runtime import LaunchManifest, TlsMode
 from self_signed import self_signed_pem
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
-PLANS = {"small", "large"}
+PLANS = {p.name: p for p in (Plan("small", 512, 1, max_lifetime_days=90), Plan("large", 8192, 4))}
 EXPIRES = "2030-02-01T00:00:00Z"
 
 
@@ -114,6 +114,12 @@ BAD = [
         "certificate",
     ),
     ("unknown field", manifest(color="blue"), "color"),
+    ("expiry past the plan's lifetime", manifest(expires_at="2030-04-02T00:00:00Z"), "expires_at"),
+    (
+        "expiry in year 9999",
+        manifest(plan="large", expires_at="9999-12-31T00:00:00Z"),
+        "expires_at",
+    ),
 ]
 
 
@@ -127,6 +133,46 @@ def test_bad_manifests_name_the_field(doc: dict[str, Any], field: str) -> None:
 def test_not_an_object(raw: str | bytes) -> None:
     for loc, _ in _errors(raw):
         assert loc[:2] == ("body", "manifest")
+
+
+# Documents two JSON readers may read differently, or that are not JSON at all: each must
+# be refused as a whole (a 422 on the manifest), never read one way by the operator.
+NOT_STRICT = {
+    "duplicate plan": (
+        '{"name": "hello", "application": "app:app", "plan": "large", "plan": "small",'
+        ' "expires_at": "2030-02-01T00:00:00Z", "tls": "ratls"}',
+        "duplicate key 'plan'",
+    ),
+    "duplicate nested key": (json.dumps(manifest())[:-1] + ', "x": {"a": 1, "a": 2}}', "'a'"),
+    "NaN": (json.dumps(manifest())[:-1] + ', "x": NaN}', "NaN is not JSON"),
+    "Infinity": (json.dumps(manifest())[:-1] + ', "x": -Infinity}', "-Infinity is not JSON"),
+    "too deep": (json.dumps(manifest())[:-1] + ', "x": ' + "[" * 65 + "]" * 65 + "}", "deep"),
+}
+
+
+@pytest.mark.parametrize("raw", NOT_STRICT.values(), ids=NOT_STRICT.keys())
+def test_only_strict_json_is_read(raw: tuple[str, str]) -> None:
+    text, why = raw
+    json.loads(text)  # guard: Python's own reader takes it, so the refusal is strictness
+    errors = _errors(text)
+    assert [loc for loc, _ in errors] == [("body", "manifest")], errors
+    assert why in errors[0][1]
+
+
+def test_the_expiry_bound_is_the_plans() -> None:
+    # 90 days for small (the test's plan), the default year for large.
+    assert parse_manifest(
+        json.dumps(manifest(expires_at="2030-03-31T00:00:00Z")), plans=PLANS, now=NOW
+    )
+    assert parse_manifest(
+        json.dumps(manifest(plan="large", expires_at="2030-12-31T00:00:00Z")), plans=PLANS, now=NOW
+    )
+    (error,) = _errors(json.dumps(manifest(expires_at="2030-04-01T00:00:01Z")))
+    assert error == (
+        ("body", "manifest", "expires_at"),
+        "expires_at 2030-04-01T00:00:01+00:00 is more than 90 days away, "
+        "the longest plan small allows",
+    )
 
 
 def test_wildcard_certificates_cover_one_label() -> None:

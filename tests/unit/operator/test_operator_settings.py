@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from confide.errors import UsageError
-from confide.operator import DEFAULT_PLANS, OperatorSettings, Plan, TeeBackend
+from confide.operator import DEFAULT_PLANS, OperatorSettings, Plan, TeeBackend, default_data_dir
 
 RUNTIME = bytes(range(32))
 
@@ -71,7 +71,7 @@ def test_the_config_file_then_overrides(tmp_path: Path) -> None:
         ("max_package_size = 0", "max_package_size must be positive"),
         ("max_apps_per_account = -1", "max_apps_per_account must be positive"),
         ("plans = 3", r"\[plans\] must be a table"),
-        ("[plans.x]\nmemory_mib = 1", "must have exactly memory_mib and cores"),
+        ("[plans.x]\nmemory_mib = 1", "must have memory_mib and cores"),
         ("[plans.x]\nmemory_mib = 1\ncores = true", "must be integers"),
         ("[plans.x]\nmemory_mib = 0\ncores = 1", "memory_mib must be in"),
         ("[plans.x]\nmemory_mib = 1\ncores = 0", "cores must be in"),
@@ -110,3 +110,17 @@ def test_direct_construction_checks_too(tmp_path: Path) -> None:
         )
     with pytest.raises(UsageError, match="unknown operator settings: colour"):
         OperatorSettings.load(tmp_path, runtime_sha256=RUNTIME, colour="red")
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"XDG_DATA_HOME": "/xdg", "HOME": "/home/u"}, "/xdg/confide/operator"),
+        ({"HOME": "/home/u"}, "/home/u/.local/share/confide/operator"),
+        # The XDG specification: a relative path is invalid, and ignored.
+        ({"XDG_DATA_HOME": "rel", "HOME": "/home/u"}, "/home/u/.local/share/confide/operator"),
+        ({"XDG_DATA_HOME": "", "HOME": "/home/u"}, "/home/u/.local/share/confide/operator"),
+    ],
+)
+def test_the_default_data_folder_is_xdgs(environ: dict[str, str], expected: str) -> None:
+    assert default_data_dir(environ) == Path(expected)
