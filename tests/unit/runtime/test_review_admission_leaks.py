@@ -1,0 +1,238 @@
+"""REVIEW (attacker's review of issue 9 points 1, 2, 14): holes in the runtime's admission.
+
+Each test here demonstrates one finding of the review of commit 9723ffe. A
+test marked ``xfail(strict=True)`` FAILS on the code under review: the
+marker says which finding it shows; remove it with the fix (strict: the
+suite turns red when the fix lands and the marker stays). Real sockets on
+loopback; sources are 127.0.0.x addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import gc
+import logging
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope, WebsocketCloseEvent
+from test_runtime_server import (
+    LOG,
+    SLOW_HANDSHAKE,
+    WAIT,
+    client_context,
+    respond,
+    server_context,
+    serving,
+)
+
+from confide.runtime import ConnectionLimits
+from confide.runtime._server import _Server
+from confide.runtime._tls import bind_listener
+
+ATTACKER = "127.0.0.2"
+
+
+class WebSocketRefusingApp:
+    """An ASGI app that answers HTTP and refuses every WebSocket (as most apps do)."""
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            close: WebsocketCloseEvent = {"type": "websocket.close", "code": 1008, "reason": None}
+            await send(close)
+            return
+        await receive()
+        await respond(send, "ok")
+
+
+def upgrade_request() -> bytes:
+    key = base64.b64encode(os.urandom(16))
+    return (
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+
+async def refused_websocket(port: int) -> bytes:
+    """One WebSocket upgrade, refused by the app; returns what the server sent, once closed."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1",
+        port,
+        ssl=client_context(["http/1.1"]),
+        server_hostname="localhost",
+        local_addr=(ATTACKER, 0),
+    )
+    writer.write(upgrade_request())
+    answer = b""
+    try:
+        async with asyncio.timeout(WAIT):
+            while chunk := await reader.read(65536):
+                answer += chunk
+    except (ConnectionError, ssl.SSLError):
+        pass
+    writer.close()
+    return answer
+
+
+def test_websocket_upgrades_that_ended_do_not_keep_their_connection_slots() -> None:
+    """REVIEW finding 1: uvicorn hands an upgraded connection to its WebSocket protocol, so
+    the HTTP/1.1 protocol's connection_lost() (which released the ticket) never ran: every
+    upgrade request took a connection slot for good, and ``connections`` of them shut every
+    client out of an ASGI app until it restarted."""
+    limits = ConnectionLimits(
+        handshakes=2, handshakes_per_source=2, connections=4, connections_per_source=4
+    )
+
+    async def body() -> None:
+        async with serving(WebSocketRefusingApp(), limits=limits, timeouts=SLOW_HANDSHAKE) as s:
+            for _ in range(limits.connections):
+                answer = await refused_websocket(s.port)
+                assert answer.startswith(b"HTTP/1.1 403"), answer  # guard: it was upgraded
+            # Every one of those connections has ended: the runtime holds none of them.
+            async with httpx.AsyncClient(verify=client_context(), timeout=WAIT) as client:
+                response = await client.get(s.url)
+            assert response.status_code == 200
+
+    asyncio.run(body())
+
+
+async def held_open(reader: asyncio.StreamReader) -> bool:
+    """Whether the server still holds the connection (no EOF or reset within a moment)."""
+    try:
+        async with asyncio.timeout(0.3):
+            while await reader.read(65536):
+                pass
+        return False
+    except TimeoutError:
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def running_server(limits: ConnectionLimits) -> AsyncIterator[_Server]:
+    """The runtime's server itself (not :func:`serve_http`), to hand it connections directly."""
+    listener = bind_listener("127.0.0.1", 0)
+    server = _Server(
+        WebSocketRefusingApp(),
+        websockets=True,
+        listener=listener,
+        context=server_context(),
+        timeouts=SLOW_HANDSHAKE,
+        error_log=LOG,
+        limits=limits,
+    )
+    stop = asyncio.Event()
+    accepting = asyncio.Event()
+    task = asyncio.create_task(server.serve(stop.wait, accepting, None))
+    try:
+        async with asyncio.timeout(WAIT):
+            while server._accepting is None:
+                await asyncio.sleep(0.01)
+        yield server
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, WAIT)
+        finally:
+            listener.close()
+
+
+@contextlib.contextmanager
+def connection_pair() -> Iterator[tuple[socket.socket, socket.socket, object]]:
+    """A real TCP connection from ATTACKER: (the client's end, the server's end, its address)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), source_address=(ATTACKER, 0))
+        accepted, address = listener.accept()
+    try:
+        yield client, accepted, address
+    finally:
+        client.close()
+        accepted.close()
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the other end closed (EOF or reset) ``sock`` already."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_a_handshake_shed_before_its_transport_started_is_cut_all_the_same() -> None:
+    """REVIEW finding 2: a handshake shed in the loop turn between its transport's creation
+    and its protocol's connection_made() was released from the books but never cut (its
+    on_shed found no transport yet), and ran on uncounted until the handshake timeout."""
+    limits = ConnectionLimits(
+        handshakes=1, handshakes_per_source=1, connections=8, connections_per_source=8
+    )
+
+    async def body() -> None:
+        async with running_server(limits) as server:
+            with (
+                connection_pair() as (first, first_end, address),
+                connection_pair() as (
+                    second,
+                    second_end,
+                    second_address,
+                ),
+            ):
+                server._admit(first_end, address)
+                # One loop turn: the first connection's transport exists; its protocol's
+                # connection_made() is scheduled, not run.
+                await asyncio.sleep(0)
+                server._admit(second_end, second_address)  # sheds the first (its share: 1)
+                assert server.admission.shed_count == 1  # guard
+                assert server.admission.pending == 1
+                async with asyncio.timeout(WAIT / 2):
+                    while not closed_by_peer(first):
+                        await asyncio.sleep(0.05)
+                assert not closed_by_peer(second)
+
+    asyncio.run(body())
+
+
+def test_failed_handshakes_leave_no_error_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """REVIEW finding 3: every failed handshake logged an ERROR with a traceback.
+
+    The handshake's waiter future got the handshake's exception and nobody
+    retrieved it, so asyncio logged "Future exception was never retrieved" for
+    each one: any client could write to the app's log (on the operator's disk,
+    unbounded) as fast as it could open connections.
+    """
+    attempts = 5
+
+    async def body() -> None:
+        async with serving(WebSocketRefusingApp(), timeouts=SLOW_HANDSHAKE) as s:
+            for _ in range(attempts):
+                reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")  # not TLS
+                assert await reader.read() == b""  # guard: the handshake failed
+                writer.close()
+            gc.collect()  # asyncio logs an unretrieved exception when its future is freed
+            await asyncio.sleep(0)
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        asyncio.run(body())
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
