@@ -35,7 +35,7 @@ from test_runtime_server import (
 
 from confide.runtime import ConnectionLimits
 from confide.runtime._server import _Server
-from confide.runtime._tls import bind_listener
+from confide.runtime._tls import ServerTimeouts, bind_listener
 
 ATTACKER = "127.0.0.2"
 
@@ -283,5 +283,57 @@ def test_partial_request_bodies_cost_the_runtime_a_bounded_amount_of_memory() ->
             for sock in socks:
                 sock.close()
             assert grown < bound, f"the runtime holds {grown >> 20} MiB for {connections} clients"
+
+    asyncio.run(body())
+
+
+async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A request head sent one byte every half second, never finished (h11 takes 16 KiB)."""
+    writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+    while True:
+        await asyncio.sleep(0.5)
+        writer.write(b"a")
+        await writer.drain()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="REVIEW finding 6: slow request heads hold connections forever; a full runtime "
+    "refuses every newcomer",
+)
+def test_a_few_sources_sending_request_heads_slowly_cannot_keep_others_out() -> None:
+    """REVIEW finding 6: the sweep closes a partial request only after ``read`` seconds
+    with no byte at all, so a byte every few seconds holds a connection for as long as
+    h11's 16 KiB head limit lasts (days); and at the connection caps a newcomer can only
+    displace a *pending handshake*, never a served connection. With the defaults, four
+    sources (four IPv4 addresses, or one IPv6 /62) holding 256 such connections each shut
+    everyone else out. Small limits here: two sources of two connections fill four."""
+    limits = ConnectionLimits(
+        handshakes=2, handshakes_per_source=2, connections=4, connections_per_source=2
+    )
+    fast = ServerTimeouts(handshake=WAIT, read=1.0, keep_alive=1.0, graceful=0.5)
+
+    async def body() -> None:
+        async with serving(WebSocketRefusingApp(), limits=limits, timeouts=fast) as s:
+            slow = []
+            for source in ("127.0.0.2", "127.0.0.3"):
+                for _ in range(limits.connections_per_source):
+                    reader, writer = await asyncio.open_connection(
+                        "127.0.0.1",
+                        s.port,
+                        ssl=client_context(["http/1.1"]),
+                        server_hostname="localhost",
+                        local_addr=(source, 0),
+                    )
+                    slow.append(asyncio.create_task(trickle(reader, writer)))
+            try:
+                await asyncio.sleep(3 * fast.read)  # well past the read timeout
+                async with httpx.AsyncClient(verify=client_context(), timeout=WAIT) as client:
+                    response = await client.get(s.url)
+                assert response.status_code == 200
+            finally:
+                for task in slow:
+                    task.cancel()
+                await asyncio.gather(*slow, return_exceptions=True)
 
     asyncio.run(body())
