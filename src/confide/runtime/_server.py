@@ -604,26 +604,27 @@ class _Server:
             sock.close()
             return
         context = self._context
-        protocol: asyncio.BaseProtocol = _NewConnection(self, ticket)
-        if context is not None:
-            waiter = self.loop.create_future()
-            # Whatever ends a handshake (failure, timeout, the client leaving, a shed) ends
-            # here; a completed one has called handshake_done() first.
-            waiter.add_done_callback(lambda done: _handshake_ended(done, ticket))
-            tls = _TlsProtocol(self.loop, protocol, context, waiter, self.timeouts)
-            ticket.on_shed = tls.shed
-            protocol = tls
         try:
+            protocol: asyncio.BaseProtocol = _NewConnection(self, ticket)
+            if context is not None:
+                waiter = self.loop.create_future()
+                # Whatever ends a handshake (failure, timeout, the client leaving, a shed)
+                # ends here; a completed one has called handshake_done() first.
+                waiter.add_done_callback(lambda done: _handshake_ended(done, ticket))
+                tls = _TlsProtocol(self.loop, protocol, context, waiter, self.timeouts)
+                ticket.on_shed = tls.shed
+                protocol = tls
             sock.setblocking(False)
             await self.loop.connect_accepted_socket(lambda: protocol, sock)
-        except OSError as exc:
-            # As for an accepted connection: the client's failure, not the server's.
+        except (OSError, MemoryError) as exc:
+            # As for an accepted connection: the client's failure (or a moment without
+            # memory for its buffers), not the server's.
             self.log.debug("a connection failed before it was served: %r", exc)
             ticket.close()
             sock.close()
-        except asyncio.CancelledError:
-            ticket.close()
-            sock.close()  # aborted at shutdown
+        except BaseException:
+            ticket.close()  # aborted at shutdown (or a bug): its slot comes back all the same
+            sock.close()
             raise
 
     def adopt(self, transport: asyncio.Transport, ticket: Ticket) -> None:

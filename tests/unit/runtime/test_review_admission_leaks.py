@@ -18,6 +18,7 @@ import os
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -34,7 +35,7 @@ from test_runtime_server import (
 )
 
 from confide.runtime import ConnectionLimits
-from confide.runtime._server import _Server
+from confide.runtime._server import _Server, _TlsProtocol
 from confide.runtime._tls import ServerTimeouts, bind_listener
 
 ATTACKER = "127.0.0.2"
@@ -335,5 +336,38 @@ def test_a_few_sources_sending_request_heads_slowly_cannot_keep_others_out() -> 
                 for task in slow:
                     task.cancel()
                 await asyncio.gather(*slow, return_exceptions=True)
+
+    asyncio.run(body())
+
+
+class _NoMemory(_TlsProtocol):
+    """A TLS protocol that cannot be made: its read buffer finds no memory."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise MemoryError
+
+
+def test_a_connection_whose_setup_fails_gives_its_slot_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """REVIEW finding 7: ``_connect`` builds the TLS protocol (a 64 KiB buffer) outside its
+    ``try``, and catches only OSError: a MemoryError there (what a runtime near its plan's
+    address-space limit raises) left the task failed, the socket open and the ticket held
+    for as long as the runtime runs. Enough of them refuse every client."""
+    limits = ConnectionLimits(
+        handshakes=1, handshakes_per_source=1, connections=1, connections_per_source=1
+    )
+
+    async def body() -> None:
+        async with running_server(limits) as server:
+            monkeypatch.setattr("confide.runtime._server._TlsProtocol", _NoMemory)
+            with connection_pair() as (client, accepted, address):
+                server._admit(accepted, address)
+                async with asyncio.timeout(WAIT):
+                    while server._handshakes:  # the setup task ran (and failed)
+                        await asyncio.sleep(0.01)
+                monkeypatch.undo()
+                assert server.admission.open == 0
+                assert closed_by_peer(client)
 
     asyncio.run(body())
