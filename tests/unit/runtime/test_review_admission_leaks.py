@@ -36,7 +36,7 @@ from test_runtime_server import (
     serving,
 )
 
-from confide.runtime import ConnectionLimits
+from confide.runtime import APP_TIMEOUTS, ConnectionLimits
 from confide.runtime._server import _Server, _TlsProtocol
 from confide.runtime._tls import ServerTimeouts, bind_listener
 
@@ -434,3 +434,9 @@ def test_one_http2_connection_costs_the_runtime_a_bounded_amount_of_memory() -> 
             assert grown < bound, f"the runtime holds {grown >> 20} MiB for one connection"
 
     asyncio.run(body())
+
+
+def test_the_apps_handshake_timeout_is_what_adr_0013_says() -> None:
+    """REVIEW finding 10: ADR 0013 and the changelog say the app's TLS handshake timeout
+    became 10 s (from 30 s); APP_TIMEOUTS still said 30 s. Fixed with this test."""
+    assert APP_TIMEOUTS.handshake == 10.0
