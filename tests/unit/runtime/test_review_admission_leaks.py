@@ -308,10 +308,10 @@ def test_partial_request_bodies_cost_the_runtime_a_bounded_amount_of_memory() ->
 
 
 async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A request head sent one byte every half second, never finished (h11 takes 16 KiB)."""
+    """A request head sent one byte every 0.2 s, never finished (h11 takes 16 KiB)."""
     writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
     while True:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.2)
         writer.write(b"a")
         await writer.drain()
 
@@ -331,7 +331,7 @@ def test_a_few_sources_sending_request_heads_slowly_cannot_keep_others_out() -> 
     limits = ConnectionLimits(
         handshakes=2, handshakes_per_source=2, connections=4, connections_per_source=2
     )
-    fast = ServerTimeouts(handshake=WAIT, read=1.0, keep_alive=1.0, graceful=0.5)
+    fast = ServerTimeouts(handshake=WAIT, read=1.5, keep_alive=1.5, graceful=0.5)
 
     async def body() -> None:
         async with serving(WebSocketRefusingApp(), limits=limits, timeouts=fast) as s:
@@ -347,7 +347,7 @@ def test_a_few_sources_sending_request_heads_slowly_cannot_keep_others_out() -> 
                     )
                     slow.append(asyncio.create_task(trickle(reader, writer)))
             try:
-                await asyncio.sleep(3 * fast.read)  # well past the read timeout
+                await asyncio.sleep(2 * fast.read)  # well past the read timeout
                 async with httpx.AsyncClient(verify=client_context(), timeout=WAIT) as client:
                     response = await client.get(s.url)
                 assert response.status_code == 200
