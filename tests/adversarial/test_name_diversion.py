@@ -9,17 +9,12 @@ diverting router would do.
 from __future__ import annotations
 
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from typer.testing import CliRunner
-
-# The runtime harness of the end-to-end tests (a runtime as a subprocess, its owner).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-from runtime_harness import (  # noqa: E402
+from runtime_harness import (
     CONFIDE,
     DEADLINE,
     EXAMPLES,
@@ -29,6 +24,7 @@ from runtime_harness import (  # noqa: E402
     new_platform,
     running,
 )
+from typer.testing import CliRunner
 
 from confide.cli import app
 

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import socket
 import ssl
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,10 +23,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-
-# The runtime harness of the end-to-end tests (a runtime as a subprocess, its owner).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-from runtime_harness import (  # noqa: E402
+from runtime_harness import (
     EXAMPLES,
     CodeUnderTest,
     Launch,

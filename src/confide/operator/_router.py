@@ -679,6 +679,9 @@ class _Connection(asyncio.Protocol):
             self.connection_lost(None)
             return
         self.client = transport
+        if self.state is _State.CLOSED:  # aborted (displaced, or the router stopping) before
+            transport.abort()  # it started: connection_lost() takes it off the books
+            return
         limit = self.router.settings.buffer_size
         transport.set_write_buffer_limits(high=limit, low=limit // 4)
         self.timer = self.router.loop.call_at(self.deadline, self._handshake_expired)

@@ -87,6 +87,8 @@ __all__ = [
 
 #: Runtimes in a row that end before they ever answer, restarted before on_error.
 MAX_RESTARTS: Final = 5
+#: Doublings of the restart backoff counted at most (far past any ``max_backoff``).
+_MAX_DOUBLINGS: Final = 64
 #: Most bytes of a probe's answer read.
 _PROBE_BODY: Final = 64 * 1024
 _ACTIVE: Final = tuple(s.value for s in AppStatus if s.active)
@@ -112,7 +114,10 @@ class SupervisorOptions:
     stop_apps_on_exit: bool = False
 
     def backoff(self, crashes: int) -> float:
-        return float(min(self.restart_backoff * (2 ** max(crashes - 1, 0)), self.max_backoff))
+        # An app that answered is restarted however often it ends: ``crashes`` has no bound,
+        # and a float times 2**1024 or more raises OverflowError.
+        doublings = min(max(crashes - 1, 0), _MAX_DOUBLINGS)
+        return float(min(self.restart_backoff * 2**doublings, self.max_backoff))
 
 
 class Probe(enum.Enum):

@@ -81,7 +81,7 @@ CONFIGURATION_TIMEOUTS: Final = ServerTimeouts(
 #: Seconds a stopping server may take beyond its graceful timeout before it is cancelled.
 _SHUTDOWN_MARGIN: Final = 1.0
 #: The app: more room for slow clients and long requests.
-APP_TIMEOUTS: Final = ServerTimeouts(handshake=30.0, read=120, keep_alive=30.0, graceful=10.0)
+APP_TIMEOUTS: Final = ServerTimeouts(handshake=10.0, read=120, keep_alive=30.0, graceful=10.0)
 #: Exit code of ``confide runtime`` stopped by its measured RA-TLS expiry (the operator's
 #: supervisor shows the app as expired, and does not restart it).
 EXIT_EXPIRED: Final = 3

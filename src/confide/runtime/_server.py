@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import socket
 import ssl
@@ -63,7 +64,7 @@ import time
 from asyncio import sslproto
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import h11
 import uvicorn
@@ -329,15 +330,28 @@ class _TlsProtocol(sslproto.SSLProtocol):
             ssl_shutdown_timeout=cast(int, timeouts.graceful),
         )
         self.raw: asyncio.Transport | None = None
+        #: Shed before its transport called connection_made(): cut it as soon as it does.
+        self.cut = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.raw = cast(asyncio.Transport, transport)
         super().connection_made(transport)
+        if self.cut:
+            self.raw.abort()
 
     def shed(self) -> None:
         """Cut the connection now (its handshake is still under way)."""
+        self.cut = True
         if self.raw is not None:
             self.raw.abort()
+
+
+def _handshake_ended(waiter: asyncio.Future[None], ticket: Ticket) -> None:
+    """A TLS handshake ended: its failure is the client's (retrieved, so never logged)."""
+    if not waiter.cancelled():
+        waiter.exception()  # else asyncio logs every failed handshake as an error
+    if ticket.pending:
+        ticket.close()
 
 
 class _H11Connection(H11Protocol):
@@ -346,6 +360,13 @@ class _H11Connection(H11Protocol):
     def __init__(self, server: _Server, ticket: Ticket) -> None:
         super().__init__(server.config, server.state, server.app_state, _loop=server.loop)
         self.ticket = ticket
+        if self.ws_protocol_class is not None:
+            # A WebSocket upgrade hands the transport to this protocol instead, whose end
+            # then releases the ticket (this one's connection_lost() is never called).
+            # Uvicorn only calls it, with these keywords.
+            self.ws_protocol_class = functools.partial(  # type: ignore[assignment]
+                _WsConnection, ticket=ticket, _loop=server.loop
+            )
         self.logger = server.log
         self.access_log = False
         #: Set on every read and on every pause or resume of writing; the sweep clears it.
@@ -403,6 +424,28 @@ class _H11Connection(H11Protocol):
             if quiet > timeouts.keep_alive:  # connected, and asked nothing
                 transport.close()
         # Otherwise the app is working on a request, or uvicorn's keep-alive timer runs.
+
+
+class _WsConnection(WSProtocol):
+    """Uvicorn's WebSocket protocol, for a connection upgraded from HTTP/1.1: ends its ticket."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        *,
+        ticket: Ticket,
+        _loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop=_loop)
+        self.ticket = ticket
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            self.ticket.close()
 
 
 class _NewConnection(asyncio.Protocol):
@@ -566,26 +609,27 @@ class _Server:
             sock.close()
             return
         context = self._context
-        protocol: asyncio.BaseProtocol = _NewConnection(self, ticket)
-        if context is not None:
-            waiter = self.loop.create_future()
-            # Whatever ends a handshake (failure, timeout, the client leaving, a shed) ends
-            # here; a completed one has called handshake_done() first.
-            waiter.add_done_callback(lambda _: ticket.close() if ticket.pending else None)
-            tls = _TlsProtocol(self.loop, protocol, context, waiter, self.timeouts)
-            ticket.on_shed = tls.shed
-            protocol = tls
         try:
+            protocol: asyncio.BaseProtocol = _NewConnection(self, ticket)
+            if context is not None:
+                waiter = self.loop.create_future()
+                # Whatever ends a handshake (failure, timeout, the client leaving, a shed)
+                # ends here; a completed one has called handshake_done() first.
+                waiter.add_done_callback(lambda done: _handshake_ended(done, ticket))
+                tls = _TlsProtocol(self.loop, protocol, context, waiter, self.timeouts)
+                ticket.on_shed = tls.shed
+                protocol = tls
             sock.setblocking(False)
             await self.loop.connect_accepted_socket(lambda: protocol, sock)
-        except OSError as exc:
-            # As for an accepted connection: the client's failure, not the server's.
+        except (OSError, MemoryError) as exc:
+            # As for an accepted connection: the client's failure (or a moment without
+            # memory for its buffers), not the server's.
             self.log.debug("a connection failed before it was served: %r", exc)
             ticket.close()
             sock.close()
-        except asyncio.CancelledError:
-            ticket.close()
-            sock.close()  # aborted at shutdown
+        except BaseException:
+            ticket.close()  # aborted at shutdown (or a bug): its slot comes back all the same
+            sock.close()
             raise
 
     def adopt(self, transport: asyncio.Transport, ticket: Ticket) -> None:
