@@ -116,6 +116,14 @@ def runtime_command(
             "Unix socket path (created 0600; put it in a private folder).",
         ),
     ] = None,
+    relay_source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--relay-source",
+            help="An address that relays other clients' connections to the port (the "
+            "operator's router): per-source connection limits do not apply to it. Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Run an app in the enclave: attest over RA-TLS, take the owner's keys, serve the app."""
     now = datetime.now(UTC)
@@ -136,6 +144,7 @@ def runtime_command(
         timeout=timeout,
         now=now,
         handoff=handoff,
+        relay_sources=tuple(relay_source or ()),
     )
     enclave = select_tee(
         tee.value, simulation_state=simulation_state, measurement=settings.measurement, now=now

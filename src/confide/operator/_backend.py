@@ -242,6 +242,15 @@ def _runs_app(app_id: uuid.UUID, pid: int) -> bool:
     return argv is not None and "runtime" in argv and _option(argv, "--app-id") == str(app_id)
 
 
+def _relay_address(runtime_host: str) -> str:
+    """The address the router and the prober connect to a runtime listening on ``host`` from."""
+    if runtime_host in ("0.0.0.0", "127.0.0.1", "localhost", ""):  # noqa: S104 - a comparison
+        return "127.0.0.1"
+    if runtime_host in ("::", "::1"):
+        return "::1"
+    return runtime_host  # a runtime on another address of this host is reached from it
+
+
 def _handoff(argv: Sequence[str]) -> Path | None:
     value = _option(argv, "--handoff")
     return Path(value) if value else None
@@ -357,6 +366,9 @@ class LocalProcessBackend:
             # Gramine: the router relays the bytes (descriptor passing into an enclave is
             # not relied upon); see ADR 0009.
             arguments += ["--handoff", str(self.handoff_path(spec.app_id))]
+        # The router's relayed connections and the supervisor's probes come from this host:
+        # the runtime must not count all their clients as one source (ADR 0013).
+        arguments += ["--relay-source", _relay_address(self._host)]
         limit = spec.memory_mib * 1024 * 1024
         return [
             sys.executable,

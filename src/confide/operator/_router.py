@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from confide.errors import UsageError
-from confide.runtime import source_of
+from confide.runtime import network_of, source_of
 from confide.runtime._handoff import hand_off
 from confide.runtime._tls import bind_listener
 
@@ -376,11 +376,25 @@ class _Router:
         return True
 
     def _make_room(self, source: str) -> bool:
-        """Every unrouted slot is taken: drop the oldest of the source holding the most."""
-        busiest = max(self.unrouted_by_source, key=lambda s: len(self.unrouted_by_source[s]))
+        """Every unrouted slot is taken: drop the oldest of the source holding the most.
+
+        Sources are compared first by network (:func:`network_of`: an IPv6 /64 counts
+        in its /48, which one attacker holds whole for free), then one by one.
+        """
+        held: dict[str, int] = {}
+        for each, queue in self.unrouted_by_source.items():
+            held[network_of(each)] = held.get(network_of(each), 0) + len(queue)
+        network = max(held, key=held.__getitem__)
+        if held[network] > held.get(network_of(source), 0) + 1:
+            candidates = [s for s in self.unrouted_by_source if network_of(s) == network]
+        else:
+            candidates = list(self.unrouted_by_source)
+        busiest = max(candidates, key=lambda s: len(self.unrouted_by_source[s]))
         mine = len(self.unrouted_by_source.get(source, ()))
-        if len(self.unrouted_by_source[busiest]) <= mine + 1:
-            return False  # no source holds more than the newcomer's: it waits like the others
+        if held[network] <= held.get(network_of(source), 0) + 1 and (
+            len(self.unrouted_by_source[busiest]) <= mine + 1
+        ):
+            return False  # no network or source holds more than the newcomer's: it waits
         queue = self.unrouted_by_source[busiest]
         victim = next(iter(queue))
         # Off the queue now: a connection ends on a later loop turn, and the next newcomer
@@ -396,8 +410,10 @@ class _Router:
         self.connections.add(connection)
         queue = self.unrouted_by_source.get(peek.source)
         if queue is not None and peek in queue:
-            del queue[peek]
-            queue[connection] = None  # keeps its age: it is the same client
+            # In the peek's place, so that it keeps its age: it is the same client.
+            self.unrouted_by_source[peek.source] = {
+                (connection if held is peek else held): None for held in queue
+            }
         key = connection.app_key
         self.per_app[key] = self.per_app.get(key, 0) + 1
 

@@ -18,7 +18,7 @@ Example::
     >>> run_runtime(settings, tee, now=now, logger=log)  # doctest: +SKIP
 """
 
-from ._admission import ConnectionLimits, source_of
+from ._admission import ConnectionLimits, network_of, source_of
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint, Configures
 from ._launch import LaunchTee, check_launch, runtime_arguments
@@ -90,6 +90,7 @@ __all__ = [
     "run_runtime",
     "launch_manifest",
     "runtime_code_hash",
+    "network_of",
     "server_ssl_context",
     "source_of",
     # Launching a manifest (for backends).

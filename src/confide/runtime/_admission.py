@@ -48,6 +48,7 @@ __all__ = [
     "Admission",
     "ConnectionLimits",
     "Ticket",
+    "network_of",
     "source_of",
 ]
 
@@ -56,6 +57,8 @@ __all__ = [
 TLS_READ_BUFFER: Final = 64 * 1024
 #: IPv6 sources are grouped by this prefix length (one subscriber's usual allocation).
 IPV6_SOURCE_PREFIX: Final = 64
+#: ... and their networks by this one (a site's allocation, free from tunnel brokers).
+IPV6_NETWORK_PREFIX: Final = 48
 
 
 def source_of(address: object) -> str:
@@ -73,6 +76,17 @@ def source_of(address: object) -> str:
     return str(ip)
 
 
+def network_of(source: str) -> str:
+    """The network a source belongs to: an IPv6 /64's /48; any other source is its own."""
+    if not source.endswith(f"/{IPV6_SOURCE_PREFIX}"):
+        return source
+    try:
+        network = ipaddress.IPv6Network(source)
+    except ValueError:
+        return source
+    return str(network.supernet(new_prefix=IPV6_NETWORK_PREFIX))
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
     """What the runtime's connections may hold, in all and per source."""
@@ -83,6 +97,10 @@ class ConnectionLimits:
     #: Connections open, handshaking or served.
     connections: int = 1024
     connections_per_source: int = 256
+    #: Sources that relay other clients' connections (the operator's router, whose
+    #: connections all come from its address): only the global limits apply to them, the
+    #: relay tells its clients apart itself (``confide runtime --relay-source``).
+    relays: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for name in (
@@ -171,7 +189,8 @@ class Admission:
         Making room may shed older pending handshakes (their :attr:`Ticket.on_shed`).
         """
         limits = self.limits
-        if self._open[source] >= limits.connections_per_source:
+        shared = source not in limits.relays  # a relay's connections: the global limits
+        if shared and self._open[source] >= limits.connections_per_source:
             if not self._shed_oldest(source):
                 self.refused_count += 1
                 return None
@@ -179,7 +198,7 @@ class Admission:
             if not self._shed_oldest(self._busiest()):
                 self.refused_count += 1
                 return None
-        if self.pending_from(source) >= limits.handshakes_per_source:
+        if shared and self.pending_from(source) >= limits.handshakes_per_source:
             self._shed_oldest(source)
         elif self._pending_count >= limits.handshakes:
             self._shed_oldest(self._busiest())

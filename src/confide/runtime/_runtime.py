@@ -45,6 +45,7 @@ from confide.crypto import X25519KeyPair
 from confide.errors import TeeError, UsageError
 from confide.tee import Tee
 
+from ._admission import ConnectionLimits
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint
 from ._handoff import HandoffListener
@@ -184,6 +185,7 @@ class EnclaveRuntime:
         self._server_log = logger.getChild("server")
         #: Connections handed off by the operator's router (``--handoff``), if any.
         self._handoff: HandoffListener | None = None
+        self._limits = ConnectionLimits(relays=settings.relay_sources)
 
     def _until_expiry(self) -> float | None:
         """Seconds left before the measured RA-TLS expiry (``None``: no expiry)."""
@@ -301,6 +303,7 @@ class EnclaveRuntime:
                 shutdown_trigger=shutdown_trigger,
                 stopped_accepting=stopped_accepting,
                 handoff=self._handoff,
+                limits=self._limits,
             )
         )
         leftovers.append(server)
@@ -378,6 +381,7 @@ class EnclaveRuntime:
                 error_log=self._server_log,
                 shutdown_trigger=ending.wait,
                 handoff=self._handoff,
+                limits=self._limits,
             )
         )
         ended = asyncio.ensure_future(ending.wait())

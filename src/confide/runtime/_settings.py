@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from confide.crypto import package_digest, write_archive
 from confide.errors import UsageError
 
+from ._admission import source_of
 from ._manifest import LaunchManifest, TlsMode, runtime_code_hash
 
 __all__ = [
@@ -200,6 +202,9 @@ class RuntimeSettings:
     #: Where the operator's router hands client connections off (ADR 0009); not measured:
     #: like the port, it changes where connections come from, not what is done with them.
     handoff: Path | None = None
+    #: Addresses that relay other clients' connections (``--relay-source``): the per-source
+    #: connection shares do not apply to them (ADR 0013). Not measured: availability only.
+    relay_sources: frozenset[str] = frozenset()
     # No code folder here: the runtime always makes it in RAM itself (``CODE_ROOT``).
 
     @property
@@ -227,6 +232,7 @@ class RuntimeSettings:
         now: datetime,
         runtime_sha256: bytes | None = None,
         handoff: Path | None = None,
+        relay_sources: tuple[str, ...] = (),
     ) -> RuntimeSettings:
         """Check the arguments together, read and hash what is measured."""
         if now.tzinfo is None:
@@ -245,6 +251,7 @@ class RuntimeSettings:
             )
         if not 0 <= port <= 65535:
             raise UsageError(f"--port must be in 0..65535, got {port}")
+        relays = frozenset(_relay_source(address) for address in relay_sources)
         if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
             raise UsageError(f"--timeout must be in (0, {MAX_TIMEOUT:.0f}] seconds, got {timeout}")
         expiry: datetime | None = None
@@ -284,4 +291,16 @@ class RuntimeSettings:
             timeout=timeout,
             manifest=manifest,
             handoff=handoff,
+            relay_sources=relays,
         )
+
+
+def _relay_source(address: str) -> str:
+    """``--relay-source``: an IP address, as the runtime's admission names sources."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise UsageError(
+            f"--relay-source must be an IP address (the relay's), got {address!r}"
+        ) from None
+    return source_of((str(ip), 0))

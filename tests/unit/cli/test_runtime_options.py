@@ -42,6 +42,7 @@ HARMLESS = frozenset(
         "--host",  # where the listener binds: the host owns the network anyway
         "--port",
         "--handoff",  # gives the runtime connections, no more than connecting to --port
+        "--relay-source",  # availability only: whose connections share per-source limits
         "--timeout",  # can only stop the runtime sooner, which the host can anyway
         "--state-dir",  # only data sealed to this measurement is written there
         "--tee",  # the quote says which TEE made it; verifiers refuse simulation
@@ -112,6 +113,7 @@ HARMLESS_CHANGES: dict[str, dict[str, Any]] = {
     "--host": {"host": "0.0.0.0"},  # noqa: S104 - a value, nothing binds here
     "--port": {"port": 8443},
     "--handoff": {"handoff": Path("/run/confide/handoff.sock")},
+    "--relay-source": {"relay_sources": ("127.0.0.1",)},
     "--timeout": {"timeout": 5.0},
     "--state-dir": {"state_dir": Path("/elsewhere/state")},
 }

@@ -10,8 +10,11 @@ and then idles (a request every keep-alive period keeps them forever) takes
 the runtime's whole share, and the runtime closes every other client's
 connection at once (none of those 256 is pending, so none is shed).
 
-The test is marked ``xfail(strict=True)``: it FAILS on the code under review
-(commit 9723ffe); remove the marker with the fix.
+Fixed: the runtime is told which address relays (``confide runtime
+--relay-source``, which the operator's local backend passes), and only the
+global limits apply to that address; the router's per-source shares tell the
+relayed clients apart. The lockout is shown with the runtime left without its
+relay declared, and gone with it.
 """
 
 from __future__ import annotations
@@ -67,8 +70,8 @@ async def hello_app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCa
 
 
 @contextlib.asynccontextmanager
-async def runtime_server(context: ssl.SSLContext) -> AsyncIterator[int]:
-    """The runtime's HTTP server with its default connection limits; yields its port."""
+async def runtime_server(context: ssl.SSLContext, limits: ConnectionLimits) -> AsyncIterator[int]:
+    """The runtime's HTTP server with ``limits``; yields its port."""
     listener = bind_listener(LOOPBACK, 0)
     stop = asyncio.Event()
     task = asyncio.create_task(
@@ -79,7 +82,7 @@ async def runtime_server(context: ssl.SSLContext) -> AsyncIterator[int]:
             timeouts=PATIENT,
             error_log=LOG,
             shutdown_trigger=stop.wait,
-            limits=ConnectionLimits(),
+            limits=limits,
         )
     )
     try:
@@ -102,11 +105,14 @@ async def call(port: int, context: ssl.SSLContext) -> bytes:
         writer.transport.abort()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REVIEW finding 4: a relayed app's clients share the runtime's per-source share",
+@pytest.mark.parametrize(
+    ("relays", "served"),
+    [(frozenset({LOOPBACK}), True), (frozenset(), False)],
+    ids=["relay declared, as the operator launches runtimes", "relay not declared"],
 )
-def test_one_source_cannot_take_a_relayed_apps_whole_runtime(tmp_path: Path) -> None:
+def test_one_source_cannot_take_a_relayed_apps_whole_runtime(
+    tmp_path: Path, relays: frozenset[str], served: bool
+) -> None:
     enclave = ratls_like_identity(tmp_path, APP)
     router_settings = fast_settings(handshake_timeout=20.0, idle_timeout=20.0)
     share = router_settings.max_connections_per_source  # the router's default
@@ -114,7 +120,9 @@ def test_one_source_cannot_take_a_relayed_apps_whole_runtime(tmp_path: Path) -> 
 
     async def body() -> None:
         async with (
-            runtime_server(enclave.server_context()) as runtime_port,
+            runtime_server(
+                enclave.server_context(), ConnectionLimits(relays=relays)
+            ) as runtime_port,
             running_router(router_settings, DictRoutes({APP: passthrough(runtime_port)})) as r,
         ):
             assert (await call(r.port, enclave.client_context())).endswith(b"hello")  # guard
@@ -130,8 +138,12 @@ def test_one_source_cannot_take_a_relayed_apps_whole_runtime(tmp_path: Path) -> 
                     )
                 )
             try:
-                answer = await call(r.port, enclave.client_context())
-                assert answer.endswith(b"hello"), answer
+                if served:
+                    answer = await call(r.port, enclave.client_context())
+                    assert answer.endswith(b"hello"), answer
+                else:
+                    with pytest.raises((ConnectionError, ssl.SSLError)):
+                        await call(r.port, enclave.client_context())
             finally:
                 for _, writer in held:
                     writer.transport.abort()

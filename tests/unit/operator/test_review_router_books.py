@@ -2,8 +2,8 @@
 
 The router's admission (:meth:`_Router.opened`) is called here with
 connections from chosen sources, IPv6 ones included, which loopback sockets
-cannot come from. Tests marked ``xfail(strict=True)`` FAIL on the code under
-review (commit 9723ffe): the marker names the finding; remove it with the fix.
+cannot come from. Each test failed on the code under review (commit 9723ffe) and
+passes with its fix.
 """
 
 from __future__ import annotations
@@ -83,11 +83,6 @@ def open_from(router: _Router, sock: socket.socket, address: tuple[str, ...]) ->
     return peek if router.opened(peek) else None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REVIEW finding 8: one IPv6 /48 is 65536 sources; one per unrouted slot keeps "
-    "everyone out",
-)
 def test_one_ipv6_48_cannot_take_every_unrouted_slot() -> None:
     """REVIEW finding 8: sources are IPv6 /64s, and ``_make_room`` only displaces a source
     that holds more than the newcomer plus one. An attacker with one /48 (a free tunnel

@@ -8,13 +8,14 @@ admitted; the guards check that every row really reached the limit it names.
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from confide.errors import UsageError
-from confide.runtime import ConnectionLimits, source_of
+from confide.runtime import ConnectionLimits, network_of, source_of
 from confide.runtime._admission import Admission, Ticket
 
 SMALL = ConnectionLimits(
@@ -90,6 +91,27 @@ def test_who_is_shed_and_who_is_refused(
     assert admission.shed_count == len(shed)
 
 
+def test_a_relay_has_only_the_global_limits() -> None:
+    """The operator's router relays many clients from one address (issue 9, review 4)."""
+    admission = Admission(
+        ConnectionLimits(
+            handshakes=4,
+            handshakes_per_source=2,
+            connections=6,
+            connections_per_source=3,
+            relays=frozenset({A}),
+        )
+    )
+    tickets = admit_all(admission, [A] * 6)
+    assert all(t is not None for t in tickets)
+    assert [t.closed for t in tickets if t is not None] == [True, True, False, False, False, False]
+    assert admission.open_from(A) == 4 and admission.pending_from(A) == 4  # over both shares
+    # Another source still has its shares: the relay's pending handshakes make room.
+    others = admit_all(admission, [B, B])
+    assert [t is not None and not t.closed for t in others] == [True, True]
+    assert admission.pending_from(A) == 2
+
+
 def test_a_shed_connection_closed_later_is_counted_once() -> None:
     admission = Admission(SMALL)
     first, second, third = admit_all(admission, [A, A, A])
@@ -142,7 +164,7 @@ def test_sources_are_ipv4_addresses_or_ipv6_slash_64s(address: object, source: s
     ],
 )
 def test_inconsistent_limits_are_refused(limits: dict[str, int]) -> None:
-    values = {
+    values: dict[str, Any] = {
         "handshakes": 4,
         "handshakes_per_source": 2,
         "connections": 6,
@@ -178,6 +200,19 @@ def test_the_books_always_balance(steps: list[tuple[str, str]]) -> None:
             assert admission.open_from(s) == sum(t.source == s for t in live)
             assert admission.open_from(s) <= SMALL.connections_per_source
             assert admission.pending_from(s) <= SMALL.handshakes_per_source
+
+
+@pytest.mark.parametrize(
+    ("source", "network"),
+    [
+        ("2001:db8:0:7::/64", "2001:db8::/48"),
+        ("2001:db8:ffff:ffff::/64", "2001:db8:ffff::/48"),
+        ("192.0.2.7", "192.0.2.7"),
+        ("local", "local"),
+    ],
+)
+def test_networks_group_ipv6_sources_by_48(source: str, network: str) -> None:
+    assert network_of(source) == network
 
 
 def test_ipv6_sources_are_networks() -> None:
