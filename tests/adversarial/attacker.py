@@ -23,9 +23,11 @@ import argparse
 import asyncio
 import json
 import ssl
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 #: Pause before reopening when connecting fails (refused, reset), seconds.
 RETRY_PAUSE = 0.05
@@ -94,6 +96,31 @@ async def attack(args: argparse.Namespace) -> None:
     for slot in slots:
         slot.cancel()
     await asyncio.gather(*slots, return_exceptions=True)
+
+
+def launch(
+    attack: str,
+    *,
+    host: str,
+    port: int,
+    source: str,
+    count: int,
+    duration: float,
+    name: str = "",
+) -> subprocess.Popen[str]:
+    """Start this attacker in its own process; its reports come on its stdout, one a line."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__)),
+            attack,
+            *("--host", host, "--port", str(port), "--source", source, "--name", name),
+            *("--count", str(count), "--duration", str(duration)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def main(argv: list[str]) -> None:

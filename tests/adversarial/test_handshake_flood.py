@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import os
 import ssl
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Final
 
 import httpx
 import pytest
+from attacker import launch
 from operator_harness import (
     Deployed,
     OperatorProcess,
@@ -42,7 +41,6 @@ from runtime_harness import HOST, trusting
 
 pytestmark = pytest.mark.slow
 
-ATTACKER: Final = Path(__file__).with_name("attacker.py")
 #: The attacker's own source address (any 127/8 address reaches the loopback router).
 ATTACKER_SOURCE: Final = "127.0.0.2"
 STALLED: Final = 3000
@@ -130,27 +128,14 @@ def test_stalled_handshakes_from_one_source_do_not_take_an_app_down(
         a, b = apps
         pid_a = runtime_pid(operator.data_dir, a)
 
-        attacker = subprocess.Popen(
-            [
-                sys.executable,
-                str(ATTACKER),
-                "stall-handshakes",
-                "--host",
-                HOST,
-                "--port",
-                str(operator.router_port),
-                "--source",
-                ATTACKER_SOURCE,
-                "--name",
-                a.name,
-                "--count",
-                str(STALLED),
-                "--duration",
-                str(ATTACK_SECONDS),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        attacker = launch(
+            "stall-handshakes",
+            host=HOST,
+            port=operator.router_port,
+            source=ATTACKER_SOURCE,
+            name=a.name,
+            count=STALLED,
+            duration=ATTACK_SECONDS,
         )
         callers = [Caller(operator.router_port, app, trusting(certs[app.id])) for app in apps]
         try:

@@ -11,13 +11,12 @@ succeeds.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
 import pytest
+from attacker import launch
 from operator_harness import (
     OperatorProcess,
     create_token,
@@ -32,7 +31,6 @@ from confide.attestation import fetch_peer_certificate
 
 pytestmark = pytest.mark.slow
 
-ATTACKER: Final = Path(__file__).with_name("attacker.py")
 ATTACKER_SOURCE: Final = "127.0.0.2"
 #: Idle connections the attacker keeps open: more than the router's 512 unrouted slots.
 IDLE: Final = 600
@@ -53,25 +51,13 @@ def test_a_flood_of_idle_connections_from_one_source_keeps_no_one_out(
         app = deploy(api, package(tmp_path), name="idle")
         wait_status(api, app.id, "initializing")
 
-    with subprocess.Popen(
-        [
-            sys.executable,
-            str(ATTACKER),
-            "idle",
-            "--host",
-            HOST,
-            "--port",
-            str(operator.router_port),
-            "--source",
-            ATTACKER_SOURCE,
-            "--count",
-            str(IDLE),
-            "--duration",
-            "15",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    with launch(
+        "idle",
+        host=HOST,
+        port=operator.router_port,
+        source=ATTACKER_SOURCE,
+        count=IDLE,
+        duration=15,
     ) as attacker:
         try:
 
