@@ -31,6 +31,7 @@ import os
 import signal
 import socket
 import ssl
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -355,6 +356,7 @@ class EnclaveRuntime:
         context = self._app_context(identity, launch, workspace)
         # Apps written for Cosmian Enclave read their secrets' paths from the environment.
         os.environ.update(launch.env)
+        tempfile.tempdir = None  # taken again from $TMPDIR: the app's temporary files in RAM
         os.chdir(workspace.app_dir)
         app = load_app(workspace.app_dir, settings.application)
         self._log.info(

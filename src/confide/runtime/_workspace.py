@@ -13,6 +13,8 @@ removing it (:func:`remove_orphans`). Layout (mode 0700)::
         sealed_secrets.json opened app_sealed_secrets, without the code key
                             ($SEALED_SECRETS_PATH)
     home/                   a writable $HOME for the app
+    tmp/                    the app's temporary files ($TMPDIR): in RAM, not on the
+                            host's disk
 
 The paths and variable names are those of Cosmian Enclave, so apps written
 for it find their secrets. Nothing here is ever in the state folder.
@@ -51,7 +53,7 @@ __all__ = [
 ]
 
 #: Environment variables the app reads (Cosmian Enclave's names).
-SECRET_ENV: Final = ("SECRETS_PATH", "SEALED_SECRETS_PATH", "HOME")
+SECRET_ENV: Final = ("SECRETS_PATH", "SEALED_SECRETS_PATH", "HOME", "TMPDIR")
 #: Where every code folder is made: RAM-backed (tmpfs) on Linux; inside Gramine, mount it
 #: as an in-enclave tmpfs. Fixed here, never taken from the host (ADR 0011).
 CODE_ROOT: Final = Path("/dev/shm")  # noqa: S108  (a private 0700 folder is made in it)
@@ -99,6 +101,10 @@ class Workspace:
     @property
     def home(self) -> Path:
         return self.root / "home"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
 
     @classmethod
     def create(cls, app_id: uuid.UUID, *, root: Path = CODE_ROOT) -> Workspace:
@@ -174,6 +180,7 @@ class Workspace:
         try:
             self.private_dir.mkdir(mode=_PRIVATE_MODE, exist_ok=True)
             self.home.mkdir(mode=_PRIVATE_MODE, exist_ok=True)
+            self.tmp.mkdir(mode=_PRIVATE_MODE, exist_ok=True)
             for name, variable, value in (
                 ("secrets.json", "SECRETS_PATH", app_secrets),
                 ("sealed_secrets.json", "SEALED_SECRETS_PATH", sealed_secrets),
@@ -188,6 +195,7 @@ class Workspace:
         except OSError as exc:
             raise UsageError(f"cannot write the app's secrets: {exc.strerror or exc}") from None
         env["HOME"] = str(self.home)
+        env["TMPDIR"] = str(self.tmp)
         return env
 
 

@@ -92,14 +92,16 @@ def test_package_needs_its_key_and_its_measured_bytes(
 
 def test_secrets_files(workspace: Workspace) -> None:
     env = workspace.write_secrets({"a": 1}, {"b": [2]})
-    assert set(env) == {"SECRETS_PATH", "SEALED_SECRETS_PATH", "HOME"}
+    assert set(env) == {"SECRETS_PATH", "SEALED_SECRETS_PATH", "HOME", "TMPDIR"}
     assert json.loads(Path(env["SECRETS_PATH"]).read_text()) == {"a": 1}
     assert json.loads(Path(env["SEALED_SECRETS_PATH"]).read_text()) == {"b": [2]}
     for variable in ("SECRETS_PATH", "SEALED_SECRETS_PATH"):
         assert stat.S_IMODE(Path(env[variable]).stat().st_mode) == 0o600
     assert stat.S_IMODE(workspace.private_dir.stat().st_mode) == 0o700
     assert Path(env["HOME"]).is_dir() and Path(env["HOME"]).is_relative_to(workspace.root)
-    assert set(workspace.write_secrets(None, None)) == {"HOME"}
+    assert Path(env["TMPDIR"]).is_dir() and Path(env["TMPDIR"]).is_relative_to(workspace.root)
+    assert stat.S_IMODE(Path(env["TMPDIR"]).stat().st_mode) == 0o700
+    assert set(workspace.write_secrets(None, None)) == {"HOME", "TMPDIR"}
 
 
 @pytest.fixture
