@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from confide.errors import UsageError
 from confide.runtime import ConnectionLimits, source_of
-from confide.runtime._admission import Admission, Ticket
+from confide.runtime._admission import Admission, BodyBudget, Ticket
 
 SMALL = ConnectionLimits(
     handshakes=4, handshakes_per_source=2, connections=6, connections_per_source=3
@@ -88,6 +88,102 @@ def test_who_is_shed_and_who_is_refused(
     if not last_admitted:
         assert admission.refused_count == 1
     assert admission.shed_count == len(shed)
+
+
+# (case, sources admitted in order, handshakes done, served connections idle, expected shed
+#  indexes, whether the last one is admitted). Every handshake is done before the last one.
+DISPLACE_CASES = [
+    (
+        "all taken, none pending: the busiest source's oldest idle connection goes",
+        [A, A, A, B, B, C, C],
+        [0, 1, 2, 3, 4, 5],
+        [0, 1, 2, 3, 4, 5],
+        [0],
+        True,
+    ),
+    (
+        "a connection running a request is not shed",
+        [A, A, A, B, B, C, C],
+        [0, 1, 2, 3, 4, 5],
+        [2, 3],
+        [2],
+        True,
+    ),
+    (
+        "the busiest with no idle one: the next that holds two more gives one",
+        [A, A, A, B, B, B, C],
+        [0, 1, 2, 3, 4, 5],
+        [4, 5],
+        [4],
+        True,
+    ),
+    (
+        "no source holds two more than the newcomer's: refused",
+        [A, A, B, B, C, C, C],
+        [0, 1, 2, 3, 4, 5],
+        [0, 1, 2, 3, 4, 5],
+        [],
+        False,
+    ),
+    (
+        "a source at its own share is refused, its idle connections kept",
+        [A, A, A, A],
+        [0, 1, 2],
+        [0, 1, 2],
+        [],
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "sources", "done", "idle", "shed", "last_admitted"),
+    DISPLACE_CASES,
+    ids=[c[0] for c in DISPLACE_CASES],
+)
+def test_at_the_limits_a_newcomer_takes_the_place_of_an_idle_connection(
+    case: str,
+    sources: list[str],
+    done: list[int],
+    idle: list[int],
+    shed: list[int],
+    last_admitted: bool,
+) -> None:
+    admission = Admission(SMALL)
+    cut: list[int] = []
+    tickets: list[Ticket | None] = []
+    for index, source in enumerate(sources):
+        ticket = admission.admit(source)
+        tickets.append(ticket)
+        assert ticket is not None or index == len(sources) - 1  # guard: only the last may fail
+        if ticket is not None and index in done:
+            ticket.handshake_done()
+            ticket.idle = lambda index=index: index in idle
+            ticket.on_shed = lambda index=index: cut.append(index)
+    assert cut == shed
+    assert (tickets[-1] is not None) is last_admitted
+    # Guards: the last one came at a limit, with no handshake pending to shed instead.
+    assert len(sources) - 1 in (SMALL.connections, SMALL.connections_per_source)
+    assert admission.pending == (1 if last_admitted else 0)
+    assert admission.open <= SMALL.connections
+    assert admission.shed_count == len(shed)
+    for index in shed:
+        victim = tickets[index]
+        assert victim is not None and victim.closed
+
+
+def test_the_body_budget_is_never_overdrawn() -> None:
+    budget = BodyBudget(100)
+    assert budget.reserve(60)
+    assert not budget.reserve(41)
+    assert budget.reserve(40)
+    assert not budget.reserve(1)
+    assert not budget.reserve(-1)
+    budget.release(60)
+    assert budget.held == 40 and budget.reserve(60) and budget.held == 100
+    assert budget.refused_count == 3
+    with pytest.raises(UsageError):
+        BodyBudget(0)
 
 
 def test_a_shed_connection_closed_later_is_counted_once() -> None:
