@@ -26,7 +26,9 @@ holds whole):
 A third budget is not a count of connections: **bytes buffered for request
 bodies** (:class:`BodyBudget`), in all. A WSGI app is handed a request body
 whole, so the runtime reads it into memory first; each request reserves its
-bytes here before they are read and is answered 503 when they are not there.
+bytes here before they are read and is answered 503 when they are not there
+(after the bodies that stalled, oldest first, were shed to make room, if that
+is enough).
 
 Memory follows: a connection costs at most its TLS read buffer
 (:data:`TLS_READ_BUFFER`), OpenSSL's state and the HTTP protocol's, so the
@@ -57,9 +59,12 @@ from confide.errors import UsageError
 
 __all__ = [
     "BODY_BUDGET",
+    "BODY_GRACE",
+    "MIN_BODY_RATE",
     "TLS_READ_BUFFER",
     "Admission",
     "BodyBudget",
+    "BodyHold",
     "ConnectionLimits",
     "Ticket",
     "source_of",
@@ -70,6 +75,11 @@ __all__ = [
 TLS_READ_BUFFER: Final = 64 * 1024
 #: Bytes of request bodies the runtime buffers at once, in all (twice the largest WSGI body).
 BODY_BUDGET: Final = 32 * 1024 * 1024
+#: A request body slower than this on average (bytes per second, after BODY_GRACE) may be
+#: shed when a newcomer's body does not fit in the budget.
+MIN_BODY_RATE: Final = 64 * 1024
+#: Seconds a request body is never counted as slow (its client's first round trips).
+BODY_GRACE: Final = 2.0
 #: IPv6 sources are grouped by this prefix length (one subscriber's usual allocation).
 IPV6_SOURCE_PREFIX: Final = 64
 
@@ -157,13 +167,61 @@ class Ticket:
                 self.on_shed()
 
 
+class BodyHold:
+    """One request's share of a :class:`BodyBudget`: ``size`` bytes, ``received`` so far.
+
+    Its owner counts what it read in :attr:`received`, sets :attr:`on_shed` while it
+    waits for more (a hold is shed only then), and calls :meth:`release` when the
+    request ends.
+    """
+
+    __slots__ = ("_budget", "size", "received", "since", "on_shed", "shed", "released")
+
+    def __init__(self, budget: BodyBudget, size: int, since: float) -> None:
+        self._budget = budget
+        self.size = size
+        self.received = 0
+        self.since = since
+        #: Ends the request at once (called when it is shed); None: not waiting, keep it.
+        self.on_shed: Callable[[], None] | None = None
+        self.shed = False
+        self.released = False
+
+    def grow(self, size: int) -> bool:
+        """Take ``size`` more bytes (a body of unknown length); False if they are not there."""
+        if self.released or not self._budget._take(size):
+            return False
+        self.size += size
+        return True
+
+    def release(self) -> None:
+        """Give the bytes back (any number of times)."""
+        if not self.released:
+            self.released = True
+            self._budget._give(self)
+
+    def stalled(self, now: float) -> bool:
+        """Waiting for a body slower than :data:`MIN_BODY_RATE`, past :data:`BODY_GRACE`."""
+        age = now - self.since
+        return (
+            self.on_shed is not None
+            and age > BODY_GRACE
+            and self.received < MIN_BODY_RATE * (age - BODY_GRACE)
+        )
+
+
 class BodyBudget:
     """Bytes the runtime may hold for request bodies at once, reserved before they are read.
 
+    When a newcomer's bytes are not there, requests whose bodies stalled (slower than
+    :data:`MIN_BODY_RATE` on average after :data:`BODY_GRACE`) are shed, oldest first,
+    if that makes room: holding the budget costs a client bandwidth, not patience.
+
     >>> budget = BodyBudget(100)
-    >>> budget.reserve(60), budget.reserve(60), budget.held
-    (True, False, 60)
-    >>> budget.release(60); budget.held
+    >>> first = budget.hold(60, now=0.0)
+    >>> budget.hold(60, now=0.0) is None, budget.held
+    (True, 60)
+    >>> first.release(); budget.held
     0
     """
 
@@ -172,20 +230,55 @@ class BodyBudget:
             raise UsageError(f"the request body budget must be at least 1 byte, not {limit}")
         self.limit = limit
         self.held = 0
-        #: Reservations refused (for logs and tests).
+        #: Holds, oldest first.
+        self._holds: dict[BodyHold, None] = {}
+        #: Holds refused, and holds shed for a newcomer (for logs and tests).
         self.refused_count = 0
+        self.shed_count = 0
 
-    def reserve(self, size: int) -> bool:
-        """Take ``size`` bytes of the budget; False (nothing taken) if they are not there."""
+    def hold(self, size: int, now: float) -> BodyHold | None:
+        """A hold of ``size`` bytes, or None (nothing taken) if they are not there."""
+        if size < 0 or size > self.limit:
+            self.refused_count += 1
+            return None
+        if self.held + size > self.limit and not self._shed_stalled(size, now):
+            self.refused_count += 1
+            return None
+        self.held += size
+        hold = BodyHold(self, size, now)
+        self._holds[hold] = None
+        return hold
+
+    def _shed_stalled(self, size: int, now: float) -> bool:
+        victims = []
+        free = self.limit - self.held
+        for hold in self._holds:
+            if free >= size:
+                break
+            if hold.stalled(now):
+                victims.append(hold)
+                free += hold.size
+        if free < size:
+            return False  # shedding them would not make room: keep them
+        for hold in victims:
+            self.shed_count += 1
+            shed, hold.on_shed = hold.on_shed, None
+            hold.shed = True
+            hold.release()
+            if shed is not None:
+                shed()
+        return True
+
+    def _take(self, size: int) -> bool:
         if size < 0 or self.held + size > self.limit:
             self.refused_count += 1
             return False
         self.held += size
         return True
 
-    def release(self, size: int) -> None:
-        """Give back ``size`` bytes taken by :meth:`reserve`."""
-        self.held -= size
+    def _give(self, hold: BodyHold) -> None:
+        self.held -= hold.size
+        del self._holds[hold]
 
 
 class Admission:

@@ -222,8 +222,10 @@ class _BoundedBody:
     before it is read, and given back when the request ends (the adapter frees the
     body then). A declared ``Content-Length`` is checked and reserved whole before
     anything is read (the protocols hold the body to it), so a request let in is
-    never cut halfway for want of budget; a body of unknown length (chunked, or
-    HTTP/2 with no length) reserves its bytes as they come.
+    not cut halfway for want of budget unless its body stalls (the budget sheds
+    a body slower than :data:`~._admission.MIN_BODY_RATE` for a newcomer: it is
+    answered 503 then); a body of unknown length (chunked, or HTTP/2 with no
+    length) reserves its bytes as they come.
     """
 
     def __init__(self, app: ASGIFramework, limit: int, budget: BodyBudget) -> None:
@@ -245,39 +247,52 @@ class _BoundedBody:
             elif name == b"transfer-encoding":
                 chunked = True
         http2 = scope["http_version"] == "2"
-        reserved = 0
+        declared = 0
         if length is not None:
             if not length.isdigit() or int(length) > self._limit:
                 await self._refuse(receive, send, http2, 413)
                 return
-            if not self._budget.reserve(int(length)):
-                await self._refuse(receive, send, http2, 503)
-                return
-            reserved = int(length)
+            declared = int(length)
         elif not (chunked or http2):
             await self._app(scope, receive, send)  # no body (RFC 9112 section 6.3)
             return
-        received = 0
+        loop = asyncio.get_running_loop()
+        hold = self._budget.hold(declared, loop.time())
+        if hold is None:
+            await self._refuse(receive, send, http2, 503)
+            return
+        task = asyncio.current_task()
+
+        def shed() -> None:
+            if task is not None:
+                task.cancel()  # the wait for the body ends: answered 503
 
         async def metered() -> ASGIReceiveEvent:
-            nonlocal received, reserved
-            message = await receive()
+            hold.on_shed = shed  # only while it waits for the client
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                if hold.shed and task is not None and task.uncancel() == 0:
+                    raise _Refused(503) from None
+                raise
+            finally:
+                hold.on_shed = None
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > reserved:
-                    if received > self._limit:
+                hold.received += len(message.get("body", b""))
+                if hold.received > hold.size:
+                    if hold.received > self._limit:
                         raise _Refused(413)
-                    if not self._budget.reserve(received - reserved):
+                    if not hold.grow(hold.received - hold.size):
                         raise _Refused(503)
-                    reserved = received
             return message
 
         try:
             await self._app(scope, metered, send)
         except _Refused as refused:
+            hold.release()  # before the rest of an HTTP/2 body is read and dropped
             await self._refuse(receive, send, http2, refused.status)
         finally:
-            self._budget.release(reserved)
+            hold.release()
 
     async def _refuse(
         self, receive: ASGIReceiveCallable, send: ASGISendCallable, http2: bool, status: int

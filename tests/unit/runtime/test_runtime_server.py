@@ -368,10 +368,14 @@ def test_wsgi_request_body_is_bounded(http2: bool) -> None:
     asyncio.run(main())
 
 
-def test_wsgi_request_bodies_share_one_budget() -> None:
+BODY_HEAD = b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n"
+
+
+def test_wsgi_request_bodies_share_one_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """A body that does not fit in what other requests hold of the budget is answered 503
     (before any of it is read); the budget comes back when those requests end."""
-    head = b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n"
+    monkeypatch.setattr("confide.runtime._admission.BODY_GRACE", WAIT)  # nothing is shed
+    head = BODY_HEAD
 
     async def main() -> None:
         async with (
@@ -393,6 +397,37 @@ def test_wsgi_request_bodies_share_one_budget() -> None:
             close(writer)
             # The first request ended: its share of the budget is back.
             assert (await client.post(served.url, content=b"x" * 1000)).text == "POST 1000"
+
+    asyncio.run(main())
+
+
+def test_a_stalled_body_is_shed_for_a_newcomer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request whose body stalled (past its grace, slower than MIN_BODY_RATE) gives its
+    share of the budget to a newcomer, and is answered 503 itself."""
+    monkeypatch.setattr("confide.runtime._admission.BODY_GRACE", 0.5)
+
+    async def main() -> None:
+        async with (
+            serving(
+                flask_app,
+                tls=False,
+                timeouts=SLOW_HANDSHAKE,
+                max_wsgi_body=1000,
+                body_budget=1000,
+            ) as served,
+            httpx.AsyncClient(timeout=WAIT) as client,
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(BODY_HEAD + b"x" * 10)  # holds the whole budget, sends 10 bytes
+            statuses: list[int] = []
+            async with asyncio.timeout(WAIT):
+                while not statuses or statuses[-1] != 200:
+                    statuses.append((await client.post(served.url, content=b"x" * 500)).status_code)
+                    await asyncio.sleep(0.05)
+            answer = await asyncio.wait_for(reader.read(65536), WAIT)
+            close(writer)
+        assert set(statuses) <= {200, 503}
+        assert answer.startswith(b"HTTP/1.1 503") and b"buffering other request bodies" in answer
 
     asyncio.run(main())
 
