@@ -24,17 +24,22 @@ its life. TLS runs in asyncio's own TLS protocol with a smaller read buffer
 (:data:`~._admission.TLS_READ_BUFFER` instead of 256 KiB per connection).
 
 A WSGI app is wrapped once in our :class:`~._wsgi.WsgiAdapter` (one thread hop
-per request) and its request bodies are bounded by :data:`MAX_WSGI_BODY`; both
-paths serve the same ASGI app. The ASGI lifespan runs once: startup before the
-first connection is accepted, shutdown after the last one ended. Connections
-handed off by the operator's router (:mod:`._handoff`) are served like
-accepted ones.
+per request) and its request bodies are bounded by :data:`MAX_WSGI_BODY` each and
+by a :class:`~._admission.BodyBudget` (:data:`~._admission.BODY_BUDGET`) in all:
+a request whose body does not fit in what is left of the budget is answered
+503 before any of it is read. Both paths serve the same ASGI app. The ASGI
+lifespan runs once: startup before the first connection is accepted, shutdown
+after the last one ended. Connections handed off by the operator's router
+(:mod:`._handoff`) are served like accepted ones.
 
 Timeouts, on both paths: the TLS handshake is bounded by ``handshake``; a
 connection that sends no request is closed after ``keep_alive``; a client that
 sent part of a request (or stopped reading the response) and stalls is closed
-after ``read``; a request the app is still working on is not cut. On HTTP/2,
-hypercorn applies ``read`` and ``keep_alive`` as it always did.
+after ``read``; a request head must be complete within
+:data:`REQUEST_HEAD_DEADLINE` (or ``read``, if shorter) of its first byte,
+however steadily it trickles in; a request the app is still working on is not
+cut. On HTTP/2, hypercorn applies ``read`` and ``keep_alive`` as it always
+did, to at most :data:`H2_MAX_STREAMS` streams per connection.
 
 Example::
 
@@ -76,7 +81,6 @@ from hypercorn.typing import (
     ASGIReceiveCallable,
     ASGIReceiveEvent,
     ASGISendCallable,
-    HTTPRequestEvent,
     Scope,
 )
 from hypercorn.utils import is_asgi
@@ -87,12 +91,26 @@ from uvicorn.server import ServerState
 
 from confide.errors import UsageError
 
-from ._admission import TLS_READ_BUFFER, Admission, ConnectionLimits, Ticket, source_of
+from ._admission import (
+    BODY_BUDGET,
+    TLS_READ_BUFFER,
+    Admission,
+    BodyBudget,
+    ConnectionLimits,
+    Ticket,
+    source_of,
+)
 from ._handoff import HandoffListener
 from ._tls import _BACKLOG, ServerTimeouts, hypercorn_config
 from ._wsgi import WsgiAdapter, WsgiApp
 
-__all__ = ["BUILT_ON", "MAX_WSGI_BODY", "serve_http"]
+__all__ = [
+    "BUILT_ON",
+    "H2_MAX_STREAMS",
+    "MAX_WSGI_BODY",
+    "REQUEST_HEAD_DEADLINE",
+    "serve_http",
+]
 
 #: The releases whose internals this module builds on (H11Protocol's state, TCPServer's
 #: constructor, LifespanOn, ServerState): pinned in pyproject.toml, and checked by
@@ -101,6 +119,15 @@ BUILT_ON: Final = {"uvicorn": "0.54.0", "hypercorn": "0.18.0", "h11": "0.16.0"}
 
 #: Largest request body a WSGI app is handed (hypercorn's default, which the runtime had).
 MAX_WSGI_BODY: Final = 16 * 1024 * 1024
+#: Seconds an HTTP/1.1 request head may take from its first byte to its last (at most
+#: the ``read`` timeout): a head trickled in a byte at a time holds a connection no longer.
+REQUEST_HEAD_DEADLINE: Final = 10.0
+#: Streams one HTTP/2 connection may have open at once (hypercorn's default is 100): each
+#: is a request the runtime holds for one connection's ticket.
+H2_MAX_STREAMS: Final = 32
+#: Request body chunks (of at most 16 KiB) queued per HTTP/2 stream for the app (hypercorn's
+#: default is 10); a stream's next chunk waits, and with it the connection's reading.
+_H2_APP_QUEUE: Final = 2
 #: The sweep of the HTTP/1.1 connections runs at least this often (seconds); it also
 #: refreshes the Date header.
 _SWEEP_PERIOD: Final = 1.0
@@ -131,6 +158,7 @@ async def serve_http(
     max_wsgi_body: int = MAX_WSGI_BODY,
     handoff: HandoffListener | None = None,
     limits: ConnectionLimits | None = None,
+    body_budget: int = BODY_BUDGET,
 ) -> None:
     """Serve ``app`` (ASGI or WSGI) on a duplicate of ``listener`` until ``shutdown_trigger()``.
 
@@ -140,12 +168,19 @@ async def serve_http(
     over ``listener`` from then on. Returns once every connection ended, or was
     aborted ``timeouts.graceful`` seconds after the trigger. Errors of the app
     and of the protocols go to ``error_log``. A WSGI app's request bodies over
-    ``max_wsgi_body`` bytes are answered 413. ``handoff``: while this server
+    ``max_wsgi_body`` bytes are answered 413, and those that do not fit in
+    what is left of ``body_budget`` (bytes buffered for all of them at once;
+    at least ``max_wsgi_body``) 503. ``handoff``: while this server
     accepts, it also serves the connections handed off there. ``limits``
     (default :class:`ConnectionLimits`) bound the connections it holds.
     """
+    if body_budget < max_wsgi_body:
+        raise UsageError(
+            f"the request body budget ({body_budget} bytes) is below the largest body "
+            f"({max_wsgi_body} bytes): raise the budget or lower max_wsgi_body"
+        )
     server = _Server(
-        _as_asgi(app, max_wsgi_body),
+        _as_asgi(app, max_wsgi_body, BodyBudget(body_budget)),
         websockets=is_asgi(app),
         listener=listener,
         context=context,
@@ -156,7 +191,7 @@ async def serve_http(
     await server.serve(shutdown_trigger, stopped_accepting or asyncio.Event(), handoff)
 
 
-def _as_asgi(app: object, max_wsgi_body: int) -> ASGIFramework:
+def _as_asgi(app: object, max_wsgi_body: int, budget: BodyBudget) -> ASGIFramework:
     """``app`` itself if it is an ASGI app, else ``app`` as a WSGI app (:class:`WsgiAdapter`).
 
     Detected as hypercorn did (a coroutine function, or an object whose ``__call__`` is
@@ -167,21 +202,36 @@ def _as_asgi(app: object, max_wsgi_body: int) -> ASGIFramework:
     if not callable(app):
         raise UsageError(f"the app is {type(app).__name__}, neither an ASGI nor a WSGI app")
     wsgi = cast(ASGIFramework, WsgiAdapter(cast(WsgiApp, app)))
-    return _BoundedBody(wsgi, max_wsgi_body)
+    return _BoundedBody(wsgi, max_wsgi_body, budget)
+
+
+class _Refused(Exception):
+    """A request body the runtime will not buffer: answered ``status`` before the app runs."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class _BoundedBody:
-    """Answers 413 to a request whose body is over ``limit`` bytes, before the app runs.
+    """Answers 413 to a request body over ``limit`` bytes, and 503 to one that does not fit
+    in what is left of ``budget``, before the app runs.
 
-    Hypercorn read a WSGI request's whole body (at most 16 MiB) before calling the
-    app; the adapter reads it whole too, and is only given bodies within the limit.
-    A declared ``Content-Length`` is checked (the protocols hold the body to it); a
-    body of unknown length is read, up to the limit, before the app runs.
+    The adapter reads a request's whole body before it calls the WSGI app (and sends
+    nothing before), so every byte of it is reserved in the runtime-wide ``budget``
+    before it is read, and given back when the request ends (the adapter frees the
+    body then). A declared ``Content-Length`` is checked and reserved whole before
+    anything is read (the protocols hold the body to it), so a request let in is
+    not cut halfway for want of budget unless its body stalls (the budget sheds
+    a body slower than :data:`~._admission.MIN_BODY_RATE` for a newcomer: it is
+    answered 503 then); a body of unknown length (chunked, or HTTP/2 with no
+    length) reserves its bytes as they come.
     """
 
-    def __init__(self, app: ASGIFramework, limit: int) -> None:
+    def __init__(self, app: ASGIFramework, limit: int, budget: BodyBudget) -> None:
         self._app = app
         self._limit = limit
+        self._budget = budget
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -197,40 +247,76 @@ class _BoundedBody:
             elif name == b"transfer-encoding":
                 chunked = True
         http2 = scope["http_version"] == "2"
+        declared = 0
         if length is not None:
             if not length.isdigit() or int(length) > self._limit:
-                await self._refuse(receive, send, http2)
+                await self._refuse(receive, send, http2, 413)
                 return
-        elif chunked or http2:
-            body = bytearray()
-            while True:
+            declared = int(length)
+        elif not (chunked or http2):
+            await self._app(scope, receive, send)  # no body (RFC 9112 section 6.3)
+            return
+        loop = asyncio.get_running_loop()
+        hold = self._budget.hold(declared, loop.time())
+        if hold is None:
+            await self._refuse(receive, send, http2, 503)
+            return
+        task = asyncio.current_task()
+
+        def shed() -> None:
+            if task is not None:
+                task.cancel()  # the wait for the body ends: answered 503
+
+        async def metered() -> ASGIReceiveEvent:
+            hold.on_shed = shed  # only while it waits for the client
+            try:
                 message = await receive()
-                if message["type"] != "http.request":
-                    return  # the client went away
-                body += message.get("body", b"")
-                if len(body) > self._limit:
-                    await self._refuse(receive, send, http2)
-                    return
-                if not message.get("more_body", False):
-                    break
-            receive = _replay(bytes(body), receive)
-        await self._app(scope, receive, send)
+            except asyncio.CancelledError:
+                if hold.shed and task is not None and task.uncancel() == 0:
+                    raise _Refused(503) from None
+                raise
+            finally:
+                hold.on_shed = None
+            if message["type"] == "http.request":
+                hold.received += len(message.get("body", b""))
+                if hold.received > hold.size:
+                    if hold.received > self._limit:
+                        raise _Refused(413)
+                    if not hold.grow(hold.received - hold.size):
+                        raise _Refused(503)
+            return message
+
+        try:
+            await self._app(scope, metered, send)
+        except _Refused as refused:
+            hold.release()  # before the rest of an HTTP/2 body is read and dropped
+            await self._refuse(receive, send, http2, refused.status)
+        finally:
+            hold.release()
 
     async def _refuse(
-        self, receive: ASGIReceiveCallable, send: ASGISendCallable, http2: bool
+        self, receive: ASGIReceiveCallable, send: ASGISendCallable, http2: bool, status: int
     ) -> None:
-        text = f"the request body is over the {self._limit}-byte limit\n".encode()
+        if status == 413:
+            text = f"the request body is over the {self._limit}-byte limit\n".encode()
+        else:
+            text = (
+                f"the server is buffering other request bodies (at most "
+                f"{self._budget.limit} bytes at once): retry shortly\n"
+            ).encode()
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", str(len(text)).encode()),
         ]
+        if status == 503:
+            headers.append((b"retry-after", b"1"))
         if http2:
             # Hypercorn 0.18 ends the whole connection if body data comes for a stream it
             # has answered: read (and drop) up to another ``limit`` bytes of it first.
             await _discard(receive, self._limit)
         else:  # the rest of the body is not read: end the connection
             headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": text, "more_body": False})
 
 
@@ -242,20 +328,6 @@ async def _discard(receive: ASGIReceiveCallable, limit: int) -> None:
         if message["type"] != "http.request" or not message.get("more_body", False):
             return
         dropped += len(message.get("body", b""))
-
-
-def _replay(body: bytes, receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
-    """A ``receive`` that first returns the whole ``body`` already read, then ``receive``'s."""
-    first: HTTPRequestEvent | None = {"type": "http.request", "body": body, "more_body": False}
-
-    async def replayed() -> ASGIReceiveEvent:
-        nonlocal first
-        if first is not None:
-            message, first = first, None
-            return message
-        return await receive()
-
-    return replayed
 
 
 def _protocol_log(error_log: logging.Logger) -> logging.Logger:
@@ -375,10 +447,27 @@ class _H11Connection(H11Protocol):
         self.quiet_since = server.loop.time()
         #: Loop time the sweep first saw the transport closing.
         self.closing_since: float | None = None
+        #: Loop time the first byte of the request head being received came (None: none is).
+        self.head_since: float | None = None
+        self._head_deadline = server.head_deadline
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # Served: while no request runs, a newcomer at the connection limits may take its place.
+        self.ticket.idle = self.idle
+        self.ticket.on_shed = self.transport.abort
+
+    def idle(self) -> bool:
+        """No request is running: waiting for one, or still receiving its head."""
+        return self.cycle is None or self.cycle.response_complete
 
     def data_received(self, data: bytes) -> None:
         self.progressed = True
+        if self.head_since is None and self.conn.their_state is h11.IDLE:
+            self.head_since = self.loop.time()
         super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self.head_since = None  # the head is complete
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
@@ -395,7 +484,13 @@ class _H11Connection(H11Protocol):
         super().resume_writing()
 
     def sweep(self, now: float, timeouts: ServerTimeouts) -> None:
-        """Close the connection if its client stalled for longer than its timeout."""
+        """Close the connection if its client stalled for longer than its timeout, or took
+        longer than its deadline to send a request head (progress or not)."""
+        head_since = self.head_since
+        if head_since is not None and now - head_since > self._head_deadline:
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+                return
         if self.progressed:
             self.progressed = False
             self.quiet_since = now
@@ -417,7 +512,12 @@ class _H11Connection(H11Protocol):
         if self.flow.read_paused:
             return  # the app has not read what came yet: nothing is expected from the client
         theirs = self.conn.their_state
-        if theirs is h11.SEND_BODY or (theirs is h11.IDLE and self.conn.trailing_data[0]):
+        if theirs is h11.IDLE and self.conn.trailing_data[0]:  # part of a request head
+            if self.head_since is None:  # pipelined: read from a buffer, not data_received()
+                self.head_since = now
+            if quiet > timeouts.read:
+                transport.close()
+        elif theirs is h11.SEND_BODY:
             if quiet > timeouts.read:  # part of a request, then nothing
                 transport.close()
         elif theirs is h11.IDLE and self.cycle is None:
@@ -440,6 +540,7 @@ class _WsConnection(WSProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop=_loop)
         self.ticket = ticket
+        ticket.idle = None  # a WebSocket in use is never shed for a newcomer
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
@@ -497,6 +598,10 @@ class _Server:
         self._h2_app = ASGIWrapper(app)
         # Hypercorn's settings for its HTTP/2 connections (its sockets are not used).
         self._h2_config = hypercorn_config(listener, context, timeouts, error_log=error_log)
+        self._h2_config.h2_max_concurrent_streams = H2_MAX_STREAMS
+        self._h2_config.max_app_queue_size = _H2_APP_QUEUE
+        #: How long an HTTP/1.1 request head may take from its first byte (seconds).
+        self.head_deadline = min(REQUEST_HEAD_DEADLINE, timeouts.read)
         self._h2_context = WorkerContext(None)
         self._h2: dict[asyncio.Task[None], tuple[asyncio.Transport, Ticket]] = {}
         self._closing = False

@@ -8,6 +8,9 @@ round trip between the two. At most :data:`MAX_PENDING_CHUNKS` body chunks
 wait to be sent: a streaming app that produces faster than the client reads
 blocks in its own thread, not in memory. If the client goes away or sending
 fails, the thread's next chunk raises and the response's ``close()`` runs.
+The body's buffer is freed when the request ends (also when the app's thread
+still runs after the client left): the server gives its bytes back to its
+budget then.
 
 Errors: an exception of the app before it produced anything propagates to the
 server, which answers 500 and logs it; after the headers were sent, the server
@@ -73,19 +76,24 @@ class WsgiAdapter:
         if scope["type"] != "http":
             return  # WebSockets: not accepted (the server closes them)
         body = io.BytesIO()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away before its body was complete
-            body.write(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body.seek(0)
-        environ = _environ(scope, body)
-        loop = asyncio.get_running_loop()
-        exchange = _Exchange(loop)
-        work = loop.run_in_executor(self._executor, exchange.run, self._app, environ)
-        await exchange.forward(send, work)
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away before its body was complete
+                body.write(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            body.seek(0)
+            environ = _environ(scope, body)
+            loop = asyncio.get_running_loop()
+            exchange = _Exchange(loop)
+            work = loop.run_in_executor(self._executor, exchange.run, self._app, environ)
+            await exchange.forward(send, work)
+        finally:
+            # The server gives the body's bytes back to its budget when this returns: free
+            # them now, also when an abandoned app thread still holds the environ.
+            body.close()
 
 
 def _latin1(text: str) -> str:

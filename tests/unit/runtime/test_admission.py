@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 
 from confide.errors import UsageError
 from confide.runtime import ConnectionLimits, network_of, source_of
-from confide.runtime._admission import Admission, Ticket
+from confide.runtime._admission import (
+    BODY_GRACE,
+    MIN_BODY_RATE,
+    Admission,
+    BodyBudget,
+    Ticket,
+)
 
 SMALL = ConnectionLimits(
     handshakes=4, handshakes_per_source=2, connections=6, connections_per_source=3
@@ -110,6 +116,171 @@ def test_a_relay_has_only_the_global_limits() -> None:
     others = admit_all(admission, [B, B])
     assert [t is not None and not t.closed for t in others] == [True, True]
     assert admission.pending_from(A) == 2
+
+
+# (case, sources admitted in order, handshakes done, served connections idle, expected shed
+#  indexes, whether the last one is admitted). Every handshake is done before the last one.
+DISPLACE_CASES = [
+    (
+        "all taken, none pending: the busiest source's oldest idle connection goes",
+        [A, A, A, B, B, C, C],
+        [0, 1, 2, 3, 4, 5],
+        [0, 1, 2, 3, 4, 5],
+        [0],
+        True,
+    ),
+    (
+        "a connection running a request is not shed",
+        [A, A, A, B, B, C, C],
+        [0, 1, 2, 3, 4, 5],
+        [2, 3],
+        [2],
+        True,
+    ),
+    (
+        "the busiest with no idle one: the next that holds two more gives one",
+        [A, A, A, B, B, B, C],
+        [0, 1, 2, 3, 4, 5],
+        [4, 5],
+        [4],
+        True,
+    ),
+    (
+        "no source holds two more than the newcomer's: refused",
+        [A, A, B, B, C, C, C],
+        [0, 1, 2, 3, 4, 5],
+        [0, 1, 2, 3, 4, 5],
+        [],
+        False,
+    ),
+    (
+        "a source at its own share is refused, its idle connections kept",
+        [A, A, A, A],
+        [0, 1, 2],
+        [0, 1, 2],
+        [],
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "sources", "done", "idle", "shed", "last_admitted"),
+    DISPLACE_CASES,
+    ids=[c[0] for c in DISPLACE_CASES],
+)
+def test_at_the_limits_a_newcomer_takes_the_place_of_an_idle_connection(
+    case: str,
+    sources: list[str],
+    done: list[int],
+    idle: list[int],
+    shed: list[int],
+    last_admitted: bool,
+) -> None:
+    admission = Admission(SMALL)
+    cut: list[int] = []
+    tickets: list[Ticket | None] = []
+    for index, source in enumerate(sources):
+        ticket = admission.admit(source)
+        tickets.append(ticket)
+        assert ticket is not None or index == len(sources) - 1  # guard: only the last may fail
+        if ticket is not None and index in done:
+            ticket.handshake_done()
+            ticket.idle = lambda index=index: index in idle
+            ticket.on_shed = lambda index=index: cut.append(index)
+    assert cut == shed
+    assert (tickets[-1] is not None) is last_admitted
+    # Guards: the last one came at a limit, with no handshake pending to shed instead.
+    assert len(sources) - 1 in (SMALL.connections, SMALL.connections_per_source)
+    assert admission.pending == (1 if last_admitted else 0)
+    assert admission.open <= SMALL.connections
+    assert admission.shed_count == len(shed)
+    for index in shed:
+        victim = tickets[index]
+        assert victim is not None and victim.closed
+
+
+def test_the_body_budget_is_never_overdrawn() -> None:
+    budget = BodyBudget(100)
+    first = budget.hold(60, now=0.0)
+    assert first is not None
+    assert budget.hold(41, now=0.0) is None
+    second = budget.hold(40, now=0.0)
+    assert second is not None and not second.grow(1)
+    assert budget.hold(-1, now=0.0) is None and budget.hold(101, now=0.0) is None
+    first.release()
+    first.release()
+    assert budget.held == 40
+    assert second.grow(60) and budget.held == 100 and second.size == 100
+    assert budget.refused_count == 4
+    with pytest.raises(UsageError):
+        BodyBudget(0)
+
+
+LATE = 10.0  # seconds after the holds below were taken
+# (case, holds taken at 0 s as (size, bytes received, waiting for more), newcomer's size,
+#  expected shed indexes, whether the newcomer gets its hold). Budget: 100 bytes.
+SHED_CASES = [
+    ("a stalled body is shed for a newcomer", [(60, 0, True)], 60, [0], True),
+    (
+        "a body at the minimum rate is kept",
+        [(60, MIN_BODY_RATE * (LATE - BODY_GRACE), True)],
+        60,
+        [],
+        False,
+    ),
+    ("a body the app is reading (not waiting) is kept", [(60, 0, False)], 60, [], False),
+    (
+        "the oldest stalled first, only as many as needed",
+        [(30, 0, True), (30, 0, False), (30, 0, True), (10, 0, True)],
+        60,
+        [0, 2],
+        True,
+    ),
+    (
+        "shedding would not make room: nothing is shed",
+        [(60, 0, True), (40, 0, False)],
+        100,
+        [],
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "holds", "size", "shed", "admitted"), SHED_CASES, ids=[c[0] for c in SHED_CASES]
+)
+def test_stalled_bodies_are_shed_for_a_newcomer(
+    case: str,
+    holds: list[tuple[int, float, bool]],
+    size: int,
+    shed: list[int],
+    admitted: bool,
+) -> None:
+    budget = BodyBudget(100)
+    cut: list[int] = []
+    taken = []
+    for index, (hold_size, received, waiting) in enumerate(holds):
+        hold = budget.hold(hold_size, now=0.0)
+        assert hold is not None  # guard: every hold fits
+        hold.received = int(received)
+        if waiting:
+            hold.on_shed = lambda index=index: cut.append(index)
+        taken.append(hold)
+    newcomer = budget.hold(size, now=LATE)
+    assert (newcomer is not None) is admitted
+    if not admitted:
+        assert budget.held + size > budget.limit  # guard: it did not fit
+    assert cut == shed
+    assert [i for i, hold in enumerate(taken) if hold.shed and hold.released] == shed
+    assert budget.shed_count == len(shed)
+    assert budget.held <= budget.limit
+    # Within its grace, no body is slow.
+    fresh = BodyBudget(100)
+    early = fresh.hold(100, now=0.0)
+    assert early is not None
+    early.on_shed = lambda: None
+    assert fresh.hold(1, now=BODY_GRACE) is None and not early.shed
 
 
 def test_a_shed_connection_closed_later_is_counted_once() -> None:

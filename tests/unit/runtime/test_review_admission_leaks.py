@@ -264,10 +264,6 @@ def traced_bytes() -> int:
     return tracemalloc.get_traced_memory()[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REVIEW finding 5: a WSGI app buffers each request body (16 MiB), unbounded in all",
-)
 def test_partial_request_bodies_cost_the_runtime_a_bounded_amount_of_memory() -> None:
     """REVIEW finding 5 (older than the change, against its goal): the WSGI adapter reads a
     whole request body (up to MAX_WSGI_BODY, 16 MiB) into memory before the app runs, for
@@ -316,11 +312,6 @@ async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         await writer.drain()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REVIEW finding 6: slow request heads hold connections forever; a full runtime "
-    "refuses every newcomer",
-)
 def test_a_few_sources_sending_request_heads_slowly_cannot_keep_others_out() -> None:
     """REVIEW finding 6: the sweep closes a partial request only after ``read`` seconds
     with no byte at all, so a byte every few seconds holds a connection for as long as
@@ -392,10 +383,6 @@ def test_a_connection_whose_setup_fails_gives_its_slot_back(
     asyncio.run(body())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REVIEW finding 5: one HTTP/2 connection's streams each buffer a WSGI body",
-)
 def test_one_http2_connection_costs_the_runtime_a_bounded_amount_of_memory() -> None:
     """REVIEW finding 5, over HTTP/2: the runtime counts one connection (one ticket) while
     its streams (hypercorn allows 100) each buffer a WSGI request body of up to 16 MiB.

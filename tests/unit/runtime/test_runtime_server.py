@@ -20,12 +20,14 @@ from typing import Any
 import httpx
 import pytest
 from flask import Flask, request
+from h2.config import H2Configuration
+from h2.connection import H2Connection
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from confide.errors import UsageError
 from confide.runtime import ConnectionLimits
 from confide.runtime._admission import TLS_READ_BUFFER
-from confide.runtime._server import _TlsProtocol, serve_http
+from confide.runtime._server import H2_MAX_STREAMS, _TlsProtocol, serve_http
 from confide.runtime._tls import ServerTimeouts, bind_listener, server_ssl_context
 from self_signed import self_signed_pem
 
@@ -366,6 +368,107 @@ def test_wsgi_request_body_is_bounded(http2: bool) -> None:
     asyncio.run(main())
 
 
+BODY_HEAD = b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n"
+
+
+def test_wsgi_request_bodies_share_one_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body that does not fit in what other requests hold of the budget is answered 503
+    (before any of it is read); the budget comes back when those requests end."""
+    monkeypatch.setattr("confide.runtime._admission.BODY_GRACE", WAIT)  # nothing is shed
+    head = BODY_HEAD
+
+    async def main() -> None:
+        async with (
+            serving(flask_app, tls=False, max_wsgi_body=1000, body_budget=1500) as served,
+            httpx.AsyncClient(timeout=WAIT) as client,
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(head + b"x" * 10)  # holds 1000 bytes of the budget, sends 10
+            async with asyncio.timeout(WAIT):
+                while (refused := await client.post(served.url, content=b"x" * 600)).is_success:
+                    await asyncio.sleep(0.01)  # until the server read the first head
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            assert "buffering other request bodies" in refused.text
+            assert (await client.post(served.url, content=b"x" * 500)).text == "POST 500"
+            writer.write(b"x" * 990)
+            answer = await asyncio.wait_for(reader.read(65536), WAIT)
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"POST 1000")
+            close(writer)
+            # The first request ended: its share of the budget is back.
+            assert (await client.post(served.url, content=b"x" * 1000)).text == "POST 1000"
+
+    asyncio.run(main())
+
+
+def test_a_stalled_body_is_shed_for_a_newcomer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request whose body stalled (past its grace, slower than MIN_BODY_RATE) gives its
+    share of the budget to a newcomer, and is answered 503 itself."""
+    monkeypatch.setattr("confide.runtime._admission.BODY_GRACE", 0.5)
+
+    async def main() -> None:
+        async with (
+            serving(
+                flask_app,
+                tls=False,
+                timeouts=SLOW_HANDSHAKE,
+                max_wsgi_body=1000,
+                body_budget=1000,
+            ) as served,
+            httpx.AsyncClient(timeout=WAIT) as client,
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(BODY_HEAD + b"x" * 10)  # holds the whole budget, sends 10 bytes
+            statuses: list[int] = []
+            async with asyncio.timeout(WAIT):
+                while not statuses or statuses[-1] != 200:
+                    statuses.append((await client.post(served.url, content=b"x" * 500)).status_code)
+                    await asyncio.sleep(0.05)
+            answer = await asyncio.wait_for(reader.read(65536), WAIT)
+            close(writer)
+        assert set(statuses) <= {200, 503}
+        assert answer.startswith(b"HTTP/1.1 503") and b"buffering other request bodies" in answer
+
+    asyncio.run(main())
+
+
+def test_a_body_budget_below_the_largest_body_is_refused() -> None:
+    async def main() -> None:
+        listener = bind_listener("127.0.0.1", 0)
+        try:
+            with pytest.raises(UsageError, match="body budget"):
+                await serve_http(
+                    flask_app,
+                    listener=listener,
+                    context=None,
+                    timeouts=FAST,
+                    error_log=LOG,
+                    shutdown_trigger=asyncio.Event().wait,
+                    max_wsgi_body=1000,
+                    body_budget=999,
+                )
+        finally:
+            listener.close()
+
+    asyncio.run(main())
+
+
+def test_an_http2_connection_may_open_h2_max_streams_at_once() -> None:
+    async def main() -> None:
+        async with serving(EchoApp()) as served:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", served.port, ssl=client_context(["h2"]), server_hostname="localhost"
+            )
+            h2 = H2Connection(H2Configuration(client_side=True))
+            h2.initiate_connection()
+            writer.write(h2.data_to_send())
+            h2.receive_data(await asyncio.wait_for(reader.read(65536), WAIT))  # its SETTINGS
+            close(writer)
+        assert h2.remote_settings.max_concurrent_streams == H2_MAX_STREAMS < 100
+
+    asyncio.run(main())
+
+
 # -- timeouts (HTTP/1.1) ------------------------------------------------------------------------
 
 
@@ -427,6 +530,33 @@ def test_a_client_stalled_in_a_request_is_closed_after_read(partial: bytes) -> N
     asyncio.run(main())
     if partial.startswith(b"POST"):
         assert app.events[1:3] == ["request 1.1", "disconnected"]
+
+
+def test_a_request_head_trickled_in_is_cut_at_its_deadline() -> None:
+    """A head that keeps coming a byte at a time (never quiet for ``read``) is closed once it
+    took longer than its deadline: ``read`` here, shorter than REQUEST_HEAD_DEADLINE."""
+    timeouts = ServerTimeouts(handshake=WAIT, read=1.0, keep_alive=WAIT, graceful=0.5)
+
+    async def main() -> None:
+        async with serving(EchoApp(), tls=False, timeouts=timeouts) as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+
+            async def trickle() -> None:
+                while not writer.is_closing():
+                    await asyncio.sleep(timeouts.read / 10)
+                    writer.write(b"a")
+
+            trickling = asyncio.create_task(trickle())
+            try:
+                elapsed = await closed_within(reader)
+            finally:
+                trickling.cancel()
+                close(writer)
+            assert not trickling.done() or trickling.cancelled()  # guard: it kept sending
+            assert timeouts.read * 0.9 < elapsed < timeouts.read * 2.5
+
+    asyncio.run(main())
 
 
 def test_a_request_the_app_works_on_is_not_cut() -> None:
@@ -713,6 +843,41 @@ def test_a_source_at_its_connection_share_is_refused_and_others_are_served() -> 
                 assert (await client.get(served.url)).status_code == 200
             for _, held_writer in held:
                 held_writer.close()
+
+    asyncio.run(body())
+
+
+def test_at_the_connection_limits_a_newcomer_takes_the_place_of_an_idle_connection() -> None:
+    """Two sources fill every slot with served keep-alive connections: a third source's
+    newcomer takes the place of the oldest idle one of a source holding two more."""
+    limits = ConnectionLimits(
+        handshakes=2, handshakes_per_source=2, connections=4, connections_per_source=2
+    )
+
+    async def body() -> None:
+        async with serving(EchoApp(), limits=limits, timeouts=SLOW_HANDSHAKE) as served:
+            held = []
+            for source in ("127.0.0.2", "127.0.0.3"):
+                for _ in range(limits.connections_per_source):
+                    reader, writer = await asyncio.open_connection(
+                        "127.0.0.1",
+                        served.port,
+                        ssl=client_context(["http/1.1"]),
+                        server_hostname="localhost",
+                        local_addr=(source, 0),
+                    )
+                    # One request answered: the connection is served (not a pending
+                    # handshake that could be shed instead), then idle.
+                    writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    answer = await asyncio.wait_for(reader.read(65536), WAIT)
+                    assert answer.startswith(b"HTTP/1.1 200")
+                    held.append((reader, writer))
+            async with httpx.AsyncClient(verify=client_context(), timeout=WAIT) as client:
+                assert (await client.get(served.url)).status_code == 200
+            still = [await still_open(reader) for reader, _ in held]
+            assert still == [False, True, True, True]  # the busiest (first seen) source's oldest
+            for _, writer in held:
+                close(writer)
 
     asyncio.run(body())
 
