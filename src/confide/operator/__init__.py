@@ -45,10 +45,16 @@ from ._db import (
     create_token,
     hash_token,
     list_tokens,
-    record_status,
     revoke_token,
     status_history,
     upgrade_database,
+)
+from ._lifecycle import (
+    TRANSITIONS,
+    record_created,
+    record_status,
+    request_delete,
+    request_stop,
 )
 from ._models import (
     Account,
@@ -94,6 +100,7 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "MAX_TAIL",
     "TOKEN_PREFIX",
+    "TRANSITIONS",
     "Account",
     "ApiToken",
     "App",
@@ -130,7 +137,10 @@ __all__ = [
     "hash_token",
     "list_tokens",
     "parse_manifest",
+    "record_created",
     "record_status",
+    "request_delete",
+    "request_stop",
     "revoke_token",
     "serve_api",
     "status_history",

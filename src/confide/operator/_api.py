@@ -61,10 +61,10 @@ from ._db import (
     AuthenticatedToken,
     Database,
     lock_account,
-    record_status,
     status_history,
     upgrade_database,
 )
+from ._lifecycle import record_created, request_delete, request_stop
 from ._models import DOMAIN_RELEASED, App, AppStatus, DesiredState, OperatorTls, Project
 from ._schemas import (
     MAX_MANIFEST_BYTES,
@@ -428,22 +428,17 @@ class _Api:
                 package_sha256=blob.sha256_hex,
                 package_size=blob.size,
                 launch_manifest=launch.to_json().decode("utf-8"),
-                status=AppStatus.SPAWNING.value,
-                desired_state=DesiredState.RUN.value,
-                delete_requested=False,
                 restarts=0,
                 created_at=now,
                 updated_at=now,
             )
-            session.add(app)
             try:
-                session.flush()
+                record_created(session, app, now=now)
             except IntegrityError:
                 # uq_apps_domain_held: another app took the domain since the check above.
                 if manifest.domain is None:
                     raise
                 raise _domain_taken(manifest.domain) from None
-            record_status(session, app, AppStatus.SPAWNING, now=now)
             session.commit()
             out = self.app_out(app, project.name)
         _log.info(
@@ -479,8 +474,7 @@ class _Api:
         now = self.clock()
         with self.db.session() as session:
             app = self.own_app(session, auth, app_id)
-            app.desired_state = DesiredState.STOP.value
-            app.updated_at = now
+            request_stop(app, now=now)
             session.commit()
             out = self.app_out(app, app.project.name)
         self.events.notify(app_id)
@@ -490,11 +484,7 @@ class _Api:
         now = self.clock()
         with self.db.session() as session:
             app = self.own_app(session, auth, app_id)
-            app.desired_state = DesiredState.STOP.value
-            app.delete_requested = True
-            app.updated_at = now
-            if not AppStatus(app.status).active:
-                record_status(session, app, AppStatus.DELETED, now=now, detail="deleted by owner")
+            request_delete(session, app, now=now)
             session.commit()
             out = self.app_out(app, app.project.name)
         self.events.notify(app_id)

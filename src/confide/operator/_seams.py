@@ -11,9 +11,10 @@ Supervisor contract (what the backend does with the rows the API writes):
 * ``desired_state = stop`` means stop the runtime, then set status ``stopped``;
 * ``delete_requested`` with a stopped (or never started) app means set status
   ``deleted``; the API already did so for apps that were not active;
-* status changes go through :func:`confide.operator.record_status`, which keeps
-  the history the metrics endpoint reads; ``started_at`` is set on reaching
-  ``running``, ``restarts`` counted, ``runtime_host/port/pid`` filled in;
+* status changes go through :func:`confide.operator.record_status`, which allows
+  only the moves of the lifecycle's table and keeps the history the metrics read;
+  ``started_at`` is set on reaching ``running``, ``restarts`` counted,
+  ``runtime_host/port/pid`` filled in;
 * the runtime's stdout and stderr go to :meth:`LogSource.log_path`.
 """
 

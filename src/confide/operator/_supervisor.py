@@ -8,18 +8,9 @@ operation ends, or after a short interval while an app is in transition
 (:attr:`SupervisorOptions.probe_interval`), else every
 :attr:`SupervisorOptions.poll_interval` and at the next expiry.
 
-Life of an app (status changes only through :func:`~._db.record_status`)::
-
-    spawning ──(configuration endpoint answers GET / "waiting")──▶ initializing
-        │                                                               │
-        └────────────(the app's healthcheck passes)──────▶ running ◀────┘
-    any active status ──▶ stopped (desired_state stop) ──▶ deleted (delete requested)
-                      ──▶ expired (past expires_at; the runtime is stopped)
-                      ──▶ stopped (never running within the plan's
-                                   configure_timeout of its creation: the deploy died)
-                      ──▶ on_error (cannot be launched as stored, or its
-                                    runtime ended MAX_RESTARTS + 1 times in a
-                                    row before it ever answered)
+The life of an app (spawning, initializing, running, stopped, expired,
+on_error, deleted) is the transition table of :mod:`._lifecycle`, drawn in its
+docstring; every status change goes through its :func:`~._lifecycle.record_status`.
 
 A runtime that dies while it should run is restarted after a backoff
 (:attr:`SupervisorOptions.restart_backoff`, doubling up to ``max_backoff``);
@@ -64,12 +55,13 @@ from typing import Final, Protocol
 import httpx
 from sqlalchemy import and_, false, or_, select
 
-from confide.errors import Error
+from confide.errors import Error, LifecycleError
 from confide.runtime import LaunchManifest
 
 from ._backend import AppSpec, LaunchRefused, RuntimeBackend, RuntimeHandle
 from ._blobs import BlobStore
-from ._db import Database, record_status
+from ._db import Database
+from ._lifecycle import record_status
 from ._models import App, AppStatus, DesiredState, OperatorTls
 from ._routes import AppRoutes
 from ._seams import Clock, utc_now
@@ -482,10 +474,14 @@ class Supervisor:
             self._log.error("app %s cannot be launched: %s", row.id, exc.message)
             await self._write(row.id, _Change(status=AppStatus.ON_ERROR, detail=exc.message))
             t.status = AppStatus.ON_ERROR
+        except LifecycleError:
+            raise  # a bug in the table or here, not a crash of the app
         except (Error, OSError) as exc:
             # A start that failed for a reason that may pass (a port taken, a full disk): a crash.
             detail = exc.message if isinstance(exc, Error) else f"{exc.__class__.__name__}: {exc}"
             self._log.warning("app %s: %s", row.id, detail)
+            if t.status is not None and not t.status.active:
+                return  # stopping or removing it failed: no restart; the next pass tries again
             await self._crashed(t, detail)
 
     async def _converge(self, t: _Tracked, row: _Row, now: datetime, prober: Prober) -> None:

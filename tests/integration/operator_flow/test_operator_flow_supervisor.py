@@ -48,6 +48,27 @@ def _started(backend: FakeBackend, app_id: uuid.UUID, times: int) -> bool:
     return backend.starts(app_id) == times
 
 
+def test_a_failed_removal_of_a_deleted_app_never_brings_it_back(
+    settings: OperatorSettings, database: Database
+) -> None:
+    """Deleted is final: a failure after it is retried, never taken for a crash (a restart)."""
+    app_id = add_app(database)
+
+    async def body() -> None:
+        async with supervising(settings, database, FakeWorld()) as host:
+            host.prober.default = Probe.HEALTHY
+            await status_is(database, app_id, AppStatus.RUNNING)
+            host.backend.removal_failures = 1
+            ask(database, app_id, delete=True)
+            host.supervisor.notify(app_id)
+            await until(lambda: host.backend.removed == [app_id], "the app's files removed")
+            assert row(database, app_id).status == AppStatus.DELETED.value
+            assert host.backend.starts(app_id) == 1 and host.backend.removal_failures == 0
+
+    run(body)
+    assert history(database, app_id) == ["spawning", "running", "stopped", "deleted"]
+
+
 def test_spawning_initializing_running_stopped_deleted(
     settings: OperatorSettings, database: Database
 ) -> None:
