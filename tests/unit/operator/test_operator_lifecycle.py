@@ -34,7 +34,8 @@ def _name(status: AppStatus | None) -> str:
 
 
 def _drawn() -> set[tuple[str, str]]:
-    return {m.groups() for m in map(_ARROW.match, (lifecycle.__doc__ or "").splitlines()) if m}
+    lines = (lifecycle.__doc__ or "").splitlines()
+    return {(m[1], m[2]) for m in map(_ARROW.match, lines) if m}
 
 
 def _app(status: AppStatus | None) -> App:
