@@ -66,6 +66,7 @@ from ._models import (
     OperatorTls,
     Project,
 )
+from ._prober import HttpProber, Probe, Prober, probe_ssl_context
 from ._routes import AppRoutes
 from ._schemas import MAX_MANIFEST_BYTES, ManifestIn, parse_manifest
 from ._seams import (
@@ -83,15 +84,7 @@ from ._seams import (
 )
 from ._serve import ADDRESSES_FILE, OperatorAddresses, run_operator
 from ._settings import DEFAULT_PLANS, OperatorSettings, Plan, TeeBackend, default_data_dir
-from ._supervisor import (
-    MAX_RESTARTS,
-    HttpProber,
-    Probe,
-    Prober,
-    Supervisor,
-    SupervisorOptions,
-    probe_ssl_context,
-)
+from ._supervisor import MAX_RESTARTS, Supervisor, SupervisorOptions
 
 __all__ = [
     "API_PREFIX",
