@@ -23,7 +23,7 @@ Example::
     >>> asyncio.run(serve_api(app, settings, shutdown_trigger=stop.wait))  # doctest: +SKIP
 """
 
-from ._api import API_PREFIX, MAX_LOG_BYTES, MAX_TAIL, create_app, serve_api
+from ._api import API_PREFIX, create_app, serve_api
 from ._backend import (
     LOCAL_RUNTIME_ENVIRONMENT,
     STOP_TIMEOUT,
@@ -56,6 +56,7 @@ from ._lifecycle import (
     request_delete,
     request_stop,
 )
+from ._logs import MAX_LOG_BYTES, MAX_TAIL, FileLogSource, LogSource
 from ._models import (
     Account,
     ApiToken,
@@ -73,8 +74,6 @@ from ._seams import (
     AppEvents,
     CertificateAuthority,
     Clock,
-    FileLogSource,
-    LogSource,
     MetricsSource,
     NoEvents,
     NoMetrics,

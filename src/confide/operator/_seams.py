@@ -15,7 +15,7 @@ Supervisor contract (what the backend does with the rows the API writes):
   only the moves of the lifecycle's table and keeps the history the metrics read;
   ``started_at`` is set on reaching ``running``, ``restarts`` counted,
   ``runtime_host/port/pid`` filled in;
-* the runtime's stdout and stderr go to :meth:`LogSource.log_path`.
+* the runtime's stdout and stderr go to :meth:`~._logs.LogSource.log_path`.
 """
 
 from __future__ import annotations
@@ -23,15 +23,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 __all__ = [
     "AppEvents",
     "CertificateAuthority",
     "Clock",
-    "FileLogSource",
-    "LogSource",
     "MetricsSource",
     "NoEvents",
     "NoMetrics",
@@ -74,23 +71,6 @@ class NoEvents:
 
     def notify(self, app_id: uuid.UUID) -> None:
         return None
-
-
-@runtime_checkable
-class LogSource(Protocol):
-    """Where the backend writes an app's runtime output (stdout and stderr, appended)."""
-
-    def log_path(self, app_id: uuid.UUID) -> Path: ...
-
-
-class FileLogSource:
-    """The default :class:`LogSource`: ``<logs_dir>/<app-id>.log``."""
-
-    def __init__(self, logs_dir: Path) -> None:
-        self.logs_dir = logs_dir
-
-    def log_path(self, app_id: uuid.UUID) -> Path:
-        return self.logs_dir / f"{app_id}.log"
 
 
 @runtime_checkable
