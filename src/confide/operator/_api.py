@@ -154,7 +154,7 @@ def _too_large(limit: int, *, unread_body: bool = False) -> HTTPException:
     request on a connection that is going away)."""
     return HTTPException(
         status.HTTP_413_CONTENT_TOO_LARGE,
-        detail=f"the package is larger than this operator's limit of {limit} bytes",
+        detail=str(TooLarge(limit)),
         headers={"Connection": "close"} if unread_body else None,
     )
 

@@ -63,41 +63,20 @@ __all__ = [
 ]
 
 _ACTIVE: Final = frozenset(s for s in AppStatus if s.active)
+_SPAWNING, _INITIALIZING, _RUNNING = AppStatus.SPAWNING, AppStatus.INITIALIZING, AppStatus.RUNNING
+#: Where an active app may end (it never comes back from there).
+_ENDS: Final = frozenset({AppStatus.STOPPED, AppStatus.EXPIRED, AppStatus.ON_ERROR})
+_DELETED: Final = frozenset({AppStatus.DELETED})
 
 #: Every status an app may move to from each status (``None``: a new app).
 TRANSITIONS: Final[Mapping[AppStatus | None, frozenset[AppStatus]]] = {
-    None: frozenset({AppStatus.SPAWNING}),
-    AppStatus.SPAWNING: frozenset(
-        {
-            AppStatus.SPAWNING,
-            AppStatus.INITIALIZING,
-            AppStatus.RUNNING,
-            AppStatus.STOPPED,
-            AppStatus.EXPIRED,
-            AppStatus.ON_ERROR,
-        }
-    ),
-    AppStatus.INITIALIZING: frozenset(
-        {
-            AppStatus.SPAWNING,
-            AppStatus.RUNNING,
-            AppStatus.STOPPED,
-            AppStatus.EXPIRED,
-            AppStatus.ON_ERROR,
-        }
-    ),
-    AppStatus.RUNNING: frozenset(
-        {
-            AppStatus.SPAWNING,
-            AppStatus.INITIALIZING,
-            AppStatus.STOPPED,
-            AppStatus.EXPIRED,
-            AppStatus.ON_ERROR,
-        }
-    ),
-    AppStatus.STOPPED: frozenset({AppStatus.DELETED}),
-    AppStatus.ON_ERROR: frozenset({AppStatus.DELETED}),
-    AppStatus.EXPIRED: frozenset({AppStatus.DELETED}),
+    None: frozenset({_SPAWNING}),
+    _SPAWNING: frozenset({_SPAWNING, _INITIALIZING, _RUNNING}) | _ENDS,
+    _INITIALIZING: frozenset({_SPAWNING, _RUNNING}) | _ENDS,
+    _RUNNING: frozenset({_SPAWNING, _INITIALIZING}) | _ENDS,
+    AppStatus.STOPPED: _DELETED,
+    AppStatus.ON_ERROR: _DELETED,
+    AppStatus.EXPIRED: _DELETED,
     AppStatus.DELETED: frozenset(),
 }
 

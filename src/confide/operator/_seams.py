@@ -5,17 +5,12 @@ The API never starts or stops processes: it writes the database and calls
 below and is handed to :func:`~confide.operator.create_app` at the entry point;
 the defaults here let the API run alone (tests, or a read-only operator).
 
-Supervisor contract (what the backend does with the rows the API writes):
-
-* a new app has ``status = spawning`` and ``desired_state = run``;
-* ``desired_state = stop`` means stop the runtime, then set status ``stopped``;
-* ``delete_requested`` with a stopped (or never started) app means set status
-  ``deleted``; the API already did so for apps that were not active;
-* status changes go through :func:`confide.operator.record_status`, which allows
-  only the moves of the lifecycle's table and keeps the history the metrics read;
-  ``started_at`` is set on reaching ``running``, ``restarts`` counted,
-  ``runtime_host/port/pid`` filled in;
-* the runtime's stdout and stderr go to :meth:`~._logs.LogSource.log_path`.
+Supervisor contract: it converges on the rows the API writes, moving each app
+through the transition table of :mod:`._lifecycle` (whose functions are the
+only writers of status, desired state and deletion, with the history the
+metrics read); it sets ``started_at`` on reaching ``running``, counts
+``restarts``, fills in ``runtime_host/port/pid``, and sends the runtime's
+output to :meth:`~._logs.LogSource.log_path`.
 """
 
 from __future__ import annotations
