@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
@@ -131,3 +133,66 @@ def test_a_delete_request_deletes_at_once_only_what_does_not_run(status: AppStat
     else:
         assert (app.status, app.status_detail) == ("deleted", "deleted by owner")
         assert [c.status for c in _history(session)] == ["deleted"]
+
+
+_LIFECYCLE_FIELDS = {"status", "desired_state", "delete_requested"}
+_OPERATOR = Path(lifecycle.__file__).parent
+
+
+def _writes(tree: ast.AST) -> list[str]:
+    """Assignments to an app's lifecycle fields, and inserts or updates that set them."""
+    found = []
+    for node in ast.walk(tree):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = [t for target in node.targets for t in _flat(target)]
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        found += [
+            ast.unparse(t)
+            for t in targets
+            if isinstance(t, ast.Attribute) and t.attr in _LIFECYCLE_FIELDS
+        ]
+        if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in {
+            "App",
+            "values",
+        }:
+            found += [
+                f"{ast.unparse(node.func)}({k.arg}=...)"
+                for k in node.keywords
+                if k.arg in _LIFECYCLE_FIELDS
+            ]
+    return found
+
+
+def _flat(target: ast.expr) -> list[ast.expr]:
+    return [t for e in target.elts for t in _flat(e)] if isinstance(target, ast.Tuple) else [target]
+
+
+def test_only_the_lifecycle_writes_status_desired_state_and_deletion() -> None:
+    modules = sorted(p for p in _OPERATOR.glob("*.py") if p.name != "_lifecycle.py")
+    assert len(modules) > 10  # the operator's modules were found
+    writes = {p.name: _writes(ast.parse(p.read_text())) for p in modules}
+    # The supervisor's memory of the status it recorded (``_Tracked``) is no row.
+    assert {name: w for name, w in writes.items() if w} == {
+        "_supervisor.py": ["t.status"] * len(writes["_supervisor.py"])
+    }
+    # The guard sees writes where they are.
+    assert _writes(ast.parse((_OPERATOR / "_lifecycle.py").read_text()))
+
+
+def test_the_service_knows_nothing_of_http() -> None:
+    tree = ast.parse((_OPERATOR / "_service.py").read_text())
+    imported = {
+        name.split(".")[0]
+        for node in ast.walk(tree)
+        for name in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+    }
+    assert "sqlalchemy" in imported  # the imports were read
+    assert not imported & {"fastapi", "starlette", "hypercorn", "httpx"}
