@@ -21,6 +21,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final, Protocol, runtime_checkable
 
+# The API's worker threads (anyio's), not the event loop's default executor: many
+# followers must not queue the supervisor's database writes behind their reads.
+from fastapi.concurrency import run_in_threadpool
+
 __all__ = ["MAX_LOG_BYTES", "MAX_TAIL", "FileLogSource", "LogSource", "follow"]
 
 #: Most lines ``?tail=`` returns.
@@ -71,17 +75,17 @@ async def follow(
     poll_interval: float,
 ) -> AsyncIterator[bytes]:
     """The log's end, then what is appended, until ``active()`` (run in a thread) is false."""
-    head, offset = await asyncio.to_thread(source.read_end, app_id, tail)
+    head, offset = await run_in_threadpool(source.read_end, app_id, tail)
     if head:
         yield head
     while True:
-        chunk, offset = await asyncio.to_thread(source.read_from, app_id, offset)
+        chunk, offset = await run_in_threadpool(source.read_from, app_id, offset)
         if chunk:
             yield chunk
             continue
-        if not await asyncio.to_thread(active):
+        if not await run_in_threadpool(active):
             # A last read: what the runtime wrote just before it stopped.
-            chunk, offset = await asyncio.to_thread(source.read_from, app_id, offset)
+            chunk, offset = await run_in_threadpool(source.read_from, app_id, offset)
             if chunk:
                 yield chunk
             return
