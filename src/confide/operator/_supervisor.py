@@ -635,8 +635,8 @@ class Supervisor:
     def _apply(self, app_id: uuid.UUID, change: _Change, now: datetime) -> None:
         with self._db.session() as session:
             app = session.get(App, app_id)
-            if app is None:
-                return
+            if app is None or (change.status == app.status == AppStatus.DELETED):
+                return  # gone, or deleted by the API meanwhile (asked twice): recorded once
             if change.handle is not None:
                 app.runtime_host = change.handle.host
                 app.runtime_port = change.handle.port
