@@ -21,6 +21,7 @@ boundary with ``raise ... from exc``.
     ├── JsonError                  a JSON document is not strict JSON (confide.strictjson)
     ├── FetchError                 collateral or a peer certificate could not be fetched
     ├── OperatorError              the operator's API could not be reached or refused a call
+    ├── LifecycleError             an app's status change its lifecycle does not allow (a bug)
     └── TeeError                   the local TEE could not produce a quote or a key
 
 Every :class:`AttestationError` carries a stable machine-readable ``code``
@@ -47,6 +48,7 @@ __all__ = [
     "FetchError",
     "FormatError",
     "JsonError",
+    "LifecycleError",
     "OperatorError",
     "PolicyError",
     "RevocationError",
@@ -114,6 +116,15 @@ class JsonError(Error):
     """A JSON document is not strict JSON (see :mod:`confide.strictjson`)."""
 
     code = "json"
+
+
+class LifecycleError(Error):
+    """An app's status change that its lifecycle (``confide.operator``'s table) does not allow.
+
+    A bug in the operator, never an answer to a client: it is not mapped to a status code.
+    """
+
+    code = "lifecycle"
 
 
 class OperatorError(Error):

@@ -23,7 +23,7 @@ Example::
     >>> asyncio.run(serve_api(app, settings, shutdown_trigger=stop.wait))  # doctest: +SKIP
 """
 
-from ._api import API_PREFIX, MAX_LOG_BYTES, MAX_TAIL, create_app, serve_api
+from ._api import API_PREFIX, create_app, serve_api
 from ._backend import (
     LOCAL_RUNTIME_ENVIRONMENT,
     STOP_TIMEOUT,
@@ -45,11 +45,18 @@ from ._db import (
     create_token,
     hash_token,
     list_tokens,
-    record_status,
     revoke_token,
     status_history,
     upgrade_database,
 )
+from ._lifecycle import (
+    TRANSITIONS,
+    record_created,
+    record_status,
+    request_delete,
+    request_stop,
+)
+from ._logs import MAX_LOG_BYTES, MAX_TAIL, FileLogSource, LogSource
 from ._models import (
     Account,
     ApiToken,
@@ -60,14 +67,13 @@ from ._models import (
     OperatorTls,
     Project,
 )
+from ._prober import HttpProber, Probe, Prober, probe_ssl_context
 from ._routes import AppRoutes
 from ._schemas import MAX_MANIFEST_BYTES, ManifestIn, parse_manifest
 from ._seams import (
     AppEvents,
     CertificateAuthority,
     Clock,
-    FileLogSource,
-    LogSource,
     MetricsSource,
     NoEvents,
     NoMetrics,
@@ -77,15 +83,7 @@ from ._seams import (
 )
 from ._serve import ADDRESSES_FILE, OperatorAddresses, run_operator
 from ._settings import DEFAULT_PLANS, OperatorSettings, Plan, TeeBackend, default_data_dir
-from ._supervisor import (
-    MAX_RESTARTS,
-    HttpProber,
-    Probe,
-    Prober,
-    Supervisor,
-    SupervisorOptions,
-    probe_ssl_context,
-)
+from ._supervisor import MAX_RESTARTS, Supervisor, SupervisorOptions
 
 __all__ = [
     "API_PREFIX",
@@ -94,6 +92,7 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "MAX_TAIL",
     "TOKEN_PREFIX",
+    "TRANSITIONS",
     "Account",
     "ApiToken",
     "App",
@@ -130,7 +129,10 @@ __all__ = [
     "hash_token",
     "list_tokens",
     "parse_manifest",
+    "record_created",
     "record_status",
+    "request_delete",
+    "request_stop",
     "revoke_token",
     "serve_api",
     "status_history",

@@ -14,8 +14,11 @@ upload) is larger than ``max_package_size``; 415 the upload is not ``multipart/f
 input is wrong, ``detail[].loc`` naming the field (``["body", "manifest",
 "plan"]``); 503 the database is unreachable (health).
 
-The API never starts a process: it writes rows and calls
-:meth:`AppEvents.notify`; see :mod:`._seams` for the supervisor's contract.
+This module holds the routes: they parse requests and render answers. Under
+them, :class:`~._service.AppService` decides and writes; its refusals are
+mapped to the status codes above. The API never starts a process: it writes
+rows and calls :meth:`AppEvents.notify`; see :mod:`._seams` for the
+supervisor's contract.
 
 Example::
 
@@ -25,69 +28,50 @@ Example::
 
 # No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations,
 # which use the local ``Auth`` alias, at definition time.
-import asyncio
-import json
+import functools
 import logging
 import os
 import socket
-import threading
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Final
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import Framework
-from pydantic import BaseModel
-from sqlalchemy import func, select, text
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from confide.crypto import HEADER_SIZE, CryptoError, check_package_layout
-from confide.runtime import LaunchManifest
-
 from ._auth import Authenticator
-from ._blobs import BlobStore, PackageTooLarge
-from ._db import (
-    AuthenticatedToken,
-    Database,
-    lock_account,
-    record_status,
-    status_history,
-    upgrade_database,
-)
-from ._models import DOMAIN_RELEASED, App, AppStatus, DesiredState, OperatorTls, Project
+from ._blobs import BlobStore
+from ._db import AuthenticatedToken, Database, upgrade_database
+from ._logs import MAX_TAIL, FileLogSource, LogSource
+from ._logs import follow as follow_log
 from ._schemas import (
     MAX_MANIFEST_BYTES,
     AppList,
     AppOut,
     HealthOut,
-    LaunchOut,
     ManifestIn,
     MeOut,
     MetricsOut,
-    PackageOut,
     PlanOut,
     ProjectIn,
     ProjectOut,
-    build_launch_manifest,
-    parse_manifest,
 )
 from ._seams import (
     AppEvents,
     CertificateAuthority,
     Clock,
-    FileLogSource,
-    LogSource,
     MetricsSource,
     NoEvents,
     NoMetrics,
@@ -95,41 +79,24 @@ from ._seams import (
     SimulationRootProvider,
     utc_now,
 )
-from ._settings import OperatorSettings, TeeBackend
+from ._service import AppService, Conflict, InvalidInput, NotFound, SimulationOut, TooLarge
+from ._settings import OperatorSettings
 
-__all__ = [
-    "API_PREFIX",
-    "MAX_LOG_BYTES",
-    "MAX_TAIL",
-    "SIMULATION_COLLATERAL_REFRESH",
-    "SimulationOut",
-    "create_app",
-    "serve_api",
-]
+__all__ = ["API_PREFIX", "create_app", "serve_api"]
 
 API_PREFIX: Final = "/api/v1"
-#: Most lines ``?tail=`` returns.
-MAX_TAIL: Final = 100_000
-#: Most bytes of log returned at once (the end of the file).
-MAX_LOG_BYTES: Final = 4 * 1024 * 1024
 #: Room for the multipart framing and the manifest field on top of the package.
 _FORM_OVERHEAD: Final = MAX_MANIFEST_BYTES + 64 * 1024
-_LOG_BLOCK: Final = 64 * 1024
-#: How long simulation collateral is served before a fresh one is asked for (the
-#: endpoint needs no token: it must not sign new collateral for every request).
-SIMULATION_COLLATERAL_REFRESH: Final = timedelta(hours=1)
-
-_log = logging.getLogger("confide.operator")
+#: The status code of each refusal of the service.
+_REFUSALS: Final = {NotFound: 404, Conflict: 409, TooLarge: 413}
 
 
-class SimulationOut(BaseModel):
-    """``GET /simulation``: ``{"simulated": false}``, or the simulated TEE's trust material."""
-
-    simulated: bool
-    #: PEM of the simulation root CA: the trust anchor of the simulated quotes.
-    root_ca_pem: str | None = None
-    #: Collateral for the simulated quotes, issued at the time of the request.
-    collateral: dict[str, Any] | None = None
+async def _refused(request: Request, exc: Exception) -> Response:
+    """A refusal of the service, answered as FastAPI answers its own errors."""
+    if isinstance(exc, InvalidInput):
+        error = {"type": exc.kind, "loc": exc.loc, "msg": exc.message, "input": exc.value}
+        return await request_validation_exception_handler(request, RequestValidationError([error]))
+    return await http_exception_handler(request, HTTPException(_REFUSALS[type(exc)], str(exc)))
 
 
 def _manifest_schema() -> dict[str, Any]:
@@ -187,513 +154,38 @@ def _too_large(limit: int, *, unread_body: bool = False) -> HTTPException:
     request on a connection that is going away)."""
     return HTTPException(
         status.HTTP_413_CONTENT_TOO_LARGE,
-        detail=f"the package is larger than this operator's limit of {limit} bytes",
+        detail=str(TooLarge(limit)),
         headers={"Connection": "close"} if unread_body else None,
     )
 
 
-def _check_package(package: BinaryIO, limit: int) -> None:
-    """413 over the limit; 422 unless it has a package's header and size (no key needed).
-
-    The operator cannot open a package, but it need not store, nor launch a
-    runtime for, an upload that is no package at all (empty, another file, a
-    truncated or padded package).
-    """
-    size = package.seek(0, os.SEEK_END)
-    if size > limit:
-        raise _too_large(limit)
-    package.seek(0)
-    head = package.read(HEADER_SIZE)
-    package.seek(0)
-    try:
-        check_package_layout(head, size)
-    except CryptoError as exc:
-        raise RequestValidationError(
-            [{"type": exc.code, "loc": ("body", "package"), "msg": exc.message, "input": None}]
-        ) from None
-
-
-def _domain_taken(domain: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_409_CONFLICT,
-        detail=f"the domain {domain} is already served by another app on this operator",
+async def _read_upload(request: Request, limit: int) -> FormData:
+    """Parse the multipart body (only called once the caller is authenticated)."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail="send multipart/form-data with a package file and a manifest field",
+        )
+    cap = limit + _FORM_OVERHEAD
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise _too_large(limit, unread_body=True)
+    parser = MultiPartParser(
+        request.headers,
+        _limited(request.stream(), cap),
+        max_files=1,
+        max_fields=1,
+        max_part_size=MAX_MANIFEST_BYTES,
     )
-
-
-def _not_found(app_id: uuid.UUID) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no app {app_id}")
-
-
-class _Api:
-    """The handlers' shared state; one per :func:`create_app`."""
-
-    def __init__(
-        self,
-        settings: OperatorSettings,
-        database: Database,
-        blobs: BlobStore,
-        events: AppEvents,
-        log_source: LogSource,
-        metrics: MetricsSource,
-        sim_root_provider: SimulationRootProvider | None,
-        sim_collateral_provider: SimulationCollateralProvider | None,
-        ca_provider: CertificateAuthority | None,
-        clock: Clock,
-        log_poll_interval: float,
-    ) -> None:
-        self.settings = settings
-        self.db = database
-        self.blobs = blobs
-        self.events = events
-        self.log_source = log_source
-        self.metrics = metrics
-        self.sim_root_provider = sim_root_provider
-        self.sim_collateral_provider = sim_collateral_provider
-        self._sim_collateral: tuple[datetime, dict[str, Any]] | None = None
-        self._sim_collateral_lock = threading.Lock()
-        self.ca_provider = ca_provider
-        self.clock = clock
-        self.log_poll_interval = log_poll_interval
-
-    # -- rows to bodies ----------------------------------------------------------------------
-
-    def app_out(self, app: App, project: str) -> AppOut:
-        launch = LaunchManifest.from_json(app.launch_manifest)
-        domains = [f"{app.id}.{self.settings.base_domain}"]
-        if app.domain is not None:
-            domains.append(app.domain)
-        sim_root = None
-        if self.settings.tee == TeeBackend.SIMULATION and self.sim_root_provider is not None:
-            sim_root = self.sim_root_provider().decode("ascii")
-        return AppOut(
-            id=app.id,
-            name=app.name,
-            project=project,
-            application=app.application,
-            healthcheck=app.healthcheck,
-            plan=app.plan,
-            expires_at=app.expires_at,
-            tls=OperatorTls(app.tls),
-            domain=app.domain,
-            certificate=app.certificate_pem,
-            package=PackageOut(sha256=app.package_sha256, size=app.package_size),
-            status=AppStatus(app.status),
-            status_detail=app.status_detail,
-            desired_state=DesiredState(app.desired_state),
-            delete_requested=app.delete_requested,
-            domains=domains,
-            router=self.settings.router_address,
-            tee=self.settings.tee.value,
-            launch=LaunchOut.model_validate(launch.to_dict()),
-            fingerprint=launch.measurement().hex(),
-            simulation_root_ca=sim_root,
-            created_at=app.created_at,
-            updated_at=app.updated_at,
-        )
-
-    def own_app(self, session: Session, auth: AuthenticatedToken, app_id: uuid.UUID) -> App:
-        """The caller's app, not deleted; 404 otherwise (another account's app included)."""
-        app = session.scalar(
-            select(App).where(
-                App.id == app_id,
-                App.account_id == auth.account_id,
-                App.status != AppStatus.DELETED.value,
-            )
-        )
-        if app is None:
-            raise _not_found(app_id)
-        return app
-
-    def count_apps(self, session: Session, account_id: int) -> int:
-        return (
-            session.scalar(
-                select(func.count())
-                .select_from(App)
-                .where(App.account_id == account_id, App.status != AppStatus.DELETED.value)
-            )
-            or 0
-        )
-
-    def check_owner_domain(self, session: Session, domain: str) -> None:
-        """An owner's domain is routed to one app only, and never shadows the operator's names.
-
-        A check ahead of the insert, for a clear answer before the package is
-        stored; the unique index ``uq_apps_domain_held`` is what decides a race.
-        """
-        base = self.settings.base_domain.lower()
-        name = domain.lower().rstrip(".")
-        if name == base or name.endswith("." + base):
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "value_error",
-                        "loc": ("body", "manifest", "domain"),
-                        "msg": f"{domain} is under the operator's domain {base}: use your own",
-                        "input": domain,
-                    }
-                ]
-            )
-        taken = session.scalar(
-            select(func.count())
-            .select_from(App)
-            .where(func.lower(App.domain) == name, App.status.not_in(DOMAIN_RELEASED))
-        )
-        if taken:
-            raise _domain_taken(domain)
-
-    def check_app_limit(self, session: Session, account_id: int) -> None:
-        """409 when the account has as many apps as allowed (exact under :func:`lock_account`)."""
-        if self.count_apps(session, account_id) >= self.settings.max_apps_per_account:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                detail=(
-                    f"this account already has {self.settings.max_apps_per_account} apps, "
-                    "the most allowed; delete one first"
-                ),
-            )
-
-    # -- create ------------------------------------------------------------------------------
-
-    async def read_upload(self, request: Request) -> FormData:
-        """Parse the multipart body (only called once the caller is authenticated)."""
-        content_type = request.headers.get("content-type", "")
-        if not content_type.lower().startswith("multipart/form-data"):
-            raise HTTPException(
-                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                detail="send multipart/form-data with a package file and a manifest field",
-            )
-        limit = self.settings.max_package_size
-        cap = limit + _FORM_OVERHEAD
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > cap:
-            raise _too_large(limit, unread_body=True)
-        parser = MultiPartParser(
-            request.headers,
-            _limited(request.stream(), cap),
-            max_files=1,
-            max_fields=1,
-            max_part_size=MAX_MANIFEST_BYTES,
-        )
-        try:
-            return await parser.parse()
-        except _UploadTooLarge:
-            raise _too_large(limit, unread_body=True) from None
-        except MultiPartException as exc:
-            raise RequestValidationError(
-                [{"type": "multipart", "loc": ("body",), "msg": exc.message, "input": None}]
-            ) from None
-
-    def create(self, auth: AuthenticatedToken, raw_manifest: str, package: BinaryIO) -> AppOut:
-        now = self.clock()
-        manifest, chain = parse_manifest(
-            raw_manifest, plans={p.name: p for p in self.settings.plans}, now=now
-        )
-        with self.db.session() as session:
-            # Early answers, before the package is stored; checked again below, atomically.
-            self.check_app_limit(session, auth.account_id)
-            if manifest.domain is not None:
-                self.check_owner_domain(session, manifest.domain)
-        _check_package(package, self.settings.max_package_size)
-        try:
-            blob = self.blobs.put(package, limit=self.settings.max_package_size)
-        except PackageTooLarge:
-            raise _too_large(self.settings.max_package_size) from None
-        app_id = uuid.uuid4()
-        launch = build_launch_manifest(
-            app_id=app_id,
-            manifest=manifest,
-            chain=chain,
-            package_sha256=blob.sha256,
-            runtime_sha256=self.settings.runtime_sha256,
-            base_domain=self.settings.base_domain,
-        )
-        with self.db.session() as session:
-            # One create (or none) per account at a time from here to the commit: the count
-            # sees every app committed before, so concurrent creates cannot pass the limit.
-            lock_account(session, auth.account_id)
-            self.check_app_limit(session, auth.account_id)
-            project = self._project(session, auth.account_id, manifest.project, now)
-            app = App(
-                id=app_id,
-                account_id=auth.account_id,
-                project_id=project.id,
-                name=manifest.name,
-                application=manifest.application,
-                healthcheck=manifest.healthcheck,
-                plan=manifest.plan,
-                expires_at=manifest.expires_at,
-                tls=manifest.tls.value,
-                domain=manifest.domain,
-                certificate_pem=manifest.certificate,
-                package_sha256=blob.sha256_hex,
-                package_size=blob.size,
-                launch_manifest=launch.to_json().decode("utf-8"),
-                status=AppStatus.SPAWNING.value,
-                desired_state=DesiredState.RUN.value,
-                delete_requested=False,
-                restarts=0,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(app)
-            try:
-                session.flush()
-            except IntegrityError:
-                # uq_apps_domain_held: another app took the domain since the check above.
-                if manifest.domain is None:
-                    raise
-                raise _domain_taken(manifest.domain) from None
-            record_status(session, app, AppStatus.SPAWNING, now=now)
-            session.commit()
-            out = self.app_out(app, project.name)
-        _log.info(
-            "app %s created for account %s (package %s, %d bytes%s)",
-            app_id,
-            auth.account,
-            blob.sha256_hex,
-            blob.size,
-            "" if blob.created else ", deduplicated",
-        )
-        self.events.notify(app_id)
-        return out
-
-    def _project(self, session: Session, account_id: int, name: str, now: datetime) -> Project:
-        query = select(Project).where(Project.account_id == account_id, Project.name == name)
-        project = session.scalar(query)
-        if project is not None:
-            return project
-        try:
-            with session.begin_nested():
-                project = Project(account_id=account_id, name=name, created_at=now)
-                session.add(project)
-        except IntegrityError:
-            # Created by a concurrent request in the meantime.
-            project = session.scalar(query)
-            if project is None:
-                raise
-        return project
-
-    # -- change ------------------------------------------------------------------------------
-
-    def stop(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppOut:
-        now = self.clock()
-        with self.db.session() as session:
-            app = self.own_app(session, auth, app_id)
-            app.desired_state = DesiredState.STOP.value
-            app.updated_at = now
-            session.commit()
-            out = self.app_out(app, app.project.name)
-        self.events.notify(app_id)
-        return out
-
-    def delete(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppOut:
-        now = self.clock()
-        with self.db.session() as session:
-            app = self.own_app(session, auth, app_id)
-            app.desired_state = DesiredState.STOP.value
-            app.delete_requested = True
-            app.updated_at = now
-            if not AppStatus(app.status).active:
-                record_status(session, app, AppStatus.DELETED, now=now, detail="deleted by owner")
-            session.commit()
-            out = self.app_out(app, app.project.name)
-        self.events.notify(app_id)
-        return out
-
-    # -- read --------------------------------------------------------------------------------
-
-    def list_apps(self, auth: AuthenticatedToken, project: str | None) -> AppList:
-        with self.db.session() as session:
-            query = (
-                select(App, Project.name)
-                .join(Project, App.project_id == Project.id)
-                .where(App.account_id == auth.account_id, App.status != AppStatus.DELETED.value)
-                .order_by(App.created_at, App.id)
-            )
-            if project is not None:
-                query = query.where(Project.name == project)
-            rows = session.execute(query).all()
-            return AppList(apps=[self.app_out(app, name) for app, name in rows])
-
-    def get_app(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppOut:
-        with self.db.session() as session:
-            app = self.own_app(session, auth, app_id)
-            return self.app_out(app, app.project.name)
-
-    def app_status(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppStatus | None:
-        """The app's status, or ``None`` once it is gone (deleted)."""
-        with self.db.session() as session:
-            found = session.scalar(
-                select(App.status).where(App.id == app_id, App.account_id == auth.account_id)
-            )
-        return None if found is None else AppStatus(found)
-
-    def app_metrics(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> MetricsOut:
-        now = self.clock()
-        with self.db.session() as session:
-            app = self.own_app(session, auth, app_id)
-            history = status_history(session, app.id)
-            durations: dict[str, float] = {}
-            for change, following in zip(history, [*history[1:], None], strict=True):
-                end = following.at if following is not None else now
-                seconds = max((end - change.at).total_seconds(), 0.0)
-                durations[change.status] = durations.get(change.status, 0.0) + seconds
-            uptime = None
-            if app.status == AppStatus.RUNNING.value and app.started_at is not None:
-                uptime = max((now - app.started_at).total_seconds(), 0.0)
-            current, restarts = AppStatus(app.status), app.restarts
-        runtime = {k: float(v) for k, v in self.metrics.runtime_metrics(app_id).items()}
-        return MetricsOut(
-            app_id=app_id,
-            status=current,
-            restarts=restarts,
-            uptime_seconds=uptime,
-            status_seconds=durations,
-            runtime=runtime,
-        )
-
-    def me(self, auth: AuthenticatedToken) -> MeOut:
-        with self.db.session() as session:
-            count = self.count_apps(session, auth.account_id)
-        return MeOut(
-            account=auth.account,
-            token_id=auth.token_id,
-            apps=count,
-            max_apps=self.settings.max_apps_per_account,
-            max_package_size=self.settings.max_package_size,
-        )
-
-    def list_projects(self, auth: AuthenticatedToken) -> list[ProjectOut]:
-        with self.db.session() as session:
-            counts = (
-                select(App.project_id, func.count().label("n"))
-                .where(App.status != AppStatus.DELETED.value)
-                .group_by(App.project_id)
-                .subquery()
-            )
-            rows = session.execute(
-                select(Project, func.coalesce(counts.c.n, 0))
-                .outerjoin(counts, counts.c.project_id == Project.id)
-                .where(Project.account_id == auth.account_id)
-                .order_by(Project.name)
-            ).all()
-            return [ProjectOut(name=p.name, created_at=p.created_at, apps=int(n)) for p, n in rows]
-
-    def create_project(self, auth: AuthenticatedToken, body: ProjectIn) -> ProjectOut:
-        now = self.clock()
-        with self.db.session() as session:
-            project = Project(account_id=auth.account_id, name=body.name, created_at=now)
-            session.add(project)
-            try:
-                session.commit()
-            except IntegrityError:
-                raise HTTPException(
-                    status.HTTP_409_CONFLICT, detail=f"project {body.name!r} already exists"
-                ) from None
-            return ProjectOut(name=project.name, created_at=project.created_at, apps=0)
-
-    def simulation(self) -> SimulationOut:
-        if self.settings.tee != TeeBackend.SIMULATION:
-            return SimulationOut(simulated=False)
-        root = None
-        if self.sim_root_provider is not None:
-            root = self.sim_root_provider().decode("ascii")
-        collateral = None
-        if self.sim_collateral_provider is not None:
-            collateral = self.simulation_collateral(self.sim_collateral_provider)
-        return SimulationOut(simulated=True, root_ca_pem=root, collateral=collateral)
-
-    def simulation_collateral(self, provider: SimulationCollateralProvider) -> dict[str, Any]:
-        """Collateral issued within :data:`SIMULATION_COLLATERAL_REFRESH` of now."""
-        now = self.clock()
-        with self._sim_collateral_lock:
-            cached = self._sim_collateral
-            if cached is not None and timedelta(0) <= now - cached[0] < (
-                SIMULATION_COLLATERAL_REFRESH
-            ):
-                return cached[1]
-            collateral = json.loads(provider(now))
-            if not isinstance(collateral, dict):
-                raise TypeError("the simulation collateral provider did not return a JSON object")
-            self._sim_collateral = (now, collateral)
-            return collateral
-
-    def health(self) -> bool:
-        try:
-            with self.db.session() as session:
-                session.execute(text("SELECT 1"))
-        except SQLAlchemyError:
-            _log.exception("health check: the database is unreachable")
-            return False
-        return True
-
-    # -- logs --------------------------------------------------------------------------------
-
-    async def follow_log(
-        self, auth: AuthenticatedToken, app_id: uuid.UUID, path: Path, tail: int | None
-    ) -> AsyncIterator[bytes]:
-        """The log's end, then what is appended, until the app is no longer active."""
-        head, offset = await run_in_threadpool(_read_log_end, path, tail)
-        if head:
-            yield head
-        while True:
-            chunk, offset = await run_in_threadpool(_read_from, path, offset)
-            if chunk:
-                yield chunk
-                continue
-            state = await run_in_threadpool(self.app_status, auth, app_id)
-            if state is None or not state.active:
-                # A last read: what the runtime wrote just before it stopped.
-                chunk, offset = await run_in_threadpool(_read_from, path, offset)
-                if chunk:
-                    yield chunk
-                return
-            await asyncio.sleep(self.log_poll_interval)
-
-
-def _read_log_end(path: Path, tail: int | None) -> tuple[bytes, int]:
-    """The last ``tail`` lines (all, when ``None``) within the last :data:`MAX_LOG_BYTES`.
-
-    Returns them and the file's size (where following goes on from).
-    """
     try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        return b"", 0
-    with f:
-        size = f.seek(0, os.SEEK_END)
-        start = max(0, size - MAX_LOG_BYTES)
-        if tail is not None:
-            # Walk back block by block until tail + 1 line ends are seen.
-            position, data = size, b""
-            while position > start and data.count(b"\n") <= tail:
-                step = min(_LOG_BLOCK, position - start)
-                position -= step
-                f.seek(position)
-                data = f.read(step) + data
-            lines = data.splitlines(keepends=True)
-            kept = lines[-tail:] if tail else []
-            return b"".join(kept), size
-        f.seek(start)
-        data = f.read(size - start)
-        if start > 0:
-            # Do not start in the middle of a line.
-            cut = data.find(b"\n")
-            data = data[cut + 1 :] if cut >= 0 else b""
-        return data, size
-
-
-def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
-    try:
-        with path.open("rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            if size < offset:
-                offset = 0  # truncated or rotated: start over
-            f.seek(offset)
-            data = f.read(_LOG_BLOCK)
-    except FileNotFoundError:
-        return b"", offset
-    return data, offset + len(data)
+        return await parser.parse()
+    except _UploadTooLarge:
+        raise _too_large(limit, unread_body=True) from None
+    except MultiPartException as exc:
+        raise RequestValidationError(
+            [{"type": "multipart", "loc": ("body",), "msg": exc.message, "input": None}]
+        ) from None
 
 
 def create_app(
@@ -718,19 +210,18 @@ def create_app(
     ``settings.logs_dir/<app-id>.log``, no events, no runtime metrics, no CA,
     no simulation root or collateral (both only matter with a simulated TEE).
     """
-    api = _Api(
+    api = AppService(
         settings=settings,
         database=database,
         blobs=blobs if blobs is not None else BlobStore(settings.blobs_dir),
         events=events if events is not None else NoEvents(),
-        log_source=log_source if log_source is not None else FileLogSource(settings.logs_dir),
         metrics=metrics if metrics is not None else NoMetrics(),
         sim_root_provider=sim_root_provider,
         sim_collateral_provider=sim_collateral_provider,
         ca_provider=ca_provider,
         clock=clock,
-        log_poll_interval=log_poll_interval,
     )
+    logs = log_source if log_source is not None else FileLogSource(settings.logs_dir)
     authenticate = Authenticator(database, clock)
     Auth = Annotated[AuthenticatedToken, Depends(authenticate)]
 
@@ -748,6 +239,8 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
+    for refusal in (*_REFUSALS, InvalidInput):
+        app.add_exception_handler(refusal, _refused)
     router = APIRouter(prefix=API_PREFIX)
 
     @router.get("/health", tags=["operator"])
@@ -790,16 +283,7 @@ def create_app(
 
     @router.get("/plans", tags=["operator"])
     def plans(auth: Auth) -> list[PlanOut]:
-        return [
-            PlanOut(
-                name=p.name,
-                memory_mib=p.memory_mib,
-                cores=p.cores,
-                max_lifetime_days=p.max_lifetime_days,
-                configure_timeout_minutes=p.configure_timeout_minutes,
-            )
-            for p in settings.plans
-        ]
+        return api.plans()
 
     @router.get("/projects", tags=["projects"])
     def list_projects(auth: Auth) -> list[ProjectOut]:
@@ -826,7 +310,7 @@ def create_app(
         The body is read only now, after authentication. The schema of the
         manifest is ``ManifestIn``.
         """
-        form = await api.read_upload(request)
+        form = await _read_upload(request, settings.max_package_size)
         try:
             manifest = form.get("manifest")
             package = form.get("package")
@@ -887,11 +371,12 @@ def create_app(
     ) -> Response:
         """The runtime's output (stdout and stderr), at most the last 4 MiB."""
         await run_in_threadpool(api.get_app, auth, app_id)  # 404 unless it is the caller's
-        path = api.log_source.log_path(app_id)
         media = "text/plain; charset=utf-8"
         if follow:
-            return StreamingResponse(api.follow_log(auth, app_id, path, tail), media_type=media)
-        data, _ = await run_in_threadpool(_read_log_end, path, tail)
+            active = functools.partial(api.app_active, auth, app_id)
+            lines = follow_log(logs, app_id, tail, active=active, poll_interval=log_poll_interval)
+            return StreamingResponse(lines, media_type=media)
+        data, _ = await run_in_threadpool(logs.read_end, app_id, tail)
         return Response(data, media_type=media)
 
     @router.get("/apps/{app_id}/metrics", tags=["apps"])

@@ -76,7 +76,8 @@ from confide.runtime import (
     runtime_arguments,
 )
 
-from ._seams import Clock, LogSource, utc_now
+from ._logs import LogSource
+from ._seams import Clock, utc_now
 from ._settings import TeeBackend
 
 __all__ = [

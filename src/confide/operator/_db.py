@@ -1,4 +1,4 @@
-"""The operator's database: engine and sessions, migrations, tokens and status changes.
+"""The operator's database: engine and sessions, migrations, tokens and status history.
 
 :class:`Database` wraps one SQLAlchemy engine and its session factory; it is
 built at the entry point from :attr:`OperatorSettings.database_url` and passed
@@ -46,7 +46,7 @@ from sqlalchemy.pool import StaticPool
 
 from confide.errors import UsageError
 
-from ._models import Account, ApiToken, App, AppStatus, AppStatusChange
+from ._models import Account, ApiToken, AppStatusChange
 
 __all__ = [
     "TOKEN_PREFIX",
@@ -59,7 +59,6 @@ __all__ = [
     "hash_token",
     "list_tokens",
     "lock_account",
-    "record_status",
     "revoke_token",
     "status_history",
     "upgrade_database",
@@ -280,26 +279,7 @@ def lock_account(session: Session, account_id: int) -> None:
     session.execute(update(Account).where(Account.id == account_id).values(id=Account.id))
 
 
-# -- status ----------------------------------------------------------------------------------
-
-
-def record_status(
-    session: Session,
-    app: App,
-    status: AppStatus,
-    *,
-    now: datetime,
-    detail: str | None = None,
-) -> None:
-    """Set an app's status and keep the change in its history. The caller commits.
-
-    The one way to change ``App.status`` (the API and the supervisor both use it),
-    so that status durations can be computed.
-    """
-    app.status = status.value
-    app.status_detail = detail
-    app.updated_at = now
-    session.add(AppStatusChange(app_id=app.id, status=status.value, detail=detail, at=now))
+# -- status history ------------------------------------------------------------------------
 
 
 def status_history(session: Session, app_id: uuid.UUID) -> Sequence[AppStatusChange]:

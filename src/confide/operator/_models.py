@@ -5,10 +5,11 @@ The schema is created and changed only by the Alembic migrations shipped in
 a test checks that the migrated schema and these classes agree.
 
 Who writes what: the API writes accounts, tokens, projects and app rows, and
-sets ``desired_state``; the supervisor (the backend) reads ``desired_state``,
-starts and stops runtimes, and writes ``status``, ``status_detail``, the
-runtime fields and ``restarts``, recording each status change in
-``app_status_changes`` (:func:`confide.operator.record_status`).
+asks for a stop or a deletion; the supervisor (the backend) reads them,
+starts and stops runtimes, and writes the status, the runtime fields and
+``restarts``. ``status``, ``desired_state`` and ``delete_requested`` are
+written only by the functions of :mod:`._lifecycle`, which hold the allowed
+moves and record each status change in ``app_status_changes``.
 """
 
 from __future__ import annotations

@@ -5,16 +5,12 @@ The API never starts or stops processes: it writes the database and calls
 below and is handed to :func:`~confide.operator.create_app` at the entry point;
 the defaults here let the API run alone (tests, or a read-only operator).
 
-Supervisor contract (what the backend does with the rows the API writes):
-
-* a new app has ``status = spawning`` and ``desired_state = run``;
-* ``desired_state = stop`` means stop the runtime, then set status ``stopped``;
-* ``delete_requested`` with a stopped (or never started) app means set status
-  ``deleted``; the API already did so for apps that were not active;
-* status changes go through :func:`confide.operator.record_status`, which keeps
-  the history the metrics endpoint reads; ``started_at`` is set on reaching
-  ``running``, ``restarts`` counted, ``runtime_host/port/pid`` filled in;
-* the runtime's stdout and stderr go to :meth:`LogSource.log_path`.
+Supervisor contract: it converges on the rows the API writes, moving each app
+through the transition table of :mod:`._lifecycle` (whose functions are the
+only writers of status, desired state and deletion, with the history the
+metrics read); it sets ``started_at`` on reaching ``running``, counts
+``restarts``, fills in ``runtime_host/port/pid``, and sends the runtime's
+output to :meth:`~._logs.LogSource.log_path`.
 """
 
 from __future__ import annotations
@@ -22,15 +18,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 __all__ = [
     "AppEvents",
     "CertificateAuthority",
     "Clock",
-    "FileLogSource",
-    "LogSource",
     "MetricsSource",
     "NoEvents",
     "NoMetrics",
@@ -73,23 +66,6 @@ class NoEvents:
 
     def notify(self, app_id: uuid.UUID) -> None:
         return None
-
-
-@runtime_checkable
-class LogSource(Protocol):
-    """Where the backend writes an app's runtime output (stdout and stderr, appended)."""
-
-    def log_path(self, app_id: uuid.UUID) -> Path: ...
-
-
-class FileLogSource:
-    """The default :class:`LogSource`: ``<logs_dir>/<app-id>.log``."""
-
-    def __init__(self, logs_dir: Path) -> None:
-        self.logs_dir = logs_dir
-
-    def log_path(self, app_id: uuid.UUID) -> Path:
-        return self.logs_dir / f"{app_id}.log"
 
 
 @runtime_checkable

@@ -49,11 +49,11 @@ from ._backend import LocalProcessBackend, RuntimeBackend
 from ._blobs import BlobStore
 from ._ca import OperatorCA
 from ._db import Database, upgrade_database
+from ._logs import FileLogSource
 from ._router import Recorder, RouterAddress, RouterSettings, serve_router
 from ._routes import AppRoutes
 from ._seams import (
     Clock,
-    FileLogSource,
     SimulationCollateralProvider,
     SimulationRootProvider,
     utc_now,

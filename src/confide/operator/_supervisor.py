@@ -8,18 +8,9 @@ operation ends, or after a short interval while an app is in transition
 (:attr:`SupervisorOptions.probe_interval`), else every
 :attr:`SupervisorOptions.poll_interval` and at the next expiry.
 
-Life of an app (status changes only through :func:`~._db.record_status`)::
-
-    spawning ──(configuration endpoint answers GET / "waiting")──▶ initializing
-        │                                                               │
-        └────────────(the app's healthcheck passes)──────▶ running ◀────┘
-    any active status ──▶ stopped (desired_state stop) ──▶ deleted (delete requested)
-                      ──▶ expired (past expires_at; the runtime is stopped)
-                      ──▶ stopped (never running within the plan's
-                                   configure_timeout of its creation: the deploy died)
-                      ──▶ on_error (cannot be launched as stored, or its
-                                    runtime ended MAX_RESTARTS + 1 times in a
-                                    row before it ever answered)
+The life of an app (spawning, initializing, running, stopped, expired,
+on_error, deleted) is the transition table of :mod:`._lifecycle`, drawn in its
+docstring; every status change goes through its :func:`~._lifecycle.record_status`.
 
 A runtime that dies while it should run is restarted after a backoff
 (:attr:`SupervisorOptions.restart_backoff`, doubling up to ``max_backoff``);
@@ -33,9 +24,7 @@ app) started, so however often it dies afterwards it is restarted, with the
 backoff capped at ``max_backoff``. Only runtimes that end before they ever
 answer count towards ``max_restarts``; one that answers resets that count.
 
-Probes are liveness checks only: TLS without verification (the operator is
-not the party that verifies an enclave; no data is sent), plain HTTP for an
-operator-mode app once configured.
+Probes (:mod:`._prober`) are liveness checks only.
 
 After an operator restart (even ``kill -9``) the first pass asks the backend
 which runtimes still run: those of active apps are adopted (the recorded pid
@@ -52,45 +41,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Final
 
-import httpx
 from sqlalchemy import and_, false, or_, select
 
-from confide.errors import Error
+from confide.errors import Error, LifecycleError
 from confide.runtime import LaunchManifest
 
 from ._backend import AppSpec, LaunchRefused, RuntimeBackend, RuntimeHandle
 from ._blobs import BlobStore
-from ._db import Database, record_status
+from ._db import Database
+from ._lifecycle import record_status
 from ._models import App, AppStatus, DesiredState, OperatorTls
+from ._prober import HttpProber, Probe, Prober
 from ._routes import AppRoutes
 from ._seams import Clock, utc_now
 from ._settings import OperatorSettings
 
-__all__ = [
-    "MAX_RESTARTS",
-    "HttpProber",
-    "Probe",
-    "Prober",
-    "Supervisor",
-    "SupervisorOptions",
-    "probe_ssl_context",
-]
+__all__ = ["MAX_RESTARTS", "Supervisor", "SupervisorOptions"]
 
 #: Runtimes in a row that end before they ever answer, restarted before on_error.
 MAX_RESTARTS: Final = 5
 #: Doublings of the restart backoff counted at most (far past any ``max_backoff``).
 _MAX_DOUBLINGS: Final = 64
-#: Most bytes of a probe's answer read.
-_PROBE_BODY: Final = 64 * 1024
 _ACTIVE: Final = tuple(s.value for s in AppStatus if s.active)
 
 
@@ -118,93 +96,6 @@ class SupervisorOptions:
         # and a float times 2**1024 or more raises OverflowError.
         doublings = min(max(crashes - 1, 0), _MAX_DOUBLINGS)
         return float(min(self.restart_backoff * 2**doublings, self.max_backoff))
-
-
-class Probe(enum.Enum):
-    """What a runtime answered."""
-
-    #: Nothing (not listening yet, or no answer in time).
-    DOWN = "down"
-    #: Its configuration endpoint: waiting for the owner's configuration.
-    WAITING = "waiting"
-    #: The app answered its healthcheck with a success.
-    HEALTHY = "healthy"
-    #: The app answered, but not with a success.
-    UNHEALTHY = "unhealthy"
-
-
-class Prober(Protocol):
-    """Asks a runtime where it is. Never raises for a runtime that does not answer."""
-
-    async def probe(
-        self, handle: RuntimeHandle, *, tls: OperatorTls, healthcheck: str
-    ) -> Probe: ...
-
-
-def probe_ssl_context() -> ssl.SSLContext:
-    """The supervisor's TLS client context for liveness probes.
-
-    - ``CERT_NONE`` and no host name check, deliberately: a probe only asks
-      whether the runtime answers (it sends no data and trusts nothing it
-      reads); verifying the enclave is the owner's and the users' business, with
-      the expected measurement, end to end.
-    - TLS 1.2 at least, as the runtime's own server context requires (RFC 8996).
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-class HttpProber:
-    """Probes over HTTP(S) with httpx; one client, no kept-alive connections."""
-
-    def __init__(self, *, timeout: float = 3.0) -> None:
-        self._client = httpx.AsyncClient(
-            verify=probe_ssl_context(),
-            timeout=timeout,
-            limits=httpx.Limits(max_keepalive_connections=0),
-            follow_redirects=False,
-        )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def _get(self, url: str) -> httpx.Response | None:
-        try:
-            async with self._client.stream("GET", url) as response:
-                async for _ in response.aiter_bytes(_PROBE_BODY):
-                    break
-                return response
-        except (httpx.HTTPError, ssl.SSLError, OSError):
-            return None
-
-    async def probe(self, handle: RuntimeHandle, *, tls: OperatorTls, healthcheck: str) -> Probe:
-        host = f"[{handle.host}]" if ":" in handle.host else handle.host
-        secure = f"https://{host}:{handle.port}"
-        if tls == OperatorTls.OPERATOR:
-            # Configured: plain HTTP. Not yet: the RA-TLS configuration endpoint.
-            response = await self._get(f"http://{host}:{handle.port}{healthcheck}")
-            if response is not None:
-                return Probe.HEALTHY if _success(response) else Probe.UNHEALTHY
-            response = await self._get(f"{secure}/")
-            return Probe.WAITING if response is not None and _waiting(response) else Probe.DOWN
-        response = await self._get(f"{secure}{healthcheck}")
-        if response is None:
-            return Probe.DOWN
-        if _waiting(response):
-            return Probe.WAITING
-        return Probe.HEALTHY if _success(response) else Probe.UNHEALTHY
-
-
-def _waiting(response: httpx.Response) -> bool:
-    value: str = response.headers.get("confide-status", "")
-    return value.lower() == "waiting"
-
-
-def _success(response: httpx.Response) -> bool:
-    return bool(200 <= response.status_code < 400 and "confide-status" not in response.headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,10 +373,14 @@ class Supervisor:
             self._log.error("app %s cannot be launched: %s", row.id, exc.message)
             await self._write(row.id, _Change(status=AppStatus.ON_ERROR, detail=exc.message))
             t.status = AppStatus.ON_ERROR
+        except LifecycleError:
+            raise  # a bug in the table or here, not a crash of the app
         except (Error, OSError) as exc:
             # A start that failed for a reason that may pass (a port taken, a full disk): a crash.
             detail = exc.message if isinstance(exc, Error) else f"{exc.__class__.__name__}: {exc}"
             self._log.warning("app %s: %s", row.id, detail)
+            if t.status is not None and not t.status.active:
+                return  # stopping or removing it failed: no restart; the next pass tries again
             await self._crashed(t, detail)
 
     async def _converge(self, t: _Tracked, row: _Row, now: datetime, prober: Prober) -> None:
@@ -740,8 +635,8 @@ class Supervisor:
     def _apply(self, app_id: uuid.UUID, change: _Change, now: datetime) -> None:
         with self._db.session() as session:
             app = session.get(App, app_id)
-            if app is None:
-                return
+            if app is None or (change.status == app.status == AppStatus.DELETED):
+                return  # gone, or deleted by the API meanwhile (asked twice): recorded once
             if change.handle is not None:
                 app.runtime_host = change.handle.host
                 app.runtime_port = change.handle.port

@@ -32,7 +32,6 @@ from confide.operator import (
     AppStatus,
     BlobStore,
     Database,
-    DesiredState,
     LaunchRefused,
     OperatorSettings,
     OperatorTls,
@@ -41,7 +40,9 @@ from confide.operator import (
     RuntimeHandle,
     Supervisor,
     SupervisorOptions,
-    record_status,
+    record_created,
+    request_delete,
+    request_stop,
     status_history,
 )
 from confide.runtime import LaunchManifest, TlsMode
@@ -107,6 +108,8 @@ class FakeBackend:
     removed: list[uuid.UUID] = field(default_factory=list)
     refuse: str | None = None
     detached: bool = False
+    #: The next this many removals of an app's files fail (a disk error).
+    removal_failures: int = 0
 
     async def start(self, spec: AppSpec) -> RuntimeHandle:
         if self.refuse is not None:
@@ -142,6 +145,9 @@ class FakeBackend:
         self.detached = True
 
     def remove_app(self, app_id: uuid.UUID) -> None:
+        if self.removal_failures > 0:
+            self.removal_failures -= 1
+            raise OSError(f"cannot remove the files of {app_id}")
         self.removed.append(app_id)
 
     def starts(self, app_id: uuid.UUID) -> int:
@@ -217,16 +223,11 @@ def add_app(
             package_sha256=bytes(range(32)).hex(),
             package_size=10,
             launch_manifest=manifest_for(app_id, tls, domain).to_json().decode(),
-            status=AppStatus.SPAWNING.value,
-            desired_state=DesiredState.RUN.value,
-            delete_requested=False,
             restarts=0,
             created_at=START,
             updated_at=START,
         )
-        s.add(app)
-        s.flush()
-        record_status(s, app, AppStatus.SPAWNING, now=START)
+        record_created(s, app, now=START)
         s.commit()
     return app_id
 
@@ -248,12 +249,10 @@ def ask(db: Database, app_id: uuid.UUID, *, stop: bool = False, delete: bool = F
     with db.session() as s:
         app = s.get(App, app_id)
         assert app is not None
-        if stop or delete:
-            app.desired_state = DesiredState.STOP.value
         if delete:
-            app.delete_requested = True
-            if not AppStatus(app.status).active:
-                record_status(s, app, AppStatus.DELETED, now=START, detail="deleted by owner")
+            request_delete(s, app, now=START)
+        elif stop:
+            request_stop(app, now=START)
         s.commit()
 
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from operator_flow_fixtures import (  # noqa: F401
     BASE_DOMAIN,
     FAST,
+    START,
     FakeBackend,
     FakeClock,
     FakeProber,
@@ -42,10 +43,49 @@ from confide.operator import (
     Supervisor,
 )
 from confide.operator._router import RouteMode
+from confide.operator._supervisor import _Change
 
 
 def _started(backend: FakeBackend, app_id: uuid.UUID, times: int) -> bool:
     return backend.starts(app_id) == times
+
+
+def test_a_failed_removal_of_a_deleted_app_never_brings_it_back(
+    settings: OperatorSettings, database: Database
+) -> None:
+    """Deleted is final: a failure after it is retried, never taken for a crash (a restart)."""
+    app_id = add_app(database)
+
+    async def body() -> None:
+        async with supervising(settings, database, FakeWorld()) as host:
+            host.prober.default = Probe.HEALTHY
+            await status_is(database, app_id, AppStatus.RUNNING)
+            host.backend.removal_failures = 1
+            ask(database, app_id, delete=True)
+            host.supervisor.notify(app_id)
+            await until(lambda: host.backend.removed == [app_id], "the app's files removed")
+            assert row(database, app_id).status == AppStatus.DELETED.value
+            assert host.backend.starts(app_id) == 1 and host.backend.removal_failures == 0
+
+    run(body)
+    assert history(database, app_id) == ["spawning", "running", "stopped", "deleted"]
+
+
+def test_a_second_delete_between_stopped_and_deleted_is_recorded_once(
+    settings: OperatorSettings, database: Database
+) -> None:
+    """The owner deletes twice: the API records the deletion of the stopped app just before
+    the supervisor does (its row said delete requested while active)."""
+    app_id = add_app(database)
+    supervisor = Supervisor(
+        settings, database, FakeBackend(FakeWorld()), BlobStore(settings.blobs_dir)
+    )
+    ask(database, app_id, delete=True)  # active: only asked
+    supervisor._apply(app_id, _Change(status=AppStatus.STOPPED, clear_runtime=True), START)
+    ask(database, app_id, delete=True)  # stopped: the API deletes it at once
+    supervisor._apply(app_id, _Change(status=AppStatus.DELETED, detail="deleted by owner"), START)
+    assert row(database, app_id).status == AppStatus.DELETED.value
+    assert history(database, app_id) == ["spawning", "stopped", "deleted"]
 
 
 def test_spawning_initializing_running_stopped_deleted(

@@ -25,6 +25,7 @@ from confide.operator import (
     create_token,
     hash_token,
     list_tokens,
+    record_created,
     record_status,
     revoke_token,
     status_history,
@@ -182,9 +183,6 @@ def _app(s: object, account_id: int, project_id: int) -> App:
         package_sha256="00" * 32,
         package_size=1,
         launch_manifest="{}",
-        status=AppStatus.SPAWNING.value,
-        desired_state="run",
-        delete_requested=False,
         restarts=0,
         created_at=NOW,
         updated_at=NOW,
@@ -200,9 +198,7 @@ def test_status_changes_are_kept_in_order_with_aware_times(database: Database) -
         s.add(project)
         s.flush()
         app = _app(s, account.id, project.id)
-        s.add(app)
-        s.flush()
-        record_status(s, app, AppStatus.SPAWNING, now=NOW)
+        record_created(s, app, now=NOW)
         record_status(s, app, AppStatus.RUNNING, now=NOW + timedelta(seconds=5))
         record_status(s, app, AppStatus.ON_ERROR, now=NOW + timedelta(seconds=9), detail="boom")
         s.commit()
@@ -243,6 +239,8 @@ def test_migration_0002_stops_all_but_the_oldest_holder_of_a_domain(database_url
             s.flush()
             apps = [_app(s, account.id, project.id) for _ in range(3)]
             for i, app in enumerate(apps):
+                # Rows as an older operator wrote them, before its migration: no lifecycle here.
+                app.status, app.desired_state, app.delete_requested = "spawning", "run", False
                 app.domain = "shop.example.com"
                 app.created_at = NOW + timedelta(seconds=i)
                 s.add(app)

@@ -1,0 +1,116 @@
+"""Liveness probes of runtimes: does it answer, and what.
+
+Liveness only: TLS without verification (the operator is not the party that
+verifies an enclave; no data is sent), plain HTTP for an operator-mode app
+once configured. A runtime that does not answer is :attr:`Probe.DOWN`, never
+an exception.
+
+Example::
+
+    >>> prober = HttpProber(timeout=3.0)  # doctest: +SKIP
+    >>> await prober.probe(handle, tls=OperatorTls.RATLS, healthcheck="/health")  # doctest: +SKIP
+    <Probe.WAITING: 'waiting'>
+"""
+
+from __future__ import annotations
+
+import enum
+import ssl
+from typing import Final, Protocol
+
+import httpx
+
+from ._backend import RuntimeHandle
+from ._models import OperatorTls
+
+__all__ = ["HttpProber", "Probe", "Prober", "probe_ssl_context"]
+
+#: Most bytes of a probe's answer read.
+_PROBE_BODY: Final = 64 * 1024
+
+
+class Probe(enum.Enum):
+    """What a runtime answered."""
+
+    #: Nothing (not listening yet, or no answer in time).
+    DOWN = "down"
+    #: Its configuration endpoint: waiting for the owner's configuration.
+    WAITING = "waiting"
+    #: The app answered its healthcheck with a success.
+    HEALTHY = "healthy"
+    #: The app answered, but not with a success.
+    UNHEALTHY = "unhealthy"
+
+
+class Prober(Protocol):
+    """Asks a runtime where it is. Never raises for a runtime that does not answer."""
+
+    async def probe(
+        self, handle: RuntimeHandle, *, tls: OperatorTls, healthcheck: str
+    ) -> Probe: ...
+
+
+def probe_ssl_context() -> ssl.SSLContext:
+    """The supervisor's TLS client context for liveness probes.
+
+    - ``CERT_NONE`` and no host name check, deliberately: a probe only asks
+      whether the runtime answers (it sends no data and trusts nothing it
+      reads); verifying the enclave is the owner's and the users' business, with
+      the expected measurement, end to end.
+    - TLS 1.2 at least, as the runtime's own server context requires (RFC 8996).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class HttpProber:
+    """Probes over HTTP(S) with httpx; one client, no kept-alive connections."""
+
+    def __init__(self, *, timeout: float = 3.0) -> None:
+        self._client = httpx.AsyncClient(
+            verify=probe_ssl_context(),
+            timeout=timeout,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _get(self, url: str) -> httpx.Response | None:
+        try:
+            async with self._client.stream("GET", url) as response:
+                async for _ in response.aiter_bytes(_PROBE_BODY):
+                    break
+                return response
+        except (httpx.HTTPError, ssl.SSLError, OSError):
+            return None
+
+    async def probe(self, handle: RuntimeHandle, *, tls: OperatorTls, healthcheck: str) -> Probe:
+        host = f"[{handle.host}]" if ":" in handle.host else handle.host
+        secure = f"https://{host}:{handle.port}"
+        if tls == OperatorTls.OPERATOR:
+            # Configured: plain HTTP. Not yet: the RA-TLS configuration endpoint.
+            response = await self._get(f"http://{host}:{handle.port}{healthcheck}")
+            if response is not None:
+                return Probe.HEALTHY if _success(response) else Probe.UNHEALTHY
+            response = await self._get(f"{secure}/")
+            return Probe.WAITING if response is not None and _waiting(response) else Probe.DOWN
+        response = await self._get(f"{secure}{healthcheck}")
+        if response is None:
+            return Probe.DOWN
+        if _waiting(response):
+            return Probe.WAITING
+        return Probe.HEALTHY if _success(response) else Probe.UNHEALTHY
+
+
+def _waiting(response: httpx.Response) -> bool:
+    value: str = response.headers.get("confide-status", "")
+    return value.lower() == "waiting"
+
+
+def _success(response: httpx.Response) -> bool:
+    return bool(200 <= response.status_code < 400 and "confide-status" not in response.headers)
