@@ -374,7 +374,10 @@ class Supervisor:
             await self._write(row.id, _Change(status=AppStatus.ON_ERROR, detail=exc.message))
             t.status = AppStatus.ON_ERROR
         except LifecycleError:
-            raise  # a bug in the table or here, not a crash of the app
+            # A bug in the table or here, not a crash of the app: said loudly, with its
+            # traceback, and kept to this app (the others, the API and the router go on);
+            # the next pass reads the app's row again.
+            self._log.exception("app %s: an illegal lifecycle transition (a bug)", row.id)
         except (Error, OSError) as exc:
             # A start that failed for a reason that may pass (a port taken, a full disk): a crash.
             detail = exc.message if isinstance(exc, Error) else f"{exc.__class__.__name__}: {exc}"

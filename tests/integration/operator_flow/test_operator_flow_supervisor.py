@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import uuid
 from datetime import timedelta
 
+import pytest
 from operator_flow_fixtures import (  # noqa: F401
     BASE_DOMAIN,
     FAST,
@@ -33,13 +35,16 @@ from operator_flow_fixtures import (  # noqa: F401
     until,
 )
 
+from confide.errors import LifecycleError
 from confide.operator import (
+    AppSpec,
     AppStatus,
     BlobStore,
     Database,
     OperatorSettings,
     OperatorTls,
     Probe,
+    RuntimeHandle,
     Supervisor,
 )
 from confide.operator._router import RouteMode
@@ -69,6 +74,35 @@ def test_a_failed_removal_of_a_deleted_app_never_brings_it_back(
 
     run(body)
     assert history(database, app_id) == ["spawning", "running", "stopped", "deleted"]
+
+
+def test_an_illegal_transition_is_kept_to_its_app(
+    settings: OperatorSettings, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lifecycle bug met for one app is logged loudly; the other apps keep running."""
+    broken = add_app(database)
+
+    async def body() -> None:
+        world = FakeWorld()
+        async with supervising(settings, database, world) as host:
+            host.prober.default = Probe.HEALTHY
+            real_start = host.backend.start
+
+            async def start(spec: AppSpec) -> RuntimeHandle:
+                if spec.app_id == broken:
+                    raise LifecycleError("no transition from here to there (a planted bug)")
+                return await real_start(spec)
+
+            host.backend.start = start  # type: ignore[method-assign]
+            host.supervisor.notify(broken)
+            await until(lambda: "planted bug" in caplog.text, "the illegal transition to be logged")
+            healthy = add_app(database)
+            host.supervisor.notify(healthy)
+            await status_is(database, healthy, AppStatus.RUNNING)
+
+    with caplog.at_level(logging.ERROR, logger="confide.operator"):
+        run(body)
+    assert "an illegal lifecycle transition (a bug)" in caplog.text
 
 
 def test_a_second_delete_between_stopped_and_deleted_is_recorded_once(
