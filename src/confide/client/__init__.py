@@ -60,6 +60,7 @@ from ._deploy import (
     deploy,
     expected_launch,
     package_code,
+    read_bounded,
     requested_manifest,
     server_name,
 )
@@ -127,6 +128,7 @@ __all__ = [
     "deploy",
     "expected_launch",
     "package_code",
+    "read_bounded",
     "requested_manifest",
     "server_name",
     # Verifying an enclave from outside.

@@ -59,7 +59,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from confide.attestation import RatlsVerified
 from confide.errors import AttestationError, CollateralError, Error, UsageError
-from confide.runtime._tls import ServerTimeouts, hypercorn_config
+from confide.runtime import ServerTimeouts, hypercorn_config
 
 __all__ = [
     "HOP_BY_HOP",

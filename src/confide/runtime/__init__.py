@@ -21,6 +21,7 @@ Example::
 from ._admission import ConnectionLimits, source_of
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint, Configures
+from ._handoff import hand_off
 from ._launch import LaunchTee, check_launch, runtime_arguments
 from ._manifest import (
     LAUNCH_MANIFEST_OID,
@@ -50,7 +51,13 @@ from ._runtime import (
 )
 from ._settings import CodeSource, OwnerCertificate, RuntimeSettings, launch_manifest
 from ._state import STATE_FILE, SealedState, StateStore
-from ._tls import ALPN_PROTOCOLS, ServerTimeouts, server_ssl_context
+from ._tls import (
+    ALPN_PROTOCOLS,
+    ServerTimeouts,
+    bind_listener,
+    hypercorn_config,
+    server_ssl_context,
+)
 from ._workspace import CODE_ROOT, Workspace, code_folder_owner, remove_orphans
 
 __all__ = [
@@ -92,6 +99,10 @@ __all__ = [
     "runtime_code_hash",
     "server_ssl_context",
     "source_of",
+    # Shared with the operator's router and the client's proxy.
+    "bind_listener",
+    "hand_off",
+    "hypercorn_config",
     # Launching a manifest (for backends).
     "LaunchTee",
     "check_launch",
