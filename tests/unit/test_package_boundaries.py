@@ -105,3 +105,39 @@ ALLOWED = {
 @pytest.mark.parametrize(("name", "source"), ALLOWED.values(), ids=ALLOWED.keys())
 def test_the_check_allows(name: str, source: str, tmp_path: Path) -> None:
     assert cross_package_private_imports(_tree(tmp_path, name, source)) == []
+
+
+# The one TCP listener helper is confide.runtime.bind_listener; the runtime's handoff
+# socket (AF_UNIX) and its server's re-listen of a duplicate are the runtime's own.
+LISTENING_MODULES = {
+    "confide/runtime/_tls.py",
+    "confide/runtime/_handoff.py",
+    "confide/runtime/_server.py",
+}
+
+
+def listening_outside_the_helper(src: Path) -> list[str]:
+    """``path:line`` of each ``socket.create_server`` or ``sock.listen(n)`` outside the helper."""
+    found: list[str] = []
+    for path in sorted((src / "confide").rglob("*.py")):
+        name = path.relative_to(src).as_posix()
+        if name in LISTENING_MODULES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), name)):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr == "create_server" or (
+                node.func.attr == "listen" and len(node.args) + len(node.keywords) <= 1
+            ):
+                found.append(f"{name}:{node.lineno}")
+    return found
+
+
+def test_listeners_are_bound_by_the_one_helper() -> None:
+    assert listening_outside_the_helper(SRC) == []
+
+
+def test_the_listener_check_sees_a_listener(tmp_path: Path) -> None:
+    source = "import socket\ns = socket.socket()\ns.listen(128)\nsocket.create_server(('', 0))\n"
+    found = listening_outside_the_helper(_tree(tmp_path, "cli/_project.py", source))
+    assert found == ["confide/cli/_project.py:3", "confide/cli/_project.py:4"]

@@ -47,7 +47,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -65,6 +64,7 @@ import typer
 
 from confide.client import ProjectConfig
 from confide.errors import UsageError
+from confide.runtime import bind_listener
 
 from ._app import app, handle_errors
 from ._output import Output
@@ -335,17 +335,6 @@ def _no_proxy(env: dict[str, str]) -> None:
         env[key] = ",".join(p for p in (current, _LOCALHOST, "localhost") if p)
 
 
-def _listener() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind((_LOCALHOST, 0))
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def _wait_healthy(app_child: _Child, url: str, *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     interval = 0.05
@@ -475,11 +464,7 @@ def run_localtest(
 
     tests_argv, test_env = prepare_tests(config, tests_env, base_env)
 
-    try:
-        listener = _listener()
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {_LOCALHOST}: {exc.strerror or exc}") from None
-    with listener:
+    with bind_listener(_LOCALHOST, 0, backlog=128, role="local app server") as listener:
         port = listener.getsockname()[1]
         app_argv = [
             str(app_env.python),

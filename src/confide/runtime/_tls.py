@@ -139,18 +139,21 @@ def bind_listener(
     *,
     backlog: int = _BACKLOG,
     role: str | None = None,
+    option: str | None = None,
     hint: str | None = None,
 ) -> socket.socket:
     """Bind and listen on ``host:port`` (port 0: the kernel picks one), non-blocking.
 
-    ``role`` names the listener in errors (``the router cannot listen on ...``);
-    without it, they name the runtime's ``--host``.
+    The one way Confide binds a TCP listener (runtime, router, operator API, proxy,
+    local test server). ``role`` names the listener in errors (``the router cannot
+    listen on ...``) and ``option`` the option that gave the host; without either,
+    they name the runtime's ``--host``.
     """
     who = f"the {role} " if role else ""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        what = f"the {role} host" if role else "--host"
+        what = option or (f"the {role} host" if role else "--host")
         raise UsageError(f"cannot resolve {what} {host!r}: {exc.strerror}", hint=hint) from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
