@@ -141,3 +141,34 @@ def test_the_listener_check_sees_a_listener(tmp_path: Path) -> None:
     source = "import socket\ns = socket.socket()\ns.listen(128)\nsocket.create_server(('', 0))\n"
     found = listening_outside_the_helper(_tree(tmp_path, "cli/_project.py", source))
     assert found == ["confide/cli/_project.py:3", "confide/cli/_project.py:4"]
+
+
+def private_names_imported(src: Path) -> list[str]:
+    """``path:line imports name`` for each ``_``-prefixed name taken from another module."""
+    found: list[str] = []
+    for path in sorted((src / "confide").rglob("*.py")):
+        name = path.relative_to(src).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(), name)):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    module = node.module or ""
+                    if module.startswith("confide") or node.level:
+                        found.append(f"{name}:{node.lineno} imports {alias.name}")
+    return found
+
+
+# A package's __init__ imports its private modules (``from . import _account``) to load them.
+PACKAGE_LOADS_ITS_MODULES = "confide/cli/__init__.py"
+
+
+def test_no_module_takes_another_modules_private_names() -> None:
+    found = [v for v in private_names_imported(SRC) if not v.startswith(PACKAGE_LOADS_ITS_MODULES)]
+    assert found == []
+
+
+def test_the_private_name_check_sees_one(tmp_path: Path) -> None:
+    source = "from ._project import InstallTimeoutOpt, _Child\n"
+    found = private_names_imported(_tree(tmp_path, "cli/_remote_test.py", source))
+    assert found == ["confide/cli/_remote_test.py:1 imports _Child"]

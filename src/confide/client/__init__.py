@@ -64,6 +64,17 @@ from ._deploy import (
     requested_manifest,
     server_name,
 )
+from ._localtest import (
+    ChildProcess,
+    Environment,
+    Progress,
+    app_environment,
+    make_venv,
+    prepare_tests,
+    run_localtest,
+    run_tests,
+    tests_environment,
+)
 from ._verify import (
     SIMULATION_REFUSED,
     CollateralSource,
@@ -131,6 +142,16 @@ __all__ = [
     "read_bounded",
     "requested_manifest",
     "server_name",
+    # Running a project's app and tests without an enclave.
+    "ChildProcess",
+    "Environment",
+    "Progress",
+    "app_environment",
+    "make_venv",
+    "prepare_tests",
+    "run_localtest",
+    "run_tests",
+    "tests_environment",
     # Verifying an enclave from outside.
     "SIMULATION_REFUSED",
     "CollateralSource",

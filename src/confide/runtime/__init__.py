@@ -22,7 +22,15 @@ from ._admission import ConnectionLimits, source_of
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint, Configures
 from ._handoff import hand_off
-from ._launch import LaunchTee, check_launch, runtime_arguments
+from ._launch import (
+    LaunchTee,
+    check_launch,
+    confide_command,
+    runtime_arguments,
+    signal_child,
+    start_child,
+    stop_child,
+)
 from ._manifest import (
     LAUNCH_MANIFEST_OID,
     MANIFEST_VERSION,
@@ -107,6 +115,11 @@ __all__ = [
     "LaunchTee",
     "check_launch",
     "runtime_arguments",
+    # Starting and stopping child processes (runtimes, local apps).
+    "confide_command",
+    "signal_child",
+    "start_child",
+    "stop_child",
     # The RAM code folders (for backends that clean up after a runtime).
     "code_folder_owner",
     "remove_orphans",

@@ -89,7 +89,7 @@ from confide.errors import UsageError
 
 from ._admission import TLS_READ_BUFFER, Admission, ConnectionLimits, Ticket, source_of
 from ._handoff import HandoffListener
-from ._tls import _BACKLOG, ServerTimeouts, hypercorn_config
+from ._tls import LISTEN_BACKLOG, ServerTimeouts, hypercorn_config
 from ._wsgi import WsgiAdapter, WsgiApp
 
 __all__ = ["BUILT_ON", "MAX_WSGI_BODY", "serve_http"]
@@ -521,7 +521,7 @@ class _Server:
                 sock = self._listener.dup()
                 try:
                     sock.setblocking(False)
-                    sock.listen(_BACKLOG)
+                    sock.listen(LISTEN_BACKLOG)
                 except BaseException:
                     sock.close()
                     raise

@@ -33,6 +33,7 @@ from confide.errors import UsageError
 
 __all__ = [
     "ALPN_PROTOCOLS",
+    "LISTEN_BACKLOG",
     "ServerConfig",
     "ServerTimeouts",
     "bind_listener",
@@ -44,7 +45,8 @@ __all__ = [
 ALPN_PROTOCOLS: Final = ("h2", "http/1.1")
 #: AEAD suites with forward secrecy only, as HTTP/2 requires for TLS 1.2 (RFC 7540 §9.2.2).
 _TLS12_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20"
-_BACKLOG: Final = 128
+#: Pending connections a listener queues (the kernel caps it at ``somaxconn``).
+LISTEN_BACKLOG: Final = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +139,7 @@ def bind_listener(
     host: str,
     port: int,
     *,
-    backlog: int = _BACKLOG,
+    backlog: int = LISTEN_BACKLOG,
     role: str | None = None,
     option: str | None = None,
     hint: str | None = None,

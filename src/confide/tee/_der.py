@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["SGX_EXTENSION_BASE", "encode_sgx_extension"]
+__all__ = ["SGX_EXTENSION_BASE", "encode_sgx_extension", "tlv"]
 
 SGX_EXTENSION_BASE: Final = "1.2.840.113741.1.13.1"
 
@@ -30,7 +30,7 @@ def _length(n: int) -> bytes:
     return bytes([0x80 | len(raw)]) + raw
 
 
-def _tlv(tag: int, value: bytes) -> bytes:
+def tlv(tag: int, value: bytes) -> bytes:
     return bytes([tag]) + _length(len(value)) + value
 
 
@@ -44,17 +44,17 @@ def _oid(dotted: str) -> bytes:
             chunk.append(0x80 | (arc & 0x7F))
             arc >>= 7
         out += bytes(reversed(chunk))
-    return _tlv(_TAG_OID, bytes(out))
+    return tlv(_TAG_OID, bytes(out))
 
 
 def _int(value: int, tag: int = _TAG_INTEGER) -> bytes:
     # Minimal two's complement: one leading zero byte when the top bit is set.
     size = value.bit_length() // 8 + 1
-    return _tlv(tag, value.to_bytes(size, "big", signed=True))
+    return tlv(tag, value.to_bytes(size, "big", signed=True))
 
 
 def _pair(oid: str, value: bytes) -> bytes:
-    return _tlv(_TAG_SEQUENCE, _oid(oid) + value)
+    return tlv(_TAG_SEQUENCE, _oid(oid) + value)
 
 
 def encode_sgx_extension(
@@ -84,14 +84,14 @@ def encode_sgx_extension(
     base = SGX_EXTENSION_BASE
     tcb = b"".join(_pair(f"{base}.2.{i}", _int(svn)) for i, svn in enumerate(tcb_components, 1))
     tcb += _pair(f"{base}.2.17", _int(pce_svn))
-    tcb += _pair(f"{base}.2.18", _tlv(_TAG_OCTET_STRING, cpu_svn))
+    tcb += _pair(f"{base}.2.18", tlv(_TAG_OCTET_STRING, cpu_svn))
     body = b"".join(
         (
-            _pair(f"{base}.1", _tlv(_TAG_OCTET_STRING, ppid)),
-            _pair(f"{base}.2", _tlv(_TAG_SEQUENCE, tcb)),
-            _pair(f"{base}.3", _tlv(_TAG_OCTET_STRING, pce_id)),
-            _pair(f"{base}.4", _tlv(_TAG_OCTET_STRING, fmspc)),
+            _pair(f"{base}.1", tlv(_TAG_OCTET_STRING, ppid)),
+            _pair(f"{base}.2", tlv(_TAG_SEQUENCE, tcb)),
+            _pair(f"{base}.3", tlv(_TAG_OCTET_STRING, pce_id)),
+            _pair(f"{base}.4", tlv(_TAG_OCTET_STRING, fmspc)),
             _pair(f"{base}.5", _int(sgx_type, _TAG_ENUMERATED)),
         )
     )
-    return _tlv(_TAG_SEQUENCE, body)
+    return tlv(_TAG_SEQUENCE, body)

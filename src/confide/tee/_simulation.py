@@ -67,7 +67,7 @@ from confide.attestation import (
 from confide.errors import TeeError, UsageError
 
 from ._base import SEALING_KEY_LABEL, TeeKind, check_report_data, derive_key
-from ._der import _tlv, encode_sgx_extension
+from ._der import encode_sgx_extension, tlv
 
 __all__ = [
     "SIM_FMSPC",
@@ -894,10 +894,10 @@ def _without_next_update(
     """
     tbs = _der_children(crl.tbs_certlist_bytes)
     times = [i for i, item in enumerate(tbs) if item[0] in (_TAG_UTC_TIME, _TAG_GENERALIZED_TIME)]
-    tbs_der = _tlv(_TAG_SEQUENCE, b"".join(tbs[: times[1]] + tbs[times[1] + 1 :]))
+    tbs_der = tlv(_TAG_SEQUENCE, b"".join(tbs[: times[1]] + tbs[times[1] + 1 :]))
     algorithm = _der_children(crl.public_bytes(serialization.Encoding.DER))[1]
     signature = key.sign(tbs_der, ec.ECDSA(hashes.SHA256()))
-    return _tlv(_TAG_SEQUENCE, tbs_der + algorithm + _tlv(_TAG_BIT_STRING, b"\x00" + signature))
+    return tlv(_TAG_SEQUENCE, tbs_der + algorithm + tlv(_TAG_BIT_STRING, b"\x00" + signature))
 
 
 def _tcb_level_json(level: TcbLevel) -> dict[str, object]:
