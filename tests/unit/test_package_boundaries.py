@@ -172,3 +172,14 @@ def test_the_private_name_check_sees_one(tmp_path: Path) -> None:
     source = "from ._project import InstallTimeoutOpt, _Child\n"
     found = private_names_imported(_tree(tmp_path, "cli/_remote_test.py", source))
     assert found == ["confide/cli/_remote_test.py:1 imports _Child"]
+
+
+def test_the_cli_renders_tables_in_one_module() -> None:
+    """Tables are cli/_output.py's: the commands hand it rows."""
+    users = [
+        f"{path.relative_to(SRC).as_posix()}:{line}"
+        for path in sorted((SRC / "confide").rglob("*.py"))
+        for line, name in _imported(ast.parse(path.read_text()), _package_of(path, SRC))
+        if name.startswith("rich.table")
+    ]
+    assert users and all(user.startswith("confide/cli/_output.py:") for user in users), users

@@ -44,7 +44,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import typer
-from rich.table import Table
 
 from confide.client import (
     DEFAULT_TIMEOUT,
@@ -286,19 +285,13 @@ def list_command(
     if not records:
         out.info("no apps")
         return
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for column in ("id", "name", "status", "tls", "domain", "expires"):
-        table.add_column(column)
-    for r in records:
-        table.add_row(
-            str(r.id),
-            _escape(r.name),
-            r.status.value,
-            r.tls.value,
-            _escape(r.domain or r.domains[0]),
-            _expires(r),
-        )
-    out.out.print(table)
+    out.table(
+        ("id", "name", "status", "tls", "domain", "expires"),
+        (
+            (str(r.id), r.name, r.status.value, r.tls.value, r.domain or r.domains[0], _expires(r))
+            for r in records
+        ),
+    )
 
 
 @app.command("status")
@@ -353,12 +346,7 @@ def status_command(
         ("san", ", ".join(launch.san) or "-"),
         ("subject", launch.subject or "-"),
     ]
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    for name, value in rows:
-        table.add_row(name, _escape(value))
-    out.out.print(table)
+    out.fields(rows)
 
 
 @app.command("logs")

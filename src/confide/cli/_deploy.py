@@ -28,7 +28,6 @@ from typing import Annotated, Final
 
 import typer
 from cryptography.hazmat.primitives.serialization import Encoding
-from rich.table import Table
 
 from confide.attestation import INTEL_PCS_URL, Collateral, Quote, quote_from_certificate
 from confide.client import (
@@ -229,22 +228,18 @@ def deploy_command(
             }
         )
         return
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    rows = [
-        ("id", str(record.id)),
-        ("status", record.status.value),
-        ("tls", record.tls.value),
-        ("domains", ", ".join(record.domains)),
-        ("router", str(done.router)),
-        ("fingerprint", done.fingerprint.hex()),
-        ("attested", "NO (--no-verify)" if done.verified is None else "yes"),
-        ("context", str(done.context_path)),
-    ]
-    for name, value in rows:
-        table.add_row(name, value.replace("[", "\\["))
-    out.out.print(table)
+    out.fields(
+        [
+            ("id", str(record.id)),
+            ("status", record.status.value),
+            ("tls", record.tls.value),
+            ("domains", ", ".join(record.domains)),
+            ("router", str(done.router)),
+            ("fingerprint", done.fingerprint.hex()),
+            ("attested", "NO (--no-verify)" if done.verified is None else "yes"),
+            ("context", str(done.context_path)),
+        ]
+    )
     if tls == AppTls.RATLS:
         out.info(f"users verify it with: confide verify {done.server_name}")
 

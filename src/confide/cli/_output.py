@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -87,11 +87,26 @@ class Output:
             )
         self.out.print(table)
 
-    def _measurements(self, summary: Mapping[str, Any]) -> None:
+    def table(self, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+        """Rows under a header line, each cell printed as is (no markup)."""
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(_escape(cell) for cell in row))
+        self.out.print(table)
+
+    def fields(self, rows: Iterable[tuple[str, str]]) -> None:
+        """One ``field value`` line per row (values folded, printed as is)."""
         table = Table(show_header=False, box=None, pad_edge=False)
         table.add_column("field", style="bold")
         table.add_column("value", overflow="fold")
-        for key in (
+        for name, value in rows:
+            table.add_row(name, _escape(value))
+        self.out.print(table)
+
+    def _measurements(self, summary: Mapping[str, Any]) -> None:
+        keys = (
             "mrenclave",
             "mrsigner",
             "isv_prod_id",
@@ -103,11 +118,8 @@ class Output:
             "rtmr3",
             "report_data",
             "fmspc",
-        ):
-            value = summary.get(key)
-            if value is not None:
-                table.add_row(key, str(value))
-        self.out.print(table)
+        )
+        self.fields((key, str(summary[key])) for key in keys if summary.get(key) is not None)
 
 
 def quote_summary(quote: Quote | None) -> dict[str, Any]:
