@@ -16,6 +16,7 @@ Example::
     ... )
 """
 
+from ._cache import CollateralCache
 from ._collateral import (
     Collateral,
     QeIdentity,
@@ -25,15 +26,8 @@ from ._collateral import (
     TcbStatus,
     TdxModuleIdentity,
 )
-from ._fetch import (
-    INTEL_PCS_URL,
-    INTEL_ROOT_CA_CRL_URL,
-    CollateralCache,
-    CollateralClient,
-    Fetcher,
-    FetchResponse,
-    HttpxFetcher,
-)
+from ._fetch import INTEL_PCS_URL, INTEL_ROOT_CA_CRL_URL, CollateralClient
+from ._fetcher import Fetcher, FetchResponse, HttpxFetcher
 from ._pck import PckExtensions
 from ._policy import Check, Policy, VerifiedQuote
 from ._quote import (
