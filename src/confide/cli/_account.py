@@ -59,7 +59,7 @@ from confide.errors import UsageError
 from confide.runtime import runtime_code_hash
 
 from ._app import app, handle_errors
-from ._output import Output
+from ._output import Output, escape
 from ._verify_options import JsonOpt
 
 __all__ = [
@@ -200,10 +200,6 @@ def _expires(record: AppRecord) -> str:
     return record.expires_at.strftime("%Y-%m-%d %H:%M %Z").strip()
 
 
-def _escape(text: str) -> str:
-    return text.replace("[", "\\[")
-
-
 # -- commands --------------------------------------------------------------------------------
 
 
@@ -245,7 +241,7 @@ def login_command(
     store = _store()
     store.save(credentials)
     out.out.print(
-        f"logged in to {_escape(credentials.url)} as {_escape(account.account)} "
+        f"logged in to {escape(credentials.url)} as {escape(account.account)} "
         f"({account.apps} of {account.max_apps} apps)"
     )
     out.info(f"token stored in {store.path}")
@@ -258,7 +254,7 @@ def logout_command(ctx: typer.Context) -> None:
     store = _store()
     out = Output()
     if store.delete():
-        out.out.print(f"logged out: removed {_escape(str(store.path))}")
+        out.out.print(f"logged out: removed {escape(str(store.path))}")
     else:
         out.out.print("not logged in: nothing to remove")
 

@@ -40,11 +40,9 @@ if TYPE_CHECKING:
 __all__ = [
     "PLATFORM_SECRET_SIZE",
     "QE_ATTRIBUTES",
-    "SIM_ENCLAVE_MR_SIGNER",
     "SIM_FMSPC",
     "SIM_PCE_ID",
     "SIM_PCE_SVN",
-    "SIM_QE_AUTH_DATA",
     "SIM_QE_ISV_PROD_ID",
     "SIM_QE_ISV_SVN",
     "SIM_QE_MR_ENCLAVE",
@@ -72,10 +70,6 @@ SIM_QE_MR_SIGNER: Final = hashlib.sha256(b"confide simulated quoting enclave sig
 SIM_QE_MR_ENCLAVE: Final = hashlib.sha256(b"confide simulated quoting enclave").digest()
 SIM_QE_ISV_PROD_ID: Final = 1
 SIM_QE_ISV_SVN: Final = 8
-#: QE auth data as Intel's QE fills it (bytes 0..31).
-SIM_QE_AUTH_DATA: Final = bytes(range(32))
-#: Default MRSIGNER of enclaves launched by :class:`SimulationTee`.
-SIM_ENCLAVE_MR_SIGNER: Final = hashlib.sha256(b"confide simulated enclave signer").digest()
 #: The simulated QE report's ATTRIBUTES (as its QE identity states them).
 QE_ATTRIBUTES: Final = bytes.fromhex("11000000000000000000000000000000")
 _CERT_LIFETIME: Final = timedelta(days=3650)

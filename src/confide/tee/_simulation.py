@@ -60,10 +60,8 @@ from ._base import SEALING_KEY_LABEL, TeeKind, check_report_data, derive_key
 from ._simcollateral import CollateralSpec, build_collateral
 from ._simpki import (
     QE_ATTRIBUTES,
-    SIM_ENCLAVE_MR_SIGNER,
     SIM_FMSPC,
     SIM_PCE_SVN,
-    SIM_QE_AUTH_DATA,
     SIM_QE_ISV_PROD_ID,
     SIM_QE_ISV_SVN,
     SIM_QE_MR_ENCLAVE,
@@ -80,6 +78,10 @@ from ._simstate import STATE_MARKER, load_platform, save_platform
 
 __all__ = ["SimulatedPlatform", "SimulationTee"]
 
+#: QE auth data as Intel's QE fills it (bytes 0..31).
+SIM_QE_AUTH_DATA: Final = bytes(range(32))
+#: Default MRSIGNER of enclaves launched by :class:`SimulationTee`.
+SIM_ENCLAVE_MR_SIGNER: Final = hashlib.sha256(b"confide simulated enclave signer").digest()
 #: Enclave ATTRIBUTES: flags INIT | MODE64BIT (DEBUG added on request), XFRM x87 | SSE.
 _FLAGS_INIT_MODE64: Final = 0x05
 _FLAG_DEBUG: Final = 0x02
