@@ -69,6 +69,7 @@ __all__ = [
     "UrlOpt",
     "connect_operator",
     "context_command",
+    "interactive",
     "list_command",
     "login_command",
     "logout_command",
@@ -168,7 +169,8 @@ def operator_client(ctx: typer.Context, credentials: Credentials, timeout: float
     return OperatorClient(credentials.url, credentials.token, transport=transport, timeout=timeout)
 
 
-def _interactive(ctx: typer.Context) -> bool:
+def interactive(ctx: typer.Context) -> bool:
+    """Whether to ask questions: the seams say, else whether stdin is a terminal."""
     seams = ctx.find_object(ClientSeams)
     if seams is not None and seams.interactive is not None:
         return seams.interactive
@@ -230,7 +232,7 @@ def login_command(
     """Check an API token with the operator, then store it for the other commands."""
     out = Output()
     if token is None:
-        if not _interactive(ctx):
+        if not interactive(ctx):
             raise UsageError("no token: give --token or CONFIDE_TOKEN (stdin is not a terminal)")
         token = typer.prompt("API token", hide_input=True, err=True)
     credentials = Credentials(url, token.strip())
@@ -397,7 +399,7 @@ def stop_command(
         record = client.get_app(app_id)
         action = "stop and delete" if delete else "stop"
         if not yes:
-            if not _interactive(ctx):
+            if not interactive(ctx):
                 raise UsageError(
                     f"{action} {record.id} needs confirmation: give -y (stdin is not a terminal)"
                 )

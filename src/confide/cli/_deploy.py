@@ -21,7 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final
@@ -51,7 +50,7 @@ from confide.client import (
 from confide.errors import AttestationError, PolicyError, UsageError
 from confide.runtime import CodeSource
 
-from ._account import ClientSeams, TokenOpt, UrlOpt, connect_operator
+from ._account import TokenOpt, UrlOpt, connect_operator, interactive
 from ._app import EXIT_REJECTED, app, handle_errors
 from ._output import Output
 from ._verify_options import (
@@ -88,13 +87,6 @@ def _address(value: str, option: str) -> RouterAddress:
         return RouterAddress.parse(value)
     except ValueError:
         raise UsageError(f"{option} must be HOST:PORT, got {value!r}") from None
-
-
-def _interactive(ctx: typer.Context) -> bool:
-    seams = ctx.find_object(ClientSeams)
-    if seams is not None and seams.interactive is not None:
-        return seams.interactive
-    return sys.stdin.isatty()
 
 
 def _pcs_collateral(pccs_url: str) -> CollateralSource:
@@ -191,7 +183,7 @@ def deploy_command(
     if tls == AppTls.OPERATOR:
         out.warn(_UNTRUSTED_WARNING)
         if not yes:
-            if not _interactive(ctx):
+            if not interactive(ctx):
                 raise UsageError(
                     "--untrusted-ssl needs confirmation: give -y (stdin is no terminal)"
                 )
