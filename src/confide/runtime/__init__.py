@@ -27,7 +27,6 @@ from ._launch import (
     check_launch,
     confide_command,
     runtime_arguments,
-    signal_child,
     start_child,
     stop_child,
 )
@@ -117,7 +116,6 @@ __all__ = [
     "runtime_arguments",
     # Starting and stopping child processes (runtimes, local apps).
     "confide_command",
-    "signal_child",
     "start_child",
     "stop_child",
     # The RAM code folders (for backends that clean up after a runtime).

@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -38,7 +39,6 @@ __all__ = [
     "check_launch",
     "confide_command",
     "runtime_arguments",
-    "signal_child",
     "start_child",
     "stop_child",
 ]
@@ -188,20 +188,13 @@ def start_child(
     )
 
 
-def signal_child(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """``sig`` to the child's whole session (process group); nothing if it is gone."""
-    try:
-        os.killpg(process.pid, sig)  # its own session: only what we started
-    except ProcessLookupError:
-        pass
-
-
 def stop_child(process: subprocess.Popen[bytes], grace: float) -> int:
     """SIGTERM to the child's process group, SIGKILL after ``grace`` seconds; its exit code."""
-    if process.poll() is None:
-        signal_child(process, signal.SIGTERM)
-        try:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)  # its own session: only what we started
+        with contextlib.suppress(subprocess.TimeoutExpired):
             return process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            signal_child(process, signal.SIGKILL)
     return process.wait(timeout=grace)
