@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from confide.attestation import Policy, fetch_peer_certificate, verify_ratls_certificate
 from confide.crypto import PackageKey, encrypt_package
 from confide.operator import Database, create_token, upgrade_database, utc_now
+from confide.runtime import start_child
 from confide.tee import SimulatedPlatform
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +171,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="confide-bench-operator-"))
     data = root / "data"
     err = (root / "operator.err").open("wb")
-    proc = subprocess.Popen(  # noqa: S603 - our own command
+    proc = start_child(
         [
             str(CONFIDE),
             "operator",
@@ -185,9 +186,8 @@ def main() -> None:
             BASE_DOMAIN,
             "--stop-apps-on-exit",
         ],
-        stdout=err,
-        stderr=err,
-        stdin=subprocess.DEVNULL,
+        env=None,
+        output=err,
     )
     try:
         addresses = wait_for_operator(data, proc)

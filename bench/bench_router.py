@@ -101,7 +101,10 @@ async def _serve_app(cert: Path, key: Path, handoff: Path) -> None:
 
     loop = asyncio.get_running_loop()
     context = _app_context(cert, key)
-    server = await loop.create_server(_Hello, LOOPBACK, 0, ssl=context, backlog=1024)
+    from confide.runtime import bind_listener
+
+    sock = bind_listener(LOOPBACK, 0, backlog=1024)
+    server = await loop.create_server(_Hello, sock=sock, ssl=context, backlog=1024)
     tasks: set[asyncio.Task[Any]] = set()
 
     def handed(sock: socket.socket) -> None:

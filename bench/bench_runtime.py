@@ -117,15 +117,10 @@ class Process:
     def __init__(
         self, argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
     ) -> None:
+        from confide.runtime import start_child
+
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(  # noqa: S603 - our interpreter or confide, our arguments
-            list(argv),
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        self.proc = start_child(argv, env=env, output=None, cwd=cwd)
         self._lines: list[tuple[float, str]] = []
         self._ended = False
         self._cond = threading.Condition()

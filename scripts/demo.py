@@ -32,6 +32,8 @@ from pathlib import Path
 
 import httpx
 
+from confide.runtime import start_child
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIDE = [str(Path(sys.executable).parent / "confide")]
 HOST = "127.0.0.1"
@@ -80,7 +82,7 @@ def start_operator(
     ]
     print("$ " + " ".join(shlex.quote(a) for a in ["confide", *args[1:]]) + " &", flush=True)
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)  # noqa: S603
+        proc = start_child(args, env=env, output=out)
     path = data / "operator.json"
     deadline = time.monotonic() + START_DEADLINE
     while True:

@@ -30,7 +30,7 @@ from runtime_harness import CONFIDE, DEADLINE, EXAMPLES, HOST, CodeUnderTest, po
 
 from confide.attestation import Policy, RatlsVerified, fetch_peer_certificate
 from confide.attestation import verify_ratls_certificate as verify_ratls
-from confide.runtime import LaunchManifest
+from confide.runtime import LaunchManifest, start_child
 from confide.tee import SimulatedPlatform
 
 BASE_DOMAIN: Final = "confide.test"
@@ -72,9 +72,7 @@ class OperatorProcess:
             *extra,
         ]
         with self.err_path.open("ab") as err:
-            self.proc = subprocess.Popen(
-                self.args, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env
-            )
+            self.proc = start_child(self.args, env=env, output=err)
         self.addresses = self._wait_ready()
         self.api_url = str(self.addresses["api_url"])
         self.router_port = int(self.addresses["router_port"])

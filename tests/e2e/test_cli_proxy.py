@@ -37,6 +37,8 @@ from operator_harness import (
 )
 from runtime_harness import CONFIDE, DEADLINE, HOST, OwnerPki, poll
 
+from confide.runtime import start_child
+
 pytestmark = pytest.mark.slow
 
 
@@ -90,7 +92,7 @@ class ProxyProcess:
         if "--fingerprint" not in extra:
             args += ["--fingerprint", app.fingerprint]
         with self.err_path.open("wb") as err:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+            self.proc = start_child(args, env=None, output=err)
 
     @property
     def stderr(self) -> str:

@@ -16,6 +16,7 @@ Example::
     ... )
 """
 
+from ._cache import CollateralCache
 from ._collateral import (
     Collateral,
     QeIdentity,
@@ -25,16 +26,9 @@ from ._collateral import (
     TcbStatus,
     TdxModuleIdentity,
 )
-from ._fetch import (
-    INTEL_PCS_URL,
-    INTEL_ROOT_CA_CRL_URL,
-    CollateralCache,
-    CollateralClient,
-    Fetcher,
-    FetchResponse,
-    HttpxFetcher,
-)
-from ._pck import PckExtensions
+from ._fetch import INTEL_PCS_URL, INTEL_ROOT_CA_CRL_URL, CollateralClient
+from ._fetcher import Fetcher, FetchResponse, HttpxFetcher
+from ._pck import SGX_EXTENSION_OID, PckExtensions
 from ._policy import Check, Policy, VerifiedQuote
 from ._quote import (
     INTEL_QE_VENDOR_ID,
@@ -60,6 +54,7 @@ __all__ = [
     "INTEL_QE_VENDOR_ID",
     "INTEL_ROOT_CA_CRL_URL",
     "RATLS_QUOTE_OID",
+    "SGX_EXTENSION_OID",
     "SIMULATION_ORGANIZATION",
     "CertificationData",
     "Check",

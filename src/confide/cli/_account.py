@@ -44,7 +44,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import typer
-from rich.table import Table
 
 from confide.client import (
     DEFAULT_TIMEOUT,
@@ -60,7 +59,7 @@ from confide.errors import UsageError
 from confide.runtime import runtime_code_hash
 
 from ._app import app, handle_errors
-from ._output import Output
+from ._output import Output, escape
 from ._verify_options import JsonOpt
 
 __all__ = [
@@ -70,6 +69,7 @@ __all__ = [
     "UrlOpt",
     "connect_operator",
     "context_command",
+    "interactive",
     "list_command",
     "login_command",
     "logout_command",
@@ -169,7 +169,8 @@ def operator_client(ctx: typer.Context, credentials: Credentials, timeout: float
     return OperatorClient(credentials.url, credentials.token, transport=transport, timeout=timeout)
 
 
-def _interactive(ctx: typer.Context) -> bool:
+def interactive(ctx: typer.Context) -> bool:
+    """Whether to ask questions: the seams say, else whether stdin is a terminal."""
     seams = ctx.find_object(ClientSeams)
     if seams is not None and seams.interactive is not None:
         return seams.interactive
@@ -199,10 +200,6 @@ def _cleartext(url: str) -> bool:
 
 def _expires(record: AppRecord) -> str:
     return record.expires_at.strftime("%Y-%m-%d %H:%M %Z").strip()
-
-
-def _escape(text: str) -> str:
-    return text.replace("[", "\\[")
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -235,7 +232,7 @@ def login_command(
     """Check an API token with the operator, then store it for the other commands."""
     out = Output()
     if token is None:
-        if not _interactive(ctx):
+        if not interactive(ctx):
             raise UsageError("no token: give --token or CONFIDE_TOKEN (stdin is not a terminal)")
         token = typer.prompt("API token", hide_input=True, err=True)
     credentials = Credentials(url, token.strip())
@@ -246,7 +243,7 @@ def login_command(
     store = _store()
     store.save(credentials)
     out.out.print(
-        f"logged in to {_escape(credentials.url)} as {_escape(account.account)} "
+        f"logged in to {escape(credentials.url)} as {escape(account.account)} "
         f"({account.apps} of {account.max_apps} apps)"
     )
     out.info(f"token stored in {store.path}")
@@ -259,7 +256,7 @@ def logout_command(ctx: typer.Context) -> None:
     store = _store()
     out = Output()
     if store.delete():
-        out.out.print(f"logged out: removed {_escape(str(store.path))}")
+        out.out.print(f"logged out: removed {escape(str(store.path))}")
     else:
         out.out.print("not logged in: nothing to remove")
 
@@ -286,19 +283,13 @@ def list_command(
     if not records:
         out.info("no apps")
         return
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for column in ("id", "name", "status", "tls", "domain", "expires"):
-        table.add_column(column)
-    for r in records:
-        table.add_row(
-            str(r.id),
-            _escape(r.name),
-            r.status.value,
-            r.tls.value,
-            _escape(r.domain or r.domains[0]),
-            _expires(r),
-        )
-    out.out.print(table)
+    out.table(
+        ("id", "name", "status", "tls", "domain", "expires"),
+        (
+            (str(r.id), r.name, r.status.value, r.tls.value, r.domain or r.domains[0], _expires(r))
+            for r in records
+        ),
+    )
 
 
 @app.command("status")
@@ -353,12 +344,7 @@ def status_command(
         ("san", ", ".join(launch.san) or "-"),
         ("subject", launch.subject or "-"),
     ]
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    for name, value in rows:
-        table.add_row(name, _escape(value))
-    out.out.print(table)
+    out.fields(rows)
 
 
 @app.command("logs")
@@ -413,7 +399,7 @@ def stop_command(
         record = client.get_app(app_id)
         action = "stop and delete" if delete else "stop"
         if not yes:
-            if not _interactive(ctx):
+            if not interactive(ctx):
                 raise UsageError(
                     f"{action} {record.id} needs confirmation: give -y (stdin is not a terminal)"
                 )

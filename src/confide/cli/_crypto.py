@@ -26,9 +26,9 @@ from typing import IO, Annotated, Final, ParamSpec, TypeVar
 import typer
 
 from confide.attestation import Quote, quote_from_certificate, verify_ratls_certificate
-from confide.client import verify_launch
-from confide.client._deploy import read_bounded
+from confide.client import read_bounded, verify_launch
 from confide.crypto import (
+    KEY_FILE_MAX_SIZE,
     MAX_SEALED_SIZE,
     SEAL_OVERHEAD,
     X25519_KEY_SIZE,
@@ -41,7 +41,6 @@ from confide.crypto import (
     seal,
     unseal,
 )
-from confide.crypto._keys import KEY_FILE_MAX_SIZE
 from confide.errors import UsageError
 
 from ._app import app, handle_errors

@@ -21,14 +21,12 @@ Example::
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final
 
 import typer
 from cryptography.hazmat.primitives.serialization import Encoding
-from rich.table import Table
 
 from confide.attestation import INTEL_PCS_URL, Collateral, Quote, quote_from_certificate
 from confide.client import (
@@ -52,7 +50,7 @@ from confide.client import (
 from confide.errors import AttestationError, PolicyError, UsageError
 from confide.runtime import CodeSource
 
-from ._account import ClientSeams, TokenOpt, UrlOpt, connect_operator
+from ._account import TokenOpt, UrlOpt, connect_operator, interactive
 from ._app import EXIT_REJECTED, app, handle_errors
 from ._output import Output
 from ._verify_options import (
@@ -89,13 +87,6 @@ def _address(value: str, option: str) -> RouterAddress:
         return RouterAddress.parse(value)
     except ValueError:
         raise UsageError(f"{option} must be HOST:PORT, got {value!r}") from None
-
-
-def _interactive(ctx: typer.Context) -> bool:
-    seams = ctx.find_object(ClientSeams)
-    if seams is not None and seams.interactive is not None:
-        return seams.interactive
-    return sys.stdin.isatty()
 
 
 def _pcs_collateral(pccs_url: str) -> CollateralSource:
@@ -192,7 +183,7 @@ def deploy_command(
     if tls == AppTls.OPERATOR:
         out.warn(_UNTRUSTED_WARNING)
         if not yes:
-            if not _interactive(ctx):
+            if not interactive(ctx):
                 raise UsageError(
                     "--untrusted-ssl needs confirmation: give -y (stdin is no terminal)"
                 )
@@ -229,22 +220,18 @@ def deploy_command(
             }
         )
         return
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    rows = [
-        ("id", str(record.id)),
-        ("status", record.status.value),
-        ("tls", record.tls.value),
-        ("domains", ", ".join(record.domains)),
-        ("router", str(done.router)),
-        ("fingerprint", done.fingerprint.hex()),
-        ("attested", "NO (--no-verify)" if done.verified is None else "yes"),
-        ("context", str(done.context_path)),
-    ]
-    for name, value in rows:
-        table.add_row(name, value.replace("[", "\\["))
-    out.out.print(table)
+    out.fields(
+        [
+            ("id", str(record.id)),
+            ("status", record.status.value),
+            ("tls", record.tls.value),
+            ("domains", ", ".join(record.domains)),
+            ("router", str(done.router)),
+            ("fingerprint", done.fingerprint.hex()),
+            ("attested", "NO (--no-verify)" if done.verified is None else "yes"),
+            ("context", str(done.context_path)),
+        ]
+    )
     if tls == AppTls.RATLS:
         out.info(f"users verify it with: confide verify {done.server_name}")
 

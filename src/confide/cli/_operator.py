@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from confide.errors import UsageError
 from confide.runtime import runtime_code_hash
@@ -211,18 +210,19 @@ def token_list(
     if json_:
         output.json({"tokens": [_token_dict(t) for t in tokens]})
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("id", "account", "created", "last used", "revoked"):
-        table.add_column(column)
-    for t in tokens:
-        table.add_row(
-            str(t.id),
-            t.account,
-            t.created_at.isoformat(timespec="seconds"),
-            t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "-",
-            t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "-",
-        )
-    output.out.print(table)
+    output.table(
+        ("id", "account", "created", "last used", "revoked"),
+        (
+            (
+                str(t.id),
+                t.account,
+                t.created_at.isoformat(timespec="seconds"),
+                t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "-",
+                t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "-",
+            )
+            for t in tokens
+        ),
+    )
 
 
 @token_app.command("revoke")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -13,7 +13,7 @@ from rich.table import Table
 from confide.attestation import Check, Quote, SgxReportBody, VerifiedQuote
 from confide.errors import AttestationError, Error
 
-__all__ = ["Output"]
+__all__ = ["Output", "escape"]
 
 _PIPE_WIDTH = 200
 
@@ -37,13 +37,13 @@ class Output:
         sys.stdout.flush()
 
     def error(self, err: Error) -> None:
-        self.err.print(f"[bold red]error:[/] {_escape(str(err))}")
+        self.err.print(f"[bold red]error:[/] {escape(str(err))}")
 
     def warn(self, text: str) -> None:
-        self.err.print(f"[bold yellow]warning:[/] {_escape(text)}")
+        self.err.print(f"[bold yellow]warning:[/] {escape(text)}")
 
     def info(self, text: str) -> None:
-        self.err.print(_escape(text))
+        self.err.print(escape(text))
 
     def verification(self, result: VerifiedQuote) -> None:
         """A verdict line and the table of what was checked."""
@@ -68,7 +68,7 @@ class Output:
             payload["error"] = {"code": err.code, "message": str(err)}
             self.json(payload)
             return
-        self.out.print(f"[bold red]REJECTED[/] {_escape(err.code)}")
+        self.out.print(f"[bold red]REJECTED[/] {escape(err.code)}")
         checks = [c for c in err.checks if isinstance(c, Check)]
         checks.append(Check(err.check, "failed", _failure_detail(err)))
         self._checks(checks)
@@ -81,17 +81,32 @@ class Output:
         styles = {"passed": "green", "failed": "bold red", "not requested": "dim"}
         for c in checks:
             table.add_row(
-                _escape(c.name),
+                escape(c.name),
                 f"[{styles[c.outcome]}]{c.outcome}[/]",
-                _escape(c.detail),
+                escape(c.detail),
             )
         self.out.print(table)
 
-    def _measurements(self, summary: Mapping[str, Any]) -> None:
+    def table(self, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+        """Rows under a header line, each cell printed as is (no markup)."""
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(escape(cell) for cell in row))
+        self.out.print(table)
+
+    def fields(self, rows: Iterable[tuple[str, str]]) -> None:
+        """One ``field value`` line per row (values folded, printed as is)."""
         table = Table(show_header=False, box=None, pad_edge=False)
         table.add_column("field", style="bold")
         table.add_column("value", overflow="fold")
-        for key in (
+        for name, value in rows:
+            table.add_row(name, escape(value))
+        self.out.print(table)
+
+    def _measurements(self, summary: Mapping[str, Any]) -> None:
+        keys = (
             "mrenclave",
             "mrsigner",
             "isv_prod_id",
@@ -103,11 +118,8 @@ class Output:
             "rtmr3",
             "report_data",
             "fmspc",
-        ):
-            value = summary.get(key)
-            if value is not None:
-                table.add_row(key, str(value))
-        self.out.print(table)
+        )
+        self.fields((key, str(summary[key])) for key in keys if summary.get(key) is not None)
 
 
 def quote_summary(quote: Quote | None) -> dict[str, Any]:
@@ -170,5 +182,6 @@ def _plain(value: object) -> str:
     return value.hex() if isinstance(value, bytes) else str(value)
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
+    """``text`` printed as is by rich (no markup)."""
     return text.replace("[", "\\[")

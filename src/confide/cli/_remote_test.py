@@ -39,21 +39,21 @@ from typing import Annotated, Final
 import typer
 
 from confide.attestation import INTEL_PCS_URL
-from confide.client import CONTEXT_FOLDER, AppContext, AppTls, ProjectConfig
-from confide.errors import UsageError
-
-from ._app import app, handle_errors
-from ._output import Output
-from ._project import (
-    InstallTimeoutOpt,
-    ProjectPathOpt,
-    TestsTimeoutOpt,
-    _Child,
-    load_project,
+from confide.client import (
+    CONTEXT_FOLDER,
+    AppContext,
+    AppTls,
+    ChildProcess,
+    ProjectConfig,
     prepare_tests,
     run_tests,
     tests_environment,
 )
+from confide.errors import UsageError
+
+from ._app import app, handle_errors
+from ._output import Output
+from ._project import InstallTimeoutOpt, ProjectPathOpt, TestsTimeoutOpt, load_project
 from ._verify_options import SimOpt
 
 __all__ = ["newest_context", "test_command"]
@@ -128,7 +128,7 @@ def _proxy_argv(
     return argv
 
 
-def _wait_ready(proxy: _Child, ready_file: Path, timeout: float) -> str:
+def _wait_ready(proxy: ChildProcess, ready_file: Path, timeout: float) -> str:
     """The proxy's URL once it listens (it verified the enclave first)."""
     deadline = time.monotonic() + timeout
     interval = 0.05
@@ -232,7 +232,7 @@ def test_command(
             pccs_url=pccs_url,
             allow_simulation=allow_simulation,
         )
-        proxy = _Child.start(
+        proxy = ChildProcess.start(
             proxy_argv, cwd=Path(tmp), env=os.environ, sink=sys.stderr, prefix="[proxy] "
         )
         try:

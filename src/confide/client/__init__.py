@@ -60,8 +60,20 @@ from ._deploy import (
     deploy,
     expected_launch,
     package_code,
+    read_bounded,
     requested_manifest,
     server_name,
+)
+from ._localtest import (
+    ChildProcess,
+    Environment,
+    Progress,
+    app_environment,
+    make_venv,
+    prepare_tests,
+    run_localtest,
+    run_tests,
+    tests_environment,
 )
 from ._verify import (
     SIMULATION_REFUSED,
@@ -127,8 +139,19 @@ __all__ = [
     "deploy",
     "expected_launch",
     "package_code",
+    "read_bounded",
     "requested_manifest",
     "server_name",
+    # Running a project's app and tests without an enclave.
+    "ChildProcess",
+    "Environment",
+    "Progress",
+    "app_environment",
+    "make_venv",
+    "prepare_tests",
+    "run_localtest",
+    "run_tests",
+    "tests_environment",
     # Verifying an enclave from outside.
     "SIMULATION_REFUSED",
     "CollateralSource",

@@ -59,7 +59,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from confide.attestation import RatlsVerified
 from confide.errors import AttestationError, CollateralError, Error, UsageError
-from confide.runtime._tls import ServerTimeouts, hypercorn_config
+from confide.runtime import ServerTimeouts, bind_listener, hypercorn_config
 
 __all__ = [
     "HOP_BY_HOP",
@@ -584,21 +584,7 @@ def bind_loopback(host: str, port: int, *, allow_any: bool = False) -> socket.so
             "so anyone on that network could read the app's traffic "
             "(use 127.0.0.1, or --unsafe-listen-any)"
         )
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise UsageError(f"cannot resolve --listen {host!r}: {exc.strerror}") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return sock
+    return bind_listener(host, port, backlog=128, option="--listen")
 
 
 def _is_loopback(host: str) -> bool:

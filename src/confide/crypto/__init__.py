@@ -29,7 +29,7 @@ from ._archive import (
 )
 from ._errors import CryptoError
 from ._ignore import ALWAYS_IGNORED, IGNORE_FILES, IgnoreRules
-from ._keys import PACKAGE_KEY_SIZE, X25519_KEY_SIZE, PackageKey, X25519KeyPair
+from ._keys import KEY_FILE_MAX_SIZE, PACKAGE_KEY_SIZE, X25519_KEY_SIZE, PackageKey, X25519KeyPair
 from ._package import PackageInfo, decrypt_package, encrypt_package
 from ._sealed import MAX_SEALED_SIZE, SEAL_OVERHEAD, public_key_from_report_data, seal, unseal
 from ._stream import (
@@ -56,6 +56,7 @@ __all__ = [
     "FORMAT_VERSION",
     "HEADER_SIZE",
     "IGNORE_FILES",
+    "KEY_FILE_MAX_SIZE",
     "MAGIC",
     "MAX_DEPTH",
     "MAX_ENTRIES",

@@ -32,7 +32,6 @@ from ._backend import (
     LocalProcessBackend,
     RuntimeBackend,
     RuntimeHandle,
-    default_runtime_command,
 )
 from ._blobs import BlobStore, PackageTooLarge, StoredBlob
 from ._db import (
@@ -155,7 +154,6 @@ __all__ = [
     "RuntimeHandle",
     "Supervisor",
     "SupervisorOptions",
-    "default_runtime_command",
     "probe_ssl_context",
     "run_operator",
 ]

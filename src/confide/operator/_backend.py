@@ -72,8 +72,10 @@ from confide.runtime import (
     LaunchTee,
     TlsMode,
     check_launch,
+    confide_command,
     remove_orphans,
     runtime_arguments,
+    start_child,
 )
 
 from ._logs import LogSource
@@ -88,7 +90,6 @@ __all__ = [
     "LocalProcessBackend",
     "RuntimeBackend",
     "RuntimeHandle",
-    "default_runtime_command",
 ]
 
 #: A runtime told to stop gets this long (its app's graceful timeout and margin) before SIGKILL.
@@ -191,14 +192,6 @@ class RuntimeBackend(Protocol):
         ...
 
 
-def default_runtime_command() -> tuple[str, ...]:
-    """``confide`` as installed beside this Python, else this Python running the CLI."""
-    script = Path(sys.executable).with_name("confide")
-    if script.is_file() and os.access(script, os.X_OK):
-        return (str(script),)
-    return (sys.executable, "-c", "from confide.cli import main; main()")
-
-
 def free_port(host: str) -> int:
     """A port the kernel considers free on ``host`` now (the runtime binds it right after)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
@@ -290,7 +283,7 @@ class LocalProcessBackend:
         self._log_source = log_source
         self._tee = tee
         self._host = host
-        self._command = tuple(command) if command is not None else default_runtime_command()
+        self._command = tuple(command) if command is not None else confide_command()
         self._environment = dict(environment)
         self.stop_timeout = stop_timeout
         self._clock = clock
@@ -391,15 +384,8 @@ class LocalProcessBackend:
                 + f" starting the runtime at {now.isoformat(timespec='seconds')} ---\n".encode()
             )
             log.flush()
-            process = subprocess.Popen(  # noqa: S603 - our own command, no shell
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                env=self._environment,
-                cwd=self.app_dir(spec.app_id),
+            process = start_child(
+                argv, env=self._environment, output=log, cwd=self.app_dir(spec.app_id)
             )
         self._children[process.pid] = _Child(process, argv)
         self._pids[spec.app_id] = process.pid

@@ -58,9 +58,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from confide.errors import UsageError
-from confide.runtime import network_of, source_of
-from confide.runtime._handoff import hand_off
-from confide.runtime._tls import bind_listener
+from confide.runtime import bind_listener, hand_off, network_of, source_of
 
 from ._tlsparse import MAX_PEEK_SIZE, NeedMore, Rejected, peek_client_hello
 

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from confide.errors import UsageError
+from confide.runtime import bind_listener
 from confide.tee import SimulatedPlatform
 
 from ._api import create_app, serve_api
@@ -104,17 +104,6 @@ def _write_addresses(path: Path, addresses: OperatorAddresses) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(addresses.to_dict(), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def _bind_api(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host, port), family=family, backlog=1024)
-    except OSError as exc:
-        raise UsageError(
-            f"the API cannot listen on {host}:{port}: {exc.strerror or exc}",
-            hint="choose another --api address or port",
-        ) from exc
 
 
 def _simulation(
@@ -193,7 +182,13 @@ async def run_operator(
                 await router_task  # it failed: raise its error
                 return  # pragma: no cover - serve_router returns only after on_ready
             router_address = router_ready.result()
-            api_sock = _bind_api(settings.api_host, settings.api_port)
+            api_sock = bind_listener(
+                settings.api_host,
+                settings.api_port,
+                backlog=1024,
+                role="API",
+                hint="choose another --api address or port",
+            )
             api_host, api_port = api_sock.getsockname()[:2]
             served = settings.with_overrides(api_port=api_port, router_port=router_address.port)
             api = create_app(

@@ -21,7 +21,15 @@ Example::
 from ._admission import ConnectionLimits, network_of, source_of
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint, Configures
-from ._launch import LaunchTee, check_launch, runtime_arguments
+from ._handoff import hand_off
+from ._launch import (
+    LaunchTee,
+    check_launch,
+    confide_command,
+    runtime_arguments,
+    start_child,
+    stop_child,
+)
 from ._manifest import (
     LAUNCH_MANIFEST_OID,
     MANIFEST_VERSION,
@@ -50,7 +58,13 @@ from ._runtime import (
 )
 from ._settings import CodeSource, OwnerCertificate, RuntimeSettings, launch_manifest
 from ._state import STATE_FILE, SealedState, StateStore
-from ._tls import ALPN_PROTOCOLS, ServerTimeouts, server_ssl_context
+from ._tls import (
+    ALPN_PROTOCOLS,
+    ServerTimeouts,
+    bind_listener,
+    hypercorn_config,
+    server_ssl_context,
+)
 from ._workspace import CODE_ROOT, Workspace, code_folder_owner, remove_orphans
 
 __all__ = [
@@ -93,10 +107,18 @@ __all__ = [
     "network_of",
     "server_ssl_context",
     "source_of",
+    # Shared with the operator's router and the client's proxy.
+    "bind_listener",
+    "hand_off",
+    "hypercorn_config",
     # Launching a manifest (for backends).
     "LaunchTee",
     "check_launch",
     "runtime_arguments",
+    # Starting and stopping child processes (runtimes, local apps).
+    "confide_command",
+    "start_child",
+    "stop_child",
     # The RAM code folders (for backends that clean up after a runtime).
     "code_folder_owner",
     "remove_orphans",

@@ -19,16 +19,29 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from confide.errors import UsageError
 
 from ._manifest import LaunchManifest, TlsMode
 from ._settings import RuntimeSettings
 
-__all__ = ["LaunchTee", "check_launch", "runtime_arguments"]
+__all__ = [
+    "LaunchTee",
+    "check_launch",
+    "confide_command",
+    "runtime_arguments",
+    "start_child",
+    "stop_child",
+]
 
 #: ``--tee`` of a launch (``auto`` is not offered: a backend knows what it runs on).
 LaunchTee = Literal["gramine", "simulation"]
@@ -137,3 +150,51 @@ def check_launch(
             "was deployed with",
         )
     return settings
+
+
+def confide_command() -> tuple[str, ...]:
+    """``confide`` as installed beside this Python, else this Python running the CLI."""
+    script = Path(sys.executable).with_name("confide")
+    if script.is_file() and os.access(script, os.X_OK):
+        return (str(script),)
+    return (sys.executable, "-c", "from confide.cli import main; main()")
+
+
+def start_child(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    output: IO[bytes] | None,
+    cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (no shell) in its own session, so :func:`stop_child` reaches all of it.
+
+    The one way Confide starts a child process (a runtime, the local test app, the
+    operator in tests and benchmarks). ``env`` is its whole environment (``None``: ours);
+    stdin is ``/dev/null``; stdout and stderr both go to ``output`` (``None``: a pipe
+    the caller reads); no descriptor is inherited but ``pass_fds``.
+    """
+    return subprocess.Popen(  # noqa: S603 - the caller's argv, no shell
+        list(argv),
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if output is None else output,
+        stderr=subprocess.STDOUT,
+        pass_fds=tuple(pass_fds),
+        close_fds=True,
+        start_new_session=True,
+    )
+
+
+def stop_child(process: subprocess.Popen[bytes], grace: float) -> int:
+    """SIGTERM to the child's process group, SIGKILL after ``grace`` seconds; its exit code."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)  # its own session: only what we started
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return process.wait(timeout=grace)
+    return process.wait(timeout=grace)

@@ -101,7 +101,7 @@ from ._admission import (
     source_of,
 )
 from ._handoff import HandoffListener
-from ._tls import _BACKLOG, ServerTimeouts, hypercorn_config
+from ._tls import LISTEN_BACKLOG, ServerTimeouts, hypercorn_config
 from ._wsgi import WsgiAdapter, WsgiApp
 
 __all__ = [
@@ -626,7 +626,7 @@ class _Server:
                 sock = self._listener.dup()
                 try:
                     sock.setblocking(False)
-                    sock.listen(_BACKLOG)
+                    sock.listen(LISTEN_BACKLOG)
                 except BaseException:
                     sock.close()
                     raise

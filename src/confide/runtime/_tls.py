@@ -33,6 +33,7 @@ from confide.errors import UsageError
 
 __all__ = [
     "ALPN_PROTOCOLS",
+    "LISTEN_BACKLOG",
     "ServerConfig",
     "ServerTimeouts",
     "bind_listener",
@@ -44,7 +45,8 @@ __all__ = [
 ALPN_PROTOCOLS: Final = ("h2", "http/1.1")
 #: AEAD suites with forward secrecy only, as HTTP/2 requires for TLS 1.2 (RFC 7540 §9.2.2).
 _TLS12_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20"
-_BACKLOG: Final = 128
+#: Pending connections a listener queues (the kernel caps it at ``somaxconn``).
+LISTEN_BACKLOG: Final = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,20 +139,23 @@ def bind_listener(
     host: str,
     port: int,
     *,
-    backlog: int = _BACKLOG,
+    backlog: int = LISTEN_BACKLOG,
     role: str | None = None,
+    option: str | None = None,
     hint: str | None = None,
 ) -> socket.socket:
     """Bind and listen on ``host:port`` (port 0: the kernel picks one), non-blocking.
 
-    ``role`` names the listener in errors (``the router cannot listen on ...``);
-    without it, they name the runtime's ``--host``.
+    The one way Confide binds a TCP listener (runtime, router, operator API, proxy,
+    local test server). ``role`` names the listener in errors (``the router cannot
+    listen on ...``) and ``option`` the option that gave the host; without either,
+    they name the runtime's ``--host``.
     """
     who = f"the {role} " if role else ""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        what = f"the {role} host" if role else "--host"
+        what = option or (f"the {role} host" if role else "--host")
         raise UsageError(f"cannot resolve {what} {host!r}: {exc.strerror}", hint=hint) from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)

@@ -23,19 +23,16 @@ Example::
 from ._base import REPORT_DATA_SIZE, SEALING_KEY_SIZE, Tee, TeeKind
 from ._gramine import DEFAULT_GRAMINE_ROOT, GramineTee
 from ._select import TeeChoice, select_tee
-from ._simulation import (
+from ._simcollateral import CollateralSpec, default_qe_tcb_levels, default_tcb_levels
+from ._simpki import (
     SIM_FMSPC,
     SIM_PCE_SVN,
     SIM_QE_ISV_SVN,
     SIM_QE_MR_SIGNER,
     SIM_TCB_COMPONENTS,
-    CollateralSpec,
     SimulatedPck,
-    SimulatedPlatform,
-    SimulationTee,
-    default_qe_tcb_levels,
-    default_tcb_levels,
 )
+from ._simulation import SimulatedPlatform, SimulationTee
 
 __all__ = [
     "DEFAULT_GRAMINE_ROOT",

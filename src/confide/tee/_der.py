@@ -1,10 +1,10 @@
-"""A minimal DER encoder for the Intel SGX extension of simulated PCK certificates.
+"""A minimal DER encoder (and reader) for the simulated PCK certificates and CRLs.
 
 Only what the SGX extension (OID 1.2.840.113741.1.13.1) needs: OBJECT
 IDENTIFIER, INTEGER, OCTET STRING, ENUMERATED and SEQUENCE, in definite
 lengths. The layout follows Intel's PCK certificate profile, so the result
 parses with :meth:`confide.attestation.PckExtensions.from_der` and with other
-DCAP verifiers.
+DCAP verifiers. :func:`der_children` reads the elements of one SEQUENCE back.
 """
 
 from __future__ import annotations
@@ -12,15 +12,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["SGX_EXTENSION_BASE", "encode_sgx_extension"]
+from confide.attestation import SGX_EXTENSION_OID
 
-SGX_EXTENSION_BASE: Final = "1.2.840.113741.1.13.1"
+__all__ = [
+    "SGX_EXTENSION_BASE",
+    "TAG_BIT_STRING",
+    "TAG_GENERALIZED_TIME",
+    "TAG_SEQUENCE",
+    "TAG_UTC_TIME",
+    "der_children",
+    "der_element",
+    "encode_sgx_extension",
+    "tlv",
+]
+
+SGX_EXTENSION_BASE: Final = SGX_EXTENSION_OID.dotted_string
 
 _TAG_INTEGER: Final = 0x02
 _TAG_OCTET_STRING: Final = 0x04
 _TAG_OID: Final = 0x06
 _TAG_ENUMERATED: Final = 0x0A
-_TAG_SEQUENCE: Final = 0x30
+TAG_SEQUENCE: Final = 0x30
+TAG_BIT_STRING: Final = 0x03
+TAG_UTC_TIME: Final = 0x17
+TAG_GENERALIZED_TIME: Final = 0x18
 
 
 def _length(n: int) -> bytes:
@@ -30,7 +45,7 @@ def _length(n: int) -> bytes:
     return bytes([0x80 | len(raw)]) + raw
 
 
-def _tlv(tag: int, value: bytes) -> bytes:
+def tlv(tag: int, value: bytes) -> bytes:
     return bytes([tag]) + _length(len(value)) + value
 
 
@@ -44,17 +59,17 @@ def _oid(dotted: str) -> bytes:
             chunk.append(0x80 | (arc & 0x7F))
             arc >>= 7
         out += bytes(reversed(chunk))
-    return _tlv(_TAG_OID, bytes(out))
+    return tlv(_TAG_OID, bytes(out))
 
 
 def _int(value: int, tag: int = _TAG_INTEGER) -> bytes:
     # Minimal two's complement: one leading zero byte when the top bit is set.
     size = value.bit_length() // 8 + 1
-    return _tlv(tag, value.to_bytes(size, "big", signed=True))
+    return tlv(tag, value.to_bytes(size, "big", signed=True))
 
 
 def _pair(oid: str, value: bytes) -> bytes:
-    return _tlv(_TAG_SEQUENCE, _oid(oid) + value)
+    return tlv(TAG_SEQUENCE, _oid(oid) + value)
 
 
 def encode_sgx_extension(
@@ -84,14 +99,34 @@ def encode_sgx_extension(
     base = SGX_EXTENSION_BASE
     tcb = b"".join(_pair(f"{base}.2.{i}", _int(svn)) for i, svn in enumerate(tcb_components, 1))
     tcb += _pair(f"{base}.2.17", _int(pce_svn))
-    tcb += _pair(f"{base}.2.18", _tlv(_TAG_OCTET_STRING, cpu_svn))
+    tcb += _pair(f"{base}.2.18", tlv(_TAG_OCTET_STRING, cpu_svn))
     body = b"".join(
         (
-            _pair(f"{base}.1", _tlv(_TAG_OCTET_STRING, ppid)),
-            _pair(f"{base}.2", _tlv(_TAG_SEQUENCE, tcb)),
-            _pair(f"{base}.3", _tlv(_TAG_OCTET_STRING, pce_id)),
-            _pair(f"{base}.4", _tlv(_TAG_OCTET_STRING, fmspc)),
+            _pair(f"{base}.1", tlv(_TAG_OCTET_STRING, ppid)),
+            _pair(f"{base}.2", tlv(TAG_SEQUENCE, tcb)),
+            _pair(f"{base}.3", tlv(_TAG_OCTET_STRING, pce_id)),
+            _pair(f"{base}.4", tlv(_TAG_OCTET_STRING, fmspc)),
             _pair(f"{base}.5", _int(sgx_type, _TAG_ENUMERATED)),
         )
     )
-    return _tlv(_TAG_SEQUENCE, body)
+    return tlv(TAG_SEQUENCE, body)
+
+
+def der_element(der: bytes, pos: int) -> tuple[int, int]:
+    """Where the value of the DER element at ``pos`` starts, and where the element ends."""
+    size, start = der[pos + 1], pos + 2
+    if size & 0x80:
+        count = size & 0x7F
+        size, start = int.from_bytes(der[start : start + count], "big"), start + count
+    return start, start + size
+
+
+def der_children(der: bytes) -> list[bytes]:
+    """The encoded elements (tag, length and value) inside one DER SEQUENCE."""
+    pos, end = der_element(der, 0)
+    out = []
+    while pos < end:
+        _, nxt = der_element(der, pos)
+        out.append(der[pos:nxt])
+        pos = nxt
+    return out

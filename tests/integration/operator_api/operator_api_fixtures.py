@@ -17,7 +17,6 @@ import asyncio
 import functools
 import io
 import json
-import socket
 import ssl
 import threading
 import uuid
@@ -38,6 +37,7 @@ from confide.operator import (
     create_token,
     serve_api,
 )
+from confide.runtime import bind_listener
 from operator_database import database_url_fixture as database_url_fixture
 from operator_database import dump
 from self_signed import self_signed_pem
@@ -147,7 +147,7 @@ class OperatorFactory:
             log_poll_interval=0.02,
             **options,
         )
-        sock = socket.create_server(("127.0.0.1", 0))
+        sock = bind_listener("127.0.0.1", 0, backlog=1024, role="API")
         port = sock.getsockname()[1]
         loop = asyncio.new_event_loop()
         stop = asyncio.Event()

@@ -23,17 +23,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from confide.attestation import Collateral, Policy, Quote, verify_quote
-from confide.attestation._fetch import (
-    INTEL_PCS_URL,
-    INTEL_ROOT_CA_CRL_URL,
-    MAX_JSON_BODY_SIZE,
-    MAX_RESPONSE_SIZE,
-    CollateralCache,
-    CollateralClient,
-    FetchResponse,
-    HttpxFetcher,
-    _json_members,
-)
+from confide.attestation._cache import CollateralCache
+from confide.attestation._fetch import INTEL_PCS_URL, INTEL_ROOT_CA_CRL_URL, CollateralClient
+from confide.attestation._fetcher import MAX_RESPONSE_SIZE, FetchResponse, HttpxFetcher
+from confide.attestation._pcs import MAX_JSON_BODY_SIZE
+from confide.attestation._pcs import json_members as _json_members
 from confide.errors import AttestationError, FetchError, TcbError, UsageError
 
 VECTORS = Path(__file__).resolve().parents[3].parent / "shared" / "vectors"

@@ -16,8 +16,8 @@ from typer.testing import CliRunner, Result
 
 from confide.cli import app
 from confide.cli._output import Output
-from confide.cli._project import _make_venv, scaffold_project
-from confide.client import ProjectConfig
+from confide.cli._project import scaffold_project
+from confide.client import ProjectConfig, make_venv
 
 #: Bounds for every localtest run here.
 TIMEOUTS = ["--startup-timeout", "30", "--tests-timeout", "120"]
@@ -203,7 +203,7 @@ def test_an_mse_toml_is_used_and_its_unused_keys_warned_once(
 
 @pytest.mark.slow
 def test_the_throwaway_venv_does_not_see_system_packages(tmp_path: Path) -> None:
-    env = _make_venv(
+    env = make_venv(
         tmp_path / "venv", [], what="nothing", base_env={}, timeout=120, output=Output()
     )
     assert env.isolated and env.python.is_file()

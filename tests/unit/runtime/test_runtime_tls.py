@@ -17,9 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from confide.errors import UsageError
-from confide.runtime import ALPN_PROTOCOLS, server_ssl_context
+from confide.runtime import ALPN_PROTOCOLS, bind_listener, server_ssl_context
 from confide.runtime._configure import uncovered_names
-from confide.runtime._tls import bind_listener
 
 NOW = datetime.now(UTC)
 

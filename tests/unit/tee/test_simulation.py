@@ -60,7 +60,7 @@ from confide.tee import (
     Tee,
     TeeKind,
 )
-from confide.tee._simulation import COLLATERAL_BACKDATE
+from confide.tee._simcollateral import COLLATERAL_BACKDATE
 
 MR_ENCLAVE = hashlib.sha256(b"enclave").digest()
 MR_SIGNER = hashlib.sha256(b"signer").digest()
