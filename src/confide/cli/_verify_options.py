@@ -1,8 +1,15 @@
-"""Options and helpers shared by the commands that verify attestation evidence."""
+"""Options and helpers shared by the commands that verify attestation evidence.
+
+Each command turns its options into the one verifier
+(:class:`~confide.client.EnclaveVerifier`: :func:`evidence_source` and
+:func:`enclave_policy`) and renders a rejection with :func:`rejections`.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -18,8 +25,22 @@ from confide.attestation import (
     Policy,
     Quote,
     TcbStatus,
+    quote_from_certificate,
 )
-from confide.errors import FormatError, UsageError
+from confide.client import (
+    DEFAULT_TIMEOUT,
+    CollateralEvidence,
+    EnclavePolicy,
+    EvidenceSource,
+    OperatorClient,
+    RouterAddress,
+    SimulationEvidence,
+    SimulationInfo,
+)
+from confide.errors import AttestationError, Error, FormatError, UsageError
+
+from ._app import EXIT_REJECTED
+from ._output import Output
 
 __all__ = [
     "AcceptOpt",
@@ -36,12 +57,15 @@ __all__ = [
     "SimOpt",
     "build_policy",
     "cache_dir",
+    "enclave_policy",
+    "evidence_source",
     "load_anchor",
     "load_certificate",
     "load_collateral",
+    "parse_address",
     "parse_hex",
-    "parse_host_port",
     "read_file",
+    "rejections",
     "verification_time",
 ]
 
@@ -175,11 +199,107 @@ def load_anchor(path: Path | None) -> x509.Certificate | None:
         raise UsageError(str(exc)) from None
 
 
-def parse_host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--host must be HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
+def parse_address(value: str, option: str, *, port_zero: bool = False) -> RouterAddress:
+    """``HOST:PORT`` (``[IPv6]:PORT``); port 0 (any free port) only with ``port_zero``."""
+    head, _, port = value.rpartition(":")
+    try:
+        if port_zero and port == "0":
+            return RouterAddress(RouterAddress.parse(f"{head}:1").host, 0)
+        return RouterAddress.parse(value)
+    except ValueError:
+        raise UsageError(f"{option} must be HOST:PORT, got {value!r}") from None
+
+
+def evidence_source(
+    collateral: Path | None,
+    pccs_url: str | None,
+    root_ca: Path | None,
+    *,
+    operator: str | None = None,
+    default_pccs: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> EvidenceSource:
+    """The evidence source the options name: ``--collateral FILE`` (read when needed),
+    ``--pccs-url URL`` (cached on disk), else ``default_pccs``; with ``--operator URL``, its
+    simulation endpoint first (those, if any, for a real TEE or instead of its collateral)."""
+    if collateral is not None and pccs_url is not None:
+        raise UsageError("give exactly one of --collateral FILE or --pccs-url URL")
+    anchor = load_anchor(root_ca)
+    cache = cache_dir() / "collateral"
+    explicit: CollateralEvidence | None = None
+    if collateral is not None:
+        path = collateral
+        explicit = CollateralEvidence(
+            lambda quote, now: Collateral.from_json(read_file(path, "collateral")), anchor
+        )
+    elif pccs_url is not None:
+        explicit = CollateralEvidence.service(pccs_url, cache, anchor)
+    real = explicit
+    if real is None and default_pccs is not None:
+        real = CollateralEvidence.service(default_pccs, cache, anchor)
+    if operator is not None:
+        url = operator
+
+        def simulation() -> SimulationInfo | None:
+            with OperatorClient(url, None, timeout=timeout) as client:
+                return client.simulation()
+
+        fetch = explicit.fetch if explicit is not None else None
+        return SimulationEvidence(simulation, real, fetch, anchor)
+    if real is None:
+        raise UsageError("give exactly one of --collateral FILE or --pccs-url URL")
+    return real
+
+
+def enclave_policy(
+    fingerprint: bytes | None,
+    name: str | None,
+    *,
+    allow_simulation: bool,
+    allow_any_code: bool = False,
+    allow_any_name: bool = False,
+    mrsigner: str | None = None,
+    accept: list[str] | None = None,
+    allow_debug: bool = False,
+    mismatch_hint: str | None = None,
+) -> EnclavePolicy:
+    """The policy of the one verifier, from the options (``--mrsigner``, ``--accept-tcb``...)."""
+    checks = build_policy(None, mrsigner, None, None, accept, allow_debug, False)
+    return EnclavePolicy(
+        fingerprint,
+        name,
+        allow_any_code=allow_any_code,
+        allow_any_name=allow_any_name,
+        allow_simulation=allow_simulation,
+        checks=checks,
+        mismatch_hint=mismatch_hint,
+    )
+
+
+@contextmanager
+def rejections(
+    out: Output, evidence: Callable[[], x509.Certificate | bytes | None]
+) -> Iterator[None]:
+    """The one rendering of rejected evidence: the verdict and the checks that ran (or one
+    JSON object) on stdout, the error line on stderr, exit 1. ``evidence()`` is the
+    certificate or raw quote, for the JSON summary (``None``: not read yet)."""
+    try:
+        yield
+    except AttestationError as err:
+        out.rejection(err, _quote_of(evidence()))
+        if not out.json_mode:
+            out.error(err)
+        raise typer.Exit(EXIT_REJECTED) from None
+
+
+def _quote_of(evidence: x509.Certificate | bytes | None) -> Quote | None:
+    """The quote of the evidence, if it has one that parses (only to be shown)."""
+    try:
+        if isinstance(evidence, x509.Certificate):
+            return Quote.from_bytes(quote_from_certificate(evidence))
+        return None if evidence is None else Quote.from_bytes(evidence)
+    except Error:
+        return None
 
 
 def load_collateral(

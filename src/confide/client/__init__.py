@@ -65,12 +65,18 @@ from ._deploy import (
 )
 from ._verify import (
     SIMULATION_REFUSED,
+    CollateralEvidence,
     CollateralSource,
+    EnclavePolicy,
+    EnclaveVerifier,
+    EvidenceSource,
+    SimulationEvidence,
     TrustMaterial,
+    VerifiedEnclave,
+    enclave_tls_context,
     fetch_enclave_certificate,
     has_quote,
     pinned_client,
-    trust_material,
     verify_enclave,
     verify_launch,
 )
@@ -129,14 +135,20 @@ __all__ = [
     "package_code",
     "requested_manifest",
     "server_name",
-    # Verifying an enclave from outside.
+    # Verifying an enclave from outside: the one front door.
     "SIMULATION_REFUSED",
+    "CollateralEvidence",
     "CollateralSource",
+    "EnclavePolicy",
+    "EnclaveVerifier",
+    "EvidenceSource",
+    "SimulationEvidence",
     "TrustMaterial",
+    "VerifiedEnclave",
+    "enclave_tls_context",
     "fetch_enclave_certificate",
     "has_quote",
     "pinned_client",
-    "trust_material",
     "verify_enclave",
     "verify_launch",
 ]
@@ -149,7 +161,6 @@ from ._proxy import (  # noqa: E402
     ProxySettings,
     bind_loopback,
     loopback_hosts,
-    proxy_ssl_context,
     request_refusal,
     serve_proxy,
 )
@@ -161,7 +172,6 @@ __all__ += [
     "ProxySettings",
     "bind_loopback",
     "loopback_hosts",
-    "proxy_ssl_context",
     "request_refusal",
     "serve_proxy",
 ]
