@@ -34,9 +34,7 @@ from ._verify_options import (
     build_policy,
     enclave_policy,
     evidence_source,
-    load_anchor,
     load_certificate,
-    load_collateral,
     parse_address,
     parse_hex,
     read_file,
@@ -77,14 +75,16 @@ def attest_quote(
     policy = build_policy(
         mrenclave, mrsigner, mr_td, report_data, accept_tcb, allow_debug, allow_simulation
     )
-    anchor = load_anchor(root_ca)
+    source = evidence_source(collateral, pccs_url, root_ca)
     raw = read_file(file, "quote")
-    quote: Quote | None = None
     with rejections(out, lambda: raw):
         quote = Quote.from_bytes(raw)
-        coll = load_collateral(collateral, pccs_url, quote, now)
+        # A quote, not an enclave: the simulation policy is applied by the core (its own codes).
+        material = source(quote, now, allow_simulation=True)
         now = verification_time(at)  # after the fetch (unless --at fixed it)
-        result = verify_quote(quote, coll, now=now, policy=policy, trust_anchor=anchor)
+        result = verify_quote(
+            quote, material.collateral, now=now, policy=policy, trust_anchor=material.trust_anchor
+        )
     out.verification(result)
 
 

@@ -19,9 +19,6 @@ from cryptography import x509
 
 from confide.attestation import (
     Collateral,
-    CollateralCache,
-    CollateralClient,
-    HttpxFetcher,
     Policy,
     Quote,
     TcbStatus,
@@ -61,7 +58,6 @@ __all__ = [
     "evidence_source",
     "load_anchor",
     "load_certificate",
-    "load_collateral",
     "parse_address",
     "parse_hex",
     "read_file",
@@ -300,18 +296,6 @@ def _quote_of(evidence: x509.Certificate | bytes | None) -> Quote | None:
         return None if evidence is None else Quote.from_bytes(evidence)
     except Error:
         return None
-
-
-def load_collateral(
-    path: Path | None, pccs_url: str | None, quote: Quote, now: datetime
-) -> Collateral:
-    if path is not None and pccs_url is None:
-        return Collateral.from_json(read_file(path, "collateral"))
-    if pccs_url is None or path is not None:
-        raise UsageError("give exactly one of --collateral FILE or --pccs-url URL")
-    cache = CollateralCache(cache_dir() / "collateral")
-    client = CollateralClient(pccs_url, HttpxFetcher(), cache=cache)
-    return client.fetch(quote, now=now)
 
 
 def cache_dir() -> Path:

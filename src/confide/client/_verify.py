@@ -104,7 +104,6 @@ SIMULATION_REFUSED: Final = (
 
 #: Fetches the collateral for a quote at a time (Intel PCS, a PCCS, a file).
 CollateralSource = Callable[[Quote, datetime], Collateral]
-Clock = Callable[[], datetime]
 
 
 def _utc_now() -> datetime:
@@ -157,13 +156,6 @@ class CollateralEvidence:
         client = CollateralClient(url, HttpxFetcher(), cache=CollateralCache(cache))
         return cls(lambda quote, now: client.fetch(quote, now=now), trust_anchor)
 
-    @classmethod
-    def file(
-        cls, collateral: Collateral, trust_anchor: x509.Certificate | None = None
-    ) -> CollateralEvidence:
-        """Collateral already read (``--collateral FILE``)."""
-        return cls(lambda quote, now: collateral, trust_anchor)
-
     def __call__(self, quote: Quote, now: datetime, *, allow_simulation: bool) -> TrustMaterial:
         anchor = self.trust_anchor
         simulated = anchor is not None and is_simulation_root(anchor)
@@ -186,8 +178,6 @@ class SimulationEvidence:
     real: EvidenceSource | None = None
     collateral: CollateralSource | None = None
     trust_anchor: x509.Certificate | None = None
-    #: The hint of a refusal (what the command's user can do).
-    hint: str = "a simulated TEE proves nothing about the hardware"
 
     def __call__(self, quote: Quote, now: datetime, *, allow_simulation: bool) -> TrustMaterial:
         info = self.info()
@@ -199,7 +189,7 @@ class SimulationEvidence:
                 )
             return self.real(quote, now, allow_simulation=allow_simulation)
         if not allow_simulation:
-            raise refuse_simulation(self.hint)
+            raise refuse_simulation()
         if self.collateral is not None:
             found = self.collateral(quote, now)
         elif info.collateral is not None:
@@ -275,18 +265,15 @@ class VerifiedEnclave:
         return self.ratls.quote
 
     @property
-    def simulated(self) -> bool:
-        """A simulated TEE (accepted only with ``allow_simulation``), not real hardware."""
+    def simulated(self) -> bool:  # a simulated TEE, accepted only with allow_simulation
         return self.ratls.quote.simulated
 
     @property
-    def measurement(self) -> bytes | None:
-        """MRENCLAVE: the fingerprint of the code it runs (``None``: a TDX quote)."""
+    def measurement(self) -> bytes | None:  # MRENCLAVE (None: a TDX quote)
         return self.ratls.quote.mr_enclave
 
     @property
-    def valid_until(self) -> datetime:
-        """The end of the shortest window relied on; after it, verify again."""
+    def valid_until(self) -> datetime:  # the end of the shortest window relied on
         return self.ratls.valid_until
 
     def pinned_context(self) -> ssl.SSLContext:
@@ -301,7 +288,7 @@ class EnclaveVerifier:
     evidence: EvidenceSource
     policy: EnclavePolicy
     #: The verification time, read after the evidence is fetched (``--at`` fixes it).
-    clock: Clock = _utc_now
+    clock: Callable[[], datetime] = _utc_now
 
     def verify(self, cert: x509.Certificate) -> VerifiedEnclave:
         """Verify ``cert``; raise an :class:`~confide.errors.Error` naming the failed check."""
