@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -32,13 +32,20 @@ from confide.attestation import (
 )
 from confide.client import (
     SIMULATION_REFUSED,
+    Account,
+    AppTls,
     CollateralEvidence,
+    DeployManifest,
+    DeployOptions,
     EnclavePolicy,
     EnclaveVerifier,
     EvidenceSource,
+    OperatorClient,
+    Plan,
     RouterAddress,
     SimulationEvidence,
     SimulationInfo,
+    check_before_upload,
     pinned_client,
 )
 from confide.client._verify import enclave_tls_context
@@ -173,6 +180,30 @@ def test_the_same_source_verifies_when_simulation_is_allowed(
     assert enclave.launch == LAUNCH
     assert enclave.valid_until > NOW
     assert fetches.at == [NOW]
+
+
+def test_deploy_refuses_a_simulated_operator_with_the_same_code(
+    platform: SimulatedPlatform,
+) -> None:
+    """``confide deploy``'s check before the upload says the same refusal, same code."""
+
+    class Operator:
+        def plans(self) -> list[Plan]:
+            return [Plan("small", 512, 1)]
+
+        def simulation(self) -> SimulationInfo:
+            return SimulationInfo(platform.root_certificate, None)
+
+        def me(self) -> Account:
+            raise AssertionError("asked for the account after a refusal")
+
+    asked = DeployManifest(APP, "app:app", "small", NOW + timedelta(days=1), AppTls.RATLS)
+    with pytest.raises(SimulationError) as caught:
+        check_before_upload(
+            cast(OperatorClient, Operator()), asked, DeployOptions(AppTls.RATLS), now=NOW
+        )
+    assert caught.value.code == "simulation.not_allowed"
+    assert str(caught.value).startswith(SIMULATION_REFUSED)
 
 
 # -- the verification time is read after the evidence is fetched -------------------------------
