@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from confide.attestation import Quote, verify_quote
-from confide.client import EnclaveVerifier, fetch_enclave_certificate
+from confide.client import EnclavePolicy, EnclaveVerifier, fetch_enclave_certificate
 from confide.errors import UsageError
 
 from ._app import app, handle_errors
@@ -32,7 +32,6 @@ from ._verify_options import (
     RootOpt,
     SimOpt,
     build_policy,
-    enclave_policy,
     evidence_source,
     load_certificate,
     parse_address,
@@ -77,7 +76,7 @@ def attest_quote(
     )
     source = evidence_source(collateral, pccs_url, root_ca)
     raw = read_file(file, "quote")
-    with rejections(out, lambda: raw):
+    with rejections(out, raw):
         quote = Quote.from_bytes(raw)
         # A quote, not an enclave: the simulation policy is applied by the core (its own codes).
         material = source(quote, now, allow_simulation=True)
@@ -112,15 +111,13 @@ def attest_cert(
 ) -> None:
     """Verify an RA-TLS certificate: its quote, and the binding of its key to the quote."""
     out = Output(json_mode=json_)
-    policy = enclave_policy(
+    policy = EnclavePolicy(
         parse_hex(mrenclave, "--mrenclave", 32),
         None,  # a low-level check: no name was asked for
-        allow_simulation=allow_simulation,
         allow_any_code=mrenclave is None,
         allow_any_name=True,
-        mrsigner=mrsigner,
-        accept=accept_tcb,
-        allow_debug=allow_debug,
+        allow_simulation=allow_simulation,
+        checks=build_policy(None, mrsigner, None, None, accept_tcb, allow_debug, False),
     )
     if file is not None and host is None:
         cert = load_certificate(read_file(file, "certificate"), str(file))
@@ -132,6 +129,6 @@ def attest_cert(
     verifier = EnclaveVerifier(
         evidence_source(collateral, pccs_url, root_ca), policy, clock=lambda: verification_time(at)
     )
-    with rejections(out, lambda: cert):
+    with rejections(out, cert):
         verified = verifier.verify(cert)
     out.verification(verified.quote)

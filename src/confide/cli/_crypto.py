@@ -25,7 +25,7 @@ from typing import IO, Annotated, Final, ParamSpec, TypeVar
 
 import typer
 
-from confide.client import EnclaveVerifier
+from confide.client import EnclavePolicy, EnclaveVerifier
 from confide.client._deploy import read_bounded
 from confide.crypto import (
     MAX_SEALED_SIZE,
@@ -55,7 +55,7 @@ from ._verify_options import (
     PccsOpt,
     RootOpt,
     SimOpt,
-    enclave_policy,
+    build_policy,
     evidence_source,
     load_certificate,
     parse_hex,
@@ -335,15 +335,13 @@ def seal_cmd(
             )
         verifier = EnclaveVerifier(
             evidence_source(collateral, pccs_url, root_ca),
-            enclave_policy(
+            EnclavePolicy(
                 parse_hex(mrenclave, "--mrenclave", 32),
                 name,
-                allow_simulation=allow_simulation,
                 allow_any_code=mrenclave is None,
                 allow_any_name=name is None,
-                mrsigner=mrsigner,
-                accept=accept_tcb,
-                allow_debug=allow_debug,
+                allow_simulation=allow_simulation,
+                checks=build_policy(None, mrsigner, None, None, accept_tcb, allow_debug, False),
             ),
             clock=lambda: verification_time(at),
         )

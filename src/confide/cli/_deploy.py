@@ -38,6 +38,7 @@ from confide.client import (
     CollateralEvidence,
     CollateralSource,
     DeployOptions,
+    EnclavePolicy,
     EnclaveVerifier,
     ProjectConfig,
     RouterAddress,
@@ -59,7 +60,6 @@ from ._verify_options import (
     RootOpt,
     SimOpt,
     cache_dir,
-    enclave_policy,
     evidence_source,
     parse_address,
     parse_hex,
@@ -326,16 +326,16 @@ def verify_command(
             default_pccs=INTEL_PCS_URL,
             timeout=timeout,
         ),
-        enclave_policy(
+        EnclavePolicy(
             expected,
             domain,
-            allow_simulation=allow_simulation,
             allow_any_code=expected is None,
+            allow_simulation=allow_simulation,
             mismatch_hint="nothing was sent; the operator runs other code than yours",
         ),
     )
     cert = fetch_enclave_certificate(address, domain, timeout=timeout)
-    with rejections(out, lambda: cert):
+    with rejections(out, cert):
         if not has_quote(cert):
             raise PolicyError(
                 "ratls.absent",

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from confide.client import (
     AppContext,
     CertificatePin,
+    EnclavePolicy,
     EnclaveVerifier,
     ProxyApp,
     ProxySettings,
@@ -49,7 +50,7 @@ from ._verify_options import (
     PccsOpt,
     RootOpt,
     SimOpt,
-    enclave_policy,
+    build_policy,
     evidence_source,
     parse_address,
     parse_hex,
@@ -159,11 +160,11 @@ def proxy_command(
         raise UsageError("give exactly one of --collateral FILE, --pccs-url URL or --operator URL")
     verifier = EnclaveVerifier(
         evidence_source(collateral, pccs_url, root_ca, operator=operator, timeout=TIMEOUT),
-        enclave_policy(
+        EnclavePolicy(
             parse_hex(fingerprint, "--fingerprint", 32),
             domain,
             allow_simulation=allow_simulation,
-            accept=accept,
+            checks=build_policy(None, None, None, None, accept, False, False),
         ),
     )
     # Refuse a bad --listen before anything goes on the network.

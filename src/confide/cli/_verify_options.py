@@ -1,14 +1,14 @@
 """Options and helpers shared by the commands that verify attestation evidence.
 
 Each command turns its options into the one verifier
-(:class:`~confide.client.EnclaveVerifier`: :func:`evidence_source` and
-:func:`enclave_policy`) and renders a rejection with :func:`rejections`.
+(:class:`~confide.client.EnclaveVerifier`: :func:`evidence_source` and an
+:class:`~confide.client.EnclavePolicy`) and renders a rejection with :func:`rejections`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,6 @@ from confide.attestation import (
 from confide.client import (
     DEFAULT_TIMEOUT,
     CollateralEvidence,
-    EnclavePolicy,
     EvidenceSource,
     OperatorClient,
     RouterAddress,
@@ -54,7 +53,6 @@ __all__ = [
     "SimOpt",
     "build_policy",
     "cache_dir",
-    "enclave_policy",
     "evidence_source",
     "load_anchor",
     "load_certificate",
@@ -247,53 +245,24 @@ def evidence_source(
     return real
 
 
-def enclave_policy(
-    fingerprint: bytes | None,
-    name: str | None,
-    *,
-    allow_simulation: bool,
-    allow_any_code: bool = False,
-    allow_any_name: bool = False,
-    mrsigner: str | None = None,
-    accept: list[str] | None = None,
-    allow_debug: bool = False,
-    mismatch_hint: str | None = None,
-) -> EnclavePolicy:
-    """The policy of the one verifier, from the options (``--mrsigner``, ``--accept-tcb``...)."""
-    checks = build_policy(None, mrsigner, None, None, accept, allow_debug, False)
-    return EnclavePolicy(
-        fingerprint,
-        name,
-        allow_any_code=allow_any_code,
-        allow_any_name=allow_any_name,
-        allow_simulation=allow_simulation,
-        checks=checks,
-        mismatch_hint=mismatch_hint,
-    )
-
-
 @contextmanager
-def rejections(
-    out: Output, evidence: Callable[[], x509.Certificate | bytes | None]
-) -> Iterator[None]:
-    """The one rendering of rejected evidence: the verdict and the checks that ran (or one
-    JSON object) on stdout, the error line on stderr, exit 1. ``evidence()`` is the
-    certificate or raw quote, for the JSON summary (``None``: not read yet)."""
+def rejections(out: Output, evidence: x509.Certificate | bytes) -> Iterator[None]:
+    """The one rendering of rejected evidence (a certificate, or a raw quote): the verdict and
+    the checks that ran (or one JSON object) on stdout, the error line on stderr, exit 1."""
     try:
         yield
     except AttestationError as err:
-        out.rejection(err, _quote_of(evidence()))
+        out.rejection(err, _quote_of(evidence))
         if not out.json_mode:
             out.error(err)
         raise typer.Exit(EXIT_REJECTED) from None
 
 
-def _quote_of(evidence: x509.Certificate | bytes | None) -> Quote | None:
+def _quote_of(evidence: x509.Certificate | bytes) -> Quote | None:
     """The quote of the evidence, if it has one that parses (only to be shown)."""
     try:
-        if isinstance(evidence, x509.Certificate):
-            return Quote.from_bytes(quote_from_certificate(evidence))
-        return None if evidence is None else Quote.from_bytes(evidence)
+        raw = evidence if isinstance(evidence, bytes) else quote_from_certificate(evidence)
+        return Quote.from_bytes(raw)
     except Error:
         return None
 

@@ -111,10 +111,8 @@ Log = Callable[[str], None]
 
 
 class Verified(typing.Protocol):
-    """What a verification returns here: until when it holds (:class:`VerifiedEnclave`)."""
-
     @property
-    def valid_until(self) -> datetime: ...
+    def valid_until(self) -> datetime: ...  # when the verification runs out (VerifiedEnclave's)
 
 
 Verify = Callable[[x509.Certificate], Verified]

@@ -1,40 +1,27 @@
 """The one front door for verifying an app's enclave from outside (ADR 0015).
 
-Every command that trusts an enclave (``confide deploy``, ``verify``,
-``proxy``, ``test``, ``seal --cert``, ``attest cert``) builds one
-:class:`EnclaveVerifier` from two parts and calls :meth:`~EnclaveVerifier.verify`:
-
-- an **evidence source** (:class:`EvidenceSource`, injected): where the
-  quote's collateral and trust anchor come from. Intel PCS or a PCCS with
-  its disk cache, or a collateral file (:class:`CollateralEvidence`); or the
-  operator's simulation endpoint (:class:`SimulationEvidence`). A simulated
-  TEE is refused here, before any collateral is fetched, unless the policy
-  allows simulation: always with the code ``simulation.not_allowed``, the
-  attestation core's.
-- a mandatory **policy** (:class:`EnclavePolicy`): the fingerprint
-  (MRENCLAVE) and the name the enclave must have been launched for
-  (:func:`verify_launch`); leaving either out takes an explicit
-  ``allow_any_code`` / ``allow_any_name``.
-
-The verification time is read after the evidence is fetched (collateral made
-during the fetch is never "not yet valid"). The result, :class:`VerifiedEnclave`,
-is frozen and says what was proven: real TEE or simulation, the measurement,
-the name, and until when it holds. Its :meth:`~VerifiedEnclave.pinned_context`
-is the one pinning technique: the exact DER of the verified certificate,
-compared right after the handshake, before a byte is sent (the proxy's
-:class:`~confide.client.CertificatePin` does the same per connection, and
-verifies a new certificate again with the same verifier).
+``confide deploy``, ``verify``, ``proxy``, ``test``, ``seal --cert`` and
+``attest cert`` each build one :class:`EnclaveVerifier` from an injected
+:class:`EvidenceSource` (Intel PCS or a PCCS with its cache, or a collateral
+file: :class:`CollateralEvidence`; the operator's simulation endpoint:
+:class:`SimulationEvidence`) and a mandatory :class:`EnclavePolicy` (the
+fingerprint and the name launched for, :func:`verify_launch`; leaving one out
+takes ``allow_any_code``/``allow_any_name``). A simulated TEE is refused
+before any collateral is fetched unless allowed, always as
+``simulation.not_allowed``. The time is read after the evidence is fetched.
+The frozen :class:`VerifiedEnclave` says what was proven (real TEE or
+simulation, measurement, name, ``valid_until``); its
+:meth:`~VerifiedEnclave.pinned_context` is the one pinning technique: the
+exact DER of the verified certificate, compared right after the handshake,
+before a byte is sent (the proxy's ``CertificatePin`` compares the same way,
+per connection, and verifies a new certificate with the same verifier).
 
 Example::
 
-    >>> verifier = EnclaveVerifier(
-    ...     CollateralEvidence.service(INTEL_PCS_URL, cache),
-    ...     EnclavePolicy(fingerprint=expected, name="app.example"),
-    ... )  # doctest: +SKIP
+    >>> verifier = EnclaveVerifier(CollateralEvidence.service(INTEL_PCS_URL, cache),
+    ...                            EnclavePolicy(expected, "app.example"))  # doctest: +SKIP
     >>> enclave = verifier.verify(fetch_enclave_certificate(router, "app.example", timeout=10))
     ... # doctest: +SKIP
-    >>> with pinned_client(router, "app.example", enclave.certificate, timeout=10) as c:
-    ...     c.post("/", json=payload)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -129,15 +116,10 @@ class TrustMaterial:
 
 
 class EvidenceSource(Protocol):
-    """Where a quote's collateral and trust anchor come from (the only I/O of a verification).
+    """The trust material for a quote, fetched at ``now`` (the only I/O of a verification);
+    a simulated TEE is refused (:func:`refuse_simulation`) before any fetch unless allowed."""
 
-    Raises :func:`refuse_simulation`'s error, before fetching anything, for a
-    simulated TEE unless ``allow_simulation``.
-    """
-
-    def __call__(self, quote: Quote, now: datetime, *, allow_simulation: bool) -> TrustMaterial:
-        """The trust material for ``quote``, fetched at ``now``."""
-        ...
+    def __call__(self, quote: Quote, now: datetime, *, allow_simulation: bool) -> TrustMaterial: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +149,8 @@ class CollateralEvidence:
 
 @dataclass(frozen=True, slots=True)
 class SimulationEvidence:
-    """The operator's simulation endpoint (``GET /simulation``): its root and collateral.
-
-    ``info`` asks the operator (``None``: its TEE is real, and ``real``, if
-    given, is used instead). ``collateral`` and ``trust_anchor`` replace the
-    operator's own when given (``--collateral``/``--pccs-url``, ``--root-ca``).
-    """
+    """The operator's simulation endpoint (``info``: ``GET /simulation``; ``None``: its TEE is
+    real, then ``real`` is used); ``collateral`` and ``trust_anchor`` replace its own."""
 
     info: Callable[[], SimulationInfo | None]
     real: EvidenceSource | None = None
@@ -214,13 +192,9 @@ def _chain_ends_at_simulation_root(quote: Quote) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class EnclavePolicy:
-    """What the enclave must be: its code (``fingerprint``) and the name it was launched for.
-
-    Both are required; leaving one out is an explicit ``allow_any_code`` or
-    ``allow_any_name`` (``confide attest cert`` checks no name: it has none).
-    ``checks`` holds the quote's other expectations (TCB statuses, debug,
-    MRSIGNER); its ``mr_enclave`` and ``allow_simulation`` are this policy's.
-    """
+    """The enclave's code (``fingerprint``) and the name it was launched for: leaving one out
+    takes ``allow_any_code``/``allow_any_name``. ``checks``: the quote's other expectations
+    (TCB statuses, debug, MRSIGNER), without ``mr_enclave`` and ``allow_simulation``."""
 
     fingerprint: bytes | None
     name: str | None
