@@ -54,13 +54,7 @@ from confide.attestation import (
     quote_from_certificate,
     verify_ratls_certificate,
 )
-from confide.errors import (
-    AttestationError,
-    FormatError,
-    PolicyError,
-    SimulationError,
-    UsageError,
-)
+from confide.errors import AttestationError, FormatError, PolicyError, SimulationError, UsageError
 from confide.runtime import LAUNCH_MANIFEST_OID, MAX_MANIFEST_SIZE, LaunchManifest
 
 from ._api import RouterAddress, SimulationInfo
@@ -79,7 +73,6 @@ __all__ = [
     "fetch_enclave_certificate",
     "has_quote",
     "pinned_client",
-    "refuse_simulation",
     "verify_enclave",
     "verify_launch",
 ]
