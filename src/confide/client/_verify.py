@@ -128,8 +128,12 @@ class CollateralEvidence:
         cls, url: str, cache: Path, trust_anchor: x509.Certificate | None = None
     ) -> CollateralEvidence:
         """Intel PCS or a PCCS (v4 API) at ``url``, cached in the folder ``cache``."""
-        client = CollateralClient(url, HttpxFetcher(), cache=CollateralCache(cache))
-        return cls(lambda quote, now: client.fetch(quote, now=now), trust_anchor)
+
+        def fetch(quote: Quote, now: datetime) -> Collateral:  # a client only when used
+            client = CollateralClient(url, HttpxFetcher(), cache=CollateralCache(cache))
+            return client.fetch(quote, now=now)
+
+        return cls(fetch, trust_anchor)
 
     def __call__(self, quote: Quote, now: datetime, *, allow_simulation: bool) -> TrustMaterial:
         anchor = self.trust_anchor
