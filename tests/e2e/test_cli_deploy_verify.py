@@ -136,6 +136,7 @@ def test_zero_trust_deploy_then_a_user_verifies_and_calls(
     unnamed = cli("verify", domain, "--connect", router(operator))
     assert unnamed.exit_code == 1, unnamed.output
     assert "the enclave runs in simulation mode" in unnamed.output
+    assert "REJECTED simulation.not_allowed" in unnamed.output  # one code for it (ADR 0015)
 
     cert = x509.load_pem_x509_certificate(pem.read_bytes())
     address = RouterAddress(HOST, operator.router_port)

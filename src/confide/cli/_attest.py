@@ -1,4 +1,9 @@
-"""``confide attest``: verify a DCAP quote or an RA-TLS certificate."""
+"""``confide attest``: verify a DCAP quote or an RA-TLS certificate.
+
+``attest cert`` is the low-level use of the one verifier
+(:class:`~confide.client.EnclaveVerifier`): no name is asked for, and the
+fingerprint (``--mrenclave``) is optional.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,11 @@ from typing import Annotated
 
 import typer
 
-from confide.attestation import (
-    Quote,
-    fetch_peer_certificate,
-    quote_from_certificate,
-    verify_quote,
-    verify_ratls_certificate,
-)
-from confide.errors import AttestationError, UsageError
+from confide.attestation import Quote, verify_quote
+from confide.client import EnclavePolicy, EnclaveVerifier, fetch_enclave_certificate
+from confide.errors import UsageError
 
-from ._app import EXIT_REJECTED, app, handle_errors
+from ._app import app, handle_errors
 from ._output import Output
 from ._verify_options import (
     AcceptOpt,
@@ -32,11 +32,12 @@ from ._verify_options import (
     RootOpt,
     SimOpt,
     build_policy,
-    load_anchor,
+    evidence_source,
     load_certificate,
-    load_collateral,
-    parse_host_port,
+    parse_address,
+    parse_hex,
     read_file,
+    rejections,
     verification_time,
 )
 
@@ -73,19 +74,16 @@ def attest_quote(
     policy = build_policy(
         mrenclave, mrsigner, mr_td, report_data, accept_tcb, allow_debug, allow_simulation
     )
-    anchor = load_anchor(root_ca)
+    source = evidence_source(collateral, pccs_url, root_ca)
     raw = read_file(file, "quote")
-    quote: Quote | None = None
-    try:
+    with rejections(out, raw):
         quote = Quote.from_bytes(raw)
-        coll = load_collateral(collateral, pccs_url, quote, now)
+        # A quote, not an enclave: the simulation policy is applied by the core (its own codes).
+        material = source(quote, now, allow_simulation=True)
         now = verification_time(at)  # after the fetch (unless --at fixed it)
-        result = verify_quote(quote, coll, now=now, policy=policy, trust_anchor=anchor)
-    except AttestationError as err:
-        out.rejection(err, quote)
-        if not json_:
-            out.error(err)
-        raise typer.Exit(EXIT_REJECTED) from None
+        result = verify_quote(
+            quote, material.collateral, now=now, policy=policy, trust_anchor=material.trust_anchor
+        )
     out.verification(result)
 
 
@@ -113,27 +111,24 @@ def attest_cert(
 ) -> None:
     """Verify an RA-TLS certificate: its quote, and the binding of its key to the quote."""
     out = Output(json_mode=json_)
-    now = verification_time(at)
-    policy = build_policy(
-        mrenclave, mrsigner, None, None, accept_tcb, allow_debug, allow_simulation
+    policy = EnclavePolicy(
+        parse_hex(mrenclave, "--mrenclave", 32),
+        None,  # a low-level check: no name was asked for
+        allow_any_code=mrenclave is None,
+        allow_any_name=True,
+        allow_simulation=allow_simulation,
+        checks=build_policy(None, mrsigner, None, None, accept_tcb, allow_debug, False),
     )
-    anchor = load_anchor(root_ca)
     if file is not None and host is None:
         cert = load_certificate(read_file(file, "certificate"), str(file))
     elif host is not None and file is None:
-        hostname, port = parse_host_port(host)
-        cert = fetch_peer_certificate(hostname, port, server_name=sni or hostname, timeout=10.0)
+        address = parse_address(host, "--host")
+        cert = fetch_enclave_certificate(address, sni or address.host, timeout=10.0)
     else:
         raise UsageError("give exactly one of FILE or --host HOST:PORT")
-    quote: Quote | None = None
-    try:
-        quote = Quote.from_bytes(quote_from_certificate(cert))
-        coll = load_collateral(collateral, pccs_url, quote, now)
-        now = verification_time(at)  # after the fetch (unless --at fixed it)
-        verified = verify_ratls_certificate(cert, coll, now=now, policy=policy, trust_anchor=anchor)
-    except AttestationError as err:
-        out.rejection(err, quote)
-        if not json_:
-            out.error(err)
-        raise typer.Exit(EXIT_REJECTED) from None
+    verifier = EnclaveVerifier(
+        evidence_source(collateral, pccs_url, root_ca), policy, clock=lambda: verification_time(at)
+    )
+    with rejections(out, cert):
+        verified = verifier.verify(cert)
     out.verification(verified.quote)

@@ -25,8 +25,7 @@ from typing import IO, Annotated, Final, ParamSpec, TypeVar
 
 import typer
 
-from confide.attestation import Quote, quote_from_certificate, verify_ratls_certificate
-from confide.client import read_bounded, verify_launch
+from confide.client import EnclavePolicy, EnclaveVerifier, read_bounded
 from confide.crypto import (
     KEY_FILE_MAX_SIZE,
     MAX_SEALED_SIZE,
@@ -56,9 +55,9 @@ from ._verify_options import (
     RootOpt,
     SimOpt,
     build_policy,
-    load_anchor,
+    evidence_source,
     load_certificate,
-    load_collateral,
+    parse_hex,
     verification_time,
 )
 
@@ -333,21 +332,21 @@ def seal_cmd(
                 "without either, any genuine enclave, running any code, could open the box",
                 hint="pass --unsafe-any-enclave to seal to it anyway",
             )
-        now = verification_time(at)
-        policy = build_policy(
-            mrenclave, mrsigner, None, None, accept_tcb, allow_debug, allow_simulation
+        verifier = EnclaveVerifier(
+            evidence_source(collateral, pccs_url, root_ca),
+            EnclavePolicy(
+                parse_hex(mrenclave, "--mrenclave", 32),
+                name,
+                allow_any_code=mrenclave is None,
+                allow_any_name=name is None,
+                allow_simulation=allow_simulation,
+                checks=build_policy(None, mrsigner, None, None, accept_tcb, allow_debug, False),
+            ),
+            clock=lambda: verification_time(at),
         )
-        anchor = load_anchor(root_ca)
         certificate = load_certificate(read_bounded(cert, "certificate", _MAX_CERT_FILE), str(cert))
-        quote = Quote.from_bytes(quote_from_certificate(certificate))
-        coll = load_collateral(collateral, pccs_url, quote, now)
-        now = verification_time(at)  # after the fetch (unless --at fixed it)
-        verified = verify_ratls_certificate(
-            certificate, coll, now=now, policy=policy, trust_anchor=anchor
-        )
-        if name is not None:
-            verify_launch(certificate, verified, name)
-        elif mrenclave is None:
+        verified = verifier.verify(certificate)
+        if name is None and mrenclave is None:
             output.warn(
                 "--unsafe-any-enclave: the enclave is genuine, but neither its code nor its "
                 "launch was checked: any code in any enclave on that platform could be it"

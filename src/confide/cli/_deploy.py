@@ -21,33 +21,31 @@ Example::
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final
 
 import typer
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from confide.attestation import INTEL_PCS_URL, Collateral, Quote, quote_from_certificate
+from confide.attestation import INTEL_PCS_URL
 from confide.client import (
     DEFAULT_TIMEOUT,
     AppContext,
     AppStatus,
     AppTls,
+    CollateralEvidence,
     CollateralSource,
     DeployOptions,
-    OperatorClient,
+    EnclavePolicy,
+    EnclaveVerifier,
     ProjectConfig,
     RouterAddress,
-    SimulationInfo,
     choose_tls,
     deploy,
     fetch_enclave_certificate,
     has_quote,
-    trust_material,
-    verify_enclave,
 )
-from confide.errors import AttestationError, PolicyError, UsageError
+from confide.errors import PolicyError, UsageError
 from confide.runtime import CodeSource
 
 from ._account import TokenOpt, UrlOpt, connect_operator, interactive
@@ -59,9 +57,11 @@ from ._verify_options import (
     PccsOpt,
     RootOpt,
     SimOpt,
-    load_anchor,
-    load_collateral,
+    cache_dir,
+    evidence_source,
+    parse_address,
     parse_hex,
+    rejections,
 )
 
 __all__ = ["deploy_command", "verify_command"]
@@ -82,18 +82,8 @@ ConnectOpt = Annotated[
 ]
 
 
-def _address(value: str, option: str) -> RouterAddress:
-    try:
-        return RouterAddress.parse(value)
-    except ValueError:
-        raise UsageError(f"{option} must be HOST:PORT, got {value!r}") from None
-
-
 def _pcs_collateral(pccs_url: str) -> CollateralSource:
-    def fetch(quote: Quote, now: datetime) -> Collateral:
-        return load_collateral(None, pccs_url, quote, now)
-
-    return fetch
+    return CollateralEvidence.service(pccs_url, cache_dir() / "collateral").fetch
 
 
 class _Events:
@@ -199,7 +189,7 @@ def deploy_command(
         tls=tls,
         allow_simulation=allow_simulation,
         unsafe_skip_attestation=no_verify,
-        connect=_address(connect, "--connect") if connect else None,
+        connect=parse_address(connect, "--connect") if connect else None,
         wait=timeout * 60,
         timeout=DEFAULT_TIMEOUT,
         workspace=workspace,
@@ -313,11 +303,26 @@ def verify_command(
         raise UsageError("--code needs --context: the owner's context records the code's digest")
     if collateral is not None and pccs_url is not None:
         raise UsageError("give at most one of --collateral FILE and --pccs-url URL")
-    address = _address(connect, "--connect") if connect else RouterAddress(domain, 443)
+    address = parse_address(connect, "--connect") if connect else RouterAddress(domain, 443)
+    verifier = EnclaveVerifier(
+        evidence_source(
+            collateral,
+            pccs_url,
+            root_ca,
+            operator=operator,
+            default_pccs=INTEL_PCS_URL,
+            timeout=timeout,
+        ),
+        EnclavePolicy(
+            expected,
+            domain,
+            allow_any_code=expected is None,
+            allow_simulation=allow_simulation,
+            mismatch_hint="nothing was sent; the operator runs other code than yours",
+        ),
+    )
     cert = fetch_enclave_certificate(address, domain, timeout=timeout)
-    now = datetime.now(UTC)
-    quote: Quote | None = None
-    try:
+    with rejections(out, cert):
         if not has_quote(cert):
             raise PolicyError(
                 "ratls.absent",
@@ -325,46 +330,7 @@ def verify_command(
                 "owner's or the operator's), so an app user cannot verify what runs there",
                 hint="ask the owner for a zero-trust (RA-TLS) deployment",
             )
-        quote = Quote.from_bytes(quote_from_certificate(cert))
-        simulation: SimulationInfo | None = None
-        if operator is not None:
-            with OperatorClient(operator, None, timeout=timeout) as client:
-                simulation = client.simulation()
-        source = None
-        if collateral is not None or pccs_url is not None:
-
-            def source(q: Quote, when: datetime) -> Collateral:
-                return load_collateral(collateral, pccs_url, q, when)
-
-        elif simulation is None:
-
-            def source(q: Quote, when: datetime) -> Collateral:
-                return load_collateral(None, INTEL_PCS_URL, q, when)
-
-        material = trust_material(
-            cert,
-            now,
-            simulation=simulation,
-            allow_simulation=allow_simulation,
-            collateral=source,
-            trust_anchor=load_anchor(root_ca),
-        )
-        # The verification time is read after the evidence is fetched: collateral made
-        # during the fetch is never "not yet valid" for a clock read before it.
-        now = datetime.now(UTC)
-        verified = verify_enclave(
-            cert,
-            material,
-            now=now,
-            fingerprint=expected,
-            name=domain,
-            allow_simulation=allow_simulation,
-        )
-    except AttestationError as err:
-        out.rejection(err, quote)
-        if not json_:
-            out.error(err)
-        raise typer.Exit(EXIT_REJECTED) from None
+        verified = verifier.verify(cert)
     if output is not None:
         try:
             output.write_bytes(cert.public_bytes(Encoding.PEM))

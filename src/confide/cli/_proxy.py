@@ -21,33 +21,24 @@ import asyncio
 import os
 import signal
 import tempfile
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from confide.attestation import (
-    Collateral,
-    Quote,
-    RatlsVerified,
-    fetch_peer_certificate,
-    quote_from_certificate,
-    verify_ratls_certificate,
-)
 from confide.client import (
     AppContext,
     CertificatePin,
-    OperatorClient,
+    EnclavePolicy,
+    EnclaveVerifier,
     ProxyApp,
     ProxySettings,
+    RouterAddress,
     bind_loopback,
+    fetch_enclave_certificate,
     loopback_hosts,
     serve_proxy,
-    verify_launch,
 )
 from confide.errors import UsageError
 
@@ -60,61 +51,15 @@ from ._verify_options import (
     RootOpt,
     SimOpt,
     build_policy,
-    load_anchor,
-    load_collateral,
+    evidence_source,
+    parse_address,
+    parse_hex,
 )
 
 __all__ = ["proxy_command"]
 
 #: Bound on fetching the certificate, and on every upstream call (seconds).
 TIMEOUT = 30.0
-
-Evidence = Callable[[x509.Certificate, datetime], tuple[Collateral, x509.Certificate | None]]
-
-
-def _address(value: str, option: str, *, port_zero: bool) -> tuple[str, int]:
-    """``HOST:PORT`` (``[IPv6]:PORT``) as a host and a port."""
-    host, sep, port = value.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    low = 0 if port_zero else 1
-    if not sep or not host or not port.isdigit() or not low <= int(port) <= 65535:
-        raise UsageError(f"{option} must be HOST:PORT with a port in {low}..65535, got {value!r}")
-    return host, int(port)
-
-
-def _evidence(
-    collateral: Path | None,
-    pccs_url: str | None,
-    operator: str | None,
-    root: x509.Certificate | None,
-) -> Evidence:
-    """Where the collateral (and, for a simulated TEE, the root) comes from."""
-    if sum(x is not None for x in (collateral, pccs_url, operator)) != 1:
-        raise UsageError("give exactly one of --collateral FILE, --pccs-url URL or --operator URL")
-    if operator is not None:
-        url = operator
-
-        def from_operator(
-            cert: x509.Certificate, now: datetime
-        ) -> tuple[Collateral, x509.Certificate | None]:
-            with OperatorClient(url, None, timeout=TIMEOUT) as client:
-                info = client.simulation()
-            if info is None or info.collateral is None:
-                raise UsageError(
-                    f"the operator at {url} publishes no simulated TEE's collateral: its TEE is "
-                    "real, so give --pccs-url URL or --collateral FILE"
-                )
-            return info.collateral, root or info.root_ca
-
-        return from_operator
-
-    def from_pccs_or_file(
-        cert: x509.Certificate, now: datetime
-    ) -> tuple[Collateral, x509.Certificate | None]:
-        quote = Quote.from_bytes(quote_from_certificate(cert))
-        return load_collateral(collateral, pccs_url, quote, now), root
-
-    return from_pccs_or_file
 
 
 def _write_ready(path: Path, url: str) -> None:
@@ -209,40 +154,43 @@ def proxy_command(
         raise UsageError("give exactly one of --fingerprint HEX or --context FILE")
     if context_file is not None:
         fingerprint = AppContext.load(context_file).fingerprint.hex()
-    listen_host, listen_port = _address(listen, "--listen", port_zero=True)
-    upstream = _address(connect, "--connect", port_zero=False) if connect else (domain, 443)
-    policy = build_policy(fingerprint, None, None, None, accept, False, allow_simulation)
-    evidence = _evidence(collateral, pccs_url, operator, load_anchor(root_ca))
-
-    def verify(cert: x509.Certificate) -> RatlsVerified:
-        found, anchor = evidence(cert, datetime.now(UTC))
-        now = datetime.now(UTC)  # after the fetch: collateral made during it is valid now
-        verified = verify_ratls_certificate(
-            cert, found, now=now, policy=policy, trust_anchor=anchor
-        )
-        verify_launch(cert, verified, domain)  # launched for this name, not another app
-        return verified
-
+    listen_at = parse_address(listen, "--listen", port_zero=True)
+    upstream = parse_address(connect, "--connect") if connect else RouterAddress(domain, 443)
+    if sum(x is not None for x in (collateral, pccs_url, operator)) != 1:
+        raise UsageError("give exactly one of --collateral FILE, --pccs-url URL or --operator URL")
+    verifier = EnclaveVerifier(
+        evidence_source(collateral, pccs_url, root_ca, operator=operator, timeout=TIMEOUT),
+        EnclavePolicy(
+            parse_hex(fingerprint, "--fingerprint", 32),
+            domain,
+            allow_simulation=allow_simulation,
+            checks=build_policy(None, None, None, None, accept, False, False),
+        ),
+    )
     # Refuse a bad --listen before anything goes on the network.
-    listener = bind_loopback(listen_host, listen_port, allow_any=unsafe_listen_any)
+    listener = bind_loopback(listen_at.host, listen_at.port, allow_any=unsafe_listen_any)
     try:
-        cert = fetch_peer_certificate(*upstream, server_name=domain, timeout=TIMEOUT)
-        verified = verify(cert)
-        kind = "a SIMULATED " if verified.quote.simulated else "the "
+        verified = verifier.verify(fetch_enclave_certificate(upstream, domain, timeout=TIMEOUT))
+        kind = "a SIMULATED " if verified.simulated else "the "
         output.info(f"verified {kind}enclave of {domain} (fingerprint {fingerprint})")
-        if verified.quote.simulated:
+        if verified.simulated:
             output.warn("this enclave is simulated: its quote proves nothing about hardware")
         host, port = listener.getsockname()[:2]
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        allowed = loopback_hosts(listen_host, port, extra=allow_host or ())
+        allowed = loopback_hosts(listen_at.host, port, extra=allow_host or ())
         pin = CertificatePin(
-            cert.public_bytes(Encoding.DER),
-            verify=verify,
+            verified.certificate.public_bytes(Encoding.DER),
+            verify=verifier.verify,
             log=lambda line: output.info(line),
             valid_until=verified.valid_until,
         )
         proxy = ProxyApp(
-            ProxySettings(domain=domain, upstream=upstream, timeout=TIMEOUT, allowed_hosts=allowed),
+            ProxySettings(
+                domain=domain,
+                upstream=(upstream.host, upstream.port),
+                timeout=TIMEOUT,
+                allowed_hosts=allowed,
+            ),
             pin,
             log=lambda line: output.info(line),
         )

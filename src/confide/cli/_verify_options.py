@@ -1,8 +1,15 @@
-"""Options and helpers shared by the commands that verify attestation evidence."""
+"""Options and helpers shared by the commands that verify attestation evidence.
+
+Each command turns its options into the one verifier
+(:class:`~confide.client.EnclaveVerifier`: :func:`evidence_source` and an
+:class:`~confide.client.EnclavePolicy`) and renders a rejection with :func:`rejections`.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -12,14 +19,24 @@ from cryptography import x509
 
 from confide.attestation import (
     Collateral,
-    CollateralCache,
-    CollateralClient,
-    HttpxFetcher,
     Policy,
     Quote,
     TcbStatus,
+    quote_from_certificate,
 )
-from confide.errors import FormatError, UsageError
+from confide.client import (
+    DEFAULT_TIMEOUT,
+    CollateralEvidence,
+    EvidenceSource,
+    OperatorClient,
+    RouterAddress,
+    SimulationEvidence,
+    SimulationInfo,
+)
+from confide.errors import AttestationError, Error, FormatError, UsageError
+
+from ._app import EXIT_REJECTED
+from ._output import Output
 
 __all__ = [
     "AcceptOpt",
@@ -36,12 +53,13 @@ __all__ = [
     "SimOpt",
     "build_policy",
     "cache_dir",
+    "evidence_source",
     "load_anchor",
     "load_certificate",
-    "load_collateral",
+    "parse_address",
     "parse_hex",
-    "parse_host_port",
     "read_file",
+    "rejections",
     "verification_time",
 ]
 
@@ -175,23 +193,78 @@ def load_anchor(path: Path | None) -> x509.Certificate | None:
         raise UsageError(str(exc)) from None
 
 
-def parse_host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--host must be HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
+def parse_address(value: str, option: str, *, port_zero: bool = False) -> RouterAddress:
+    """``HOST:PORT`` (``[IPv6]:PORT``); port 0 (any free port) only with ``port_zero``."""
+    head, _, port = value.rpartition(":")
+    try:
+        if port_zero and port == "0":
+            return RouterAddress(RouterAddress.parse(f"{head}:1").host, 0)
+        return RouterAddress.parse(value)
+    except ValueError:
+        raise UsageError(f"{option} must be HOST:PORT, got {value!r}") from None
 
 
-def load_collateral(
-    path: Path | None, pccs_url: str | None, quote: Quote, now: datetime
-) -> Collateral:
-    if path is not None and pccs_url is None:
-        return Collateral.from_json(read_file(path, "collateral"))
-    if pccs_url is None or path is not None:
+def evidence_source(
+    collateral: Path | None,
+    pccs_url: str | None,
+    root_ca: Path | None,
+    *,
+    operator: str | None = None,
+    default_pccs: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> EvidenceSource:
+    """The evidence source the options name: ``--collateral FILE`` (read when needed),
+    ``--pccs-url URL`` (cached on disk), else ``default_pccs``; with ``--operator URL``, its
+    simulation endpoint first (those, if any, for a real TEE or instead of its collateral)."""
+    if collateral is not None and pccs_url is not None:
         raise UsageError("give exactly one of --collateral FILE or --pccs-url URL")
-    cache = CollateralCache(cache_dir() / "collateral")
-    client = CollateralClient(pccs_url, HttpxFetcher(), cache=cache)
-    return client.fetch(quote, now=now)
+    anchor = load_anchor(root_ca)
+    cache = cache_dir() / "collateral"
+    explicit: CollateralEvidence | None = None
+    if collateral is not None:
+        path = collateral
+        explicit = CollateralEvidence(
+            lambda quote, now: Collateral.from_json(read_file(path, "collateral")), anchor
+        )
+    elif pccs_url is not None:
+        explicit = CollateralEvidence.service(pccs_url, cache, anchor)
+    real = explicit
+    if real is None and default_pccs is not None:
+        real = CollateralEvidence.service(default_pccs, cache, anchor)
+    if operator is not None:
+        url = operator
+
+        def simulation() -> SimulationInfo | None:
+            with OperatorClient(url, None, timeout=timeout) as client:
+                return client.simulation()
+
+        fetch = explicit.fetch if explicit is not None else None
+        return SimulationEvidence(simulation, real, fetch, anchor)
+    if real is None:
+        raise UsageError("give exactly one of --collateral FILE or --pccs-url URL")
+    return real
+
+
+@contextmanager
+def rejections(out: Output, evidence: x509.Certificate | bytes) -> Iterator[None]:
+    """The one rendering of rejected evidence (a certificate, or a raw quote): the verdict and
+    the checks that ran (or one JSON object) on stdout, the error line on stderr, exit 1."""
+    try:
+        yield
+    except AttestationError as err:
+        out.rejection(err, _quote_of(evidence))
+        if not out.json_mode:
+            out.error(err)
+        raise typer.Exit(EXIT_REJECTED) from None
+
+
+def _quote_of(evidence: x509.Certificate | bytes) -> Quote | None:
+    """The quote of the evidence, if it has one that parses (only to be shown)."""
+    try:
+        raw = evidence if isinstance(evidence, bytes) else quote_from_certificate(evidence)
+        return Quote.from_bytes(raw)
+    except Error:
+        return None
 
 
 def cache_dir() -> Path:

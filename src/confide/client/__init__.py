@@ -77,12 +77,17 @@ from ._localtest import (
 )
 from ._verify import (
     SIMULATION_REFUSED,
+    CollateralEvidence,
     CollateralSource,
+    EnclavePolicy,
+    EnclaveVerifier,
+    EvidenceSource,
+    SimulationEvidence,
     TrustMaterial,
+    VerifiedEnclave,
     fetch_enclave_certificate,
     has_quote,
     pinned_client,
-    trust_material,
     verify_enclave,
     verify_launch,
 )
@@ -152,14 +157,19 @@ __all__ = [
     "run_localtest",
     "run_tests",
     "tests_environment",
-    # Verifying an enclave from outside.
+    # Verifying an enclave from outside: the one front door.
     "SIMULATION_REFUSED",
+    "CollateralEvidence",
     "CollateralSource",
+    "EnclavePolicy",
+    "EnclaveVerifier",
+    "EvidenceSource",
+    "SimulationEvidence",
     "TrustMaterial",
+    "VerifiedEnclave",
     "fetch_enclave_certificate",
     "has_quote",
     "pinned_client",
-    "trust_material",
     "verify_enclave",
     "verify_launch",
 ]
@@ -172,7 +182,6 @@ from ._proxy import (  # noqa: E402
     ProxySettings,
     bind_loopback,
     loopback_hosts,
-    proxy_ssl_context,
     request_refusal,
     serve_proxy,
 )
@@ -184,7 +193,6 @@ __all__ += [
     "ProxySettings",
     "bind_loopback",
     "loopback_hosts",
-    "proxy_ssl_context",
     "request_refusal",
     "serve_proxy",
 ]

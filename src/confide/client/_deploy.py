@@ -18,7 +18,8 @@ The owner never takes the operator's word for what runs. The steps of
    (:func:`expected_launch`) from this Confide's own runtime code hash and the
    package's own digest;
 4. fetch the configuration endpoint's RA-TLS certificate through the router
-   and verify it carries that fingerprint (:mod:`confide.client._verify`):
+   and verify it with the one verifier (:class:`EnclaveVerifier`: that
+   fingerprint, launched for that name):
    on any mismatch nothing is sent;
 5. send the configuration over a connection pinned to that certificate: the
    code key sealed to the enclave's X25519 key (in its own field, never
@@ -50,10 +51,10 @@ from typing import Any, Final, Protocol
 import httpx
 from cryptography import x509
 
-from confide.attestation import Quote, RatlsVerified, quote_from_certificate
+from confide.attestation import Quote, quote_from_certificate
 from confide.crypto import PackageInfo, PackageKey, encrypt_package, public_key_from_report_data
 from confide.crypto import seal as seal_box
-from confide.errors import Error, PolicyError, SimulationError, UsageError
+from confide.errors import Error, PolicyError, UsageError
 from confide.runtime import (
     CodeSource,
     LaunchManifest,
@@ -75,13 +76,16 @@ from ._api import (
 from ._config import MAX_PEM_SIZE, MAX_SECRETS_SIZE, ProjectConfig
 from ._context import AppContext
 from ._verify import (
-    SIMULATION_REFUSED,
+    CollateralEvidence,
     CollateralSource,
+    EnclavePolicy,
+    EnclaveVerifier,
+    SimulationEvidence,
+    VerifiedEnclave,
     fetch_enclave_certificate,
     has_quote,
     pinned_client,
-    trust_material,
-    verify_enclave,
+    refuse_simulation,
 )
 
 __all__ = [
@@ -155,7 +159,7 @@ class Deployment:
     context: AppContext
     context_path: Path
     #: ``None`` only when attestation was skipped.
-    verified: RatlsVerified | None
+    verified: VerifiedEnclave | None
     server_name: str
     router: RouterAddress
     #: The enclave's configuration certificate (RA-TLS), as verified.
@@ -243,10 +247,8 @@ def check_before_upload(
             )
     simulated = client.simulation() is not None
     if simulated and not options.allow_simulation and not options.unsafe_skip_attestation:
-        raise SimulationError(
-            "policy.simulation",
-            SIMULATION_REFUSED,
-            hint="nothing was uploaded; --allow-simulation deploys on it (tests only)",
+        raise refuse_simulation(
+            "nothing was uploaded; --allow-simulation deploys on it (tests only)"
         )
     account = client.me()
     if account.apps >= account.max_apps:
@@ -505,7 +507,7 @@ def deploy(
         name = server_name(record, asked)
         events.step(f"fetching the enclave's RA-TLS certificate from {router} as {name}")
         cert = fetch_enclave_certificate(router, name, timeout=options.timeout)
-        verified: RatlsVerified | None = None
+        verified: VerifiedEnclave | None = None
         if options.unsafe_skip_attestation:
             events.warn(
                 "--no-verify: the enclave is NOT attested: its code, its TEE and its key are "
@@ -516,24 +518,16 @@ def deploy(
                     "ratls.absent", f"{name} serves no RA-TLS certificate: no key to seal to"
                 )
         else:
-            now = clock()
-            simulation = client.simulation()
-            material = trust_material(
-                cert,
-                now,
-                simulation=simulation,
-                allow_simulation=options.allow_simulation,
-                collateral=None if simulation is not None else collateral,
-            )
-            now = clock()  # after the fetch: collateral made during it is valid at this time
-            verified = verify_enclave(
-                cert,
-                material,
-                now=now,
-                fingerprint=fingerprint,
-                name=name,
-                allow_simulation=options.allow_simulation,
-            )
+            verified = EnclaveVerifier(
+                SimulationEvidence(client.simulation, real=CollateralEvidence(collateral)),
+                EnclavePolicy(
+                    fingerprint,
+                    name,
+                    allow_simulation=options.allow_simulation,
+                    mismatch_hint="nothing was sent; the operator runs other code than yours",
+                ),
+                clock=clock,
+            ).verify(cert)
             events.step(
                 f"enclave verified: fingerprint {fingerprint.hex()}"
                 + (" (SIMULATED TEE)" if verified.quote.simulated else "")

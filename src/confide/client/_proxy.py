@@ -3,9 +3,10 @@ proxy speaks TLS to the enclave, pinned to the RA-TLS certificate it verified.
 
 Trust comes from the quote, never from the operator or a CA:
 
-1. Before serving, the caller verifies the enclave's RA-TLS certificate
-   (:func:`~confide.attestation.verify_ratls_certificate`: quote, key binding,
-   fingerprint) and hands its DER to :class:`CertificatePin`.
+1. Before serving, the caller verifies the enclave's RA-TLS certificate with
+   the one verifier (:class:`~confide.client.EnclaveVerifier`: quote, key
+   binding, fingerprint, launch for this name) and hands its DER to
+   :class:`CertificatePin`, with that verifier to verify new ones.
 2. Every new upstream TLS connection compares the exact DER of the peer's
    certificate with the pin, right after the handshake and before a byte of
    the request is sent. A different certificate (the enclave restarted with a
@@ -14,7 +15,7 @@ Trust comes from the quote, never from the operator or a CA:
    certificate keeps being refused.
 3. A verification holds until the end of the shortest window it relied on
    (the certificate's notAfter, the collateral's nextUpdate, the PCK chain's
-   notAfter: :attr:`~confide.attestation.RatlsVerified.valid_until`). After
+   notAfter: :attr:`~confide.client.VerifiedEnclave.valid_until`). After
    it, the pinned certificate is verified again in full, with fresh
    collateral, before any new connection is used or any request is sent on
    a kept-alive one; an expired certificate is refused from then on.
@@ -57,9 +58,10 @@ from cryptography import x509
 from hypercorn.asyncio import serve
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-from confide.attestation import RatlsVerified
 from confide.errors import AttestationError, CollateralError, Error, UsageError
 from confide.runtime import ServerTimeouts, bind_listener, hypercorn_config
+
+from ._verify import enclave_tls_context
 
 __all__ = [
     "HOP_BY_HOP",
@@ -69,7 +71,6 @@ __all__ = [
     "ProxySettings",
     "bind_loopback",
     "loopback_hosts",
-    "proxy_ssl_context",
     "request_refusal",
     "serve_proxy",
 ]
@@ -107,7 +108,14 @@ _NAVIGATION_METHODS: Final = frozenset({"GET", "HEAD"})
 _LOOPBACK_NAMES: Final = ("localhost", "127.0.0.1", "[::1]")
 
 Log = Callable[[str], None]
-Verify = Callable[[x509.Certificate], RatlsVerified]
+
+
+class Verified(typing.Protocol):
+    @property
+    def valid_until(self) -> datetime: ...  # when the verification runs out (VerifiedEnclave's)
+
+
+Verify = Callable[[x509.Certificate], Verified]
 Clock = Callable[[], datetime]
 
 
@@ -125,7 +133,7 @@ class CertificatePin:
     ``verify`` re-verifies a certificate in full (it runs in a worker thread:
     it may fetch collateral) and raises an :class:`~confide.errors.Error`
     when it is not acceptable. ``valid_until`` is when the verification of
-    ``der`` runs out (:attr:`RatlsVerified.valid_until`); from then on (by
+    ``der`` runs out (:attr:`VerifiedEnclave.valid_until`); from then on (by
     ``clock``), ``der`` itself is verified again before it is trusted.
     """
 
@@ -211,25 +219,6 @@ class CertificatePin:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def proxy_ssl_context() -> ssl.SSLContext:
-    """The TLS context of the proxy's upstream connections (client role).
-
-    - TLS 1.2 at least: RFC 8996 deprecates TLS 1.0 and 1.1.
-    - ``CERT_NONE`` and no hostname check: the enclave's certificate is
-      self-signed, and its identity is not a name but the quote inside it,
-      bound to its key. :class:`CertificatePin` compares the exact DER of the
-      peer's certificate with the one verified, after the handshake (which
-      proves the peer holds that certificate's key) and before any request
-      byte is sent; a name check would add nothing to that.
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.options |= ssl.OP_NO_COMPRESSION
-    return context
 
 
 class _PinnedStream(httpcore.AsyncNetworkStream):
@@ -323,7 +312,7 @@ class ProxyApp:
         self.pin = pin
         self._log = log
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=proxy_ssl_context(),
+            ssl_context=enclave_tls_context(),
             max_connections=settings.max_connections,
             keepalive_expiry=settings.keepalive_expiry,
             http1=True,

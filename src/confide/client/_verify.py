@@ -1,27 +1,27 @@
-"""Verifying an app's enclave from outside: fetch its RA-TLS certificate, check it, pin it.
+"""The one front door for verifying an app's enclave from outside (ADR 0015).
 
-The owner (``confide deploy``) and the app user (``confide verify``) run the
-same checks: the certificate's quote verifies against a trust anchor with its
-collateral, binds the certificate's key, and carries the expected fingerprint
-(MRENCLAVE); and the enclave was launched for the name asked for
-(:func:`verify_launch`: the launch manifest the certificate carries measures to
-the quote's MRENCLAVE and lists that name), with or without a fingerprint.
-Only then is anything sent, over a connection pinned to that certificate
-(:func:`pinned_client`).
-
-Where the trust material comes from is decided once (:func:`trust_material`):
-Intel's root and collateral from Intel PCS (or a PCCS) for a real TEE; for a
-simulated one, the operator's published simulation root and collateral, and
-only when simulation is explicitly allowed.
+``confide deploy``, ``verify``, ``proxy``, ``test``, ``seal --cert`` and
+``attest cert`` each build one :class:`EnclaveVerifier` from an injected
+:class:`EvidenceSource` (Intel PCS or a PCCS with its cache, or a collateral
+file: :class:`CollateralEvidence`; the operator's simulation endpoint:
+:class:`SimulationEvidence`) and a mandatory :class:`EnclavePolicy` (the
+fingerprint and the name launched for, :func:`verify_launch`; leaving one out
+takes ``allow_any_code``/``allow_any_name``). A simulated TEE is refused
+before any collateral is fetched unless allowed, always as
+``simulation.not_allowed``. The time is read after the evidence is fetched.
+The frozen :class:`VerifiedEnclave` says what was proven (real TEE or
+simulation, measurement, name, ``valid_until``); its
+:meth:`~VerifiedEnclave.pinned_context` is the one pinning technique: the
+exact DER of the verified certificate, compared right after the handshake,
+before a byte is sent (the proxy's ``CertificatePin`` compares the same way,
+per connection, and verifies a new certificate with the same verifier).
 
 Example::
 
-    >>> from confide.client import fetch_enclave_certificate, trust_material
-    >>> cert = fetch_enclave_certificate(router, "app.example", timeout=10)  # doctest: +SKIP
-    >>> material = trust_material(cert, now, simulation=None, allow_simulation=False,
-    ...                           collateral=pcs_fetch)  # doctest: +SKIP
-    >>> verify_enclave(cert, material, now=now, fingerprint=expected,
-    ...                name="app.example")  # doctest: +SKIP
+    >>> verifier = EnclaveVerifier(CollateralEvidence.service(INTEL_PCS_URL, cache),
+    ...                            EnclavePolicy(expected, "app.example"))  # doctest: +SKIP
+    >>> enclave = verifier.verify(fetch_enclave_certificate(router, "app.example", timeout=10))
+    ... # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from __future__ import annotations
 import dataclasses
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Final
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Protocol
 
 import httpx
 from cryptography import x509
@@ -41,33 +42,37 @@ from confide.attestation import (
     RATLS_QUOTE_OID,
     Check,
     Collateral,
+    CollateralCache,
+    CollateralClient,
+    HttpxFetcher,
     Policy,
     Quote,
     RatlsVerified,
+    VerifiedQuote,
     fetch_peer_certificate,
     is_simulation_root,
     quote_from_certificate,
     verify_ratls_certificate,
 )
-from confide.errors import (
-    AttestationError,
-    FormatError,
-    PolicyError,
-    SimulationError,
-    UsageError,
-)
+from confide.errors import AttestationError, FormatError, PolicyError, SimulationError, UsageError
 from confide.runtime import LAUNCH_MANIFEST_OID, MAX_MANIFEST_SIZE, LaunchManifest
 
 from ._api import RouterAddress, SimulationInfo
 
 __all__ = [
     "SIMULATION_REFUSED",
+    "CollateralEvidence",
     "CollateralSource",
+    "EnclavePolicy",
+    "EnclaveVerifier",
+    "EvidenceSource",
+    "SimulationEvidence",
     "TrustMaterial",
+    "VerifiedEnclave",
+    "enclave_tls_context",
     "fetch_enclave_certificate",
     "has_quote",
     "pinned_client",
-    "trust_material",
     "verify_enclave",
     "verify_launch",
 ]
@@ -81,6 +86,17 @@ SIMULATION_REFUSED: Final = (
 CollateralSource = Callable[[Quote, datetime], Collateral]
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def refuse_simulation(
+    hint: str = "a simulated TEE proves nothing about the hardware",
+) -> SimulationError:
+    """The one refusal of a simulated TEE (the attestation core's code)."""
+    return SimulationError("simulation.not_allowed", SIMULATION_REFUSED, hint=hint)
+
+
 @dataclass(frozen=True, slots=True)
 class TrustMaterial:
     """The collateral and trust anchor a certificate's quote is verified with."""
@@ -90,6 +106,167 @@ class TrustMaterial:
     trust_anchor: x509.Certificate | None
     #: The anchor is a simulation root (only with ``allow_simulation``).
     simulated: bool
+
+
+class EvidenceSource(Protocol):
+    """The trust material for a quote, fetched at ``now`` (the only I/O of a verification);
+    a simulated TEE is refused (:func:`refuse_simulation`) before any fetch unless allowed."""
+
+    def __call__(self, quote: Quote, now: datetime, *, allow_simulation: bool) -> TrustMaterial: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CollateralEvidence:
+    """Collateral from Intel PCS, a PCCS or a file, verified up to ``trust_anchor``."""
+
+    fetch: CollateralSource
+    #: ``None``: Intel's SGX Root CA.
+    trust_anchor: x509.Certificate | None = None
+
+    @classmethod
+    def service(
+        cls, url: str, cache: Path, trust_anchor: x509.Certificate | None = None
+    ) -> CollateralEvidence:
+        """Intel PCS or a PCCS (v4 API) at ``url``, cached in the folder ``cache``."""
+
+        def fetch(quote: Quote, now: datetime) -> Collateral:  # a client only when used
+            client = CollateralClient(url, HttpxFetcher(), cache=CollateralCache(cache))
+            return client.fetch(quote, now=now)
+
+        return cls(fetch, trust_anchor)
+
+    def __call__(self, quote: Quote, now: datetime, *, allow_simulation: bool) -> TrustMaterial:
+        anchor = self.trust_anchor
+        simulated = anchor is not None and is_simulation_root(anchor)
+        if (simulated or _chain_ends_at_simulation_root(quote)) and not allow_simulation:
+            # Said before any collateral is fetched: Intel's PCS knows no simulated platform.
+            raise refuse_simulation()
+        return TrustMaterial(self.fetch(quote, now), anchor, simulated=simulated)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationEvidence:
+    """The operator's simulation endpoint (``info``: ``GET /simulation``; ``None``: its TEE is
+    real, then ``real`` is used); ``collateral`` and ``trust_anchor`` replace its own."""
+
+    info: Callable[[], SimulationInfo | None]
+    real: EvidenceSource | None = None
+    collateral: CollateralSource | None = None
+    trust_anchor: x509.Certificate | None = None
+
+    def __call__(self, quote: Quote, now: datetime, *, allow_simulation: bool) -> TrustMaterial:
+        info = self.info()
+        if info is None:
+            if self.real is None:
+                raise UsageError(
+                    "the operator publishes no simulated TEE's collateral: its TEE is real, "
+                    "so give --pccs-url URL or --collateral FILE"
+                )
+            return self.real(quote, now, allow_simulation=allow_simulation)
+        if not allow_simulation:
+            raise refuse_simulation()
+        if self.collateral is not None:
+            found = self.collateral(quote, now)
+        elif info.collateral is not None:
+            found = info.collateral
+        else:
+            raise SimulationError(
+                "simulation.collateral",
+                "the operator's TEE is simulated but it publishes no collateral",
+                hint="give --collateral FILE",
+            )
+        return TrustMaterial(found, self.trust_anchor or info.root_ca, simulated=True)
+
+
+def _chain_ends_at_simulation_root(quote: Quote) -> bool:
+    """Whether the quote's own PCK chain names a simulation root (a hint, not trust)."""
+    try:
+        chain = x509.load_pem_x509_certificates(quote.certification.pck_cert_chain.rstrip(b"\x00"))
+    except ValueError:
+        return False  # the verifier reports a malformed chain itself
+    return bool(chain) and is_simulation_root(chain[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class EnclavePolicy:
+    """The enclave's code (``fingerprint``) and the name it was launched for: leaving one out
+    takes ``allow_any_code``/``allow_any_name``. ``checks``: the quote's other expectations
+    (TCB statuses, debug, MRSIGNER), without ``mr_enclave`` and ``allow_simulation``."""
+
+    fingerprint: bytes | None
+    name: str | None
+    allow_any_code: bool = False
+    allow_any_name: bool = False
+    allow_simulation: bool = False
+    checks: Policy = field(default_factory=Policy)
+    #: Given (``confide deploy``, ``confide verify``): a fingerprint mismatch is said as
+    #: "code fingerprint mismatch: expected ..., the enclave reports ...", with this hint.
+    mismatch_hint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.fingerprint is None and not self.allow_any_code:
+            raise UsageError("no expected fingerprint: which code runs would not be checked")
+        if self.name is None and not self.allow_any_name:
+            raise UsageError("no name: what the enclave was launched for would not be checked")
+        if self.checks.mr_enclave is not None or self.checks.allow_simulation:
+            raise UsageError("the fingerprint and simulation are the policy's, not its checks'")
+
+    def quote_policy(self, material: TrustMaterial) -> Policy:
+        return dataclasses.replace(
+            self.checks,
+            mr_enclave=self.fingerprint,
+            allow_simulation=self.allow_simulation and material.simulated,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedEnclave:
+    """What a verification proved about one enclave (its certificate as verified)."""
+
+    certificate: x509.Certificate
+    #: The RA-TLS verification: quote, key binding, the checks that passed.
+    ratls: RatlsVerified
+    #: The name it was proven to be launched for (``None``: not asked, ``allow_any_name``).
+    name: str | None
+    #: Its launch manifest, measured to MRENCLAVE (``None`` when no name was asked).
+    launch: LaunchManifest | None
+
+    @property
+    def quote(self) -> VerifiedQuote:
+        return self.ratls.quote
+
+    @property
+    def simulated(self) -> bool:  # a simulated TEE, accepted only with allow_simulation
+        return self.ratls.quote.simulated
+
+    @property
+    def measurement(self) -> bytes | None:  # MRENCLAVE (None: a TDX quote)
+        return self.ratls.quote.mr_enclave
+
+    @property
+    def valid_until(self) -> datetime:  # the end of the shortest window relied on
+        return self.ratls.valid_until
+
+    def pinned_context(self) -> ssl.SSLContext:
+        """A TLS client context that accepts only this certificate (:func:`enclave_tls_context`)."""
+        return enclave_tls_context(self.certificate.public_bytes(Encoding.DER))
+
+
+@dataclass(frozen=True, slots=True)
+class EnclaveVerifier:
+    """Verifies enclaves with one evidence source and one policy (see the module's description)."""
+
+    evidence: EvidenceSource
+    policy: EnclavePolicy
+    #: The verification time, read after the evidence is fetched (``--at`` fixes it).
+    clock: Callable[[], datetime] = _utc_now
+
+    def verify(self, cert: x509.Certificate) -> VerifiedEnclave:
+        """Verify ``cert``; raise an :class:`~confide.errors.Error` naming the failed check."""
+        quote = Quote.from_bytes(quote_from_certificate(cert))
+        material = self.evidence(quote, self.clock(), allow_simulation=self.policy.allow_simulation)
+        # After the fetch: collateral made during it is valid at this time.
+        return verify_enclave(cert, material, now=self.clock(), policy=self.policy)
 
 
 def has_quote(cert: x509.Certificate) -> bool:
@@ -108,64 +285,6 @@ def fetch_enclave_certificate(
     return fetch_peer_certificate(
         address.host, address.port, server_name=server_name, timeout=timeout
     )
-
-
-def trust_material(
-    cert: x509.Certificate,
-    now: datetime,
-    *,
-    simulation: SimulationInfo | None,
-    allow_simulation: bool,
-    collateral: CollateralSource | None,
-    trust_anchor: x509.Certificate | None = None,
-) -> TrustMaterial:
-    """Decide what ``cert``'s quote is verified against.
-
-    ``simulation`` is the operator's ``GET /simulation`` (``None``: a real TEE,
-    or not asked). A simulated TEE is refused unless ``allow_simulation``;
-    then its root is the anchor and its collateral is used, unless
-    ``collateral`` is given. Otherwise ``collateral`` fetches the quote's
-    collateral and ``trust_anchor`` (default Intel's root) is the anchor.
-    """
-    if simulation is not None:
-        if not allow_simulation:
-            raise SimulationError(
-                "policy.simulation",
-                SIMULATION_REFUSED,
-                hint="a simulated TEE proves nothing about the hardware",
-            )
-        if collateral is not None:
-            coll = collateral(Quote.from_bytes(quote_from_certificate(cert)), now)
-        elif simulation.collateral is not None:
-            coll = simulation.collateral
-        else:
-            raise SimulationError(
-                "simulation.collateral",
-                "the operator's TEE is simulated but it publishes no collateral",
-                hint="give --collateral FILE",
-            )
-        return TrustMaterial(coll, trust_anchor or simulation.root_ca, simulated=True)
-    if collateral is None:
-        raise UsageError("no collateral source to verify the quote with")
-    quote = Quote.from_bytes(quote_from_certificate(cert))
-    simulated = trust_anchor is not None and is_simulation_root(trust_anchor)
-    if (simulated or _chain_ends_at_simulation_root(quote)) and not allow_simulation:
-        # Said before any collateral is fetched: Intel's PCS knows no simulated platform.
-        raise SimulationError(
-            "policy.simulation",
-            SIMULATION_REFUSED,
-            hint="a simulated TEE proves nothing about the hardware",
-        )
-    return TrustMaterial(collateral(quote, now), trust_anchor, simulated=simulated)
-
-
-def _chain_ends_at_simulation_root(quote: Quote) -> bool:
-    """Whether the quote's own PCK chain names a simulation root (a hint, not trust)."""
-    try:
-        chain = x509.load_pem_x509_certificates(quote.certification.pck_cert_chain.rstrip(b"\x00"))
-    except ValueError:
-        return False  # the verifier reports a malformed chain itself
-    return bool(chain) and is_simulation_root(chain[-1])
 
 
 def launch_manifest_bytes(cert: x509.Certificate) -> bytes:
@@ -240,63 +359,95 @@ def verify_launch(cert: x509.Certificate, verified: RatlsVerified, name: str) ->
 
 
 def verify_enclave(
-    cert: x509.Certificate,
-    material: TrustMaterial,
-    *,
-    now: datetime,
-    fingerprint: bytes | None,
-    name: str,
-    allow_simulation: bool = False,
-) -> RatlsVerified:
-    """Verify ``cert``'s quote, and that the enclave was launched for ``name``
-    (:func:`verify_launch`); with ``fingerprint``, require it as MRENCLAVE.
+    cert: x509.Certificate, material: TrustMaterial, *, now: datetime, policy: EnclavePolicy
+) -> VerifiedEnclave:
+    """The pure core of :meth:`EnclaveVerifier.verify`: ``cert`` against ``material`` at ``now``.
 
-    A fingerprint mismatch raises :class:`PolicyError` ``policy.mrenclave``
-    with one line: ``code fingerprint mismatch: expected ..., the enclave reports ...``.
+    Verifies the quote (its fingerprint, when ``policy`` has one) and, when
+    ``policy`` has a name, that the enclave was launched for it
+    (:func:`verify_launch`). A fingerprint mismatch raises :class:`PolicyError`
+    ``policy.mrenclave``, in the attestation core's words, or with
+    ``policy.mismatch_hint`` as ``code fingerprint mismatch: expected ..., the
+    enclave reports ...``.
     """
-    policy = Policy(
-        mr_enclave=fingerprint, allow_simulation=allow_simulation and material.simulated
-    )
     try:
         verified = verify_ratls_certificate(
-            cert, material.collateral, now=now, policy=policy, trust_anchor=material.trust_anchor
+            cert,
+            material.collateral,
+            now=now,
+            policy=policy.quote_policy(material),
+            trust_anchor=material.trust_anchor,
         )
     except PolicyError as exc:
-        if exc.code != "policy.mrenclave" or fingerprint is None:
+        if exc.code != "policy.mrenclave" or policy.mismatch_hint is None or not policy.fingerprint:
             raise
         observed = exc.observed.hex() if isinstance(exc.observed, bytes) else str(exc.observed)
         err = PolicyError(
             "policy.mrenclave",
-            f"code fingerprint mismatch: expected {fingerprint.hex()}, "
+            f"code fingerprint mismatch: expected {policy.fingerprint.hex()}, "
             f"the enclave reports {observed}",
-            hint="nothing was sent; the operator runs other code than yours",
+            hint=policy.mismatch_hint,
         )
         err.checks = exc.checks
         raise err from None
+    if policy.name is None:
+        return VerifiedEnclave(cert, verified, None, None)
     try:
-        manifest = verify_launch(cert, verified, name)
+        manifest = verify_launch(cert, verified, policy.name)
     except AttestationError as exc:
         exc.checks = verified.quote.checks
         raise
     check = Check("launch manifest measured, for this name", "passed", ", ".join(manifest.san))
     quote = dataclasses.replace(verified.quote, checks=(*verified.quote.checks, check))
-    return dataclasses.replace(verified, quote=quote)
+    return VerifiedEnclave(cert, dataclasses.replace(verified, quote=quote), policy.name, manifest)
+
+
+def enclave_tls_context(pinned: bytes | None = None) -> ssl.SSLContext:
+    """The TLS client context of every connection to an enclave; ``pinned``: the DER it accepts.
+
+    - TLS 1.2 at least: RFC 8996 deprecates TLS 1.0 and 1.1.
+    - ``CERT_NONE`` and no hostname check: the enclave's certificate is
+      self-signed, and its identity is not a name but the quote inside it,
+      bound to its key. The one pinning technique is the exact DER of the
+      verified certificate, compared right after the handshake (which proves
+      the peer holds that certificate's key) and before any byte is sent: by
+      this context when ``pinned`` is given (the handshake then fails with
+      :class:`ssl.SSLCertVerificationError` on any other certificate), or by
+      the proxy's :class:`~confide.client.CertificatePin` on each connection.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.options |= ssl.OP_NO_COMPRESSION
+    if pinned is not None:
+
+        def check(peer: bytes | None) -> None:
+            if peer != pinned:
+                raise ssl.SSLCertVerificationError(
+                    "the peer's certificate is not the verified enclave's"
+                )
+
+        class PinnedSocket(ssl.SSLSocket):  # blocking sockets (httpx's sync client)
+            def do_handshake(self, block: bool = False) -> None:
+                super().do_handshake(block)
+                check(self.getpeercert(binary_form=True))
+
+        class PinnedObject(ssl.SSLObject):  # memory BIOs (asyncio, anyio)
+            def do_handshake(self) -> None:
+                super().do_handshake()
+                check(self.getpeercert(binary_form=True))
+
+        context.sslsocket_class = PinnedSocket
+        context.sslobject_class = PinnedObject
+    return context
 
 
 def pinned_client(
     address: RouterAddress, server_name: str, cert: x509.Certificate, *, timeout: float
 ) -> httpx.Client:
-    """HTTPS to ``address`` with SNI and Host ``server_name``, trusting only ``cert``.
-
-    The verified RA-TLS certificate is self-signed: as the only trust anchor,
-    only its key (held in the enclave) can serve this connection. TLS 1.2 at
-    least (RFC 8996); certificate and host name checks stay on.
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.check_hostname = True
-    context.load_verify_locations(cadata=cert.public_bytes(Encoding.PEM).decode("ascii"))
+    """HTTPS to ``address`` with SNI and Host ``server_name``, to the enclave of ``cert`` only
+    (:func:`enclave_tls_context` pinned to it)."""
 
     def sni(request: httpx.Request) -> None:
         request.extensions["sni_hostname"] = server_name
@@ -305,7 +456,7 @@ def pinned_client(
     return httpx.Client(
         base_url=f"https://{host}:{address.port}",
         headers={"Host": server_name},
-        verify=context,
+        verify=enclave_tls_context(cert.public_bytes(Encoding.DER)),
         timeout=timeout,
         follow_redirects=False,
         event_hooks={"request": [sni]},

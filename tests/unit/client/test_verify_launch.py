@@ -24,7 +24,13 @@ from confide.attestation import (
     ratls_report_data,
     verify_ratls_certificate,
 )
-from confide.client import TrustMaterial, verify_enclave, verify_launch
+from confide.client import (
+    EnclavePolicy,
+    TrustMaterial,
+    VerifiedEnclave,
+    verify_enclave,
+    verify_launch,
+)
 from confide.errors import AttestationError, FormatError, PolicyError
 from confide.runtime import LAUNCH_MANIFEST_OID, MAX_MANIFEST_SIZE, LaunchManifest, TlsMode
 from confide.tee import SimulatedPlatform
@@ -193,10 +199,9 @@ def test_verify_enclave_checks_the_name_without_a_fingerprint(
     cert = certificate(platform, B.measurement(), B.to_json())
     material = TrustMaterial(collateral, platform.root_certificate, simulated=True)
 
-    def verify(name: str) -> RatlsVerified:
-        return verify_enclave(
-            cert, material, now=NOW, fingerprint=None, name=name, allow_simulation=True
-        )
+    def verify(name: str) -> VerifiedEnclave:
+        policy = EnclavePolicy(None, name, allow_any_code=True, allow_simulation=True)
+        return verify_enclave(cert, material, now=NOW, policy=policy)
 
     good = verify(APP_B)
     assert good.quote.checks[-1].name == "launch manifest measured, for this name"
