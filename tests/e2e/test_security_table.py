@@ -318,7 +318,8 @@ def test_owner_verifies_when_deploying(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Another expected fingerprint: the deploy aborts and no configuration leaves the CLI."""
+    """Another expected fingerprint: the deploy aborts, no configuration leaves the CLI, and
+    the deploy stops the app it created (issue 9, point 11)."""
     project = make_project(tmp_path / "project", scenario)
     monkeypatch.setattr(deploy_module, "runtime_code_hash", lambda: bytes(32))
     sent: list[str] = []
@@ -336,12 +337,9 @@ def test_owner_verifies_when_deploying(
     assert not (project.path.parent / ".confide").exists()
     app_id = new_app(operator, before)
     with operator.client() as api:
-        try:
-            body = wait_status(api, app_id, "initializing")
-            assert body["status_detail"] == "waiting for the configuration"
-            assert "configured" not in api.get(f"/api/v1/apps/{app_id}/logs").text
-        finally:
-            api.post(f"/api/v1/apps/{app_id}/stop")
+        body = wait_status(api, app_id, "stopped")
+        assert body["status_detail"] == "stopped by owner"
+        assert "configured" not in api.get(f"/api/v1/apps/{app_id}/logs").text
 
 
 # -- the user verifies before use -------------------------------------------------------------
