@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Final
 
-from confide.runtime import LaunchManifest, TlsMode
+from confide.wire import LaunchManifest, TlsMode
 
 APP_ID: Final = uuid.UUID("0f0f0f0f-0000-4000-8000-000000000001")
 

@@ -10,8 +10,9 @@ import pytest
 import confide.attestation
 import confide.errors
 import confide.strictjson
+import confide.wire
 
-MODULES = [confide.attestation, confide.errors, confide.strictjson]
+MODULES = [confide.attestation, confide.errors, confide.strictjson, confide.wire]
 
 
 def _public_names(module: types.ModuleType) -> set[str]:

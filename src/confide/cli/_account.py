@@ -344,7 +344,7 @@ def status_command(
             launch.runtime_sha256.hex()
             + (" (this Confide)" if ours else " (not this Confide's release: check it)"),
         ),
-        ("launch_tls", launch.tls.value),
+        ("launch_tls", launch.tls.launch),
         ("ratls_expiry", str(launch.ratls_expiry) if launch.ratls_expiry is not None else "-"),
         (
             "certificate_sha256",

@@ -15,6 +15,7 @@ from confide.attestation import (
     verify_ratls_certificate,
 )
 from confide.errors import AttestationError, UsageError
+from confide.wire import HostPort
 
 from ._app import EXIT_REJECTED, app, handle_errors
 from ._output import Output
@@ -35,7 +36,6 @@ from ._verify_options import (
     load_anchor,
     load_certificate,
     load_collateral,
-    parse_host_port,
     read_file,
     verification_time,
 )
@@ -121,7 +121,7 @@ def attest_cert(
     if file is not None and host is None:
         cert = load_certificate(read_file(file, "certificate"), str(file))
     elif host is not None and file is None:
-        hostname, port = parse_host_port(host)
+        hostname, port = HostPort.parse(host, "--host")
         cert = fetch_peer_certificate(hostname, port, server_name=sni or hostname, timeout=10.0)
     else:
         raise UsageError("give exactly one of FILE or --host HOST:PORT")

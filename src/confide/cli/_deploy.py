@@ -34,13 +34,10 @@ from confide.attestation import INTEL_PCS_URL, Collateral, Quote, quote_from_cer
 from confide.client import (
     DEFAULT_TIMEOUT,
     AppContext,
-    AppStatus,
-    AppTls,
     CollateralSource,
     DeployOptions,
     OperatorClient,
     ProjectConfig,
-    RouterAddress,
     SimulationInfo,
     choose_tls,
     deploy,
@@ -51,6 +48,7 @@ from confide.client import (
 )
 from confide.errors import AttestationError, PolicyError, UsageError
 from confide.runtime import CodeSource
+from confide.wire import AppStatus, HostPort, TlsMode
 
 from ._account import ClientSeams, TokenOpt, UrlOpt, connect_operator
 from ._app import EXIT_REJECTED, app, handle_errors
@@ -82,13 +80,6 @@ ConnectOpt = Annotated[
         envvar="CONFIDE_CONNECT",
     ),
 ]
-
-
-def _address(value: str, option: str) -> RouterAddress:
-    try:
-        return RouterAddress.parse(value)
-    except ValueError:
-        raise UsageError(f"{option} must be HOST:PORT, got {value!r}") from None
 
 
 def _interactive(ctx: typer.Context) -> bool:
@@ -184,12 +175,12 @@ def deploy_command(
         out.warn(warning)
     tls = choose_tls(config, untrusted_ssl=untrusted_ssl)
     scenario = {
-        AppTls.RATLS: "zero trust: the enclave serves RA-TLS, anyone can verify it",
-        AppTls.OWNER: "fully encrypted SaaS: the enclave serves your certificate",
-        AppTls.OPERATOR: "untrusted SSL: the operator serves its certificate",
+        TlsMode.RATLS: "zero trust: the enclave serves RA-TLS, anyone can verify it",
+        TlsMode.OWNER: "fully encrypted SaaS: the enclave serves your certificate",
+        TlsMode.OPERATOR: "untrusted SSL: the operator serves its certificate",
     }[tls]
     out.info(f"deploying {config.name} ({scenario})")
-    if tls == AppTls.OPERATOR:
+    if tls == TlsMode.OPERATOR:
         out.warn(_UNTRUSTED_WARNING)
         if not yes:
             if not _interactive(ctx):
@@ -208,7 +199,7 @@ def deploy_command(
         tls=tls,
         allow_simulation=allow_simulation,
         unsafe_skip_attestation=no_verify,
-        connect=_address(connect, "--connect") if connect else None,
+        connect=HostPort.parse(connect, "--connect") if connect else None,
         wait=timeout * 60,
         timeout=DEFAULT_TIMEOUT,
         workspace=workspace,
@@ -245,7 +236,7 @@ def deploy_command(
     for name, value in rows:
         table.add_row(name, value.replace("[", "\\["))
     out.out.print(table)
-    if tls == AppTls.RATLS:
+    if tls == TlsMode.RATLS:
         out.info(f"users verify it with: confide verify {done.server_name}")
 
 
@@ -326,7 +317,7 @@ def verify_command(
         raise UsageError("--code needs --context: the owner's context records the code's digest")
     if collateral is not None and pccs_url is not None:
         raise UsageError("give at most one of --collateral FILE and --pccs-url URL")
-    address = _address(connect, "--connect") if connect else RouterAddress(domain, 443)
+    address = HostPort.parse(connect, "--connect") if connect else HostPort(domain, 443)
     cert = fetch_enclave_certificate(address, domain, timeout=timeout)
     now = datetime.now(UTC)
     quote: Quote | None = None

@@ -50,6 +50,7 @@ from confide.client import (
     verify_launch,
 )
 from confide.errors import UsageError
+from confide.wire import HostPort
 
 from ._app import app, handle_errors
 from ._output import Output
@@ -70,16 +71,6 @@ __all__ = ["proxy_command"]
 TIMEOUT = 30.0
 
 Evidence = Callable[[x509.Certificate, datetime], tuple[Collateral, x509.Certificate | None]]
-
-
-def _address(value: str, option: str, *, port_zero: bool) -> tuple[str, int]:
-    """``HOST:PORT`` (``[IPv6]:PORT``) as a host and a port."""
-    host, sep, port = value.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    low = 0 if port_zero else 1
-    if not sep or not host or not port.isdigit() or not low <= int(port) <= 65535:
-        raise UsageError(f"{option} must be HOST:PORT with a port in {low}..65535, got {value!r}")
-    return host, int(port)
 
 
 def _evidence(
@@ -209,8 +200,8 @@ def proxy_command(
         raise UsageError("give exactly one of --fingerprint HEX or --context FILE")
     if context_file is not None:
         fingerprint = AppContext.load(context_file).fingerprint.hex()
-    listen_host, listen_port = _address(listen, "--listen", port_zero=True)
-    upstream = _address(connect, "--connect", port_zero=False) if connect else (domain, 443)
+    listen_host, listen_port = HostPort.parse(listen, "--listen", allow_port_zero=True)
+    upstream = HostPort.parse(connect, "--connect") if connect else (domain, 443)
     policy = build_policy(fingerprint, None, None, None, accept, False, allow_simulation)
     evidence = _evidence(collateral, pccs_url, operator, load_anchor(root_ca))
 

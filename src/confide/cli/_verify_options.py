@@ -40,7 +40,6 @@ __all__ = [
     "load_certificate",
     "load_collateral",
     "parse_hex",
-    "parse_host_port",
     "read_file",
     "verification_time",
 ]
@@ -173,13 +172,6 @@ def load_anchor(path: Path | None) -> x509.Certificate | None:
         return load_certificate(raw, str(path))
     except FormatError as exc:
         raise UsageError(str(exc)) from None
-
-
-def parse_host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--host must be HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
 
 
 def load_collateral(

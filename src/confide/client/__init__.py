@@ -10,13 +10,10 @@ Example::
 """
 
 from ._api import (
-    API_PREFIX,
     DEFAULT_TIMEOUT,
     MAX_RESPONSE_BYTES,
     Account,
     AppRecord,
-    AppStatus,
-    AppTls,
     DeployManifest,
     Health,
     Metrics,
@@ -24,7 +21,6 @@ from ._api import (
     Plan,
     ProgressCallback,
     ProjectInfo,
-    RouterAddress,
     SimulationInfo,
     normalize_url,
 )
@@ -84,13 +80,10 @@ __all__ = [
     "ProjectConfig",
     "SslConfig",
     # The operator API client.
-    "API_PREFIX",
     "DEFAULT_TIMEOUT",
     "MAX_RESPONSE_BYTES",
     "Account",
     "AppRecord",
-    "AppStatus",
-    "AppTls",
     "DeployManifest",
     "Health",
     "Metrics",
@@ -98,7 +91,6 @@ __all__ = [
     "Plan",
     "ProgressCallback",
     "ProjectInfo",
-    "RouterAddress",
     "SimulationInfo",
     "normalize_url",
     # The app context file.

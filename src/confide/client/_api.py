@@ -54,16 +54,13 @@ from cryptography import x509
 from confide import __version__
 from confide.attestation import Collateral
 from confide.errors import AttestationError, OperatorError, UsageError
-from confide.runtime import LaunchManifest
+from confide.wire import API_PREFIX, AppStatus, HostPort, LaunchManifest, TlsMode
 
 __all__ = [
-    "API_PREFIX",
     "DEFAULT_TIMEOUT",
     "MAX_RESPONSE_BYTES",
     "Account",
     "AppRecord",
-    "AppStatus",
-    "AppTls",
     "DeployManifest",
     "Health",
     "Metrics",
@@ -72,12 +69,10 @@ __all__ = [
     "Plan",
     "ProgressCallback",
     "ProjectInfo",
-    "RouterAddress",
     "SimulationInfo",
     "normalize_url",
 ]
 
-API_PREFIX: Final = "/api/v1"
 #: Seconds each call may take to connect, send, or wait for the next bytes.
 DEFAULT_TIMEOUT: Final = 30.0
 #: Largest answer read (the operator sends at most 4 MiB of log at once).
@@ -95,34 +90,6 @@ ProgressCallback = Callable[[int, int], None]
 # -- models ----------------------------------------------------------------------------------
 
 
-class AppStatus(enum.StrEnum):
-    """Where an app is in its life, as the operator reports it."""
-
-    SPAWNING = "spawning"
-    INITIALIZING = "initializing"
-    RUNNING = "running"
-    STOPPED = "stopped"
-    ON_ERROR = "on_error"
-    EXPIRED = "expired"
-    DELETED = "deleted"
-
-    @property
-    def active(self) -> bool:
-        """A runtime exists or is about to (its logs can still grow)."""
-        return self in (AppStatus.SPAWNING, AppStatus.INITIALIZING, AppStatus.RUNNING)
-
-
-class AppTls(enum.StrEnum):
-    """Who terminates the app's TLS (the operator API's words)."""
-
-    #: Zero trust: the enclave serves an RA-TLS certificate carrying its quote.
-    RATLS = "ratls"
-    #: The owner's certificate; its private key goes only into the attested enclave.
-    OWNER = "owner"
-    #: The operator's router terminates TLS: trust the operator.
-    OPERATOR = "operator"
-
-
 @dataclass(frozen=True, slots=True)
 class DeployManifest:
     """What an owner asks for when deploying (the ``manifest`` form field of ``POST /apps``).
@@ -136,7 +103,7 @@ class DeployManifest:
     application: str
     plan: str
     expires_at: datetime
-    tls: AppTls
+    tls: TlsMode
     project: str = "default"
     healthcheck: str = "/"
     #: The owner's domain (``tls=OWNER`` only).
@@ -152,7 +119,7 @@ class DeployManifest:
                 "the certificate holds a private key: it never goes to the operator, "
                 "only to the attested enclave"
             )
-        owner = self.tls == AppTls.OWNER
+        owner = self.tls == TlsMode.OWNER
         if owner != (self.domain is not None) or owner != (self.certificate is not None):
             raise UsageError("a domain and a certificate are given exactly when tls is owner")
 
@@ -171,26 +138,6 @@ class DeployManifest:
         if self.certificate is not None:
             doc["certificate"] = self.certificate
         return json.dumps(doc)
-
-
-@dataclass(frozen=True, slots=True)
-class RouterAddress:
-    """The operator's router, which serves every domain of every app."""
-
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, value: str) -> RouterAddress:
-        """``host:port`` or ``[v6]:port``."""
-        host, sep, port = value.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"not host:port: {value!r}")
-        return cls(host, int(port))
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,8 +191,8 @@ class AppRecord:
     delete_requested: bool
     #: ``<id>.<base domain>``, then the owner's domain.
     domains: tuple[str, ...]
-    router: RouterAddress
-    tls: AppTls
+    router: HostPort
+    tls: TlsMode
     #: The owner's domain (``tls=OWNER``).
     domain: str | None
     #: The owner's certificate chain, PEM (public).
@@ -489,8 +436,8 @@ def _app(d: _Doc) -> AppRecord:
     if launch.app_id != app_id:
         raise _Malformed(f"launch is the manifest of app {launch.app_id}, not of app {app_id}")
     try:
-        router = RouterAddress.parse(d.text("router"))
-    except ValueError as exc:
+        router = HostPort.parse(d.text("router"), "router")
+    except UsageError as exc:
         raise _Malformed(f"router: {exc}") from None
     package = d.doc("package")
     return AppRecord(
@@ -506,7 +453,7 @@ def _app(d: _Doc) -> AppRecord:
         delete_requested=d.flag("delete_requested"),
         domains=d.texts("domains"),
         router=router,
-        tls=d.choice("tls", AppTls),
+        tls=d.choice("tls", TlsMode),
         domain=d.opt_text("domain"),
         certificate=d.opt_text("certificate"),
         package_sha256=package.hexbytes("sha256", 32),

@@ -23,7 +23,7 @@ Example::
     >>> asyncio.run(serve_api(app, settings, shutdown_trigger=stop.wait))  # doctest: +SKIP
 """
 
-from ._api import API_PREFIX, MAX_LOG_BYTES, MAX_TAIL, create_app, serve_api
+from ._api import MAX_LOG_BYTES, MAX_TAIL, create_app, serve_api
 from ._backend import (
     LOCAL_RUNTIME_ENVIRONMENT,
     STOP_TIMEOUT,
@@ -54,10 +54,7 @@ from ._models import (
     Account,
     ApiToken,
     App,
-    AppStatus,
     AppStatusChange,
-    DesiredState,
-    OperatorTls,
     Project,
 )
 from ._routes import AppRoutes
@@ -88,7 +85,6 @@ from ._supervisor import (
 )
 
 __all__ = [
-    "API_PREFIX",
     "DEFAULT_PLANS",
     "MAX_LOG_BYTES",
     "MAX_MANIFEST_BYTES",
@@ -98,14 +94,12 @@ __all__ = [
     "ApiToken",
     "App",
     "AppEvents",
-    "AppStatus",
     "AppStatusChange",
     "AuthenticatedToken",
     "BlobStore",
     "CertificateAuthority",
     "Clock",
     "Database",
-    "DesiredState",
     "FileLogSource",
     "IssuedToken",
     "LogSource",
@@ -114,7 +108,6 @@ __all__ = [
     "NoEvents",
     "NoMetrics",
     "OperatorSettings",
-    "OperatorTls",
     "PackageTooLarge",
     "Plan",
     "Project",

@@ -53,7 +53,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from confide.crypto import HEADER_SIZE, CryptoError, check_package_layout
-from confide.runtime import LaunchManifest
+from confide.wire import API_PREFIX, AppStatus, DesiredState, LaunchManifest, TlsMode
 
 from ._auth import Authenticator
 from ._blobs import BlobStore, PackageTooLarge
@@ -65,7 +65,7 @@ from ._db import (
     status_history,
     upgrade_database,
 )
-from ._models import DOMAIN_RELEASED, App, AppStatus, DesiredState, OperatorTls, Project
+from ._models import DOMAIN_RELEASED, App, Project
 from ._schemas import (
     MAX_MANIFEST_BYTES,
     AppList,
@@ -98,7 +98,6 @@ from ._seams import (
 from ._settings import OperatorSettings, TeeBackend
 
 __all__ = [
-    "API_PREFIX",
     "MAX_LOG_BYTES",
     "MAX_TAIL",
     "SIMULATION_COLLATERAL_REFRESH",
@@ -107,7 +106,6 @@ __all__ = [
     "serve_api",
 ]
 
-API_PREFIX: Final = "/api/v1"
 #: Most lines ``?tail=`` returns.
 MAX_TAIL: Final = 100_000
 #: Most bytes of log returned at once (the end of the file).
@@ -273,7 +271,7 @@ class _Api:
             healthcheck=app.healthcheck,
             plan=app.plan,
             expires_at=app.expires_at,
-            tls=OperatorTls(app.tls),
+            tls=TlsMode(app.tls),
             domain=app.domain,
             certificate=app.certificate_pem,
             package=PackageOut(sha256=app.package_sha256, size=app.package_size),

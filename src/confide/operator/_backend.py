@@ -68,13 +68,12 @@ from typing import Final, Protocol, runtime_checkable
 from confide.errors import UsageError
 from confide.runtime import (
     CODE_ROOT,
-    LaunchManifest,
     LaunchTee,
-    TlsMode,
     check_launch,
     remove_orphans,
     runtime_arguments,
 )
+from confide.wire import LaunchManifest, TlsMode
 
 from ._seams import Clock, LogSource, utc_now
 from ._settings import TeeBackend
@@ -320,7 +319,7 @@ class LocalProcessBackend:
         folder = self.app_dir(spec.app_id)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         certificate: Path | None = None
-        if spec.manifest.tls == TlsMode.CERTIFICATE:
+        if spec.manifest.tls == TlsMode.OWNER:
             if spec.certificate_pem is None:
                 raise LaunchRefused(f"app {spec.app_id} has no owner certificate stored")
             certificate = self.certificate_path(spec.app_id)

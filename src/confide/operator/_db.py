@@ -45,8 +45,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from confide.errors import UsageError
+from confide.wire import AppStatus
 
-from ._models import Account, ApiToken, App, AppStatus, AppStatusChange
+from ._models import Account, ApiToken, App, AppStatusChange
 
 __all__ = [
     "TOKEN_PREFIX",

@@ -61,6 +61,7 @@ from confide.errors import UsageError
 from confide.runtime import source_of
 from confide.runtime._handoff import hand_off
 from confide.runtime._tls import bind_listener
+from confide.wire import HostPort
 
 from ._tlsparse import MAX_PEEK_SIZE, NeedMore, Rejected, peek_client_hello
 
@@ -71,7 +72,6 @@ __all__ = [
     "Route",
     "RouteMode",
     "RouteTable",
-    "RouterAddress",
     "RouterSettings",
     "TlsProvider",
     "serve_router",
@@ -169,14 +169,6 @@ class NullRecorder:
 
 
 @dataclass(frozen=True, slots=True)
-class RouterAddress:
-    """The address the router listens on (the real port when port 0 was asked)."""
-
-    host: str
-    port: int
-
-
-@dataclass(frozen=True, slots=True)
 class RouterSettings:
     """The router's address and limits. Times are in seconds, sizes in bytes."""
 
@@ -245,7 +237,7 @@ async def serve_router(
     *,
     shutdown_trigger: Callable[[], Awaitable[object]],
     recorder: Recorder | None = None,
-    on_ready: Callable[[RouterAddress], None] | None = None,
+    on_ready: Callable[[HostPort], None] | None = None,
 ) -> None:
     """Serve the front port until ``shutdown_trigger()`` returns.
 
@@ -276,7 +268,7 @@ async def serve_router(
         router.start_accepting()
         host, port = listener.getsockname()[:2]
         if on_ready is not None:
-            on_ready(RouterAddress(host, port))
+            on_ready(HostPort(host, port))
         await shutdown_trigger()
     finally:
         router.stop_accepting()

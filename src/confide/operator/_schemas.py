@@ -32,18 +32,23 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from confide.errors import JsonError
-from confide.runtime import LaunchManifest, TlsMode
 from confide.strictjson import loads_object
-
-from ._models import (
+from confide.wire import (
     APPLICATION_LENGTH,
+    APPLICATION_PATTERN,
     DOMAIN_LENGTH,
+    DOMAIN_PATTERN,
     HEALTHCHECK_LENGTH,
+    HEALTHCHECK_PATTERN,
     NAME_LENGTH,
+    NAME_PATTERN,
     AppStatus,
     DesiredState,
-    OperatorTls,
+    LaunchManifest,
+    TlsMode,
+    uncovered_names,
 )
+
 from ._settings import Plan
 
 __all__ = [
@@ -72,13 +77,6 @@ MAX_CERTIFICATE_PEM: Final = 64 * 1024
 #: Most certificates in the owner's chain.
 MAX_CHAIN_LENGTH: Final = 8
 
-NAME_PATTERN: Final = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
-APPLICATION_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
-HEALTHCHECK_PATTERN: Final = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$"
-DOMAIN_PATTERN: Final = (
-    r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$"
-)
-
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=NAME_LENGTH)]
 
 _MANIFEST_LOC: Final = ("body", "manifest")
@@ -98,7 +96,7 @@ class ManifestIn(BaseModel):
     ] = "/"
     plan: Name
     expires_at: AwareDatetime
-    tls: OperatorTls
+    tls: TlsMode
     #: The owner's domain (``tls: owner`` only), lower-case.
     domain: Annotated[str, Field(pattern=DOMAIN_PATTERN, max_length=DOMAIN_LENGTH)] | None = None
     #: The owner's certificate chain in PEM, leaf first (``tls: owner`` only). Never a key.
@@ -164,7 +162,7 @@ def parse_manifest(
             )
         )
     chain: tuple[x509.Certificate, ...] | None = None
-    if manifest.tls == OperatorTls.OWNER:
+    if manifest.tls == TlsMode.OWNER:
         if manifest.domain is None:
             errors.append((("domain",), "tls owner needs the owner's domain", "missing"))
         if manifest.certificate is None:
@@ -198,7 +196,7 @@ def _check_certificate(
     if not 0 < len(chain) <= MAX_CHAIN_LENGTH:
         return None, f"give 1 to {MAX_CHAIN_LENGTH} certificates, got {len(chain)}"
     leaf = chain[0]
-    if manifest.domain is not None and not _covers(leaf, manifest.domain):
+    if manifest.domain is not None and uncovered_names(leaf, (manifest.domain,)):
         return chain, f"the certificate does not cover the domain {manifest.domain}"
     if leaf.not_valid_after_utc < manifest.expires_at:
         return chain, (
@@ -208,24 +206,6 @@ def _check_certificate(
     if leaf.not_valid_after_utc <= now:
         return chain, "the certificate has expired"
     return chain, None
-
-
-def _covers(leaf: x509.Certificate, domain: str) -> bool:
-    """The leaf's DNS SANs name ``domain`` exactly or by a one-label wildcard."""
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
-    domain = domain.lower()
-    for name in san.get_values_for_type(x509.DNSName):
-        name = name.lower()
-        if name == domain:
-            return True
-        if name.startswith("*.") and "." in domain:
-            head, rest = domain.split(".", 1)
-            if head and rest == name[2:]:
-                return True
-    return False
 
 
 def build_launch_manifest(
@@ -249,37 +229,25 @@ def build_launch_manifest(
     ``<id>.<base-domain>`` to the app.
     """
     app_domain = f"{app_id}.{base_domain}"
-    if manifest.tls == OperatorTls.OWNER and manifest.domain is not None:
+    if manifest.tls == TlsMode.OWNER and manifest.domain is not None:
         san: tuple[str, ...] = (manifest.domain,)
     else:
         san = (app_domain,) + ((manifest.domain,) if manifest.domain is not None else ())
-    if manifest.tls == OperatorTls.RATLS:
-        return LaunchManifest(
-            runtime_sha256=runtime_sha256,
-            package_sha256=package_sha256,
-            app_id=app_id,
-            application=manifest.application,
-            tls=TlsMode.RATLS,
-            ratls_expiry=int(manifest.expires_at.timestamp()),
-            certificate_sha256=None,
-            san=san,
-            subject=app_domain,
-        )
     certificate_sha256 = None
-    if manifest.tls == OperatorTls.OWNER:
+    if manifest.tls == TlsMode.OWNER:
         if not chain:
             raise ValueError("an owner-TLS app needs its certificate chain")
         certificate_sha256 = hashlib.sha256(chain[0].public_bytes(Encoding.DER)).digest()
-    return LaunchManifest(
-        runtime_sha256=runtime_sha256,
-        package_sha256=package_sha256,
+    return LaunchManifest.for_app(
         app_id=app_id,
         application=manifest.application,
-        tls=TlsMode.CERTIFICATE if manifest.tls == OperatorTls.OWNER else TlsMode.NONE,
-        ratls_expiry=None,
+        tls=manifest.tls,
+        expires_at=manifest.expires_at,
         certificate_sha256=certificate_sha256,
         san=san,
-        subject=None,
+        subject=app_domain if manifest.tls == TlsMode.RATLS else None,
+        package_sha256=package_sha256,
+        runtime_sha256=runtime_sha256,
     )
 
 
@@ -315,7 +283,7 @@ class AppOut(BaseModel):
     healthcheck: str
     plan: str
     expires_at: datetime
-    tls: OperatorTls
+    tls: TlsMode
     domain: str | None
     certificate: str | None
     package: PackageOut

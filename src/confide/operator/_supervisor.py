@@ -65,12 +65,19 @@ import httpx
 from sqlalchemy import and_, false, or_, select
 
 from confide.errors import Error
-from confide.runtime import LaunchManifest
+from confide.wire import (
+    STATUS_HEADER,
+    AppStatus,
+    ConfigurationStatus,
+    DesiredState,
+    LaunchManifest,
+    TlsMode,
+)
 
 from ._backend import AppSpec, LaunchRefused, RuntimeBackend, RuntimeHandle
 from ._blobs import BlobStore
 from ._db import Database, record_status
-from ._models import App, AppStatus, DesiredState, OperatorTls
+from ._models import App
 from ._routes import AppRoutes
 from ._seams import Clock, utc_now
 from ._settings import OperatorSettings
@@ -136,9 +143,7 @@ class Probe(enum.Enum):
 class Prober(Protocol):
     """Asks a runtime where it is. Never raises for a runtime that does not answer."""
 
-    async def probe(
-        self, handle: RuntimeHandle, *, tls: OperatorTls, healthcheck: str
-    ) -> Probe: ...
+    async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe: ...
 
 
 def probe_ssl_context() -> ssl.SSLContext:
@@ -180,10 +185,10 @@ class HttpProber:
         except (httpx.HTTPError, ssl.SSLError, OSError):
             return None
 
-    async def probe(self, handle: RuntimeHandle, *, tls: OperatorTls, healthcheck: str) -> Probe:
+    async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe:
         host = f"[{handle.host}]" if ":" in handle.host else handle.host
         secure = f"https://{host}:{handle.port}"
-        if tls == OperatorTls.OPERATOR:
+        if tls == TlsMode.OPERATOR:
             # Configured: plain HTTP. Not yet: the RA-TLS configuration endpoint.
             response = await self._get(f"http://{host}:{handle.port}{healthcheck}")
             if response is not None:
@@ -199,12 +204,12 @@ class HttpProber:
 
 
 def _waiting(response: httpx.Response) -> bool:
-    value: str = response.headers.get("confide-status", "")
-    return value.lower() == "waiting"
+    value: str = response.headers.get(STATUS_HEADER, "")
+    return value.lower() == ConfigurationStatus.WAITING
 
 
 def _success(response: httpx.Response) -> bool:
-    return bool(200 <= response.status_code < 400 and "confide-status" not in response.headers)
+    return bool(200 <= response.status_code < 400 and STATUS_HEADER not in response.headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +221,7 @@ class _Row:
     desired_state: DesiredState
     delete_requested: bool
     expires_at: datetime
-    tls: OperatorTls
+    tls: TlsMode
     domain: str | None
     healthcheck: str
     plan: str
@@ -236,7 +241,7 @@ class _Row:
             desired_state=DesiredState(app.desired_state),
             delete_requested=app.delete_requested,
             expires_at=_expiry(app.expires_at, app.launch_manifest),
-            tls=OperatorTls(app.tls),
+            tls=TlsMode(app.tls),
             domain=app.domain,
             healthcheck=app.healthcheck,
             plan=app.plan,

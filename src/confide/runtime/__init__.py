@@ -22,20 +22,8 @@ from ._admission import ConnectionLimits, source_of
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint, Configures
 from ._launch import LaunchTee, check_launch, runtime_arguments
-from ._manifest import (
-    LAUNCH_MANIFEST_OID,
-    MANIFEST_VERSION,
-    MAX_MANIFEST_SIZE,
-    LaunchManifest,
-    TlsMode,
-    runtime_code_hash,
-)
-from ._payload import (
-    CONFIGURATION_FIELDS,
-    MAX_CONFIGURATION_SIZE,
-    ConfigurationRejected,
-    ConfigurationRequest,
-)
+from ._manifest import runtime_code_hash
+from ._payload import ConfigurationRejected, ConfigurationRequest
 from ._runtime import (
     APP_TIMEOUTS,
     CLOCK_SKEW,
@@ -59,14 +47,9 @@ __all__ = [
     "CLOCK_SKEW",
     "CODE_ROOT",
     "CONFIGURATION_CERT_VALIDITY",
-    "CONFIGURATION_FIELDS",
     "CONFIGURATION_TIMEOUTS",
     "DEFAULT_SUBJECT",
     "EXIT_EXPIRED",
-    "LAUNCH_MANIFEST_OID",
-    "MANIFEST_VERSION",
-    "MAX_CONFIGURATION_SIZE",
-    "MAX_MANIFEST_SIZE",
     "STATE_FILE",
     "AppLaunch",
     "CodeSource",
@@ -78,14 +61,12 @@ __all__ = [
     "ConnectionLimits",
     "EnclaveIdentity",
     "EnclaveRuntime",
-    "LaunchManifest",
     "OwnerCertificate",
     "RuntimeEnd",
     "RuntimeSettings",
     "SealedState",
     "ServerTimeouts",
     "StateStore",
-    "TlsMode",
     "Workspace",
     "run_runtime",
     "launch_manifest",

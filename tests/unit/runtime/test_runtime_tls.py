@@ -18,8 +18,8 @@ from cryptography.x509.oid import NameOID
 
 from confide.errors import UsageError
 from confide.runtime import ALPN_PROTOCOLS, server_ssl_context
-from confide.runtime._configure import uncovered_names
 from confide.runtime._tls import bind_listener
+from confide.wire import uncovered_names
 
 NOW = datetime.now(UTC)
 
