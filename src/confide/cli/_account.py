@@ -39,7 +39,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 from urllib.parse import urlsplit
 
 import httpx
@@ -49,7 +49,6 @@ from rich.table import Table
 from confide.client import (
     DEFAULT_TIMEOUT,
     AppContext,
-    AppRecord,
     Credentials,
     CredentialsStore,
     OperatorClient,
@@ -58,6 +57,9 @@ from confide.client import (
 )
 from confide.errors import UsageError
 from confide.runtime import runtime_code_hash
+
+if TYPE_CHECKING:  # the API bodies are imported when used (they slow the CLI's start)
+    from confide.wire.api import AppRecord
 
 from ._app import app, handle_errors
 from ._output import Output

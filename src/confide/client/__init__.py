@@ -12,15 +12,8 @@ Example::
 from ._api import (
     DEFAULT_TIMEOUT,
     MAX_RESPONSE_BYTES,
-    Account,
-    AppRecord,
-    DeployManifest,
-    Health,
-    Metrics,
     OperatorClient,
-    Plan,
     ProgressCallback,
-    ProjectInfo,
     SimulationInfo,
     normalize_url,
 )
@@ -82,15 +75,8 @@ __all__ = [
     # The operator API client.
     "DEFAULT_TIMEOUT",
     "MAX_RESPONSE_BYTES",
-    "Account",
-    "AppRecord",
-    "DeployManifest",
-    "Health",
-    "Metrics",
     "OperatorClient",
-    "Plan",
     "ProgressCallback",
-    "ProjectInfo",
     "SimulationInfo",
     "normalize_url",
     # The app context file.

@@ -40,12 +40,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from confide.errors import UsageError
 from confide.wire import HostPort, LaunchManifest, TlsMode
 
-from ._api import AppRecord, normalize_url
+from ._api import normalize_url
+
+if TYPE_CHECKING:  # the API bodies are imported when used (they slow the CLI's start)
+    from confide.wire.api import AppRecord
 
 __all__ = ["CONTEXT_FORMAT", "CONTEXT_VERSION", "MAX_CONTEXT_SIZE", "AppContext"]
 

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import httpx
 from cryptography import x509
@@ -56,7 +56,7 @@ from confide.errors import Error, PolicyError, SimulationError, UsageError
 from confide.runtime import CodeSource, OwnerCertificate, runtime_code_hash
 from confide.wire import AppStatus, HostPort, LaunchManifest, TlsMode, configuration_body
 
-from ._api import Account, AppRecord, DeployManifest, OperatorClient
+from ._api import OperatorClient
 from ._config import MAX_PEM_SIZE, MAX_SECRETS_SIZE, ProjectConfig
 from ._context import AppContext
 from ._verify import (
@@ -68,6 +68,9 @@ from ._verify import (
     trust_material,
     verify_enclave,
 )
+
+if TYPE_CHECKING:  # the API bodies are imported when used (they slow the CLI's start)
+    from confide.wire.api import Account, AppRecord, DeployManifest
 
 __all__ = [
     "CONTEXT_FOLDER",
@@ -172,6 +175,8 @@ def read_bounded(path: Path, what: str, limit: int) -> bytes:
 
 def requested_manifest(config: ProjectConfig, tls: TlsMode, now: datetime) -> DeployManifest:
     """What is asked of the operator (whole seconds: the RA-TLS expiry is in seconds)."""
+    from confide.wire.api import DeployManifest
+
     expires = config.cloud.expiration_date or (now + DEFAULT_LIFETIME)
     expires = expires.astimezone(UTC).replace(microsecond=0)
     domain = certificate = None

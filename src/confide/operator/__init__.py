@@ -58,7 +58,7 @@ from ._models import (
     Project,
 )
 from ._routes import AppRoutes
-from ._schemas import MAX_MANIFEST_BYTES, ManifestIn, parse_manifest
+from ._schemas import MAX_MANIFEST_BYTES, parse_manifest
 from ._seams import (
     AppEvents,
     CertificateAuthority,
@@ -73,7 +73,7 @@ from ._seams import (
     utc_now,
 )
 from ._serve import ADDRESSES_FILE, OperatorAddresses, run_operator
-from ._settings import DEFAULT_PLANS, OperatorSettings, Plan, TeeBackend, default_data_dir
+from ._settings import DEFAULT_PLANS, OperatorSettings, TeeBackend, default_data_dir
 from ._supervisor import (
     MAX_RESTARTS,
     HttpProber,
@@ -103,13 +103,11 @@ __all__ = [
     "FileLogSource",
     "IssuedToken",
     "LogSource",
-    "ManifestIn",
     "MetricsSource",
     "NoEvents",
     "NoMetrics",
     "OperatorSettings",
     "PackageTooLarge",
-    "Plan",
     "Project",
     "SimulationCollateralProvider",
     "SimulationRootProvider",

@@ -45,7 +45,6 @@ from fastapi.responses import Response, StreamingResponse
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import Framework
-from pydantic import BaseModel
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -53,7 +52,20 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from confide.crypto import HEADER_SIZE, CryptoError, check_package_layout
-from confide.wire import API_PREFIX, AppStatus, DesiredState, LaunchManifest, TlsMode
+from confide.wire import API_PREFIX, AppStatus, DesiredState, HostPort, LaunchManifest, TlsMode
+from confide.wire.api import (
+    Account,
+    AppList,
+    AppRecord,
+    Health,
+    ManifestIn,
+    Metrics,
+    PackageDigest,
+    Plan,
+    ProjectInfo,
+    ProjectRequest,
+    SimulationOut,
+)
 
 from ._auth import Authenticator
 from ._blobs import BlobStore, PackageTooLarge
@@ -66,22 +78,7 @@ from ._db import (
     upgrade_database,
 )
 from ._models import DOMAIN_RELEASED, App, Project
-from ._schemas import (
-    MAX_MANIFEST_BYTES,
-    AppList,
-    AppOut,
-    HealthOut,
-    LaunchOut,
-    ManifestIn,
-    MeOut,
-    MetricsOut,
-    PackageOut,
-    PlanOut,
-    ProjectIn,
-    ProjectOut,
-    build_launch_manifest,
-    parse_manifest,
-)
+from ._schemas import MAX_MANIFEST_BYTES, build_launch_manifest, parse_manifest
 from ._seams import (
     AppEvents,
     CertificateAuthority,
@@ -101,7 +98,6 @@ __all__ = [
     "MAX_LOG_BYTES",
     "MAX_TAIL",
     "SIMULATION_COLLATERAL_REFRESH",
-    "SimulationOut",
     "create_app",
     "serve_api",
 ]
@@ -118,16 +114,6 @@ _LOG_BLOCK: Final = 64 * 1024
 SIMULATION_COLLATERAL_REFRESH: Final = timedelta(hours=1)
 
 _log = logging.getLogger("confide.operator")
-
-
-class SimulationOut(BaseModel):
-    """``GET /simulation``: ``{"simulated": false}``, or the simulated TEE's trust material."""
-
-    simulated: bool
-    #: PEM of the simulation root CA: the trust anchor of the simulated quotes.
-    root_ca_pem: str | None = None
-    #: Collateral for the simulated quotes, issued at the time of the request.
-    collateral: dict[str, Any] | None = None
 
 
 def _manifest_schema() -> dict[str, Any]:
@@ -255,7 +241,7 @@ class _Api:
 
     # -- rows to bodies ----------------------------------------------------------------------
 
-    def app_out(self, app: App, project: str) -> AppOut:
+    def app_out(self, app: App, project: str) -> AppRecord:
         launch = LaunchManifest.from_json(app.launch_manifest)
         domains = [f"{app.id}.{self.settings.base_domain}"]
         if app.domain is not None:
@@ -263,7 +249,7 @@ class _Api:
         sim_root = None
         if self.settings.tee == TeeBackend.SIMULATION and self.sim_root_provider is not None:
             sim_root = self.sim_root_provider().decode("ascii")
-        return AppOut(
+        return AppRecord(
             id=app.id,
             name=app.name,
             project=project,
@@ -274,16 +260,16 @@ class _Api:
             tls=TlsMode(app.tls),
             domain=app.domain,
             certificate=app.certificate_pem,
-            package=PackageOut(sha256=app.package_sha256, size=app.package_size),
+            package=PackageDigest(sha256=bytes.fromhex(app.package_sha256), size=app.package_size),
             status=AppStatus(app.status),
             status_detail=app.status_detail,
             desired_state=DesiredState(app.desired_state),
             delete_requested=app.delete_requested,
-            domains=domains,
-            router=self.settings.router_address,
+            domains=tuple(domains),
+            router=HostPort.parse(self.settings.router_address, "the router address"),
             tee=self.settings.tee.value,
-            launch=LaunchOut.model_validate(launch.to_dict()),
-            fingerprint=launch.measurement().hex(),
+            launch=launch,
+            fingerprint=launch.measurement(),
             simulation_root_ca=sim_root,
             created_at=app.created_at,
             updated_at=app.updated_at,
@@ -381,7 +367,7 @@ class _Api:
                 [{"type": "multipart", "loc": ("body",), "msg": exc.message, "input": None}]
             ) from None
 
-    def create(self, auth: AuthenticatedToken, raw_manifest: str, package: BinaryIO) -> AppOut:
+    def create(self, auth: AuthenticatedToken, raw_manifest: str, package: BinaryIO) -> AppRecord:
         now = self.clock()
         manifest, chain = parse_manifest(
             raw_manifest, plans={p.name: p for p in self.settings.plans}, now=now
@@ -473,7 +459,7 @@ class _Api:
 
     # -- change ------------------------------------------------------------------------------
 
-    def stop(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppOut:
+    def stop(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppRecord:
         now = self.clock()
         with self.db.session() as session:
             app = self.own_app(session, auth, app_id)
@@ -484,7 +470,7 @@ class _Api:
         self.events.notify(app_id)
         return out
 
-    def delete(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppOut:
+    def delete(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppRecord:
         now = self.clock()
         with self.db.session() as session:
             app = self.own_app(session, auth, app_id)
@@ -513,7 +499,7 @@ class _Api:
             rows = session.execute(query).all()
             return AppList(apps=[self.app_out(app, name) for app, name in rows])
 
-    def get_app(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppOut:
+    def get_app(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppRecord:
         with self.db.session() as session:
             app = self.own_app(session, auth, app_id)
             return self.app_out(app, app.project.name)
@@ -526,7 +512,7 @@ class _Api:
             )
         return None if found is None else AppStatus(found)
 
-    def app_metrics(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> MetricsOut:
+    def app_metrics(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> Metrics:
         now = self.clock()
         with self.db.session() as session:
             app = self.own_app(session, auth, app_id)
@@ -541,7 +527,7 @@ class _Api:
                 uptime = max((now - app.started_at).total_seconds(), 0.0)
             current, restarts = AppStatus(app.status), app.restarts
         runtime = {k: float(v) for k, v in self.metrics.runtime_metrics(app_id).items()}
-        return MetricsOut(
+        return Metrics(
             app_id=app_id,
             status=current,
             restarts=restarts,
@@ -550,10 +536,10 @@ class _Api:
             runtime=runtime,
         )
 
-    def me(self, auth: AuthenticatedToken) -> MeOut:
+    def me(self, auth: AuthenticatedToken) -> Account:
         with self.db.session() as session:
             count = self.count_apps(session, auth.account_id)
-        return MeOut(
+        return Account(
             account=auth.account,
             token_id=auth.token_id,
             apps=count,
@@ -561,7 +547,7 @@ class _Api:
             max_package_size=self.settings.max_package_size,
         )
 
-    def list_projects(self, auth: AuthenticatedToken) -> list[ProjectOut]:
+    def list_projects(self, auth: AuthenticatedToken) -> list[ProjectInfo]:
         with self.db.session() as session:
             counts = (
                 select(App.project_id, func.count().label("n"))
@@ -575,9 +561,9 @@ class _Api:
                 .where(Project.account_id == auth.account_id)
                 .order_by(Project.name)
             ).all()
-            return [ProjectOut(name=p.name, created_at=p.created_at, apps=int(n)) for p, n in rows]
+            return [ProjectInfo(name=p.name, created_at=p.created_at, apps=int(n)) for p, n in rows]
 
-    def create_project(self, auth: AuthenticatedToken, body: ProjectIn) -> ProjectOut:
+    def create_project(self, auth: AuthenticatedToken, body: ProjectRequest) -> ProjectInfo:
         now = self.clock()
         with self.db.session() as session:
             project = Project(account_id=auth.account_id, name=body.name, created_at=now)
@@ -588,7 +574,7 @@ class _Api:
                 raise HTTPException(
                     status.HTTP_409_CONFLICT, detail=f"project {body.name!r} already exists"
                 ) from None
-            return ProjectOut(name=project.name, created_at=project.created_at, apps=0)
+            return ProjectInfo(name=project.name, created_at=project.created_at, apps=0)
 
     def simulation(self) -> SimulationOut:
         if self.settings.tee != TeeBackend.SIMULATION:
@@ -752,7 +738,7 @@ def create_app(
     def health() -> Response:
         """No authentication. 200 when the database answers, else 503."""
         ok = api.health()
-        body = HealthOut(status="ok" if ok else "database unreachable")
+        body = Health(status="ok" if ok else "database unreachable")
         return Response(
             content=body.model_dump_json(),
             media_type="application/json",
@@ -783,28 +769,19 @@ def create_app(
         return api.simulation()
 
     @router.get("/me", tags=["account"])
-    def me(auth: Auth) -> MeOut:
+    def me(auth: Auth) -> Account:
         return api.me(auth)
 
     @router.get("/plans", tags=["operator"])
-    def plans(auth: Auth) -> list[PlanOut]:
-        return [
-            PlanOut(
-                name=p.name,
-                memory_mib=p.memory_mib,
-                cores=p.cores,
-                max_lifetime_days=p.max_lifetime_days,
-                configure_timeout_minutes=p.configure_timeout_minutes,
-            )
-            for p in settings.plans
-        ]
+    def plans(auth: Auth) -> list[Plan]:
+        return list(settings.plans)
 
     @router.get("/projects", tags=["projects"])
-    def list_projects(auth: Auth) -> list[ProjectOut]:
+    def list_projects(auth: Auth) -> list[ProjectInfo]:
         return api.list_projects(auth)
 
     @router.post("/projects", tags=["projects"], status_code=status.HTTP_201_CREATED)
-    def create_project(auth: Auth, body: ProjectIn) -> ProjectOut:
+    def create_project(auth: Auth, body: ProjectRequest) -> ProjectInfo:
         return api.create_project(auth, body)
 
     @router.post(
@@ -818,7 +795,7 @@ def create_app(
             415: {"description": "not multipart/form-data"},
         },
     )
-    async def create_app_(request: Request, auth: Auth) -> AppOut:
+    async def create_app_(request: Request, auth: Auth) -> AppRecord:
         """Deploy an app: multipart ``package`` (the encrypted package) and ``manifest`` (JSON).
 
         The body is read only now, after authentication. The schema of the
@@ -854,16 +831,16 @@ def create_app(
         return api.list_apps(auth, project)
 
     @router.get("/apps/{app_id}", tags=["apps"], responses={404: {"description": "no such app"}})
-    def get_app(auth: Auth, app_id: uuid.UUID) -> AppOut:
+    def get_app(auth: Auth, app_id: uuid.UUID) -> AppRecord:
         return api.get_app(auth, app_id)
 
     @router.post("/apps/{app_id}/stop", tags=["apps"], status_code=status.HTTP_202_ACCEPTED)
-    def stop_app(auth: Auth, app_id: uuid.UUID) -> AppOut:
+    def stop_app(auth: Auth, app_id: uuid.UUID) -> AppRecord:
         """Ask for the app to be stopped (``desired_state: stop``)."""
         return api.stop(auth, app_id)
 
     @router.delete("/apps/{app_id}", tags=["apps"], status_code=status.HTTP_202_ACCEPTED)
-    def delete_app(auth: Auth, app_id: uuid.UUID) -> AppOut:
+    def delete_app(auth: Auth, app_id: uuid.UUID) -> AppRecord:
         """Stop the app and delete it: at once if it is not active, else once it stopped."""
         return api.delete(auth, app_id)
 
@@ -893,7 +870,7 @@ def create_app(
         return Response(data, media_type=media)
 
     @router.get("/apps/{app_id}/metrics", tags=["apps"])
-    def app_metrics(auth: Auth, app_id: uuid.UUID) -> MetricsOut:
+    def app_metrics(auth: Auth, app_id: uuid.UUID) -> Metrics:
         return api.app_metrics(auth, app_id)
 
     app.include_router(router)

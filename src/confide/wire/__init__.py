@@ -7,6 +7,10 @@ and the configuration request. This package imports nothing of Confide's but
 operator's server), so the runtime measures it and every side reads the same
 definitions.
 
+The operator API's request and response bodies are pydantic models in the public
+module :mod:`confide.wire.api`, apart: the runtime never speaks that API and does
+not pay for building them when it starts (about 150 ms).
+
 Example::
 
     >>> from confide.wire import HostPort, TlsMode

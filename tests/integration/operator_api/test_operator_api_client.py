@@ -34,7 +34,6 @@ from operator_api_fixtures import (  # noqa: F401
 from confide.attestation import Policy, verify_quote
 from confide.client import (
     AppContext,
-    DeployManifest,
     OperatorClient,
 )
 from confide.errors import Error, OperatorError
@@ -42,6 +41,7 @@ from confide.operator import App, record_status
 from confide.tee import SimulatedPlatform
 from confide.wire import AppStatus, HostPort, TlsMode
 from confide.wire import AppStatus as Status
+from confide.wire.api import DeployManifest
 
 LIMIT = 64 * 1024
 
@@ -56,7 +56,7 @@ def _manifest(**changes: object) -> DeployManifest:
         "tls": TlsMode.RATLS,
     }
     fields.update(changes)
-    return DeployManifest(**fields)  # type: ignore[arg-type]
+    return DeployManifest(**fields)
 
 
 @pytest.fixture(name="package_file")

@@ -22,13 +22,11 @@ from hypothesis import strategies as st
 
 import confide.client
 from confide.attestation import Collateral
-from confide.client import (
-    DeployManifest,
-    OperatorClient,
-)
+from confide.client import OperatorClient
 from confide.errors import Error, OperatorError, UsageError
 from confide.tee import SimulatedPlatform
 from confide.wire import AppStatus, HostPort, TlsMode
+from confide.wire.api import DeployManifest
 from operator_app_doc import APP_ID, app_json, launch
 
 URL = "https://operator.test"

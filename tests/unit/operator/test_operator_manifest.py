@@ -15,12 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from confide.operator import (
-    Plan,
-    parse_manifest,
-)
+from confide.operator import parse_manifest
 from confide.operator._schemas import build_launch_manifest
 from confide.wire import LaunchManifest, TlsMode
+from confide.wire.api import Plan
 from self_signed import self_signed_pem
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
