@@ -47,6 +47,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from confide.errors import UsageError
+from confide.wire import DNS_LABEL
 from confide.wire.api import Plan
 
 __all__ = [
@@ -67,10 +68,7 @@ DEFAULT_MAX_PACKAGE_SIZE: Final = 256 * 1024 * 1024
 DEFAULT_MAX_APPS_PER_ACCOUNT: Final = 20
 #: Bounds the configuration may not leave.
 MAX_PLANS: Final = 64
-_NAME: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
-_HOSTNAME: Final = re.compile(
-    r"^(?=.{1,200}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
-)
+_HOSTNAME: Final = re.compile(rf"^(?=.{{1,200}}$){DNS_LABEL}(?:\.{DNS_LABEL})*$")
 
 
 class TeeBackend(enum.StrEnum):

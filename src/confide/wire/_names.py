@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 __all__ = [
     "APPLICATION_LENGTH",
     "APPLICATION_PATTERN",
+    "DNS_LABEL",
     "DOMAIN_LENGTH",
     "DOMAIN_PATTERN",
     "HEALTHCHECK_LENGTH",
@@ -25,8 +26,10 @@ __all__ = [
     "uncovered_names",
 ]
 
-#: An app, project or plan name: a DNS label (1 to 63 lower-case letters, digits, inner hyphens).
-NAME_PATTERN: Final = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+#: One lower-case DNS label, unanchored: 1 to 63 letters, digits and inner hyphens.
+DNS_LABEL: Final = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+#: An app, project or plan name: a DNS label.
+NAME_PATTERN: Final = f"^{DNS_LABEL}$"
 NAME_LENGTH: Final = 63
 #: The app as ``module[.module...]:attribute`` (ASCII identifiers).
 APPLICATION_PATTERN: Final = (
@@ -34,9 +37,7 @@ APPLICATION_PATTERN: Final = (
 )
 APPLICATION_LENGTH: Final = 255
 #: An owner's domain: lower-case DNS labels, at least two, the last not starting with a digit.
-DOMAIN_PATTERN: Final = (
-    r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$"
-)
+DOMAIN_PATTERN: Final = rf"^(?:{DNS_LABEL}\.)+[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?$"
 DOMAIN_LENGTH: Final = 253
 #: The path (and query) the operator probes once the app is up.
 HEALTHCHECK_PATTERN: Final = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$"
