@@ -208,8 +208,6 @@ class LaunchManifest:
         (whole seconds) and the owner's mode the SHA-256 of the owner's leaf (DER); the
         other mode's input must be ``None`` (an inconsistent call raises :class:`UsageError`).
         """
-        if tls == TlsMode.RATLS and expires_at is None:
-            raise UsageError("an RA-TLS app needs its expiry")
         return cls(
             runtime_sha256=runtime_sha256,
             package_sha256=package_sha256,
@@ -217,7 +215,7 @@ class LaunchManifest:
             application=application,
             tls=tls,
             ratls_expiry=int(expires_at.timestamp())
-            if tls == TlsMode.RATLS and expires_at is not None
+            if tls == TlsMode.RATLS and expires_at
             else None,
             certificate_sha256=certificate_sha256,
             san=san,
