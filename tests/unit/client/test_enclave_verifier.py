@@ -194,7 +194,7 @@ def test_deploy_refuses_a_simulated_operator_with_the_same_code(
             raise AssertionError("asked for the account after a refusal")
 
     asked = DeployManifest(
-        name=APP,
+        name="app",  # a DNS label (APP is the domain the enclave is launched for)
         application="app:app",
         plan="small",
         expires_at=NOW + timedelta(days=1),
