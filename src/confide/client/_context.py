@@ -17,7 +17,7 @@ Format, version 1 (JSON, UTF-8)::
      "tls": "ratls" | "owner" | "operator",
      "tee": "sgx" | "tdx" | "simulation" | ...,
      "expires_at": "<ISO 8601 with offset>",
-     "launch": {<the launch manifest, confide.runtime.LaunchManifest.to_dict()>},
+     "launch": {<the launch manifest, confide.wire.LaunchManifest.to_dict()>},
      "fingerprint": "<hex measurement of launch>"}
 
 ``fingerprint`` is redundant (the SHA-256 measurement of ``launch``); it is
