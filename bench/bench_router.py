@@ -52,7 +52,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from confide.operator._router import Route, RouterAddress
+    from confide.operator._router import Route
+    from confide.wire import HostPort
 
 LOOPBACK = "127.0.0.1"
 SNI = "app1.bench.test"
@@ -141,7 +142,7 @@ async def _serve_router(upstream_port: int, handoff: Path | None) -> None:
     # Imported here: the app and load roles should not pay for the operator's imports.
     from confide.operator._router import Route, RouteMode, RouterSettings, serve_router
 
-    def ready(address: RouterAddress) -> None:
+    def ready(address: HostPort) -> None:
         print(address.port, flush=True)
 
     await serve_router(

@@ -349,20 +349,26 @@ def launch_runtime(owner: Owner, package: Package, state_dir: Path, stack: ExitS
     from cryptography.hazmat.primitives import serialization
 
     from confide.attestation import Policy, fetch_peer_certificate, verify_ratls_certificate
-    from confide.runtime import LaunchManifest, TlsMode
+    from confide.wire import (
+        STATUS_HEADER,
+        ConfigurationStatus,
+        LaunchManifest,
+        TlsMode,
+        configuration_body,
+    )
 
     app_id = uuid.uuid4()
     expiry = int((datetime.now(UTC) + timedelta(days=1)).timestamp())
-    measurement = LaunchManifest(
-        runtime_sha256=owner.runtime_sha256,
-        package_sha256=package.digest,
+    measurement = LaunchManifest.for_app(
         app_id=app_id,
         application="app:app",
         tls=TlsMode.RATLS,
-        ratls_expiry=expiry,
+        expires_at=datetime.fromtimestamp(expiry, UTC),
         certificate_sha256=None,
         san=SANS,
         subject=None,
+        package_sha256=package.digest,
+        runtime_sha256=owner.runtime_sha256,
     ).measurement()
     args = [
         str(CONFIDE),
@@ -390,7 +396,7 @@ def launch_runtime(owner: Owner, package: Package, state_dir: Path, stack: ExitS
     ]
     for name in SANS:
         args += ["--san", name]
-    body = json.dumps({"uuid": str(app_id), "code_secret_key": package.key_hex}).encode()
+    body = json.dumps(configuration_body(app_id, code_secret_key=package.key_hex)).encode()
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(owner.code_path), env.get("PYTHONPATH")]))
@@ -402,7 +408,10 @@ def launch_runtime(owner: Owner, package: Package, state_dir: Path, stack: ExitS
     with httpx.Client(verify=pinned, timeout=DEADLINE) as owner_client:
         waiting = owner_client.get(f"https://{HOST}:{port}/")
         waiting_at = time.perf_counter()
-        if waiting.status_code != 200 or waiting.headers.get("confide-status") != "waiting":
+        if (
+            waiting.status_code != 200
+            or waiting.headers.get(STATUS_HEADER) != ConfigurationStatus.WAITING
+        ):
             raise RuntimeError(f"configuration endpoint: {waiting.status_code} {waiting.text!r}")
 
         verify_from = time.perf_counter()

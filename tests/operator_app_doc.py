@@ -1,4 +1,5 @@
-"""An app as the operator API describes it (``AppOut``), for the owner-side tests.
+"""An app as the operator API describes it (:class:`confide.wire.api.AppRecord`), for the
+owner-side tests.
 
 The client's tests parse it; the CLI's tests serve it from a fake operator.
 """
@@ -6,9 +7,11 @@ The client's tests parse it; the CLI's tests serve it from a fake operator.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Final
 
-from confide.runtime import LaunchManifest, TlsMode
+from confide.wire import AppStatus, DesiredState, HostPort, LaunchManifest, TlsMode
+from confide.wire.api import AppRecord, PackageDigest
 
 APP_ID: Final = uuid.UUID("0f0f0f0f-0000-4000-8000-000000000001")
 
@@ -28,33 +31,38 @@ def launch(app_id: uuid.UUID = APP_ID) -> LaunchManifest:
     )
 
 
-def app_json(app_id: uuid.UUID = APP_ID, **changes: Any) -> dict[str, Any]:
-    """An ``AppOut`` body as the operator sends it, with ``changes`` over its fields."""
+def app_record(app_id: uuid.UUID = APP_ID) -> AppRecord:
+    """App ``app_id`` as the operator describes it: RA-TLS, running, on the simulated TEE."""
     manifest = launch(app_id)
-    doc: dict[str, Any] = {
-        "id": str(app_id),
-        "name": "hello",
-        "project": "demo",
-        "application": "app:app",
-        "healthcheck": "/",
-        "plan": "small",
-        "expires_at": "2030-03-01T00:00:00Z",
-        "tls": "ratls",
-        "domain": None,
-        "certificate": None,
-        "package": {"sha256": "00" * 32, "size": 1234},
-        "status": "running",
-        "status_detail": None,
-        "desired_state": "run",
-        "delete_requested": False,
-        "domains": [f"{app_id}.confide.test"],
-        "router": "127.0.0.1:9443",
-        "tee": "simulation",
-        "launch": manifest.to_dict(),
-        "fingerprint": manifest.measurement().hex(),
-        "simulation_root_ca": None,
-        "created_at": "2030-01-01T00:00:00Z",
-        "updated_at": "2030-01-01T00:00:00Z",
-    }
+    return AppRecord(
+        id=app_id,
+        name="hello",
+        project="demo",
+        application="app:app",
+        healthcheck="/",
+        plan="small",
+        expires_at=datetime(2030, 3, 1, tzinfo=UTC),
+        tls=TlsMode.RATLS,
+        domain=None,
+        certificate=None,
+        package=PackageDigest(sha256=bytes(32), size=1234),
+        status=AppStatus.RUNNING,
+        status_detail=None,
+        desired_state=DesiredState.RUN,
+        delete_requested=False,
+        domains=(f"{app_id}.confide.test",),
+        router=HostPort("127.0.0.1", 9443),
+        tee="simulation",
+        launch=manifest,
+        fingerprint=manifest.measurement(),
+        simulation_root_ca=None,
+        created_at=datetime(2030, 1, 1, tzinfo=UTC),
+        updated_at=datetime(2030, 1, 1, tzinfo=UTC),
+    )
+
+
+def app_json(app_id: uuid.UUID = APP_ID, **changes: Any) -> dict[str, Any]:
+    """The body the operator sends for :func:`app_record`, with ``changes`` over its fields."""
+    doc: dict[str, Any] = app_record(app_id).model_dump(mode="json", by_alias=True)
     doc.update(changes)
     return doc

@@ -19,6 +19,7 @@ boundary with ``raise ... from exc``.
     │   └── PolicyError            verified evidence does not match the caller's expectations
     ├── CryptoError                data could not be opened, or is not acceptable once opened
     ├── JsonError                  a JSON document is not strict JSON (confide.strictjson)
+    ├── WireError                  a body does not have the shape its confide.wire model says
     ├── FetchError                 collateral or a peer certificate could not be fetched
     ├── OperatorError              the operator's API could not be reached or refused a call
     ├── LifecycleError             an app's status change its lifecycle does not allow (a bug)
@@ -57,6 +58,7 @@ __all__ = [
     "TcbError",
     "TeeError",
     "UsageError",
+    "WireError",
 ]
 
 
@@ -116,6 +118,12 @@ class JsonError(Error):
     """A JSON document is not strict JSON (see :mod:`confide.strictjson`)."""
 
     code = "json"
+
+
+class WireError(Error):
+    """A body does not have the shape its :mod:`confide.wire.api` model says (names the field)."""
+
+    code = "wire"
 
 
 class LifecycleError(Error):

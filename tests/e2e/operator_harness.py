@@ -30,8 +30,9 @@ from runtime_harness import CONFIDE, DEADLINE, EXAMPLES, HOST, CodeUnderTest, po
 
 from confide.attestation import Policy, RatlsVerified, fetch_peer_certificate
 from confide.attestation import verify_ratls_certificate as verify_ratls
-from confide.runtime import LaunchManifest, start_child
+from confide.runtime import start_child
 from confide.tee import SimulatedPlatform
+from confide.wire import LaunchManifest
 
 BASE_DOMAIN: Final = "confide.test"
 #: Starting an operator, or an app reaching a status.

@@ -41,8 +41,12 @@ from confide.attestation import (
     verify_ratls_certificate,
 )
 from confide.crypto import PackageKey, encrypt_package, seal, write_archive
-from confide.runtime import CODE_ROOT, LaunchManifest, TlsMode, runtime_code_hash
+from confide.runtime import (
+    CODE_ROOT,
+    runtime_code_hash,
+)
 from confide.tee import SimulatedPlatform
+from confide.wire import LaunchManifest, TlsMode
 
 REPO: Final = Path(__file__).resolve().parents[2]
 EXAMPLES: Final = REPO / "examples"
@@ -209,7 +213,7 @@ class Launch:
         )
         if self.tls == TlsMode.RATLS:
             mode = ["--ratls", str(self.ratls_expiry)]
-        elif self.tls == TlsMode.CERTIFICATE:
+        elif self.tls == TlsMode.OWNER:
             mode = ["--certificate", str(self.certificate)]
         else:
             mode = ["--no-ssl"]

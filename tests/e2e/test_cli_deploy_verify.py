@@ -30,8 +30,12 @@ from runtime_harness import EXAMPLES, HOST
 from typer.testing import CliRunner, Result
 
 from confide.cli import app
-from confide.client import AppContext, RouterAddress, pinned_client
+from confide.client import (
+    AppContext,
+    pinned_client,
+)
 from confide.client import _deploy as deploy_module
+from confide.wire import HostPort
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +143,7 @@ def test_zero_trust_deploy_then_a_user_verifies_and_calls(
     assert "REJECTED simulation.not_allowed" in unnamed.output  # one code for it (ADR 0015)
 
     cert = x509.load_pem_x509_certificate(pem.read_bytes())
-    address = RouterAddress(HOST, operator.router_port)
+    address = HostPort(HOST, operator.router_port)
     with pinned_client(address, domain, cert, timeout=15) as user:
         assert user.get("/").text == "Hello world"
 

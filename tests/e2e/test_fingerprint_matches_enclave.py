@@ -17,12 +17,12 @@ from runtime_harness import (
 from typer.testing import CliRunner
 
 from confide.cli import app
-from confide.runtime import TlsMode
+from confide.wire import TlsMode
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize("tls", [TlsMode.RATLS, TlsMode.NONE])
+@pytest.mark.parametrize("tls", [TlsMode.RATLS, TlsMode.OPERATOR])
 def test_fingerprint_command_predicts_the_quote(tmp_path: Path, tls: TlsMode) -> None:
     code = CodeUnderTest.package(EXAMPLES / "helloworld", tmp_path / "app.pkg")
     launch = Launch(code=code, state_dir=tmp_path / "state", sim_dir=tmp_path / "sim", tls=tls)

@@ -37,8 +37,12 @@ from sqlalchemy import select
 
 from confide.attestation import fetch_peer_certificate
 from confide.errors import FetchError
-from confide.operator import App, AppStatus, Database, status_history
-from confide.runtime import LaunchManifest
+from confide.operator import (
+    App,
+    Database,
+    status_history,
+)
+from confide.wire import AppStatus, LaunchManifest
 
 pytestmark = pytest.mark.slow
 

@@ -178,7 +178,7 @@ def test_ratls_passthrough_hides_everything_operator_mode_does_not(
     with operator.client() as api:
         ratls = deploy(api, package(tmp_path), name="zero-trust")
         untrusted = deploy(api, package(tmp_path), name="untrusted", tls="operator")
-        assert untrusted.manifest.tls.value == "none"
+        assert untrusted.manifest.tls.launch == "none"
         wait_status(api, ratls.id, "initializing")
         wait_status(api, untrusted.id, "initializing")
         ca_pem = api.get("/api/v1/ca").text

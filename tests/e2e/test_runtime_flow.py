@@ -29,7 +29,11 @@ from runtime_harness import (
 )
 
 from confide.attestation import fetch_peer_certificate
-from confide.runtime import CODE_ROOT, STATE_FILE, TlsMode
+from confide.runtime import (
+    CODE_ROOT,
+    STATE_FILE,
+)
+from confide.wire import TlsMode
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +119,7 @@ def test_certificate_mode_fastapi_app(tmp_path: Path) -> None:
     cert_path = pki.write_certificate(tmp_path / "owner.pem")
     code = CodeUnderTest.folder(EXAMPLES / "fastapi_hello")
     launch = Launch(
-        code, tmp_path / "state", tmp_path / "sim", tls=TlsMode.CERTIFICATE, certificate=cert_path
+        code, tmp_path / "state", tmp_path / "sim", tls=TlsMode.OWNER, certificate=cert_path
     )
     with running(launch.args()) as runtime:
         port = runtime.port()
@@ -150,7 +154,7 @@ def test_no_ssl_mode_plain_http(tmp_path: Path) -> None:
     platform = new_platform(tmp_path / "sim")
     code = CodeUnderTest.package(EXAMPLES / "helloworld", tmp_path / "app.pkg")
     assert code.key is not None
-    launch = Launch(code, tmp_path / "state", tmp_path / "sim", tls=TlsMode.NONE)
+    launch = Launch(code, tmp_path / "state", tmp_path / "sim", tls=TlsMode.OPERATOR)
     with running(launch.args()) as runtime:
         port = runtime.port()
         cert, verified = verify_enclave(port, platform, launch.measurement())

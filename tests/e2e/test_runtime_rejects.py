@@ -40,8 +40,12 @@ from runtime_harness import (
 )
 
 from confide.crypto import PackageKey, X25519KeyPair, seal
-from confide.runtime import MAX_CONFIGURATION_SIZE, SealedState, StateStore, TlsMode
+from confide.runtime import (
+    SealedState,
+    StateStore,
+)
 from confide.tee import SimulatedPlatform
+from confide.wire import MAX_CONFIGURATION_SIZE, TlsMode
 
 pytestmark = pytest.mark.slow
 
@@ -244,7 +248,7 @@ def test_certificate_mode_key_and_names_are_checked(tmp_path: Path) -> None:
         code,
         tmp_path / "state",
         tmp_path / "sim",
-        tls=TlsMode.CERTIFICATE,
+        tls=TlsMode.OWNER,
         certificate=narrow.write_certificate(tmp_path / "owner.pem"),
     )
     with running(launch.args()) as runtime:

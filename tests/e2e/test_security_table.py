@@ -42,10 +42,11 @@ from typer.testing import CliRunner, Result
 
 from confide.attestation import fetch_peer_certificate
 from confide.cli import app
-from confide.client import AppContext, RouterAddress
+from confide.client import AppContext
 from confide.client import _deploy as deploy_module
 from confide.operator._router import Direction
 from confide.runtime._state import STATE_FILE
+from confide.wire import HostPort
 
 pytestmark = pytest.mark.slow
 
@@ -324,7 +325,7 @@ def test_owner_verifies_when_deploying(
     monkeypatch.setattr(deploy_module, "runtime_code_hash", lambda: bytes(32))
     sent: list[str] = []
 
-    def no_channel(address: RouterAddress, name: str, *args: Any, **kwargs: Any) -> Any:
+    def no_channel(address: HostPort, name: str, *args: Any, **kwargs: Any) -> Any:
         sent.append(name)
         raise AssertionError("a configuration channel was opened")
 

@@ -10,8 +10,10 @@ import pytest
 import confide.attestation
 import confide.errors
 import confide.strictjson
+import confide.wire
+import confide.wire.api
 
-MODULES = [confide.attestation, confide.errors, confide.strictjson]
+MODULES = [confide.attestation, confide.errors, confide.strictjson, confide.wire, confide.wire.api]
 
 
 def _public_names(module: types.ModuleType) -> set[str]:

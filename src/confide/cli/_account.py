@@ -39,7 +39,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 from urllib.parse import urlsplit
 
 import httpx
@@ -48,7 +48,6 @@ import typer
 from confide.client import (
     DEFAULT_TIMEOUT,
     AppContext,
-    AppRecord,
     Credentials,
     CredentialsStore,
     OperatorClient,
@@ -57,6 +56,9 @@ from confide.client import (
 )
 from confide.errors import UsageError
 from confide.runtime import runtime_code_hash
+
+if TYPE_CHECKING:  # the API bodies are imported when used (they slow the CLI's start)
+    from confide.wire.api import AppRecord
 
 from ._app import app, handle_errors
 from ._output import Output, escape
@@ -335,7 +337,7 @@ def status_command(
             launch.runtime_sha256.hex()
             + (" (this Confide)" if ours else " (not this Confide's release: check it)"),
         ),
-        ("launch_tls", launch.tls.value),
+        ("launch_tls", launch.tls.launch),
         ("ratls_expiry", str(launch.ratls_expiry) if launch.ratls_expiry is not None else "-"),
         (
             "certificate_sha256",

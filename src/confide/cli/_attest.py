@@ -15,6 +15,7 @@ import typer
 from confide.attestation import Quote, verify_quote
 from confide.client import EnclavePolicy, EnclaveVerifier, fetch_enclave_certificate
 from confide.errors import UsageError
+from confide.wire import HostPort
 
 from ._app import app, handle_errors
 from ._output import Output
@@ -34,7 +35,6 @@ from ._verify_options import (
     build_policy,
     evidence_source,
     load_certificate,
-    parse_address,
     parse_hex,
     read_file,
     rejections,
@@ -122,7 +122,7 @@ def attest_cert(
     if file is not None and host is None:
         cert = load_certificate(read_file(file, "certificate"), str(file))
     elif host is not None and file is None:
-        address = parse_address(host, "--host")
+        address = HostPort.parse(host, "--host")
         cert = fetch_enclave_certificate(address, sni or address.host, timeout=10.0)
     else:
         raise UsageError("give exactly one of FILE or --host HOST:PORT")

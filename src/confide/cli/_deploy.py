@@ -31,15 +31,12 @@ from confide.attestation import INTEL_PCS_URL
 from confide.client import (
     DEFAULT_TIMEOUT,
     AppContext,
-    AppStatus,
-    AppTls,
     CollateralEvidence,
     CollateralSource,
     DeployOptions,
     EnclavePolicy,
     EnclaveVerifier,
     ProjectConfig,
-    RouterAddress,
     choose_tls,
     deploy,
     fetch_enclave_certificate,
@@ -47,6 +44,7 @@ from confide.client import (
 )
 from confide.errors import PolicyError, UsageError
 from confide.runtime import CodeSource
+from confide.wire import AppStatus, HostPort, TlsMode
 
 from ._account import TokenOpt, UrlOpt, connect_operator, interactive
 from ._app import EXIT_REJECTED, app, handle_errors
@@ -59,7 +57,6 @@ from ._verify_options import (
     SimOpt,
     cache_dir,
     evidence_source,
-    parse_address,
     parse_hex,
     rejections,
 )
@@ -165,12 +162,12 @@ def deploy_command(
         out.warn(warning)
     tls = choose_tls(config, untrusted_ssl=untrusted_ssl)
     scenario = {
-        AppTls.RATLS: "zero trust: the enclave serves RA-TLS, anyone can verify it",
-        AppTls.OWNER: "fully encrypted SaaS: the enclave serves your certificate",
-        AppTls.OPERATOR: "untrusted SSL: the operator serves its certificate",
+        TlsMode.RATLS: "zero trust: the enclave serves RA-TLS, anyone can verify it",
+        TlsMode.OWNER: "fully encrypted SaaS: the enclave serves your certificate",
+        TlsMode.OPERATOR: "untrusted SSL: the operator serves its certificate",
     }[tls]
     out.info(f"deploying {config.name} ({scenario})")
-    if tls == AppTls.OPERATOR:
+    if tls == TlsMode.OPERATOR:
         out.warn(_UNTRUSTED_WARNING)
         if not yes:
             if not interactive(ctx):
@@ -189,7 +186,7 @@ def deploy_command(
         tls=tls,
         allow_simulation=allow_simulation,
         unsafe_skip_attestation=no_verify,
-        connect=parse_address(connect, "--connect") if connect else None,
+        connect=HostPort.parse(connect, "--connect") if connect else None,
         wait=timeout * 60,
         timeout=DEFAULT_TIMEOUT,
         workspace=workspace,
@@ -222,7 +219,7 @@ def deploy_command(
             ("context", str(done.context_path)),
         ]
     )
-    if tls == AppTls.RATLS:
+    if tls == TlsMode.RATLS:
         out.info(f"users verify it with: confide verify {done.server_name}")
 
 
@@ -303,7 +300,7 @@ def verify_command(
         raise UsageError("--code needs --context: the owner's context records the code's digest")
     if collateral is not None and pccs_url is not None:
         raise UsageError("give at most one of --collateral FILE and --pccs-url URL")
-    address = parse_address(connect, "--connect") if connect else RouterAddress(domain, 443)
+    address = HostPort.parse(connect, "--connect") if connect else HostPort(domain, 443)
     verifier = EnclaveVerifier(
         evidence_source(
             collateral,

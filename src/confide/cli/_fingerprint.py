@@ -16,13 +16,8 @@ from typing import Annotated
 import typer
 
 from confide.errors import UsageError
-from confide.runtime import (
-    CodeSource,
-    LaunchManifest,
-    OwnerCertificate,
-    launch_manifest,
-    runtime_code_hash,
-)
+from confide.runtime import CodeSource, OwnerCertificate, launch_manifest, runtime_code_hash
+from confide.wire import LaunchManifest
 
 from ._app import app, handle_errors
 from ._launch_options import (

@@ -36,6 +36,7 @@ import typer
 
 from confide.errors import UsageError
 from confide.runtime import runtime_code_hash
+from confide.wire import HostPort
 
 from ._app import app, handle_errors
 from ._output import Output
@@ -252,15 +253,6 @@ def token_revoke(
 # -- serve -----------------------------------------------------------------------------------
 
 
-def _address(value: str, option: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[IPv6]:PORT``) as a host and a port."""
-    host, sep, port = value.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"{option} must be HOST:PORT with a port in 0..65535, got {value!r}")
-    return host, int(port)
-
-
 def _serve_logger() -> logging.Logger:
     """The operator's log: lines on stderr, from every ``confide.*`` logger below the CLI."""
     logger = logging.getLogger("confide")
@@ -324,9 +316,13 @@ def operator_serve(
 
     overrides: dict[str, object] = {"base_domain": base_domain}
     if api is not None:
-        overrides["api_host"], overrides["api_port"] = _address(api, "--api")
+        overrides["api_host"], overrides["api_port"] = HostPort.parse(
+            api, "--api", allow_port_zero=True
+        )
     if router is not None:
-        overrides["router_host"], overrides["router_port"] = _address(router, "--router")
+        overrides["router_host"], overrides["router_port"] = HostPort.parse(
+            router, "--router", allow_port_zero=True
+        )
     settings = OperatorSettings.load(
         _data_dir(data_dir),
         runtime_sha256=runtime_code_hash(),

@@ -57,6 +57,7 @@ import typer
 
 from confide.client import ProjectConfig, app_environment, run_localtest, tests_environment
 from confide.errors import UsageError
+from confide.wire import NAME_PATTERN
 
 from ._app import app, handle_errors
 from ._output import Output
@@ -72,7 +73,7 @@ __all__ = [
 ]
 
 #: A project name: a DNS label, as the operator requires of app names.
-_NAME: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_NAME: Final = re.compile(NAME_PATTERN)
 #: Template file names: ``dot-x.tmpl`` becomes ``.x``.
 _TEMPLATE_SUFFIX: Final = ".tmpl"
 _DOT_PREFIX: Final = "dot-"

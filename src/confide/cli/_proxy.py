@@ -34,13 +34,13 @@ from confide.client import (
     EnclaveVerifier,
     ProxyApp,
     ProxySettings,
-    RouterAddress,
     bind_loopback,
     fetch_enclave_certificate,
     loopback_hosts,
     serve_proxy,
 )
 from confide.errors import UsageError
+from confide.wire import HostPort
 
 from ._app import app, handle_errors
 from ._output import Output
@@ -52,7 +52,6 @@ from ._verify_options import (
     SimOpt,
     build_policy,
     evidence_source,
-    parse_address,
     parse_hex,
 )
 
@@ -154,8 +153,8 @@ def proxy_command(
         raise UsageError("give exactly one of --fingerprint HEX or --context FILE")
     if context_file is not None:
         fingerprint = AppContext.load(context_file).fingerprint.hex()
-    listen_at = parse_address(listen, "--listen", port_zero=True)
-    upstream = parse_address(connect, "--connect") if connect else RouterAddress(domain, 443)
+    listen_at = HostPort.parse(listen, "--listen", allow_port_zero=True)
+    upstream = HostPort.parse(connect, "--connect") if connect else HostPort(domain, 443)
     if sum(x is not None for x in (collateral, pccs_url, operator)) != 1:
         raise UsageError("give exactly one of --collateral FILE, --pccs-url URL or --operator URL")
     verifier = EnclaveVerifier(

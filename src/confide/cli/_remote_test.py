@@ -42,7 +42,6 @@ from confide.attestation import INTEL_PCS_URL
 from confide.client import (
     CONTEXT_FOLDER,
     AppContext,
-    AppTls,
     ChildProcess,
     ProjectConfig,
     prepare_tests,
@@ -50,6 +49,7 @@ from confide.client import (
     tests_environment,
 )
 from confide.errors import UsageError
+from confide.wire import TlsMode
 
 from ._app import app, handle_errors
 from ._output import Output
@@ -206,7 +206,7 @@ def test_command(
     if context_file is None:
         context_file = newest_context(config)
     context = AppContext.load(context_file)
-    if context.tls != AppTls.RATLS:
+    if context.tls != TlsMode.RATLS:
         raise UsageError(
             f"the app {context.app_id} is not zero trust (its TLS is {context.tls.value}): "
             "its enclave cannot be verified, so confide test does not test it",

@@ -29,7 +29,6 @@ from confide.client import (
     CollateralEvidence,
     EvidenceSource,
     OperatorClient,
-    RouterAddress,
     SimulationEvidence,
     SimulationInfo,
 )
@@ -56,7 +55,6 @@ __all__ = [
     "evidence_source",
     "load_anchor",
     "load_certificate",
-    "parse_address",
     "parse_hex",
     "read_file",
     "rejections",
@@ -191,17 +189,6 @@ def load_anchor(path: Path | None) -> x509.Certificate | None:
         return load_certificate(raw, str(path))
     except FormatError as exc:
         raise UsageError(str(exc)) from None
-
-
-def parse_address(value: str, option: str, *, port_zero: bool = False) -> RouterAddress:
-    """``HOST:PORT`` (``[IPv6]:PORT``); port 0 (any free port) only with ``port_zero``."""
-    head, _, port = value.rpartition(":")
-    try:
-        if port_zero and port == "0":
-            return RouterAddress(RouterAddress.parse(f"{head}:1").host, 0)
-        return RouterAddress.parse(value)
-    except ValueError:
-        raise UsageError(f"{option} must be HOST:PORT, got {value!r}") from None
 
 
 def evidence_source(

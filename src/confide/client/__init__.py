@@ -10,21 +10,10 @@ Example::
 """
 
 from ._api import (
-    API_PREFIX,
     DEFAULT_TIMEOUT,
     MAX_RESPONSE_BYTES,
-    Account,
-    AppRecord,
-    AppStatus,
-    AppTls,
-    DeployManifest,
-    Health,
-    Metrics,
     OperatorClient,
-    Plan,
     ProgressCallback,
-    ProjectInfo,
-    RouterAddress,
     SimulationInfo,
     normalize_url,
 )
@@ -101,21 +90,10 @@ __all__ = [
     "ProjectConfig",
     "SslConfig",
     # The operator API client.
-    "API_PREFIX",
     "DEFAULT_TIMEOUT",
     "MAX_RESPONSE_BYTES",
-    "Account",
-    "AppRecord",
-    "AppStatus",
-    "AppTls",
-    "DeployManifest",
-    "Health",
-    "Metrics",
     "OperatorClient",
-    "Plan",
     "ProgressCallback",
-    "ProjectInfo",
-    "RouterAddress",
     "SimulationInfo",
     "normalize_url",
     # The app context file.

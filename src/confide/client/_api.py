@@ -34,7 +34,6 @@ Example::
 
 from __future__ import annotations
 
-import enum
 import io
 import json
 import re
@@ -42,10 +41,9 @@ import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, NoReturn, Self, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Final, Self, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -53,31 +51,31 @@ from cryptography import x509
 
 from confide import __version__
 from confide.attestation import Collateral
-from confide.errors import AttestationError, OperatorError, UsageError
-from confide.runtime import LaunchManifest
+from confide.errors import AttestationError, OperatorError, UsageError, WireError
+from confide.wire import API_PREFIX
+
+if TYPE_CHECKING:
+    from confide.wire.api import (
+        Account,
+        AppRecord,
+        DeployManifest,
+        Health,
+        Metrics,
+        Plan,
+        ProjectInfo,
+        SimulationOut,
+    )
 
 __all__ = [
-    "API_PREFIX",
     "DEFAULT_TIMEOUT",
     "MAX_RESPONSE_BYTES",
-    "Account",
-    "AppRecord",
-    "AppStatus",
-    "AppTls",
-    "DeployManifest",
-    "Health",
-    "Metrics",
     "OperatorClient",
     "OperatorError",
-    "Plan",
     "ProgressCallback",
-    "ProjectInfo",
-    "RouterAddress",
     "SimulationInfo",
     "normalize_url",
 ]
 
-API_PREFIX: Final = "/api/v1"
 #: Seconds each call may take to connect, send, or wait for the next bytes.
 DEFAULT_TIMEOUT: Final = 30.0
 #: Largest answer read (the operator sends at most 4 MiB of log at once).
@@ -95,229 +93,6 @@ ProgressCallback = Callable[[int, int], None]
 # -- models ----------------------------------------------------------------------------------
 
 
-class AppStatus(enum.StrEnum):
-    """Where an app is in its life, as the operator reports it."""
-
-    SPAWNING = "spawning"
-    INITIALIZING = "initializing"
-    RUNNING = "running"
-    STOPPED = "stopped"
-    ON_ERROR = "on_error"
-    EXPIRED = "expired"
-    DELETED = "deleted"
-
-    @property
-    def active(self) -> bool:
-        """A runtime exists or is about to (its logs can still grow)."""
-        return self in (AppStatus.SPAWNING, AppStatus.INITIALIZING, AppStatus.RUNNING)
-
-
-class AppTls(enum.StrEnum):
-    """Who terminates the app's TLS (the operator API's words)."""
-
-    #: Zero trust: the enclave serves an RA-TLS certificate carrying its quote.
-    RATLS = "ratls"
-    #: The owner's certificate; its private key goes only into the attested enclave.
-    OWNER = "owner"
-    #: The operator's router terminates TLS: trust the operator.
-    OPERATOR = "operator"
-
-
-@dataclass(frozen=True, slots=True)
-class DeployManifest:
-    """What an owner asks for when deploying (the ``manifest`` form field of ``POST /apps``).
-
-    The operator checks everything again (plans, dates, the certificate); the
-    checks here only refuse what must never leave the owner's machine (a
-    private key) or could not possibly be accepted.
-    """
-
-    name: str
-    application: str
-    plan: str
-    expires_at: datetime
-    tls: AppTls
-    project: str = "default"
-    healthcheck: str = "/"
-    #: The owner's domain (``tls=OWNER`` only).
-    domain: str | None = None
-    #: The owner's certificate chain, PEM, leaf first (``tls=OWNER`` only). Never a key.
-    certificate: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.expires_at.tzinfo is None:
-            raise UsageError("expires_at must be a timezone-aware datetime")
-        if self.certificate is not None and "PRIVATE KEY" in self.certificate:
-            raise UsageError(
-                "the certificate holds a private key: it never goes to the operator, "
-                "only to the attested enclave"
-            )
-        owner = self.tls == AppTls.OWNER
-        if owner != (self.domain is not None) or owner != (self.certificate is not None):
-            raise UsageError("a domain and a certificate are given exactly when tls is owner")
-
-    def to_json(self) -> str:
-        doc: dict[str, Any] = {
-            "name": self.name,
-            "project": self.project,
-            "application": self.application,
-            "healthcheck": self.healthcheck,
-            "plan": self.plan,
-            "expires_at": self.expires_at.isoformat(),
-            "tls": self.tls.value,
-        }
-        if self.domain is not None:
-            doc["domain"] = self.domain
-        if self.certificate is not None:
-            doc["certificate"] = self.certificate
-        return json.dumps(doc)
-
-
-@dataclass(frozen=True, slots=True)
-class RouterAddress:
-    """The operator's router, which serves every domain of every app."""
-
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, value: str) -> RouterAddress:
-        """``host:port`` or ``[v6]:port``."""
-        host, sep, port = value.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"not host:port: {value!r}")
-        return cls(host, int(port))
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    """``GET /me``: who the token belongs to, and the account's limits."""
-
-    account: str
-    token_id: int
-    apps: int
-    max_apps: int
-    max_package_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    name: str
-    memory_mib: int
-    cores: int
-    #: The latest expiry an app may ask for, in days (``None``: the operator does not say).
-    max_lifetime_days: int | None = None
-    #: Minutes an app has to be configured before it is stopped (``None``: not said).
-    configure_timeout_minutes: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectInfo:
-    name: str
-    created_at: datetime
-    apps: int
-
-
-@dataclass(frozen=True, slots=True)
-class AppRecord:
-    """One app as the operator describes it.
-
-    ``launch`` is the launch manifest the operator will start the runtime
-    with: its measurement, :attr:`fingerprint`, is what the enclave's quote
-    must carry. ``operator_fingerprint`` is what the operator says it is,
-    for information; :attr:`fingerprint_agrees` compares the two.
-    """
-
-    id: uuid.UUID
-    name: str
-    project: str
-    application: str
-    healthcheck: str
-    plan: str
-    status: AppStatus
-    status_detail: str | None
-    desired_state: str
-    delete_requested: bool
-    #: ``<id>.<base domain>``, then the owner's domain.
-    domains: tuple[str, ...]
-    router: RouterAddress
-    tls: AppTls
-    #: The owner's domain (``tls=OWNER``).
-    domain: str | None
-    #: The owner's certificate chain, PEM (public).
-    certificate: str | None
-    package_sha256: bytes
-    package_size: int
-    #: ``sgx``, ``tdx``, ``simulation``, ... as the operator's settings say.
-    tee: str
-    launch: LaunchManifest
-    operator_fingerprint: bytes
-    #: PEM of the operator's simulation root CA, when its TEE is simulated.
-    simulation_root_ca: str | None
-    expires_at: datetime
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def fingerprint(self) -> bytes:
-        """The measurement of :attr:`launch`, recomputed here."""
-        return self.launch.measurement()
-
-    @property
-    def fingerprint_agrees(self) -> bool:
-        return self.fingerprint == self.operator_fingerprint
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, for ``--json`` output (the fingerprint is the recomputed one)."""
-        return {
-            "id": str(self.id),
-            "name": self.name,
-            "project": self.project,
-            "application": self.application,
-            "healthcheck": self.healthcheck,
-            "plan": self.plan,
-            "status": self.status.value,
-            "status_detail": self.status_detail,
-            "desired_state": self.desired_state,
-            "delete_requested": self.delete_requested,
-            "domains": list(self.domains),
-            "router": {"host": self.router.host, "port": self.router.port},
-            "tls": self.tls.value,
-            "domain": self.domain,
-            "package": {"sha256": self.package_sha256.hex(), "size": self.package_size},
-            "tee": self.tee,
-            "launch": self.launch.to_dict(),
-            "fingerprint": self.fingerprint.hex(),
-            "operator_fingerprint": self.operator_fingerprint.hex(),
-            "expires_at": self.expires_at.isoformat(),
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Metrics:
-    app_id: uuid.UUID
-    status: AppStatus
-    restarts: int
-    #: Seconds since the current run reached ``running``; ``None`` when not running.
-    uptime_seconds: float | None
-    #: Total seconds spent in each status so far.
-    status_seconds: Mapping[str, float]
-    #: Numbers from the operator's backend (memory, CPU, ...), when it provides any.
-    runtime: Mapping[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    ok: bool
-    status: str
-
-
 @dataclass(frozen=True, slots=True)
 class SimulationInfo:
     """What an operator with a simulated TEE publishes so anyone can verify its quotes.
@@ -333,222 +108,24 @@ class SimulationInfo:
 
 # -- parsing ---------------------------------------------------------------------------------
 
-
-_E = TypeVar("_E", bound=enum.StrEnum)
 _T = TypeVar("_T")
 
 
-class _Malformed(Exception):
-    """An answer does not have the shape it should (mapped to ``operator.response``)."""
-
-
-class _Doc:
-    """Typed reads from one JSON object, naming the field when one is wrong."""
-
-    def __init__(self, value: object, where: str = "") -> None:
-        if not isinstance(value, dict):
-            raise _Malformed(f"{where or 'the answer'} is not a JSON object")
-        self._value: dict[str, object] = value
-        self._where = where
-
-    def _name(self, key: str) -> str:
-        return f"{self._where}.{key}" if self._where else key
-
-    def _get(self, key: str) -> object:
-        if key not in self._value:
-            raise _Malformed(f"{self._name(key)} is missing")
-        return self._value[key]
-
-    def _wrong(self, key: str, what: str) -> NoReturn:
-        raise _Malformed(f"{self._name(key)} is not {what}: {self._value.get(key)!r:.80}")
-
-    def text(self, key: str) -> str:
-        value = self._get(key)
-        if not isinstance(value, str):
-            self._wrong(key, "a string")
-        return value
-
-    def opt_text(self, key: str) -> str | None:
-        return None if self._value.get(key) is None else self.text(key)
-
-    def integer(self, key: str) -> int:
-        value = self._get(key)
-        if not isinstance(value, int) or isinstance(value, bool):
-            self._wrong(key, "an integer")
-        return value
-
-    def opt_integer(self, key: str) -> int | None:
-        return None if self._value.get(key) is None else self.integer(key)
-
-    def number(self, key: str) -> float:
-        value = self._get(key)
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            self._wrong(key, "a number")
-        return float(value)
-
-    def opt_number(self, key: str) -> float | None:
-        return None if self._value.get(key) is None else self.number(key)
-
-    def flag(self, key: str) -> bool:
-        value = self._get(key)
-        if not isinstance(value, bool):
-            self._wrong(key, "true or false")
-        return value
-
-    def ident(self, key: str) -> uuid.UUID:
-        try:
-            return uuid.UUID(self.text(key))
-        except ValueError:
-            self._wrong(key, "a UUID")
-
-    def time(self, key: str) -> datetime:
-        try:
-            value = datetime.fromisoformat(self.text(key))
-        except ValueError:
-            self._wrong(key, "an ISO 8601 time")
-        if value.tzinfo is None:
-            self._wrong(key, "a time with its time zone")
-        return value
-
-    def hexbytes(self, key: str, size: int) -> bytes:
-        try:
-            value = bytes.fromhex(self.text(key))
-        except ValueError:
-            self._wrong(key, "hex")
-        if len(value) != size:
-            self._wrong(key, f"{size} bytes of hex")
-        return value
-
-    def choice(self, key: str, kind: type[_E]) -> _E:
-        try:
-            return kind(self.text(key))
-        except ValueError:
-            self._wrong(key, "one of " + ", ".join(m.value for m in kind))
-
-    def texts(self, key: str) -> tuple[str, ...]:
-        value = self._get(key)
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self._wrong(key, "a list of strings")
-        return tuple(value)
-
-    def numbers(self, key: str) -> dict[str, float]:
-        value = self._get(key)
-        if not isinstance(value, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
-        ):
-            self._wrong(key, "an object of numbers")
-        return {str(k): float(v) for k, v in value.items()}
-
-    def doc(self, key: str) -> _Doc:
-        return _Doc(self._get(key), self._name(key))
-
-    def raw(self, key: str) -> object:
-        return self._get(key)
-
-    def opt_raw(self, key: str) -> object:
-        return self._value.get(key)
-
-
-def _docs(value: object, where: str) -> list[_Doc]:
-    if not isinstance(value, list):
-        raise _Malformed(f"{where} is not a JSON list")
-    return [_Doc(v, f"{where}[{i}]") for i, v in enumerate(value)]
-
-
-def _account(d: _Doc) -> Account:
-    return Account(
-        account=d.text("account"),
-        token_id=d.integer("token_id"),
-        apps=d.integer("apps"),
-        max_apps=d.integer("max_apps"),
-        max_package_size=d.integer("max_package_size"),
-    )
-
-
-def _plan(d: _Doc) -> Plan:
-    return Plan(
-        name=d.text("name"),
-        memory_mib=d.integer("memory_mib"),
-        cores=d.integer("cores"),
-        max_lifetime_days=d.opt_integer("max_lifetime_days"),
-        configure_timeout_minutes=d.opt_integer("configure_timeout_minutes"),
-    )
-
-
-def _project(d: _Doc) -> ProjectInfo:
-    return ProjectInfo(name=d.text("name"), created_at=d.time("created_at"), apps=d.integer("apps"))
-
-
-def _app(d: _Doc) -> AppRecord:
-    app_id = d.ident("id")
-    launch_raw = d.raw("launch")
-    try:
-        launch = LaunchManifest.from_json(json.dumps(launch_raw))
-    except (UsageError, TypeError, ValueError) as exc:
-        raise _Malformed(f"launch: {exc}") from None
-    if launch.app_id != app_id:
-        raise _Malformed(f"launch is the manifest of app {launch.app_id}, not of app {app_id}")
-    try:
-        router = RouterAddress.parse(d.text("router"))
-    except ValueError as exc:
-        raise _Malformed(f"router: {exc}") from None
-    package = d.doc("package")
-    return AppRecord(
-        id=app_id,
-        name=d.text("name"),
-        project=d.text("project"),
-        application=d.text("application"),
-        healthcheck=d.text("healthcheck"),
-        plan=d.text("plan"),
-        status=d.choice("status", AppStatus),
-        status_detail=d.opt_text("status_detail"),
-        desired_state=d.text("desired_state"),
-        delete_requested=d.flag("delete_requested"),
-        domains=d.texts("domains"),
-        router=router,
-        tls=d.choice("tls", AppTls),
-        domain=d.opt_text("domain"),
-        certificate=d.opt_text("certificate"),
-        package_sha256=package.hexbytes("sha256", 32),
-        package_size=package.integer("size"),
-        tee=d.text("tee"),
-        launch=launch,
-        operator_fingerprint=d.hexbytes("fingerprint", 32),
-        simulation_root_ca=d.opt_text("simulation_root_ca"),
-        expires_at=d.time("expires_at"),
-        created_at=d.time("created_at"),
-        updated_at=d.time("updated_at"),
-    )
-
-
-def _metrics(d: _Doc) -> Metrics:
-    return Metrics(
-        app_id=d.ident("app_id"),
-        status=d.choice("status", AppStatus),
-        restarts=d.integer("restarts"),
-        uptime_seconds=d.opt_number("uptime_seconds"),
-        status_seconds=d.numbers("status_seconds"),
-        runtime=d.numbers("runtime"),
-    )
-
-
-def _simulation(d: _Doc) -> SimulationInfo | None:
-    if not d.flag("simulated"):
+def _simulation(body: SimulationOut) -> SimulationInfo | None:
+    if not body.simulated:
         return None
-    pem = d.opt_text("root_ca_pem")
-    if pem is None:
-        raise _Malformed("the operator's TEE is simulated but it publishes no root_ca_pem")
+    if body.root_ca_pem is None:
+        raise WireError("the operator's TEE is simulated but it publishes no root_ca_pem")
     try:
-        root = x509.load_pem_x509_certificate(pem.encode("ascii"))
+        root = x509.load_pem_x509_certificate(body.root_ca_pem.encode("ascii"))
     except (ValueError, UnicodeError) as exc:
-        raise _Malformed(f"root_ca_pem is not a PEM certificate: {exc}") from None
+        raise WireError(f"root_ca_pem is not a PEM certificate: {exc}") from None
     collateral = None
-    raw = d.opt_raw("collateral")
-    if raw is not None:
+    if body.collateral is not None:
         try:
-            collateral = Collateral.from_json(json.dumps(raw))
+            collateral = Collateral.from_json(json.dumps(body.collateral))
         except AttestationError as exc:
-            raise _Malformed(f"collateral: {exc}") from None
+            raise WireError(f"collateral: {exc}") from None
     return SimulationInfo(root_ca=root, collateral=collateral)
 
 
@@ -670,43 +247,53 @@ class OperatorClient:
 
     def health(self) -> Health:
         """``GET /health``: whether the operator's database answers (503 is not an error here)."""
-        body = self._call("GET", "/health", ok=(200, 503))
-        status = self._one(body, "GET /health", lambda d: d.text("status"))
-        return Health(ok=status == "ok", status=status)
+        from confide.wire.api import Health
+
+        return self._read(self._call("GET", "/health", ok=(200, 503)), "GET /health", Health)
 
     def me(self) -> Account:
         """Who the token belongs to; also how to check a token."""
-        return self._one(self._call("GET", "/me"), "GET /me", _account)
+        from confide.wire.api import Account
+
+        return self._read(self._call("GET", "/me"), "GET /me", Account)
 
     def plans(self) -> list[Plan]:
-        return self._many(self._call("GET", "/plans"), "GET /plans", _plan)
+        from confide.wire.api import Plan
+
+        return self._read(self._call("GET", "/plans"), "GET /plans", list[Plan])
 
     def projects(self) -> list[ProjectInfo]:
-        return self._many(self._call("GET", "/projects"), "GET /projects", _project)
+        from confide.wire.api import ProjectInfo
+
+        return self._read(self._call("GET", "/projects"), "GET /projects", list[ProjectInfo])
 
     def list_apps(self, project: str | None = None) -> list[AppRecord]:
         """The account's apps that are not deleted, oldest first."""
+        from confide.wire.api import AppList
+
         params = {"project": project} if project is not None else None
         body = self._call("GET", "/apps", params=params)
-        return self._many(body, "GET /apps", _app, key="apps")
+        return self._read(body, "GET /apps", AppList).apps
 
     def get_app(self, app_id: uuid.UUID | str) -> AppRecord:
         path = f"/apps/{_app_id(app_id)}"
-        return self._one(self._call("GET", path, app_id=app_id), f"GET {path}", _app)
+        return self._app(self._call("GET", path, app_id=app_id), f"GET {path}")
 
     def stop_app(self, app_id: uuid.UUID | str) -> AppRecord:
         """Ask for the app to stop; the operator answers at once, the app stops soon after."""
         path = f"/apps/{_app_id(app_id)}/stop"
-        return self._one(self._call("POST", path, app_id=app_id), f"POST {path}", _app)
+        return self._app(self._call("POST", path, app_id=app_id), f"POST {path}")
 
     def delete_app(self, app_id: uuid.UUID | str) -> AppRecord:
         """Stop the app and delete it (at once if it is not running, else once it stopped)."""
         path = f"/apps/{_app_id(app_id)}"
-        return self._one(self._call("DELETE", path, app_id=app_id), f"DELETE {path}", _app)
+        return self._app(self._call("DELETE", path, app_id=app_id), f"DELETE {path}")
 
     def metrics(self, app_id: uuid.UUID | str) -> Metrics:
+        from confide.wire.api import Metrics
+
         path = f"/apps/{_app_id(app_id)}/metrics"
-        return self._one(self._call("GET", path, app_id=app_id), f"GET {path}", _metrics)
+        return self._read(self._call("GET", path, app_id=app_id), f"GET {path}", Metrics)
 
     def create_app(
         self,
@@ -742,7 +329,7 @@ class OperatorClient:
                     "with the operator's limit (OperatorClient.me().max_package_size)"
                 )
                 raise
-        return self._one(body, "POST /apps", _app)
+        return self._app(body, "POST /apps")
 
     def logs(self, app_id: uuid.UUID | str, tail: int | None = None) -> str:
         """The runtime's output so far (at most the operator's last 4 MiB), or its last lines."""
@@ -794,32 +381,31 @@ class OperatorClient:
 
     def simulation(self) -> SimulationInfo | None:
         """``None`` for a real TEE; for a simulated one, its root CA and fresh collateral."""
-        return self._one(self._call("GET", "/simulation"), "GET /simulation", _simulation)
+        from confide.wire.api import SimulationOut
+
+        what = "GET /simulation"
+        body: SimulationOut = self._read(self._call("GET", "/simulation"), what, SimulationOut)
+        try:
+            return _simulation(body)
+        except WireError as exc:
+            raise self._malformed(what, str(exc)) from None
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _one(self, body: bytes, what: str, parse: Callable[[_Doc], _T]) -> _T:
-        try:
-            return parse(_Doc(self._decode(body, what)))
-        except _Malformed as exc:
-            raise self._malformed(what, str(exc)) from None
+    def _read(self, body: bytes, what: str, kind: type[_T] | Any) -> _T:
+        """``body`` validated as ``kind``, a body of :mod:`confide.wire.api`."""
+        from confide.wire.api import read_answer
 
-    def _many(
-        self, body: bytes, what: str, parse: Callable[[_Doc], _T], *, key: str | None = None
-    ) -> list[_T]:
         try:
-            value = self._decode(body, what)
-            if key is not None:
-                value = _Doc(value).raw(key)
-            return [parse(d) for d in _docs(value, key or "the answer")]
-        except _Malformed as exc:
+            result: _T = read_answer(body, kind, max_bytes=MAX_RESPONSE_BYTES)
+        except WireError as exc:
             raise self._malformed(what, str(exc)) from None
+        return result
 
-    def _decode(self, body: bytes, what: str) -> object:
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise self._malformed(what, f"not JSON: {exc}") from None
+    def _app(self, body: bytes, what: str) -> AppRecord:
+        from confide.wire.api import AppRecord
+
+        return self._read(body, what, AppRecord)
 
     def _call(
         self,

@@ -57,12 +57,17 @@ from typing import Any, Final
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    PublicFormat,
     load_pem_private_key,
 )
 
 from confide.errors import UsageError
+from confide.wire import (
+    APPLICATION_PATTERN,
+    DOMAIN_PATTERN,
+    HEALTHCHECK_PATTERN,
+    dns_name_matches,
+    key_matches_certificate,
+)
 
 __all__ = [
     "CONFIG_FILES",
@@ -89,13 +94,9 @@ _MAX_REQUIREMENTS: Final = 256
 _MAX_REQUIREMENT: Final = 1024
 _MAX_SHOWN: Final = 60
 
-_APPLICATION: Final = re.compile(
-    r"(?P<module>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*):(?P<attr>[A-Za-z_][A-Za-z0-9_]*)"
-)
-_HEALTHCHECK: Final = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
-_DOMAIN: Final = re.compile(
-    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
-)
+_APPLICATION: Final = re.compile(APPLICATION_PATTERN)
+_HEALTHCHECK: Final = re.compile(HEALTHCHECK_PATTERN)
+_DOMAIN: Final = re.compile(DOMAIN_PATTERN)
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 _TOP_KEYS: Final = (
@@ -672,7 +673,7 @@ class _Parser:
             raise self.fail(
                 "[cloud.ssl] certificate", f"{path} has malformed extensions: {exc}"
             ) from None
-        if not any(_dns_match(pattern, domain) for pattern in names):
+        if not any(dns_name_matches(pattern, domain) for pattern in names):
             raise self.fail(
                 where,
                 f"{domain} is not covered by the certificate {path}: "
@@ -695,26 +696,15 @@ class _Parser:
             raise self.fail(
                 where, f"{key_path} holds no PEM private key", hint="give the PEM key"
             ) from None
-        spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         try:
-            leaf_public = leaf.public_key().public_bytes(*spki)
+            matches = key_matches_certificate(key, leaf)
         except (ValueError, UnsupportedAlgorithm):
             raise self.fail(
                 "[cloud.ssl] certificate", f"{cert_path} has an unsupported public key"
             ) from None
-        if key.public_key().public_bytes(*spki) != leaf_public:
+        if not matches:
             raise self.fail(
                 where,
                 f"{key_path} does not match the certificate {cert_path}",
                 hint="give the key the certificate was issued for",
             )
-
-
-def _dns_match(pattern: str, host: str) -> bool:
-    """RFC 6125 matching: a wildcard stands for exactly one whole left-most label."""
-    pattern = pattern.removesuffix(".")
-    if pattern.startswith("*."):
-        suffix = pattern[1:]
-        label, dot, _ = host.partition(".")
-        return bool(dot) and bool(label) and host.endswith(suffix) and host[len(label) :] == suffix
-    return pattern == host

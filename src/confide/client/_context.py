@@ -17,7 +17,7 @@ Format, version 1 (JSON, UTF-8)::
      "tls": "ratls" | "owner" | "operator",
      "tee": "sgx" | "tdx" | "simulation" | ...,
      "expires_at": "<ISO 8601 with offset>",
-     "launch": {<the launch manifest, confide.runtime.LaunchManifest.to_dict()>},
+     "launch": {<the launch manifest, confide.wire.LaunchManifest.to_dict()>},
      "fingerprint": "<hex measurement of launch>"}
 
 ``fingerprint`` is redundant (the SHA-256 measurement of ``launch``); it is
@@ -40,12 +40,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from confide.errors import UsageError
-from confide.runtime import LaunchManifest
+from confide.wire import HostPort, LaunchManifest, TlsMode
 
-from ._api import AppRecord, AppTls, RouterAddress, normalize_url
+from ._api import normalize_url
+
+if TYPE_CHECKING:  # the API bodies are imported when used (they slow the CLI's start)
+    from confide.wire.api import AppRecord
 
 __all__ = ["CONTEXT_FORMAT", "CONTEXT_VERSION", "MAX_CONTEXT_SIZE", "AppContext"]
 
@@ -85,8 +88,8 @@ class AppContext:
     operator_url: str
     #: ``<id>.<base domain>``, then the owner's domain.
     domains: tuple[str, ...]
-    router: RouterAddress
-    tls: AppTls
+    router: HostPort
+    tls: TlsMode
     tee: str
     expires_at: datetime
     #: The launch inputs; their measurement is what the enclave's quote must carry.
@@ -205,8 +208,8 @@ class AppContext:
                 project=doc["project"],
                 operator_url=doc["operator_url"],
                 domains=tuple(domains),
-                router=RouterAddress(host, port),
-                tls=AppTls(doc["tls"]),
+                router=HostPort(host, port),
+                tls=TlsMode(doc["tls"]),
                 tee=doc["tee"],
                 expires_at=expires_at,
                 launch=LaunchManifest.from_json(json.dumps(doc["launch"])),

@@ -32,12 +32,11 @@ Example::
     >>> from confide.client import OperatorClient, ProjectConfig, DeployOptions, deploy
     >>> config = ProjectConfig.load("confide.toml")  # doctest: +SKIP
     >>> with OperatorClient(url, token) as client:  # doctest: +SKIP
-    ...     done = deploy(client, config, DeployOptions(tls=AppTls.RATLS), events, pcs)
+    ...     done = deploy(client, config, DeployOptions(tls=TlsMode.RATLS), events, pcs)
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import tempfile
@@ -46,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import httpx
 from cryptography import x509
@@ -55,24 +54,10 @@ from confide.attestation import Quote, quote_from_certificate
 from confide.crypto import PackageInfo, PackageKey, encrypt_package, public_key_from_report_data
 from confide.crypto import seal as seal_box
 from confide.errors import Error, PolicyError, UsageError
-from confide.runtime import (
-    CodeSource,
-    LaunchManifest,
-    OwnerCertificate,
-    TlsMode,
-    launch_manifest,
-    runtime_code_hash,
-)
+from confide.runtime import CodeSource, OwnerCertificate, runtime_code_hash
+from confide.wire import AppStatus, HostPort, LaunchManifest, TlsMode, configuration_body
 
-from ._api import (
-    Account,
-    AppRecord,
-    AppStatus,
-    AppTls,
-    DeployManifest,
-    OperatorClient,
-    RouterAddress,
-)
+from ._api import OperatorClient
 from ._config import MAX_PEM_SIZE, MAX_SECRETS_SIZE, ProjectConfig
 from ._context import AppContext
 from ._verify import (
@@ -87,6 +72,9 @@ from ._verify import (
     pinned_client,
     refuse_simulation,
 )
+
+if TYPE_CHECKING:  # the API bodies are imported when used (they slow the CLI's start)
+    from confide.wire.api import Account, AppRecord, DeployManifest
 
 __all__ = [
     "CONTEXT_FOLDER",
@@ -112,11 +100,6 @@ DEFAULT_LIFETIME: Final = timedelta(days=30)
 #: Seconds between two looks at the app's status.
 POLL_INTERVAL: Final = 0.2
 
-_LAUNCH_TLS: Final = {
-    AppTls.RATLS: TlsMode.RATLS,
-    AppTls.OWNER: TlsMode.CERTIFICATE,
-    AppTls.OPERATOR: TlsMode.NONE,
-}
 _FAILED: Final = frozenset({AppStatus.ON_ERROR, AppStatus.STOPPED, AppStatus.EXPIRED})
 
 
@@ -134,13 +117,13 @@ class DeployEvents(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DeployOptions:
-    tls: AppTls
+    tls: TlsMode
     #: Accept an enclave on a simulated TEE (its root from the operator): tests only.
     allow_simulation: bool = False
     #: Send the configuration without attesting the enclave first.
     unsafe_skip_attestation: bool = False
     #: The router's address, instead of the one the operator states.
-    connect: RouterAddress | None = None
+    connect: HostPort | None = None
     #: Seconds to wait for the app to reach each status.
     wait: float = 600.0
     #: Seconds each network call may take.
@@ -161,7 +144,7 @@ class Deployment:
     #: ``None`` only when attestation was skipped.
     verified: VerifiedEnclave | None
     server_name: str
-    router: RouterAddress
+    router: HostPort
     #: The enclave's configuration certificate (RA-TLS), as verified.
     certificate: x509.Certificate
 
@@ -170,7 +153,7 @@ class Deployment:
         return self.launch.measurement()
 
 
-def choose_tls(config: ProjectConfig, *, untrusted_ssl: bool) -> AppTls:
+def choose_tls(config: ProjectConfig, *, untrusted_ssl: bool) -> TlsMode:
     """Zero trust by default; the owner's certificate with ``[cloud.ssl]``; else the operator's."""
     if untrusted_ssl:
         if config.ssl is not None:
@@ -178,8 +161,8 @@ def choose_tls(config: ProjectConfig, *, untrusted_ssl: bool) -> AppTls:
                 "--untrusted-ssl and [cloud.ssl] exclude each other",
                 hint="remove [cloud.ssl] from the project file, or drop --untrusted-ssl",
             )
-        return AppTls.OPERATOR
-    return AppTls.OWNER if config.ssl is not None else AppTls.RATLS
+        return TlsMode.OPERATOR
+    return TlsMode.OWNER if config.ssl is not None else TlsMode.RATLS
 
 
 def read_bounded(path: Path, what: str, limit: int) -> bytes:
@@ -194,12 +177,14 @@ def read_bounded(path: Path, what: str, limit: int) -> bytes:
     return data
 
 
-def requested_manifest(config: ProjectConfig, tls: AppTls, now: datetime) -> DeployManifest:
+def requested_manifest(config: ProjectConfig, tls: TlsMode, now: datetime) -> DeployManifest:
     """What is asked of the operator (whole seconds: the RA-TLS expiry is in seconds)."""
+    from confide.wire.api import DeployManifest
+
     expires = config.cloud.expiration_date or (now + DEFAULT_LIFETIME)
     expires = expires.astimezone(UTC).replace(microsecond=0)
     domain = certificate = None
-    if tls == AppTls.OWNER:
+    if tls == TlsMode.OWNER:
         ssl = config.ssl
         if ssl is None:
             raise UsageError("owner TLS needs [cloud.ssl] in the project file")
@@ -279,19 +264,19 @@ def _owner_certificate(asked: DeployManifest) -> OwnerCertificate | None:
 
 def server_name(record: AppRecord, asked: DeployManifest) -> str:
     """The name the enclave answers to: the owner's domain (its only SAN), else the app's."""
-    return asked.domain if asked.tls == AppTls.OWNER and asked.domain else record.domains[0]
+    return asked.domain if asked.tls == TlsMode.OWNER and asked.domain else record.domains[0]
 
 
 def check_stated_manifest(record: AppRecord, asked: DeployManifest) -> None:
     """Refuse an app whose stated manifest is not exactly what was asked for."""
     launch = record.launch
     cert = _owner_certificate(asked)
-    ratls_expiry = int(asked.expires_at.timestamp()) if asked.tls == AppTls.RATLS else None
+    ratls_expiry = int(asked.expires_at.timestamp()) if asked.tls == TlsMode.RATLS else None
     expected: list[tuple[str, object, object]] = [
         ("application", record.application, asked.application),
         ("launch application", launch.application, asked.application),
         ("tls", record.tls.value, asked.tls.value),
-        ("launch tls", launch.tls.value, _LAUNCH_TLS[asked.tls].value),
+        ("launch tls", launch.tls.launch, asked.tls.launch),
         ("expires_at", record.expires_at.timestamp(), asked.expires_at.timestamp()),
         ("ratls_expiry", launch.ratls_expiry, ratls_expiry),
         ("domain", record.domain, asked.domain),
@@ -326,14 +311,16 @@ def expected_launch(
 ) -> LaunchManifest:
     """The launch manifest recomputed here: our runtime hash and package digest, the
     operator's app id, SANs and subject (checked by :func:`check_stated_manifest`)."""
-    return launch_manifest(
+    cert = _owner_certificate(asked)
+    return LaunchManifest.for_app(
         app_id=record.id,
         application=asked.application,
-        code=CodeSource(path=package, plaintext=False, digest=package_digest),
-        ratls_expiry=int(asked.expires_at.timestamp()) if asked.tls == AppTls.RATLS else None,
-        certificate=_owner_certificate(asked),
+        tls=asked.tls,
+        expires_at=asked.expires_at,
+        certificate_sha256=cert.sha256 if cert is not None else None,
         san=record.launch.san,
         subject=record.launch.subject,
+        package_sha256=package_digest,
         runtime_sha256=runtime_sha256,
     )
 
@@ -352,16 +339,12 @@ def configuration_payload(
     field (``sealed_code_secret_key``): never among the sealed secrets the app
     reads (ADR 0011).
     """
-    sealed = seal_box(key.hex().encode("ascii"), enclave_public_key)
-    payload: dict[str, Any] = {
-        "uuid": str(record.id),
-        "sealed_code_secret_key": base64.urlsafe_b64encode(sealed).decode("ascii"),
-    }
-    if app_secrets is not None:
-        payload["app_secrets"] = app_secrets
-    if ssl_private_key is not None:
-        payload["ssl_private_key"] = ssl_private_key
-    return payload
+    return configuration_body(
+        record.id,
+        sealed_code_secret_key=seal_box(key.hex().encode("ascii"), enclave_public_key),
+        app_secrets=app_secrets,
+        ssl_private_key=ssl_private_key,
+    )
 
 
 def _wait_for(
@@ -465,7 +448,7 @@ def deploy(
     asked = requested_manifest(config, options.tls, clock())
     secrets = _secrets(config)
     ssl_key = None
-    if options.tls == AppTls.OWNER and config.ssl is not None:
+    if options.tls == TlsMode.OWNER and config.ssl is not None:
         ssl_key = read_bounded(config.ssl.private_key, "private key", MAX_PEM_SIZE).decode("ascii")
 
     account = check_before_upload(client, asked, options, now=clock())

@@ -55,9 +55,9 @@ from confide.attestation import (
     verify_ratls_certificate,
 )
 from confide.errors import AttestationError, FormatError, PolicyError, SimulationError, UsageError
-from confide.runtime import LAUNCH_MANIFEST_OID, MAX_MANIFEST_SIZE, LaunchManifest
+from confide.wire import LAUNCH_MANIFEST_OID, MAX_MANIFEST_SIZE, HostPort, LaunchManifest
 
-from ._api import RouterAddress, SimulationInfo
+from ._api import SimulationInfo
 
 __all__ = [
     "SIMULATION_REFUSED",
@@ -279,7 +279,7 @@ def has_quote(cert: x509.Certificate) -> bool:
 
 
 def fetch_enclave_certificate(
-    address: RouterAddress, server_name: str, *, timeout: float
+    address: HostPort, server_name: str, *, timeout: float
 ) -> x509.Certificate:
     """The certificate served for ``server_name`` (SNI) at ``address`` (not trusted yet)."""
     return fetch_peer_certificate(
@@ -444,7 +444,7 @@ def enclave_tls_context(pinned: bytes | None = None) -> ssl.SSLContext:
 
 
 def pinned_client(
-    address: RouterAddress, server_name: str, cert: x509.Certificate, *, timeout: float
+    address: HostPort, server_name: str, cert: x509.Certificate, *, timeout: float
 ) -> httpx.Client:
     """HTTPS to ``address`` with SNI and Host ``server_name``, to the enclave of ``cert`` only
     (:func:`enclave_tls_context` pinned to it)."""

@@ -23,7 +23,7 @@ Example::
     >>> asyncio.run(serve_api(app, settings, shutdown_trigger=stop.wait))  # doctest: +SKIP
 """
 
-from ._api import API_PREFIX, create_app, serve_api
+from ._api import create_app, serve_api
 from ._backend import (
     LOCAL_RUNTIME_ENVIRONMENT,
     STOP_TIMEOUT,
@@ -60,15 +60,12 @@ from ._models import (
     Account,
     ApiToken,
     App,
-    AppStatus,
     AppStatusChange,
-    DesiredState,
-    OperatorTls,
     Project,
 )
 from ._prober import HttpProber, Probe, Prober, probe_ssl_context
 from ._routes import AppRoutes
-from ._schemas import MAX_MANIFEST_BYTES, ManifestIn, parse_manifest
+from ._schemas import MAX_MANIFEST_BYTES, parse_manifest
 from ._seams import (
     AppEvents,
     CertificateAuthority,
@@ -81,11 +78,10 @@ from ._seams import (
     utc_now,
 )
 from ._serve import ADDRESSES_FILE, OperatorAddresses, run_operator
-from ._settings import DEFAULT_PLANS, OperatorSettings, Plan, TeeBackend, default_data_dir
+from ._settings import DEFAULT_PLANS, OperatorSettings, TeeBackend, default_data_dir
 from ._supervisor import MAX_RESTARTS, Supervisor, SupervisorOptions
 
 __all__ = [
-    "API_PREFIX",
     "DEFAULT_PLANS",
     "MAX_LOG_BYTES",
     "MAX_MANIFEST_BYTES",
@@ -96,25 +92,20 @@ __all__ = [
     "ApiToken",
     "App",
     "AppEvents",
-    "AppStatus",
     "AppStatusChange",
     "AuthenticatedToken",
     "BlobStore",
     "CertificateAuthority",
     "Clock",
     "Database",
-    "DesiredState",
     "FileLogSource",
     "IssuedToken",
     "LogSource",
-    "ManifestIn",
     "MetricsSource",
     "NoEvents",
     "NoMetrics",
     "OperatorSettings",
-    "OperatorTls",
     "PackageTooLarge",
-    "Plan",
     "Project",
     "SimulationCollateralProvider",
     "SimulationRootProvider",

@@ -51,23 +51,26 @@ from hypercorn.typing import Framework
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from confide.wire import API_PREFIX
+from confide.wire.api import (
+    Account,
+    AppList,
+    AppRecord,
+    Health,
+    ManifestIn,
+    Metrics,
+    Plan,
+    ProjectInfo,
+    ProjectRequest,
+    SimulationOut,
+)
+
 from ._auth import Authenticator
 from ._blobs import BlobStore
 from ._db import AuthenticatedToken, Database, upgrade_database
 from ._logs import MAX_TAIL, FileLogSource, LogSource
 from ._logs import follow as follow_log
-from ._schemas import (
-    MAX_MANIFEST_BYTES,
-    AppList,
-    AppOut,
-    HealthOut,
-    ManifestIn,
-    MeOut,
-    MetricsOut,
-    PlanOut,
-    ProjectIn,
-    ProjectOut,
-)
+from ._schemas import MAX_MANIFEST_BYTES
 from ._seams import (
     AppEvents,
     CertificateAuthority,
@@ -79,12 +82,11 @@ from ._seams import (
     SimulationRootProvider,
     utc_now,
 )
-from ._service import AppService, Conflict, InvalidInput, NotFound, SimulationOut, TooLarge
+from ._service import AppService, Conflict, InvalidInput, NotFound, TooLarge
 from ._settings import OperatorSettings
 
-__all__ = ["API_PREFIX", "create_app", "serve_api"]
+__all__ = ["create_app", "serve_api"]
 
-API_PREFIX: Final = "/api/v1"
 #: Room for the multipart framing and the manifest field on top of the package.
 _FORM_OVERHEAD: Final = MAX_MANIFEST_BYTES + 64 * 1024
 #: The status code of each refusal of the service.
@@ -247,7 +249,7 @@ def create_app(
     def health() -> Response:
         """No authentication. 200 when the database answers, else 503."""
         ok = api.health()
-        body = HealthOut(status="ok" if ok else "database unreachable")
+        body = Health(status="ok" if ok else "database unreachable")
         return Response(
             content=body.model_dump_json(),
             media_type="application/json",
@@ -278,19 +280,19 @@ def create_app(
         return api.simulation()
 
     @router.get("/me", tags=["account"])
-    def me(auth: Auth) -> MeOut:
+    def me(auth: Auth) -> Account:
         return api.me(auth)
 
     @router.get("/plans", tags=["operator"])
-    def plans(auth: Auth) -> list[PlanOut]:
+    def plans(auth: Auth) -> list[Plan]:
         return api.plans()
 
     @router.get("/projects", tags=["projects"])
-    def list_projects(auth: Auth) -> list[ProjectOut]:
+    def list_projects(auth: Auth) -> list[ProjectInfo]:
         return api.list_projects(auth)
 
     @router.post("/projects", tags=["projects"], status_code=status.HTTP_201_CREATED)
-    def create_project(auth: Auth, body: ProjectIn) -> ProjectOut:
+    def create_project(auth: Auth, body: ProjectRequest) -> ProjectInfo:
         return api.create_project(auth, body)
 
     @router.post(
@@ -304,7 +306,7 @@ def create_app(
             415: {"description": "not multipart/form-data"},
         },
     )
-    async def create_app_(request: Request, auth: Auth) -> AppOut:
+    async def create_app_(request: Request, auth: Auth) -> AppRecord:
         """Deploy an app: multipart ``package`` (the encrypted package) and ``manifest`` (JSON).
 
         The body is read only now, after authentication. The schema of the
@@ -340,16 +342,16 @@ def create_app(
         return api.list_apps(auth, project)
 
     @router.get("/apps/{app_id}", tags=["apps"], responses={404: {"description": "no such app"}})
-    def get_app(auth: Auth, app_id: uuid.UUID) -> AppOut:
+    def get_app(auth: Auth, app_id: uuid.UUID) -> AppRecord:
         return api.get_app(auth, app_id)
 
     @router.post("/apps/{app_id}/stop", tags=["apps"], status_code=status.HTTP_202_ACCEPTED)
-    def stop_app(auth: Auth, app_id: uuid.UUID) -> AppOut:
+    def stop_app(auth: Auth, app_id: uuid.UUID) -> AppRecord:
         """Ask for the app to be stopped (``desired_state: stop``)."""
         return api.stop(auth, app_id)
 
     @router.delete("/apps/{app_id}", tags=["apps"], status_code=status.HTTP_202_ACCEPTED)
-    def delete_app(auth: Auth, app_id: uuid.UUID) -> AppOut:
+    def delete_app(auth: Auth, app_id: uuid.UUID) -> AppRecord:
         """Stop the app and delete it: at once if it is not active, else once it stopped."""
         return api.delete(auth, app_id)
 
@@ -380,7 +382,7 @@ def create_app(
         return Response(data, media_type=media)
 
     @router.get("/apps/{app_id}/metrics", tags=["apps"])
-    def app_metrics(auth: Auth, app_id: uuid.UUID) -> MetricsOut:
+    def app_metrics(auth: Auth, app_id: uuid.UUID) -> Metrics:
         return api.app_metrics(auth, app_id)
 
     app.include_router(router)

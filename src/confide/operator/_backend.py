@@ -68,15 +68,14 @@ from typing import Final, Protocol, runtime_checkable
 from confide.errors import UsageError
 from confide.runtime import (
     CODE_ROOT,
-    LaunchManifest,
     LaunchTee,
-    TlsMode,
     check_launch,
     confide_command,
     remove_orphans,
     runtime_arguments,
     start_child,
 )
+from confide.wire import LaunchManifest, TlsMode
 
 from ._logs import LogSource
 from ._seams import Clock, utc_now
@@ -323,7 +322,7 @@ class LocalProcessBackend:
         folder = self.app_dir(spec.app_id)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         certificate: Path | None = None
-        if spec.manifest.tls == TlsMode.CERTIFICATE:
+        if spec.manifest.tls == TlsMode.OWNER:
             if spec.certificate_pem is None:
                 raise LaunchRefused(f"app {spec.app_id} has no owner certificate stored")
             certificate = self.certificate_path(spec.app_id)

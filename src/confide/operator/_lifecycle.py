@@ -51,8 +51,9 @@ from typing import Final
 from sqlalchemy.orm import Session
 
 from confide.errors import LifecycleError
+from confide.wire import AppStatus, DesiredState
 
-from ._models import App, AppStatus, AppStatusChange, DesiredState
+from ._models import App, AppStatusChange
 
 __all__ = [
     "TRANSITIONS",

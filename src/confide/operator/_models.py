@@ -14,7 +14,6 @@ moves and record each status change in ``app_status_changes``.
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import UTC, datetime
 from typing import Final
@@ -37,23 +36,18 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = [
-    "Account",
-    "ApiToken",
-    "App",
-    "AppStatus",
-    "AppStatusChange",
-    "Base",
-    "DesiredState",
-    "OperatorTls",
-    "Project",
-]
+from confide.wire import (
+    APPLICATION_LENGTH,
+    DOMAIN_LENGTH,
+    HEALTHCHECK_LENGTH,
+    NAME_LENGTH,
+    AppStatus,
+)
 
-#: Column sizes (also the API's input limits).
-NAME_LENGTH: Final = 63
-APPLICATION_LENGTH: Final = 255
-HEALTHCHECK_LENGTH: Final = 255
-DOMAIN_LENGTH: Final = 253
+__all__ = ["Account", "ApiToken", "App", "AppStatusChange", "Base", "Project"]
+
+#: Column size of a status detail (the other columns' sizes are the API's input limits,
+#: :mod:`confide.wire`).
 DETAIL_LENGTH: Final = 4096
 
 # Constraint names are fixed so migrations can refer to them on every backend.
@@ -64,41 +58,6 @@ _NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-class AppStatus(enum.StrEnum):
-    """Where an app is in its life."""
-
-    SPAWNING = "spawning"
-    INITIALIZING = "initializing"
-    RUNNING = "running"
-    STOPPED = "stopped"
-    ON_ERROR = "on_error"
-    EXPIRED = "expired"
-    DELETED = "deleted"
-
-    @property
-    def active(self) -> bool:
-        """A runtime may exist (or be about to) for an app in this state."""
-        return self in (AppStatus.SPAWNING, AppStatus.INITIALIZING, AppStatus.RUNNING)
-
-
-class DesiredState(enum.StrEnum):
-    """What the owner asked for; the supervisor converges on it."""
-
-    RUN = "run"
-    STOP = "stop"
-
-
-class OperatorTls(enum.StrEnum):
-    """How an app's TLS is terminated, in the operator API's words."""
-
-    #: Zero trust: the enclave serves an RA-TLS certificate carrying its quote.
-    RATLS = "ratls"
-    #: The owner's certificate; its private key goes straight into the attested enclave.
-    OWNER = "owner"
-    #: Plain HTTP inside, TLS terminated by the operator's router (trust the operator).
-    OPERATOR = "operator"
 
 
 class UtcDateTime(TypeDecorator[datetime]):

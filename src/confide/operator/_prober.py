@@ -8,7 +8,7 @@ an exception.
 Example::
 
     >>> prober = HttpProber(timeout=3.0)  # doctest: +SKIP
-    >>> await prober.probe(handle, tls=OperatorTls.RATLS, healthcheck="/health")  # doctest: +SKIP
+    >>> await prober.probe(handle, tls=TlsMode.RATLS, healthcheck="/health")  # doctest: +SKIP
     <Probe.WAITING: 'waiting'>
 """
 
@@ -20,8 +20,9 @@ from typing import Final, Protocol
 
 import httpx
 
+from confide.wire import STATUS_HEADER, ConfigurationStatus, TlsMode
+
 from ._backend import RuntimeHandle
-from ._models import OperatorTls
 
 __all__ = ["HttpProber", "Probe", "Prober", "probe_ssl_context"]
 
@@ -45,9 +46,7 @@ class Probe(enum.Enum):
 class Prober(Protocol):
     """Asks a runtime where it is. Never raises for a runtime that does not answer."""
 
-    async def probe(
-        self, handle: RuntimeHandle, *, tls: OperatorTls, healthcheck: str
-    ) -> Probe: ...
+    async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe: ...
 
 
 def probe_ssl_context() -> ssl.SSLContext:
@@ -89,10 +88,10 @@ class HttpProber:
         except (httpx.HTTPError, ssl.SSLError, OSError):
             return None
 
-    async def probe(self, handle: RuntimeHandle, *, tls: OperatorTls, healthcheck: str) -> Probe:
+    async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe:
         host = f"[{handle.host}]" if ":" in handle.host else handle.host
         secure = f"https://{host}:{handle.port}"
-        if tls == OperatorTls.OPERATOR:
+        if tls == TlsMode.OPERATOR:
             # Configured: plain HTTP. Not yet: the RA-TLS configuration endpoint.
             response = await self._get(f"http://{host}:{handle.port}{healthcheck}")
             if response is not None:
@@ -108,9 +107,9 @@ class HttpProber:
 
 
 def _waiting(response: httpx.Response) -> bool:
-    value: str = response.headers.get("confide-status", "")
-    return value.lower() == "waiting"
+    value: str = response.headers.get(STATUS_HEADER, "")
+    return value.lower() == ConfigurationStatus.WAITING
 
 
 def _success(response: httpx.Response) -> bool:
-    return bool(200 <= response.status_code < 400 and "confide-status" not in response.headers)
+    return bool(200 <= response.status_code < 400 and STATUS_HEADER not in response.headers)

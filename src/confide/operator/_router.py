@@ -59,6 +59,7 @@ from typing import Final, Protocol
 
 from confide.errors import UsageError
 from confide.runtime import bind_listener, hand_off, network_of, source_of
+from confide.wire import HostPort
 
 from ._tlsparse import MAX_PEEK_SIZE, NeedMore, Rejected, peek_client_hello
 
@@ -69,7 +70,6 @@ __all__ = [
     "Route",
     "RouteMode",
     "RouteTable",
-    "RouterAddress",
     "RouterSettings",
     "TlsProvider",
     "serve_router",
@@ -167,14 +167,6 @@ class NullRecorder:
 
 
 @dataclass(frozen=True, slots=True)
-class RouterAddress:
-    """The address the router listens on (the real port when port 0 was asked)."""
-
-    host: str
-    port: int
-
-
-@dataclass(frozen=True, slots=True)
 class RouterSettings:
     """The router's address and limits. Times are in seconds, sizes in bytes."""
 
@@ -243,7 +235,7 @@ async def serve_router(
     *,
     shutdown_trigger: Callable[[], Awaitable[object]],
     recorder: Recorder | None = None,
-    on_ready: Callable[[RouterAddress], None] | None = None,
+    on_ready: Callable[[HostPort], None] | None = None,
 ) -> None:
     """Serve the front port until ``shutdown_trigger()`` returns.
 
@@ -274,7 +266,7 @@ async def serve_router(
         router.start_accepting()
         host, port = listener.getsockname()[:2]
         if on_ready is not None:
-            on_ready(RouterAddress(host, port))
+            on_ready(HostPort(host, port))
         await shutdown_trigger()
     finally:
         router.stop_accepting()

@@ -25,7 +25,7 @@ Example::
 
     >>> routes = AppRoutes("apps.example")
     >>> app_id = uuid.UUID(int=1)
-    >>> routes.publish(app_id, OperatorTls.RATLS, None, "127.0.0.1", 40123, running=False)
+    >>> routes.publish(app_id, TlsMode.RATLS, None, "127.0.0.1", 40123, running=False)
     >>> routes.lookup(f"{app_id}.apps.example").mode
     <RouteMode.PASSTHROUGH: 'passthrough'>
 """
@@ -37,7 +37,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._models import OperatorTls
+from confide.wire import TlsMode
+
 from ._router import Route, RouteMode
 
 __all__ = ["AppRoutes"]
@@ -68,7 +69,7 @@ class AppRoutes:
     def publish(
         self,
         app_id: uuid.UUID,
-        tls: OperatorTls,
+        tls: TlsMode,
         domain: str | None,
         host: str,
         port: int,
@@ -81,13 +82,13 @@ class AppRoutes:
         ``handoff``: the runtime's hand-off socket; passthrough routes then pass
         the client's connection itself to the runtime (terminate routes relay).
         """
-        terminate = tls == OperatorTls.OPERATOR and running
+        terminate = tls == TlsMode.OPERATOR and running
         if terminate:
             route = Route(RouteMode.TERMINATE, host, port)
         else:
             route = Route(RouteMode.PASSTHROUGH, host, port, handoff=handoff)
         owned = None
-        if domain is not None and tls == OperatorTls.OWNER:
+        if domain is not None and tls == TlsMode.OWNER:
             owned = self._claim(app_id, domain.lower().rstrip("."))
         previous = self._apps.get(app_id)
         if previous is not None and previous.domain not in (None, owned):

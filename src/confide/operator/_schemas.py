@@ -1,4 +1,4 @@
-"""The API's request and response bodies, and the checks of a new app's manifest.
+"""The checks of a new app's manifest (the API's bodies are :mod:`confide.wire.api`'s).
 
 :func:`parse_manifest` turns the ``manifest`` form field of ``POST /api/v1/apps``
 into a :class:`ManifestIn` (read as strict JSON, :mod:`confide.strictjson`:
@@ -24,85 +24,26 @@ import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from confide.errors import JsonError
-from confide.runtime import LaunchManifest, TlsMode
 from confide.strictjson import loads_object
+from confide.wire import LaunchManifest, TlsMode, uncovered_names
+from confide.wire.api import ManifestIn, Plan
 
-from ._models import (
-    APPLICATION_LENGTH,
-    DOMAIN_LENGTH,
-    HEALTHCHECK_LENGTH,
-    NAME_LENGTH,
-    AppStatus,
-    DesiredState,
-    OperatorTls,
-)
-from ._settings import Plan
-
-__all__ = [
-    "MAX_CERTIFICATE_PEM",
-    "MAX_MANIFEST_BYTES",
-    "AppList",
-    "AppOut",
-    "HealthOut",
-    "LaunchOut",
-    "ManifestIn",
-    "MeOut",
-    "MetricsOut",
-    "PackageOut",
-    "PlanOut",
-    "ProjectIn",
-    "ProjectOut",
-    "build_launch_manifest",
-    "parse_manifest",
-    "validation_error",
-]
+__all__ = ["MAX_MANIFEST_BYTES", "build_launch_manifest", "parse_manifest", "validation_error"]
 
 #: Largest ``manifest`` form field, in bytes.
 MAX_MANIFEST_BYTES: Final = 128 * 1024
-#: Largest owner certificate chain, in characters of PEM.
-MAX_CERTIFICATE_PEM: Final = 64 * 1024
 #: Most certificates in the owner's chain.
 MAX_CHAIN_LENGTH: Final = 8
 
-NAME_PATTERN: Final = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
-APPLICATION_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
-HEALTHCHECK_PATTERN: Final = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$"
-DOMAIN_PATTERN: Final = (
-    r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$"
-)
-
-Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=NAME_LENGTH)]
-
 _MANIFEST_LOC: Final = ("body", "manifest")
-
-
-class ManifestIn(BaseModel):
-    """What an owner asks for when deploying an app (the ``manifest`` form field)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
-
-    #: 1 to 63 lower-case letters, digits and inner hyphens (a DNS label).
-    name: Name
-    project: Name = "default"
-    application: Annotated[str, Field(pattern=APPLICATION_PATTERN, max_length=APPLICATION_LENGTH)]
-    healthcheck: Annotated[
-        str, Field(pattern=HEALTHCHECK_PATTERN, max_length=HEALTHCHECK_LENGTH)
-    ] = "/"
-    plan: Name
-    expires_at: AwareDatetime
-    tls: OperatorTls
-    #: The owner's domain (``tls: owner`` only), lower-case.
-    domain: Annotated[str, Field(pattern=DOMAIN_PATTERN, max_length=DOMAIN_LENGTH)] | None = None
-    #: The owner's certificate chain in PEM, leaf first (``tls: owner`` only). Never a key.
-    certificate: Annotated[str, Field(max_length=MAX_CERTIFICATE_PEM)] | None = None
 
 
 def validation_error(
@@ -164,7 +105,7 @@ def parse_manifest(
             )
         )
     chain: tuple[x509.Certificate, ...] | None = None
-    if manifest.tls == OperatorTls.OWNER:
+    if manifest.tls == TlsMode.OWNER:
         if manifest.domain is None:
             errors.append((("domain",), "tls owner needs the owner's domain", "missing"))
         if manifest.certificate is None:
@@ -198,7 +139,7 @@ def _check_certificate(
     if not 0 < len(chain) <= MAX_CHAIN_LENGTH:
         return None, f"give 1 to {MAX_CHAIN_LENGTH} certificates, got {len(chain)}"
     leaf = chain[0]
-    if manifest.domain is not None and not _covers(leaf, manifest.domain):
+    if manifest.domain is not None and uncovered_names(leaf, (manifest.domain,)):
         return chain, f"the certificate does not cover the domain {manifest.domain}"
     if leaf.not_valid_after_utc < manifest.expires_at:
         return chain, (
@@ -208,24 +149,6 @@ def _check_certificate(
     if leaf.not_valid_after_utc <= now:
         return chain, "the certificate has expired"
     return chain, None
-
-
-def _covers(leaf: x509.Certificate, domain: str) -> bool:
-    """The leaf's DNS SANs name ``domain`` exactly or by a one-label wildcard."""
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
-    domain = domain.lower()
-    for name in san.get_values_for_type(x509.DNSName):
-        name = name.lower()
-        if name == domain:
-            return True
-        if name.startswith("*.") and "." in domain:
-            head, rest = domain.split(".", 1)
-            if head and rest == name[2:]:
-                return True
-    return False
 
 
 def build_launch_manifest(
@@ -249,139 +172,23 @@ def build_launch_manifest(
     ``<id>.<base-domain>`` to the app.
     """
     app_domain = f"{app_id}.{base_domain}"
-    if manifest.tls == OperatorTls.OWNER and manifest.domain is not None:
+    if manifest.tls == TlsMode.OWNER and manifest.domain is not None:
         san: tuple[str, ...] = (manifest.domain,)
     else:
         san = (app_domain,) + ((manifest.domain,) if manifest.domain is not None else ())
-    if manifest.tls == OperatorTls.RATLS:
-        return LaunchManifest(
-            runtime_sha256=runtime_sha256,
-            package_sha256=package_sha256,
-            app_id=app_id,
-            application=manifest.application,
-            tls=TlsMode.RATLS,
-            ratls_expiry=int(manifest.expires_at.timestamp()),
-            certificate_sha256=None,
-            san=san,
-            subject=app_domain,
-        )
     certificate_sha256 = None
-    if manifest.tls == OperatorTls.OWNER:
+    if manifest.tls == TlsMode.OWNER:
         if not chain:
             raise ValueError("an owner-TLS app needs its certificate chain")
         certificate_sha256 = hashlib.sha256(chain[0].public_bytes(Encoding.DER)).digest()
-    return LaunchManifest(
-        runtime_sha256=runtime_sha256,
-        package_sha256=package_sha256,
+    return LaunchManifest.for_app(
         app_id=app_id,
         application=manifest.application,
-        tls=TlsMode.CERTIFICATE if manifest.tls == OperatorTls.OWNER else TlsMode.NONE,
-        ratls_expiry=None,
+        tls=manifest.tls,
+        expires_at=manifest.expires_at,
         certificate_sha256=certificate_sha256,
         san=san,
-        subject=None,
+        subject=app_domain if manifest.tls == TlsMode.RATLS else None,
+        package_sha256=package_sha256,
+        runtime_sha256=runtime_sha256,
     )
-
-
-# -- responses -------------------------------------------------------------------------------
-
-
-class PackageOut(BaseModel):
-    sha256: str
-    size: int
-
-
-class LaunchOut(BaseModel):
-    """The launch manifest (``confide.runtime.LaunchManifest``): recompute the fingerprint."""
-
-    format: str
-    version: int
-    app_id: str
-    application: str
-    tls: str
-    ratls_expiry: int | None
-    certificate_sha256: str | None
-    package_sha256: str
-    runtime_sha256: str
-    san: list[str]
-    subject: str | None
-
-
-class AppOut(BaseModel):
-    id: uuid.UUID
-    name: str
-    project: str
-    application: str
-    healthcheck: str
-    plan: str
-    expires_at: datetime
-    tls: OperatorTls
-    domain: str | None
-    certificate: str | None
-    package: PackageOut
-    status: AppStatus
-    status_detail: str | None
-    desired_state: DesiredState
-    delete_requested: bool
-    #: ``<id>.<base domain>``, then the owner's domain.
-    domains: list[str]
-    #: ``host:port`` of the operator's router, which serves every domain above.
-    router: str
-    tee: str
-    launch: LaunchOut
-    #: Hex SHA-256 measurement of ``launch`` (what the enclave's quote must carry).
-    fingerprint: str
-    #: PEM of the simulation root CA, when the operator's TEE is simulated.
-    simulation_root_ca: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class AppList(BaseModel):
-    apps: list[AppOut]
-
-
-class PlanOut(BaseModel):
-    name: str
-    memory_mib: int
-    cores: int
-    #: The latest ``expires_at`` an app may ask for, in days from its creation.
-    max_lifetime_days: int
-    #: An app not configured this long after its creation is stopped.
-    configure_timeout_minutes: int
-
-
-class ProjectIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Name
-
-
-class ProjectOut(BaseModel):
-    name: str
-    created_at: datetime
-    apps: int
-
-
-class MeOut(BaseModel):
-    account: str
-    token_id: int
-    apps: int
-    max_apps: int
-    max_package_size: int
-
-
-class MetricsOut(BaseModel):
-    app_id: uuid.UUID
-    status: AppStatus
-    restarts: int
-    #: Seconds since the current run reached ``running``; null when not running.
-    uptime_seconds: float | None
-    #: Total seconds spent in each status so far.
-    status_seconds: dict[str, float]
-    #: Numbers from the backend (memory, CPU, ...), when it provides any.
-    runtime: dict[str, float]
-
-
-class HealthOut(BaseModel):
-    status: str

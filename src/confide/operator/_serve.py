@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from confide.runtime import bind_listener
 from confide.tee import SimulatedPlatform
+from confide.wire import HostPort
 
 from ._api import create_app, serve_api
 from ._backend import LocalProcessBackend, RuntimeBackend
@@ -50,7 +51,7 @@ from ._blobs import BlobStore
 from ._ca import OperatorCA
 from ._db import Database, upgrade_database
 from ._logs import FileLogSource
-from ._router import Recorder, RouterAddress, RouterSettings, serve_router
+from ._router import Recorder, RouterSettings, serve_router
 from ._routes import AppRoutes
 from ._seams import (
     Clock,
@@ -157,9 +158,9 @@ async def run_operator(
             settings, database, runtimes, blobs, routes=routes, options=options, clock=clock
         )
         stop = asyncio.Event()
-        router_ready: asyncio.Future[RouterAddress] = asyncio.get_running_loop().create_future()
+        router_ready: asyncio.Future[HostPort] = asyncio.get_running_loop().create_future()
 
-        def router_on_ready(address: RouterAddress) -> None:
+        def router_on_ready(address: HostPort) -> None:
             if not router_ready.done():
                 router_ready.set_result(address)
 

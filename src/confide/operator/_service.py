@@ -26,32 +26,30 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO, Final
 
-from pydantic import BaseModel
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from confide.crypto import HEADER_SIZE, CryptoError, check_package_layout
 from confide.errors import UsageError
-from confide.runtime import LaunchManifest
+from confide.wire import AppStatus, DesiredState, HostPort, LaunchManifest, TlsMode
+from confide.wire.api import (
+    Account,
+    AppList,
+    AppRecord,
+    Metrics,
+    PackageDigest,
+    Plan,
+    ProjectInfo,
+    ProjectRequest,
+    SimulationOut,
+)
 
 from ._blobs import BlobStore, PackageTooLarge
 from ._db import AuthenticatedToken, Database, lock_account, status_history
 from ._lifecycle import record_created, request_delete, request_stop
-from ._models import DOMAIN_RELEASED, App, AppStatus, DesiredState, OperatorTls, Project
-from ._schemas import (
-    AppList,
-    AppOut,
-    LaunchOut,
-    MeOut,
-    MetricsOut,
-    PackageOut,
-    PlanOut,
-    ProjectIn,
-    ProjectOut,
-    build_launch_manifest,
-    parse_manifest,
-)
+from ._models import DOMAIN_RELEASED, App, Project
+from ._schemas import build_launch_manifest, parse_manifest
 from ._seams import (
     AppEvents,
     CertificateAuthority,
@@ -68,7 +66,6 @@ __all__ = [
     "Conflict",
     "InvalidInput",
     "NotFound",
-    "SimulationOut",
     "TooLarge",
 ]
 
@@ -111,16 +108,6 @@ class InvalidInput(UsageError):
     ) -> None:
         super().__init__(message)
         self.loc, self.kind, self.value = loc, kind, value
-
-
-class SimulationOut(BaseModel):
-    """``GET /simulation``: ``{"simulated": false}``, or the simulated TEE's trust material."""
-
-    simulated: bool
-    #: PEM of the simulation root CA: the trust anchor of the simulated quotes.
-    root_ca_pem: str | None = None
-    #: Collateral for the simulated quotes, issued at the time of the request.
-    collateral: dict[str, Any] | None = None
 
 
 def _check_package(package: BinaryIO, limit: int) -> None:
@@ -175,7 +162,7 @@ class AppService:
 
     # -- rows to bodies ----------------------------------------------------------------------
 
-    def app_out(self, app: App, project: str) -> AppOut:
+    def app_out(self, app: App, project: str) -> AppRecord:
         launch = LaunchManifest.from_json(app.launch_manifest)
         domains = [f"{app.id}.{self.settings.base_domain}"]
         if app.domain is not None:
@@ -183,7 +170,7 @@ class AppService:
         sim_root = None
         if self.settings.tee == TeeBackend.SIMULATION and self.sim_root_provider is not None:
             sim_root = self.sim_root_provider().decode("ascii")
-        return AppOut(
+        return AppRecord(
             id=app.id,
             name=app.name,
             project=project,
@@ -191,19 +178,19 @@ class AppService:
             healthcheck=app.healthcheck,
             plan=app.plan,
             expires_at=app.expires_at,
-            tls=OperatorTls(app.tls),
+            tls=TlsMode(app.tls),
             domain=app.domain,
             certificate=app.certificate_pem,
-            package=PackageOut(sha256=app.package_sha256, size=app.package_size),
+            package=PackageDigest(sha256=bytes.fromhex(app.package_sha256), size=app.package_size),
             status=AppStatus(app.status),
             status_detail=app.status_detail,
             desired_state=DesiredState(app.desired_state),
             delete_requested=app.delete_requested,
-            domains=domains,
-            router=self.settings.router_address,
+            domains=tuple(domains),
+            router=HostPort.parse(self.settings.router_address, "the router address"),
             tee=self.settings.tee.value,
-            launch=LaunchOut.model_validate(launch.to_dict()),
-            fingerprint=launch.measurement().hex(),
+            launch=launch,
+            fingerprint=launch.measurement(),
             simulation_root_ca=sim_root,
             created_at=app.created_at,
             updated_at=app.updated_at,
@@ -264,7 +251,7 @@ class AppService:
 
     # -- create ------------------------------------------------------------------------------
 
-    def create(self, auth: AuthenticatedToken, raw_manifest: str, package: BinaryIO) -> AppOut:
+    def create(self, auth: AuthenticatedToken, raw_manifest: str, package: BinaryIO) -> AppRecord:
         now = self.clock()
         manifest, chain = parse_manifest(
             raw_manifest, plans={p.name: p for p in self.settings.plans}, now=now
@@ -351,7 +338,7 @@ class AppService:
 
     # -- change ------------------------------------------------------------------------------
 
-    def stop(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppOut:
+    def stop(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppRecord:
         now = self.clock()
         with self.db.session() as session:
             app = self.own_app(session, auth, app_id)
@@ -361,7 +348,7 @@ class AppService:
         self.events.notify(app_id)
         return out
 
-    def delete(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppOut:
+    def delete(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppRecord:
         now = self.clock()
         with self.db.session() as session:
             app = self.own_app(session, auth, app_id)
@@ -386,7 +373,7 @@ class AppService:
             rows = session.execute(query).all()
             return AppList(apps=[self.app_out(app, name) for app, name in rows])
 
-    def get_app(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppOut:
+    def get_app(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> AppRecord:
         with self.db.session() as session:
             app = self.own_app(session, auth, app_id)
             return self.app_out(app, app.project.name)
@@ -399,7 +386,7 @@ class AppService:
             )
         return found is not None and AppStatus(found).active
 
-    def app_metrics(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> MetricsOut:
+    def app_metrics(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> Metrics:
         now = self.clock()
         with self.db.session() as session:
             app = self.own_app(session, auth, app_id)
@@ -414,7 +401,7 @@ class AppService:
                 uptime = max((now - app.started_at).total_seconds(), 0.0)
             current, restarts = AppStatus(app.status), app.restarts
         runtime = {k: float(v) for k, v in self.metrics.runtime_metrics(app_id).items()}
-        return MetricsOut(
+        return Metrics(
             app_id=app_id,
             status=current,
             restarts=restarts,
@@ -423,22 +410,13 @@ class AppService:
             runtime=runtime,
         )
 
-    def plans(self) -> list[PlanOut]:
-        return [
-            PlanOut(
-                name=p.name,
-                memory_mib=p.memory_mib,
-                cores=p.cores,
-                max_lifetime_days=p.max_lifetime_days,
-                configure_timeout_minutes=p.configure_timeout_minutes,
-            )
-            for p in self.settings.plans
-        ]
+    def plans(self) -> list[Plan]:
+        return list(self.settings.plans)
 
-    def me(self, auth: AuthenticatedToken) -> MeOut:
+    def me(self, auth: AuthenticatedToken) -> Account:
         with self.db.session() as session:
             count = self.count_apps(session, auth.account_id)
-        return MeOut(
+        return Account(
             account=auth.account,
             token_id=auth.token_id,
             apps=count,
@@ -446,7 +424,7 @@ class AppService:
             max_package_size=self.settings.max_package_size,
         )
 
-    def list_projects(self, auth: AuthenticatedToken) -> list[ProjectOut]:
+    def list_projects(self, auth: AuthenticatedToken) -> list[ProjectInfo]:
         with self.db.session() as session:
             counts = (
                 select(App.project_id, func.count().label("n"))
@@ -460,9 +438,9 @@ class AppService:
                 .where(Project.account_id == auth.account_id)
                 .order_by(Project.name)
             ).all()
-            return [ProjectOut(name=p.name, created_at=p.created_at, apps=int(n)) for p, n in rows]
+            return [ProjectInfo(name=p.name, created_at=p.created_at, apps=int(n)) for p, n in rows]
 
-    def create_project(self, auth: AuthenticatedToken, body: ProjectIn) -> ProjectOut:
+    def create_project(self, auth: AuthenticatedToken, body: ProjectRequest) -> ProjectInfo:
         now = self.clock()
         with self.db.session() as session:
             project = Project(account_id=auth.account_id, name=body.name, created_at=now)
@@ -471,7 +449,7 @@ class AppService:
                 session.commit()
             except IntegrityError:
                 raise Conflict(f"project {body.name!r} already exists") from None
-            return ProjectOut(name=project.name, created_at=project.created_at, apps=0)
+            return ProjectInfo(name=project.name, created_at=project.created_at, apps=0)
 
     def simulation(self) -> SimulationOut:
         if self.settings.tee != TeeBackend.SIMULATION:

@@ -40,7 +40,6 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,13 +47,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from confide.errors import UsageError
+from confide.wire import DNS_LABEL
+from confide.wire.api import Plan
 
 __all__ = [
     "CONFIG_FILE_NAME",
     "DEFAULT_PLANS",
     "MAX_CONFIG_FILE",
     "OperatorSettings",
-    "Plan",
     "TeeBackend",
     "default_data_dir",
 ]
@@ -68,19 +68,7 @@ DEFAULT_MAX_PACKAGE_SIZE: Final = 256 * 1024 * 1024
 DEFAULT_MAX_APPS_PER_ACCOUNT: Final = 20
 #: Bounds the configuration may not leave.
 MAX_PLANS: Final = 64
-MAX_PLAN_MEMORY_MIB: Final = 4 * 1024 * 1024
-MAX_PLAN_CORES: Final = 1024
-MAX_PLAN_LIFETIME_DAYS: Final = 10 * 366
-MAX_PLAN_CONFIGURE_TIMEOUT_MINUTES: Final = 7 * 24 * 60
-#: A plan's defaults: an app lives at most a year, and is configured within half an hour of
-#: its creation (``confide deploy`` waits 10 minutes for each step by default).
-DEFAULT_MAX_LIFETIME_DAYS: Final = 365
-DEFAULT_CONFIGURE_TIMEOUT_MINUTES: Final = 30
-
-_NAME: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
-_HOSTNAME: Final = re.compile(
-    r"^(?=.{1,200}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
-)
+_HOSTNAME: Final = re.compile(rf"^(?=.{{1,200}}$){DNS_LABEL}(?:\.{DNS_LABEL})*$")
 
 
 class TeeBackend(enum.StrEnum):
@@ -90,52 +78,6 @@ class TeeBackend(enum.StrEnum):
     SIMULATION = "simulation"
     #: Intel SGX through Gramine.
     GRAMINE = "gramine"
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """A size of enclave an app may ask for."""
-
-    name: str
-    memory_mib: int
-    cores: int
-    #: The latest ``expires_at`` an app may ask for, in days from its creation.
-    max_lifetime_days: int = DEFAULT_MAX_LIFETIME_DAYS
-    #: An app never configured this long after its creation is stopped (its deploy died).
-    configure_timeout_minutes: int = DEFAULT_CONFIGURE_TIMEOUT_MINUTES
-
-    @property
-    def max_lifetime(self) -> timedelta:
-        return timedelta(days=self.max_lifetime_days)
-
-    @property
-    def configure_timeout(self) -> timedelta:
-        return timedelta(minutes=self.configure_timeout_minutes)
-
-    def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise UsageError(
-                f"plan name {self.name!r} must be 1 to 32 lower-case letters, digits or hyphens"
-            )
-        if not 0 < self.memory_mib <= MAX_PLAN_MEMORY_MIB:
-            raise UsageError(
-                f"plan {self.name}: memory_mib must be in 1..{MAX_PLAN_MEMORY_MIB}, "
-                f"got {self.memory_mib}"
-            )
-        if not 0 < self.cores <= MAX_PLAN_CORES:
-            raise UsageError(
-                f"plan {self.name}: cores must be in 1..{MAX_PLAN_CORES}, got {self.cores}"
-            )
-        if not 0 < self.max_lifetime_days <= MAX_PLAN_LIFETIME_DAYS:
-            raise UsageError(
-                f"plan {self.name}: max_lifetime_days must be in 1..{MAX_PLAN_LIFETIME_DAYS}, "
-                f"got {self.max_lifetime_days}"
-            )
-        if not 0 < self.configure_timeout_minutes <= MAX_PLAN_CONFIGURE_TIMEOUT_MINUTES:
-            raise UsageError(
-                f"plan {self.name}: configure_timeout_minutes must be in "
-                f"1..{MAX_PLAN_CONFIGURE_TIMEOUT_MINUTES}, got {self.configure_timeout_minutes}"
-            )
 
 
 DEFAULT_PLANS: Final = (

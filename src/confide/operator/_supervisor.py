@@ -51,13 +51,13 @@ from typing import Final
 from sqlalchemy import and_, false, or_, select
 
 from confide.errors import Error, LifecycleError
-from confide.runtime import LaunchManifest
+from confide.wire import AppStatus, DesiredState, LaunchManifest, TlsMode
 
 from ._backend import AppSpec, LaunchRefused, RuntimeBackend, RuntimeHandle
 from ._blobs import BlobStore
 from ._db import Database
 from ._lifecycle import record_status
-from ._models import App, AppStatus, DesiredState, OperatorTls
+from ._models import App
 from ._prober import HttpProber, Probe, Prober
 from ._routes import AppRoutes
 from ._seams import Clock, utc_now
@@ -107,7 +107,7 @@ class _Row:
     desired_state: DesiredState
     delete_requested: bool
     expires_at: datetime
-    tls: OperatorTls
+    tls: TlsMode
     domain: str | None
     healthcheck: str
     plan: str
@@ -127,7 +127,7 @@ class _Row:
             desired_state=DesiredState(app.desired_state),
             delete_requested=app.delete_requested,
             expires_at=_expiry(app.expires_at, app.launch_manifest),
-            tls=OperatorTls(app.tls),
+            tls=TlsMode(app.tls),
             domain=app.domain,
             healthcheck=app.healthcheck,
             plan=app.plan,

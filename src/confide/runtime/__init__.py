@@ -30,20 +30,8 @@ from ._launch import (
     start_child,
     stop_child,
 )
-from ._manifest import (
-    LAUNCH_MANIFEST_OID,
-    MANIFEST_VERSION,
-    MAX_MANIFEST_SIZE,
-    LaunchManifest,
-    TlsMode,
-    runtime_code_hash,
-)
-from ._payload import (
-    CONFIGURATION_FIELDS,
-    MAX_CONFIGURATION_SIZE,
-    ConfigurationRejected,
-    ConfigurationRequest,
-)
+from ._manifest import runtime_code_hash
+from ._payload import ConfigurationRejected, ConfigurationRequest
 from ._runtime import (
     APP_TIMEOUTS,
     CLOCK_SKEW,
@@ -73,14 +61,9 @@ __all__ = [
     "CLOCK_SKEW",
     "CODE_ROOT",
     "CONFIGURATION_CERT_VALIDITY",
-    "CONFIGURATION_FIELDS",
     "CONFIGURATION_TIMEOUTS",
     "DEFAULT_SUBJECT",
     "EXIT_EXPIRED",
-    "LAUNCH_MANIFEST_OID",
-    "MANIFEST_VERSION",
-    "MAX_CONFIGURATION_SIZE",
-    "MAX_MANIFEST_SIZE",
     "STATE_FILE",
     "AppLaunch",
     "CodeSource",
@@ -92,14 +75,12 @@ __all__ = [
     "ConnectionLimits",
     "EnclaveIdentity",
     "EnclaveRuntime",
-    "LaunchManifest",
     "OwnerCertificate",
     "RuntimeEnd",
     "RuntimeSettings",
     "SealedState",
     "ServerTimeouts",
     "StateStore",
-    "TlsMode",
     "Workspace",
     "run_runtime",
     "launch_manifest",

@@ -15,25 +15,23 @@ leaves nothing behind, so the owner can retry.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from confide.crypto import PackageKey, X25519KeyPair
 from confide.errors import CryptoError, TeeError, UsageError
+from confide.wire import TlsMode, key_matches_certificate, uncovered_names
 
-from ._manifest import TlsMode
 from ._payload import ConfigurationRejected, ConfigurationRequest
 from ._settings import OwnerCertificate, RuntimeSettings
 from ._state import SealedState, StateStore
 from ._workspace import Workspace
 
-__all__ = ["AppLaunch", "Configurator", "check_owner_key", "uncovered_names"]
+__all__ = ["AppLaunch", "Configurator", "check_owner_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,43 +44,10 @@ class AppLaunch:
     owner_key_pem: bytes | None = field(repr=False)
 
 
-def uncovered_names(cert: x509.Certificate, names: tuple[str, ...]) -> list[str]:
-    """The names of ``names`` that ``cert``'s SAN extension does not cover."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return list(names)
-    dns = [d.lower() for d in san.get_values_for_type(x509.DNSName)]
-    ips = set(san.get_values_for_type(x509.IPAddress))
-    missing = []
-    for name in names:
-        try:
-            covered = ipaddress.ip_address(name) in ips
-        except ValueError:
-            covered = any(_dns_match(pattern, name.lower()) for pattern in dns)
-        if not covered:
-            missing.append(name)
-    return missing
-
-
-def _dns_match(pattern: str, name: str) -> bool:
-    """RFC 6125 §6.4.3: a wildcard stands for exactly one left-most label."""
-    if pattern == name:
-        return True
-    if not pattern.startswith("*."):
-        return False
-    head, _, rest = name.partition(".")
-    return bool(head) and rest == pattern[2:]
-
-
 def check_owner_key(certificate: OwnerCertificate, key_pem: bytes, san: tuple[str, ...]) -> None:
     """Refuse (400) a key that is not the certificate's, or a certificate missing a SAN."""
     key = serialization.load_pem_private_key(key_pem, password=None)
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    if key.public_key().public_bytes(der, spki) != certificate.leaf.public_key().public_bytes(
-        der, spki
-    ):
+    if not key_matches_certificate(key, certificate.leaf):
         raise ConfigurationRejected(
             400,
             "configuration.ssl_private_key",
@@ -126,7 +91,7 @@ class Configurator:
             app_id=settings.app_id,
             enclave_key=self._enclave_key,
             plaintext_code=settings.code.plaintext,
-            certificate_mode=settings.tls == TlsMode.CERTIFICATE,
+            certificate_mode=settings.tls == TlsMode.OWNER,
         )
         if settings.certificate is not None and request.ssl_private_key_pem is not None:
             check_owner_key(settings.certificate, request.ssl_private_key_pem, settings.san)

@@ -21,15 +21,17 @@ from typing import Final, Protocol
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from confide.errors import Error
+from confide.wire import MAX_CONFIGURATION_SIZE, STATUS_HEADER, ConfigurationStatus
 
 from ._asgi import answer_lifespan
 from ._configure import AppLaunch
-from ._payload import MAX_CONFIGURATION_SIZE, ConfigurationRejected
+from ._payload import ConfigurationRejected
 
 __all__ = ["ConfigurationEndpoint", "Configures"]
 
-_WAITING: Final = ((b"confide-status", b"waiting"), (b"mse-status", b"Waiting"))
-_CONFIGURED_HEADERS: Final = ((b"confide-status", b"configured"),)
+_STATUS: Final = STATUS_HEADER.encode()
+_WAITING: Final = ((_STATUS, ConfigurationStatus.WAITING.encode()), (b"mse-status", b"Waiting"))
+_CONFIGURED_HEADERS: Final = ((_STATUS, ConfigurationStatus.CONFIGURED.encode()),)
 
 
 class Configures(Protocol):

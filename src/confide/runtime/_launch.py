@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import IO, Literal
 
 from confide.errors import UsageError
+from confide.wire import LaunchManifest, TlsMode
 
-from ._manifest import LaunchManifest, TlsMode
 from ._settings import RuntimeSettings
 
 __all__ = [
@@ -48,12 +48,12 @@ LaunchTee = Literal["gramine", "simulation"]
 
 
 def _tls_arguments(manifest: LaunchManifest, certificate: Path | None) -> list[str]:
-    if manifest.tls == TlsMode.CERTIFICATE:
+    if manifest.tls == TlsMode.OWNER:
         if certificate is None:
             raise UsageError("a certificate-mode launch needs the owner's certificate file")
         return ["--certificate", str(certificate)]
     if certificate is not None:
-        raise UsageError(f"a {manifest.tls.value}-mode launch takes no certificate file")
+        raise UsageError(f"a {manifest.tls.launch}-mode launch takes no certificate file")
     if manifest.tls == TlsMode.RATLS:
         if manifest.ratls_expiry is None:  # pragma: no cover - LaunchManifest enforces it
             raise UsageError("an RA-TLS launch needs its expiry")
@@ -129,8 +129,8 @@ def check_launch(
         host="127.0.0.1",
         port=0,
         ratls_expiry=manifest.ratls_expiry,
-        certificate=certificate if manifest.tls == TlsMode.CERTIFICATE else None,
-        no_ssl=manifest.tls == TlsMode.NONE,
+        certificate=certificate if manifest.tls == TlsMode.OWNER else None,
+        no_ssl=manifest.tls == TlsMode.OPERATOR,
         san=manifest.san,
         subject=manifest.subject,
         state_dir=state_dir,

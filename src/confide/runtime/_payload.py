@@ -1,24 +1,7 @@
 """Protocol: the owner's configuration request, parsed into a frozen model (no I/O).
 
-The JSON body uses Cosmian Enclave's field names and encodings, so its
-clients work unchanged::
-
-    {"uuid": "<the app id>",                          required, checked first
-     "code_secret_key": "<64 hex digits>",            the package key
-     "sealed_code_secret_key": "<base64url>",         the package key sealed to the enclave's
-                                                      X25519 key (plaintext: 64 hex digits);
-                                                      what ``confide deploy`` sends
-     "ssl_private_key": "<PEM>",                      only with --certificate, required there
-     "app_secrets": {...},                            any JSON object
-     "app_sealed_secrets": "<base64url>"}             a sealed box to the enclave's X25519
-                                                      key; its plaintext is a JSON object,
-                                                      which may hold "code_secret_key"
-
-The package key may come in any of the three places (Cosmian's clients put it
-in ``code_secret_key`` or inside ``app_sealed_secrets``); those given must be
-equal. It is never handed to the app: a ``code_secret_key`` inside
-``app_sealed_secrets`` is taken out of :attr:`ConfigurationRequest.sealed_secrets`
-(what the app reads at ``$SEALED_SECRETS_PATH``), and the rest is kept as sent.
+The body's format and fields are :mod:`confide.wire`'s (:func:`confide.wire.configuration_body`
+builds it).
 
 :meth:`ConfigurationRequest.parse` checks the app id before it looks at any
 other field; every failure raises :class:`ConfigurationRejected` with the
@@ -53,29 +36,10 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from confide.crypto import PackageKey, X25519KeyPair, unseal
 from confide.errors import CryptoError, Error, JsonError, UsageError
 from confide.strictjson import loads_object
+from confide.wire import CONFIGURATION_FIELDS, MAX_CONFIGURATION_SIZE, SEALED_CODE_KEY
 
-__all__ = [
-    "CONFIGURATION_FIELDS",
-    "MAX_CONFIGURATION_SIZE",
-    "ConfigurationRejected",
-    "ConfigurationRequest",
-]
+__all__ = ["ConfigurationRejected", "ConfigurationRequest"]
 
-#: Largest configuration request body, in bytes (secrets, not bulk data).
-MAX_CONFIGURATION_SIZE: Final = 1024 * 1024
-#: The fields a configuration request may carry.
-CONFIGURATION_FIELDS: Final = frozenset(
-    {
-        "uuid",
-        "code_secret_key",
-        "sealed_code_secret_key",
-        "ssl_private_key",
-        "app_secrets",
-        "app_sealed_secrets",
-    }
-)
-#: The key of the package key inside ``app_sealed_secrets`` (Cosmian's clients put it there).
-SEALED_CODE_KEY: Final = "code_secret_key"
 _BASE64URL: Final = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 _HEX_KEY: Final = re.compile(r"^[0-9a-fA-F]{64}$")
 

@@ -45,12 +45,12 @@ from confide.attestation import create_ratls_certificate, ratls_report_data
 from confide.crypto import X25519KeyPair
 from confide.errors import TeeError, UsageError
 from confide.tee import Tee
+from confide.wire import LAUNCH_MANIFEST_OID, TlsMode
 
 from ._admission import ConnectionLimits
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint
 from ._handoff import HandoffListener
-from ._manifest import LAUNCH_MANIFEST_OID, TlsMode
 from ._server import serve_http
 from ._settings import RuntimeSettings
 from ._state import SealedState, StateStore
@@ -336,7 +336,7 @@ class EnclaveRuntime:
             return server_ssl_context(
                 identity.certificate_pem, identity.tls_key_pem, scratch=workspace.root
             )
-        if settings.tls == TlsMode.CERTIFICATE:
+        if settings.tls == TlsMode.OWNER:
             if settings.certificate is None or launch.owner_key_pem is None:
                 raise UsageError("certificate mode needs the owner's certificate and key")
             return server_ssl_context(
@@ -363,7 +363,7 @@ class EnclaveRuntime:
             "serving %s on %s (%s)",
             settings.application,
             self._where(listener.getsockname()[1], tls=context is not None),
-            settings.tls.value,
+            settings.tls.launch,
         )
         # At the measured expiry the server stops as on SIGTERM: no new connection, open
         # ones get the graceful timeout. Its certificate ends there too (RA-TLS mode).

@@ -22,7 +22,7 @@ import hashlib
 import ipaddress
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -31,9 +31,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from confide.crypto import package_digest, write_archive
 from confide.errors import UsageError
+from confide.wire import LaunchManifest, TlsMode
 
 from ._admission import source_of
-from ._manifest import LaunchManifest, TlsMode, runtime_code_hash
+from ._manifest import runtime_code_hash
 
 __all__ = [
     "MAX_CERTIFICATE_FILE",
@@ -158,19 +159,19 @@ def launch_manifest(
     if ratls_expiry is not None:
         tls = TlsMode.RATLS
     elif certificate is not None:
-        tls = TlsMode.CERTIFICATE
+        tls = TlsMode.OWNER
     else:
-        tls = TlsMode.NONE
-    return LaunchManifest(
-        runtime_sha256=runtime_sha256 if runtime_sha256 is not None else runtime_code_hash(),
-        package_sha256=code.digest,
+        tls = TlsMode.OPERATOR
+    return LaunchManifest.for_app(
         app_id=app_id,
         application=application,
         tls=tls,
-        ratls_expiry=ratls_expiry,
+        expires_at=datetime.fromtimestamp(ratls_expiry, UTC) if ratls_expiry is not None else None,
         certificate_sha256=certificate.sha256 if certificate is not None else None,
         san=san,
         subject=subject,
+        package_sha256=code.digest,
+        runtime_sha256=runtime_sha256 if runtime_sha256 is not None else runtime_code_hash(),
     )
 
 

@@ -29,8 +29,11 @@ from operator_api_fixtures import (  # noqa: F401
 from sqlalchemy import select
 
 from confide.crypto import package_digest
-from confide.operator import App, AppStatus, DesiredState, record_status
-from confide.runtime import LaunchManifest, TlsMode
+from confide.operator import (
+    App,
+    record_status,
+)
+from confide.wire import AppStatus, DesiredState, LaunchManifest, TlsMode
 
 
 def _set_status(operator: Operator, app_id: str, status: AppStatus) -> None:

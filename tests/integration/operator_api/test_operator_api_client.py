@@ -34,16 +34,14 @@ from operator_api_fixtures import (  # noqa: F401
 from confide.attestation import Policy, verify_quote
 from confide.client import (
     AppContext,
-    AppStatus,
-    AppTls,
-    DeployManifest,
     OperatorClient,
-    RouterAddress,
 )
 from confide.errors import Error, OperatorError
 from confide.operator import App, record_status
-from confide.operator import AppStatus as Status
 from confide.tee import SimulatedPlatform
+from confide.wire import AppStatus, HostPort, TlsMode
+from confide.wire import AppStatus as Status
+from confide.wire.api import DeployManifest
 
 LIMIT = 64 * 1024
 
@@ -55,10 +53,10 @@ def _manifest(**changes: object) -> DeployManifest:
         "application": "app:app",
         "plan": "small",
         "expires_at": datetime.fromisoformat(EXPIRES),
-        "tls": AppTls.RATLS,
+        "tls": TlsMode.RATLS,
     }
     fields.update(changes)
-    return DeployManifest(**fields)  # type: ignore[arg-type]
+    return DeployManifest(**fields)
 
 
 @pytest.fixture(name="package_file")
@@ -90,7 +88,7 @@ def test_an_owner_deploys_inspects_and_deletes(operator: Operator, package_file:
         size = package_file.stat().st_size
         assert progress[-1] == (size, size)
         assert record.status is AppStatus.SPAWNING and record.name == "hello"
-        assert record.router == RouterAddress("127.0.0.1", 9443)
+        assert record.router == HostPort("127.0.0.1", 9443)
         assert record.domains == (f"{record.id}.confide.test",)
         # The operator's fingerprint is the measurement of the launch manifest it sent.
         assert record.fingerprint_agrees
@@ -187,7 +185,7 @@ def test_errors(operator: Operator, package_file: Path, what: str, code: str, wo
                 pem = certificate(["a.example"], with_key=True)
                 client.create_app(
                     package_file,
-                    _manifest(tls=AppTls.OWNER, domain="a.example", certificate=pem),
+                    _manifest(tls=TlsMode.OWNER, domain="a.example", certificate=pem),
                 )
     assert err.value.code == code
     assert words in str(err.value) and "\n" not in str(err.value)

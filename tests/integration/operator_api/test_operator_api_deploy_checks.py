@@ -23,9 +23,15 @@ from operator_api_fixtures import (  # noqa: F401
     upload,
 )
 
-from confide.client import AppStatus, AppTls, DeployOptions, OperatorClient, ProjectConfig, deploy
+from confide.client import (
+    DeployOptions,
+    OperatorClient,
+    ProjectConfig,
+    deploy,
+)
 from confide.errors import Error, SimulationError, UsageError
 from confide.tee import SimulatedPlatform
+from confide.wire import AppStatus, TlsMode
 
 
 @dataclass
@@ -75,7 +81,7 @@ def _deploy(operator: Operator, token: str, config: ProjectConfig, **options: An
         deploy(
             client,
             config,
-            DeployOptions(tls=AppTls.RATLS, workspace=config.path.parent / "ws", **options),
+            DeployOptions(tls=TlsMode.RATLS, workspace=config.path.parent / "ws", **options),
             events,
             _no_collateral,
             clock=operator.clock,

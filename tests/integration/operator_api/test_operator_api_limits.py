@@ -78,7 +78,11 @@ def test_apps_per_account(operators: OperatorFactory, package: bytes) -> None:
         r = upload(c, package, manifest(name="three"))
         assert r.status_code == 409 and "already has 2 apps" in r.json()["detail"]
         # Deleting one makes room.
-        from confide.operator import App, AppStatus, record_status
+        from confide.operator import (
+            App,
+            record_status,
+        )
+        from confide.wire import AppStatus
 
         with operator.database.session() as s:
             import uuid

@@ -15,7 +15,11 @@ from operator_api_fixtures import (  # noqa: F401
     upload,
 )
 
-from confide.operator import App, AppStatus, record_status
+from confide.operator import (
+    App,
+    record_status,
+)
+from confide.wire import AppStatus
 
 
 def _deploy(operator: Operator, package: bytes) -> tuple[str, str]:

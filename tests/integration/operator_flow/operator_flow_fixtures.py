@@ -29,12 +29,10 @@ from confide.operator import (
     Account,
     App,
     AppSpec,
-    AppStatus,
     BlobStore,
     Database,
     LaunchRefused,
     OperatorSettings,
-    OperatorTls,
     Probe,
     Project,
     RuntimeHandle,
@@ -45,7 +43,7 @@ from confide.operator import (
     request_stop,
     status_history,
 )
-from confide.runtime import LaunchManifest, TlsMode
+from confide.wire import AppStatus, LaunchManifest, TlsMode
 from operator_database import database_fixture as database_fixture
 from operator_database import database_url_fixture as database_url_fixture
 
@@ -161,16 +159,16 @@ class FakeProber:
     default: Probe = Probe.WAITING
     answers: dict[uuid.UUID, Probe] = field(default_factory=dict)
 
-    async def probe(self, handle: RuntimeHandle, *, tls: OperatorTls, healthcheck: str) -> Probe:
+    async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe:
         return self.answers.get(handle.app_id, self.default)
 
 
-def manifest_for(app_id: uuid.UUID, tls: OperatorTls, domain: str | None) -> LaunchManifest:
+def manifest_for(app_id: uuid.UUID, tls: TlsMode, domain: str | None) -> LaunchManifest:
     san = (f"{app_id}.{BASE_DOMAIN}",) + ((domain,) if domain else ())
     mode = {
-        OperatorTls.RATLS: TlsMode.RATLS,
-        OperatorTls.OWNER: TlsMode.CERTIFICATE,
-        OperatorTls.OPERATOR: TlsMode.NONE,
+        TlsMode.RATLS: TlsMode.RATLS,
+        TlsMode.OWNER: TlsMode.OWNER,
+        TlsMode.OPERATOR: TlsMode.OPERATOR,
     }[tls]
     return LaunchManifest(
         runtime_sha256=bytes(32),
@@ -181,7 +179,7 @@ def manifest_for(app_id: uuid.UUID, tls: OperatorTls, domain: str | None) -> Lau
         ratls_expiry=int((START + timedelta(days=30)).timestamp())
         if mode == TlsMode.RATLS
         else None,
-        certificate_sha256=bytes(32) if mode == TlsMode.CERTIFICATE else None,
+        certificate_sha256=bytes(32) if mode == TlsMode.OWNER else None,
         san=san,
         subject=None,
     )
@@ -190,7 +188,7 @@ def manifest_for(app_id: uuid.UUID, tls: OperatorTls, domain: str | None) -> Lau
 def add_app(
     db: Database,
     *,
-    tls: OperatorTls = OperatorTls.RATLS,
+    tls: TlsMode = TlsMode.RATLS,
     domain: str | None = None,
     expires_at: datetime = START + timedelta(days=30),
     plan: str = "small",
@@ -219,7 +217,7 @@ def add_app(
             expires_at=expires_at,
             tls=tls.value,
             domain=domain,
-            certificate_pem="-----BEGIN CERTIFICATE-----\n" if tls == OperatorTls.OWNER else None,
+            certificate_pem="-----BEGIN CERTIFICATE-----\n" if tls == TlsMode.OWNER else None,
             package_sha256=bytes(range(32)).hex(),
             package_size=10,
             launch_manifest=manifest_for(app_id, tls, domain).to_json().decode(),

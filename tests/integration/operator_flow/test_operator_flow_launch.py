@@ -14,12 +14,11 @@ from typer.testing import CliRunner
 from confide.crypto import PackageKey, encrypt_package
 from confide.errors import UsageError
 from confide.runtime import (
-    LaunchManifest,
-    TlsMode,
     check_launch,
     runtime_arguments,
     runtime_code_hash,
 )
+from confide.wire import LaunchManifest, TlsMode
 
 NOW = datetime.now(UTC)
 
@@ -69,7 +68,7 @@ def test_arguments_of_each_mode(package: tuple[Path, bytes], tmp_path: Path) -> 
     assert args[args.index("--subject") + 1] == ratls.subject
     assert args[args.index("--app-id") + 1] == str(ratls.app_id)
     assert "--no-ssl" not in args and "--certificate" not in args
-    plain = manifest(digest, TlsMode.NONE)
+    plain = manifest(digest, TlsMode.OPERATOR)
     args = runtime_arguments(
         plain,
         package=path,

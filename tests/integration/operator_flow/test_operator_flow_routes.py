@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
-from confide.operator import AppRoutes, OperatorTls
+from confide.operator import AppRoutes
 from confide.operator._router import Route, RouteMode
+from confide.wire import TlsMode
 
 BASE = "apps.example"
 
@@ -15,15 +16,15 @@ BASE = "apps.example"
 @pytest.mark.parametrize(
     ("tls", "running", "mode"),
     [
-        (OperatorTls.RATLS, False, RouteMode.PASSTHROUGH),
-        (OperatorTls.RATLS, True, RouteMode.PASSTHROUGH),
-        (OperatorTls.OWNER, True, RouteMode.PASSTHROUGH),
+        (TlsMode.RATLS, False, RouteMode.PASSTHROUGH),
+        (TlsMode.RATLS, True, RouteMode.PASSTHROUGH),
+        (TlsMode.OWNER, True, RouteMode.PASSTHROUGH),
         # The configuration endpoint is RA-TLS: it must reach the owner unterminated.
-        (OperatorTls.OPERATOR, False, RouteMode.PASSTHROUGH),
-        (OperatorTls.OPERATOR, True, RouteMode.TERMINATE),
+        (TlsMode.OPERATOR, False, RouteMode.PASSTHROUGH),
+        (TlsMode.OPERATOR, True, RouteMode.TERMINATE),
     ],
 )
-def test_mode_by_tls_and_status(tls: OperatorTls, running: bool, mode: RouteMode) -> None:
+def test_mode_by_tls_and_status(tls: TlsMode, running: bool, mode: RouteMode) -> None:
     routes = AppRoutes(BASE)
     app_id = uuid.uuid4()
     routes.publish(app_id, tls, None, "127.0.0.1", 4000, running=running)
@@ -33,7 +34,7 @@ def test_mode_by_tls_and_status(tls: OperatorTls, running: bool, mode: RouteMode
 def test_unknown_and_non_canonical_names_are_not_routed() -> None:
     routes = AppRoutes(BASE)
     app_id = uuid.uuid4()
-    routes.publish(app_id, OperatorTls.RATLS, None, "127.0.0.1", 4000, running=True)
+    routes.publish(app_id, TlsMode.RATLS, None, "127.0.0.1", 4000, running=True)
     assert routes.lookup(f"{app_id}.{BASE}") is not None
     assert routes.lookup(f"{str(app_id).upper()}.{BASE}") is not None  # SNI is case-insensitive
     for name in (
@@ -53,24 +54,24 @@ def test_unknown_and_non_canonical_names_are_not_routed() -> None:
 def test_owner_domains() -> None:
     routes = AppRoutes(BASE)
     first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    routes.publish(first, OperatorTls.OWNER, "shop.example.com", "127.0.0.1", 4001, running=True)
+    routes.publish(first, TlsMode.OWNER, "shop.example.com", "127.0.0.1", 4001, running=True)
     assert routes.lookup("shop.example.com") == Route(RouteMode.PASSTHROUGH, "127.0.0.1", 4001)
     assert routes.lookup("SHOP.example.com.") is not None
     # A second app claiming the same domain does not take it over.
-    routes.publish(second, OperatorTls.OWNER, "shop.example.com", "127.0.0.1", 4002, running=True)
+    routes.publish(second, TlsMode.OWNER, "shop.example.com", "127.0.0.1", 4002, running=True)
     assert routes.lookup("shop.example.com") == Route(RouteMode.PASSTHROUGH, "127.0.0.1", 4001)
     assert routes.lookup(f"{second}.{BASE}") is not None
     # A domain under the base domain would shadow an app's own name: never routed.
     victim = uuid.uuid4()
-    routes.publish(third, OperatorTls.OWNER, f"{victim}.{BASE}", "127.0.0.1", 4003, running=True)
+    routes.publish(third, TlsMode.OWNER, f"{victim}.{BASE}", "127.0.0.1", 4003, running=True)
     assert routes.lookup(f"{victim}.{BASE}") is None
     # Only owner-mode apps get their domain routed.
-    routes.publish(victim, OperatorTls.RATLS, "other.example.com", "127.0.0.1", 4004, running=True)
+    routes.publish(victim, TlsMode.RATLS, "other.example.com", "127.0.0.1", 4004, running=True)
     assert routes.lookup("other.example.com") is None
     # Once the holder goes, the domain is free again.
     routes.withdraw(first)
     assert routes.lookup("shop.example.com") is None
-    routes.publish(second, OperatorTls.OWNER, "shop.example.com", "127.0.0.1", 4002, running=True)
+    routes.publish(second, TlsMode.OWNER, "shop.example.com", "127.0.0.1", 4002, running=True)
     assert routes.lookup("shop.example.com") == Route(RouteMode.PASSTHROUGH, "127.0.0.1", 4002)
 
 
@@ -78,7 +79,7 @@ def test_a_refused_domain_is_logged_once_while_it_lasts(caplog: pytest.LogCaptur
     """The supervisor publishes at every probe: the refusal must not be logged each time."""
     routes = AppRoutes(BASE)
     holder, other, under = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    routes.publish(holder, OperatorTls.OWNER, "shop.example.com", "127.0.0.1", 4001, running=True)
+    routes.publish(holder, TlsMode.OWNER, "shop.example.com", "127.0.0.1", 4001, running=True)
 
     def refusals() -> list[str]:
         return [r.getMessage() for r in caplog.records if "not routed" in r.getMessage()]
@@ -86,19 +87,17 @@ def test_a_refused_domain_is_logged_once_while_it_lasts(caplog: pytest.LogCaptur
     with caplog.at_level("WARNING", logger="confide.operator.routes"):
         for _ in range(50):
             routes.publish(
-                other, OperatorTls.OWNER, "shop.example.com", "127.0.0.1", 4002, running=True
+                other, TlsMode.OWNER, "shop.example.com", "127.0.0.1", 4002, running=True
             )
-            routes.publish(under, OperatorTls.OWNER, f"x.{BASE}", "127.0.0.1", 4003, running=False)
+            routes.publish(under, TlsMode.OWNER, f"x.{BASE}", "127.0.0.1", 4003, running=False)
         assert len(refusals()) == 2
         assert f"already routed to app {holder}" in refusals()[0]
         # A new holder is a new conflict: told once more.
         routes.withdraw(holder)
         third = uuid.uuid4()
-        routes.publish(
-            third, OperatorTls.OWNER, "shop.example.com", "127.0.0.1", 4004, running=True
-        )
+        routes.publish(third, TlsMode.OWNER, "shop.example.com", "127.0.0.1", 4004, running=True)
         for _ in range(10):
             routes.publish(
-                other, OperatorTls.OWNER, "shop.example.com", "127.0.0.1", 4002, running=True
+                other, TlsMode.OWNER, "shop.example.com", "127.0.0.1", 4002, running=True
             )
         assert len(refusals()) == 3 and f"already routed to app {third}" in refusals()[2]

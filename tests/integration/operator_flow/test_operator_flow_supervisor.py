@@ -38,17 +38,16 @@ from operator_flow_fixtures import (  # noqa: F401
 from confide.errors import LifecycleError
 from confide.operator import (
     AppSpec,
-    AppStatus,
     BlobStore,
     Database,
     OperatorSettings,
-    OperatorTls,
     Probe,
     RuntimeHandle,
     Supervisor,
 )
 from confide.operator._router import RouteMode
 from confide.operator._supervisor import _Change
+from confide.wire import AppStatus, TlsMode
 
 
 def _started(backend: FakeBackend, app_id: uuid.UUID, times: int) -> bool:
@@ -283,7 +282,7 @@ def test_a_runtime_that_stops_at_its_measured_expiry_is_expired_not_restarted(
     """
     clock = FakeClock()
     app_id = add_app(database, expires_at=clock.now + timedelta(days=60))
-    measured = manifest_for(app_id, OperatorTls.RATLS, None).ratls_expiry
+    measured = manifest_for(app_id, TlsMode.RATLS, None).ratls_expiry
     assert measured is not None and measured < (clock.now + timedelta(days=60)).timestamp()
 
     async def body() -> None:
@@ -351,7 +350,7 @@ def test_an_app_that_cannot_be_launched_is_on_error_at_once(
 def test_operator_mode_is_terminated_only_once_running(
     settings: OperatorSettings, database: Database
 ) -> None:
-    app_id = add_app(database, tls=OperatorTls.OPERATOR)
+    app_id = add_app(database, tls=TlsMode.OPERATOR)
     name = f"{app_id}.{BASE_DOMAIN}"
 
     async def body() -> None:

@@ -25,7 +25,7 @@ from typer.testing import CliRunner, Result
 from confide.cli import app
 from confide.cli._account import ClientSeams
 from confide.client import AppContext
-from confide.runtime import LaunchManifest
+from confide.wire import LaunchManifest
 from operator_app_doc import APP_ID, app_json, launch
 
 URL = "https://operator.test"

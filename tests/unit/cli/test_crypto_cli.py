@@ -19,8 +19,8 @@ import confide.cli._crypto  # noqa: F401  (registers the commands on the app)
 from confide.attestation import create_ratls_certificate, ratls_report_data
 from confide.cli import app
 from confide.crypto import PackageKey, X25519KeyPair, package_digest, seal, unseal
-from confide.runtime import LAUNCH_MANIFEST_OID, LaunchManifest, TlsMode
 from confide.tee import SimulatedPlatform
+from confide.wire import LAUNCH_MANIFEST_OID, LaunchManifest, TlsMode
 
 
 @pytest.fixture

@@ -11,7 +11,11 @@ from typer.testing import CliRunner
 
 from confide.cli import app
 from confide.crypto import PackageKey, encrypt_package
-from confide.runtime import CodeSource, LaunchManifest, TlsMode, launch_manifest
+from confide.runtime import (
+    CodeSource,
+    launch_manifest,
+)
+from confide.wire import LaunchManifest, TlsMode
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "helloworld"
 APP_ID = "0f0f0f0f-0000-4000-8000-000000000001"
@@ -60,7 +64,7 @@ def test_manifest_file_is_recomputed_and_its_package_checked(package: Path, tmp_
         san=(),
         subject=None,
     )
-    assert manifest.tls == TlsMode.NONE
+    assert manifest.tls == TlsMode.OPERATOR
     record = tmp_path / "app.json"
     record.write_text(json.dumps({"id": APP_ID, "manifest": manifest.to_dict()}))
     code, out, _ = _run("--manifest", str(record), "--package", str(package))

@@ -27,8 +27,8 @@ from typer.testing import CliRunner
 
 from confide.attestation import create_ratls_certificate, ratls_report_data
 from confide.cli import app
-from confide.runtime import LAUNCH_MANIFEST_OID, LaunchManifest, TlsMode
 from confide.tee import CollateralSpec, SimulatedPlatform
+from confide.wire import LAUNCH_MANIFEST_OID, LaunchManifest, TlsMode
 
 NAME = "app.example"
 LIMIT = 10.0

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from confide.client import AppContext, AppTls, RouterAddress
+from confide.client import AppContext
 from confide.errors import UsageError
-from confide.runtime import LaunchManifest, TlsMode
+from confide.wire import HostPort, LaunchManifest, TlsMode
 
 APP_ID = uuid.UUID("0f0f0f0f-0000-4000-8000-000000000001")
 
@@ -29,7 +29,7 @@ def _launch(app_id: uuid.UUID = APP_ID, tls: TlsMode = TlsMode.RATLS) -> LaunchM
         application="app:app",
         tls=tls,
         ratls_expiry=1900000000 if tls == TlsMode.RATLS else None,
-        certificate_sha256=bytes(32) if tls == TlsMode.CERTIFICATE else None,
+        certificate_sha256=bytes(32) if tls == TlsMode.OWNER else None,
         san=(f"{app_id}.confide.test",),
         subject=None,
     )
@@ -42,8 +42,8 @@ def _context(**changes: Any) -> AppContext:
         "project": "demo",
         "operator_url": "https://operator.test/",
         "domains": (f"{APP_ID}.confide.test",),
-        "router": RouterAddress("router.confide.test", 443),
-        "tls": AppTls.RATLS,
+        "router": HostPort("router.confide.test", 443),
+        "tls": TlsMode.RATLS,
         "tee": "simulation",
         "expires_at": datetime(2030, 3, 1, tzinfo=UTC),
         "launch": _launch(),
@@ -132,7 +132,7 @@ NAMES = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
     name=NAMES,
     domains=st.lists(NAMES.map(lambda n: f"{n}.example"), min_size=1, max_size=3),
     port=st.integers(1, 65535),
-    tls=st.sampled_from(list(AppTls)),
+    tls=st.sampled_from(list(TlsMode)),
     launch_tls=st.sampled_from(list(TlsMode)),
     expires=st.datetimes(
         min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
@@ -144,7 +144,7 @@ def test_round_trip(
     name: str,
     domains: list[str],
     port: int,
-    tls: AppTls,
+    tls: TlsMode,
     launch_tls: TlsMode,
     expires: datetime,
     host: str,
@@ -153,7 +153,7 @@ def test_round_trip(
         app_id=app_id,
         name=name,
         domains=tuple(domains),
-        router=RouterAddress(host, port),
+        router=HostPort(host, port),
         tls=tls,
         expires_at=expires,
         launch=_launch(app_id, launch_tls),

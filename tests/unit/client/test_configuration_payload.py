@@ -7,9 +7,10 @@ import types
 import uuid
 from typing import cast
 
-from confide.client import AppRecord, configuration_payload
+from confide.client import configuration_payload
 from confide.crypto import PackageKey, X25519KeyPair
 from confide.runtime import ConfigurationRequest
+from confide.wire.api import AppRecord
 
 
 def test_the_code_key_is_sealed_in_its_own_field_and_never_reaches_the_app() -> None:

@@ -32,17 +32,12 @@ from confide.attestation import (
 )
 from confide.client import (
     SIMULATION_REFUSED,
-    Account,
-    AppTls,
     CollateralEvidence,
-    DeployManifest,
     DeployOptions,
     EnclavePolicy,
     EnclaveVerifier,
     EvidenceSource,
     OperatorClient,
-    Plan,
-    RouterAddress,
     SimulationEvidence,
     SimulationInfo,
     check_before_upload,
@@ -50,8 +45,9 @@ from confide.client import (
 )
 from confide.client._verify import enclave_tls_context
 from confide.errors import AttestationError, SimulationError, UsageError
-from confide.runtime import LAUNCH_MANIFEST_OID, LaunchManifest, TlsMode
 from confide.tee import SimulatedPlatform
+from confide.wire import LAUNCH_MANIFEST_OID, HostPort, LaunchManifest, TlsMode
+from confide.wire.api import Account, DeployManifest, Plan
 
 CREATED = datetime(2025, 1, 1, tzinfo=UTC)
 NOW = CREATED + timedelta(hours=1)
@@ -197,10 +193,16 @@ def test_deploy_refuses_a_simulated_operator_with_the_same_code(
         def me(self) -> Account:
             raise AssertionError("asked for the account after a refusal")
 
-    asked = DeployManifest(APP, "app:app", "small", NOW + timedelta(days=1), AppTls.RATLS)
+    asked = DeployManifest(
+        name="app",  # a DNS label (APP is the domain the enclave is launched for)
+        application="app:app",
+        plan="small",
+        expires_at=NOW + timedelta(days=1),
+        tls=TlsMode.RATLS,
+    )
     with pytest.raises(SimulationError) as caught:
         check_before_upload(
-            cast(OperatorClient, Operator()), asked, DeployOptions(AppTls.RATLS), now=NOW
+            cast(OperatorClient, Operator()), asked, DeployOptions(TlsMode.RATLS), now=NOW
         )
     assert caught.value.code == "simulation.not_allowed"
     assert str(caught.value).startswith(SIMULATION_REFUSED)
@@ -293,7 +295,7 @@ def test_the_pinned_client_talks_only_to_the_verified_certificate(
 ) -> None:
     """Another certificate, even of the same key and name, fails the handshake: nothing is sent."""
     server, cert = enclave_server
-    address = RouterAddress("127.0.0.1", server.port)
+    address = HostPort("127.0.0.1", server.port)
     with pinned_client(address, APP, cert, timeout=10) as good:
         assert good.get("/").text == "ok"  # guard: the pinned certificate is accepted
     assert server.received[-1].startswith(b"GET / ")

@@ -22,15 +22,11 @@ from hypothesis import strategies as st
 
 import confide.client
 from confide.attestation import Collateral
-from confide.client import (
-    AppStatus,
-    AppTls,
-    DeployManifest,
-    OperatorClient,
-    RouterAddress,
-)
+from confide.client import OperatorClient
 from confide.errors import Error, OperatorError, UsageError
 from confide.tee import SimulatedPlatform
+from confide.wire import AppStatus, HostPort, TlsMode
+from confide.wire.api import DeployManifest
 from operator_app_doc import APP_ID, app_json, launch
 
 URL = "https://operator.test"
@@ -145,8 +141,8 @@ def test_an_app_is_parsed_into_a_record_with_its_launch_manifest() -> None:
     assert str(seen[0].url) == f"{URL}/api/v1/apps/{APP_ID}"
     assert record.id == APP_ID and record.name == "hello" and record.project == "demo"
     assert record.status is AppStatus.RUNNING and record.status.active
-    assert record.tls is AppTls.RATLS
-    assert record.router == RouterAddress("127.0.0.1", 9443)
+    assert record.tls is TlsMode.RATLS
+    assert record.router == HostPort("127.0.0.1", 9443)
     assert record.domains == (f"{APP_ID}.confide.test",)
     assert record.launch == launch()
     assert record.fingerprint == launch().measurement() == record.operator_fingerprint
@@ -217,7 +213,7 @@ def test_create_app_streams_the_package_and_sends_the_manifest(tmp_path: Path) -
         application="app:app",
         plan="small",
         expires_at=NOW + timedelta(days=30),
-        tls=AppTls.RATLS,
+        tls=TlsMode.RATLS,
         project="demo",
     )
     with client(handler) as c:
@@ -247,7 +243,7 @@ def test_create_app_sends_fields_the_operator_parses(tmp_path: Path) -> None:
         application="app:app",
         plan="small",
         expires_at=NOW,
-        tls=AppTls.OWNER,
+        tls=TlsMode.OWNER,
         domain="app.example.com",
         certificate="-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n",
     )
@@ -272,7 +268,7 @@ def test_create_app_sends_fields_the_operator_parses(tmp_path: Path) -> None:
 
 def test_create_app_with_a_missing_package_is_a_usage_error(tmp_path: Path) -> None:
     manifest = DeployManifest(
-        name="x", application="app:app", plan="small", expires_at=NOW, tls=AppTls.RATLS
+        name="x", application="app:app", plan="small", expires_at=NOW, tls=TlsMode.RATLS
     )
     with client(answer({})) as c, pytest.raises(UsageError, match="cannot read the package"):
         c.create_app(tmp_path / "missing.pkg", manifest)
@@ -281,9 +277,9 @@ def test_create_app_with_a_missing_package_is_a_usage_error(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"certificate": "-----BEGIN PRIVATE KEY-----", "domain": "a.b", "tls": AppTls.OWNER},
+        ({"certificate": "-----BEGIN PRIVATE KEY-----", "domain": "a.b", "tls": TlsMode.OWNER},
          "private key"),
-        ({"tls": AppTls.OWNER}, "exactly when tls is owner"),
+        ({"tls": TlsMode.OWNER}, "exactly when tls is owner"),
         ({"domain": "a.example"}, "exactly when tls is owner"),
         ({"expires_at": datetime(2030, 1, 1)}, "timezone-aware"),
     ],
@@ -294,7 +290,7 @@ def test_deploy_manifest_refusals(changes: dict[str, Any], message: str) -> None
         "application": "app:app",
         "plan": "small",
         "expires_at": NOW,
-        "tls": AppTls.RATLS,
+        "tls": TlsMode.RATLS,
     }
     with pytest.raises(UsageError, match=message):
         DeployManifest(**{**base, **changes})
@@ -571,7 +567,7 @@ def test_an_upload_cut_off_hints_at_the_size_limit(tmp_path: Path) -> None:
         raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
 
     manifest = DeployManifest(
-        name="x", application="app:app", plan="small", expires_at=NOW, tls=AppTls.RATLS
+        name="x", application="app:app", plan="small", expires_at=NOW, tls=TlsMode.RATLS
     )
     with client(handler) as c, pytest.raises(OperatorError) as err:
         c.create_app(package, manifest)

@@ -32,8 +32,8 @@ from confide.client import (
     verify_launch,
 )
 from confide.errors import AttestationError, FormatError, PolicyError
-from confide.runtime import LAUNCH_MANIFEST_OID, MAX_MANIFEST_SIZE, LaunchManifest, TlsMode
 from confide.tee import SimulatedPlatform
+from confide.wire import LAUNCH_MANIFEST_OID, MAX_MANIFEST_SIZE, LaunchManifest, TlsMode
 
 CREATED = datetime(2025, 1, 1, tzinfo=UTC)
 NOW = CREATED + timedelta(hours=1)

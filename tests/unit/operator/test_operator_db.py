@@ -18,7 +18,6 @@ from confide.operator import (
     TOKEN_PREFIX,
     Account,
     App,
-    AppStatus,
     Database,
     Project,
     authenticate_token,
@@ -32,6 +31,7 @@ from confide.operator import (
     upgrade_database,
 )
 from confide.operator._models import Base
+from confide.wire import AppStatus
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 TABLES = {"accounts", "api_tokens", "projects", "apps", "app_status_changes", "alembic_version"}

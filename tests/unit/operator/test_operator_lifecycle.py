@@ -16,13 +16,12 @@ from confide.errors import LifecycleError
 from confide.operator import (
     TRANSITIONS,
     App,
-    AppStatus,
     AppStatusChange,
-    DesiredState,
     record_status,
     request_delete,
     request_stop,
 )
+from confide.wire import AppStatus, DesiredState
 
 NOW = datetime(2031, 1, 1, tzinfo=UTC)
 _ARROW = re.compile(r"^\s+(\w+)\s+──▶\s+(\w+)\b")

@@ -15,9 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from confide.operator import OperatorTls, Plan, parse_manifest
+from confide.operator import parse_manifest
 from confide.operator._schemas import build_launch_manifest
-from confide.runtime import LaunchManifest, TlsMode
+from confide.wire import LaunchManifest, TlsMode
+from confide.wire.api import Plan
 from self_signed import self_signed_pem
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -65,7 +66,7 @@ def _errors(raw: str | bytes) -> list[tuple[tuple[Any, ...], str]]:
 
 def test_a_good_manifest() -> None:
     parsed, chain = parse_manifest(json.dumps(manifest()), plans=PLANS, now=NOW)
-    assert (parsed.name, parsed.project, parsed.tls) == ("hello", "demo", OperatorTls.RATLS)
+    assert (parsed.name, parsed.project, parsed.tls) == ("hello", "demo", TlsMode.RATLS)
     assert parsed.expires_at == datetime(2030, 2, 1, tzinfo=UTC) and chain is None
     parsed, chain = parse_manifest(json.dumps(owner()), plans=PLANS, now=NOW)
     assert chain is not None and len(chain) == 1 and parsed.domain == "app.example.com"
@@ -211,7 +212,7 @@ def test_launch_manifests_per_tls_mode() -> None:
     doc = owner()
     leaf = x509.load_pem_x509_certificate(doc["certificate"].encode())
     own = build(doc)
-    assert own.tls == TlsMode.CERTIFICATE and own.ratls_expiry is None
+    assert own.tls == TlsMode.OWNER and own.ratls_expiry is None
     assert (
         own.certificate_sha256
         == hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).digest()
@@ -220,7 +221,11 @@ def test_launch_manifests_per_tls_mode() -> None:
     assert own.san == ("app.example.com",)
 
     plain = build(manifest(tls="operator"))
-    assert (plain.tls, plain.certificate_sha256, plain.ratls_expiry) == (TlsMode.NONE, None, None)
+    assert (plain.tls, plain.certificate_sha256, plain.ratls_expiry) == (
+        TlsMode.OPERATOR,
+        None,
+        None,
+    )
     # Every input changes the fingerprint.
     assert len({m.measurement() for m in (ratls, own, plain)}) == 3
     assert LaunchManifest.from_json(ratls.to_json()) == ratls

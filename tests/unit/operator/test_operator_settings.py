@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from confide.errors import UsageError
-from confide.operator import DEFAULT_PLANS, OperatorSettings, Plan, TeeBackend, default_data_dir
+from confide.operator import (
+    DEFAULT_PLANS,
+    OperatorSettings,
+    TeeBackend,
+    default_data_dir,
+)
+from confide.wire.api import Plan
 
 RUNTIME = bytes(range(32))
 

@@ -27,12 +27,12 @@ from confide.operator._router import (
     Direction,
     Route,
     RouteMode,
-    RouterAddress,
     RouterSettings,
     TlsProvider,
     serve_router,
 )
 from confide.runtime._handoff import HandoffListener
+from confide.wire import HostPort
 
 LOOPBACK = "127.0.0.1"
 BASE_DOMAIN = "confide.test"
@@ -115,10 +115,10 @@ async def running_router(
     routes: DictRoutes,
     tls_provider: TlsProvider | None = None,
     recorder: MemoryRecorder | None = None,
-) -> AsyncIterator[RouterAddress]:
+) -> AsyncIterator[HostPort]:
     """Serve a router until the block ends; yields its bound address."""
     stop = asyncio.Event()
-    ready: asyncio.Future[RouterAddress] = asyncio.get_running_loop().create_future()
+    ready: asyncio.Future[HostPort] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         serve_router(
             settings,

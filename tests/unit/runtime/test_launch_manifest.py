@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from confide.errors import UsageError
-from confide.runtime import LaunchManifest, TlsMode, runtime_code_hash
+from confide.runtime import runtime_code_hash
+from confide.wire import LaunchManifest, TlsMode
 
 BASE = LaunchManifest(
     runtime_sha256=bytes(range(32)),
@@ -58,11 +59,11 @@ CHANGES = {
     "subject": {"subject": "other.example.com"},
     "no subject": {"subject": None},
     "owner certificate mode": {
-        "tls": TlsMode.CERTIFICATE,
+        "tls": TlsMode.OWNER,
         "ratls_expiry": None,
         "certificate_sha256": bytes(32),
     },
-    "operator TLS mode": {"tls": TlsMode.NONE, "ratls_expiry": None},
+    "operator TLS mode": {"tls": TlsMode.OPERATOR, "ratls_expiry": None},
 }
 
 
@@ -74,7 +75,7 @@ def test_every_input_changes_the_fingerprint(change: dict[str, object]) -> None:
 
 def test_certificate_changes_the_fingerprint() -> None:
     a = dataclasses.replace(
-        BASE, tls=TlsMode.CERTIFICATE, ratls_expiry=None, certificate_sha256=bytes(32)
+        BASE, tls=TlsMode.OWNER, ratls_expiry=None, certificate_sha256=bytes(32)
     )
     b = dataclasses.replace(a, certificate_sha256=b"\x01" * 32)
     assert a.measurement() != b.measurement()
@@ -86,8 +87,8 @@ def test_certificate_changes_the_fingerprint() -> None:
         ({"application": "app"}, "module:attribute"),
         ({"application": "app:app; rm -rf /"}, "module:attribute"),
         ({"ratls_expiry": None}, "RA-TLS expiry"),
-        ({"tls": TlsMode.NONE}, "RA-TLS expiry"),
-        ({"tls": TlsMode.CERTIFICATE, "ratls_expiry": None}, "certificate hash"),
+        ({"tls": TlsMode.OPERATOR}, "RA-TLS expiry"),
+        ({"tls": TlsMode.OWNER, "ratls_expiry": None}, "certificate hash"),
         ({"package_sha256": b"short"}, "32 bytes"),
         ({"san": ("",)}, "SAN"),
         ({"subject": ""}, "subject"),
@@ -176,7 +177,7 @@ def test_the_runtime_command_never_loads_the_operator() -> None:
     import sys
 
     probe = (
-        "import sys, confide.cli, confide.runtime, confide.tee;"
+        "import sys, confide.cli, confide.runtime, confide.tee, confide.wire;"
         "print(sorted(m for m in sys.modules if m.startswith('confide.operator')"
         " or m.split('.')[0] in ('sqlalchemy', 'fastapi', 'alembic')))"
     )

@@ -12,7 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from confide.crypto import PackageKey, X25519KeyPair, seal
-from confide.runtime import MAX_CONFIGURATION_SIZE, ConfigurationRejected, ConfigurationRequest
+from confide.runtime import (
+    ConfigurationRejected,
+    ConfigurationRequest,
+)
+from confide.wire import MAX_CONFIGURATION_SIZE
 
 APP_ID = uuid.UUID("6f1e0c3a-8a43-4a52-9d84-0e1f3e2b7c10")
 ENCLAVE = X25519KeyPair.generate()

@@ -17,7 +17,11 @@ from cryptography.x509.oid import NameOID
 
 from confide.crypto import PackageKey, encrypt_package, write_archive
 from confide.errors import UsageError
-from confide.runtime import LaunchManifest, OwnerCertificate, RuntimeSettings, TlsMode
+from confide.runtime import (
+    OwnerCertificate,
+    RuntimeSettings,
+)
+from confide.wire import LaunchManifest, TlsMode
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 APP_ID = uuid.UUID(int=42)
@@ -105,12 +109,12 @@ def test_encrypted_package_measures_its_bytes(app_dir: Path, tmp_path: Path) -> 
 def test_certificate_mode_measures_the_leaf(app_dir: Path, tmp_path: Path) -> None:
     cert = _certificate(tmp_path / "owner.pem")
     settings = _build(app_dir, tmp_path, ratls_expiry=None, certificate=tmp_path / "owner.pem")
-    assert settings.tls == TlsMode.CERTIFICATE
+    assert settings.tls == TlsMode.OWNER
     assert settings.certificate is not None
     assert settings.certificate.sha256 == cert.fingerprint(hashes.SHA256())
     assert settings.manifest.certificate_sha256 == cert.fingerprint(hashes.SHA256())
     plain = _build(app_dir, tmp_path, ratls_expiry=None, no_ssl=True)
-    assert plain.tls == TlsMode.NONE and plain.ratls_expiry is None
+    assert plain.tls == TlsMode.OPERATOR and plain.ratls_expiry is None
     assert (
         len({settings.measurement, plain.measurement, _build(app_dir, tmp_path).measurement}) == 3
     )

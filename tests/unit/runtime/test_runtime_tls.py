@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from confide.errors import UsageError
 from confide.runtime import ALPN_PROTOCOLS, bind_listener, server_ssl_context
-from confide.runtime._configure import uncovered_names
+from confide.wire import uncovered_names
 
 NOW = datetime.now(UTC)
 
