@@ -291,14 +291,14 @@ def check_stated_manifest(record: AppRecord, asked: DeployManifest) -> None:
             raise PolicyError(
                 "deploy.manifest",
                 f"the operator states {name} {observed!r}, but {wanted!r} was asked for",
-                hint="nothing was sent to the enclave; stop the app (confide stop)",
+                hint="nothing was sent to the enclave, and deploy stopped the app it created",
             )
     name = server_name(record, asked)
     if name not in launch.san:
         raise PolicyError(
             "deploy.manifest",
             f"the enclave's certificate would not name {name}: SANs {', '.join(launch.san)}",
-            hint="nothing was sent to the enclave; stop the app (confide stop)",
+            hint="nothing was sent to the enclave, and deploy stopped the app it created",
         )
 
 
