@@ -373,17 +373,16 @@ class _Router:
         """
         held: dict[str, int] = {}
         for each, queue in self.unrouted_by_source.items():
-            held[network_of(each)] = held.get(network_of(each), 0) + len(queue)
+            key = network_of(each)
+            held[key] = held.get(key, 0) + len(queue)
         network = max(held, key=held.__getitem__)
-        if held[network] > held.get(network_of(source), 0) + 1:
-            candidates = [s for s in self.unrouted_by_source if network_of(s) == network]
-        else:
-            candidates = list(self.unrouted_by_source)
+        by_network = held[network] > held.get(network_of(source), 0) + 1
+        candidates = [
+            s for s in self.unrouted_by_source if not by_network or network_of(s) == network
+        ]
         busiest = max(candidates, key=lambda s: len(self.unrouted_by_source[s]))
         mine = len(self.unrouted_by_source.get(source, ()))
-        if held[network] <= held.get(network_of(source), 0) + 1 and (
-            len(self.unrouted_by_source[busiest]) <= mine + 1
-        ):
+        if not by_network and len(self.unrouted_by_source[busiest]) <= mine + 1:
             return False  # no network or source holds more than the newcomer's: it waits
         queue = self.unrouted_by_source[busiest]
         victim = next(iter(queue))

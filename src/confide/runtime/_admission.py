@@ -170,7 +170,7 @@ class Ticket:
     def handshake_done(self) -> None:
         """The TLS handshake completed (or there is none): the connection is served from now on."""
         if self.pending and not self.closed:
-            self._admission._settle(self)
+            self._admission._unpend(self)
 
     def close(self) -> None:
         """The connection ended (any way, any number of times)."""
@@ -407,9 +407,6 @@ class Admission:
             if not queue:
                 del self._pending[ticket.source]
         ticket.pending = False
-
-    def _settle(self, ticket: Ticket) -> None:
-        self._unpend(ticket)
 
     def _release(self, ticket: Ticket) -> None:
         if ticket.pending:
