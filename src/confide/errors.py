@@ -16,7 +16,9 @@ boundary with ``raise ... from exc``.
     │   ├── SignatureError         a quote or QE report signature or binding does not hold
     │   ├── TcbError               no TCB level matches, or the TCB is revoked
     │   ├── SimulationError        the quote comes from a simulated TEE and that was not allowed
-    │   └── PolicyError            verified evidence does not match the caller's expectations
+    │   ├── PolicyError            verified evidence does not match the caller's expectations
+    │   ├── ReleaseError           no release statement of this owner holds for this code now
+    │   └── LogError               a transparency log checkpoint or proof does not hold
     ├── CryptoError                data could not be opened, or is not acceptable once opened
     ├── JsonError                  a JSON document is not strict JSON (confide.strictjson)
     ├── WireError                  a body does not have the shape its confide.wire model says
@@ -50,8 +52,10 @@ __all__ = [
     "FormatError",
     "JsonError",
     "LifecycleError",
+    "LogError",
     "OperatorError",
     "PolicyError",
+    "ReleaseError",
     "RevocationError",
     "SignatureError",
     "SimulationError",
@@ -230,6 +234,23 @@ class SimulationError(AttestationError):
 
 class PolicyError(AttestationError):
     """Verified evidence does not match what the caller expects."""
+
+
+class ReleaseError(AttestationError):
+    """No release statement signed by the expected owner holds for this code now.
+
+    Its envelope is malformed or signed by another key, it is about another
+    fingerprint, outside its validity window, or revoked (``release.*`` codes).
+    """
+
+
+class LogError(AttestationError):
+    """A transparency log's checkpoint, inclusion or consistency proof does not hold.
+
+    A checkpoint not signed by the log's key or of another origin, a statement
+    the log does not include, or a log that is not an extension of the one this
+    client saw before (``log.*`` codes).
+    """
 
 
 def _show(value: object) -> str:

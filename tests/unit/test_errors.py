@@ -15,7 +15,9 @@ from confide.errors import (
     Error,
     FetchError,
     FormatError,
+    LogError,
     PolicyError,
+    ReleaseError,
     RevocationError,
     SignatureError,
     SimulationError,
@@ -33,6 +35,8 @@ ATTESTATION_ERRORS = [
     TcbError,
     SimulationError,
     PolicyError,
+    ReleaseError,
+    LogError,
 ]
 
 

@@ -9,11 +9,19 @@ import pytest
 
 import confide.attestation
 import confide.errors
+import confide.release
 import confide.strictjson
 import confide.wire
 import confide.wire.api
 
-MODULES = [confide.attestation, confide.errors, confide.strictjson, confide.wire, confide.wire.api]
+MODULES = [
+    confide.attestation,
+    confide.errors,
+    confide.release,
+    confide.strictjson,
+    confide.wire,
+    confide.wire.api,
+]
 
 
 def _public_names(module: types.ModuleType) -> set[str]:

@@ -183,3 +183,34 @@ def test_the_cli_renders_tables_in_one_module() -> None:
         if name.startswith("rich.table")
     ]
     assert users and all(user.startswith("confide/cli/_output.py:") for user in users), users
+
+
+# confide.release sits beside confide.wire: it reads the launch manifest and nothing higher.
+RELEASE_MAY_IMPORT = {"confide.errors", "confide.strictjson", "confide.wire"}
+
+
+def release_imports_outside(src: Path) -> list[str]:
+    """``path:line imports name`` for each import of ours by confide.release beyond its layer."""
+    found: list[str] = []
+    for path in sorted((src / "confide" / "release").rglob("*.py")):
+        package = _package_of(path, src)
+        for line, name in _imported(ast.parse(path.read_text()), package):
+            if not name.startswith("confide.") or name.startswith("confide.release"):
+                continue
+            if not any(name == m or name.startswith(m + ".") for m in RELEASE_MAY_IMPORT):
+                found.append(f"{path.relative_to(src).as_posix()}:{line} imports {name}")
+    return found
+
+
+def test_release_imports_only_lower_layers() -> None:
+    assert (SRC / "confide" / "release" / "__init__.py").is_file()
+    assert release_imports_outside(SRC) == []
+
+
+def test_the_release_layer_check_sees_an_import(tmp_path: Path) -> None:
+    source = "from confide.operator import serve\nfrom confide.wire import HostPort\n"
+    found = release_imports_outside(_tree(tmp_path, "release/_verify.py", source))
+    assert found == [
+        "confide/release/_verify.py:1 imports confide.operator",
+        "confide/release/_verify.py:1 imports confide.operator.serve",
+    ]
