@@ -64,6 +64,14 @@ from ._localtest import (
     run_tests,
     tests_environment,
 )
+from ._releases import (
+    OWNER_KEY_FILE,
+    CheckpointStore,
+    OwnerKeyStore,
+    SeenLog,
+    owner_key_path,
+    state_dir,
+)
 from ._verify import (
     SIMULATION_REFUSED,
     CollateralEvidence,
@@ -150,6 +158,13 @@ __all__ = [
     "pinned_client",
     "verify_enclave",
     "verify_launch",
+    # Owner keys and the logs seen (verifiable releases).
+    "OWNER_KEY_FILE",
+    "CheckpointStore",
+    "OwnerKeyStore",
+    "SeenLog",
+    "owner_key_path",
+    "state_dir",
 ]
 
 # The local HTTP proxy to a zero-trust app, pinned to its verified enclave.

@@ -1,0 +1,101 @@
+"""``confide keys create|show`` and the client's on-disk release state (owner key, logs seen)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from confide.cli import app
+from confide.client import CheckpointStore, OwnerKeyStore, SeenLog
+from confide.errors import UsageError
+from confide.release import Checkpoint, LogKey, OwnerPublicKey, root
+
+
+def run(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "CONFIDE_OWNER_KEY": ""}
+    result = CliRunner().invoke(app, list(args), env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_create_then_show(tmp_path: Path) -> None:
+    code, out, err = run(tmp_path, "keys", "create")
+    assert code == 0, err
+    public = OwnerPublicKey.from_text(out)
+    path = tmp_path / "config" / "confide" / "owner.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert public.key_id in err
+    code, out, _ = run(tmp_path, "keys", "show", "--json")
+    assert code == 0
+    shown = json.loads(out)
+    assert (shown["public_key"], shown["key_id"]) == (public.to_text(), public.key_id)
+
+
+def test_create_never_overwrites(tmp_path: Path) -> None:
+    assert run(tmp_path, "keys", "create")[0] == 0
+    before = (tmp_path / "config" / "confide" / "owner.key").read_bytes()
+    code, out, err = run(tmp_path, "keys", "create")
+    assert (code, out) == (2, "")
+    assert "already exists" in err and "Traceback" not in err
+    assert (tmp_path / "config" / "confide" / "owner.key").read_bytes() == before
+
+
+def test_show_without_a_key_says_what_to_do(tmp_path: Path) -> None:
+    code, out, err = run(tmp_path, "keys", "show")
+    assert (code, out) == (2, "")
+    assert "confide keys create" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_key_readable_by_others_is_refused(tmp_path: Path) -> None:
+    store = OwnerKeyStore(tmp_path / "owner.key")
+    store.create()
+    store.path.chmod(0o644)
+    with pytest.raises(UsageError, match="readable by others"):
+        store.load()
+
+
+def test_a_linked_key_is_refused(tmp_path: Path) -> None:
+    store = OwnerKeyStore(tmp_path / "owner.key")
+    store.create()
+    link = tmp_path / "link.key"
+    link.symlink_to(store.path)
+    with pytest.raises(UsageError, match="not a link"):
+        OwnerKeyStore(link).load()
+
+
+def test_load_or_create_creates_once(tmp_path: Path) -> None:
+    store = OwnerKeyStore(tmp_path / "k" / "owner.key")
+    key, created = store.load_or_create()
+    assert created
+    assert store.load_or_create() == (key, False)
+
+
+LOG = LogKey("operator.example/log", bytes(32))
+
+
+def seen(size: int) -> SeenLog:
+    checkpoint = Checkpoint(LOG.name, size, root([bytes(32)] * size))
+    return SeenLog(LOG.verifier, checkpoint, checkpoint.sign(LOG))
+
+
+def test_the_last_checkpoint_is_kept_per_operator(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path / "state")
+    assert store.load("https://operator.example") is None
+    store.save("https://operator.example/", seen(1))
+    store.save("https://operator.example", seen(2))
+    assert store.load("https://operator.example") == seen(2)
+    assert store.load("https://other.example") is None
+    path = store.path("https://operator.example")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_state_file_of_another_operator_is_refused(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path / "state")
+    store.save("https://operator.example", seen(1))
+    store.path("https://operator.example").rename(store.path("https://other.example"))
+    with pytest.raises(UsageError, match="malformed"):
+        store.load("https://other.example")
