@@ -1,7 +1,7 @@
 """The operator's REST API (FastAPI), under ``/api/v1``; OpenAPI at ``/openapi.json``.
 
-Every endpoint but ``/api/v1/health``, ``/api/v1/ca``, ``/api/v1/simulation``
-and ``/openapi.json`` needs ``Authorization: Bearer <token>``, checked before
+Every endpoint but ``/api/v1/health``, ``/api/v1/ca``, ``/api/v1/simulation``,
+the transparency log's reads (``GET /api/v1/log...``, :mod:`._logapi`) and ``/openapi.json`` needs ``Authorization: Bearer <token>``, checked before
 anything else (see :mod:`._auth`). A token sees only its own account's projects and apps; any
 other app is answered 404, exactly as one that does not exist.
 
@@ -68,6 +68,7 @@ from confide.wire.api import (
 from ._auth import Authenticator
 from ._blobs import BlobStore
 from ._db import AuthenticatedToken, Database, upgrade_database
+from ._logapi import log_router
 from ._logs import MAX_TAIL, FileLogSource, LogSource
 from ._logs import follow as follow_log
 from ._schemas import MAX_MANIFEST_BYTES
@@ -84,6 +85,7 @@ from ._seams import (
 )
 from ._service import AppService, Conflict, InvalidInput, NotFound, TooLarge
 from ._settings import OperatorSettings
+from ._translog import TransparencyLog, load_log_key
 
 __all__ = ["create_app", "serve_api"]
 
@@ -204,13 +206,15 @@ def create_app(
     clock: Clock = utc_now,
     migrate: bool = True,
     log_poll_interval: float = 0.5,
+    release_log: TransparencyLog | None = None,
 ) -> FastAPI:
     """The operator API as an ASGI app; nothing global, everything passed in.
 
     ``migrate``: run ``alembic upgrade head`` at startup (the ASGI lifespan).
     Defaults: blobs in ``settings.blobs_dir``, logs read from
     ``settings.logs_dir/<app-id>.log``, no events, no runtime metrics, no CA,
-    no simulation root or collateral (both only matter with a simulated TEE).
+    no simulation root or collateral (both only matter with a simulated TEE), the release
+    transparency log in ``database`` signed by the key in ``settings.data_dir/log-key``.
     """
     api = AppService(
         settings=settings,
@@ -385,6 +389,11 @@ def create_app(
     def app_metrics(auth: Auth, app_id: uuid.UUID) -> Metrics:
         return api.app_metrics(auth, app_id)
 
+    if release_log is None:
+        release_log = TransparencyLog(
+            database, load_log_key(settings.data_dir, f"{settings.base_domain}/confide-log"), clock
+        )
+    router.include_router(log_router(release_log, authenticate))
     app.include_router(router)
     return app
 

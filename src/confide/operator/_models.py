@@ -25,6 +25,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -44,7 +45,16 @@ from confide.wire import (
     AppStatus,
 )
 
-__all__ = ["Account", "ApiToken", "App", "AppStatusChange", "Base", "Project"]
+__all__ = [
+    "Account",
+    "ApiToken",
+    "App",
+    "AppStatusChange",
+    "Base",
+    "LogCheckpoint",
+    "LogEntry",
+    "Project",
+]
 
 #: Column size of a status detail (the other columns' sizes are the API's input limits,
 #: :mod:`confide.wire`).
@@ -199,3 +209,40 @@ class AppStatusChange(Base):
     status: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class LogEntry(Base):
+    """One leaf of the release transparency log (ADR 0019): a DSSE envelope, as received.
+
+    Append-only: rows are only ever inserted, at the next index, together with the
+    checkpoint of the grown tree; no foreign key, so nothing cascades into the log.
+    """
+
+    __tablename__ = "log_entries"
+
+    #: The leaf's index in the tree (0, 1, 2, ...).
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    #: The envelope's bytes, exactly as hashed into the leaf.
+    leaf: Mapped[bytes] = mapped_column(LargeBinary)
+    #: RFC 9162 leaf hash, ``SHA-256(0x00 || leaf)``.
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    #: ``release`` or ``revocation``.
+    kind: Mapped[str] = mapped_column(String(16))
+    #: Hex launch fingerprint the statement is about.
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    #: The signing owner key's id (hex).
+    owner_key_id: Mapped[str] = mapped_column(String(16))
+    #: The account that logged it (no foreign key: accounts may go, the log stays).
+    account_id: Mapped[int] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class LogCheckpoint(Base):
+    """A signed checkpoint (C2SP signed note) of the log at one size."""
+
+    __tablename__ = "log_checkpoints"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

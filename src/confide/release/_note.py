@@ -113,7 +113,7 @@ class LogVerifier:
     def from_text(cls, text: str) -> LogVerifier:
         if len(text) > MAX_ORIGIN + 64:
             raise UsageError("a log verifier key is too long")
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)  # the base64 key may hold "+" itself
         if len(parts) != 3 or not re.fullmatch(r"[0-9a-f]{8}", parts[1]):
             raise UsageError("a log verifier key is NAME+KEYHASH+BASE64")
         raw = b64decode_strict(parts[2], "the log verifier key")

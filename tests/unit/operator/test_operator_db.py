@@ -34,7 +34,16 @@ from confide.operator._models import Base
 from confide.wire import AppStatus
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
-TABLES = {"accounts", "api_tokens", "projects", "apps", "app_status_changes", "alembic_version"}
+TABLES = {
+    "accounts",
+    "api_tokens",
+    "projects",
+    "apps",
+    "app_status_changes",
+    "log_entries",
+    "log_checkpoints",
+    "alembic_version",
+}
 
 
 def test_migrations_build_the_models_schema_on_an_empty_database(database_url: str) -> None:
@@ -45,7 +54,7 @@ def test_migrations_build_the_models_schema_on_an_empty_database(database_url: s
         upgrade_database(db)  # idempotent
         assert set(inspect(db.engine).get_table_names()) == TABLES
         with db.engine.connect() as conn:
-            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
     finally:

@@ -40,6 +40,13 @@ def test_signing_reproduces_the_go_vector() -> None:
     assert key.sign_note(GO_TEXT) == GO_NOTE
 
 
+def test_verifier_keys_with_a_plus_in_their_base64_round_trip() -> None:
+    for seed in range(64):
+        verifier = LogKey("operator.example/log", bytes([seed]) * 32).verifier
+        assert LogVerifier.from_text(verifier.to_text()) == verifier
+    assert any("+" in LogKey("n", bytes([s]) * 32).verifier.to_text()[14:] for s in range(64))
+
+
 def test_a_checkpoint_round_trips() -> None:
     key = LogKey.generate("operator.example/log")
     checkpoint = Checkpoint("operator.example/log", 0, root([]))
