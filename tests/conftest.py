@@ -9,7 +9,8 @@ imports this module at run time but pytest.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -122,3 +123,19 @@ def tdx(load_vector: Callable[[str], VectorSet]) -> VectorSet:
 def tdx_negative(load_vector: Callable[[str], VectorSet]) -> VectorSet:
     """The TDX v4 set that must be rejected (no TCB level; 39 non-zero trailing bytes)."""
     return load_vector(TDX_NEGATIVE)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _user_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The user's config and state folders (owner key, logs seen) of this test session: a
+    deploy creates an owner key there, never in the real home folder."""
+    home = tmp_path_factory.mktemp("user")
+    saved = {name: os.environ.get(name) for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME")}
+    os.environ["XDG_CONFIG_HOME"] = str(home / "config")
+    os.environ["XDG_STATE_HOME"] = str(home / "state")
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -21,6 +21,8 @@ Example::
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -29,8 +31,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from confide.attestation import INTEL_PCS_URL
 from confide.client import (
+    DEFAULT_RELEASE_VALIDITY,
     DEFAULT_TIMEOUT,
     AppContext,
+    CheckpointStore,
     CollateralEvidence,
     CollateralSource,
     DeployOptions,
@@ -41,13 +45,16 @@ from confide.client import (
     deploy,
     fetch_enclave_certificate,
     has_quote,
+    state_dir,
 )
 from confide.errors import PolicyError, UsageError
+from confide.release import MAX_VALIDITY
 from confide.runtime import CodeSource
 from confide.wire import AppStatus, HostPort, TlsMode
 
 from ._account import TokenOpt, UrlOpt, connect_operator, interactive
 from ._app import EXIT_REJECTED, app, handle_errors
+from ._keys import KeyFileOpt, owner_key_store
 from ._output import Output
 from ._verify_options import (
     CollateralOpt,
@@ -146,6 +153,24 @@ def deploy_command(
     ] = INTEL_PCS_URL,
     url: UrlOpt = None,
     token: TokenOpt = None,
+    key_file: KeyFileOpt = None,
+    release_version: Annotated[
+        str | None,
+        typer.Option("--release-version", help="A version label for the signed release."),
+    ] = None,
+    source_ref: Annotated[
+        str | None,
+        typer.Option("--source-ref", help="A source reference for the release (commit, URL)."),
+    ] = None,
+    release_days: Annotated[
+        int,
+        typer.Option(
+            "--release-valid-days",
+            help="Days the signed release statement is valid (users' checks fail after).",
+            min=1,
+            max=MAX_VALIDITY.days,
+        ),
+    ] = DEFAULT_RELEASE_VALIDITY.days,
     json_: Annotated[
         bool,
         typer.Option(
@@ -182,7 +207,19 @@ def deploy_command(
             "--no-verify: the enclave will NOT be attested (its code, TEE and key are not "
             "checked) before it receives the code key and secrets"
         )
+    keys = owner_key_store(key_file)
+    owner_key, created = keys.load_or_create()
+    if created:
+        out.info(
+            f"created your owner key {owner_key.public_key.key_id} in {keys.path}: it signs "
+            "your releases; give users its public key (`confide keys show`) and keep the file"
+        )
     options = DeployOptions(
+        owner_key=owner_key,
+        release_version=release_version,
+        release_source=source_ref,
+        release_validity=timedelta(days=release_days),
+        logs=CheckpointStore(state_dir(os.environ)),
         tls=tls,
         allow_simulation=allow_simulation,
         unsafe_skip_attestation=no_verify,
@@ -204,6 +241,13 @@ def deploy_command(
                 "server_name": done.server_name,
                 "connected_via": str(done.router),
                 "context": str(done.context_path),
+                "release": None
+                if done.release is None
+                else {
+                    "owner_key_id": owner_key.public_key.key_id,
+                    "log_index": done.release.index,
+                    "checkpoint_size": done.release.checkpoint.size,
+                },
             }
         )
         return
@@ -220,7 +264,10 @@ def deploy_command(
         ]
     )
     if tls == TlsMode.RATLS:
-        out.info(f"users verify it with: confide verify {done.server_name}")
+        out.info(
+            f"users verify it with: confide verify {done.server_name} --owner "
+            f"{owner_key.public_key.to_text()} --operator {done.context.operator_url}"
+        )
 
 
 def _check_code(code: Path, app_context: AppContext, where: Path) -> None:

@@ -39,6 +39,7 @@ from ._credentials import (
 from ._deploy import (
     CONTEXT_FOLDER,
     DEFAULT_LIFETIME,
+    DEFAULT_RELEASE_VALIDITY,
     DeployEvents,
     Deployment,
     DeployOptions,
@@ -67,9 +68,15 @@ from ._localtest import (
 from ._releases import (
     OWNER_KEY_FILE,
     CheckpointStore,
+    LoggedStatement,
+    LogInfo,
     OwnerKeyStore,
     SeenLog,
+    check_release,
+    log_statement,
     owner_key_path,
+    read_evidence,
+    read_log_info,
     state_dir,
 )
 from ._verify import (
@@ -159,11 +166,18 @@ __all__ = [
     "verify_enclave",
     "verify_launch",
     # Owner keys and the logs seen (verifiable releases).
+    "DEFAULT_RELEASE_VALIDITY",
     "OWNER_KEY_FILE",
     "CheckpointStore",
+    "LogInfo",
+    "LoggedStatement",
     "OwnerKeyStore",
     "SeenLog",
+    "check_release",
+    "log_statement",
     "owner_key_path",
+    "read_evidence",
+    "read_log_info",
     "state_dir",
 ]
 

@@ -49,9 +49,9 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography import x509
 
-from confide import __version__
+from confide import __version__, strictjson
 from confide.attestation import Collateral
-from confide.errors import AttestationError, OperatorError, UsageError, WireError
+from confide.errors import AttestationError, JsonError, OperatorError, UsageError, WireError
 from confide.wire import API_PREFIX
 
 if TYPE_CHECKING:
@@ -390,6 +390,23 @@ class OperatorClient:
         except WireError as exc:
             raise self._malformed(what, str(exc)) from None
 
+    def log_read(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """``GET /log{path}`` of the release transparency log (no token needed): the JSON
+        object answered, strictly read; its shape is checked by :mod:`._releases`."""
+        return self._json_object(self._call("GET", f"/log{path}", params=params), f"GET /log{path}")
+
+    def log_statement(self, envelope: bytes, owner_key: str) -> dict[str, Any]:
+        """``POST /log/statements``: log a signed release or revocation statement."""
+        body = json.dumps({"envelope": envelope.decode("utf-8"), "owner_key": owner_key})
+        answer = self._call("POST", "/log/statements", ok=(201,), content=body.encode())
+        return self._json_object(answer, "POST /log/statements")
+
+    def _json_object(self, body: bytes, what: str) -> dict[str, Any]:
+        try:
+            return strictjson.loads_object(body, what="the answer", max_bytes=MAX_RESPONSE_BYTES)
+        except JsonError as exc:
+            raise self._malformed(what, str(exc)) from None
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _read(self, body: bytes, what: str, kind: type[_T] | Any) -> _T:
@@ -417,10 +434,18 @@ class OperatorClient:
         app_id: uuid.UUID | str | None = None,
         files: Mapping[str, Any] | None = None,
         data: Mapping[str, str] | None = None,
+        content: bytes | None = None,
     ) -> bytes:
         """Send one request; the whole body of an accepted answer, bounded."""
         with self._stream(
-            method, path, ok=ok, params=params, app_id=app_id, files=files, data=data
+            method,
+            path,
+            ok=ok,
+            params=params,
+            app_id=app_id,
+            files=files,
+            data=data,
+            content=content,
         ) as response:
             try:
                 return _read_bounded(response, MAX_RESPONSE_BYTES)
@@ -443,6 +468,7 @@ class OperatorClient:
         files: Mapping[str, Any] | None = None,
         data: Mapping[str, str] | None = None,
         timeout: httpx.Timeout | None = None,
+        content: bytes | None = None,
     ) -> Iterator[httpx.Response]:
         request = self._http.build_request(
             method,
@@ -450,6 +476,8 @@ class OperatorClient:
             params=params,
             files=files,
             data=data,
+            content=content,
+            headers={"Content-Type": "application/json"} if content is not None else None,
             timeout=timeout if timeout is not None else self._http.timeout,
         )
         try:

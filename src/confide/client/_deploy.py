@@ -21,6 +21,11 @@ The owner never takes the operator's word for what runs. The steps of
    and verify it with the one verifier (:class:`EnclaveVerifier`: that
    fingerprint, launched for that name):
    on any mismatch nothing is sent;
+4b. sign the release (an in-toto statement in a DSSE envelope: the fingerprint,
+   the launch manifest, a validity window) with the owner key and append it to
+   the operator's transparency log; the answer's checkpoint and inclusion proof
+   are verified here, so a statement not logged stops the deploy before the
+   code key is sent (ADR 0019);
 5. send the configuration over a connection pinned to that certificate: the
    code key sealed to the enclave's X25519 key (in its own field, never
    among the secrets the app reads), the app secrets, and in owner
@@ -54,12 +59,14 @@ from confide.attestation import Quote, quote_from_certificate
 from confide.crypto import PackageInfo, PackageKey, encrypt_package, public_key_from_report_data
 from confide.crypto import seal as seal_box
 from confide.errors import Error, PolicyError, UsageError
+from confide.release import OwnerKey, Release
 from confide.runtime import CodeSource, OwnerCertificate, runtime_code_hash
 from confide.wire import AppStatus, HostPort, LaunchManifest, TlsMode, configuration_body
 
 from ._api import OperatorClient
 from ._config import MAX_PEM_SIZE, MAX_SECRETS_SIZE, ProjectConfig
 from ._context import AppContext
+from ._releases import CheckpointStore, LoggedStatement, log_statement
 from ._verify import (
     CollateralEvidence,
     CollateralSource,
@@ -99,6 +106,10 @@ CONTEXT_FOLDER: Final = ".confide"
 DEFAULT_LIFETIME: Final = timedelta(days=30)
 #: Seconds between two looks at the app's status.
 POLL_INTERVAL: Final = 0.2
+#: How long a release statement is valid by default.
+DEFAULT_RELEASE_VALIDITY: Final = timedelta(days=90)
+#: A release statement's window starts this long before the deploy (users' clocks lag).
+RELEASE_BACKDATE: Final = timedelta(hours=1)
 
 _FAILED: Final = frozenset({AppStatus.ON_ERROR, AppStatus.STOPPED, AppStatus.EXPIRED})
 
@@ -130,6 +141,24 @@ class DeployOptions:
     timeout: float = 30.0
     #: Where the context file goes (default ``.confide`` beside the project file).
     workspace: Path | None = None
+    #: The owner key that signs the release statement logged before the code key is sent.
+    owner_key: OwnerKey | None = None
+    #: Deploy without signing and logging a release (users then cannot check it by owner key).
+    unsafe_skip_release: bool = False
+    #: How long the release statement is valid (at most ``confide.release.MAX_VALIDITY``).
+    release_validity: timedelta = DEFAULT_RELEASE_VALIDITY
+    #: The release's optional version label and source reference.
+    release_version: str | None = None
+    release_source: str | None = None
+    #: The last checkpoints seen of each operator's log (``None``: not kept).
+    logs: CheckpointStore | None = None
+
+    def __post_init__(self) -> None:
+        if self.owner_key is None and not self.unsafe_skip_release:
+            raise UsageError(
+                "no owner key: the release would not be signed nor logged",
+                hint="give an owner key (confide keys create), or skip the release explicitly",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +176,8 @@ class Deployment:
     router: HostPort
     #: The enclave's configuration certificate (RA-TLS), as verified.
     certificate: x509.Certificate
+    #: The signed release as logged (``None`` only with ``unsafe_skip_release``).
+    release: LoggedStatement | None = None
 
     @property
     def fingerprint(self) -> bytes:
@@ -415,6 +446,34 @@ class _StopOnFailure:
         self._events.warn(f"the deployment failed: the app {self.app.id} was stopped")
 
 
+def _log_release(
+    client: OperatorClient,
+    launch: LaunchManifest,
+    options: DeployOptions,
+    events: DeployEvents,
+    now: datetime,
+) -> LoggedStatement:
+    """Sign the release of ``launch`` with the owner key and check the operator logged it."""
+    if options.owner_key is None:  # pragma: no cover - DeployOptions refuses it
+        raise UsageError("no owner key")
+    release = Release.of(
+        launch,
+        not_before=now - RELEASE_BACKDATE,
+        validity=options.release_validity,
+        version=options.release_version,
+        source_ref=options.release_source,
+    )
+    owner = options.owner_key.public_key
+    envelope = release.sign(options.owner_key).to_json()
+    events.step(f"signing the release with owner key {owner.key_id} and logging it")
+    logged = log_statement(client, envelope, owner, store=options.logs)
+    events.step(
+        f"release logged at index {logged.index} (log {logged.checkpoint.origin}, "
+        f"size {logged.checkpoint.size}), valid until {release.not_after.isoformat()}"
+    )
+    return logged
+
+
 def _save_context(context: AppContext, folder: Path) -> Path:
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -515,6 +574,11 @@ def deploy(
                 f"enclave verified: fingerprint {fingerprint.hex()}"
                 + (" (SIMULATED TEE)" if verified.quote.simulated else "")
             )
+        logged: LoggedStatement | None = None
+        if options.owner_key is not None:
+            logged = _log_release(client, launch, options, events, clock())
+        else:
+            events.warn("--unsafe-skip-release: no release statement is signed nor logged")
         report_data = Quote.from_bytes(quote_from_certificate(cert)).report_data
         payload = configuration_payload(
             record,
@@ -563,4 +627,5 @@ def deploy(
         server_name=name,
         router=router,
         certificate=cert,
+        release=logged,
     )

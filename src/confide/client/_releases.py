@@ -22,6 +22,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
@@ -30,21 +32,42 @@ import stat
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from confide.errors import Error, UsageError
-from confide.release import Checkpoint, LogVerifier, OwnerKey
+from confide.errors import Error, LogError, OperatorError, UsageError
+from confide.release import (
+    MAX_ENTRIES,
+    MAX_PROOF_LENGTH,
+    Checkpoint,
+    LoggedEntry,
+    LogVerifier,
+    OwnerKey,
+    OwnerPublicKey,
+    ReleaseEvidence,
+    VerifiedRelease,
+    leaf_hash,
+    verify_checkpoint,
+    verify_inclusion,
+    verify_release,
+)
 
-from ._api import normalize_url
+from ._api import OperatorClient, normalize_url
 from ._credentials import config_dir
 
 __all__ = [
     "OWNER_KEY_FILE",
     "CheckpointStore",
+    "LogInfo",
+    "LoggedStatement",
     "OwnerKeyStore",
     "SeenLog",
+    "check_release",
+    "log_statement",
     "owner_key_path",
+    "read_evidence",
+    "read_log_info",
     "state_dir",
 ]
 
@@ -202,3 +225,185 @@ class CheckpointStore:
         }
         data = json.dumps(doc, indent=2).encode() + b"\n"
         _write_private(self.path(operator), data, "the log state", replace=True)
+
+
+# -- talking to the operator's log -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogInfo:
+    """``GET /log``: the operator's log origin, its key, its latest checkpoint (unverified)."""
+
+    origin: str
+    log_key: LogVerifier
+    checkpoint: bytes
+
+
+def _malformed(client: OperatorClient, what: str, problem: str) -> OperatorError:
+    return OperatorError(
+        "operator.response",
+        f"the operator at {client.base_url} sent an unexpected answer to {what}: {problem}",
+        url=client.base_url,
+        hint="is this a Confide operator of a compatible version?",
+    )
+
+
+def _strict_b64(value: object, what: str) -> bytes:
+    """Standard padded base64, canonical (as the operator writes it)."""
+    if not isinstance(value, str):
+        raise UsageError(f"{what} is not a string")
+    try:
+        raw = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeError, ValueError):
+        raise UsageError(f"{what} is not base64") from None
+    if base64.b64encode(raw).decode("ascii") != value:
+        raise UsageError(f"{what} is not canonical base64")
+    return raw
+
+
+def _hashes(value: object) -> tuple[bytes, ...]:
+    if not isinstance(value, list) or len(value) > MAX_PROOF_LENGTH:
+        raise UsageError(f"a proof is a list of at most {MAX_PROOF_LENGTH} base64 hashes")
+    return tuple(_strict_b64(item, "a proof hash") for item in value)
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise UsageError(f"{what} is not a string")
+    return value
+
+
+def read_log_info(client: OperatorClient) -> LogInfo:
+    doc = client.log_read("")
+    try:
+        return LogInfo(
+            _text(doc.get("origin"), "origin"),
+            LogVerifier.from_text(_text(doc.get("log_key"), "log_key")),
+            _text(doc.get("checkpoint"), "checkpoint").encode(),
+        )
+    except (UsageError, UnicodeError) as exc:
+        raise _malformed(client, "GET /log", str(exc)) from None
+
+
+def read_evidence(client: OperatorClient, fingerprint: bytes, since: int) -> ReleaseEvidence:
+    """What the operator's log shows about ``fingerprint`` (not trusted yet)."""
+    what = f"GET /log/fingerprints/{fingerprint.hex()}"
+    doc = client.log_read(f"/fingerprints/{fingerprint.hex()}", params={"since": str(since)})
+    try:
+        items = doc.get("entries")
+        if not isinstance(items, list) or len(items) > MAX_ENTRIES:
+            raise UsageError(f"entries is a list of at most {MAX_ENTRIES}")
+        entries = []
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("index"), int):
+                raise UsageError("an entry has an integer index")
+            envelope = _strict_b64(item.get("envelope"), "an envelope")
+            entries.append(LoggedEntry(item["index"], envelope, _hashes(item.get("proof"))))
+        return ReleaseEvidence(
+            _text(doc.get("checkpoint"), "checkpoint").encode(),
+            tuple(entries),
+            _hashes(doc.get("consistency")),
+        )
+    except UsageError as exc:
+        raise _malformed(client, what, str(exc)) from None
+
+
+def _trusted_log(info: LogInfo, seen: SeenLog | None, pinned: LogVerifier | None) -> LogVerifier:
+    """The log key to verify with: the one given, else the one seen before, else the operator's
+    (trust on first use). A key other than the one given or seen is refused."""
+    expected = pinned or (seen.log_key if seen is not None else None)
+    if expected is not None and expected != info.log_key:
+        raise LogError(
+            "log.key",
+            "the operator's log key",
+            observed=info.log_key.to_text(),
+            expected=expected.to_text(),
+            hint="the operator changed its log key, or this is another operator's log",
+        )
+    return info.log_key
+
+
+def check_release(
+    client: OperatorClient,
+    *,
+    owner: OwnerPublicKey,
+    fingerprint: bytes,
+    store: CheckpointStore,
+    now: datetime,
+    log_key: LogVerifier | None = None,
+) -> VerifiedRelease:
+    """Fetch and verify that ``owner`` released ``fingerprint`` in the log of the operator
+    ``client`` talks to (:func:`confide.release.verify_release`), consistent with the last
+    checkpoint this client saw from it; then keep the new checkpoint."""
+    seen = store.load(client.base_url)
+    info = read_log_info(client)
+    verifier = _trusted_log(info, seen, log_key)
+    evidence = read_evidence(client, fingerprint, seen.checkpoint.size if seen else 0)
+    verified = verify_release(
+        evidence,
+        owner=owner,
+        fingerprint=fingerprint,
+        log=verifier,
+        last_seen=seen.checkpoint if seen is not None else None,
+        now=now,
+    )
+    store.save(client.base_url, SeenLog(verifier, verified.checkpoint, verified.checkpoint_note))
+    return verified
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedStatement:
+    """A statement the operator's log proved it holds."""
+
+    index: int
+    checkpoint: Checkpoint
+
+
+def log_statement(
+    client: OperatorClient,
+    envelope: bytes,
+    owner: OwnerPublicKey,
+    *,
+    store: CheckpointStore | None,
+) -> LoggedStatement:
+    """Append ``envelope`` to the operator's log and check it is there: the answer's checkpoint
+    is signed by the log key (the one seen before, if any), consistent with the last one
+    seen, and includes the statement. :class:`LogError` if not (the statement is not
+    logged, whatever the operator says)."""
+    seen = store.load(client.base_url) if store is not None else None
+    info = read_log_info(client)
+    verifier = _trusted_log(info, seen, None)
+    answer = client.log_statement(envelope, owner.to_text())
+    try:
+        index = answer.get("index")
+        if not isinstance(index, int):
+            raise UsageError("index is not an integer")
+        note = _text(answer.get("checkpoint"), "checkpoint").encode()
+        proof = _hashes(answer.get("proof"))
+    except UsageError as exc:
+        raise _malformed(client, "POST /log/statements", str(exc)) from None
+    consistency: tuple[bytes, ...] = ()
+    if seen is not None:
+        doc = client.log_read(
+            "/consistency",
+            params={"first": str(seen.checkpoint.size), "second": str(_size_of(note))},
+        )
+        try:
+            consistency = _hashes(doc.get("proof"))
+        except UsageError as exc:
+            raise _malformed(client, "GET /log/consistency", str(exc)) from None
+    checkpoint = verify_checkpoint(
+        note, verifier, seen.checkpoint if seen is not None else None, consistency
+    )
+    verify_inclusion(leaf_hash(envelope), index, checkpoint.size, proof, checkpoint.root)
+    if store is not None:
+        store.save(client.base_url, SeenLog(verifier, checkpoint, note))
+    return LoggedStatement(index, checkpoint)
+
+
+def _size_of(note: bytes) -> int:
+    """The tree size a checkpoint note states (read before it is verified, to ask for a proof)."""
+    lines = note.split(b"\n", 2)
+    if len(lines) < 3 or not lines[1].isdigit() or len(lines[1]) > 19:
+        raise LogError("log.format", "the checkpoint's size line is malformed")
+    return int(lines[1])

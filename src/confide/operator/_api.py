@@ -1,9 +1,10 @@
 """The operator's REST API (FastAPI), under ``/api/v1``; OpenAPI at ``/openapi.json``.
 
-Every endpoint but ``/api/v1/health``, ``/api/v1/ca``, ``/api/v1/simulation``,
-the transparency log's reads (``GET /api/v1/log...``, :mod:`._logapi`) and ``/openapi.json`` needs ``Authorization: Bearer <token>``, checked before
-anything else (see :mod:`._auth`). A token sees only its own account's projects and apps; any
-other app is answered 404, exactly as one that does not exist.
+Every endpoint but ``/api/v1/health``, ``/api/v1/ca``, ``/api/v1/simulation``, the
+transparency log's reads (``GET /api/v1/log...``, :mod:`._logapi`) and ``/openapi.json``
+needs ``Authorization: Bearer <token>``, checked before anything else (see
+:mod:`._auth`). A token sees only its own account's projects and apps; any other app is
+answered 404, exactly as one that does not exist.
 
 Status codes: 201 created; 202 a stop or delete was recorded (the supervisor
 carries it out); 401 no valid token; 404 no such app (or not yours); 409 a

@@ -30,6 +30,7 @@ from confide.client import (
     deploy,
 )
 from confide.errors import Error, SimulationError, UsageError
+from confide.release import OwnerKey
 from confide.tee import SimulatedPlatform
 from confide.wire import AppStatus, TlsMode
 
@@ -77,6 +78,7 @@ def _deploy(operator: Operator, token: str, config: ProjectConfig, **options: An
     events = Events()
     options.setdefault("allow_simulation", True)
     options.setdefault("wait", 5.0)  # no supervisor runs: a deploy that got this far fails
+    options.setdefault("owner_key", OwnerKey(bytes(32)))
     with OperatorClient(operator.url, token, timeout=30) as client:
         deploy(
             client,
