@@ -14,6 +14,7 @@ from . import (  # noqa: F401
     _deploy,
     _fingerprint,
     _keys,
+    _log,
     _operator,
     _project,
     _proxy,

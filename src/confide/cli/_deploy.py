@@ -45,6 +45,7 @@ from confide.client import (
     deploy,
     fetch_enclave_certificate,
     has_quote,
+    release_summary,
     state_dir,
 )
 from confide.errors import PolicyError, UsageError
@@ -59,6 +60,8 @@ from ._output import Output
 from ._verify_options import (
     CollateralOpt,
     JsonOpt,
+    LogKeyOpt,
+    OwnerOpt,
     PccsOpt,
     RootOpt,
     SimOpt,
@@ -66,6 +69,7 @@ from ._verify_options import (
     evidence_source,
     parse_hex,
     rejections,
+    release_source,
 )
 
 __all__ = ["deploy_command", "verify_command"]
@@ -312,9 +316,12 @@ def verify_command(
         str | None,
         typer.Option(
             "--operator",
-            help="The operator's API URL: its simulation root and collateral (simulated TEE).",
+            help="The operator's API URL: its release log (--owner), and its simulation root "
+            "and collateral (simulated TEE).",
         ),
     ] = None,
+    owner: OwnerOpt = None,
+    log_key: LogKeyOpt = None,
     collateral: CollateralOpt = None,
     pccs_url: PccsOpt = None,
     root_ca: RootOpt = None,
@@ -348,6 +355,7 @@ def verify_command(
     if collateral is not None and pccs_url is not None:
         raise UsageError("give at most one of --collateral FILE and --pccs-url URL")
     address = HostPort.parse(connect, "--connect") if connect else HostPort(domain, 443)
+    owner_key, releases = release_source(owner, operator, log_key, timeout=timeout)
     verifier = EnclaveVerifier(
         evidence_source(
             collateral,
@@ -360,10 +368,12 @@ def verify_command(
         EnclavePolicy(
             expected,
             domain,
-            allow_any_code=expected is None,
+            owner=owner_key,
+            allow_any_code=expected is None and owner_key is None,
             allow_simulation=allow_simulation,
             mismatch_hint="nothing was sent; the operator runs other code than yours",
         ),
+        releases=releases,
     )
     cert = fetch_enclave_certificate(address, domain, timeout=timeout)
     with rejections(out, cert):
@@ -380,8 +390,20 @@ def verify_command(
             output.write_bytes(cert.public_bytes(Encoding.PEM))
         except OSError as exc:
             raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
-    out.verification(verified.quote)
-    if expected is None:
+    release = verified.release
+    if json_ and release is not None:
+        out.json({**verified.quote.to_dict(), "release": release_summary(release)})
+    else:
+        out.verification(verified.quote)
+    if release is not None:
+        if not json_:
+            out.info(
+                f"{domain} runs a release of owner {release.owner.key_id}"
+                + (f", version {release.release.version}" if release.release.version else "")
+                + f" (fingerprint {release.fingerprint.hex()}, log index {release.log_index}, "
+                f"valid until {release.release.not_after.isoformat()})"
+            )
+    elif expected is None:
         out.warn(
             f"no --fingerprint or --context: the enclave is genuine and was launched for "
             f"{domain}, but WHICH CODE runs was not checked; compare its MRENCLAVE with the "

@@ -47,12 +47,15 @@ from ._output import Output
 from ._verify_options import (
     AcceptOpt,
     CollateralOpt,
+    LogKeyOpt,
+    OwnerOpt,
     PccsOpt,
     RootOpt,
     SimOpt,
     build_policy,
     evidence_source,
     parse_hex,
+    release_source,
 )
 
 __all__ = ["proxy_command"]
@@ -118,6 +121,8 @@ def proxy_command(
         ),
     ] = None,
     root_ca: RootOpt = None,
+    owner: OwnerOpt = None,
+    log_key: LogKeyOpt = None,
     allow_simulation: SimOpt = False,
     accept: AcceptOpt = None,
     unsafe_listen_any: Annotated[
@@ -149,29 +154,42 @@ def proxy_command(
     upstream connection presents a certificate that does not verify gets 502.
     """
     output = Output()
-    if (fingerprint is None) == (context_file is None):
-        raise UsageError("give exactly one of --fingerprint HEX or --context FILE")
+    if fingerprint is not None and context_file is not None:
+        raise UsageError("give at most one of --fingerprint HEX and --context FILE")
+    if fingerprint is None and context_file is None and owner is None:
+        raise UsageError("give --fingerprint HEX, --context FILE or --owner KEY")
     if context_file is not None:
         fingerprint = AppContext.load(context_file).fingerprint.hex()
     listen_at = HostPort.parse(listen, "--listen", allow_port_zero=True)
     upstream = HostPort.parse(connect, "--connect") if connect else HostPort(domain, 443)
-    if sum(x is not None for x in (collateral, pccs_url, operator)) != 1:
-        raise UsageError("give exactly one of --collateral FILE, --pccs-url URL or --operator URL")
+    if collateral is not None and pccs_url is not None:
+        raise UsageError("give at most one of --collateral FILE and --pccs-url URL")
+    if collateral is None and pccs_url is None and operator is None:
+        raise UsageError("give one of --collateral FILE, --pccs-url URL or --operator URL")
+    owner_key, releases = release_source(owner, operator, log_key, timeout=TIMEOUT)
     verifier = EnclaveVerifier(
         evidence_source(collateral, pccs_url, root_ca, operator=operator, timeout=TIMEOUT),
         EnclavePolicy(
             parse_hex(fingerprint, "--fingerprint", 32),
             domain,
+            owner=owner_key,
             allow_simulation=allow_simulation,
             checks=build_policy(None, None, None, None, accept, False, False),
         ),
+        releases=releases,
     )
     # Refuse a bad --listen before anything goes on the network.
     listener = bind_loopback(listen_at.host, listen_at.port, allow_any=unsafe_listen_any)
     try:
         verified = verifier.verify(fetch_enclave_certificate(upstream, domain, timeout=TIMEOUT))
         kind = "a SIMULATED " if verified.simulated else "the "
-        output.info(f"verified {kind}enclave of {domain} (fingerprint {fingerprint})")
+        measured = verified.measurement.hex() if verified.measurement else fingerprint
+        output.info(f"verified {kind}enclave of {domain} (fingerprint {measured})")
+        if verified.release is not None:
+            output.info(
+                f"it runs a release of owner {verified.release.owner.key_id}, logged at index "
+                f"{verified.release.log_index}; each new certificate is checked the same way"
+            )
         if verified.simulated:
             output.warn("this enclave is simulated: its quote proves nothing about hardware")
         host, port = listener.getsockname()[:2]

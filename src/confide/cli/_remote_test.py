@@ -54,7 +54,7 @@ from confide.wire import TlsMode
 from ._app import app, handle_errors
 from ._output import Output
 from ._project import InstallTimeoutOpt, ProjectPathOpt, TestsTimeoutOpt, load_project
-from ._verify_options import SimOpt
+from ._verify_options import OwnerOpt, SimOpt
 
 __all__ = ["newest_context", "test_command"]
 
@@ -98,9 +98,14 @@ def _proxy_argv(
     operator: str | None,
     pccs_url: str | None,
     allow_simulation: bool,
+    owner: str | None = None,
 ) -> list[str]:
-    if operator is not None and pccs_url is not None:
+    if operator is not None and pccs_url is not None and owner is None:
         raise UsageError("give at most one of --operator URL and --pccs-url URL")
+    if owner is not None and operator is None:
+        operator = context.operator_url  # the owner's releases are in its operator's log
+        if pccs_url is None and context.tee != _SIMULATED_TEE:
+            pccs_url = INTEL_PCS_URL
     if operator is None and pccs_url is None:
         if context.tee == _SIMULATED_TEE:
             operator = context.operator_url
@@ -122,7 +127,12 @@ def _proxy_argv(
         "--ready-file",
         str(ready_file),
     ]
-    argv += ["--operator", operator] if operator is not None else ["--pccs-url", str(pccs_url)]
+    if operator is not None:
+        argv += ["--operator", operator]
+    if pccs_url is not None:
+        argv += ["--pccs-url", pccs_url]
+    if owner is not None:
+        argv += ["--owner", owner]
     if allow_simulation:
         argv.append("--allow-simulation")
     return argv
@@ -187,6 +197,7 @@ def test_command(
             "--pccs-url", help="Collateral from this PCCS or Intel PCS.", envvar="CONFIDE_PCCS_URL"
         ),
     ] = None,
+    owner: OwnerOpt = None,
     no_install: Annotated[
         bool,
         typer.Option(
@@ -231,6 +242,7 @@ def test_command(
             operator=operator,
             pccs_url=pccs_url,
             allow_simulation=allow_simulation,
+            owner=owner,
         )
         proxy = ChildProcess.start(
             proxy_argv, cwd=Path(tmp), env=os.environ, sink=sys.stderr, prefix="[proxy] "

@@ -26,13 +26,18 @@ from confide.attestation import (
 )
 from confide.client import (
     DEFAULT_TIMEOUT,
+    CheckpointStore,
     CollateralEvidence,
     EvidenceSource,
     OperatorClient,
+    OperatorReleaseLog,
+    ReleaseSource,
     SimulationEvidence,
     SimulationInfo,
+    state_dir,
 )
 from confide.errors import AttestationError, Error, FormatError, UsageError
+from confide.release import LogVerifier, OwnerPublicKey
 
 from ._app import EXIT_REJECTED
 from ._output import Output
@@ -43,9 +48,11 @@ __all__ = [
     "CollateralOpt",
     "DebugEnclaveOpt",
     "JsonOpt",
+    "LogKeyOpt",
     "MrenclaveOpt",
     "MrsignerOpt",
     "MrtdOpt",
+    "OwnerOpt",
     "PccsOpt",
     "ReportDataOpt",
     "RootOpt",
@@ -58,6 +65,7 @@ __all__ = [
     "parse_hex",
     "read_file",
     "rejections",
+    "release_source",
     "verification_time",
 ]
 
@@ -113,6 +121,40 @@ DebugEnclaveOpt = Annotated[
     bool, typer.Option("--allow-debug", help="Accept a debug enclave (its memory is not private).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+OwnerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--owner",
+        help="The app owner's public key (ed25519:...): accept only code the owner released, "
+        "logged by the operator (--operator URL), valid and not revoked.",
+        envvar="CONFIDE_OWNER",
+    ),
+]
+LogKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--log-key",
+        help="Pin the operator's log key (NAME+HASH+KEY) instead of trusting the first seen.",
+    ),
+]
+
+
+def release_source(
+    owner: str | None, operator: str | None, log_key: str | None, *, timeout: float
+) -> tuple[OwnerPublicKey | None, ReleaseSource | None]:
+    """The owner key ``--owner`` names and the operator's release log to check it in (the
+    user's state folder keeps the last checkpoint seen of each operator)."""
+    if owner is None:
+        if log_key is not None:
+            raise UsageError("--log-key is used only with --owner")
+        return None, None
+    if operator is None:
+        raise UsageError(
+            "--owner needs --operator URL: the owner's releases are checked in its log"
+        )
+    pinned = LogVerifier.from_text(log_key) if log_key is not None else None
+    store = CheckpointStore(state_dir(os.environ))
+    return OwnerPublicKey.from_text(owner), OperatorReleaseLog(operator, store, timeout, pinned)
 
 
 def verification_time(at: int | None) -> datetime:

@@ -153,13 +153,6 @@ class DeployOptions:
     #: The last checkpoints seen of each operator's log (``None``: not kept).
     logs: CheckpointStore | None = None
 
-    def __post_init__(self) -> None:
-        if self.owner_key is None and not self.unsafe_skip_release:
-            raise UsageError(
-                "no owner key: the release would not be signed nor logged",
-                hint="give an owner key (confide keys create), or skip the release explicitly",
-            )
-
 
 @dataclass(frozen=True, slots=True)
 class Deployment:
@@ -503,6 +496,11 @@ def deploy(
     ``collateral`` fetches the collateral of a real TEE's quote (Intel PCS);
     ``runtime_sha256`` defaults to this Confide's own code hash, never the operator's.
     """
+    if options.owner_key is None and not options.unsafe_skip_release:
+        raise UsageError(
+            "no owner key: the release would not be signed nor logged",
+            hint="give an owner key (confide keys create), or skip the release explicitly",
+        )
     ours = runtime_sha256 if runtime_sha256 is not None else runtime_code_hash()
     asked = requested_manifest(config, options.tls, clock())
     secrets = _secrets(config)

@@ -36,10 +36,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
+import httpx
+
 from confide.errors import Error, LogError, OperatorError, UsageError
 from confide.release import (
     MAX_ENTRIES,
     MAX_PROOF_LENGTH,
+    MAX_TREE_SIZE,
+    AuditReport,
     Checkpoint,
     LoggedEntry,
     LogVerifier,
@@ -47,6 +51,7 @@ from confide.release import (
     OwnerPublicKey,
     ReleaseEvidence,
     VerifiedRelease,
+    audit_log,
     leaf_hash,
     verify_checkpoint,
     verify_inclusion,
@@ -61,13 +66,16 @@ __all__ = [
     "CheckpointStore",
     "LogInfo",
     "LoggedStatement",
+    "OperatorReleaseLog",
     "OwnerKeyStore",
     "SeenLog",
+    "audit_operator_log",
     "check_release",
     "log_statement",
     "owner_key_path",
     "read_evidence",
     "read_log_info",
+    "release_summary",
     "state_dir",
 ]
 
@@ -75,6 +83,8 @@ OWNER_KEY_FILE: Final = "owner.key"
 #: Largest state file read (a checkpoint note is at most 8 KiB).
 MAX_STATE_FILE: Final = 32 * 1024
 _STATE_VERSION: Final = 1
+#: Entries asked for per page (the operator's limit).
+MAX_PAGE: Final = 256
 
 
 def owner_key_path(environ: Mapping[str, str]) -> Path:
@@ -407,3 +417,83 @@ def _size_of(note: bytes) -> int:
     if len(lines) < 3 or not lines[1].isdigit() or len(lines[1]) > 19:
         raise LogError("log.format", "the checkpoint's size line is malformed")
     return int(lines[1])
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorReleaseLog:
+    """The release log of the operator at ``url``, as a :class:`~confide.client.ReleaseSource`
+    of :class:`~confide.client.EnclaveVerifier` (a connection per check; its last
+    checkpoint kept in ``store``; ``log_key``: pin the log key instead of trusting the
+    first one seen)."""
+
+    url: str
+    store: CheckpointStore
+    timeout: float
+    log_key: LogVerifier | None = None
+    transport: httpx.BaseTransport | None = None
+
+    def __call__(self, owner: OwnerPublicKey, fingerprint: bytes, now: datetime) -> VerifiedRelease:
+        with OperatorClient(
+            self.url, None, timeout=self.timeout, transport=self.transport
+        ) as client:
+            return check_release(
+                client,
+                owner=owner,
+                fingerprint=fingerprint,
+                store=self.store,
+                now=now,
+                log_key=self.log_key,
+            )
+
+
+def release_summary(release: VerifiedRelease) -> dict[str, object]:
+    """What ``--json`` reports about a verified release."""
+    return {
+        "owner_key_id": release.owner.key_id,
+        "owner_key": release.owner.to_text(),
+        "fingerprint": release.fingerprint.hex(),
+        "version": release.release.version,
+        "source_ref": release.release.source_ref,
+        "not_before": release.release.not_before.isoformat(),
+        "not_after": release.release.not_after.isoformat(),
+        "log_index": release.log_index,
+        "checkpoint": {
+            "origin": release.checkpoint.origin,
+            "size": release.checkpoint.size,
+            "root": release.checkpoint.root.hex(),
+        },
+    }
+
+
+def audit_operator_log(
+    client: OperatorClient, store: CheckpointStore, *, log_key: LogVerifier | None = None
+) -> AuditReport:
+    """Replay the whole log of the operator ``client`` talks to
+    (:func:`confide.release.audit_log`), against the last checkpoint this client saw from
+    it; then keep the new checkpoint."""
+    seen = store.load(client.base_url)
+    info = read_log_info(client)
+    verifier = _trusted_log(info, seen, log_key)
+    size = _size_of(info.checkpoint)
+    if size > MAX_TREE_SIZE:
+        raise LogError("log.format", "the checkpoint's size", observed=size)
+    leaves: list[bytes] = []
+    while len(leaves) < size:
+        start = len(leaves)
+        end = min(size, start + MAX_PAGE)
+        doc = client.log_read("/entries", params={"start": str(start), "end": str(end)})
+        items = doc.get("entries")
+        if not isinstance(items, list) or not items or len(items) > end - start:
+            raise _malformed(client, "GET /log/entries", f"expected entries {start} to {end - 1}")
+        for offset, item in enumerate(items):
+            if not isinstance(item, dict) or item.get("index") != start + offset:
+                raise _malformed(client, "GET /log/entries", "entries out of order")
+            try:
+                leaves.append(_strict_b64(item.get("envelope"), "an envelope"))
+            except UsageError as exc:
+                raise _malformed(client, "GET /log/entries", str(exc)) from None
+    report = audit_log(
+        info.checkpoint, leaves, verifier, seen.checkpoint if seen is not None else None
+    )
+    store.save(client.base_url, SeenLog(verifier, report.checkpoint, info.checkpoint))
+    return report

@@ -54,7 +54,15 @@ from confide.attestation import (
     quote_from_certificate,
     verify_ratls_certificate,
 )
-from confide.errors import AttestationError, FormatError, PolicyError, SimulationError, UsageError
+from confide.errors import (
+    AttestationError,
+    FormatError,
+    PolicyError,
+    ReleaseError,
+    SimulationError,
+    UsageError,
+)
+from confide.release import OwnerPublicKey, VerifiedRelease
 from confide.wire import LAUNCH_MANIFEST_OID, MAX_MANIFEST_SIZE, HostPort, LaunchManifest
 
 from ._api import SimulationInfo
@@ -66,11 +74,13 @@ __all__ = [
     "EnclavePolicy",
     "EnclaveVerifier",
     "EvidenceSource",
+    "ReleaseSource",
     "SimulationEvidence",
     "TrustMaterial",
     "VerifiedEnclave",
     "enclave_tls_context",
     "fetch_enclave_certificate",
+    "check_owner_release",
     "has_quote",
     "pinned_client",
     "verify_enclave",
@@ -195,6 +205,9 @@ class EnclavePolicy:
 
     fingerprint: bytes | None
     name: str | None
+    #: The owner whose logged, valid, unrevoked release the enclave's code must be (ADR 0019);
+    #: it decides which code is acceptable, with or without ``fingerprint``.
+    owner: OwnerPublicKey | None = None
     allow_any_code: bool = False
     allow_any_name: bool = False
     allow_simulation: bool = False
@@ -204,8 +217,10 @@ class EnclavePolicy:
     mismatch_hint: str | None = None
 
     def __post_init__(self) -> None:
-        if self.fingerprint is None and not self.allow_any_code:
-            raise UsageError("no expected fingerprint: which code runs would not be checked")
+        if self.fingerprint is None and self.owner is None and not self.allow_any_code:
+            raise UsageError(
+                "no expected fingerprint nor owner key: which code runs would not be checked"
+            )
         if self.name is None and not self.allow_any_name:
             raise UsageError("no name: what the enclave was launched for would not be checked")
         if self.checks.mr_enclave is not None or self.checks.allow_simulation:
@@ -230,6 +245,8 @@ class VerifiedEnclave:
     name: str | None
     #: Its launch manifest, measured to MRENCLAVE (``None`` when no name was asked).
     launch: LaunchManifest | None
+    #: The owner's release it runs, logged and valid (``None`` when no owner was asked).
+    release: VerifiedRelease | None = None
 
     @property
     def quote(self) -> VerifiedQuote:
@@ -252,6 +269,15 @@ class VerifiedEnclave:
         return enclave_tls_context(self.certificate.public_bytes(Encoding.DER))
 
 
+class ReleaseSource(Protocol):
+    """Proves ``owner`` released ``fingerprint`` at ``now`` in an operator's transparency log
+    (fetching the evidence, then :func:`confide.release.verify_release`); raises if not."""
+
+    def __call__(
+        self, owner: OwnerPublicKey, fingerprint: bytes, now: datetime
+    ) -> VerifiedRelease: ...
+
+
 @dataclass(frozen=True, slots=True)
 class EnclaveVerifier:
     """Verifies enclaves with one evidence source and one policy (see the module's description)."""
@@ -260,13 +286,52 @@ class EnclaveVerifier:
     policy: EnclavePolicy
     #: The verification time, read after the evidence is fetched (``--at`` fixes it).
     clock: Callable[[], datetime] = _utc_now
+    #: The operator's release log, needed when the policy names an owner.
+    releases: ReleaseSource | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy.owner is not None and self.releases is None:
+            raise UsageError(
+                "an owner key is checked in the operator's release log: give the operator's URL"
+            )
 
     def verify(self, cert: x509.Certificate) -> VerifiedEnclave:
         """Verify ``cert``; raise an :class:`~confide.errors.Error` naming the failed check."""
         quote = Quote.from_bytes(quote_from_certificate(cert))
         material = self.evidence(quote, self.clock(), allow_simulation=self.policy.allow_simulation)
         # After the fetch: collateral made during it is valid at this time.
-        return verify_enclave(cert, material, now=self.clock(), policy=self.policy)
+        verified = verify_enclave(cert, material, now=self.clock(), policy=self.policy)
+        if self.policy.owner is None or self.releases is None:
+            return verified
+        return check_owner_release(verified, self.policy.owner, self.releases, self.clock())
+
+
+def check_owner_release(
+    verified: VerifiedEnclave, owner: OwnerPublicKey, releases: ReleaseSource, now: datetime
+) -> VerifiedEnclave:
+    """The release step of :meth:`EnclaveVerifier.verify`: the verified enclave's MRENCLAVE
+    must be a release of ``owner``, logged, valid at ``now`` and not revoked (the
+    ``release.*`` and ``log.*`` codes of :func:`confide.release.verify_release`)."""
+    measurement = verified.measurement
+    try:
+        if measurement is None:
+            raise ReleaseError(
+                "release.fingerprint",
+                "the enclave reports no MRENCLAVE, so no release can name its code",
+                expected="an SGX enclave",
+            )
+        release = releases(owner, measurement, now)
+    except AttestationError as exc:
+        exc.checks = verified.quote.checks
+        raise
+    check = Check(
+        "release signed by the owner, logged, valid, not revoked",
+        "passed",
+        f"owner {owner.key_id}, log index {release.log_index}",
+    )
+    quote = dataclasses.replace(verified.quote, checks=(*verified.quote.checks, check))
+    ratls = dataclasses.replace(verified.ratls, quote=quote)
+    return dataclasses.replace(verified, ratls=ratls, release=release)
 
 
 def has_quote(cert: x509.Certificate) -> bool:

@@ -22,6 +22,7 @@ Example::
     0
 """
 
+from ._audit import AuditReport, audit_log
 from ._dsse import INTOTO_PAYLOAD_TYPE, MAX_ENVELOPE_SIZE, MAX_SIGNATURES, Envelope, pae
 from ._keys import ED25519_KEY_SIZE, MAX_PUBLIC_KEY_TEXT, OwnerKey, OwnerPublicKey
 from ._merkle import (
@@ -90,7 +91,9 @@ __all__ = [
     "Release",
     "ReleaseEvidence",
     "Revocation",
+    "AuditReport",
     "VerifiedRelease",
+    "audit_log",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",

@@ -12,8 +12,9 @@ Each signature is over the pre-authentication encoding, never the raw body::
 where ``SP`` is one space (0x20), ``LEN`` the ASCII decimal byte length with
 no leading zeros, ``type`` the UTF-8 payload type. Base64 is the standard
 padded alphabet (RFC 4648 section 4). Confide signs with Ed25519
-(:mod:`._keys`); the ``keyid`` is only a hint (an owner key's id), the key is
-always the one the verifier was given.
+(:mod:`._keys`); the ``keyid`` is the signer's public key text
+(``ed25519:BASE64``), so that a log monitor can check every entry's signature,
+but it is only a hint: a user's check always uses the key the user was given.
 
 Bounds: an envelope is at most :data:`MAX_ENVELOPE_SIZE` bytes with at most
 :data:`MAX_SIGNATURES` signatures.
@@ -77,7 +78,8 @@ class Envelope:
 
     @classmethod
     def sign(cls, payload_type: str, payload: bytes, key: OwnerKey) -> Envelope:
-        signature = EnvelopeSignature(key.public_key.key_id, key.sign(pae(payload_type, payload)))
+        signer = key.public_key.to_text()
+        signature = EnvelopeSignature(signer, key.sign(pae(payload_type, payload)))
         return cls(payload_type, payload, (signature,))
 
     def to_json(self) -> bytes:
@@ -124,6 +126,16 @@ class Envelope:
             parsed.append(EnvelopeSignature(keyid, b64decode_strict(sig, "a signature")))
         return cls(kind, b64decode_strict(payload, "the payload"), tuple(parsed))
 
+    def signers(self) -> list[OwnerPublicKey]:
+        """The keys the signatures name (hints, not checked: see :meth:`verified_payload`)."""
+        found = []
+        for signature in self.signatures:
+            try:
+                found.append(OwnerPublicKey.from_text(signature.keyid))
+            except UsageError:
+                continue
+        return found
+
     def verified_payload(self, key: OwnerPublicKey, payload_type: str) -> bytes:
         """The payload, once one signature is ``key``'s over its PAE.
 
@@ -143,7 +155,7 @@ class Envelope:
         if any(key.verifies(s.sig, message) for s in self.signatures):
             return self.payload
         named = [s.keyid for s in self.signatures]
-        if key.key_id in named:
+        if key.to_text() in named:
             raise ReleaseError(
                 "release.signature",
                 "the release statement's signature by the owner key does not verify",
@@ -155,6 +167,6 @@ class Envelope:
             "release.owner",
             "the release statement is not signed by the owner key",
             observed=named,
-            expected=key.key_id,
+            expected=key.to_text(),
             hint="another owner signed this release; check the key you were given",
         )
