@@ -80,6 +80,7 @@ class FakeLog:
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.removeprefix("/api/v1")
         hashes = [leaf_hash(leaf) for leaf in self.leaves]
+        body: dict[str, Any]
         if path == "/log":
             body = {
                 "origin": self.key.name,
