@@ -1,14 +1,14 @@
 """End to end: an app user who knows only the owner's public key verifies a release.
 
 One ``confide operator serve`` subprocess (simulated TEE, loopback, port 0);
-the CLI runs in this process. The owner deploys with an owner key (the
-release is signed and logged, or the deploy stops); a user with nothing but
-the owner's public key and the operator's URL runs ``confide verify DOMAIN
---owner KEY``. Then each way the release check must fail is made real, and
-each fails with its own code: another owner's key (``release.owner``), a
-statement the operator shows but its log does not hold (``log.inclusion``), an
-expired statement (``release.expired``), a revoked release
-(``release.revoked``) and a log rewritten after the user saw it
+the CLI runs in this process. The owner deploys with an owner key (the release
+is signed and logged, or the deploy stops); a user with nothing but the
+owner's public key and the operator's URL runs ``confide verify DOMAIN --owner
+KEY``, and again for the owner's next deploy. Then each way the release check
+must fail is made real, and each fails with its own code: another owner's key
+(``release.owner``), a statement the operator shows but its log does not hold
+(``log.inclusion``), an expired statement (``release.expired``), a revoked
+release (``release.revoked``) and a log rewritten after the user saw it
 (``log.consistency``, also caught by ``confide log audit``).
 """
 
@@ -173,6 +173,48 @@ def test_a_user_with_only_the_owner_key_verifies_and_each_failure_has_its_code(
     assert (release["version"], release["log_index"]) == ("1.0", 0)
     assert release["checkpoint"]["size"] == 1
 
+    # A redeploy (a new app, a new fingerprint) keeps verifying with the owner key alone; the
+    # user's last checkpoint (size 1) is proven to be a prefix of the new one.
+    again = project_file(tmp_path / "project2")
+    redeployed = cli(
+        "deploy",
+        "--path",
+        str(again),
+        "--connect",
+        router,
+        "--url",
+        operator.api_url,
+        "--token",
+        token,
+        "--timeout",
+        "1",
+        "--allow-simulation",
+        "--key-file",
+        str(owner_file),
+        "--release-version",
+        "1.1",
+    )
+    assert redeployed.exit_code == 0, redeployed.output
+    assert "created your owner key" not in redeployed.stderr
+    second = AppContext.load(next((again.parent / ".confide").glob("*.json")))
+    assert second.fingerprint != context.fingerprint
+    done_again = cli(
+        "verify",
+        second.domains[0],
+        "--owner",
+        public,
+        "--operator",
+        operator.api_url,
+        "--connect",
+        router,
+        "--allow-simulation",
+        "--json",
+    )
+    assert done_again.exit_code == 0, done_again.output
+    release_again = json.loads(done_again.stdout)["release"]
+    assert (release_again["version"], release_again["log_index"]) == ("1.1", 1)
+    assert release_again["checkpoint"]["size"] == 2
+
     # Another owner's key.
     assert error_code(verify(OwnerKey.generate().public_key.to_text())) == "release.owner"
 
@@ -228,10 +270,11 @@ def test_a_user_with_only_the_owner_key_verifies_and_each_failure_has_its_code(
     # An auditor replays the whole log; then the operator rewrites it with its own key.
     audited = cli("log", "audit", "--operator", operator.api_url, "--json")
     assert audited.exit_code == 0, audited.output
-    assert json.loads(audited.stdout)["size"] == 2
+    assert json.loads(audited.stdout)["size"] == 3
     with sqlite3.connect(db) as conn:
         leaves = [r[0] for r in conn.execute('SELECT leaf FROM log_entries ORDER BY "index"')]
-    rewrite(db, log_key_of(operator.data_dir), [leaves[0], unlogged.sign(owner).to_json()])
+    rewritten = [leaves[0], unlogged.sign(owner).to_json(), *leaves[1:]]
+    rewrite(db, log_key_of(operator.data_dir), rewritten)
     assert error_code(verify(public)) == "log.consistency"
     audit_again = cli("log", "audit", "--operator", operator.api_url)
     assert audit_again.exit_code == 1
