@@ -289,20 +289,29 @@ class TransparencyLog:
             return consistency_proof(self._hashes(s, second), first)
 
     def about(self, fingerprint: bytes, since: int) -> FingerprintEvidence:
-        """The statements about ``fingerprint`` (the newest :data:`MAX_ENTRIES`), each with its
-        inclusion proof, and the consistency proof from size ``since``, at the latest
-        checkpoint."""
+        """The statements about ``fingerprint`` (the newest revocations and releases, half of
+        :data:`MAX_ENTRIES` each, so that no number of releases pushes a revocation out),
+        each with its inclusion proof, and the consistency proof from size ``since``, at the
+        latest checkpoint."""
         with self._database.session() as s:
             note, size = self._latest(s)
             if not 0 <= since <= size:
                 raise LogRefused("since", f"since must be between 0 and the log's size {size}")
             hashes = self._hashes(s, size)
-            rows = s.execute(
-                select(LogEntry.index, LogEntry.leaf)
-                .where(LogEntry.fingerprint == fingerprint.hex(), LogEntry.index < size)
-                .order_by(LogEntry.index.desc())
-                .limit(MAX_ENTRIES)
-            ).all()
+            rows = [
+                row
+                for kind in ("revocation", "release")
+                for row in s.execute(
+                    select(LogEntry.index, LogEntry.leaf)
+                    .where(
+                        LogEntry.fingerprint == fingerprint.hex(),
+                        LogEntry.kind == kind,
+                        LogEntry.index < size,
+                    )
+                    .order_by(LogEntry.index.desc())
+                    .limit(MAX_ENTRIES // 2)
+                ).all()
+            ]
         entries = [(int(i), bytes(leaf), inclusion_proof(hashes, int(i))) for i, leaf in rows]
         return FingerprintEvidence(note, entries, consistency_proof(hashes, since))
 

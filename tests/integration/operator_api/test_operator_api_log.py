@@ -31,7 +31,9 @@ from operator_api_fixtures import (  # noqa: F401
     upload,
 )
 
+from confide.errors import ReleaseError
 from confide.release import (
+    MAX_ENTRIES,
     Checkpoint,
     LoggedEntry,
     LogVerifier,
@@ -194,3 +196,36 @@ def test_concurrent_appends_get_consecutive_indexes(operator: Operator, package:
 def test_a_malformed_fingerprint_is_refused(operator: Operator, path: str) -> None:
     with operator.client() as c:
         assert c.get(path).status_code == 422
+
+
+def test_no_number_of_releases_pushes_a_revocation_out(operator: Operator, package: bytes) -> None:
+    token = operator.token("alice")
+    launch = created(operator, token, package)
+    assert post(operator, token, release_of(launch).sign(OWNER).to_json(), OWNER).status_code == 201
+    revocation = Revocation(launch.measurement(), START).sign(OWNER).to_json()
+    assert post(operator, token, revocation, OWNER).status_code == 201
+    for i in range(MAX_ENTRIES):
+        again = release_of(launch, f"again-{i}").sign(OWNER).to_json()
+        assert post(operator, token, again, OWNER).status_code == 201
+    with operator.client() as c:
+        about = c.get(f"/api/v1/log/fingerprints/{launch.measurement().hex()}").json()
+    shown = {e["index"] for e in about["entries"]}
+    assert 1 in shown, "the revocation is shown"
+    evidence = ReleaseEvidence(
+        about["checkpoint"].encode(),
+        tuple(
+            LoggedEntry(e["index"], base64.b64decode(e["envelope"]), b64(e["proof"]))
+            for e in about["entries"]
+        ),
+        b64(about["consistency"]),
+    )
+    with pytest.raises(ReleaseError) as caught:
+        verify_release(
+            evidence,
+            owner=OWNER.public_key,
+            fingerprint=launch.measurement(),
+            log=LogVerifier.from_text(log_info(operator)["log_key"]),
+            last_seen=None,
+            now=START + timedelta(days=1),
+        )
+    assert caught.value.code == "release.revoked"

@@ -99,3 +99,25 @@ def test_a_state_file_of_another_operator_is_refused(tmp_path: Path) -> None:
     store.path("https://operator.example").rename(store.path("https://other.example"))
     with pytest.raises(UsageError, match="malformed"):
         store.load("https://other.example")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["verify", "app.example", "--owner", "ed25519:" + "A" * 43 + "="],
+        ["proxy", "app.example", "--owner", "ed25519:" + "A" * 43 + "=", "--pccs-url", "x"],
+    ],
+    ids=["verify", "proxy"],
+)
+def test_an_owner_key_needs_the_operators_log(tmp_path: Path, args: list[str]) -> None:
+    code, out, err = run(tmp_path, *args)
+    assert (code, out) == (2, "")
+    assert "--owner needs --operator URL" in err
+
+
+def test_a_malformed_owner_key_is_one_line(tmp_path: Path) -> None:
+    code, _, err = run(
+        tmp_path, "verify", "a.example", "--owner", "ssh-ed25519 AAAA", "--operator", "http://x"
+    )
+    assert code == 2
+    assert "an owner key looks like ed25519:BASE64" in err and "Traceback" not in err
