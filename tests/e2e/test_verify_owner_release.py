@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from operator_harness import OperatorProcess, create_token, operator_running
-from runtime_harness import EXAMPLES, HOST
+from runtime_harness import CONFIDE, DEADLINE, EXAMPLES, HOST, poll
 from typer.testing import CliRunner, Result
 
 from confide.cli import app
@@ -47,6 +49,7 @@ from confide.release import (
     leaf_hash,
     root,
 )
+from confide.runtime import start_child
 from confide.wire import HostPort
 
 pytestmark = pytest.mark.slow
@@ -214,6 +217,22 @@ def test_a_user_with_only_the_owner_key_verifies_and_each_failure_has_its_code(
     release_again = json.loads(done_again.stdout)["release"]
     assert (release_again["version"], release_again["log_index"]) == ("1.1", 1)
     assert release_again["checkpoint"]["size"] == 2
+
+    # The proxy takes the owner key alone too (and checks each new certificate the same way).
+    ready = tmp_path / "proxy.url"
+    err_path = tmp_path / "proxy.err"
+    proxy_args = [str(CONFIDE), "proxy", domain, "--listen", f"{HOST}:0", "--connect", router]
+    proxy_args += ["--operator", operator.api_url, "--owner", public, "--allow-simulation"]
+    with err_path.open("wb") as err:
+        proxy = start_child([*proxy_args, "--ready-file", str(ready)], env=None, output=err)
+    try:
+        poll(lambda: ready.is_file() or proxy.poll() is not None, "the proxy to start")
+        assert ready.is_file(), err_path.read_text()
+        assert httpx.get(ready.read_text().strip(), timeout=DEADLINE).text == "Hello world"
+        assert f"release of owner {owner.public_key.key_id}" in err_path.read_text()
+    finally:
+        proxy.send_signal(signal.SIGTERM)
+        assert proxy.wait(DEADLINE) == 0, err_path.read_text()
 
     # Another owner's key.
     assert error_code(verify(OwnerKey.generate().public_key.to_text())) == "release.owner"

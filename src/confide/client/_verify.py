@@ -6,15 +6,18 @@
 file: :class:`CollateralEvidence`; the operator's simulation endpoint:
 :class:`SimulationEvidence`) and a mandatory :class:`EnclavePolicy` (the
 fingerprint and the name launched for, :func:`verify_launch`; leaving one out
-takes ``allow_any_code``/``allow_any_name``). A simulated TEE is refused
-before any collateral is fetched unless allowed, always as
-``simulation.not_allowed``. The time is read after the evidence is fetched.
-The frozen :class:`VerifiedEnclave` says what was proven (real TEE or
-simulation, measurement, name, ``valid_until``); its
-:meth:`~VerifiedEnclave.pinned_context` is the one pinning technique: the
-exact DER of the verified certificate, compared right after the handshake,
-before a byte is sent (the proxy's ``CertificatePin`` compares the same way,
-per connection, and verifies a new certificate with the same verifier).
+takes ``allow_any_code``/``allow_any_name``; an ``owner`` key instead of a
+fingerprint accepts the code of any release that owner signed and the operator
+logged, valid and not revoked, checked through an injected
+:class:`ReleaseSource` after the quote and the name, ADR 0019). A simulated TEE
+is refused before any collateral is fetched unless allowed, always as
+``simulation.not_allowed``. The time is read after the evidence is fetched. The
+frozen :class:`VerifiedEnclave` says what was proven (real TEE or simulation,
+measurement, name, ``valid_until``); its
+:meth:`~VerifiedEnclave.pinned_context` is the one pinning technique: the exact
+DER of the verified certificate, compared right after the handshake, before a
+byte is sent (the proxy's ``CertificatePin`` compares the same way, per
+connection, and verifies a new certificate with the same verifier).
 
 Example::
 
