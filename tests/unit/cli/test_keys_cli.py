@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import stat
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from confide.cli import app
-from confide.client import CheckpointStore, OwnerKeyStore, SeenLog
+from confide.cli._remote_test import _proxy_argv
+from confide.client import AppContext, CheckpointStore, OwnerKeyStore, SeenLog
 from confide.errors import UsageError
 from confide.release import Checkpoint, LogKey, OwnerPublicKey, root
+from confide.wire import HostPort, LaunchManifest, TlsMode
 
 
 def run(tmp_path: Path, *args: str) -> tuple[int, str, str]:
@@ -121,3 +125,55 @@ def test_a_malformed_owner_key_is_one_line(tmp_path: Path) -> None:
     )
     assert code == 2
     assert "an owner key looks like ed25519:BASE64" in err and "Traceback" not in err
+
+
+def _context(tee: str) -> AppContext:
+    app_id = uuid.UUID(int=7)
+    launch = LaunchManifest(
+        runtime_sha256=bytes(32),
+        package_sha256=bytes(32),
+        app_id=app_id,
+        application="app:app",
+        tls=TlsMode.RATLS,
+        ratls_expiry=1900000000,
+        certificate_sha256=None,
+        san=(f"{app_id}.confide.test",),
+        subject=None,
+    )
+    return AppContext(
+        app_id=app_id,
+        name="hello",
+        project="demo",
+        operator_url="https://operator.test",
+        domains=(f"{app_id}.confide.test",),
+        router=HostPort("router.confide.test", 443),
+        tls=TlsMode.RATLS,
+        tee=tee,
+        expires_at=datetime(2030, 3, 1, tzinfo=UTC),
+        launch=launch,
+    )
+
+
+@pytest.mark.parametrize(
+    ("tee", "expected"),
+    [
+        ("simulation", ["--operator", "https://operator.test"]),
+        ("gramine", ["--operator", "https://operator.test", "--pccs-url"]),
+    ],
+)
+def test_confide_test_hands_the_owner_key_and_its_log_to_the_proxy(
+    tmp_path: Path, tee: str, expected: list[str]
+) -> None:
+    argv = _proxy_argv(
+        _context(tee),
+        tmp_path / "ctx.json",
+        tmp_path / "ready",
+        connect=None,
+        operator=None,
+        pccs_url=None,
+        allow_simulation=False,
+        owner="ed25519:KEY",
+    )
+    assert argv[argv.index("--owner") + 1] == "ed25519:KEY"
+    found = [a for a in argv if a in ("--operator", "--pccs-url", "https://operator.test")]
+    assert found == expected
