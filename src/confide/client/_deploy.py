@@ -447,7 +447,7 @@ def _log_release(
     now: datetime,
 ) -> LoggedStatement:
     """Sign the release of ``launch`` with the owner key and check the operator logged it."""
-    if options.owner_key is None:  # pragma: no cover - DeployOptions refuses it
+    if options.owner_key is None:  # pragma: no cover - deploy() refused it first
         raise UsageError("no owner key")
     release = Release.of(
         launch,
@@ -576,7 +576,7 @@ def deploy(
         if options.owner_key is not None:
             logged = _log_release(client, launch, options, events, clock())
         else:
-            events.warn("--unsafe-skip-release: no release statement is signed nor logged")
+            events.warn("unsafe_skip_release: no release statement is signed nor logged")
         report_data = Quote.from_bytes(quote_from_certificate(cert)).report_data
         payload = configuration_payload(
             record,

@@ -173,6 +173,11 @@ class TransparencyLog:
             statement = open_statement(envelope, owner)
         except AttestationError as exc:
             raise LogRefused("envelope", f"{exc.code}: {exc}") from None
+        # One signature, naming its key, in canonical form: every entry checks out for a monitor.
+        if [sig.keyid for sig in envelope.signatures] != [owner.to_text()]:
+            raise LogRefused("envelope", "the envelope has one signature, whose keyid is its key")
+        if envelope.to_json() != envelope_json:
+            raise LogRefused("envelope", "the envelope is not in canonical form")
         kind = "release" if isinstance(statement, Release) else "revocation"
         fingerprint = statement.fingerprint.hex()
         with self._database.session() as s:

@@ -126,6 +126,27 @@ def test_refused_statements_leave_the_log_as_it_was(operator: Operator, package:
         "another account's app": (mallory, good, OWNER, "envelope"),
         "signed by another key": (alice, good, OTHER, "envelope"),
         "tampered payload": (alice, json.dumps(envelope).encode(), OWNER, "envelope"),
+        "a keyid that is not the signing key": (
+            alice,
+            json.dumps(
+                {
+                    **json.loads(good),
+                    "signatures": [
+                        {**json.loads(good)["signatures"][0], "keyid": OTHER.public_key.to_text()}
+                    ],
+                },
+                sort_keys=True,
+                separators=(",", ":"),
+            ).encode(),
+            OWNER,
+            "envelope",
+        ),
+        "not canonical": (
+            alice,
+            json.dumps(json.loads(good), indent=1).encode(),
+            OWNER,
+            "envelope",
+        ),
         "revocation of nothing released": (
             alice,
             Revocation(launch.measurement(), START).sign(OWNER).to_json(),
