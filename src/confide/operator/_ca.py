@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from confide.crypto import key_usage, private_key_pem
 from confide.errors import UsageError
 
 from ._tlsparse import parse_host_name
@@ -260,14 +261,6 @@ def _write(path: Path, data: bytes, *, secret: bool) -> None:
         raise
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def _load_key(path: Path, data: bytes) -> ec.EllipticCurvePrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -345,20 +338,7 @@ def _create_ca(
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage("key_cert_sign", "crl_sign"), critical=True)
         .add_extension(ski, critical=False)
         # A client that trusts this CA trusts it for the base domain and nothing else.
         .add_extension(
@@ -367,7 +347,7 @@ def _create_ca(
         )
         .sign(key, hashes.SHA256())
     )
-    _write(folder / _CA_KEY, _key_pem(key), secret=True)
+    _write(folder / _CA_KEY, private_key_pem(key), secret=True)
     _write(folder / _CA_CERT, cert.public_bytes(serialization.Encoding.PEM), secret=False)
     return key, cert
 
@@ -416,20 +396,7 @@ def _issue_server_cert(
         .not_valid_before(now - BACKDATE)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage("digital_signature"), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(_server_names(domain)), critical=False)
         .add_extension(
@@ -438,6 +405,6 @@ def _issue_server_cert(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write(folder / _SERVER_KEY, _key_pem(key), secret=True)
+    _write(folder / _SERVER_KEY, private_key_pem(key), secret=True)
     _write(folder / _SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM), secret=False)
     return cert

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from confide.attestation import create_ratls_certificate, ratls_report_data
-from confide.crypto import X25519KeyPair
+from confide.crypto import X25519KeyPair, private_key_pem
 from confide.errors import TeeError, UsageError
 from confide.tee import Tee
 from confide.wire import LAUNCH_MANIFEST_OID, TlsMode
@@ -104,18 +104,10 @@ class RuntimeEnd(enum.Enum):
     EXPIRED = "expired"
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def new_state() -> SealedState:
     """Fresh keys for a first launch: a P-256 TLS key and an X25519 key pair."""
     return SealedState(
-        tls_key_pem=_pem_key(ec.generate_private_key(ec.SECP256R1())),
+        tls_key_pem=private_key_pem(ec.generate_private_key(ec.SECP256R1())),
         enclave_private_key=X25519KeyPair.generate().private_key,
     )
 
@@ -134,7 +126,7 @@ class EnclaveIdentity:
 
     @property
     def tls_key_pem(self) -> bytes:
-        return _pem_key(self.tls_key)
+        return private_key_pem(self.tls_key)
 
     @classmethod
     def attest(
