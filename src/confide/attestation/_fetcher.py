@@ -19,18 +19,6 @@ import httpx
 
 from confide.errors import FetchError, UsageError
 
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "ERROR_EXCERPT_SIZE",
-    "MAX_HEADER_SIZE",
-    "MAX_RESPONSE_SIZE",
-    "FetchResponse",
-    "Fetcher",
-    "HttpxFetcher",
-    "aware",
-    "one_line",
-]
-
 #: Seconds allowed for each request (connect, read, write and pool wait each).
 DEFAULT_TIMEOUT: Final = 10.0
 #: Largest response body read; PCK CRLs are the largest items (hex doubles them).

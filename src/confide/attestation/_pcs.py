@@ -36,22 +36,6 @@ from ._fetcher import (
 from ._pck import PckExtensions
 from ._quote import Quote
 
-__all__ = [
-    "CACHED_HEADERS",
-    "MAX_JSON_BODY_SIZE",
-    "PCK_CRL_CHAIN_HEADER",
-    "QE_IDENTITY_CHAIN_HEADER",
-    "TCB_INFO_CHAIN_HEADER",
-    "TCB_INFO_CHAIN_HEADER_V3",
-    "check_qe_identity",
-    "check_tcb_info",
-    "json_members",
-    "parse_pck_crl",
-    "parse_root_crl",
-    "parse_signed",
-    "pck_ca",
-]
-
 #: Largest TCB info or QE identity response body.
 MAX_JSON_BODY_SIZE: Final = MAX_COLLATERAL_SIZE
 

@@ -73,13 +73,6 @@ from ._policy import Check, Policy, VerifiedQuote
 from ._quote import INTEL_QE_VENDOR_ID, Quote, SgxReportBody, TdReportBody
 from ._tcb import Rating, converge, rate_module, rate_platform, rate_qe
 
-__all__ = [
-    "SIMULATION_ORGANIZATION",
-    "intel_root_ca",
-    "is_simulation_root",
-    "verify_quote",
-]
-
 #: Organization (O) of every certificate of a Confide simulated platform; a
 #: self-issued CA with it is a simulation root (ADR 0003). A name, not a custom
 #: extension, so that other verifiers (dcap-qvl, intel-sgx-ra) parse the root.

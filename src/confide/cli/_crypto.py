@@ -61,8 +61,6 @@ from ._verify_options import (
     verification_time,
 )
 
-__all__ = ["package_app"]
-
 P = ParamSpec("P")
 R = TypeVar("R")
 

@@ -48,8 +48,6 @@ if TYPE_CHECKING:
 
     from confide.operator import OperatorAddresses, OperatorSettings, TokenInfo
 
-__all__ = ["operator_app"]
-
 operator_app = typer.Typer(
     help="Administer the operator service: API tokens and the database (exit 0 done, 2 unusable).",
     no_args_is_help=True,

@@ -13,8 +13,6 @@ from rich.table import Table
 from confide.attestation import Check, Quote, SgxReportBody, VerifiedQuote
 from confide.errors import AttestationError, Error
 
-__all__ = ["Output", "escape"]
-
 _PIPE_WIDTH = 200
 
 

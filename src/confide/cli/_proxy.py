@@ -55,8 +55,6 @@ from ._verify_options import (
     parse_hex,
 )
 
-__all__ = ["proxy_command"]
-
 #: Bound on fetching the certificate, and on every upstream call (seconds).
 TIMEOUT = 30.0
 

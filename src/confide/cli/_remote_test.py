@@ -56,8 +56,6 @@ from ._output import Output
 from ._project import InstallTimeoutOpt, ProjectPathOpt, TestsTimeoutOpt, load_project
 from ._verify_options import SimOpt
 
-__all__ = ["newest_context", "test_command"]
-
 _LOCALHOST: Final = "127.0.0.1"
 #: How long an exited proxy's log may take to come out.
 _STOP_GRACE: Final = 10.0

@@ -41,8 +41,6 @@ from ._launch_options import (
     parse_app_id,
 )
 
-__all__ = ["runtime_command"]
-
 _LOGGER = "confide.runtime"
 
 

@@ -16,8 +16,6 @@ from confide.tee import SimulatedPlatform
 from ._app import app, handle_errors
 from ._output import Output
 
-__all__ = ["sim_app"]
-
 sim_app = typer.Typer(
     help="A simulated TEE: real-format quotes under a per-platform simulation root (tests only).",
     no_args_is_help=True,

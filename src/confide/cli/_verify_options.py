@@ -37,30 +37,6 @@ from confide.errors import AttestationError, Error, FormatError, UsageError
 from ._app import EXIT_REJECTED
 from ._output import Output
 
-__all__ = [
-    "AcceptOpt",
-    "AtOpt",
-    "CollateralOpt",
-    "DebugEnclaveOpt",
-    "JsonOpt",
-    "MrenclaveOpt",
-    "MrsignerOpt",
-    "MrtdOpt",
-    "PccsOpt",
-    "ReportDataOpt",
-    "RootOpt",
-    "SimOpt",
-    "build_policy",
-    "cache_dir",
-    "evidence_source",
-    "load_anchor",
-    "load_certificate",
-    "parse_hex",
-    "read_file",
-    "rejections",
-    "verification_time",
-]
-
 CollateralOpt = Annotated[
     Path | None,
     typer.Option(

@@ -69,16 +69,6 @@ from confide.wire import (
     key_matches_certificate,
 )
 
-__all__ = [
-    "CONFIG_FILES",
-    "MAX_CONFIG_SIZE",
-    "MAX_PEM_SIZE",
-    "MAX_SECRETS_SIZE",
-    "CloudConfig",
-    "ProjectConfig",
-    "SslConfig",
-]
-
 #: Project files looked for in a folder, in this order.
 CONFIG_FILES: Final = ("confide.toml", "mse.toml")
 #: Largest project file read.

@@ -50,8 +50,6 @@ from ._api import normalize_url
 if TYPE_CHECKING:  # the API bodies are imported when used (they slow the CLI's start)
     from confide.wire.api import AppRecord
 
-__all__ = ["CONTEXT_FORMAT", "CONTEXT_VERSION", "MAX_CONTEXT_SIZE", "AppContext"]
-
 CONTEXT_FORMAT: Final = "confide-app-context"
 CONTEXT_VERSION: Final = 1
 #: Largest context file read.

@@ -35,16 +35,6 @@ from confide.errors import UsageError
 
 from ._api import normalize_url
 
-__all__ = [
-    "CREDENTIALS_FILE",
-    "CREDENTIALS_VERSION",
-    "MAX_CREDENTIALS_SIZE",
-    "Credentials",
-    "CredentialsStore",
-    "config_dir",
-    "credentials_path",
-]
-
 CREDENTIALS_FILE: Final = "credentials.json"
 CREDENTIALS_VERSION: Final = 1
 #: Largest credentials file read.

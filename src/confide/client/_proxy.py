@@ -63,18 +63,6 @@ from confide.runtime import ServerTimeouts, bind_listener, hypercorn_config
 
 from ._verify import enclave_tls_context
 
-__all__ = [
-    "HOP_BY_HOP",
-    "CertificatePin",
-    "PinRejected",
-    "ProxyApp",
-    "ProxySettings",
-    "bind_loopback",
-    "loopback_hosts",
-    "request_refusal",
-    "serve_proxy",
-]
-
 #: Headers about one connection, never forwarded (RFC 9110 §7.6.1), plus ``alt-svc``
 #: (it would send the browser to the enclave directly, around the proxy).
 HOP_BY_HOP: Final = frozenset(

@@ -33,19 +33,6 @@ from confide.errors import UsageError
 from ._errors import CryptoError
 from ._ignore import IgnoreRules
 
-__all__ = [
-    "MAX_DEPTH",
-    "MAX_ENTRIES",
-    "MAX_PATH_BYTES",
-    "MAX_TOTAL_SIZE",
-    "ArchiveEntry",
-    "ArchiveLimits",
-    "ArchiveSummary",
-    "collect_entries",
-    "extract_archive",
-    "write_archive",
-]
-
 #: Most entries (files and directories) in a package.
 MAX_ENTRIES: Final = 100_000
 #: Most bytes of file content in a package.

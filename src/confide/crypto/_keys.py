@@ -21,16 +21,6 @@ from nacl.utils import random
 
 from confide.errors import UsageError
 
-__all__ = [
-    "KEY_FILE_MAX_SIZE",
-    "PACKAGE_KEY_SIZE",
-    "X25519_KEY_SIZE",
-    "PackageKey",
-    "X25519KeyPair",
-    "key_usage",
-    "private_key_pem",
-]
-
 #: Bytes of a package key (secretstream XChaCha20-Poly1305).
 PACKAGE_KEY_SIZE: Final = 32
 #: Bytes of an X25519 public or private key.

@@ -27,8 +27,6 @@ from ._ignore import IgnoreRules
 from ._keys import PackageKey
 from ._stream import DecryptingReader, EncryptingWriter, HashingWriter
 
-__all__ = ["PackageInfo", "decrypt_package", "encrypt_package"]
-
 
 class _Reader(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...

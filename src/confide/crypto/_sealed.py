@@ -32,14 +32,6 @@ from confide.errors import UsageError
 from ._errors import CryptoError
 from ._keys import X25519_KEY_SIZE, X25519KeyPair
 
-__all__ = [
-    "MAX_SEALED_SIZE",
-    "SEAL_OVERHEAD",
-    "public_key_from_report_data",
-    "seal",
-    "unseal",
-]
-
 #: Bytes a sealed box adds to its plaintext (ephemeral public key and MAC).
 SEAL_OVERHEAD: Final = int(crypto_box_SEALBYTES)
 #: Largest plaintext sealed or sealed box opened: sealed boxes carry secrets, not bulk data.

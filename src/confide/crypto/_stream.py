@@ -70,25 +70,6 @@ from confide.errors import UsageError
 from ._errors import CryptoError
 from ._keys import PackageKey
 
-__all__ = [
-    "ALGORITHM_SECRETSTREAM_64K",
-    "CHUNK_SIZE",
-    "ENCRYPTED_CHUNK_SIZE",
-    "FORMAT_VERSION",
-    "HEADER_SIZE",
-    "MAGIC",
-    "DecryptingReader",
-    "EncryptingWriter",
-    "HashingWriter",
-    "PackageHeader",
-    "check_package_layout",
-    "decrypt_stream",
-    "encrypt_stream",
-    "iter_plaintext",
-    "package_digest",
-    "read_header",
-]
-
 MAGIC: Final = b"CONFIDEP"
 FORMAT_VERSION: Final = 1
 ALGORITHM_SECRETSTREAM_64K: Final = 1

@@ -85,8 +85,6 @@ from ._seams import (
 from ._service import AppService, Conflict, InvalidInput, NotFound, TooLarge
 from ._settings import OperatorSettings
 
-__all__ = ["create_app", "serve_api"]
-
 #: Room for the multipart framing and the manifest field on top of the package.
 _FORM_OVERHEAD: Final = MAX_MANIFEST_BYTES + 64 * 1024
 #: The status code of each refusal of the service.

@@ -53,14 +53,6 @@ from confide.errors import UsageError
 
 from ._tlsparse import parse_host_name
 
-__all__ = [
-    "CA_VALIDITY",
-    "MAX_PEM_FILE",
-    "SERVER_RENEW_BEFORE",
-    "SERVER_VALIDITY",
-    "OperatorCA",
-]
-
 #: Lifetime of the CA certificate.
 CA_VALIDITY: Final = timedelta(days=3650)
 #: Lifetime of the ``*.<base-domain>`` server certificate.

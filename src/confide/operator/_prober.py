@@ -24,8 +24,6 @@ from confide.wire import STATUS_HEADER, ConfigurationStatus, TlsMode
 
 from ._backend import RuntimeHandle
 
-__all__ = ["HttpProber", "Probe", "Prober", "probe_ssl_context"]
-
 #: Most bytes of a probe's answer read.
 _PROBE_BODY: Final = 64 * 1024
 

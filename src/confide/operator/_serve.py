@@ -62,8 +62,6 @@ from ._seams import (
 from ._settings import OperatorSettings, TeeBackend
 from ._supervisor import Supervisor, SupervisorOptions
 
-__all__ = ["ADDRESSES_FILE", "OperatorAddresses", "run_operator"]
-
 #: Where the bound addresses are written, in the data folder.
 ADDRESSES_FILE: Final = "operator.json"
 

@@ -60,15 +60,6 @@ from ._seams import (
 )
 from ._settings import OperatorSettings, TeeBackend
 
-__all__ = [
-    "SIMULATION_COLLATERAL_REFRESH",
-    "AppService",
-    "Conflict",
-    "InvalidInput",
-    "NotFound",
-    "TooLarge",
-]
-
 #: How long simulation collateral is served before a fresh one is asked for (the
 #: endpoint needs no token: it must not sign new collateral for every request).
 SIMULATION_COLLATERAL_REFRESH: Final = timedelta(hours=1)

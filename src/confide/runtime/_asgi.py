@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
-__all__ = ["answer_lifespan"]
-
 
 async def answer_lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
     """The ASGI lifespan of an app with nothing to start or stop: acknowledge both steps."""

@@ -38,8 +38,6 @@ from confide.errors import CryptoError, Error, JsonError, UsageError
 from confide.strictjson import loads_object
 from confide.wire import CONFIGURATION_FIELDS, MAX_CONFIGURATION_SIZE, SEALED_CODE_KEY
 
-__all__ = ["ConfigurationRejected", "ConfigurationRequest"]
-
 _BASE64URL: Final = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 _HEX_KEY: Final = re.compile(r"^[0-9a-fA-F]{64}$")
 

@@ -57,19 +57,6 @@ from ._state import SealedState, StateStore
 from ._tls import ServerTimeouts, bind_listener, server_ssl_context
 from ._workspace import Workspace, load_app, remove_orphans
 
-__all__ = [
-    "APP_TIMEOUTS",
-    "CLOCK_SKEW",
-    "CONFIGURATION_CERT_VALIDITY",
-    "CONFIGURATION_TIMEOUTS",
-    "DEFAULT_SUBJECT",
-    "EXIT_EXPIRED",
-    "EnclaveIdentity",
-    "EnclaveRuntime",
-    "RuntimeEnd",
-    "run_runtime",
-]
-
 #: Validity of the RA-TLS certificate of the configuration phase, outside RA-TLS mode.
 CONFIGURATION_CERT_VALIDITY: Final = timedelta(hours=24)
 #: The RA-TLS certificate is valid from this long before launch (clients' clock skew).

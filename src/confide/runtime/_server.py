@@ -104,14 +104,6 @@ from ._handoff import HandoffListener
 from ._tls import LISTEN_BACKLOG, ServerTimeouts, hypercorn_config
 from ._wsgi import WsgiAdapter, WsgiApp
 
-__all__ = [
-    "BUILT_ON",
-    "H2_MAX_STREAMS",
-    "MAX_WSGI_BODY",
-    "REQUEST_HEAD_DEADLINE",
-    "serve_http",
-]
-
 #: The releases whose internals this module builds on (H11Protocol's state, TCPServer's
 #: constructor, LifespanOn, ServerState): pinned in pyproject.toml, and checked by
 #: tests/unit/runtime/test_server_internals.py before any upgrade can land.

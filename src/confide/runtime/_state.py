@@ -40,8 +40,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from confide.errors import TeeError, UsageError
 
-__all__ = ["STATE_FILE", "SealedState", "StateStore"]
-
 STATE_FILE: Final = "sealed-state.bin"
 MAX_STATE_SIZE: Final = 4 * 1024 * 1024
 _MAGIC: Final = b"CONFSTAT"

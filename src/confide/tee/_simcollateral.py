@@ -32,14 +32,6 @@ from ._simpki import (
 if TYPE_CHECKING:
     from ._simulation import SimulatedPlatform
 
-__all__ = [
-    "COLLATERAL_BACKDATE",
-    "CollateralSpec",
-    "build_collateral",
-    "default_qe_tcb_levels",
-    "default_tcb_levels",
-]
-
 _QE_ATTRIBUTES_MASK: Final = bytes.fromhex("FBFFFFFFFFFFFFFF0000000000000000")
 #: Collateral is stamped as issued this long before it is made, as real CAs backdate their
 #: issue times (Let's Encrypt, one hour): a verifier whose clock is a little behind, or that

@@ -38,28 +38,6 @@ from ._der import (
 if TYPE_CHECKING:
     from ._simulation import SimulatedPlatform
 
-__all__ = [
-    "PLATFORM_SECRET_SIZE",
-    "QE_ATTRIBUTES",
-    "SIM_FMSPC",
-    "SIM_PCE_ID",
-    "SIM_PCE_SVN",
-    "SIM_QE_ISV_PROD_ID",
-    "SIM_QE_ISV_SVN",
-    "SIM_QE_MR_ENCLAVE",
-    "SIM_QE_MR_SIGNER",
-    "SIM_TCB_COMPONENTS",
-    "SimulatedPck",
-    "Window",
-    "issue_crl",
-    "issue_pck_certificate",
-    "new_key",
-    "new_platform",
-    "pem_chain",
-    "raw_signature",
-    "whole_seconds",
-]
-
 #: The simulated platform's FMSPC (family-model-stepping-platform-custom SKU).
 SIM_FMSPC: Final = bytes.fromhex("00C0F1DE0000")
 SIM_PCE_ID: Final = bytes.fromhex("0000")

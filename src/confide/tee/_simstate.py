@@ -24,8 +24,6 @@ from ._simpki import PLATFORM_SECRET_SIZE, SimulatedPck
 if TYPE_CHECKING:
     from ._simulation import SimulatedPlatform
 
-__all__ = ["STATE_MARKER", "load_platform", "save_platform"]
-
 _STATE_VERSION: Final = 1
 _FILES: Final = (
     "root.pem",

@@ -76,8 +76,6 @@ from ._simpki import (
 )
 from ._simstate import STATE_MARKER, load_platform, save_platform
 
-__all__ = ["SimulatedPlatform", "SimulationTee"]
-
 #: QE auth data as Intel's QE fills it (bytes 0..31).
 SIM_QE_AUTH_DATA: Final = bytes(range(32))
 #: Default MRSIGNER of enclaves launched by :class:`SimulationTee`.
