@@ -18,9 +18,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +38,7 @@ from confide.client import (
     serve_proxy,
 )
 from confide.errors import UsageError
+from confide.runtime import write_atomically
 from confide.wire import HostPort
 
 from ._app import app, handle_errors
@@ -61,13 +60,9 @@ TIMEOUT = 30.0
 
 def _write_ready(path: Path, url: str) -> None:
     """Write ``url`` to ``path`` at once (a reader never sees half of it)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(url + "\n")
-        os.replace(tmp, path)
+        write_atomically(path, (url + "\n").encode())
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise UsageError(f"cannot write the ready file {path}: {exc.strerror or exc}") from None
 
 

@@ -34,7 +34,6 @@ Example::
 from __future__ import annotations
 
 import os
-import secrets
 import ssl
 import stat
 from collections.abc import Callable
@@ -50,6 +49,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from confide.crypto import key_usage, private_key_pem
 from confide.errors import UsageError
+from confide.runtime import write_atomically
 
 from ._tlsparse import parse_host_name
 
@@ -238,21 +238,6 @@ def _read(path: Path, *, secret: bool) -> bytes | None:
     return data
 
 
-def _write(path: Path, data: bytes, *, secret: bool) -> None:
-    """Write ``path`` atomically (temporary file, then rename); keys are created 0600."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if secret else 0o644)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _load_key(path: Path, data: bytes) -> ec.EllipticCurvePrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -339,8 +324,8 @@ def _create_ca(
         )
         .sign(key, hashes.SHA256())
     )
-    _write(folder / _CA_KEY, private_key_pem(key), secret=True)
-    _write(folder / _CA_CERT, cert.public_bytes(serialization.Encoding.PEM), secret=False)
+    write_atomically(folder / _CA_KEY, private_key_pem(key))
+    write_atomically(folder / _CA_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return key, cert
 
 
@@ -397,6 +382,8 @@ def _issue_server_cert(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write(folder / _SERVER_KEY, private_key_pem(key), secret=True)
-    _write(folder / _SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM), secret=False)
+    write_atomically(folder / _SERVER_KEY, private_key_pem(key))
+    write_atomically(
+        folder / _SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644
+    )
     return cert

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from confide.runtime import bind_listener
+from confide.runtime import bind_listener, write_atomically
 from confide.tee import SimulatedPlatform
 from confide.wire import HostPort
 
@@ -100,9 +100,7 @@ class OperatorAddresses:
 
 
 def _write_addresses(path: Path, addresses: OperatorAddresses) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(addresses.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, (json.dumps(addresses.to_dict(), indent=2) + "\n").encode(), mode=0o644)
 
 
 def _simulation(

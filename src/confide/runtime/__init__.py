@@ -45,7 +45,7 @@ from ._runtime import (
     run_runtime,
 )
 from ._settings import CodeSource, OwnerCertificate, RuntimeSettings, launch_manifest
-from ._state import STATE_FILE, SealedState, StateStore
+from ._state import STATE_FILE, SealedState, StateStore, write_atomically
 from ._tls import (
     ALPN_PROTOCOLS,
     ServerTimeouts,
@@ -100,6 +100,8 @@ __all__ = [
     "confide_command",
     "start_child",
     "stop_child",
+    # Writing a file whole or not at all.
+    "write_atomically",
     # The RAM code folders (for backends that clean up after a runtime).
     "code_folder_owner",
     "remove_orphans",
