@@ -93,7 +93,7 @@ def _data_dir(given: Path | None) -> Path:
 
 
 def _settings(
-    data_dir: Path | None, config: Path | None, database_url: str | None
+    data_dir: Path | None, config: Path | None, database_url: str | None, **overrides: object
 ) -> OperatorSettings:
     from confide.operator import OperatorSettings
 
@@ -102,6 +102,14 @@ def _settings(
         runtime_sha256=runtime_code_hash(),
         config_file=config,
         database_url=database_url,
+        **overrides,
+    )
+
+
+def _database_error(settings: OperatorSettings, exc: Exception) -> UsageError:
+    return UsageError(
+        f"database error on {settings.database_url_for_display()}: "
+        f"{exc.__class__.__name__}: {getattr(exc, 'orig', None) or exc}"
     )
 
 
@@ -118,10 +126,7 @@ def _migrated(settings: OperatorSettings) -> Iterator[Session]:
         with database.session() as session:
             yield session
     except SQLAlchemyError as exc:
-        raise UsageError(
-            f"database error on {settings.database_url_for_display()}: "
-            f"{exc.__class__.__name__}: {getattr(exc, 'orig', None) or exc}"
-        ) from exc
+        raise _database_error(settings, exc) from exc
     finally:
         database.dispose()
 
@@ -310,7 +315,7 @@ def operator_serve(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from confide.operator import OperatorSettings, SupervisorOptions, run_operator
+    from confide.operator import SupervisorOptions, run_operator
 
     overrides: dict[str, object] = {"base_domain": base_domain}
     if api is not None:
@@ -321,13 +326,7 @@ def operator_serve(
         overrides["router_host"], overrides["router_port"] = HostPort.parse(
             router, "--router", allow_port_zero=True
         )
-    settings = OperatorSettings.load(
-        _data_dir(data_dir),
-        runtime_sha256=runtime_code_hash(),
-        config_file=config,
-        database_url=database_url,
-        **overrides,
-    )
+    settings = _settings(data_dir, config, database_url, **overrides)
     logger = _serve_logger()
     output = Output()
 
@@ -353,8 +352,5 @@ def operator_serve(
     try:
         asyncio.run(main())
     except SQLAlchemyError as exc:
-        raise UsageError(
-            f"database error on {settings.database_url_for_display()}: "
-            f"{exc.__class__.__name__}: {getattr(exc, 'orig', None) or exc}"
-        ) from exc
+        raise _database_error(settings, exc) from exc
     output.info("operator stopped")
