@@ -11,7 +11,6 @@ import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
 from typing import Final, Protocol
 from urllib.parse import urlsplit
 
@@ -123,12 +122,7 @@ class HttpxFetcher:
     def __enter__(self) -> HttpxFetcher:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
 
