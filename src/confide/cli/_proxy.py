@@ -168,7 +168,7 @@ def proxy_command(
         if verified.simulated:
             output.warn("this enclave is simulated: its quote proves nothing about hardware")
         host, port = listener.getsockname()[:2]
-        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        url = f"http://{HostPort(host, port)}"
         allowed = loopback_hosts(listen_at.host, port, extra=allow_host or ())
         pin = CertificatePin(
             verified.certificate.public_bytes(Encoding.DER),

@@ -51,7 +51,7 @@ from hypercorn.typing import Framework
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from confide.wire import API_PREFIX
+from confide.wire import API_PREFIX, HostPort
 from confide.wire.api import (
     Account,
     AppList,
@@ -404,10 +404,7 @@ async def serve_api(
     if sock is not None:
         config.bind = [f"fd://{os.dup(sock.fileno())}"]
     else:
-        host = settings.api_host
-        config.bind = [
-            f"[{host}]:{settings.api_port}" if ":" in host else f"{host}:{settings.api_port}"
-        ]
+        config.bind = [str(HostPort(settings.api_host, settings.api_port))]
     config.accesslog = logging.getLogger("confide.operator.access")
     config.errorlog = logging.getLogger("confide.operator.server")
     config.include_server_header = False

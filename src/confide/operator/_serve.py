@@ -78,13 +78,11 @@ class OperatorAddresses:
 
     @property
     def api_url(self) -> str:
-        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
-        return f"http://{host}:{self.api_port}"
+        return f"http://{HostPort(self.api_host, self.api_port)}"
 
     @property
     def router(self) -> str:
-        host = f"[{self.router_host}]" if ":" in self.router_host else self.router_host
-        return f"{host}:{self.router_port}"
+        return str(HostPort(self.router_host, self.router_port))
 
     def to_dict(self) -> dict[str, Any]:
         return {

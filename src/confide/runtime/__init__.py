@@ -19,6 +19,7 @@ Example::
 """
 
 from ._admission import ConnectionLimits, network_of, source_of
+from ._asgi import answer_lifespan
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint, Configures
 from ._handoff import hand_off
@@ -89,6 +90,7 @@ __all__ = [
     "server_ssl_context",
     "source_of",
     # Shared with the operator's router and the client's proxy.
+    "answer_lifespan",
     "bind_listener",
     "hand_off",
     "hypercorn_config",

@@ -45,7 +45,7 @@ from confide.attestation import create_ratls_certificate, ratls_report_data
 from confide.crypto import X25519KeyPair, private_key_pem
 from confide.errors import TeeError, UsageError
 from confide.tee import Tee
-from confide.wire import LAUNCH_MANIFEST_OID, TlsMode
+from confide.wire import LAUNCH_MANIFEST_OID, HostPort, TlsMode
 
 from ._admission import ConnectionLimits
 from ._configure import AppLaunch, Configurator
@@ -226,9 +226,7 @@ class EnclaveRuntime:
         return RuntimeEnd.STOPPED
 
     def _where(self, listener_port: int, tls: bool) -> str:
-        host = self._settings.host
-        shown = f"[{host}]" if ":" in host else host
-        return f"{'https' if tls else 'http'}://{shown}:{listener_port}"
+        return f"{'https' if tls else 'http'}://{HostPort(self._settings.host, listener_port)}"
 
     async def _configuration_phase(
         self,
