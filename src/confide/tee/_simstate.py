@@ -25,17 +25,10 @@ if TYPE_CHECKING:
     from ._simulation import SimulatedPlatform
 
 _STATE_VERSION: Final = 1
+#: Each signer's certificate and key, then the attestation key and the platform secret.
 _FILES: Final = (
-    "root.pem",
-    "root.key",
-    "pck_ca.pem",
-    "pck_ca.key",
-    "pck.pem",
-    "pck.key",
-    "tcb_signer.pem",
-    "tcb_signer.key",
-    "attestation.key",
-    "platform.secret",
+    *(f"{n}.{k}" for n in ("root", "pck_ca", "pck", "tcb_signer") for k in ("pem", "key")),
+    *("attestation.key", "platform.secret"),
 )
 STATE_MARKER: Final = "platform.json"
 
