@@ -40,6 +40,7 @@ from confide.wire import HostPort
 
 from ._app import app, handle_errors
 from ._output import Output
+from ._verify_options import JsonOpt
 
 # The operator (SQLAlchemy, FastAPI) is imported only by its own commands: the
 # enclave runtime, started through the same CLI, never loads it (ADR 0005).
@@ -82,7 +83,6 @@ DatabaseOpt = Annotated[
         envvar="CONFIDE_OPERATOR_DATABASE_URL",
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 def _data_dir(given: Path | None) -> Path:
