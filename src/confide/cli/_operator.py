@@ -22,10 +22,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -39,7 +37,7 @@ from confide.runtime import runtime_code_hash
 from confide.wire import HostPort
 
 from ._app import app, handle_errors
-from ._output import Output
+from ._output import Output, stderr_logger
 from ._verify_options import JsonOpt
 
 # The operator (SQLAlchemy, FastAPI) is imported only by its own commands: the
@@ -256,18 +254,6 @@ def token_revoke(
 # -- serve -----------------------------------------------------------------------------------
 
 
-def _serve_logger() -> logging.Logger:
-    """The operator's log: lines on stderr, from every ``confide.*`` logger below the CLI."""
-    logger = logging.getLogger("confide")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    return logger
-
-
 @operator_app.command("serve")
 @handle_errors
 def operator_serve(
@@ -327,7 +313,7 @@ def operator_serve(
             router, "--router", allow_port_zero=True
         )
     settings = _settings(data_dir, config, database_url, **overrides)
-    logger = _serve_logger()
+    logger = stderr_logger("confide")  # every confide.* logger below the CLI
     output = Output()
 
     def ready(addresses: OperatorAddresses) -> None:
