@@ -1,9 +1,9 @@
 """Strict JSON: the one reader of JSON that another party sent.
 
-The operator's API reads an app's manifest with it, and the runtime reads
-the owner's configuration request (and the plaintext of its sealed secrets)
-with it; the runtime never imports the operator, so the reader lives here,
-beside :mod:`confide.errors`, and imports nothing else of Confide.
+The operator's API reads an app's manifest with it, the runtime the owner's
+configuration request (and the plaintext of its sealed secrets), and
+attestation the PCS's signed bodies; so the reader lives here, beside
+:mod:`confide.errors`, and imports nothing else of Confide.
 
 A document is refused, with one :class:`~confide.errors.JsonError` naming
 what was read, when it is:

@@ -2,8 +2,9 @@
 
 A package (``confide.runtime``, ``confide.operator``, ...) shows the others only its
 ``__all__``; its ``_``-prefixed modules are its own. ``confide.errors`` and
-``confide.strictjson`` are public top-level modules. Tests may still reach into
-privates for white-box checks: this rule is for ``src/`` only.
+``confide.strictjson`` are public top-level modules (``strictjson`` sits below even
+``attestation``). Tests may still reach into privates for white-box checks: this rule
+is for ``src/`` only.
 """
 
 from __future__ import annotations
@@ -214,3 +215,22 @@ def test_the_release_layer_check_sees_an_import(tmp_path: Path) -> None:
         "confide/release/_verify.py:1 imports confide.operator",
         "confide/release/_verify.py:1 imports confide.operator.serve",
     ]
+
+
+def confide_imports(src: Path, package: str) -> set[str]:
+    """The top-level ``confide`` modules and packages that ``package`` (or module) imports."""
+    root = src / "confide" / package
+    paths = sorted(root.rglob("*.py")) if root.is_dir() else [root.with_suffix(".py")]
+    return {
+        name.split(".")[1]
+        for path in paths
+        for _, name in _imported(ast.parse(path.read_text()), _package_of(path, src))
+        if name.startswith("confide.") and name.split(".")[1] != package
+    }
+
+
+def test_the_lowest_layers_import_only_what_sits_below_them() -> None:
+    """``attestation`` imports only ``errors`` and ``strictjson``; ``strictjson``, ``errors``."""
+    assert confide_imports(SRC, "attestation") <= {"errors", "strictjson"}
+    assert "strictjson" in confide_imports(SRC, "attestation")  # the check sees imports
+    assert confide_imports(SRC, "strictjson") == {"errors"}

@@ -14,6 +14,8 @@ Example::
     ...     now=datetime.fromtimestamp(1751623200, timezone.utc),
     ...     policy=Policy.accepting(["ConfigurationAndSWHardeningNeeded"]),
     ... )
+    >>> result.tcb_status  # doctest: +SKIP
+    <TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED: 'ConfigurationAndSWHardeningNeeded'>
 """
 
 from ._cache import CollateralCache

@@ -17,8 +17,6 @@ from confide.errors import UsageError
 from ._fetcher import MAX_RESPONSE_SIZE, FetchResponse, aware, one_line
 from ._pcs import CACHED_HEADERS
 
-__all__ = ["MAX_CACHE_FILE_SIZE", "CollateralCache"]
-
 #: Largest cache file read back (base64 body plus headers and metadata).
 MAX_CACHE_FILE_SIZE: Final = 2 * MAX_RESPONSE_SIZE
 _CACHE_FORMAT: Final = 1

@@ -26,17 +26,6 @@ from cryptography.exceptions import UnsupportedAlgorithm
 
 from confide.errors import FormatError
 
-__all__ = [
-    "MAX_COLLATERAL_SIZE",
-    "Collateral",
-    "QeIdentity",
-    "QeTcbLevel",
-    "TcbInfo",
-    "TcbLevel",
-    "TcbStatus",
-    "TdxModuleIdentity",
-]
-
 MAX_COLLATERAL_SIZE: Final = 1024 * 1024
 MAX_TCB_LEVELS: Final = 512
 MAX_ADVISORIES: Final = 256

@@ -44,8 +44,6 @@ from ._pcs import (
 )
 from ._quote import Quote
 
-__all__ = ["INTEL_PCS_URL", "INTEL_ROOT_CA_CRL_URL", "CollateralClient"]
-
 INTEL_PCS_URL: Final = "https://api.trustedservices.intel.com"
 #: The CRL distribution point of Intel's SGX Root CA (what Intel's PCS users fetch).
 INTEL_ROOT_CA_CRL_URL: Final = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"

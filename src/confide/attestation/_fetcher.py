@@ -11,25 +11,12 @@ import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
 from typing import Final, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
 from confide.errors import FetchError, UsageError
-
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "ERROR_EXCERPT_SIZE",
-    "MAX_HEADER_SIZE",
-    "MAX_RESPONSE_SIZE",
-    "FetchResponse",
-    "Fetcher",
-    "HttpxFetcher",
-    "aware",
-    "one_line",
-]
 
 #: Seconds allowed for each request (connect, read, write and pool wait each).
 DEFAULT_TIMEOUT: Final = 10.0
@@ -135,12 +122,7 @@ class HttpxFetcher:
     def __enter__(self) -> HttpxFetcher:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
 

@@ -17,8 +17,6 @@ from confide.errors import FormatError
 
 from ._collateral import X509_ERRORS
 
-__all__ = ["SGX_EXTENSION_OID", "PckExtensions"]
-
 SGX_EXTENSION_OID: Final = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
 _BASE: Final = "1.2.840.113741.1.13.1"
 _MAX_DEPTH: Final = 4

@@ -20,8 +20,6 @@ from confide.errors import PolicyError
 from ._collateral import TcbStatus
 from ._quote import Quote, SgxReportBody, TdReportBody
 
-__all__ = ["Check", "Policy", "VerifiedQuote"]
-
 
 @dataclass(frozen=True, slots=True)
 class Check:

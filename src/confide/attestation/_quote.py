@@ -21,19 +21,6 @@ from typing import ClassVar, Final
 
 from confide.errors import FormatError
 
-__all__ = [
-    "ATTESTATION_KEY_TYPE_ECDSA_P256",
-    "INTEL_QE_VENDOR_ID",
-    "MAX_QUOTE_SIZE",
-    "TEE_TYPE_SGX",
-    "TEE_TYPE_TDX",
-    "CertificationData",
-    "Quote",
-    "QuoteHeader",
-    "SgxReportBody",
-    "TdReportBody",
-]
-
 #: Largest quote accepted; real quotes are about 5 KiB, mostly the PEM chain.
 MAX_QUOTE_SIZE: Final = 64 * 1024
 TEE_TYPE_SGX: Final = 0x00000000

@@ -54,16 +54,6 @@ from ._policy import Check, Policy, VerifiedQuote
 from ._quote import MAX_QUOTE_SIZE, Quote
 from ._verify import verify_quote
 
-__all__ = [
-    "RATLS_QUOTE_OID",
-    "RatlsVerified",
-    "create_ratls_certificate",
-    "fetch_peer_certificate",
-    "quote_from_certificate",
-    "ratls_report_data",
-    "verify_ratls_certificate",
-]
-
 #: The extension holding the raw DCAP quote (Gramine's and Cosmian Enclave's layout).
 RATLS_QUOTE_OID: Final = x509.ObjectIdentifier("1.2.840.113741.1337.6")
 #: Bytes of caller data after the key hash in the report data.

@@ -24,8 +24,6 @@ from confide.errors import TcbError
 from ._collateral import QeTcbLevel, TcbInfo, TcbLevel, TcbStatus, TdxModuleIdentity
 from ._quote import TdReportBody
 
-__all__ = ["Rating", "converge", "rate_module", "rate_platform", "rate_qe"]
-
 _S = TcbStatus
 
 

@@ -23,20 +23,7 @@
 Collateral and PCK chains are verified once and the result is kept on the
 :class:`Collateral` object keyed by content and trust anchor (ADR 0002): a
 repeated verification re-checks only the time windows, the per-quote
-signatures and bindings, and the ratings.
-
-Example::
-
-    >>> from datetime import datetime, timezone
-    >>> v = "../shared/vectors/sgx-dcapqvl-00A067110000/"
-    >>> result = verify_quote(  # doctest: +SKIP
-    ...     open(v + "quote.bin", "rb").read(),
-    ...     Collateral.from_json(open(v + "collateral.json").read()),
-    ...     now=datetime.fromtimestamp(1751623200, timezone.utc),
-    ...     policy=Policy.accepting(["ConfigurationAndSWHardeningNeeded"]),
-    ... )
-    >>> result.tcb_status  # doctest: +SKIP
-    <TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED: 'ConfigurationAndSWHardeningNeeded'>
+signatures and bindings, and the ratings. (Example: :mod:`confide.attestation`.)
 """
 
 from __future__ import annotations
@@ -72,13 +59,6 @@ from ._pck import PckExtensions
 from ._policy import Check, Policy, VerifiedQuote
 from ._quote import INTEL_QE_VENDOR_ID, Quote, SgxReportBody, TdReportBody
 from ._tcb import Rating, converge, rate_module, rate_platform, rate_qe
-
-__all__ = [
-    "SIMULATION_ORGANIZATION",
-    "intel_root_ca",
-    "is_simulation_root",
-    "verify_quote",
-]
 
 #: Organization (O) of every certificate of a Confide simulated platform; a
 #: self-issued CA with it is a simulation root (ADR 0003). A name, not a custom

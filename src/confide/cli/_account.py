@@ -64,24 +64,6 @@ from ._app import app, handle_errors
 from ._output import Output, escape
 from ._verify_options import JsonOpt
 
-__all__ = [
-    "ClientSeams",
-    "TimeoutOpt",
-    "TokenOpt",
-    "UrlOpt",
-    "connect_operator",
-    "context_command",
-    "interactive",
-    "list_command",
-    "login_command",
-    "logout_command",
-    "logs_command",
-    "operator_client",
-    "resolve_credentials",
-    "status_command",
-    "stop_command",
-]
-
 #: Exit code of ``logs --follow`` stopped with Ctrl-C (128 + SIGINT).
 EXIT_INTERRUPTED: Final = 130
 #: Exit code when the owner answers no to a confirmation.

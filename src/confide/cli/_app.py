@@ -23,8 +23,6 @@ from confide.errors import AttestationError, CryptoError, Error
 
 from ._output import Output
 
-__all__ = ["EXIT_REJECTED", "EXIT_UNUSABLE", "app", "handle_errors", "main"]
-
 EXIT_REJECTED = 1
 EXIT_UNUSABLE = 2
 

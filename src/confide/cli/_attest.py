@@ -41,8 +41,6 @@ from ._verify_options import (
     verification_time,
 )
 
-__all__ = ["attest_app"]
-
 attest_app = typer.Typer(
     help="Verify DCAP quotes and RA-TLS certificates (exit 0 verified, 1 rejected, 2 unusable).",
     no_args_is_help=True,

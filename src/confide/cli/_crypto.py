@@ -49,6 +49,7 @@ from ._verify_options import (
     AtOpt,
     CollateralOpt,
     DebugEnclaveOpt,
+    JsonOpt,
     MrenclaveOpt,
     MrsignerOpt,
     PccsOpt,
@@ -60,8 +61,6 @@ from ._verify_options import (
     parse_hex,
     verification_time,
 )
-
-__all__ = ["package_app"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -136,7 +135,6 @@ KeyFileOpt = Annotated[
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 @package_app.command("encrypt")

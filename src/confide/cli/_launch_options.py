@@ -13,20 +13,6 @@ import typer
 
 from confide.errors import UsageError
 
-__all__ = [
-    "AppDirOpt",
-    "AppIdOpt",
-    "ApplicationOpt",
-    "CertificateOpt",
-    "NoSslOpt",
-    "PackageOpt",
-    "PlaincodeOpt",
-    "RatlsOpt",
-    "SanOpt",
-    "SubjectOpt",
-    "parse_app_id",
-]
-
 AppIdOpt = Annotated[
     str, typer.Option("--app-id", help="The app's UUID (the configuration must name it).")
 ]

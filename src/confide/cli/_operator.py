@@ -22,10 +22,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -39,7 +37,8 @@ from confide.runtime import runtime_code_hash
 from confide.wire import HostPort
 
 from ._app import app, handle_errors
-from ._output import Output
+from ._output import Output, stderr_logger
+from ._verify_options import JsonOpt
 
 # The operator (SQLAlchemy, FastAPI) is imported only by its own commands: the
 # enclave runtime, started through the same CLI, never loads it (ADR 0005).
@@ -47,8 +46,6 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from confide.operator import OperatorAddresses, OperatorSettings, TokenInfo
-
-__all__ = ["operator_app"]
 
 operator_app = typer.Typer(
     help="Administer the operator service: API tokens and the database (exit 0 done, 2 unusable).",
@@ -84,7 +81,6 @@ DatabaseOpt = Annotated[
         envvar="CONFIDE_OPERATOR_DATABASE_URL",
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 def _data_dir(given: Path | None) -> Path:
@@ -95,7 +91,7 @@ def _data_dir(given: Path | None) -> Path:
 
 
 def _settings(
-    data_dir: Path | None, config: Path | None, database_url: str | None
+    data_dir: Path | None, config: Path | None, database_url: str | None, **overrides: object
 ) -> OperatorSettings:
     from confide.operator import OperatorSettings
 
@@ -104,6 +100,14 @@ def _settings(
         runtime_sha256=runtime_code_hash(),
         config_file=config,
         database_url=database_url,
+        **overrides,
+    )
+
+
+def _database_error(settings: OperatorSettings, exc: Exception) -> UsageError:
+    return UsageError(
+        f"database error on {settings.database_url_for_display()}: "
+        f"{exc.__class__.__name__}: {getattr(exc, 'orig', None) or exc}"
     )
 
 
@@ -120,10 +124,7 @@ def _migrated(settings: OperatorSettings) -> Iterator[Session]:
         with database.session() as session:
             yield session
     except SQLAlchemyError as exc:
-        raise UsageError(
-            f"database error on {settings.database_url_for_display()}: "
-            f"{exc.__class__.__name__}: {getattr(exc, 'orig', None) or exc}"
-        ) from exc
+        raise _database_error(settings, exc) from exc
     finally:
         database.dispose()
 
@@ -253,18 +254,6 @@ def token_revoke(
 # -- serve -----------------------------------------------------------------------------------
 
 
-def _serve_logger() -> logging.Logger:
-    """The operator's log: lines on stderr, from every ``confide.*`` logger below the CLI."""
-    logger = logging.getLogger("confide")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    return logger
-
-
 @operator_app.command("serve")
 @handle_errors
 def operator_serve(
@@ -312,7 +301,7 @@ def operator_serve(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from confide.operator import OperatorSettings, SupervisorOptions, run_operator
+    from confide.operator import SupervisorOptions, run_operator
 
     overrides: dict[str, object] = {"base_domain": base_domain}
     if api is not None:
@@ -323,14 +312,8 @@ def operator_serve(
         overrides["router_host"], overrides["router_port"] = HostPort.parse(
             router, "--router", allow_port_zero=True
         )
-    settings = OperatorSettings.load(
-        _data_dir(data_dir),
-        runtime_sha256=runtime_code_hash(),
-        config_file=config,
-        database_url=database_url,
-        **overrides,
-    )
-    logger = _serve_logger()
+    settings = _settings(data_dir, config, database_url, **overrides)
+    logger = stderr_logger("confide")  # every confide.* logger below the CLI
     output = Output()
 
     def ready(addresses: OperatorAddresses) -> None:
@@ -355,8 +338,5 @@ def operator_serve(
     try:
         asyncio.run(main())
     except SQLAlchemyError as exc:
-        raise UsageError(
-            f"database error on {settings.database_url_for_display()}: "
-            f"{exc.__class__.__name__}: {getattr(exc, 'orig', None) or exc}"
-        ) from exc
+        raise _database_error(settings, exc) from exc
     output.info("operator stopped")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -13,9 +14,19 @@ from rich.table import Table
 from confide.attestation import Check, Quote, SgxReportBody, VerifiedQuote
 from confide.errors import AttestationError, Error
 
-__all__ = ["Output", "escape"]
-
 _PIPE_WIDTH = 200
+
+
+def stderr_logger(name: str) -> logging.Logger:
+    """The logger ``name`` (and those below it), as lines on stderr, INFO and up."""
+    logger = logging.getLogger(name)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
 
 
 class Output:

@@ -62,16 +62,6 @@ from confide.wire import NAME_PATTERN
 from ._app import app, handle_errors
 from ._output import Output
 
-__all__ = [
-    "InstallTimeoutOpt",
-    "ProjectPathOpt",
-    "TestsTimeoutOpt",
-    "load_project",
-    "localtest",
-    "scaffold",
-    "scaffold_project",
-]
-
 #: A project name: a DNS label, as the operator requires of app names.
 _NAME: Final = re.compile(NAME_PATTERN)
 #: Template file names: ``dot-x.tmpl`` becomes ``.x``.

@@ -18,9 +18,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +38,7 @@ from confide.client import (
     serve_proxy,
 )
 from confide.errors import UsageError
+from confide.runtime import write_atomically
 from confide.wire import HostPort
 
 from ._app import app, handle_errors
@@ -58,21 +57,15 @@ from ._verify_options import (
     release_source,
 )
 
-__all__ = ["proxy_command"]
-
 #: Bound on fetching the certificate, and on every upstream call (seconds).
 TIMEOUT = 30.0
 
 
 def _write_ready(path: Path, url: str) -> None:
     """Write ``url`` to ``path`` at once (a reader never sees half of it)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(url + "\n")
-        os.replace(tmp, path)
+        write_atomically(path, (url + "\n").encode())
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise UsageError(f"cannot write the ready file {path}: {exc.strerror or exc}") from None
 
 
@@ -193,7 +186,7 @@ def proxy_command(
         if verified.simulated:
             output.warn("this enclave is simulated: its quote proves nothing about hardware")
         host, port = listener.getsockname()[:2]
-        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        url = f"http://{HostPort(host, port)}"
         allowed = loopback_hosts(listen_at.host, port, extra=allow_host or ())
         pin = CertificatePin(
             verified.certificate.public_bytes(Encoding.DER),

@@ -6,12 +6,9 @@ writes it) says where the app is and which code it must run. A ``confide
 proxy`` of the app is started on 127.0.0.1 (on a port the kernel picks, read
 back from its ready file): it verifies the enclave's RA-TLS certificate
 against the context's fingerprint before it serves anything, and pins every
-connection to it. ``tests_requirements`` are installed in a throwaway virtual
-environment (``--no-install``: the current interpreter, offline), then
-``tests_cmd`` runs in the tests folder with ``TEST_REMOTE_URL`` the proxy's
-URL (and, as ``confide localtest`` does, ``TEST_SECRETS_PATH`` and Cosmian's
-``TEST_SECRET_JSON`` when the project has secrets). The proxy is stopped and
-the command exits with the tests' exit code.
+connection to it. The tests then run as ``confide localtest`` runs them, with
+``TEST_REMOTE_URL`` the proxy's URL; the proxy is stopped and the command exits
+with the tests' exit code.
 
 The collateral (and, for a simulated TEE, its root) comes from
 ``--operator URL`` or ``--pccs-url URL``; without either, from the context's
@@ -55,8 +52,6 @@ from ._app import app, handle_errors
 from ._output import Output
 from ._project import InstallTimeoutOpt, ProjectPathOpt, TestsTimeoutOpt, load_project
 from ._verify_options import OwnerOpt, SimOpt
-
-__all__ = ["newest_context", "test_command"]
 
 _LOCALHOST: Final = "127.0.0.1"
 #: How long an exited proxy's log may take to come out.

@@ -15,8 +15,6 @@ Example::
 from __future__ import annotations
 
 import enum
-import logging
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -40,22 +38,7 @@ from ._launch_options import (
     SubjectOpt,
     parse_app_id,
 )
-
-__all__ = ["runtime_command"]
-
-_LOGGER = "confide.runtime"
-
-
-def _logger() -> logging.Logger:
-    """The runtime's log: lines on stderr (never a secret: see the runtime's messages)."""
-    logger = logging.getLogger(_LOGGER)
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    return logger
+from ._output import stderr_logger
 
 
 class TeeOption(enum.StrEnum):
@@ -149,7 +132,7 @@ def runtime_command(
     enclave = select_tee(
         tee.value, simulation_state=simulation_state, measurement=settings.measurement, now=now
     )
-    end = run_runtime(settings, enclave, now=now, logger=_logger())
+    end = run_runtime(settings, enclave, now=now, logger=stderr_logger("confide.runtime"))
     if end == RuntimeEnd.EXPIRED and settings.ratls_expiry is not None:
         typer.echo(
             f"expired: the measured RA-TLS expiry {settings.ratls_expiry.isoformat()} has "

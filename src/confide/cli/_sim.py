@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -11,12 +10,11 @@ import typer
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from confide.errors import UsageError
+from confide.runtime import write_atomically
 from confide.tee import SimulatedPlatform
 
 from ._app import app, handle_errors
 from ._output import Output
-
-__all__ = ["sim_app"]
 
 sim_app = typer.Typer(
     help="A simulated TEE: real-format quotes under a per-platform simulation root (tests only).",
@@ -38,9 +36,7 @@ def _hex(value: str, name: str, size: int) -> bytes:
 def _write(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomically(path, data, mode=0o644)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 

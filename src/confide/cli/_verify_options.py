@@ -42,33 +42,6 @@ from confide.release import LogVerifier, OwnerPublicKey
 from ._app import EXIT_REJECTED
 from ._output import Output
 
-__all__ = [
-    "AcceptOpt",
-    "AtOpt",
-    "CollateralOpt",
-    "DebugEnclaveOpt",
-    "JsonOpt",
-    "LogKeyOpt",
-    "MrenclaveOpt",
-    "MrsignerOpt",
-    "MrtdOpt",
-    "OwnerOpt",
-    "PccsOpt",
-    "ReportDataOpt",
-    "RootOpt",
-    "SimOpt",
-    "build_policy",
-    "cache_dir",
-    "evidence_source",
-    "load_anchor",
-    "load_certificate",
-    "parse_hex",
-    "read_file",
-    "rejections",
-    "release_source",
-    "verification_time",
-]
-
 CollateralOpt = Annotated[
     Path | None,
     typer.Option(

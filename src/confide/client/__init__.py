@@ -1,12 +1,6 @@
 """Confide's client side: the project file (``confide.toml`` / ``mse.toml``), the
-operator API client, the stored credentials, and the app context file.
-
-Example::
-
-    >>> from confide.client import ProjectConfig
-    >>> config = ProjectConfig.load("hello")  # doctest: +SKIP
-    >>> config.python_application, config.healthcheck_endpoint  # doctest: +SKIP
-    ('app:app', '/health')
+operator API client, the stored credentials, and the app context file; deploying,
+testing and verifying an app. Each module's docstring has an example.
 """
 
 from ._api import (

@@ -42,7 +42,6 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Final, Self, TypeVar
 from urllib.parse import urlsplit
 
@@ -229,12 +228,7 @@ class OperatorClient:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -522,50 +516,41 @@ class OperatorClient:
     ) -> OperatorError:
         message, fields = _detail(body)
         url = self.base_url
+
+        def error(code: str, text: str, **more: Any) -> OperatorError:
+            return OperatorError(code, text, url=url, status=status, **more)
+
         if status == 401:
-            return OperatorError(
+            return error(
                 "operator.unauthorized",
                 f"the operator at {url} did not accept the token"
                 + (f" ({message})" if message else ""),
-                url=url,
-                status=status,
                 hint="run `confide login --url URL --token TOKEN` with a valid token",
             )
         if status == 404 and app_id is not None:
-            return OperatorError(
+            return error(
                 "operator.not_found",
                 f"no app {app_id} on this operator (or not yours)",
-                url=url,
-                status=status,
                 hint="`confide list` shows your apps",
             )
         if status == 413:
             found = _LIMIT.search(message)
             limit = int(found.group(1)) if found else None
-            return OperatorError(
+            return error(
                 "operator.too_large",
                 "the package is too large for this operator"
                 + (f" (its limit is {limit} bytes)" if limit is not None else f": {message}"),
-                url=url,
-                status=status,
                 limit=limit,
             )
         if status == 422:
             text = "; ".join(f"{name}: {msg}" for name, msg in fields) or message
-            return OperatorError(
-                "operator.invalid",
-                f"the operator refused {method} {path}: {text}",
-                url=url,
-                status=status,
-            )
+            return error("operator.invalid", f"the operator refused {method} {path}: {text}")
         if status == 409:
-            return OperatorError("operator.conflict", message, url=url, status=status)
-        return OperatorError(
+            return error("operator.conflict", message)
+        return error(
             "operator.http",
             f"the operator at {url} answered {method} {path} with HTTP {status}"
             + (f": {message}" if message else ""),
-            url=url,
-            status=status,
         )
 
 

@@ -49,6 +49,7 @@ import re
 import shlex
 import stat
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -68,16 +69,6 @@ from confide.wire import (
     dns_name_matches,
     key_matches_certificate,
 )
-
-__all__ = [
-    "CONFIG_FILES",
-    "MAX_CONFIG_SIZE",
-    "MAX_PEM_SIZE",
-    "MAX_SECRETS_SIZE",
-    "CloudConfig",
-    "ProjectConfig",
-    "SslConfig",
-]
 
 #: Project files looked for in a folder, in this order.
 CONFIG_FILES: Final = ("confide.toml", "mse.toml")
@@ -289,38 +280,22 @@ def _show(value: object) -> str:
     return text
 
 
+#: TOML's words for each type a value can have (bool before int, datetime before date).
+_KINDS: Final = (
+    *((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string")),
+    *((list, "an array"), (dict, "a table"), (datetime, "a date-time"), (date, "a date")),
+    (time, "a time"),
+)
+
+
 def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, datetime):
-        return "a date-time"
-    if isinstance(value, date):
-        return "a date"
-    if isinstance(value, time):
-        return "a time"
-    return type(value).__name__
+    return next((word for kind, word in _KINDS if isinstance(value, kind)), type(value).__name__)
 
 
-def _is_dir(path: Path) -> bool:
+def _is(path: Path, test: Callable[[int], bool]) -> bool:
+    """``test`` (``stat.S_ISDIR``, ...) of what ``path`` names; ``False`` if nothing."""
     try:
-        return stat.S_ISDIR(os.stat(path).st_mode)
-    except (OSError, ValueError):
-        return False
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
+        return test(os.stat(path).st_mode)
     except (OSError, ValueError):
         return False
 
@@ -374,7 +349,7 @@ class _Parser:
     def folder(self, value: Any, where: str, example: str) -> Path:
         text = self.string(value, where, limit=4096, example=example, strip=False)
         path = Path(os.path.abspath(self.base / text))
-        if not _is_dir(path):
+        if not _is(path, stat.S_ISDIR):
             raise self.fail(
                 where,
                 f"the folder {_show(text)} ({path}) does not exist",
@@ -385,7 +360,7 @@ class _Parser:
     def file_path(self, value: Any, where: str, example: str) -> Path:
         text = self.string(value, where, limit=4096, example=example, strip=False)
         path = Path(os.path.abspath(self.base / text))
-        if not _is_file(path):
+        if not _is(path, stat.S_ISREG):
             raise self.fail(
                 where,
                 f"the file {_show(text)} ({path}) does not exist or is not a regular file",
@@ -440,7 +415,7 @@ class _Parser:
         parts = module.split(".")
         as_file = code.joinpath(*parts[:-1], parts[-1] + ".py")
         as_package = code.joinpath(*parts, "__init__.py")
-        if not (_is_file(as_file) or _is_file(as_package)):
+        if not (_is(as_file, stat.S_ISREG) or _is(as_package, stat.S_ISREG)):
             shown = os.path.join(*parts) + ".py"
             raise self.fail(
                 "python_application",

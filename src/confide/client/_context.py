@@ -34,8 +34,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,14 +41,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from confide.errors import UsageError
+from confide.runtime import write_atomically
 from confide.wire import HostPort, LaunchManifest, TlsMode
 
 from ._api import normalize_url
 
 if TYPE_CHECKING:  # the API bodies are imported when used (they slow the CLI's start)
     from confide.wire.api import AppRecord
-
-__all__ = ["CONTEXT_FORMAT", "CONTEXT_VERSION", "MAX_CONTEXT_SIZE", "AppContext"]
 
 CONTEXT_FORMAT: Final = "confide-app-context"
 CONTEXT_VERSION: Final = 1
@@ -226,19 +223,8 @@ class AppContext:
 
     def save(self, path: Path) -> None:
         """Write the file atomically (readable by all: it holds nothing secret)."""
-        data = self.to_json().encode()
-        folder = path.parent
         try:
-            fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-            tmp = Path(name)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            write_atomically(path, self.to_json().encode(), mode=0o644)
         except OSError as exc:
             raise UsageError(
                 f"cannot write the app context {path}: {exc.strerror or exc}"

@@ -21,29 +21,18 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from confide.errors import UsageError
+from confide.runtime import write_atomically
 
 from ._api import normalize_url
-
-__all__ = [
-    "CREDENTIALS_FILE",
-    "CREDENTIALS_VERSION",
-    "MAX_CREDENTIALS_SIZE",
-    "Credentials",
-    "CredentialsStore",
-    "config_dir",
-    "credentials_path",
-]
 
 CREDENTIALS_FILE: Final = "credentials.json"
 CREDENTIALS_VERSION: Final = 1
@@ -121,19 +110,7 @@ class CredentialsStore:
                 "token": credentials.token,
             }
             data = json.dumps(doc, indent=2).encode() + b"\n"
-            # mkstemp creates the file 0600, under a name no one else holds.
-            fd, name = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
-            tmp = Path(name)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
+            write_atomically(self.path, data)
             _sync_folder(folder)
         except OSError as exc:
             raise UsageError(

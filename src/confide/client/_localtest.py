@@ -28,18 +28,6 @@ from confide.runtime import bind_listener, start_child, stop_child
 
 from ._config import ProjectConfig
 
-__all__ = [
-    "ChildProcess",
-    "Environment",
-    "Progress",
-    "app_environment",
-    "make_venv",
-    "prepare_tests",
-    "run_localtest",
-    "run_tests",
-    "tests_environment",
-]
-
 _LOCALHOST: Final = "127.0.0.1"
 #: How long a stopped app or test run gets to exit before it is killed.
 _STOP_GRACE: Final = 10.0

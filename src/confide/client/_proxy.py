@@ -59,21 +59,9 @@ from hypercorn.asyncio import serve
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from confide.errors import AttestationError, CollateralError, Error, UsageError
-from confide.runtime import ServerTimeouts, bind_listener, hypercorn_config
+from confide.runtime import ServerTimeouts, answer_lifespan, bind_listener, hypercorn_config
 
 from ._verify import enclave_tls_context
-
-__all__ = [
-    "HOP_BY_HOP",
-    "CertificatePin",
-    "PinRejected",
-    "ProxyApp",
-    "ProxySettings",
-    "bind_loopback",
-    "loopback_hosts",
-    "request_refusal",
-    "serve_proxy",
-]
 
 #: Headers about one connection, never forwarded (RFC 9110 §7.6.1), plus ``alt-svc``
 #: (it would send the browser to the enclave directly, around the proxy).
@@ -335,20 +323,10 @@ class ProxyApp:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await answer_lifespan(receive, send, on_shutdown=self.aclose)
         elif scope["type"] == "http":
             await self._http(typing.cast(dict[str, Any], scope), receive, send)
         # Websockets are not proxied: returning without accepting closes the handshake (403).
-
-    async def _lifespan(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     async def _http(
         self, scope: dict[str, Any], receive: ASGIReceiveCallable, send: ASGISendCallable

@@ -29,7 +29,15 @@ from ._archive import (
 )
 from ._errors import CryptoError
 from ._ignore import ALWAYS_IGNORED, IGNORE_FILES, IgnoreRules
-from ._keys import KEY_FILE_MAX_SIZE, PACKAGE_KEY_SIZE, X25519_KEY_SIZE, PackageKey, X25519KeyPair
+from ._keys import (
+    KEY_FILE_MAX_SIZE,
+    PACKAGE_KEY_SIZE,
+    X25519_KEY_SIZE,
+    PackageKey,
+    X25519KeyPair,
+    key_usage,
+    private_key_pem,
+)
 from ._package import PackageInfo, decrypt_package, encrypt_package
 from ._sealed import MAX_SEALED_SIZE, SEAL_OVERHEAD, public_key_from_report_data, seal, unseal
 from ._stream import (
@@ -84,7 +92,9 @@ __all__ = [
     "encrypt_package",
     "encrypt_stream",
     "extract_archive",
+    "key_usage",
     "package_digest",
+    "private_key_pem",
     "public_key_from_report_data",
     "seal",
     "unseal",

@@ -26,25 +26,13 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final, Protocol, cast
+from typing import IO, Final, cast
 
 from confide.errors import UsageError
 
 from ._errors import CryptoError
 from ._ignore import IgnoreRules
-
-__all__ = [
-    "MAX_DEPTH",
-    "MAX_ENTRIES",
-    "MAX_PATH_BYTES",
-    "MAX_TOTAL_SIZE",
-    "ArchiveEntry",
-    "ArchiveLimits",
-    "ArchiveSummary",
-    "collect_entries",
-    "extract_archive",
-    "write_archive",
-]
+from ._stream import Reader, Writer, read_exact
 
 #: Most entries (files and directories) in a package.
 MAX_ENTRIES: Final = 100_000
@@ -78,14 +66,6 @@ _TYPE_NAMES: Final = {
     b"K": "a GNU long link name",
     b"S": "a sparse file",
 }
-
-
-class _Reader(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
-class _Writer(Protocol):
-    def write(self, data: bytes, /) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +211,7 @@ def _tarinfo(entry: ArchiveEntry, size: int) -> tarfile.TarInfo:
 
 def write_archive(
     app_dir: Path,
-    dst: _Writer,
+    dst: Writer,
     *,
     rules: IgnoreRules | None = None,
     limits: ArchiveLimits | None = None,
@@ -273,18 +253,6 @@ def write_archive(
 
 
 # -- reading ---------------------------------------------------------------------------------
-
-
-def _read_exact(src: _Reader, size: int) -> bytes:
-    parts: list[bytes] = []
-    got = 0
-    while got < size:
-        data = src.read(min(size - got, _COPY))
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
 
 
 def _octal(field: bytes, what: str, where: str) -> int:
@@ -355,7 +323,7 @@ def _parse_header(block: bytes, pax: dict[str, str], index: int) -> _Header:
 
 
 class _Extractor:
-    def __init__(self, src: _Reader, root: Path, limits: ArchiveLimits) -> None:
+    def __init__(self, src: Reader, root: Path, limits: ArchiveLimits) -> None:
         self.src = src
         self.root = root
         self.limits = limits
@@ -364,13 +332,13 @@ class _Extractor:
         self.total = 0
 
     def block(self, index: int) -> bytes:
-        block = _read_exact(self.src, _BLOCK)
+        block = read_exact(self.src, _BLOCK)
         if len(block) != _BLOCK:
             raise _fail("truncated", f"the archive ends inside entry {index}'s header")
         return block
 
     def data(self, size: int, index: int) -> bytes:
-        data = _read_exact(self.src, size)
+        data = read_exact(self.src, size)
         if len(data) != size:
             raise _fail("truncated", f"the archive ends inside entry {index}'s data")
         self.skip_padding(size, index)
@@ -378,7 +346,7 @@ class _Extractor:
 
     def skip_padding(self, size: int, index: int) -> None:
         pad = -size % _BLOCK
-        if pad and len(_read_exact(self.src, pad)) != pad:
+        if pad and len(read_exact(self.src, pad)) != pad:
             raise _fail("truncated", f"the archive ends inside entry {index}'s padding")
 
     def run(self) -> ArchiveSummary:
@@ -473,7 +441,7 @@ class _Extractor:
         self.skip_padding(size, index)
 
     def finish(self) -> None:
-        second = _read_exact(self.src, _BLOCK)
+        second = read_exact(self.src, _BLOCK)
         if len(second) != _BLOCK or any(second):
             raise _fail("format", "the archive's end marker is not two zero blocks")
         seen = 0
@@ -484,7 +452,7 @@ class _Extractor:
 
 
 def extract_archive(
-    src: _Reader, out_dir: Path, *, limits: ArchiveLimits | None = None
+    src: Reader, out_dir: Path, *, limits: ArchiveLimits | None = None
 ) -> ArchiveSummary:
     """Extract the archive read from ``src`` into ``out_dir``, which must not exist yet.
 

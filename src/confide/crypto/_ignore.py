@@ -39,14 +39,6 @@ from typing import Final
 
 from confide.errors import UsageError
 
-__all__ = [
-    "ALWAYS_IGNORED",
-    "IGNORE_FILES",
-    "MAX_IGNORE_FILE_SIZE",
-    "MAX_IGNORE_PATTERNS",
-    "IgnoreRules",
-]
-
 #: Ignore files read at the root of an app folder, in this order.
 IGNORE_FILES: Final = (".confideignore", ".mseignore")
 #: Names never packaged, at any depth.

@@ -1,4 +1,5 @@
-"""Key types: the symmetric package key and X25519 key pairs, and their file formats.
+"""Key types: the symmetric package key and X25519 key pairs, and their file formats;
+the PEM and key-usage helpers of the X.509 certificates Confide issues.
 
 A key file holds either the raw key bytes or the key in hex (whitespace around
 it is ignored), so files written by Cosmian Enclave's ``cenclave keygen`` load
@@ -12,18 +13,13 @@ import string
 from dataclasses import dataclass, field
 from typing import Final
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from nacl.bindings import crypto_scalarmult_base
 from nacl.utils import random
 
 from confide.errors import UsageError
-
-__all__ = [
-    "KEY_FILE_MAX_SIZE",
-    "PACKAGE_KEY_SIZE",
-    "X25519_KEY_SIZE",
-    "PackageKey",
-    "X25519KeyPair",
-]
 
 #: Bytes of a package key (secretstream XChaCha20-Poly1305).
 PACKAGE_KEY_SIZE: Final = 32
@@ -33,6 +29,24 @@ X25519_KEY_SIZE: Final = 32
 KEY_FILE_MAX_SIZE: Final = 1024
 
 _HEX_DIGITS: Final = frozenset(string.hexdigits)
+_KEY_USAGES: Final = (
+    *("digital_signature", "content_commitment", "key_encipherment", "data_encipherment"),
+    *("key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"),
+)
+
+
+def private_key_pem(key: PrivateKeyTypes) -> bytes:
+    """``key`` as unencrypted PKCS#8 PEM."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def key_usage(*usages: str) -> x509.KeyUsage:
+    """A KeyUsage extension with exactly ``usages`` set (``"key_cert_sign"``, ...)."""
+    if unknown := set(usages) - set(_KEY_USAGES):
+        raise ValueError(f"no key usage {sorted(unknown)}")
+    return x509.KeyUsage(**{usage: usage in usages for usage in _KEY_USAGES})
 
 
 def _key_bytes(data: bytes, sizes: tuple[int, ...], what: str, *, allow_raw: bool = True) -> bytes:

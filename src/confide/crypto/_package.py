@@ -20,22 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from ._archive import ArchiveLimits, ArchiveSummary, extract_archive, write_archive
 from ._ignore import IgnoreRules
 from ._keys import PackageKey
-from ._stream import DecryptingReader, EncryptingWriter, HashingWriter
-
-__all__ = ["PackageInfo", "decrypt_package", "encrypt_package"]
-
-
-class _Reader(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
-class _Writer(Protocol):
-    def write(self, data: bytes, /) -> int: ...
+from ._stream import DecryptingReader, EncryptingWriter, HashingWriter, Reader, Writer
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +42,7 @@ class PackageInfo:
 
 def encrypt_package(
     app_dir: Path,
-    dst: _Writer,
+    dst: Writer,
     key: PackageKey,
     *,
     rules: IgnoreRules | None = None,
@@ -71,7 +60,7 @@ def encrypt_package(
 
 
 def decrypt_package(
-    src: _Reader, out_dir: Path, key: PackageKey, *, limits: ArchiveLimits | None = None
+    src: Reader, out_dir: Path, key: PackageKey, *, limits: ArchiveLimits | None = None
 ) -> ArchiveSummary:
     """Decrypt a package from ``src`` and extract it into ``out_dir`` (which must not exist).
 

@@ -10,14 +10,8 @@ byte for byte what Cosmian Enclave's ``cenclave seal`` writes and
 
 An enclave publishes its X25519 public key in ``report_data[32:64]`` of the
 quote inside its RA-TLS certificate (``report_data[0:32]`` binds the TLS key);
-:func:`public_key_from_report_data` takes it out of a verified quote.
-
-Example::
-
-    >>> from confide.crypto import X25519KeyPair, seal, unseal
-    >>> pair = X25519KeyPair.generate()
-    >>> unseal(seal(b"secret", pair.public_key), pair.private_key)
-    b'secret'
+:func:`public_key_from_report_data` takes it out of a verified quote. (Example:
+:mod:`confide.crypto`.)
 """
 
 from __future__ import annotations
@@ -31,14 +25,6 @@ from confide.errors import UsageError
 
 from ._errors import CryptoError
 from ._keys import X25519_KEY_SIZE, X25519KeyPair
-
-__all__ = [
-    "MAX_SEALED_SIZE",
-    "SEAL_OVERHEAD",
-    "public_key_from_report_data",
-    "seal",
-    "unseal",
-]
 
 #: Bytes a sealed box adds to its plaintext (ephemeral public key and MAC).
 SEAL_OVERHEAD: Final = int(crypto_box_SEALBYTES)

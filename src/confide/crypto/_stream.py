@@ -70,25 +70,6 @@ from confide.errors import UsageError
 from ._errors import CryptoError
 from ._keys import PackageKey
 
-__all__ = [
-    "ALGORITHM_SECRETSTREAM_64K",
-    "CHUNK_SIZE",
-    "ENCRYPTED_CHUNK_SIZE",
-    "FORMAT_VERSION",
-    "HEADER_SIZE",
-    "MAGIC",
-    "DecryptingReader",
-    "EncryptingWriter",
-    "HashingWriter",
-    "PackageHeader",
-    "check_package_layout",
-    "decrypt_stream",
-    "encrypt_stream",
-    "iter_plaintext",
-    "package_digest",
-    "read_header",
-]
-
 MAGIC: Final = b"CONFIDEP"
 FORMAT_VERSION: Final = 1
 ALGORITHM_SECRETSTREAM_64K: Final = 1
@@ -111,11 +92,11 @@ _PERSON_CHECK: Final = b"confide.pkg.chk1"
 _DIGEST_BLOCK: Final = 1024 * 1024
 
 
-class _Reader(Protocol):
+class Reader(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-class _Writer(Protocol):
+class Writer(Protocol):
     def write(self, data: bytes, /) -> int: ...
 
 
@@ -127,7 +108,7 @@ def _key_check(key: PackageKey, prefix: bytes) -> bytes:
     return hashlib.blake2b(prefix, key=key.secret, person=_PERSON_CHECK, digest_size=32).digest()
 
 
-def _read_exact(src: _Reader, size: int) -> bytes:
+def read_exact(src: Reader, size: int) -> bytes:
     """Up to ``size`` bytes: fewer only at the end of ``src``."""
     data = src.read(size)
     if len(data) == size or not data:
@@ -235,7 +216,7 @@ def check_package_layout(head: bytes, size: int) -> PackageHeader:
 class _Encryptor:
     """Writes the header, then data chunks, then the final chunk."""
 
-    def __init__(self, dst: _Writer, key: PackageKey) -> None:
+    def __init__(self, dst: Writer, key: PackageKey) -> None:
         self._dst = dst
         self._state = crypto_secretstream_xchacha20poly1305_state()
         stream_header = crypto_secretstream_xchacha20poly1305_init_push(
@@ -270,7 +251,7 @@ class EncryptingWriter:
     never closed is truncated and does not decrypt. Memory: one chunk.
     """
 
-    def __init__(self, dst: _Writer, key: PackageKey) -> None:
+    def __init__(self, dst: Writer, key: PackageKey) -> None:
         self._enc = _Encryptor(dst, key)
         self._buf = bytearray()
         self._closed = False
@@ -307,24 +288,24 @@ class EncryptingWriter:
         return self._closed
 
 
-def encrypt_stream(src: _Reader, dst: _Writer, key: PackageKey) -> None:
+def encrypt_stream(src: Reader, dst: Writer, key: PackageKey) -> None:
     """Encrypt everything ``src`` yields into ``dst``: header, data chunks, final chunk."""
     enc = _Encryptor(dst, key)
-    while chunk := _read_exact(src, CHUNK_SIZE):
+    while chunk := read_exact(src, CHUNK_SIZE):
         enc.data(chunk)
         if len(chunk) < CHUNK_SIZE:
             break
     enc.finish()
 
 
-def read_header(src: _Reader, key: PackageKey) -> tuple[PackageHeader, bytes]:
+def read_header(src: Reader, key: PackageKey) -> tuple[PackageHeader, bytes]:
     """Parse and check the header; returns it and the stream key."""
-    header = PackageHeader.from_bytes(_read_exact(src, HEADER_SIZE))
+    header = PackageHeader.from_bytes(read_exact(src, HEADER_SIZE))
     header.check_key(key)
     return header, _stream_key(key)
 
 
-def iter_plaintext(src: _Reader, key: PackageKey) -> Iterator[bytes]:
+def iter_plaintext(src: Reader, key: PackageKey) -> Iterator[bytes]:
     """The plaintext of a package in pieces, each authenticated before it is yielded.
 
     The header is read and the key checked at once; the iterator ends (without
@@ -345,7 +326,7 @@ def _pull(
     return plain, tag
 
 
-def _plaintext(src: _Reader, header: PackageHeader, stream_key: bytes) -> Iterator[bytes]:
+def _plaintext(src: Reader, header: PackageHeader, stream_key: bytes) -> Iterator[bytes]:
     state = crypto_secretstream_xchacha20poly1305_state()
     try:
         crypto_secretstream_xchacha20poly1305_init_pull(state, header.stream_header, stream_key)
@@ -355,7 +336,7 @@ def _plaintext(src: _Reader, header: PackageHeader, stream_key: bytes) -> Iterat
     pending: bytes | None = None  # the last data chunk, held until the final chunk says its length
     index = 0
     while True:
-        data = _read_exact(src, ENCRYPTED_CHUNK_SIZE)
+        data = read_exact(src, ENCRYPTED_CHUNK_SIZE)
         pulled = _pull(state, data, ad) if len(data) == ENCRYPTED_CHUNK_SIZE else None
         if pulled is None or pulled[1] != _TAG_MESSAGE:
             break
@@ -397,7 +378,7 @@ def _plaintext(src: _Reader, header: PackageHeader, stream_key: bytes) -> Iterat
         yield pending[:last]
 
 
-def decrypt_stream(src: _Reader, dst: _Writer, key: PackageKey) -> None:
+def decrypt_stream(src: Reader, dst: Writer, key: PackageKey) -> None:
     """Decrypt a package stream from ``src`` into ``dst``.
 
     ``dst`` receives only authenticated bytes, but it may receive some before
@@ -414,7 +395,7 @@ class DecryptingReader:
     only once the whole stream has been authenticated, final chunk included.
     """
 
-    def __init__(self, src: _Reader, key: PackageKey) -> None:
+    def __init__(self, src: Reader, key: PackageKey) -> None:
         self._chunks = iter_plaintext(src, key)
         self._buf = memoryview(b"")
         self._eof = False
@@ -438,7 +419,7 @@ class DecryptingReader:
 class HashingWriter:
     """Passes writes on to ``dst`` and keeps their SHA-256 and length."""
 
-    def __init__(self, dst: _Writer) -> None:
+    def __init__(self, dst: Writer) -> None:
         self._dst = dst
         self._hash = hashlib.sha256()
         self.size = 0

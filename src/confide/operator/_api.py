@@ -52,7 +52,7 @@ from hypercorn.typing import Framework
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from confide.wire import API_PREFIX
+from confide.wire import API_PREFIX, HostPort
 from confide.wire.api import (
     Account,
     AppList,
@@ -87,8 +87,6 @@ from ._seams import (
 from ._service import AppService, Conflict, InvalidInput, NotFound, TooLarge
 from ._settings import OperatorSettings
 from ._translog import TransparencyLog, load_log_key
-
-__all__ = ["create_app", "serve_api"]
 
 #: Room for the multipart framing and the manifest field on top of the package.
 _FORM_OVERHEAD: Final = MAX_MANIFEST_BYTES + 64 * 1024
@@ -416,10 +414,7 @@ async def serve_api(
     if sock is not None:
         config.bind = [f"fd://{os.dup(sock.fileno())}"]
     else:
-        host = settings.api_host
-        config.bind = [
-            f"[{host}]:{settings.api_port}" if ":" in host else f"{host}:{settings.api_port}"
-        ]
+        config.bind = [str(HostPort(settings.api_host, settings.api_port))]
     config.accesslog = logging.getLogger("confide.operator.access")
     config.errorlog = logging.getLogger("confide.operator.server")
     config.include_server_header = False

@@ -19,8 +19,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ._db import AuthenticatedToken, Database, authenticate_token
 from ._seams import Clock
 
-__all__ = ["Authenticator"]
-
 _UNAUTHORIZED: Final = "a valid API token is required (Authorization: Bearer cfd_...)"
 
 # auto_error=False: we answer 401 (FastAPI's own would be 403 for a missing header).

@@ -28,8 +28,6 @@ from typing import BinaryIO, Final
 
 from confide.errors import UsageError
 
-__all__ = ["BLOCK_SIZE", "BlobStore", "PackageTooLarge", "StoredBlob"]
-
 #: Bytes read and written at a time.
 BLOCK_SIZE: Final = 1024 * 1024
 

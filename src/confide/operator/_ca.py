@@ -34,7 +34,6 @@ Example::
 from __future__ import annotations
 
 import os
-import secrets
 import ssl
 import stat
 from collections.abc import Callable
@@ -48,17 +47,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from confide.crypto import key_usage, private_key_pem
 from confide.errors import UsageError
+from confide.runtime import write_atomically
 
 from ._tlsparse import parse_host_name
-
-__all__ = [
-    "CA_VALIDITY",
-    "MAX_PEM_FILE",
-    "SERVER_RENEW_BEFORE",
-    "SERVER_VALIDITY",
-    "OperatorCA",
-]
 
 #: Lifetime of the CA certificate.
 CA_VALIDITY: Final = timedelta(days=3650)
@@ -245,29 +238,6 @@ def _read(path: Path, *, secret: bool) -> bytes | None:
     return data
 
 
-def _write(path: Path, data: bytes, *, secret: bool) -> None:
-    """Write ``path`` atomically (temporary file, then rename); keys are created 0600."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if secret else 0o644)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def _load_key(path: Path, data: bytes) -> ec.EllipticCurvePrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -345,20 +315,7 @@ def _create_ca(
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage("key_cert_sign", "crl_sign"), critical=True)
         .add_extension(ski, critical=False)
         # A client that trusts this CA trusts it for the base domain and nothing else.
         .add_extension(
@@ -367,8 +324,8 @@ def _create_ca(
         )
         .sign(key, hashes.SHA256())
     )
-    _write(folder / _CA_KEY, _key_pem(key), secret=True)
-    _write(folder / _CA_CERT, cert.public_bytes(serialization.Encoding.PEM), secret=False)
+    write_atomically(folder / _CA_KEY, private_key_pem(key))
+    write_atomically(folder / _CA_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return key, cert
 
 
@@ -416,20 +373,7 @@ def _issue_server_cert(
         .not_valid_before(now - BACKDATE)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage("digital_signature"), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(_server_names(domain)), critical=False)
         .add_extension(
@@ -438,6 +382,8 @@ def _issue_server_cert(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write(folder / _SERVER_KEY, _key_pem(key), secret=True)
-    _write(folder / _SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM), secret=False)
+    write_atomically(folder / _SERVER_KEY, private_key_pem(key))
+    write_atomically(
+        folder / _SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644
+    )
     return cert

@@ -55,14 +55,6 @@ from confide.wire import AppStatus, DesiredState
 
 from ._models import App, AppStatusChange
 
-__all__ = [
-    "TRANSITIONS",
-    "record_created",
-    "record_status",
-    "request_delete",
-    "request_stop",
-]
-
 _ACTIVE: Final = frozenset(s for s in AppStatus if s.active)
 _SPAWNING, _INITIALIZING, _RUNNING = AppStatus.SPAWNING, AppStatus.INITIALIZING, AppStatus.RUNNING
 #: Where an active app may end (it never comes back from there).

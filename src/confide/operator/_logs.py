@@ -25,8 +25,6 @@ from typing import Final, Protocol, runtime_checkable
 # followers must not queue the supervisor's database writes behind their reads.
 from fastapi.concurrency import run_in_threadpool
 
-__all__ = ["MAX_LOG_BYTES", "MAX_TAIL", "FileLogSource", "LogSource", "follow"]
-
 #: Most lines ``?tail=`` returns.
 MAX_TAIL: Final = 100_000
 #: Most bytes of log returned at once (the end of the file).

@@ -20,11 +20,9 @@ from typing import Final, Protocol
 
 import httpx
 
-from confide.wire import STATUS_HEADER, ConfigurationStatus, TlsMode
+from confide.wire import STATUS_HEADER, ConfigurationStatus, HostPort, TlsMode
 
 from ._backend import RuntimeHandle
-
-__all__ = ["HttpProber", "Probe", "Prober", "probe_ssl_context"]
 
 #: Most bytes of a probe's answer read.
 _PROBE_BODY: Final = 64 * 1024
@@ -89,11 +87,11 @@ class HttpProber:
             return None
 
     async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe:
-        host = f"[{handle.host}]" if ":" in handle.host else handle.host
-        secure = f"https://{host}:{handle.port}"
+        address = HostPort(handle.host, handle.port)
+        secure = f"https://{address}"
         if tls == TlsMode.OPERATOR:
             # Configured: plain HTTP. Not yet: the RA-TLS configuration endpoint.
-            response = await self._get(f"http://{host}:{handle.port}{healthcheck}")
+            response = await self._get(f"http://{address}{healthcheck}")
             if response is not None:
                 return Probe.HEALTHY if _success(response) else Probe.UNHEALTHY
             response = await self._get(f"{secure}/")

@@ -63,18 +63,6 @@ from confide.wire import HostPort
 
 from ._tlsparse import MAX_PEEK_SIZE, NeedMore, Rejected, peek_client_hello
 
-__all__ = [
-    "Direction",
-    "NullRecorder",
-    "Recorder",
-    "Route",
-    "RouteMode",
-    "RouteTable",
-    "RouterSettings",
-    "TlsProvider",
-    "serve_router",
-]
-
 #: Largest plaintext chunk decrypted at once in terminate mode.
 _TLS_READ_CHUNK: Final = 64 * 1024
 #: After accept() fails for lack of descriptors, the listener rests this long (seconds).

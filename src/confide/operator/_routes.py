@@ -41,8 +41,6 @@ from confide.wire import TlsMode
 
 from ._router import Route, RouteMode
 
-__all__ = ["AppRoutes"]
-
 
 @dataclass(frozen=True, slots=True)
 class _Entry:

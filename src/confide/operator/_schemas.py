@@ -36,8 +36,6 @@ from confide.strictjson import loads_object
 from confide.wire import LaunchManifest, TlsMode, uncovered_names
 from confide.wire.api import ManifestIn, Plan
 
-__all__ = ["MAX_MANIFEST_BYTES", "build_launch_manifest", "parse_manifest", "validation_error"]
-
 #: Largest ``manifest`` form field, in bytes.
 MAX_MANIFEST_BYTES: Final = 128 * 1024
 #: Most certificates in the owner's chain.

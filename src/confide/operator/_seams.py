@@ -20,18 +20,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = [
-    "AppEvents",
-    "CertificateAuthority",
-    "Clock",
-    "MetricsSource",
-    "NoEvents",
-    "NoMetrics",
-    "SimulationCollateralProvider",
-    "SimulationRootProvider",
-    "utc_now",
-]
-
 #: The current time, timezone-aware. Injected so tests can move it.
 Clock = Callable[[], datetime]
 

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from confide.runtime import bind_listener
+from confide.runtime import bind_listener, write_atomically
 from confide.tee import SimulatedPlatform
 from confide.wire import HostPort
 
@@ -62,8 +62,6 @@ from ._seams import (
 from ._settings import OperatorSettings, TeeBackend
 from ._supervisor import Supervisor, SupervisorOptions
 
-__all__ = ["ADDRESSES_FILE", "OperatorAddresses", "run_operator"]
-
 #: Where the bound addresses are written, in the data folder.
 ADDRESSES_FILE: Final = "operator.json"
 
@@ -80,13 +78,11 @@ class OperatorAddresses:
 
     @property
     def api_url(self) -> str:
-        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
-        return f"http://{host}:{self.api_port}"
+        return f"http://{HostPort(self.api_host, self.api_port)}"
 
     @property
     def router(self) -> str:
-        host = f"[{self.router_host}]" if ":" in self.router_host else self.router_host
-        return f"{host}:{self.router_port}"
+        return str(HostPort(self.router_host, self.router_port))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,9 +98,7 @@ class OperatorAddresses:
 
 
 def _write_addresses(path: Path, addresses: OperatorAddresses) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(addresses.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, (json.dumps(addresses.to_dict(), indent=2) + "\n").encode(), mode=0o644)
 
 
 def _simulation(

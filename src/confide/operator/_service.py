@@ -1,13 +1,10 @@
 """The operator API's service layer: what each call decides and writes, under the routes.
 
-The routes (:mod:`._api`) parse requests and render answers; the methods of
-:class:`AppService` check, decide and write, each in one transaction, and
-return the API's bodies. They know nothing of HTTP: a refusal is one of the
-errors below, which the routes map to a status code (:class:`NotFound` 404,
-:class:`Conflict` 409, :class:`TooLarge` 413, :class:`InvalidInput` 422 naming
-the field). An app's status, desired state and deletion request change only
-through :mod:`._lifecycle`; after each change :meth:`AppEvents.notify` wakes
-the supervisor.
+The methods of :class:`AppService` check, decide and write, each in one
+transaction, and return the API's bodies. They know nothing of HTTP: a refusal
+is one of the errors below, which the routes (:mod:`._api`) map to a status code.
+Status, desired state and deletion change only through :mod:`._lifecycle`; after
+each change :meth:`AppEvents.notify` wakes the supervisor.
 
 Example::
 
@@ -59,15 +56,6 @@ from ._seams import (
     SimulationRootProvider,
 )
 from ._settings import OperatorSettings, TeeBackend
-
-__all__ = [
-    "SIMULATION_COLLATERAL_REFRESH",
-    "AppService",
-    "Conflict",
-    "InvalidInput",
-    "NotFound",
-    "TooLarge",
-]
 
 #: How long simulation collateral is served before a fresh one is asked for (the
 #: endpoint needs no token: it must not sign new collateral for every request).

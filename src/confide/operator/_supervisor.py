@@ -63,8 +63,6 @@ from ._routes import AppRoutes
 from ._seams import Clock, utc_now
 from ._settings import OperatorSettings
 
-__all__ = ["MAX_RESTARTS", "Supervisor", "SupervisorOptions"]
-
 #: Runtimes in a row that end before they ever answer, restarted before on_error.
 MAX_RESTARTS: Final = 5
 #: Doublings of the restart backoff counted at most (far past any ``max_backoff``).

@@ -31,20 +31,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = [
-    "MAX_EXTENSIONS",
-    "MAX_HELLO_RECORDS",
-    "MAX_HELLO_SIZE",
-    "MAX_PEEK_SIZE",
-    "MAX_RECORD_SIZE",
-    "ClientHello",
-    "NeedMore",
-    "PeekResult",
-    "Rejected",
-    "parse_host_name",
-    "peek_client_hello",
-]
-
 #: Largest TLS plaintext record fragment (RFC 8446 section 5.1: 2^14 bytes).
 MAX_RECORD_SIZE: Final = 2**14
 #: Largest ClientHello body accepted. Browsers send 0.5 to 2 KiB (post-quantum key

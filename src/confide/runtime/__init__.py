@@ -19,6 +19,7 @@ Example::
 """
 
 from ._admission import ConnectionLimits, network_of, source_of
+from ._asgi import answer_lifespan
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint, Configures
 from ._handoff import hand_off
@@ -45,7 +46,7 @@ from ._runtime import (
     run_runtime,
 )
 from ._settings import CodeSource, OwnerCertificate, RuntimeSettings, launch_manifest
-from ._state import STATE_FILE, SealedState, StateStore
+from ._state import STATE_FILE, SealedState, StateStore, write_atomically
 from ._tls import (
     ALPN_PROTOCOLS,
     ServerTimeouts,
@@ -89,6 +90,7 @@ __all__ = [
     "server_ssl_context",
     "source_of",
     # Shared with the operator's router and the client's proxy.
+    "answer_lifespan",
     "bind_listener",
     "hand_off",
     "hypercorn_config",
@@ -100,6 +102,8 @@ __all__ = [
     "confide_command",
     "start_child",
     "stop_child",
+    # Writing a file whole or not at all.
+    "write_atomically",
     # The RAM code folders (for backends that clean up after a runtime).
     "code_folder_owner",
     "remove_orphans",

@@ -57,20 +57,6 @@ from typing import Final
 
 from confide.errors import UsageError
 
-__all__ = [
-    "BODY_BUDGET",
-    "BODY_GRACE",
-    "MIN_BODY_RATE",
-    "TLS_READ_BUFFER",
-    "Admission",
-    "BodyBudget",
-    "BodyHold",
-    "ConnectionLimits",
-    "Ticket",
-    "network_of",
-    "source_of",
-]
-
 #: Bytes read from a TLS connection's socket at once (asyncio's own default is 256 KiB,
 #: reserved for every connection from its first byte on).
 TLS_READ_BUFFER: Final = 64 * 1024

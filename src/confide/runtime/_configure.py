@@ -31,8 +31,6 @@ from ._settings import OwnerCertificate, RuntimeSettings
 from ._state import SealedState, StateStore
 from ._workspace import Workspace
 
-__all__ = ["AppLaunch", "Configurator", "check_owner_key"]
-
 
 @dataclass(frozen=True, slots=True)
 class AppLaunch:

@@ -27,8 +27,6 @@ from ._asgi import answer_lifespan
 from ._configure import AppLaunch
 from ._payload import ConfigurationRejected
 
-__all__ = ["ConfigurationEndpoint", "Configures"]
-
 _STATUS: Final = STATUS_HEADER.encode()
 _WAITING: Final = ((_STATUS, ConfigurationStatus.WAITING.encode()), (b"mse-status", b"Waiting"))
 _CONFIGURED_HEADERS: Final = ((_STATUS, ConfigurationStatus.CONFIGURED.encode()),)

@@ -38,13 +38,6 @@ from typing import Final
 
 from confide.errors import UsageError
 
-__all__ = [
-    "HANDOFF_MESSAGE",
-    "MAX_PENDING_HANDOFFS",
-    "HandoffListener",
-    "hand_off",
-]
-
 #: The one byte each hand-off message carries (with its descriptor).
 HANDOFF_MESSAGE: Final = b"C"
 #: Hand-offs not yet read by the runtime (listen backlog of the Unix socket).

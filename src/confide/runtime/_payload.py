@@ -33,12 +33,10 @@ from typing import Any, Final
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from confide.crypto import PackageKey, X25519KeyPair, unseal
+from confide.crypto import PackageKey, X25519KeyPair, private_key_pem, unseal
 from confide.errors import CryptoError, Error, JsonError, UsageError
 from confide.strictjson import loads_object
 from confide.wire import CONFIGURATION_FIELDS, MAX_CONFIGURATION_SIZE, SEALED_CODE_KEY
-
-__all__ = ["ConfigurationRejected", "ConfigurationRequest"]
 
 _BASE64URL: Final = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 _HEX_KEY: Final = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -228,11 +226,7 @@ class ConfigurationRequest:
             if raw_key is None:
                 raise _bad("ssl_private_key", "ssl_private_key is required with --certificate")
             key = _private_key(raw_key)
-            ssl_private_key_pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+            ssl_private_key_pem = private_key_pem(key)
         elif raw_key is not None:
             raise _bad(
                 "ssl_private_key",

@@ -42,10 +42,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from confide.attestation import create_ratls_certificate, ratls_report_data
-from confide.crypto import X25519KeyPair
+from confide.crypto import X25519KeyPair, private_key_pem
 from confide.errors import TeeError, UsageError
 from confide.tee import Tee
-from confide.wire import LAUNCH_MANIFEST_OID, TlsMode
+from confide.wire import LAUNCH_MANIFEST_OID, HostPort, TlsMode
 
 from ._admission import ConnectionLimits
 from ._configure import AppLaunch, Configurator
@@ -56,19 +56,6 @@ from ._settings import RuntimeSettings
 from ._state import SealedState, StateStore
 from ._tls import ServerTimeouts, bind_listener, server_ssl_context
 from ._workspace import Workspace, load_app, remove_orphans
-
-__all__ = [
-    "APP_TIMEOUTS",
-    "CLOCK_SKEW",
-    "CONFIGURATION_CERT_VALIDITY",
-    "CONFIGURATION_TIMEOUTS",
-    "DEFAULT_SUBJECT",
-    "EXIT_EXPIRED",
-    "EnclaveIdentity",
-    "EnclaveRuntime",
-    "RuntimeEnd",
-    "run_runtime",
-]
 
 #: Validity of the RA-TLS certificate of the configuration phase, outside RA-TLS mode.
 CONFIGURATION_CERT_VALIDITY: Final = timedelta(hours=24)
@@ -104,18 +91,10 @@ class RuntimeEnd(enum.Enum):
     EXPIRED = "expired"
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def new_state() -> SealedState:
     """Fresh keys for a first launch: a P-256 TLS key and an X25519 key pair."""
     return SealedState(
-        tls_key_pem=_pem_key(ec.generate_private_key(ec.SECP256R1())),
+        tls_key_pem=private_key_pem(ec.generate_private_key(ec.SECP256R1())),
         enclave_private_key=X25519KeyPair.generate().private_key,
     )
 
@@ -134,7 +113,7 @@ class EnclaveIdentity:
 
     @property
     def tls_key_pem(self) -> bytes:
-        return _pem_key(self.tls_key)
+        return private_key_pem(self.tls_key)
 
     @classmethod
     def attest(
@@ -247,9 +226,7 @@ class EnclaveRuntime:
         return RuntimeEnd.STOPPED
 
     def _where(self, listener_port: int, tls: bool) -> str:
-        host = self._settings.host
-        shown = f"[{host}]" if ":" in host else host
-        return f"{'https' if tls else 'http'}://{shown}:{listener_port}"
+        return f"{'https' if tls else 'http'}://{HostPort(self._settings.host, listener_port)}"
 
     async def _configuration_phase(
         self,

@@ -16,11 +16,8 @@ signal handlers, builds its TLS context from files and has no handshake
 timeout): an accept loop of its own, a sweep that applies
 :class:`~._tls.ServerTimeouts` to the HTTP/1.1 connections, and a graceful
 shutdown. Every connection, accepted or handed off, is admitted by
-:class:`~._admission.Admission` before anything is spent on it: pending TLS
-handshakes and open connections are bounded in all and per source, and the
-excess is shed by closing it (the oldest stalled handshake first), so a flood
-of stalled handshakes costs the runtime a bounded amount of memory and never
-its life. TLS runs in asyncio's own TLS protocol with a smaller read buffer
+:class:`~._admission.Admission` (which bounds and sheds them) before anything is
+spent on it. TLS runs in asyncio's own TLS protocol with a smaller read buffer
 (:data:`~._admission.TLS_READ_BUFFER` instead of 256 KiB per connection).
 
 A WSGI app is wrapped once in our :class:`~._wsgi.WsgiAdapter` (one thread hop
@@ -103,14 +100,6 @@ from ._admission import (
 from ._handoff import HandoffListener
 from ._tls import LISTEN_BACKLOG, ServerTimeouts, hypercorn_config
 from ._wsgi import WsgiAdapter, WsgiApp
-
-__all__ = [
-    "BUILT_ON",
-    "H2_MAX_STREAMS",
-    "MAX_WSGI_BODY",
-    "REQUEST_HEAD_DEADLINE",
-    "serve_http",
-]
 
 #: The releases whose internals this module builds on (H11Protocol's state, TCPServer's
 #: constructor, LifespanOn, ServerState): pinned in pyproject.toml, and checked by

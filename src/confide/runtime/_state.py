@@ -26,9 +26,11 @@ Example::
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -40,14 +42,30 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from confide.errors import TeeError, UsageError
 
-__all__ = ["STATE_FILE", "SealedState", "StateStore"]
-
 STATE_FILE: Final = "sealed-state.bin"
 MAX_STATE_SIZE: Final = 4 * 1024 * 1024
 _MAGIC: Final = b"CONFSTAT"
 _VERSION: Final = 1
 _NONCE: Final = 12
 _HEADER: Final = len(_MAGIC) + 1 + _NONCE
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write ``path`` whole or not at all: a temporary file beside it (created 0600),
+    flushed to disk and given ``mode``, then renamed over ``path``. Raises :class:`OSError`.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+            os.fchmod(file.fileno(), mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,19 +172,9 @@ class StateStore:
             raise TeeError(f"the sealed state in {self.path} is malformed: {exc}") from None
 
     def save(self, state: SealedState) -> None:
-        """Seal and write atomically (temporary file, fsync, rename), mode 0600."""
+        """Seal and write atomically, mode 0600."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         nonce = secrets.token_bytes(_NONCE)
         header = _MAGIC + bytes([_VERSION]) + nonce
         blob = header + self._aead.encrypt(nonce, state.to_json(), header)
-        tmp = self.directory / f".{STATE_FILE}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, blob)

@@ -31,16 +31,6 @@ from hypercorn.config import Config, Sockets
 
 from confide.errors import UsageError
 
-__all__ = [
-    "ALPN_PROTOCOLS",
-    "LISTEN_BACKLOG",
-    "ServerConfig",
-    "ServerTimeouts",
-    "bind_listener",
-    "hypercorn_config",
-    "server_ssl_context",
-]
-
 #: HTTP/2 first, then HTTP/1.1 (RFC 7301 ALPN).
 ALPN_PROTOCOLS: Final = ("h2", "http/1.1")
 #: AEAD suites with forward secrecy only, as HTTP/2 requires for TLS 1.2 (RFC 7540 §9.2.2).

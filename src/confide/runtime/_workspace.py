@@ -43,15 +43,6 @@ from confide.errors import UsageError
 
 from ._settings import CodeSource
 
-__all__ = [
-    "CODE_ROOT",
-    "SECRET_ENV",
-    "Workspace",
-    "code_folder_owner",
-    "load_app",
-    "remove_orphans",
-]
-
 #: Environment variables the app reads (Cosmian Enclave's names).
 SECRET_ENV: Final = ("SECRETS_PATH", "SEALED_SECRETS_PATH", "HOME", "TMPDIR")
 #: Where every code folder is made: RAM-backed (tmpfs) on Linux; inside Gramine, mount it

@@ -44,8 +44,6 @@ from hypercorn.typing import (
 
 from ._asgi import answer_lifespan
 
-__all__ = ["MAX_PENDING_CHUNKS", "WSGI_THREADS", "WsgiAdapter"]
-
 #: Worker threads running WSGI requests (requests beyond wait for one).
 WSGI_THREADS: Final = 10
 #: Response chunks produced by the app and not yet sent, per request.

@@ -10,16 +10,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from confide.errors import TeeError
 
-__all__ = [
-    "REPORT_DATA_SIZE",
-    "SEALING_KEY_LABEL",
-    "SEALING_KEY_SIZE",
-    "Tee",
-    "TeeKind",
-    "check_report_data",
-    "derive_key",
-]
-
 #: Bytes of caller data bound into a quote (the SGX/TDX REPORTDATA field).
 REPORT_DATA_SIZE: Final = 64
 #: Bytes of a sealing key.

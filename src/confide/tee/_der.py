@@ -14,18 +14,6 @@ from typing import Final
 
 from confide.attestation import SGX_EXTENSION_OID
 
-__all__ = [
-    "SGX_EXTENSION_BASE",
-    "TAG_BIT_STRING",
-    "TAG_GENERALIZED_TIME",
-    "TAG_SEQUENCE",
-    "TAG_UTC_TIME",
-    "der_children",
-    "der_element",
-    "encode_sgx_extension",
-    "tlv",
-]
-
 SGX_EXTENSION_BASE: Final = SGX_EXTENSION_OID.dotted_string
 
 _TAG_INTEGER: Final = 0x02

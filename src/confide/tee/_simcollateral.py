@@ -32,14 +32,6 @@ from ._simpki import (
 if TYPE_CHECKING:
     from ._simulation import SimulatedPlatform
 
-__all__ = [
-    "COLLATERAL_BACKDATE",
-    "CollateralSpec",
-    "build_collateral",
-    "default_qe_tcb_levels",
-    "default_tcb_levels",
-]
-
 _QE_ATTRIBUTES_MASK: Final = bytes.fromhex("FBFFFFFFFFFFFFFF0000000000000000")
 #: Collateral is stamped as issued this long before it is made, as real CAs backdate their
 #: issue times (Let's Encrypt, one hour): a verifier whose clock is a little behind, or that
@@ -163,7 +155,7 @@ def build_collateral(
         "isvprodid": (
             spec.qe_isv_prod_id if spec.qe_isv_prod_id is not None else SIM_QE_ISV_PROD_ID
         ),
-        "tcbLevels": [_qe_level_json(level) for level in qe_levels],
+        "tcbLevels": [_level_json({"isvsvn": q.isv_svn}, q) for q in qe_levels],
     }
     qe_identity.update(spec.qe_identity_fields)
     tcb_raw = json.dumps(tcb_info, separators=(",", ":"))
@@ -201,22 +193,13 @@ def _json_time(t: datetime) -> str:
 
 
 def _tcb_level_json(level: TcbLevel) -> dict[str, object]:
-    out: dict[str, object] = {
-        "tcb": {
-            "sgxtcbcomponents": [{"svn": svn} for svn in level.sgx_components],
-            "pcesvn": level.pce_svn,
-        },
-        "tcbDate": _json_time(level.tcb_date),
-        "tcbStatus": level.status.value,
-    }
-    if level.advisory_ids:
-        out["advisoryIDs"] = list(level.advisory_ids)
-    return out
+    sgx = [{"svn": svn} for svn in level.sgx_components]
+    return _level_json({"sgxtcbcomponents": sgx, "pcesvn": level.pce_svn}, level)
 
 
-def _qe_level_json(level: QeTcbLevel) -> dict[str, object]:
+def _level_json(tcb: dict[str, object], level: TcbLevel | QeTcbLevel) -> dict[str, object]:
     out: dict[str, object] = {
-        "tcb": {"isvsvn": level.isv_svn},
+        "tcb": tcb,
         "tcbDate": _json_time(level.tcb_date),
         "tcbStatus": level.status.value,
     }

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from confide.attestation import SGX_EXTENSION_OID, SIMULATION_ORGANIZATION, PckExtensions
+from confide.crypto import key_usage
 from confide.errors import UsageError
 
 from ._der import (
@@ -36,28 +37,6 @@ from ._der import (
 
 if TYPE_CHECKING:
     from ._simulation import SimulatedPlatform
-
-__all__ = [
-    "PLATFORM_SECRET_SIZE",
-    "QE_ATTRIBUTES",
-    "SIM_FMSPC",
-    "SIM_PCE_ID",
-    "SIM_PCE_SVN",
-    "SIM_QE_ISV_PROD_ID",
-    "SIM_QE_ISV_SVN",
-    "SIM_QE_MR_ENCLAVE",
-    "SIM_QE_MR_SIGNER",
-    "SIM_TCB_COMPONENTS",
-    "SimulatedPck",
-    "Window",
-    "issue_crl",
-    "issue_pck_certificate",
-    "new_key",
-    "new_platform",
-    "pem_chain",
-    "raw_signature",
-    "whole_seconds",
-]
 
 #: The simulated platform's FMSPC (family-model-stepping-platform-custom SKU).
 SIM_FMSPC: Final = bytes.fromhex("00C0F1DE0000")
@@ -76,6 +55,8 @@ _CERT_LIFETIME: Final = timedelta(days=3650)
 _CLOCK_SKEW: Final = timedelta(days=1)
 _ORG: Final = SIMULATION_ORGANIZATION
 PLATFORM_SECRET_SIZE: Final = 32
+_CA_USAGE: Final = key_usage("key_cert_sign", "crl_sign")
+_SIGNER_USAGE: Final = key_usage("digital_signature", "content_commitment")
 
 Window = tuple[datetime, datetime]
 
@@ -119,34 +100,6 @@ def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
-def _ca_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _signer_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=True,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def pem_chain(*certs: x509.Certificate) -> str:
     return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
 
@@ -175,7 +128,7 @@ def new_platform(cls: type[SimulatedPlatform], state: Path, now: datetime) -> Si
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(_ca_usage(), critical=True)
+        .add_extension(_CA_USAGE, critical=True)
         .add_extension(_ski(root_key.public_key()), critical=False)
         .sign(root_key, hashes.SHA256())
     )
@@ -188,7 +141,7 @@ def new_platform(cls: type[SimulatedPlatform], state: Path, now: datetime) -> Si
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_ca_usage(), critical=True)
+        .add_extension(_CA_USAGE, critical=True)
         .add_extension(_ski(pck_ca_key.public_key()), critical=False)
         .add_extension(_aki(root), critical=False)
         .sign(root_key, hashes.SHA256())
@@ -202,7 +155,7 @@ def new_platform(cls: type[SimulatedPlatform], state: Path, now: datetime) -> Si
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_signer_usage(), critical=True)
+        .add_extension(_SIGNER_USAGE, critical=True)
         .add_extension(_ski(tcb_key.public_key()), critical=False)
         .add_extension(_aki(root), critical=False)
         .sign(root_key, hashes.SHA256())
@@ -266,7 +219,7 @@ def issue_pck_certificate(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_signer_usage(), critical=True)
+        .add_extension(_SIGNER_USAGE, critical=True)
         .add_extension(_ski(public_key), critical=False)
         .add_extension(_aki(ca), critical=False)
         .add_extension(x509.UnrecognizedExtension(SGX_EXTENSION_OID, sgx), critical=False)

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from confide.crypto import private_key_pem
 from confide.errors import TeeError
 
 from ._simpki import PLATFORM_SECRET_SIZE, SimulatedPck
@@ -23,20 +24,11 @@ from ._simpki import PLATFORM_SECRET_SIZE, SimulatedPck
 if TYPE_CHECKING:
     from ._simulation import SimulatedPlatform
 
-__all__ = ["STATE_MARKER", "load_platform", "save_platform"]
-
 _STATE_VERSION: Final = 1
+#: Each signer's certificate and key, then the attestation key and the platform secret.
 _FILES: Final = (
-    "root.pem",
-    "root.key",
-    "pck_ca.pem",
-    "pck_ca.key",
-    "pck.pem",
-    "pck.key",
-    "tcb_signer.pem",
-    "tcb_signer.key",
-    "attestation.key",
-    "platform.secret",
+    *(f"{n}.{k}" for n in ("root", "pck_ca", "pck", "tcb_signer") for k in ("pem", "key")),
+    *("attestation.key", "platform.secret"),
 )
 STATE_MARKER: Final = "platform.json"
 
@@ -49,26 +41,19 @@ def save_platform(self: SimulatedPlatform) -> None:
     except OSError as exc:
         raise TeeError(f"cannot create {self.state}: {exc.strerror or exc}") from exc
 
-    def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-        return key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
     def cert_pem(cert: x509.Certificate) -> bytes:
         return cert.public_bytes(serialization.Encoding.PEM)
 
     files = {
         "root.pem": cert_pem(self.root_certificate),
-        "root.key": key_pem(self.root_key),
+        "root.key": private_key_pem(self.root_key),
         "pck_ca.pem": cert_pem(self.pck_ca_certificate),
-        "pck_ca.key": key_pem(self.pck_ca_key),
+        "pck_ca.key": private_key_pem(self.pck_ca_key),
         "pck.pem": cert_pem(self.pck.certificate),
-        "pck.key": key_pem(self.pck.private_key),
+        "pck.key": private_key_pem(self.pck.private_key),
         "tcb_signer.pem": cert_pem(self.tcb_signing_certificate),
-        "tcb_signer.key": key_pem(self.tcb_signing_key),
-        "attestation.key": key_pem(self.attestation_key),
+        "tcb_signer.key": private_key_pem(self.tcb_signing_key),
+        "attestation.key": private_key_pem(self.attestation_key),
         "platform.secret": self.secret,
     }
     for name, data in files.items():

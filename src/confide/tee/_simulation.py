@@ -1,20 +1,16 @@
 """A simulated SGX platform: the issuing authority of quotes that only verify on request.
 
-:class:`SimulatedPlatform` plays Intel's parts for one simulated machine: a
-root CA generated per platform (its organization is
-:data:`~confide.attestation.SIMULATION_ORGANIZATION`; never shipped in the
-package), a PCK CA, a PCK certificate carrying the SGX
-extension exactly as Intel encodes it, a TCB signing certificate, the quoting
-enclave's attestation key and a platform secret for sealing. It produces
-real-format v3 SGX quotes and the collateral to verify them, so a simulated
+:class:`SimulatedPlatform` plays Intel's parts for one simulated machine: its
+PKI (:mod:`._simpki`, a root generated per platform, never shipped in the
+package), the quoting enclave's attestation key and a platform secret for
+sealing. It produces real-format v3 SGX quotes and the collateral to verify
+them (:mod:`._simcollateral`), so a simulated
 quote goes through exactly the same :func:`~confide.attestation.verify_quote`
 as a real one, and passes only when the caller passes this platform's root
 as ``trust_anchor`` *and* ``Policy(allow_simulation=True)``.
 
-The collateral builder takes a :class:`CollateralSpec` so tests can aim at
-every outcome: another FMSPC, revoked certificates, items outside their
-windows, other TCB levels or QE identity fields; :meth:`SimulatedPlatform.issue_pck`
-issues PCK certificates with other TCB SVNs or validity windows.
+Tests aim at every outcome with a :class:`CollateralSpec` and with
+:meth:`SimulatedPlatform.issue_pck` (other TCB SVNs or validity windows).
 
 Example::
 
@@ -75,8 +71,6 @@ from ._simpki import (
     raw_signature,
 )
 from ._simstate import STATE_MARKER, load_platform, save_platform
-
-__all__ = ["SimulatedPlatform", "SimulationTee"]
 
 #: QE auth data as Intel's QE fills it (bytes 0..31).
 SIM_QE_AUTH_DATA: Final = bytes(range(32))

@@ -6,8 +6,6 @@ from typing import NamedTuple
 
 from confide.errors import UsageError
 
-__all__ = ["HostPort"]
-
 
 class HostPort(NamedTuple):
     """A host (a name or an IP address, IPv6 without brackets) and a TCP port; it unpacks

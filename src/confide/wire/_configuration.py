@@ -38,13 +38,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = [
-    "CONFIGURATION_FIELDS",
-    "MAX_CONFIGURATION_SIZE",
-    "SEALED_CODE_KEY",
-    "configuration_body",
-]
-
 #: Largest configuration request body, in bytes (secrets, not bulk data).
 MAX_CONFIGURATION_SIZE: Final = 1024 * 1024
 #: The fields a configuration request may carry.

@@ -5,8 +5,6 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-__all__ = ["AppStatus", "DesiredState", "TlsMode"]
-
 
 class AppStatus(enum.StrEnum):
     """Where an app is in its life (the operator's column and its API's word)."""

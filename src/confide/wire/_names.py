@@ -11,21 +11,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-__all__ = [
-    "APPLICATION_LENGTH",
-    "APPLICATION_PATTERN",
-    "DNS_LABEL",
-    "DOMAIN_LENGTH",
-    "DOMAIN_PATTERN",
-    "HEALTHCHECK_LENGTH",
-    "HEALTHCHECK_PATTERN",
-    "NAME_LENGTH",
-    "NAME_PATTERN",
-    "dns_name_matches",
-    "key_matches_certificate",
-    "uncovered_names",
-]
-
 #: One lower-case DNS label, unanchored: 1 to 63 letters, digits and inner hyphens.
 DNS_LABEL: Final = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 #: An app, project or plan name: a DNS label.

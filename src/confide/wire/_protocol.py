@@ -5,8 +5,6 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-__all__ = ["API_PREFIX", "STATUS_HEADER", "ConfigurationStatus"]
-
 #: Where the operator's REST API is mounted, under its base URL.
 API_PREFIX: Final = "/api/v1"
 #: The response header by which a runtime tells whether it still waits for its

@@ -101,25 +101,15 @@ class Plan:
             raise UsageError(
                 f"plan name {self.name!r} must be 1 to 32 lower-case letters, digits or hyphens"
             )
-        if not 0 < self.memory_mib <= MAX_PLAN_MEMORY_MIB:
-            raise UsageError(
-                f"plan {self.name}: memory_mib must be in 1..{MAX_PLAN_MEMORY_MIB}, "
-                f"got {self.memory_mib}"
-            )
-        if not 0 < self.cores <= MAX_PLAN_CORES:
-            raise UsageError(
-                f"plan {self.name}: cores must be in 1..{MAX_PLAN_CORES}, got {self.cores}"
-            )
-        if not 0 < self.max_lifetime_days <= MAX_PLAN_LIFETIME_DAYS:
-            raise UsageError(
-                f"plan {self.name}: max_lifetime_days must be in 1..{MAX_PLAN_LIFETIME_DAYS}, "
-                f"got {self.max_lifetime_days}"
-            )
-        if not 0 < self.configure_timeout_minutes <= MAX_PLAN_CONFIGURE_TIMEOUT_MINUTES:
-            raise UsageError(
-                f"plan {self.name}: configure_timeout_minutes must be in "
-                f"1..{MAX_PLAN_CONFIGURE_TIMEOUT_MINUTES}, got {self.configure_timeout_minutes}"
-            )
+        for field, top in (
+            ("memory_mib", MAX_PLAN_MEMORY_MIB),
+            ("cores", MAX_PLAN_CORES),
+            ("max_lifetime_days", MAX_PLAN_LIFETIME_DAYS),
+            ("configure_timeout_minutes", MAX_PLAN_CONFIGURE_TIMEOUT_MINUTES),
+        ):
+            value = getattr(self, field)
+            if not 0 < value <= top:
+                raise UsageError(f"plan {self.name}: {field} must be in 1..{top}, got {value}")
 
 
 def _hex32(value: object) -> bytes:
