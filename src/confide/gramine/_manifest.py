@@ -1,0 +1,204 @@
+"""The Gramine manifest of a launch, and the simulated MRENCLAVE of a manifest.
+
+:func:`gramine_manifest` renders a final manifest (no template left) in Gramine's
+TOML syntax from a :class:`LaunchManifest`, the runtime's fixed argv, the
+:class:`RuntimeEnvironment` and the plan's enclave size and thread count:
+
+* ``libos.entrypoint`` is the interpreter; ``loader.argv`` is the given argv, fixed
+  (never ``loader.insecure__use_cmdline_argv``); ``loader.env`` is fixed too
+  (``PYTHONPATH`` to the environment's folders, no byte code written, no user site,
+  and the launch manifest's canonical JSON as ``CONFIDE_LAUNCH_MANIFEST``);
+* ``sgx.trusted_files`` lists every file of the environment with its SHA-256, and
+  Gramine's own runtime folder (its signer hashes that one);
+* the encrypted package is the one allowed file: readable, not trusted, because its
+  AEAD gives it integrity; no code is ever allowed;
+* the state folder is an encrypted mount keyed ``_sgx_mrenclave``; the code folder
+  (``/dev/shm``) is an in-enclave ``tmpfs``;
+* ``sgx.debug = false`` and ``sgx.remote_attestation = "dcap"``.
+
+The host paths of the package, the state folder and the certificate are rendered
+as given and mounted at fixed in-enclave paths (:data:`ENCLAVE_PACKAGE`, ...): give
+them relative to the folder ``gramine-sgx`` runs in (the app's folder, e.g.
+``package``, ``state``) so an owner can predict the MRENCLAVE without knowing the
+operator's layout. Gramine's MRENCLAVE depends on
+every path written here (unlike the environment's digest), which is why a real
+deployment runs a fixed runtime image (ADR 0017).
+
+The simulated MRENCLAVE of a manifest (what Gramine's stand-in signer reports)::
+
+    simulated_mrenclave = SHA-256("confide/gramine-manifest/v1" || 0x00 || manifest UTF-8 bytes)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Final
+
+from confide.errors import UsageError
+from confide.wire import LaunchManifest, TlsMode
+
+from ._environment import RuntimeEnvironment
+
+__all__ = [
+    "CODE_MOUNT",
+    "DEFAULT_GRAMINE_LIBOS",
+    "DEFAULT_GRAMINE_RUNTIME",
+    "ENCLAVE_CERTIFICATE",
+    "ENCLAVE_PACKAGE",
+    "ENCLAVE_STATE",
+    "enclave_argv",
+    "gramine_manifest",
+    "simulated_mrenclave",
+]
+
+_DOMAIN: Final = b"confide/gramine-manifest/v1\x00"
+#: Where Debian/Ubuntu's ``gramine`` package installs its LibOS and its patched glibc.
+DEFAULT_GRAMINE_LIBOS: Final = Path("/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so")
+DEFAULT_GRAMINE_RUNTIME: Final = Path("/usr/lib/x86_64-linux-gnu/gramine/runtime/glibc")
+#: The in-enclave tmpfs holding the decrypted code (the runtime's fixed code folder is in it).
+CODE_MOUNT: Final = "/dev/shm"  # noqa: S108 - an in-enclave tmpfs, not a host folder
+#: Where the enclave sees the launch's files (mounted from the host paths given).
+ENCLAVE_PACKAGE: Final = PurePosixPath("/confide/package")
+ENCLAVE_STATE: Final = PurePosixPath("/confide/state")
+ENCLAVE_CERTIFICATE: Final = PurePosixPath("/confide/certificate.pem")
+_ENCLAVE_SIZE: Final = re.compile(r"[1-9][0-9]{0,5}[KMG]")
+MAX_THREADS: Final = 4096
+#: What Python runs as: the CLI's entry point, as ``confide_command`` runs it.
+_CLI: Final = ("-c", "from confide.cli import main; main()")
+
+
+def simulated_mrenclave(manifest_text: str) -> bytes:
+    """The simulated TEE's MRENCLAVE of a rendered Gramine manifest (32 bytes)."""
+    return hashlib.sha256(_DOMAIN + manifest_text.encode()).digest()
+
+
+def _s(value: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's, once control characters are out)."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise UsageError(f"a manifest value holds a control character: {value!r}")
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _uri(path: Path | PurePosixPath, folder: bool = False) -> str:
+    text = path.as_posix()
+    return _s(f"file:{text}/" if folder and not text.endswith("/") else f"file:{text}")
+
+
+def enclave_argv(
+    launch: LaunchManifest,
+    environment: RuntimeEnvironment,
+    *,
+    port: int,
+    host: str = "0.0.0.0",  # noqa: S104
+) -> list[str]:
+    """The fixed ``loader.argv`` of ``confide runtime`` launching ``launch`` under Gramine,
+    with the package, state and certificate at their in-enclave paths
+    (:data:`ENCLAVE_PACKAGE` & co.). ``port`` is measured: Gramine fixes the whole argv."""
+    if not 0 < port < 65536:
+        raise UsageError(f"the enclave's port must be 1 to 65535, got {port}")
+    argv = [str(environment.interpreter), *_CLI, "runtime"]
+    argv += ["--app-id", str(launch.app_id), "--application", launch.application]
+    argv += ["--package", str(ENCLAVE_PACKAGE), "--host", host, "--port", str(port)]
+    if launch.tls == TlsMode.OWNER:
+        argv += ["--certificate", str(ENCLAVE_CERTIFICATE)]
+    elif launch.tls == TlsMode.RATLS:
+        argv += ["--ratls", str(launch.ratls_expiry)]
+    else:
+        argv += ["--no-ssl"]
+    for name in launch.san:
+        argv += ["--san", name]
+    if launch.subject is not None:
+        argv += ["--subject", launch.subject]
+    argv += ["--state-dir", str(ENCLAVE_STATE), "--tee", "gramine"]
+    return argv
+
+
+def gramine_manifest(
+    launch: LaunchManifest,
+    argv: Sequence[str],
+    environment: RuntimeEnvironment,
+    *,
+    enclave_size: str,
+    max_threads: int,
+    package: Path,
+    state_dir: Path,
+    certificate: Path | None = None,
+    gramine_libos: Path = DEFAULT_GRAMINE_LIBOS,
+    gramine_runtime: Path = DEFAULT_GRAMINE_RUNTIME,
+) -> str:
+    """The Gramine manifest (TOML text) that runs ``argv`` as the enclave of ``launch``.
+
+    ``certificate`` is the owner's certificate chain (certificate mode only): it is
+    a trusted file, since the launch manifest measures its leaf.
+    """
+    if not _ENCLAVE_SIZE.fullmatch(enclave_size):
+        raise UsageError(f"the enclave size must be like 512M or 4G, got {enclave_size!r}")
+    if not 0 < max_threads <= MAX_THREADS:
+        raise UsageError(f"the enclave's thread count must be 1 to {MAX_THREADS}")
+    if not argv:
+        raise UsageError("the enclave's argv is empty")
+    if (launch.tls == TlsMode.OWNER) != (certificate is not None):
+        raise UsageError("give the owner's certificate exactly for a certificate-mode launch")
+    env = {
+        "PYTHONPATH": ":".join(p.as_posix() for p in environment.python_path),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "LD_LIBRARY_PATH": ":".join(
+            dict.fromkeys(
+                ["/lib", *(f.path.parent.as_posix() for f in environment.files
+                           if f.label.startswith("interpreter/lib"))]
+            )
+        ),
+        "CONFIDE_LAUNCH_MANIFEST": launch.to_json().decode(),
+    }  # fmt: skip
+    mounts = [f"  {{ path = {_s('/lib')}, uri = {_uri(gramine_runtime)} }},"]
+    host_folders = dict.fromkeys(
+        [environment.interpreter.parent, *(f.path.parent for f in environment.files
+                                           if f.label.startswith("interpreter/"))]
+        + list(environment.python_path)
+    )  # fmt: skip
+    for folder in host_folders:
+        mounts.append(f"  {{ path = {_s(folder.as_posix())}, uri = {_uri(folder)} }},")
+    mounts.append(f"  {{ path = {_s(str(ENCLAVE_PACKAGE))}, uri = {_uri(package)} }},")
+    if certificate is not None:
+        mounts.append(f"  {{ path = {_s(str(ENCLAVE_CERTIFICATE))}, uri = {_uri(certificate)} }},")
+    mounts += [
+        f'  {{ type = "encrypted", path = {_s(str(ENCLAVE_STATE))}, '
+        f'uri = {_uri(state_dir)}, key_name = "_sgx_mrenclave" }},',
+        f'  {{ type = "tmpfs", path = {_s(CODE_MOUNT)} }},',
+    ]
+    trusted = [f"  {_uri(gramine_runtime, folder=True)},"]
+    trusted += [
+        f'  {{ uri = {_uri(f.path)}, sha256 = "{f.sha256.hex()}" }},'
+        for f in sorted(environment.files, key=lambda f: f.path)
+    ]
+    if certificate is not None:
+        trusted.append(f"  {_uri(certificate)},")
+    lines = [
+        "# Generated by Confide from a launch manifest (confide gramine manifest); do not edit.",
+        f"libos.entrypoint = {_s(environment.interpreter.as_posix())}",
+        f"loader.entrypoint.uri = {_uri(gramine_libos)}",
+        'loader.log_level = "error"',
+        "loader.argv = [" + ", ".join(_s(a) for a in argv) + "]",
+        *(f"loader.env.{name} = {_s(value)}" for name, value in env.items()),
+        "fs.mounts = [",
+        *mounts,
+        "]",
+        f"sgx.enclave_size = {_s(enclave_size)}",
+        f"sgx.max_threads = {max_threads}",
+        "sgx.debug = false",
+        'sgx.remote_attestation = "dcap"',
+        'sgx.file_check_policy = "strict"',
+        "sgx.trusted_files = [",
+        *trusted,
+        "]",
+        "sgx.allowed_files = [",
+        f"  {_uri(package)},",
+        "]",
+        "",
+    ]
+    return "\n".join(lines)
