@@ -29,6 +29,7 @@ same distributions give the same digest wherever they are::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import os
@@ -319,12 +320,22 @@ def scan_environment(
 
 
 def runtime_environment(
-    requirements: Sequence[str] = (), *, cache_dir: Path | None = None
+    requirements: Sequence[str] = (),
+    *,
+    cache_dir: Path | None = None,
+    confide_package: Path | None = None,
 ) -> RuntimeEnvironment:
     """The running interpreter's runtime environment for Confide and ``requirements``
     (the app's declared requirement names), hashed with the cache in ``cache_dir``
-    (default :func:`default_cache_dir`)."""
+    (default :func:`default_cache_dir`). ``confide_package`` measures that Confide
+    package folder instead of the running one (a copy the runtime will import)."""
     roots = EnvironmentRoots.current()
+    if confide_package is not None:
+        if not confide_package.is_dir():
+            raise UsageError(
+                f"cannot measure the Confide package at {confide_package}: not a folder"
+            )
+        roots = dataclasses.replace(roots, confide_package=confide_package.resolve())
     folder = cache_dir if cache_dir is not None else default_cache_dir()
     # One cache file per environment, named by where it is: two virtual environments
     # do not evict each other's entries.
