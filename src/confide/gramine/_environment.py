@@ -35,10 +35,10 @@ import io
 import os
 import sys
 import sysconfig
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from time import time_ns
 from typing import Final
 
 from confide.errors import UsageError
@@ -357,9 +357,9 @@ def runtime_environment(
             )
         roots = dataclasses.replace(roots, confide_package=confide_package.resolve())
     folder = cache_dir if cache_dir is not None else default_cache_dir()
-    # One cache file per environment, named by where it is: two virtual environments
-    # do not evict each other's entries.
-    where = hashlib.sha256("\x00".join(map(str, (roots.interpreter, *roots.site))).encode())
+    # One cache file per interpreter and prefix (a virtual environment): two of them do not
+    # evict each other's entries, and every process of one shares it whatever its path.
+    where = hashlib.sha256(f"{roots.interpreter}\x00{sys.prefix}".encode())
     name = f"hashes-{where.hexdigest()[:16]}.json"
-    cache = HashCache(folder / name if folder is not None else None, now_ns=time.time_ns())
+    cache = HashCache(folder / name if folder is not None else None, now_ns=time_ns())
     return scan_environment(roots, requirements, cache)
