@@ -9,6 +9,7 @@ import pytest
 
 import confide.attestation
 import confide.errors
+import confide.gramine
 import confide.release
 import confide.strictjson
 import confide.wire
@@ -18,6 +19,7 @@ MODULES = [
     confide.attestation,
     confide.errors,
     confide.release,
+    confide.gramine,
     confide.strictjson,
     confide.wire,
     confide.wire.api,
