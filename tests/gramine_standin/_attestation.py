@@ -21,6 +21,7 @@ import contextlib
 import errno
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Final
 
@@ -28,6 +29,8 @@ from confide.tee import SimulationTee
 
 REPORT_DATA_SIZE: Final = 64
 KEY_SIZE: Final = 16
+#: Longest a reader may keep a served pseudo-file open before the next one is served.
+READER_WAIT: Final = 10.0
 
 
 class AttestationTree:
@@ -70,15 +73,37 @@ class AttestationTree:
                 _write_all(fd, self._tee.get_quote(self._report_data))
             finally:
                 os.close(fd)
+            _wait_reader_gone(self.root / "quote")
 
     def _serve_key(self) -> None:
         key = self._tee.sealing_key()[:KEY_SIZE]
+        path = self.root / "keys" / "_sgx_mrenclave"
         while True:
-            fd = os.open(self.root / "keys" / "_sgx_mrenclave", os.O_WRONLY)
+            fd = os.open(path, os.O_WRONLY)
             try:
                 _write_all(fd, key)
             finally:
                 os.close(fd)
+            _wait_reader_gone(path)
+
+
+def _wait_reader_gone(path: Path) -> None:
+    """Wait until the reader just served has closed the FIFO (at most READER_WAIT seconds).
+
+    A FIFO opened for writing while a reader still holds it open would hand that
+    reader a second copy after the EOF it has not yet seen; a non-blocking open for
+    writing fails with ENXIO exactly when no reader is left.
+    """
+    deadline = time.monotonic() + READER_WAIT
+    while time.monotonic() < deadline:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return
+            raise
+        os.close(fd)
+        time.sleep(0.001)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -62,7 +62,12 @@ def load(app: str) -> tuple[dict[str, Any], Sigstruct]:
         raise Refused("the SIGSTRUCT asks for a debug enclave")
     if not _manifest.fully_expanded(manifest):
         raise Refused(f"{manifest_path} is not expanded (run gramine-sgx-sign)")
-    for trusted in _manifest.expand_trusted(manifest):
+    libos = manifest.get("loader", {}).get("entrypoint", {})
+    if libos:
+        checked = [_manifest.TrustedFile(_manifest.uri_path(libos.get("uri")), libos.get("sha256"))]
+    else:
+        checked = []
+    for trusted in checked + _manifest.expand_trusted(manifest):
         try:
             observed = _manifest.sha256_file(trusted.path)
         except OSError as exc:
@@ -103,23 +108,55 @@ def _command(manifest: dict[str, Any], manifest_path: Path) -> list[str]:
     while rest and rest[0] in _INTERPRETER_FLAGS:
         flags.append(rest.pop(0))
     size = parse_size(manifest["sgx"].get("enclave_size", "256M"))
-    return [entrypoint, *flags, str(_LOADER), str(manifest_path), str(size), "--", *rest]
+    loader = [str(_LOADER), str(manifest_path), str(size), str(Path.cwd()), "--"]
+    return [entrypoint, *flags, *loader, *rest]
 
 
-def _mounts(manifest: dict[str, Any]) -> None:
+def _gramine_runtime(manifest: dict[str, Any]) -> Path | None:
+    """Gramine's own glibc folder (beside its LibOS): the stand-in runs the host's instead."""
+    uri = manifest.get("loader", {}).get("entrypoint", {}).get("uri")
+    return _manifest.uri_path(uri).parent / "runtime" / "glibc" if uri else None
+
+
+def _mount_point(path: Path, *, folder: bool) -> None:
+    """Make ``path`` exist in this namespace only: a missing ancestor gets a RAM folder.
+
+    The first missing ancestor is created once on the host as an empty folder (a
+    mount point needs one), and a tmpfs private to this namespace is mounted on it.
+    """
+    if path.exists():
+        return
+    missing = path
+    while not missing.parent.exists():
+        missing = missing.parent
+    if missing != path or folder:
+        missing.mkdir(mode=0o755, exist_ok=True)
+        _namespace.tmpfs(missing)
+    if folder:
+        path.mkdir(parents=True, exist_ok=True)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+
+def _mounts(manifest: dict[str, Any], cwd: Path) -> None:
+    gramine_runtime = _gramine_runtime(manifest)
     for mount in manifest.get("fs", {}).get("mounts", []):
         kind = mount.get("type", "chroot")
         path = Path(mount["path"])
         if kind == "tmpfs":
+            _mount_point(path, folder=True)
             _namespace.tmpfs(path)
         elif kind in ("chroot", "encrypted"):
             # The encrypted mount is a plain bind here: the runtime seals its own state
             # with the TEE's key (what Gramine's encryption adds is not exercised).
-            source = _manifest.uri_path(mount["uri"])
-            if source.resolve() != path.resolve():
-                if not path.exists():
-                    raise Refused(f"the stand-in cannot create mount point {path} on the host")
-                _namespace.bind(source, path)
+            source = cwd / _manifest.uri_path(mount["uri"])
+            if source == gramine_runtime or source.resolve() == path.resolve():
+                continue
+            if not source.exists():
+                raise Refused(f"the mount {path} comes from {source}, which does not exist")
+            _mount_point(path, folder=source.is_dir())
+            _namespace.bind(source, path)
         else:
             raise Refused(f"fs.mounts type {kind!r} is not supported by the stand-in")
 
@@ -144,7 +181,7 @@ def run(app: str, extra: list[str]) -> int:
         _namespace.enter_private_namespace()
         _namespace.private_dev()
         tree = AttestationTree(Path("/dev/attestation"), tee)
-        _mounts(manifest)
+        _mounts(manifest, Path.cwd())
     except OSError as exc:
         raise Refused(f"cannot make the enclave's file system: {exc}") from None
     # Forwarded by the process group already (the operator signals the group); the

@@ -63,13 +63,24 @@ def sign(args: argparse.Namespace) -> Sigstruct:
     for name in ("enclave_size", "max_threads"):
         if name not in sgx:
             raise _manifest.ManifestError(f"sgx.{name} is missing")
-    if _manifest.fully_expanded(manifest):
+    libos = manifest.get("loader", {}).get("entrypoint", {})
+    if _manifest.fully_expanded(manifest) and (not libos or "sha256" in libos):
         # Nothing to expand: every hash is given (the signer takes them as they are).
         _manifest.expand_trusted(manifest)
         text = args.manifest.read_text(encoding="utf-8")
     else:
-        files = _manifest.expand_trusted(manifest)
-        text = _manifest.dumps(_manifest.with_trusted(manifest, files))
+        expanded = _manifest.with_trusted(manifest, _manifest.expand_trusted(manifest))
+        if libos and "sha256" not in libos:
+            # The LibOS is hashed too (loader.entrypoint.sha256), and checked at start.
+            path = _manifest.uri_path(libos.get("uri"))
+            try:
+                digest = _manifest.sha256_file(path)
+            except OSError as exc:
+                raise _manifest.ManifestError(
+                    f"cannot hash loader.entrypoint {path}: {exc.strerror or exc}"
+                ) from None
+            expanded["loader"]["entrypoint"]["sha256"] = digest
+        text = _manifest.dumps(expanded)
     mrenclave = simulated_mrenclave(text)
     flags = FLAG_MODE64BIT | (FLAG_DEBUG if sgx.get("debug", False) else 0)
     unsigned = Sigstruct(

@@ -68,7 +68,9 @@ ENCLAVE_CERTIFICATE: Final = PurePosixPath("/confide/certificate.pem")
 _ENCLAVE_SIZE: Final = re.compile(r"[1-9][0-9]{0,5}[KMG]")
 MAX_THREADS: Final = 4096
 #: What Python runs as: the CLI's entry point, as ``confide_command`` runs it.
-_CLI: Final = ("-c", "from confide.cli import main; main()")
+#: ``-S``: no ``site``, so ``sys.path`` is exactly ``PYTHONPATH`` and the standard library
+#: (the interpreter's own site-packages would be visible, untrusted, to import probes).
+_CLI: Final = ("-S", "-c", "from confide.cli import main; main()")
 
 
 def simulated_mrenclave(manifest_text: str) -> bytes:
