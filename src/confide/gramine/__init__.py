@@ -30,7 +30,7 @@ from ._environment import (
     default_cache_dir,
     runtime_environment,
 )
-from ._lint import RUNTIME_MODULES, lint_manifest, runtime_imports
+from ._lint import RUNTIME_MODULES, imported_files, lint_manifest, runtime_imports
 from ._manifest import (
     CODE_MOUNT,
     DEFAULT_GRAMINE_LIBOS,
@@ -57,6 +57,7 @@ __all__ = [
     "default_cache_dir",
     "enclave_argv",
     "gramine_manifest",
+    "imported_files",
     "lint_manifest",
     "runtime_environment",
     "runtime_imports",

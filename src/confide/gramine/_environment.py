@@ -29,16 +29,16 @@ same distributions give the same digest wherever they are::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import os
-import site
 import sys
 import sysconfig
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from time import time_ns
 from typing import Final
 
 from confide.errors import UsageError
@@ -66,7 +66,9 @@ STDLIB_LEFT_OUT: Final = frozenset(
     {"site-packages", "dist-packages", "idlelib", "tkinter", "turtledemo", "ensurepip"}
 )
 TEST_FOLDERS: Final = frozenset({"test", "tests", "idle_test", "__pycache__"})
-#: Installer bookkeeping in a distribution's RECORD: where and how, not what runs.
+#: Installer bookkeeping in a distribution's RECORD: where and how it was installed, not
+#: what runs. RECORD itself differs between two installations of one wheel (byte code,
+#: REQUESTED): it is read (an allowed file under Gramine), not measured.
 BOOKKEEPING: Final = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"})
 #: Confide's own files that run (the rule of the former runtime code hash, ADR 0005).
 CONFIDE_SUFFIXES: Final = (".py", ".der", ".typed")
@@ -96,6 +98,9 @@ class RuntimeEnvironment:
     python_path: tuple[Path, ...]
     #: ``name==version`` of every measured distribution, sorted.
     distributions: tuple[str, ...]
+    #: The RECORD files read to list the distributions' files: read, not measured (data
+    #: the measurement is computed from; a changed one changes the digest or nothing).
+    listings: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +137,14 @@ class EnvironmentRoots:
             folder = Path(dynload).resolve()
             if not any(folder.is_relative_to(s) for s in stdlib):
                 stdlib.append(folder)
-        sites = [Path(p).resolve() for p in site.getsitepackages() if Path(p).is_dir()]
+        # Where imports come from: the path's folders beyond the standard library, in order
+        # (a process launched with PYTHONPATH and no site, as under Gramine, finds the same).
+        sites = [
+            Path(p).resolve()
+            for p in sys.path
+            if p and Path(p).is_dir() and Path(p).resolve() not in stdlib
+            and not any(Path(p).resolve() == s / "lib-dynload" for s in stdlib)
+        ]  # fmt: skip
         package = Path(__file__).resolve().parents[1]
         return cls(
             interpreter=interpreter,
@@ -143,9 +155,15 @@ class EnvironmentRoots:
         )
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/confide`` (``~/.cache/confide`` when it is not set)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+def default_cache_dir() -> Path | None:
+    """``$XDG_CACHE_HOME/confide`` (``~/.cache/confide`` when it is not set); ``None``
+    when there is no home folder either (then nothing is cached)."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except (RuntimeError, KeyError):
+            return None
     return Path(base) / "confide"
 
 
@@ -280,9 +298,11 @@ def scan_environment(
         confide = installed.pop("confide", None)
         if confide is not None:
             wanted += confide.requires()
+            add(f"site/{confide.info}/METADATA", str(confide.site / confide.info / "METADATA"))
         for rel, path in _confide_files(roots.confide_package):
             add(f"site/confide/{rel}", path)
     dists = _closure(installed, wanted)
+    listings = tuple(d.site / d.info / "RECORD" for d in dists)
     for dist in dists:
         for entry in dist.files():
             if _measured_record_entry(entry):
@@ -315,19 +335,31 @@ def scan_environment(
         digest=total.digest(),
         python_path=tuple(python_path),
         distributions=tuple(sorted(f"{d.name}=={d.version}" for d in dists)),
+        listings=listings,
     )
 
 
 def runtime_environment(
-    requirements: Sequence[str] = (), *, cache_dir: Path | None = None
+    requirements: Sequence[str] = (),
+    *,
+    cache_dir: Path | None = None,
+    confide_package: Path | None = None,
 ) -> RuntimeEnvironment:
     """The running interpreter's runtime environment for Confide and ``requirements``
     (the app's declared requirement names), hashed with the cache in ``cache_dir``
-    (default :func:`default_cache_dir`)."""
+    (default :func:`default_cache_dir`). ``confide_package`` measures that Confide
+    package folder instead of the running one (a copy the runtime will import)."""
     roots = EnvironmentRoots.current()
+    if confide_package is not None:
+        if not confide_package.is_dir():
+            raise UsageError(
+                f"cannot measure the Confide package at {confide_package}: not a folder"
+            )
+        roots = dataclasses.replace(roots, confide_package=confide_package.resolve())
     folder = cache_dir if cache_dir is not None else default_cache_dir()
-    # One cache file per environment, named by where it is: two virtual environments
-    # do not evict each other's entries.
-    where = hashlib.sha256("\x00".join(map(str, (roots.interpreter, *roots.site))).encode())
-    cache = HashCache(folder / f"hashes-{where.hexdigest()[:16]}.json", now_ns=time.time_ns())
+    # One cache file per interpreter and prefix (a virtual environment): two of them do not
+    # evict each other's entries, and every process of one shares it whatever its path.
+    where = hashlib.sha256(f"{roots.interpreter}\x00{sys.prefix}".encode())
+    name = f"hashes-{where.hexdigest()[:16]}.json"
+    cache = HashCache(folder / name if folder is not None else None, now_ns=time_ns())
     return scan_environment(roots, requirements, cache)

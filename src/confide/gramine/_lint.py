@@ -37,7 +37,7 @@ from confide.errors import ManifestError, UsageError
 
 from ._environment import RuntimeEnvironment
 
-__all__ = ["RUNTIME_MODULES", "lint_manifest", "runtime_imports"]
+__all__ = ["RUNTIME_MODULES", "imported_files", "lint_manifest", "runtime_imports"]
 
 #: Largest manifest text linted (an environment lists some thousands of files).
 MAX_MANIFEST_TEXT: Final = 16 * 1024 * 1024
@@ -220,26 +220,26 @@ print(json.dumps(sorted(files)))
 """
 
 
-def runtime_imports(
-    environment: RuntimeEnvironment, modules: Sequence[str] = RUNTIME_MODULES
+def imported_files(
+    interpreter: Path, python_path: Sequence[Path], modules: Sequence[str] = RUNTIME_MODULES
 ) -> list[Path]:
-    """The files of every module loaded when a child interpreter of ``environment``,
-    with its ``python_path`` only (isolated, no site), imports ``modules``."""
+    """The files of every module loaded when ``interpreter``, isolated (``-I -S``) with
+    ``python_path`` as its whole path, imports ``modules``; symlinks resolved."""
     argv = [
-        str(environment.interpreter),
+        str(interpreter),
         "-I",
         "-S",
         "-c",
         _PROBE,
-        json.dumps([str(p) for p in environment.python_path]),
+        json.dumps([str(p) for p in python_path]),
         json.dumps(list(modules)),
     ]
     try:
-        done = subprocess.run(  # noqa: S603 - our interpreter, our probe, no shell
+        done = subprocess.run(  # noqa: S603 - the manifest's interpreter, our probe, no shell
             argv, capture_output=True, text=True, timeout=_IMPORT_TIMEOUT, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UsageError(f"cannot run the runtime's imports: {exc}") from None
+        raise UsageError(f"cannot run the runtime's imports with {interpreter}: {exc}") from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise UsageError(f"the runtime's imports fail in its environment: {last}")
@@ -250,3 +250,10 @@ def runtime_imports(
     if not isinstance(found, list) or len(found) > MAX_IMPORTED:
         raise UsageError("the import probe answered nonsense")
     return [Path(os.path.realpath(str(f))) for f in found]
+
+
+def runtime_imports(
+    environment: RuntimeEnvironment, modules: Sequence[str] = RUNTIME_MODULES
+) -> list[Path]:
+    """:func:`imported_files` with ``environment``'s interpreter and path."""
+    return imported_files(environment.interpreter, environment.python_path, modules)

@@ -10,8 +10,10 @@ TOML syntax from a :class:`LaunchManifest`, the runtime's fixed argv, the
   and the launch manifest's canonical JSON as ``CONFIDE_LAUNCH_MANIFEST``);
 * ``sgx.trusted_files`` lists every file of the environment with its SHA-256, and
   Gramine's own runtime folder (its signer hashes that one);
-* the encrypted package is the one allowed file: readable, not trusted, because its
-  AEAD gives it integrity; no code is ever allowed;
+* the encrypted package is allowed (readable, not trusted) because its AEAD gives it
+  integrity, and so are the distributions' ``RECORD`` lists, which the runtime reads
+  to compute its environment's digest (data: a changed one changes that digest, which
+  the launch manifest measures, or nothing); no code is ever allowed;
 * the state folder is an encrypted mount keyed ``_sgx_mrenclave``; the code folder
   (``/dev/shm``) is an in-enclave ``tmpfs``;
 * ``sgx.debug = false`` and ``sgx.remote_attestation = "dcap"``.
@@ -67,9 +69,8 @@ ENCLAVE_STATE: Final = PurePosixPath("/confide/state")
 ENCLAVE_CERTIFICATE: Final = PurePosixPath("/confide/certificate.pem")
 _ENCLAVE_SIZE: Final = re.compile(r"[1-9][0-9]{0,5}[KMG]")
 MAX_THREADS: Final = 4096
-#: What Python runs as: the CLI's entry point, as ``confide_command`` runs it.
-#: ``-S``: no ``site``, so ``sys.path`` is exactly ``PYTHONPATH`` and the standard library
-#: (the interpreter's own site-packages would be visible, untrusted, to import probes).
+#: What Python runs: the CLI's entry point, as ``confide_command`` runs it, with no ``site``
+#: (``-S``): the path is the manifest's PYTHONPATH alone and no ``.pth`` file is read.
 _CLI: Final = ("-S", "-c", "from confide.cli import main; main()")
 
 
@@ -200,6 +201,7 @@ def gramine_manifest(
         "]",
         "sgx.allowed_files = [",
         f"  {_uri(package)},",
+        *(f"  {_uri(listing)}," for listing in environment.listings),
         "]",
         "",
     ]

@@ -144,3 +144,34 @@ def test_confide_is_measured_from_its_package_folder(fake: FakeEnvironment, tmp_
     assert digest() == first, "the operator never runs in the enclave"
     (package / "__init__.py").write_text("x = 2\n")
     assert digest() != first
+
+
+def test_a_process_launched_as_the_manifest_says_finds_the_same_digest(tmp_path: Path) -> None:
+    """The runtime under Gramine runs the resolved interpreter with the manifest's fixed
+    PYTHONPATH (no virtual environment): it must measure the same environment."""
+    import json
+    import os
+    import subprocess
+    import tomllib
+
+    env = runtime_environment(cache_dir=tmp_path)
+    text = gramine_manifest(
+        LAUNCH, ["python3"], env, enclave_size="1G", max_threads=8,
+        package=Path("package"), state_dir=Path("state"),
+    )  # fmt: skip
+    loader = tomllib.loads(text)["loader"]
+    probe = (
+        "import sys; from pathlib import Path; from confide.gramine import runtime_environment;"
+        "e = runtime_environment(cache_dir=Path(sys.argv[1])); import json;"
+        "print(json.dumps([e.digest.hex(), {f.label: f.sha256.hex() for f in e.files}]))"
+    )
+    done = subprocess.run(
+        [tomllib.loads(text)["libos"]["entrypoint"], "-c", probe, str(tmp_path)],
+        env={**loader["env"], "PATH": os.environ.get("PATH", "")},
+        capture_output=True, text=True, check=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    digest, child = json.loads(done.stdout)
+    mine = {f.label: f.sha256.hex() for f in env.files}
+    assert set(child) ^ set(mine) == set()
+    assert [k for k in mine if mine[k] != child[k]] == []
+    assert digest == env.digest.hex()
