@@ -39,6 +39,8 @@ class AttestationTree:
         self._tee = tee
         self._report_data = bytes(REPORT_DATA_SIZE)
         self._pending = b""
+        #: The enclave's process (set once it is started), whose descriptors are watched.
+        self.reader_pid: int | None = None
         root.mkdir(mode=0o755, parents=True, exist_ok=True)
         (root / "keys").mkdir(mode=0o755, exist_ok=True)
         (root / "attestation_type").write_text("dcap")
@@ -47,7 +49,8 @@ class AttestationTree:
         os.mkfifo(root / "keys" / "_sgx_mrenclave", 0o400)
         self._report_fd = os.open(root / "user_report_data", os.O_RDONLY | os.O_NONBLOCK)
 
-    def start(self) -> None:
+    def start(self, reader_pid: int) -> None:
+        self.reader_pid = reader_pid
         for target in (self._serve_quotes, self._serve_key):
             threading.Thread(target=target, daemon=True).start()
 
@@ -73,7 +76,7 @@ class AttestationTree:
                 _write_all(fd, self._tee.get_quote(self._report_data))
             finally:
                 os.close(fd)
-            _wait_reader_gone(self.root / "quote")
+            _wait_reader_gone(self.root / "quote", self.reader_pid)
 
     def _serve_key(self) -> None:
         key = self._tee.sealing_key()[:KEY_SIZE]
@@ -84,25 +87,36 @@ class AttestationTree:
                 _write_all(fd, key)
             finally:
                 os.close(fd)
-            _wait_reader_gone(path)
+            _wait_reader_gone(path, self.reader_pid)
 
 
-def _wait_reader_gone(path: Path) -> None:
-    """Wait until the reader just served has closed the FIFO (at most READER_WAIT seconds).
+def _wait_reader_gone(path: Path, pid: int | None) -> None:
+    """Wait until the enclave process has closed the FIFO just served (at most READER_WAIT).
 
-    A FIFO opened for writing while a reader still holds it open would hand that
-    reader a second copy after the EOF it has not yet seen; a non-blocking open for
-    writing fails with ENXIO exactly when no reader is left.
+    Reopening a FIFO for writing while its last reader still holds it open would hand
+    that reader a second copy after the EOF it has not read yet, and a probe that
+    opens it would look like a writer to the next reader: so the enclave's open
+    descriptors are looked at instead (Gramine's pseudo-files are per process).
     """
+    if pid is None:
+        return
     deadline = time.monotonic() + READER_WAIT
+    target = str(path)
     while time.monotonic() < deadline:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                return
-            raise
-        os.close(fd)
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            return  # the enclave is gone
+        held = False
+        for fd in fds:
+            try:
+                held = os.readlink(f"/proc/{pid}/fd/{fd}") == target
+            except OSError:
+                continue
+            if held:
+                break
+        if not held:
+            return
         time.sleep(0.001)
 
 

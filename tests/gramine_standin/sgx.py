@@ -195,7 +195,7 @@ def run(app: str, extra: list[str]) -> int:
         preexec_fn=_default_signals,  # noqa: PLW1509 - single-threaded here
         close_fds=True,
     )
-    tree.start()
+    tree.start(child.pid)
     code = child.wait()
     if code < 0:
         signal.signal(-code, signal.SIG_DFL)
