@@ -4,9 +4,11 @@ An operator configured with ``tee = "gramine"`` and the stand-ins of
 ``tests/gramine_standin`` first on its PATH: the app's Gramine manifest is
 generated in its folder, signed by ``gramine-sgx-sign`` and run by ``gramine-sgx``,
 whose ``/dev/attestation`` is backed by the simulated platform in the operator's
-data folder. The owner reads the MRENCLAVE from the SIGSTRUCT with
-``gramine-sgx-sigstruct-view`` (as ``confide fingerprint --tee gramine`` does where
-Gramine is installed), verifies the enclave through the router against it, sends
+data folder. The owner predicts the MRENCLAVE from public inputs (the launch
+manifest the API publishes, this environment, the plan and the enclave's port),
+as ``confide fingerprint --tee gramine`` does with Gramine's signer, checks it is
+what ``gramine-sgx-sigstruct-view`` reads from the operator's SIGSTRUCT, verifies
+the enclave through the router against it, sends
 the code key, and a user calls the app through the router, which relays the bytes
 (no descriptor hand-off). The enclave is then killed: the operator restarts it with
 the same MRENCLAVE; and an operator restart adopts the running enclave.
@@ -37,7 +39,13 @@ from operator_harness import (
 )
 from runtime_harness import poll, trusting
 
-from confide.gramine import simulated_mrenclave
+from confide.cli._gramine import predict_mrenclave
+from confide.gramine import (
+    enclave_argv,
+    gramine_manifest,
+    runtime_environment,
+    simulated_mrenclave,
+)
 from confide.wire import LAUNCH_MANIFEST_OID, LaunchManifest
 from gramine_standin import StandinConfig, install, mount_namespace_support
 
@@ -92,8 +100,12 @@ def operator_fixture(tmp_path: Path, standins: StandinConfig) -> Iterator[Operat
 
 
 def test_an_app_runs_verifies_and_restarts_through_gramine(
-    operator: OperatorProcess, standins: StandinConfig, tmp_path: Path
+    operator: OperatorProcess,
+    standins: StandinConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    lib = tmp_path / "gramine-lib"
     token = create_token(operator.data_dir, "owner")
     with operator.client(token) as api:
         # An app whose imports Confide's own requirements cover (FastAPI): the app's
@@ -111,11 +123,26 @@ def test_an_app_runs_verifies_and_restarts_through_gramine(
         assert b"runtime" not in cmdline  # the runtime's argv is the manifest's, not the host's
         assert "loader.env.CONFIDE_LAUNCH_MANIFEST" in Path(f"{base}.manifest").read_text()
 
-        # The owner: MRENCLAVE from the SIGSTRUCT (what gramine-sgx-sign measured), which is
-        # the measurement of the expanded manifest; the enclave proves it over RA-TLS.
+        # The owner predicts MRENCLAVE from public inputs alone: the launch manifest the API
+        # published, this environment, the plan and the enclave's port; the manifest is the
+        # one the operator signed, and Gramine's signer (the stand-in) measures it.
+        environment = runtime_environment()
+        predicted_text = gramine_manifest(
+            app.manifest,
+            enclave_argv(app.manifest, environment, port=record["port"], host="127.0.0.1"),
+            environment,
+            enclave_size="512M",
+            max_threads=32,
+            package=Path("package"),
+            state_dir=Path("state"),
+            gramine_libos=lib / "libsysdb.so",
+            gramine_runtime=lib / "runtime" / "glibc",
+        )
+        assert Path(f"{base}.manifest").read_text() == predicted_text
+        monkeypatch.setenv("PATH", f"{standins.bin_dir}{os.pathsep}{os.environ['PATH']}")
+        mrenclave = predict_mrenclave(predicted_text, certificate=None)
         view = sigstruct_view(standins, Path(f"{base}.sig"))
-        mrenclave = bytes.fromhex(str(view["mr_enclave"]))
-        assert mrenclave == simulated_mrenclave(expanded)
+        assert view["mr_enclave"] == mrenclave.hex() == simulated_mrenclave(expanded).hex()
         assert view["debug_enclave"] is False
         cert, verified = verify_through_router(
             operator.router_port, app, operator.data_dir, mrenclave
