@@ -91,6 +91,8 @@ __all__ = [
     "LocalProcessBackend",
     "RuntimeBackend",
     "RuntimeHandle",
+    "free_port",
+    "read_cmdline",
 ]
 
 #: A runtime told to stop gets this long (its app's graceful timeout and margin) before SIGKILL.
@@ -201,7 +203,7 @@ def free_port(host: str) -> int:
         return port
 
 
-def _read_cmdline(pid: int) -> list[str] | None:
+def read_cmdline(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             raw = f.read(_MAX_CMDLINE)
@@ -233,7 +235,7 @@ def _runs_app(app_id: uuid.UUID, pid: int) -> bool:
     """Whether ``pid`` is a live ``confide runtime`` of ``app_id`` (not a reused pid)."""
     if _is_zombie(pid):
         return False
-    argv = _read_cmdline(pid)
+    argv = read_cmdline(pid)
     return argv is not None and "runtime" in argv and _option(argv, "--app-id") == str(app_id)
 
 
@@ -331,6 +333,11 @@ class LocalProcessBackend:
 
     def _prepare(self, spec: AppSpec, now: datetime) -> Launch:
         """Write the app's files, check the measurement, and build the command line."""
+        if self._tee != TeeBackend.SIMULATION:
+            raise LaunchRefused(
+                "this backend runs runtimes on the simulated TEE only",
+                hint="Gramine enclaves are launched by GramineBackend (ADR 0018)",
+            )
         folder = self.app_dir(spec.app_id)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         certificate: Path | None = None
@@ -356,11 +363,6 @@ class LocalProcessBackend:
             raise
         except UsageError as exc:
             raise LaunchRefused(exc.message, hint=exc.hint) from None
-        if self._tee != TeeBackend.SIMULATION:
-            raise LaunchRefused(
-                "this backend runs runtimes on the simulated TEE only",
-                hint="Gramine enclaves are launched by GramineBackend (ADR 0018)",
-            )
         tee: LaunchTee = "simulation"
         arguments = runtime_arguments(
             spec.manifest,
@@ -428,7 +430,7 @@ class LocalProcessBackend:
 
     def _ours(self, pid: int, app_id: uuid.UUID) -> list[str] | None:
         """The command line of ``pid`` if it is the runtime of ``app_id`` under this operator."""
-        argv = _read_cmdline(pid)
+        argv = read_cmdline(pid)
         if argv is None or "runtime" not in argv:
             return None
         if _option(argv, "--app-id") != str(app_id):
@@ -581,7 +583,7 @@ class LocalProcessBackend:
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
-            argv = _read_cmdline(pid)
+            argv = read_cmdline(pid)
             app_id = None if argv is None else self._app_of(argv)
             if app_id is None:
                 continue

@@ -65,8 +65,8 @@ from ._backend import (
     LaunchRefused,
     LocalProcessBackend,
     RuntimeHandle,
-    _read_cmdline,
     free_port,
+    read_cmdline,
 )
 from ._logs import LogSource
 from ._seams import Clock, utc_now
@@ -188,6 +188,7 @@ class GramineBackend(LocalProcessBackend):
         os.replace(tmp, link)
 
     def _prepare(self, spec: AppSpec, now: datetime) -> Launch:
+        sign, sgx = self._tool(GRAMINE_SIGN), self._tool(GRAMINE_SGX)
         folder = self.app_dir(spec.app_id)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         certificate = self._write_certificate(spec)
@@ -196,7 +197,6 @@ class GramineBackend(LocalProcessBackend):
         state = self.state_dir(spec.app_id)
         state.mkdir(mode=0o700, exist_ok=True)
         self._check(spec, certificate, state, now)
-        sign, sgx = self._tool(GRAMINE_SIGN), self._tool(GRAMINE_SGX)
         self._link_package(spec)
         try:
             environment = runtime_environment(cache_dir=self.gramine_dir / "hash-cache")
@@ -279,7 +279,7 @@ class GramineBackend(LocalProcessBackend):
 
     def _ours(self, pid: int, app_id: uuid.UUID) -> list[str] | None:
         """The command line of ``pid`` if it is ``gramine-sgx`` running this app's manifest."""
-        argv = _read_cmdline(pid)
+        argv = read_cmdline(pid)
         if argv is None or str(self.app_base(app_id)) not in argv:
             return None
         return argv
