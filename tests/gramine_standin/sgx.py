@@ -118,20 +118,23 @@ def _gramine_runtime(manifest: dict[str, Any]) -> Path | None:
     return _manifest.uri_path(uri).parent / "runtime" / "glibc" if uri else None
 
 
-def _mount_point(path: Path, *, folder: bool) -> None:
-    """Make ``path`` exist in this namespace only: a missing ancestor gets a RAM folder.
+def _mount_point(path: Path, *, folder: bool, private: set[Path]) -> None:
+    """Make ``path`` exist in this namespace only (Gramine makes its mount points itself).
 
-    The first missing ancestor is created once on the host as an empty folder (a
-    mount point needs one), and a tmpfs private to this namespace is mounted on it.
+    A mount under a top-level folder that is missing or empty on the host (such as
+    ``/confide``) gets a tmpfs private to this namespace on that folder, created once
+    on the host as an empty folder (a mount needs a point): the points made inside
+    vanish with the namespace. Elsewhere the point must already exist.
     """
+    top = Path("/", *path.parts[1:2])
+    if top not in private and top != path and (not top.exists() or not any(top.iterdir())):
+        top.mkdir(mode=0o755, exist_ok=True)
+        _namespace.tmpfs(top)
+        private.add(top)
     if path.exists():
         return
-    missing = path
-    while not missing.parent.exists():
-        missing = missing.parent
-    if missing != path or folder:
-        missing.mkdir(mode=0o755, exist_ok=True)
-        _namespace.tmpfs(missing)
+    if not any(path.is_relative_to(p) for p in private):
+        raise Refused(f"the stand-in cannot make mount point {path} outside a private folder")
     if folder:
         path.mkdir(parents=True, exist_ok=True)
     else:
@@ -141,11 +144,12 @@ def _mount_point(path: Path, *, folder: bool) -> None:
 
 def _mounts(manifest: dict[str, Any], cwd: Path) -> None:
     gramine_runtime = _gramine_runtime(manifest)
+    private: set[Path] = set()
     for mount in manifest.get("fs", {}).get("mounts", []):
         kind = mount.get("type", "chroot")
         path = Path(mount["path"])
         if kind == "tmpfs":
-            _mount_point(path, folder=True)
+            _mount_point(path, folder=True, private=private)
             _namespace.tmpfs(path)
         elif kind in ("chroot", "encrypted"):
             # The encrypted mount is a plain bind here: the runtime seals its own state
@@ -155,7 +159,7 @@ def _mounts(manifest: dict[str, Any], cwd: Path) -> None:
                 continue
             if not source.exists():
                 raise Refused(f"the mount {path} comes from {source}, which does not exist")
-            _mount_point(path, folder=source.is_dir())
+            _mount_point(path, folder=source.is_dir(), private=private)
             _namespace.bind(source, path)
         else:
             raise Refused(f"fs.mounts type {kind!r} is not supported by the stand-in")
