@@ -141,7 +141,10 @@ def fingerprint_command(
         return
     out.out.print(fingerprint)
     if result.runtime_sha256 != own:
-        out.warn("the runtime code hash is not this Confide's own: you vouch for that release")
+        out.warn(
+            "the runtime environment's digest is not this machine's own: you vouch for that "
+            "environment (its Python, Confide and dependencies)"
+        )
 
 
 def _from_options(

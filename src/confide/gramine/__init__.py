@@ -41,6 +41,7 @@ from ._manifest import (
     enclave_argv,
     gramine_manifest,
     simulated_mrenclave,
+    system_library_dirs,
 )
 
 __all__ = [
@@ -62,4 +63,5 @@ __all__ = [
     "runtime_environment",
     "runtime_imports",
     "simulated_mrenclave",
+    "system_library_dirs",
 ]

@@ -296,9 +296,16 @@ def scan_environment(
     installed = _installed(roots.site)
     if roots.confide_package is not None:
         confide = installed.pop("confide", None)
-        if confide is not None:
-            wanted += confide.requires()
-            add(f"site/{confide.info}/METADATA", str(confide.site / confide.info / "METADATA"))
+        if confide is None:
+            # Without its metadata, Confide's requirements (and so most of what runs)
+            # would silently go unmeasured.
+            raise UsageError(
+                "Confide's distribution metadata (confide-*.dist-info) is not on the path: "
+                "its dependencies cannot be measured",
+                hint="install Confide with pip (pip install -e . in a checkout)",
+            )
+        wanted += confide.requires()
+        add(f"site/{confide.info}/METADATA", str(confide.site / confide.info / "METADATA"))
         for rel, path in _confide_files(roots.confide_package):
             add(f"site/confide/{rel}", path)
     dists = _closure(installed, wanted)

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import re
+import sysconfig
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Final
@@ -55,6 +57,7 @@ __all__ = [
     "enclave_argv",
     "gramine_manifest",
     "simulated_mrenclave",
+    "system_library_dirs",
 ]
 
 _DOMAIN: Final = b"confide/gramine-manifest/v1\x00"
@@ -72,6 +75,18 @@ MAX_THREADS: Final = 4096
 #: What Python runs: the CLI's entry point, as ``confide_command`` runs it, with no ``site``
 #: (``-S``): the path is the manifest's PYTHONPATH alone and no ``.pth`` file is read.
 _CLI: Final = ("-S", "-c", "from confide.cli import main; main()")
+
+
+def system_library_dirs() -> list[Path]:
+    """This system's multiarch library folders (``/lib/<triplet>``, ``/usr/lib/<triplet>``),
+    symlinks resolved, those that exist."""
+    triplet = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
+    found: list[Path] = []
+    for base in ("/lib", "/usr/lib"):
+        folder = Path(base) / triplet
+        if folder.is_dir() and folder.resolve() not in found:
+            found.append(folder.resolve())
+    return found
 
 
 def simulated_mrenclave(manifest_text: str) -> bytes:
@@ -132,8 +147,14 @@ def gramine_manifest(
     certificate: Path | None = None,
     gramine_libos: Path = DEFAULT_GRAMINE_LIBOS,
     gramine_runtime: Path = DEFAULT_GRAMINE_RUNTIME,
+    system_libraries: Sequence[Path] | None = None,
 ) -> str:
     """The Gramine manifest (TOML text) that runs ``argv`` as the enclave of ``launch``.
+
+    ``system_libraries`` are the folders of the shared libraries the interpreter and the
+    extension modules load (libssl, libffi, libz, ...; default :func:`system_library_dirs`):
+    trusted as whole folders, which ``gramine-sgx-sign`` hashes (ADR 0017: the simulated
+    measurement leaves them out).
 
     ``certificate`` is the owner's certificate chain (certificate mode only): it is
     a trusted file, since the launch manifest measures its leaf.
@@ -146,6 +167,7 @@ def gramine_manifest(
         raise UsageError("the enclave's argv is empty")
     if (launch.tls == TlsMode.OWNER) != (certificate is not None):
         raise UsageError("give the owner's certificate exactly for a certificate-mode launch")
+    libraries = list(system_libraries if system_libraries is not None else system_library_dirs())
     env = {
         "PYTHONPATH": ":".join(p.as_posix() for p in environment.python_path),
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -153,19 +175,22 @@ def gramine_manifest(
         "LD_LIBRARY_PATH": ":".join(
             dict.fromkeys(
                 ["/lib", *(f.path.parent.as_posix() for f in environment.files
-                           if f.label.startswith("interpreter/lib"))]
+                           if f.label.startswith("interpreter/lib")),
+                 *(p.as_posix() for p in libraries)]
             )
         ),
         "CONFIDE_LAUNCH_MANIFEST": launch.to_json().decode(),
     }  # fmt: skip
     mounts = [f"  {{ path = {_s('/lib')}, uri = {_uri(gramine_runtime)} }},"]
-    host_folders = dict.fromkeys(
-        [environment.interpreter.parent, *(f.path.parent for f in environment.files
-                                           if f.label.startswith("interpreter/"))]
-        + list(environment.python_path)
-    )  # fmt: skip
-    for folder in host_folders:
-        mounts.append(f"  {{ path = {_s(folder.as_posix())}, uri = {_uri(folder)} }},")
+    kept: list[Path] = []
+    for folder in sorted(
+        {environment.interpreter.parent, *libraries, *environment.python_path,
+         *(f.path.parent for f in environment.files if f.label.startswith("interpreter/"))}
+    ):  # fmt: skip
+        # One identity mount per tree: a folder inside a mounted one is already visible.
+        if not any(folder.is_relative_to(k) for k in kept):
+            kept.append(folder)
+            mounts.append(f"  {{ path = {_s(folder.as_posix())}, uri = {_uri(folder)} }},")
     mounts.append(f"  {{ path = {_s(str(ENCLAVE_PACKAGE))}, uri = {_uri(package)} }},")
     if certificate is not None:
         mounts.append(f"  {{ path = {_s(str(ENCLAVE_CERTIFICATE))}, uri = {_uri(certificate)} }},")
@@ -174,7 +199,7 @@ def gramine_manifest(
         f'uri = {_uri(state_dir)}, key_name = "_sgx_mrenclave" }},',
         f'  {{ type = "tmpfs", path = {_s(CODE_MOUNT)} }},',
     ]
-    trusted = [f"  {_uri(gramine_runtime, folder=True)},"]
+    trusted = [f"  {_uri(folder, folder=True)}," for folder in (gramine_runtime, *libraries)]
     trusted += [
         f'  {{ uri = {_uri(f.path)}, sha256 = "{f.sha256.hex()}" }},'
         for f in sorted(environment.files, key=lambda f: f.path)

@@ -14,6 +14,8 @@ import re
 import sys
 from typing import Final
 
+from confide.errors import UsageError
+
 __all__ = ["marker_holds", "normalize", "requirement_name"]
 
 _NAME: Final = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
@@ -36,7 +38,7 @@ def requirement_name(requirement: str) -> tuple[str, str | None]:
     """``(normalized name, marker or None)`` of a requirement string."""
     match = _NAME.match(requirement)
     if match is None:
-        raise ValueError(f"not a requirement: {requirement!r}")
+        raise UsageError(f"not a requirement: {requirement[:200]!r}")
     _, _, marker = requirement.partition(";")
     return normalize(match.group(1)), marker.strip() or None
 

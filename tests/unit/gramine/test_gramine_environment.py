@@ -14,7 +14,12 @@ import pytest
 from gramine_fixtures import LAUNCH, FakeEnvironment, flip_one_byte, make_fake_environment
 
 from confide.errors import UsageError
-from confide.gramine import gramine_manifest, runtime_environment, simulated_mrenclave
+from confide.gramine import (
+    RuntimeEnvironment,
+    gramine_manifest,
+    runtime_environment,
+    simulated_mrenclave,
+)
 from confide.gramine._environment import EnvironmentRoots, scan_environment
 from confide.gramine._hashcache import HashCache
 
@@ -125,7 +130,22 @@ def test_the_real_environment_holds_confide_and_its_dependencies(tmp_path: Path)
     assert runtime_environment(["flask"], cache_dir=tmp_path).digest != env.digest
 
 
+def test_confide_without_its_metadata_fails(fake: FakeEnvironment, tmp_path: Path) -> None:
+    package = tmp_path / "confide"
+    package.mkdir()
+    roots = fake.roots
+    with_confide = EnvironmentRoots(
+        interpreter=roots.interpreter, libraries=roots.libraries, stdlib=roots.stdlib,
+        site=roots.site, confide_package=package,
+    )  # fmt: skip
+    with pytest.raises(UsageError, match="dependencies cannot be measured"):
+        scan_environment(with_confide, [], HashCache(None, now_ns=0))
+
+
 def test_confide_is_measured_from_its_package_folder(fake: FakeEnvironment, tmp_path: Path) -> None:
+    info = fake.root / "site" / "confide-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Name: confide\nRequires-Dist: uvicorn\n\nbody\n")
     package = tmp_path / "confide"
     (package / "operator").mkdir(parents=True)
     (package / "__init__.py").write_text("x = 1\n")
@@ -136,9 +156,14 @@ def test_confide_is_measured_from_its_package_folder(fake: FakeEnvironment, tmp_
         site=roots.site, confide_package=package,
     )  # fmt: skip
 
-    def digest() -> bytes:
-        return scan_environment(with_confide, ["uvicorn"], HashCache(None, now_ns=0)).digest
+    def scan() -> RuntimeEnvironment:
+        return scan_environment(with_confide, [], HashCache(None, now_ns=0))
 
+    def digest() -> bytes:
+        return scan().digest
+
+    # Confide's own requirements (uvicorn, so h11 and click) come from its metadata.
+    assert {d.split("==")[0] for d in scan().distributions} == {"uvicorn", "h11", "click"}
     first = digest()
     (package / "operator" / "_api.py").write_text("y = 2\n")
     assert digest() == first, "the operator never runs in the enclave"

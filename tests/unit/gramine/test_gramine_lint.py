@@ -18,6 +18,7 @@ from confide.gramine import (
     lint_manifest,
     runtime_environment,
     runtime_imports,
+    system_library_dirs,
 )
 
 
@@ -56,6 +57,11 @@ def test_a_generated_manifest_passes_and_says_what_the_issue_asks(fake: FakeEnvi
         "key_name": "_sgx_mrenclave",
     }  # fmt: skip
     assert mounts["/dev/shm"]["type"] == "tmpfs"
+    # The system's libraries (libssl, libffi, ...) are trusted folders, mounted once.
+    libraries = system_library_dirs()
+    assert libraries and all(f"file:{d}/" in m["sgx"]["trusted_files"] for d in libraries)
+    identity = sorted(p for p, mount in mounts.items() if mount.get("uri") == f"file:{p}")
+    assert not any(b.startswith(a + "/") for a in identity for b in identity)
     assert not any("insecure__" in key for key in re.findall(r"^[\w.]+", text, re.M))
 
 
