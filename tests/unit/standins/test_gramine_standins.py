@@ -333,3 +333,35 @@ def _inline(entries: Sequence[object]) -> str:
         else:
             parts.append(json.dumps(entry))
     return "[" + ", ".join(parts) + "]"
+
+
+@needs_namespace
+def test_gramine_sgx_checks_a_trusted_file_again_when_it_is_opened(enclave: Enclave) -> None:
+    """Trusted files: "at runtime, these files may only be accessed by the app if the files'
+    hashes match": a file changed after the enclave started is refused when opened."""
+    trusted = enclave.folder / "trusted.txt"
+    program = (
+        "import sys\n"
+        "print('ready', flush=True); sys.stdin.readline()\n"
+        "try:\n"
+        f"    open({str(trusted)!r}, 'rb').read(); print('opened')\n"
+        "except PermissionError as exc:\n"
+        "    print('refused', exc.errno, exc.strerror)\n"
+    )
+    enclave.manifest(**{"loader.argv": json.dumps([PYTHON, "-S", "-c", program])})
+    assert enclave.sign().returncode == 0
+    with subprocess.Popen(
+        [str(enclave.standins.bin_dir / "gramine-sgx"), str(enclave.folder / "app")],
+        cwd=enclave.folder,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as running:
+        assert running.stdin is not None and running.stdout is not None
+        assert running.stdout.readline() == "ready\n"
+        trusted.write_text("changed after the start\n")
+        running.stdin.write("go\n")
+        running.stdin.flush()
+        said = running.stdout.readline()
+        assert running.wait(timeout=60) == 0
+    assert said.startswith("refused 13 trusted file hash mismatch"), said
