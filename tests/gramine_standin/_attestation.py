@@ -12,14 +12,19 @@
 stand-in: the key is never written to a file. The server holds
 ``user_report_data`` open for reading, so a write never blocks and its bytes are
 in the pipe before the writer can open ``quote`` (which is when they are read):
-the write-then-read order of one process gives the quote it asked for.
+the write-then-read order of one process gives the quote it asked for. Each
+open of ``quote`` or of the key gets exactly one copy: the next reader is served
+only once the last one has closed the FIFO (its close is read from inotify).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
+import select
+import struct
 import threading
 import time
 from pathlib import Path
@@ -31,6 +36,9 @@ REPORT_DATA_SIZE: Final = 64
 KEY_SIZE: Final = 16
 #: Longest a reader may keep a served pseudo-file open before the next one is served.
 READER_WAIT: Final = 10.0
+_IN_CLOSE_NOWRITE: Final = 0x10
+#: struct inotify_event without its name: wd, mask, cookie, len.
+_EVENT: Final = struct.Struct("iIII")
 
 
 class AttestationTree:
@@ -39,8 +47,6 @@ class AttestationTree:
         self._tee = tee
         self._report_data = bytes(REPORT_DATA_SIZE)
         self._pending = b""
-        #: The enclave's process (set once it is started), whose descriptors are watched.
-        self.reader_pid: int | None = None
         root.mkdir(mode=0o755, parents=True, exist_ok=True)
         (root / "keys").mkdir(mode=0o755, exist_ok=True)
         (root / "attestation_type").write_text("dcap")
@@ -49,8 +55,7 @@ class AttestationTree:
         os.mkfifo(root / "keys" / "_sgx_mrenclave", 0o400)
         self._report_fd = os.open(root / "user_report_data", os.O_RDONLY | os.O_NONBLOCK)
 
-    def start(self, reader_pid: int) -> None:
-        self.reader_pid = reader_pid
+    def start(self) -> None:
         for target in (self._serve_quotes, self._serve_key):
             threading.Thread(target=target, daemon=True).start()
 
@@ -69,6 +74,7 @@ class AttestationTree:
         self._pending = b""
 
     def _serve_quotes(self) -> None:
+        closes = _ReaderCloses(self.root / "quote")
         while True:
             fd = os.open(self.root / "quote", os.O_WRONLY)  # blocks until a reader opens it
             try:
@@ -76,48 +82,54 @@ class AttestationTree:
                 _write_all(fd, self._tee.get_quote(self._report_data))
             finally:
                 os.close(fd)
-            _wait_reader_gone(self.root / "quote", self.reader_pid)
+            closes.wait_one()
 
     def _serve_key(self) -> None:
         key = self._tee.sealing_key()[:KEY_SIZE]
         path = self.root / "keys" / "_sgx_mrenclave"
+        closes = _ReaderCloses(path)
         while True:
             fd = os.open(path, os.O_WRONLY)
             try:
                 _write_all(fd, key)
             finally:
                 os.close(fd)
-            _wait_reader_gone(path, self.reader_pid)
+            closes.wait_one()
 
 
-def _wait_reader_gone(path: Path, pid: int | None) -> None:
-    """Wait until the enclave process has closed the FIFO just served (at most READER_WAIT).
+class _ReaderCloses:
+    """Counts closes of a FIFO by its readers (inotify ``IN_CLOSE_NOWRITE``).
 
-    Reopening a FIFO for writing while its last reader still holds it open would hand
-    that reader a second copy after the EOF it has not read yet, and a probe that
-    opens it would look like a writer to the next reader: so the enclave's open
-    descriptors are looked at instead (Gramine's pseudo-files are per process).
+    Reopening a FIFO for writing while the reader just served still holds it open
+    would hand that reader a second copy after the EOF it has not read yet; the
+    reader's close is therefore awaited, from the kernel's own event queue (an
+    event that came before the wait is not lost).
     """
-    if pid is None:
-        return
-    deadline = time.monotonic() + READER_WAIT
-    target = str(path)
-    while time.monotonic() < deadline:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            return  # the enclave is gone
-        held = False
-        for fd in fds:
-            try:
-                held = os.readlink(f"/proc/{pid}/fd/{fd}") == target
-            except OSError:
-                continue
-            if held:
-                break
-        if not held:
-            return
-        time.sleep(0.001)
+
+    def __init__(self, path: Path) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = libc.inotify_init1(os.O_CLOEXEC)
+        if self._fd < 0 or libc.inotify_add_watch(self._fd, bytes(path), _IN_CLOSE_NOWRITE) < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"inotify on {path}: {os.strerror(code)}")
+        self._pending = 0
+
+    def wait_one(self) -> None:
+        deadline = time.monotonic() + READER_WAIT
+        while self._pending == 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return  # a reader that never closes: serve the next one anyway
+            ready, _, _ = select.select([self._fd], [], [], left)
+            if ready:
+                raw = os.read(self._fd, 4096)
+                offset = 0
+                while offset + _EVENT.size <= len(raw):
+                    _, mask, _, length = _EVENT.unpack_from(raw, offset)
+                    offset += _EVENT.size + length
+                    if mask & _IN_CLOSE_NOWRITE:
+                        self._pending += 1
+        self._pending -= 1
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from ._manifest import CACHE_VARIABLE
+
 #: The folder holding this package (``tests/``), put on the launchers' ``sys.path``.
 _TESTS: Final = Path(__file__).resolve().parent.parent
 TOOLS: Final = {
@@ -45,6 +47,7 @@ def install(bin_dir: Path, platform_state: Path) -> StandinConfig:
         path.write_text(
             "#!/bin/sh\n"
             f"export {PLATFORM_VARIABLE}={shlex.quote(str(platform_state))}\n"
+            f"export {CACHE_VARIABLE}={shlex.quote(str(bin_dir / 'hash-cache.json'))}\n"
             f'exec {shlex.quote(sys.executable)} -c {shlex.quote(code)} "$@"\n'
         )
         path.chmod(0o755)

@@ -67,9 +67,10 @@ def load(app: str) -> tuple[dict[str, Any], Sigstruct]:
         checked = [_manifest.TrustedFile(_manifest.uri_path(libos.get("uri")), libos.get("sha256"))]
     else:
         checked = []
+    cache = _manifest.cache_from_environment()
     for trusted in checked + _manifest.expand_trusted(manifest):
         try:
-            observed = _manifest.sha256_file(trusted.path)
+            observed = _manifest.sha256_file(trusted.path, cache)
         except OSError as exc:
             raise Refused(f"cannot read trusted file {trusted.path}: {exc.strerror}") from None
         if observed != trusted.sha256:
@@ -77,6 +78,8 @@ def load(app: str) -> tuple[dict[str, Any], Sigstruct]:
                 f"trusted file {trusted.path} changed: sha256 {observed}, "
                 f"the manifest has {trusted.sha256}"
             )
+    if cache is not None:
+        cache.save()
     return manifest, sigstruct
 
 
@@ -199,7 +202,7 @@ def run(app: str, extra: list[str]) -> int:
         preexec_fn=_default_signals,  # noqa: PLW1509 - single-threaded here
         close_fds=True,
     )
-    tree.start(child.pid)
+    tree.start()
     code = child.wait()
     if code < 0:
         signal.signal(-code, signal.SIG_DFL)

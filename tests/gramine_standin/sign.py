@@ -69,7 +69,10 @@ def sign(args: argparse.Namespace) -> Sigstruct:
         _manifest.expand_trusted(manifest)
         text = args.manifest.read_text(encoding="utf-8")
     else:
-        expanded = _manifest.with_trusted(manifest, _manifest.expand_trusted(manifest))
+        cache = _manifest.cache_from_environment()
+        expanded = _manifest.with_trusted(manifest, _manifest.expand_trusted(manifest, cache))
+        if cache is not None:
+            cache.save()
         if libos and "sha256" not in libos:
             # The LibOS is hashed too (loader.entrypoint.sha256), and checked at start.
             path = _manifest.uri_path(libos.get("uri"))
