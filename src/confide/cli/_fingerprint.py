@@ -23,15 +23,17 @@ from typing import Annotated, Literal
 import typer
 
 from confide.errors import UsageError
-from confide.gramine import runtime_environment
+from confide.gramine import (
+    DEFAULT_ENCLAVE_PORT,
+    DEFAULT_ENCLAVE_SIZE,
+    DEFAULT_MAX_THREADS,
+    runtime_environment,
+)
 from confide.runtime import CodeSource, OwnerCertificate, launch_manifest, runtime_code_hash
 from confide.wire import LaunchManifest, TlsMode
 
 from ._app import app, handle_errors
 from ._gramine import (
-    DEFAULT_ENCLAVE_PORT,
-    DEFAULT_ENCLAVE_SIZE,
-    DEFAULT_MAX_THREADS,
     EnclaveSizeOpt,
     MaxThreadsOpt,
     PortOpt,

@@ -26,24 +26,23 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from confide.errors import ManifestError, UsageError
 from confide.gramine import (
+    DEFAULT_ENCLAVE_PORT,
+    DEFAULT_ENCLAVE_SIZE,
+    DEFAULT_MAX_THREADS,
     RUNTIME_MODULES,
     RuntimeEnvironment,
-    enclave_argv,
-    gramine_manifest,
+    app_manifest,
     imported_files,
     lint_manifest,
     runtime_environment,
 )
-from confide.wire import LaunchManifest, TlsMode
+from confide.wire import LaunchManifest
 
 from ._app import app, handle_errors
 from ._output import Output
 from ._verify_options import read_file
 
 __all__ = [
-    "DEFAULT_ENCLAVE_PORT",
-    "DEFAULT_ENCLAVE_SIZE",
-    "DEFAULT_MAX_THREADS",
     "EnclaveSizeOpt",
     "MaxThreadsOpt",
     "PortOpt",
@@ -53,9 +52,6 @@ __all__ = [
     "render_manifest",
 ]
 
-DEFAULT_ENCLAVE_SIZE: Final = "2G"
-DEFAULT_MAX_THREADS: Final = 64
-DEFAULT_ENCLAVE_PORT: Final = 8443
 #: Gramine's signing tools; the prediction needs both.
 SIGN_TOOL: Final = "gramine-sgx-sign"
 VIEW_TOOL: Final = "gramine-sgx-sigstruct-view"
@@ -99,17 +95,9 @@ def render_manifest(
     enclave_size: str,
     max_threads: int,
 ) -> str:
-    """The linted Gramine manifest of ``launch`` run in the app's folder (package at
-    ``package``, state at ``state``, the owner's chain at ``certificate.pem``)."""
-    text = gramine_manifest(
-        launch,
-        enclave_argv(launch, environment, port=port),
-        environment,
-        enclave_size=enclave_size,
-        max_threads=max_threads,
-        package=Path("package"),
-        state_dir=Path("state"),
-        certificate=Path("certificate.pem") if launch.tls == TlsMode.OWNER else None,
+    """The linted :func:`confide.gramine.app_manifest` of ``launch``."""
+    text = app_manifest(
+        launch, environment, port=port, enclave_size=enclave_size, max_threads=max_threads
     )
     lint_manifest(text)
     return text

@@ -32,12 +32,19 @@ from ._environment import (
 )
 from ._lint import RUNTIME_MODULES, imported_files, lint_manifest, runtime_imports
 from ._manifest import (
+    APP_CERTIFICATE,
+    APP_PACKAGE,
+    APP_STATE,
     CODE_MOUNT,
+    DEFAULT_ENCLAVE_PORT,
+    DEFAULT_ENCLAVE_SIZE,
     DEFAULT_GRAMINE_LIBOS,
     DEFAULT_GRAMINE_RUNTIME,
+    DEFAULT_MAX_THREADS,
     ENCLAVE_CERTIFICATE,
     ENCLAVE_PACKAGE,
     ENCLAVE_STATE,
+    app_manifest,
     enclave_argv,
     gramine_manifest,
     simulated_mrenclave,
@@ -45,7 +52,13 @@ from ._manifest import (
 )
 
 __all__ = [
+    "APP_CERTIFICATE",
+    "APP_PACKAGE",
+    "APP_STATE",
     "CODE_MOUNT",
+    "DEFAULT_ENCLAVE_PORT",
+    "DEFAULT_ENCLAVE_SIZE",
+    "DEFAULT_MAX_THREADS",
     "DEFAULT_GRAMINE_LIBOS",
     "DEFAULT_GRAMINE_RUNTIME",
     "ENCLAVE_CERTIFICATE",
@@ -55,6 +68,7 @@ __all__ = [
     "EnvironmentRoots",
     "RuntimeEnvironment",
     "TrustedFile",
+    "app_manifest",
     "default_cache_dir",
     "enclave_argv",
     "gramine_manifest",

@@ -156,10 +156,11 @@ class EnvironmentRoots:
 
 
 def default_cache_dir() -> Path | None:
-    """``$XDG_CACHE_HOME/confide`` (``~/.cache/confide`` when it is not set); ``None``
-    when there is no home folder either (then nothing is cached)."""
+    """``$XDG_CACHE_HOME/confide`` (``~/.cache/confide`` when it is not set or not
+    absolute, as the XDG specification says); ``None`` when there is no home folder
+    either (then nothing is cached)."""
     base = os.environ.get("XDG_CACHE_HOME")
-    if not base:
+    if not base or not os.path.isabs(base):
         try:
             base = str(Path.home() / ".cache")
         except (RuntimeError, KeyError):

@@ -48,12 +48,19 @@ from confide.wire import LaunchManifest, TlsMode
 from ._environment import RuntimeEnvironment
 
 __all__ = [
+    "APP_CERTIFICATE",
+    "APP_PACKAGE",
+    "APP_STATE",
     "CODE_MOUNT",
+    "DEFAULT_ENCLAVE_PORT",
+    "DEFAULT_ENCLAVE_SIZE",
+    "DEFAULT_MAX_THREADS",
     "DEFAULT_GRAMINE_LIBOS",
     "DEFAULT_GRAMINE_RUNTIME",
     "ENCLAVE_CERTIFICATE",
     "ENCLAVE_PACKAGE",
     "ENCLAVE_STATE",
+    "app_manifest",
     "enclave_argv",
     "gramine_manifest",
     "simulated_mrenclave",
@@ -72,6 +79,14 @@ ENCLAVE_STATE: Final = PurePosixPath("/confide/state")
 ENCLAVE_CERTIFICATE: Final = PurePosixPath("/confide/certificate.pem")
 _ENCLAVE_SIZE: Final = re.compile(r"[1-9][0-9]{0,5}[KMG]")
 MAX_THREADS: Final = 4096
+#: The plan's defaults, and the enclave's default port (measured: it is in the fixed argv).
+DEFAULT_ENCLAVE_SIZE: Final = "2G"
+DEFAULT_MAX_THREADS: Final = 64
+DEFAULT_ENCLAVE_PORT: Final = 8443
+#: Where an app's files are, relative to its folder (where gramine-sgx runs).
+APP_PACKAGE: Final = Path("package")
+APP_STATE: Final = Path("state")
+APP_CERTIFICATE: Final = Path("certificate.pem")
 #: What Python runs: the CLI's entry point, as ``confide_command`` runs it, with no ``site``
 #: (``-S``): the path is the manifest's PYTHONPATH alone and no ``.pth`` file is read.
 _CLI: Final = ("-S", "-c", "from confide.cli import main; main()")
@@ -231,3 +246,27 @@ def gramine_manifest(
         "",
     ]
     return "\n".join(lines)
+
+
+def app_manifest(
+    launch: LaunchManifest,
+    environment: RuntimeEnvironment,
+    *,
+    port: int = DEFAULT_ENCLAVE_PORT,
+    enclave_size: str = DEFAULT_ENCLAVE_SIZE,
+    max_threads: int = DEFAULT_MAX_THREADS,
+) -> str:
+    """The manifest of ``launch`` run in its app's folder, with the package, state and
+    owner's certificate at :data:`APP_PACKAGE`, :data:`APP_STATE`, :data:`APP_CERTIFICATE`
+    and the argv of :func:`enclave_argv`: what an operator launches and what
+    ``confide fingerprint --tee gramine`` predicts, so both give the same MRENCLAVE."""
+    return gramine_manifest(
+        launch,
+        enclave_argv(launch, environment, port=port),
+        environment,
+        enclave_size=enclave_size,
+        max_threads=max_threads,
+        package=APP_PACKAGE,
+        state_dir=APP_STATE,
+        certificate=APP_CERTIFICATE if launch.tls == TlsMode.OWNER else None,
+    )

@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from confide.cli import app
-from confide.cli._gramine import DEFAULT_ENCLAVE_PORT, render_manifest
-from confide.gramine import runtime_environment, simulated_mrenclave
+from confide.cli._gramine import render_manifest
+from confide.gramine import DEFAULT_ENCLAVE_PORT, runtime_environment, simulated_mrenclave
 from confide.runtime import CodeSource, launch_manifest
 from confide.wire import LaunchManifest
 

@@ -166,3 +166,23 @@ def test_a_forged_cache_entry_for_a_changed_file_is_not_trusted(
     counter.paths.clear()
     assert fake.scan(_cache(tmp_path / "c.json")).digest != cold.digest
     assert counter.paths == [str(target)]
+
+
+CACHE_HOMES = {
+    "XDG_CACHE_HOME": ({"XDG_CACHE_HOME": "/xdg", "HOME": "/home/u"}, "/xdg/confide"),
+    "HOME": ({"HOME": "/home/u"}, "/home/u/.cache/confide"),
+    "relative XDG is ignored": ({"XDG_CACHE_HOME": "rel", "HOME": "/home/u"},
+                                "/home/u/.cache/confide"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("env", "expected"), CACHE_HOMES.values(), ids=CACHE_HOMES.keys())
+def test_the_default_cache_folder(
+    env: dict[str, str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from confide.gramine import default_cache_dir
+
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert default_cache_dir() == Path(expected)

@@ -148,3 +148,22 @@ def test_the_runtimes_real_imports_are_all_trusted(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as caught:
         lint_manifest(seeded, imported=imported)
     assert caught.value.code == "gramine.untrusted_import"
+
+
+def test_a_certificate_mode_app_trusts_the_owners_chain(fake: FakeEnvironment) -> None:
+    import dataclasses
+
+    from confide.gramine import app_manifest
+    from confide.wire import TlsMode
+
+    owner = dataclasses.replace(
+        LAUNCH, tls=TlsMode.OWNER, ratls_expiry=None, certificate_sha256=bytes(32)
+    )
+    text = app_manifest(owner, fake.scan())
+    lint_manifest(text)
+    m = tomllib.loads(text)
+    assert "file:certificate.pem" in m["sgx"]["trusted_files"]
+    assert "file:certificate.pem" not in m["sgx"]["allowed_files"]
+    argv = m["loader"]["argv"]
+    assert argv[argv.index("--certificate") + 1] == "/confide/certificate.pem"
+    assert "--ratls" not in argv and m["sgx"]["max_threads"] == 64
