@@ -38,14 +38,10 @@ from operator_harness import (
     wait_status,
 )
 from runtime_harness import poll, trusting
+from typer.testing import CliRunner
 
-from confide.cli._gramine import predict_mrenclave
-from confide.gramine import (
-    enclave_argv,
-    gramine_manifest,
-    runtime_environment,
-    simulated_mrenclave,
-)
+from confide.cli import app as cli
+from confide.gramine import simulated_mrenclave
 from confide.wire import LAUNCH_MANIFEST_OID, LaunchManifest
 from gramine_standin import StandinConfig, install, mount_namespace_support
 
@@ -59,15 +55,6 @@ def standins_fixture(tmp_path: Path) -> StandinConfig:
     if _NO_NAMESPACE is not None:
         pytest.skip(_NO_NAMESPACE)
     return install(tmp_path / "bin", tmp_path / "data" / "simulation")
-
-
-def gramine_lib(tmp_path: Path) -> Path:
-    """Where the operator's manifests say Gramine's LibOS and glibc are (the stand-in's)."""
-    lib = tmp_path / "gramine-lib"
-    (lib / "runtime" / "glibc").mkdir(parents=True)
-    (lib / "libsysdb.so").write_bytes(b"stand-in LibOS: gramine-sgx runs the host's Python\n")
-    (lib / "runtime" / "glibc" / "README").write_text("stand-in: the host's glibc is used\n")
-    return lib
 
 
 def sigstruct_view(standins: StandinConfig, sig: Path) -> dict[str, object]:
@@ -85,11 +72,7 @@ def sigstruct_view(standins: StandinConfig, sig: Path) -> dict[str, object]:
 def operator_fixture(tmp_path: Path, standins: StandinConfig) -> Iterator[OperatorProcess]:
     data = tmp_path / "data"
     data.mkdir()
-    (data / "operator.toml").write_text(
-        'tee = "gramine"\n'
-        f"gramine_lib_dir = {json.dumps(str(gramine_lib(tmp_path)))}\n"
-        "allow_simulated_gramine = true\n"
-    )
+    (data / "operator.toml").write_text('tee = "gramine"\nallow_simulated_gramine = true\n')
     env = dict(os.environ, PATH=f"{standins.bin_dir}{os.pathsep}{os.environ['PATH']}")
     operator = OperatorProcess(data, env=env)
     try:
@@ -105,7 +88,6 @@ def test_an_app_runs_verifies_and_restarts_through_gramine(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    lib = tmp_path / "gramine-lib"
     token = create_token(operator.data_dir, "owner")
     with operator.client(token) as api:
         # An app whose imports Confide's own requirements cover (FastAPI): the app's
@@ -124,23 +106,18 @@ def test_an_app_runs_verifies_and_restarts_through_gramine(
         assert "loader.env.CONFIDE_LAUNCH_MANIFEST" in Path(f"{base}.manifest").read_text()
 
         # The owner predicts MRENCLAVE from public inputs alone: the launch manifest the API
-        # published, this environment, the plan and the enclave's port; the manifest is the
-        # one the operator signed, and Gramine's signer (the stand-in) measures it.
-        environment = runtime_environment()
-        predicted_text = gramine_manifest(
-            app.manifest,
-            enclave_argv(app.manifest, environment, port=record["port"], host="127.0.0.1"),
-            environment,
-            enclave_size="512M",
-            max_threads=32,
-            package=Path("package"),
-            state_dir=Path("state"),
-            gramine_libos=lib / "libsysdb.so",
-            gramine_runtime=lib / "runtime" / "glibc",
-        )
-        assert Path(f"{base}.manifest").read_text() == predicted_text
+        # published, this environment, the plan (512 MiB, 1 core) and the enclave's port,
+        # with ``confide fingerprint --tee gramine`` and Gramine's tools (the stand-ins).
+        launch = tmp_path / "launch.json"
+        launch.write_text(json.dumps(app.body["launch"]))
         monkeypatch.setenv("PATH", f"{standins.bin_dir}{os.pathsep}{os.environ['PATH']}")
-        mrenclave = predict_mrenclave(predicted_text, certificate=None)
+        predicted = CliRunner().invoke(
+            cli,
+            ["fingerprint", "--tee", "gramine", "--manifest", str(launch), "--json"]
+            + ["--port", str(record["port"]), "--enclave-size", "512M", "--max-threads", "32"],
+        )
+        assert predicted.exit_code == 0, predicted.output
+        mrenclave = bytes.fromhex(json.loads(predicted.stdout)["fingerprint"])
         view = sigstruct_view(standins, Path(f"{base}.sig"))
         assert view["mr_enclave"] == mrenclave.hex() == simulated_mrenclave(expanded).hex()
         assert view["debug_enclave"] is False

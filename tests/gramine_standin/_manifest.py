@@ -133,10 +133,42 @@ def _walk(folder: Path) -> Iterator[Path]:
             yield Path(root, name)
 
 
+#: What the stand-in "installs" as Gramine's LibOS where Gramine is not installed.
+STANDIN_LIBOS: Final = b"Confide's Gramine stand-in: the host's Python runs instead of a LibOS\n"
+
+
+def gramine_prefix(manifest: Mapping[str, Any]) -> Path | None:
+    """Gramine's library folder (that of ``loader.entrypoint``), when the manifest names one."""
+    uri = manifest.get("loader", {}).get("entrypoint", {}).get("uri")
+    return uri_path(uri).parent if uri else None
+
+
+def virtual_gramine(manifest: Mapping[str, Any]) -> Path | None:
+    """Gramine's folder when it is not installed here: the stand-in then plays it.
+
+    Its LibOS is :data:`STANDIN_LIBOS` and its glibc folder is empty (the host's
+    glibc runs): so the operator writes the same manifest as on an SGX host, with
+    Gramine's default paths, and an owner's prediction renders the same one.
+    """
+    prefix = gramine_prefix(manifest)
+    return prefix if prefix is not None and not prefix.exists() else None
+
+
+def libos_sha256(manifest: Mapping[str, Any], cache: HashCache | None = None) -> str:
+    libos = uri_path(manifest["loader"]["entrypoint"].get("uri"))
+    if virtual_gramine(manifest) is not None:
+        return hashlib.sha256(STANDIN_LIBOS).hexdigest()
+    try:
+        return sha256_file(libos, cache)
+    except OSError as exc:
+        raise ManifestError(f"cannot hash loader.entrypoint {libos}: {exc.strerror}") from None
+
+
 def expand_trusted(
     manifest: Mapping[str, Any], cache: HashCache | None = None
 ) -> list[TrustedFile]:
     """Every trusted file with its hash, as the signer expands them (refusing what it refuses)."""
+    virtual = virtual_gramine(manifest)
     sgx = manifest.get("sgx", {})
     entries = sgx.get("trusted_files", [])
     if not isinstance(entries, list):
@@ -150,6 +182,8 @@ def expand_trusted(
         else:
             raise ManifestError(f"Unknown trusted file format: {entry!r}")
         path = uri_path(uri)
+        if virtual is not None and path.is_relative_to(virtual):
+            continue  # the stand-in's own "installation": nothing of it on disk to trust
         if uri.endswith("/"):
             if given is not None:
                 raise ManifestError(f"Directory URI ({uri!r}) has sha256 specified")

@@ -63,12 +63,10 @@ def load(app: str) -> tuple[dict[str, Any], Sigstruct]:
     if not _manifest.fully_expanded(manifest):
         raise Refused(f"{manifest_path} is not expanded (run gramine-sgx-sign)")
     libos = manifest.get("loader", {}).get("entrypoint", {})
-    if libos:
-        checked = [_manifest.TrustedFile(_manifest.uri_path(libos.get("uri")), libos.get("sha256"))]
-    else:
-        checked = []
+    if libos and libos.get("sha256") != _manifest.libos_sha256(manifest):
+        raise Refused(f"loader.entrypoint {libos.get('uri')} does not match its sha256")
     cache = _manifest.cache_from_environment()
-    for trusted in checked + _manifest.expand_trusted(manifest):
+    for trusted in _manifest.expand_trusted(manifest):
         try:
             observed = _manifest.sha256_file(trusted.path, cache)
         except OSError as exc:
@@ -117,8 +115,8 @@ def _command(manifest: dict[str, Any], manifest_path: Path) -> list[str]:
 
 def _gramine_runtime(manifest: dict[str, Any]) -> Path | None:
     """Gramine's own glibc folder (beside its LibOS): the stand-in runs the host's instead."""
-    uri = manifest.get("loader", {}).get("entrypoint", {}).get("uri")
-    return _manifest.uri_path(uri).parent / "runtime" / "glibc" if uri else None
+    prefix = _manifest.gramine_prefix(manifest)
+    return prefix / "runtime" / "glibc" if prefix is not None else None
 
 
 def _mount_point(path: Path, *, folder: bool, private: set[Path]) -> None:

@@ -71,19 +71,12 @@ def sign(args: argparse.Namespace) -> Sigstruct:
     else:
         cache = _manifest.cache_from_environment()
         expanded = _manifest.with_trusted(manifest, _manifest.expand_trusted(manifest, cache))
-        if cache is not None:
-            cache.save()
         if libos and "sha256" not in libos:
             # The LibOS is hashed too (loader.entrypoint.sha256), and checked at start.
-            path = _manifest.uri_path(libos.get("uri"))
-            try:
-                digest = _manifest.sha256_file(path)
-            except OSError as exc:
-                raise _manifest.ManifestError(
-                    f"cannot hash loader.entrypoint {path}: {exc.strerror or exc}"
-                ) from None
-            expanded["loader"]["entrypoint"]["sha256"] = digest
+            expanded["loader"]["entrypoint"]["sha256"] = _manifest.libos_sha256(manifest, cache)
         text = _manifest.dumps(expanded)
+        if cache is not None:
+            cache.save()
     mrenclave = simulated_mrenclave(text)
     flags = FLAG_MODE64BIT | (FLAG_DEBUG if sgx.get("debug", False) else 0)
     unsigned = Sigstruct(

@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from confide.errors import UsageError
-from confide.gramine import enclave_argv, gramine_manifest, runtime_environment
+from confide.gramine import app_manifest, runtime_environment
 from confide.runtime import check_launch
 from confide.wire import TlsMode
 
@@ -70,7 +70,7 @@ from ._backend import (
 )
 from ._logs import LogSource
 from ._seams import Clock, utc_now
-from ._settings import DEFAULT_GRAMINE_LIB_DIR, TeeBackend
+from ._settings import TeeBackend
 
 __all__ = [
     "GRAMINE_SGX",
@@ -94,6 +94,9 @@ SIGN_TIMEOUT: Final = 600.0
 _KEY_SIZE: Final = 3072
 _EXPONENT: Final = 3
 _RECORD: Final = "runtime.json"
+#: Where the enclave listens (``enclave_argv``'s default, so an owner's prediction
+#: renders the same argv); the router reaches it on loopback.
+ENCLAVE_BIND: Final = "0.0.0.0"  # noqa: S104 - measured; TLS ends in the enclave
 _MAX_RECORD: Final = 4096
 
 
@@ -107,7 +110,6 @@ class GramineBackend(LocalProcessBackend):
         log_source: LogSource,
         host: str = "127.0.0.1",
         search_path: str | None = None,
-        gramine_lib_dir: Path = DEFAULT_GRAMINE_LIB_DIR,
         environment: Mapping[str, str] = LOCAL_RUNTIME_ENVIRONMENT,
         stop_timeout: float = STOP_TIMEOUT,
         clock: Clock = utc_now,
@@ -123,7 +125,6 @@ class GramineBackend(LocalProcessBackend):
         )
         #: Where ``gramine-sgx`` and ``gramine-sgx-sign`` are looked for (the operator's PATH).
         self._search_path = search_path
-        self.gramine_lib_dir = gramine_lib_dir
         self.gramine_dir = data_dir / "gramine"
         self.key_path = self.gramine_dir / "enclave-key.pem"
 
@@ -169,7 +170,9 @@ class GramineBackend(LocalProcessBackend):
         """The app's enclave port: the one it was first launched on (it is measured)."""
         record = self._record(app_id)
         port = record.get("port") if record else None
-        return port if isinstance(port, int) and 0 < port < 65536 else free_port(self._host)
+        if isinstance(port, int) and 0 < port < 65536:
+            return port
+        return free_port(ENCLAVE_BIND)
 
     def _record(self, app_id: uuid.UUID) -> dict[str, object] | None:
         try:
@@ -201,18 +204,14 @@ class GramineBackend(LocalProcessBackend):
         try:
             environment = runtime_environment(cache_dir=self.gramine_dir / "hash-cache")
             port = self._port(spec.app_id)
-            argv = enclave_argv(spec.manifest, environment, port=port, host=self._host)
-            text = gramine_manifest(
+            # The manifest ``confide fingerprint --tee gramine`` predicts from the same
+            # inputs: the package, state and certificate at their places in this folder.
+            text = app_manifest(
                 spec.manifest,
-                argv,
                 environment,
+                port=port,
                 enclave_size=f"{spec.memory_mib}M",
                 max_threads=THREADS_PER_CORE * spec.cores,
-                package=Path("package"),
-                state_dir=Path("state"),
-                certificate=Path("certificate.pem") if certificate is not None else None,
-                gramine_libos=self.gramine_lib_dir / "libsysdb.so",
-                gramine_runtime=self.gramine_lib_dir / "runtime" / "glibc",
             )
         except LaunchRefused:
             raise

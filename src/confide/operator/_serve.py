@@ -157,7 +157,6 @@ async def run_operator(
             local = GramineBackend(
                 data_dir=data,
                 log_source=logs,
-                gramine_lib_dir=settings.gramine_lib_dir,
                 clock=clock,
             )
         else:

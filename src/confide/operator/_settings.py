@@ -14,7 +14,6 @@ Configuration file (every key optional)::
     router_host = "127.0.0.1"
     router_port = 8443
     tee = "simulation"                  # or "gramine"
-    gramine_lib_dir = "/usr/lib/x86_64-linux-gnu/gramine"   # Gramine's LibOS and runtime
     allow_simulated_gramine = false     # tests only: see below
     max_package_size = 268435456        # bytes
     max_apps_per_account = 20
@@ -54,7 +53,6 @@ from confide.wire.api import Plan
 
 __all__ = [
     "CONFIG_FILE_NAME",
-    "DEFAULT_GRAMINE_LIB_DIR",
     "DEFAULT_PLANS",
     "MAX_CONFIG_FILE",
     "OperatorSettings",
@@ -88,10 +86,6 @@ DEFAULT_PLANS: Final = (
     Plan("medium", memory_mib=2048, cores=2),
     Plan("large", memory_mib=8192, cores=4),
 )
-
-
-#: Where Debian and Ubuntu's ``gramine`` package installs ``libsysdb.so`` and ``runtime/glibc``.
-DEFAULT_GRAMINE_LIB_DIR: Final = Path("/usr/lib/x86_64-linux-gnu/gramine")
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:
@@ -132,9 +126,6 @@ class OperatorSettings:
     #: Most apps (not deleted) one account may have (one more gets 409).
     max_apps_per_account: int = DEFAULT_MAX_APPS_PER_ACCOUNT
     tee: TeeBackend = TeeBackend.SIMULATION
-    #: Gramine's library folder (its LibOS ``libsysdb.so`` and ``runtime/glibc``), written
-    #: into every enclave's manifest (``tee = "gramine"``).
-    gramine_lib_dir: Path = DEFAULT_GRAMINE_LIB_DIR
     #: Tests only: the ``gramine-*`` executables on PATH are the stand-ins of
     #: ``tests/gramine_standin``, whose quotes come from the simulated platform in
     #: ``<data>/simulation``; its root and collateral are published at ``/simulation``
@@ -266,7 +257,6 @@ _FILE_KEYS: Final = frozenset(
         "max_package_size",
         "max_apps_per_account",
         "tee",
-        "gramine_lib_dir",
         "allow_simulated_gramine",
     }
 )
@@ -302,10 +292,6 @@ def _read_config(path: Path) -> dict[str, Any]:
             if not isinstance(value, str):
                 raise UsageError(f"{path}: {key} must be a string, got {value!r}")
             values[key] = value
-        elif key == "gramine_lib_dir":
-            if not isinstance(value, str) or not Path(value).is_absolute():
-                raise UsageError(f"{path}: {key} must be an absolute path, got {value!r}")
-            values[key] = Path(value)
         elif key == "allow_simulated_gramine":
             if not isinstance(value, bool):
                 raise UsageError(f"{path}: {key} must be true or false, got {value!r}")

@@ -133,16 +133,12 @@ def test_the_default_data_folder_is_xdgs(environ: dict[str, str], expected: str)
 
 
 def test_gramine_settings(tmp_path: Path) -> None:
-    (tmp_path / "operator.toml").write_text(
-        'tee = "gramine"\ngramine_lib_dir = "/opt/gramine/lib"\nallow_simulated_gramine = true\n'
-    )
+    (tmp_path / "operator.toml").write_text('tee = "gramine"\nallow_simulated_gramine = true\n')
     s = OperatorSettings.load(tmp_path, runtime_sha256=RUNTIME)
-    assert s.gramine_lib_dir == Path("/opt/gramine/lib")
     assert s.allow_simulated_gramine and s.simulated
     assert not OperatorSettings.load(tmp_path, runtime_sha256=RUNTIME, tee="gramine",
                                      allow_simulated_gramine=False).simulated  # fmt: skip
     for text, error in (
-        ('tee = "gramine"\ngramine_lib_dir = "lib"\n', "absolute path"),
         ('tee = "gramine"\nallow_simulated_gramine = "yes"\n', "true or false"),
         ("allow_simulated_gramine = true\n", 'needs tee = "gramine"'),
     ):

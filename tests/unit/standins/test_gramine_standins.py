@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from confide.attestation import Quote, SgxReportBody
 from confide.gramine import simulated_mrenclave
 from gramine_standin import StandinConfig, install, mount_namespace_support
+from gramine_standin._manifest import STANDIN_LIBOS
 from gramine_standin._sigstruct import SIZE, Sigstruct, SigstructError
 
 _NO_NAMESPACE = mount_namespace_support()
@@ -365,3 +366,36 @@ def test_gramine_sgx_checks_a_trusted_file_again_when_it_is_opened(enclave: Encl
         said = running.stdout.readline()
         assert running.wait(timeout=60) == 0
     assert said.startswith("refused 13 trusted file hash mismatch"), said
+
+
+def test_where_gramine_is_not_installed_the_stand_in_plays_its_installation(
+    enclave: Enclave,
+) -> None:
+    """The signer hashes the LibOS into loader.entrypoint.sha256 (manifest syntax); with no
+    Gramine folder on this machine, the stand-in's LibOS is hashed and Gramine's own glibc
+    folder has nothing to trust, so the operator writes Gramine's default paths."""
+    missing = enclave.folder / "no-gramine"
+    trusted = [f"file:{PYTHON}", f"file:{missing}/runtime/glibc/"]
+    enclave.manifest(
+        **{
+            "loader.entrypoint.uri": json.dumps(f"file:{missing}/libsysdb.so"),
+            "sgx.trusted_files": json.dumps(trusted),
+        }
+    )
+    assert enclave.sign().returncode == 0, enclave.sign().stderr
+    expanded = tomllib.loads((enclave.folder / "app.manifest.sgx").read_text())
+    assert expanded["loader"]["entrypoint"]["sha256"] == hashlib.sha256(STANDIN_LIBOS).hexdigest()
+    assert [e["uri"] for e in expanded["sgx"]["trusted_files"]] == [f"file:{PYTHON}"]
+    # Installed: the real files are hashed, and a missing one is refused.
+    (missing / "runtime" / "glibc").mkdir(parents=True)
+    (missing / "libsysdb.so").write_bytes(b"a LibOS")
+    (missing / "runtime" / "glibc" / "libc.so.6").write_bytes(b"a glibc")
+    assert enclave.sign().returncode == 0
+    expanded = tomllib.loads((enclave.folder / "app.manifest.sgx").read_text())
+    assert expanded["loader"]["entrypoint"]["sha256"] == hashlib.sha256(b"a LibOS").hexdigest()
+    assert f"file:{missing}/runtime/glibc/libc.so.6" in [
+        e["uri"] for e in expanded["sgx"]["trusted_files"]
+    ]
+    (missing / "libsysdb.so").unlink()
+    done = enclave.sign()
+    assert done.returncode == 1 and "cannot hash loader.entrypoint" in done.stderr
