@@ -10,8 +10,10 @@ app's folder ``<data>/apps/<id>/``:
    an owner predicts the same manifest without knowing the operator's layout);
 2. :func:`confide.runtime.check_launch` refuses a launch that would not measure as
    the stored launch manifest;
-3. :func:`confide.gramine.gramine_manifest` renders ``confide-runtime.manifest``
-   (the runtime's fixed argv and environment, every trusted file with its hash);
+3. :func:`confide.gramine.app_manifest` renders ``confide-runtime.manifest`` (the
+   runtime's fixed argv and environment, every trusted file with its hash, the
+   plan's memory as the enclave size, :data:`THREADS_PER_CORE` threads per core):
+   the manifest ``confide fingerprint --tee gramine`` predicts from the same inputs;
 4. ``gramine-sgx-sign --manifest confide-runtime.manifest --output
    confide-runtime.manifest.sgx --key <data>/gramine/enclave-key.pem`` expands it
    and writes ``confide-runtime.sig`` (the SIGSTRUCT, whose MRENCLAVE is what the
@@ -26,7 +28,7 @@ sending a key and users check before sending anything. The backend needs the
 signing key only so that Gramine can launch (SGX requires a SIGSTRUCT): MRSIGNER is
 the operator's, and nobody's policy relies on it.
 
-The router relays the bytes of every connection to the enclave's loopback port:
+The router relays the bytes of every connection to the enclave's port on loopback:
 no descriptor is handed into an enclave (ADR 0009). The enclave's port is written
 in its argv (Gramine fixes the whole argv), so it is chosen once per app and kept
 in ``runtime.json`` with the pid: a restart reuses it (the measurement does not
