@@ -48,6 +48,7 @@ from ._db import (
     status_history,
     upgrade_database,
 )
+from ._gramine import MANIFEST_STEM, THREADS_PER_CORE, GramineBackend
 from ._lifecycle import (
     TRANSITIONS,
     record_created,
@@ -138,6 +139,9 @@ __all__ = [
     "HttpProber",
     "LaunchRefused",
     "LocalProcessBackend",
+    "GramineBackend",
+    "MANIFEST_STEM",
+    "THREADS_PER_CORE",
     "OperatorAddresses",
     "Probe",
     "Prober",

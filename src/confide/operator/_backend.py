@@ -18,7 +18,8 @@ database: the supervisor (:mod:`._supervisor`) decides what should run.
   and, in certificate mode, the owner's chain in ``<data>/apps/<id>/certificate.pem``;
 - with a fixed, minimal environment: the operator's own (database URL, tokens)
   never reaches an app;
-- on the simulated TEE (``--simulation-state <data>/simulation``) or Gramine.
+- on the simulated TEE (``--simulation-state <data>/simulation``); Gramine enclaves
+  are launched by :class:`~._gramine.GramineBackend`, which shares this plumbing.
 
 A runtime decrypts its app into a RAM folder it names after the app and its
 pid in :data:`confide.runtime.CODE_ROOT` (``confide-code-<app id>-<pid>-...``)
@@ -85,10 +86,13 @@ __all__ = [
     "LOCAL_RUNTIME_ENVIRONMENT",
     "STOP_TIMEOUT",
     "AppSpec",
+    "Launch",
     "LaunchRefused",
     "LocalProcessBackend",
     "RuntimeBackend",
     "RuntimeHandle",
+    "free_port",
+    "read_cmdline",
 ]
 
 #: A runtime told to stop gets this long (its app's graceful timeout and margin) before SIGKILL.
@@ -199,7 +203,7 @@ def free_port(host: str) -> int:
         return port
 
 
-def _read_cmdline(pid: int) -> list[str] | None:
+def read_cmdline(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             raw = f.read(_MAX_CMDLINE)
@@ -231,7 +235,7 @@ def _runs_app(app_id: uuid.UUID, pid: int) -> bool:
     """Whether ``pid`` is a live ``confide runtime`` of ``app_id`` (not a reused pid)."""
     if _is_zombie(pid):
         return False
-    argv = _read_cmdline(pid)
+    argv = read_cmdline(pid)
     return argv is not None and "runtime" in argv and _option(argv, "--app-id") == str(app_id)
 
 
@@ -247,6 +251,16 @@ def _relay_address(runtime_host: str) -> str:
 def _handoff(argv: Sequence[str]) -> Path | None:
     value = _option(argv, "--handoff")
     return Path(value) if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """How a backend starts one runtime: its command line, environment and port."""
+
+    argv: list[str]
+    environment: Mapping[str, str]
+    port: int
+    handoff: Path | None = None
 
 
 @dataclass
@@ -317,8 +331,13 @@ class LocalProcessBackend:
 
     # -- starting ------------------------------------------------------------------------------
 
-    def _prepare(self, spec: AppSpec, now: datetime) -> list[str]:
+    def _prepare(self, spec: AppSpec, now: datetime) -> Launch:
         """Write the app's files, check the measurement, and build the command line."""
+        if self._tee != TeeBackend.SIMULATION:
+            raise LaunchRefused(
+                "this backend runs runtimes on the simulated TEE only",
+                hint="Gramine enclaves are launched by GramineBackend (ADR 0018)",
+            )
         folder = self.app_dir(spec.app_id)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         certificate: Path | None = None
@@ -344,7 +363,7 @@ class LocalProcessBackend:
             raise
         except UsageError as exc:
             raise LaunchRefused(exc.message, hint=exc.hint) from None
-        tee: LaunchTee = "simulation" if self._tee == TeeBackend.SIMULATION else "gramine"
+        tee: LaunchTee = "simulation"
         arguments = runtime_arguments(
             spec.manifest,
             package=spec.package,
@@ -353,17 +372,15 @@ class LocalProcessBackend:
             port=free_port(self._host),
             state_dir=state,
             tee=tee,
-            simulation_state=self.simulation_dir if tee == "simulation" else None,
+            simulation_state=self.simulation_dir,
         )
-        if tee == "simulation":
-            # Gramine: the router relays the bytes (descriptor passing into an enclave is
-            # not relied upon); see ADR 0009.
-            arguments += ["--handoff", str(self.handoff_path(spec.app_id))]
+        # Gramine enclaves get relayed bytes instead (ADR 0009, 0018).
+        arguments += ["--handoff", str(self.handoff_path(spec.app_id))]
         # The router's relayed connections and the supervisor's probes come from this host:
         # the runtime must not count all their clients as one source (ADR 0013).
         arguments += ["--relay-source", _relay_address(self._host)]
         limit = spec.memory_mib * 1024 * 1024
-        return [
+        argv = [
             sys.executable,
             "-I",
             "-c",
@@ -373,8 +390,9 @@ class LocalProcessBackend:
             "runtime",
             *arguments,
         ]
+        return Launch(argv, self._environment, int(_option(argv, "--port") or 0), _handoff(argv))
 
-    def _spawn(self, spec: AppSpec, argv: list[str], now: datetime) -> RuntimeHandle:
+    def _spawn(self, spec: AppSpec, launch: Launch, now: datetime) -> RuntimeHandle:
         log_path = self._log_source.log_path(spec.app_id)
         log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
@@ -384,18 +402,21 @@ class LocalProcessBackend:
             )
             log.flush()
             process = start_child(
-                argv, env=self._environment, output=log, cwd=self.app_dir(spec.app_id)
+                launch.argv, env=launch.environment, output=log, cwd=self.app_dir(spec.app_id)
             )
-        self._children[process.pid] = _Child(process, argv)
+        self._children[process.pid] = _Child(process, launch.argv)
         self._pids[spec.app_id] = process.pid
-        port = int(_option(argv, "--port") or 0)
-        return RuntimeHandle(spec.app_id, self._host, port, process.pid, _handoff(argv))
+        self._started(spec.app_id, process.pid, launch)
+        return RuntimeHandle(spec.app_id, self._host, launch.port, process.pid, launch.handoff)
+
+    def _started(self, app_id: uuid.UUID, pid: int, launch: Launch) -> None:
+        """A runtime was spawned (a backend that must find its port again later records it)."""
 
     async def start(self, spec: AppSpec) -> RuntimeHandle:
         now = self._clock()
         await asyncio.to_thread(self.remove_code, spec.app_id)
-        argv = await asyncio.to_thread(self._prepare, spec, now)
-        handle = self._spawn(spec, argv, now)
+        launch = await asyncio.to_thread(self._prepare, spec, now)
+        handle = self._spawn(spec, launch, now)
         self._log.info(
             "app %s: runtime started as pid %d on %s:%d",
             spec.app_id,
@@ -409,7 +430,7 @@ class LocalProcessBackend:
 
     def _ours(self, pid: int, app_id: uuid.UUID) -> list[str] | None:
         """The command line of ``pid`` if it is the runtime of ``app_id`` under this operator."""
-        argv = _read_cmdline(pid)
+        argv = read_cmdline(pid)
         if argv is None or "runtime" not in argv:
             return None
         if _option(argv, "--app-id") != str(app_id):
@@ -529,31 +550,42 @@ class LocalProcessBackend:
         argv = self._ours(pid, app_id)
         if argv is None:
             return None
+        handle = self._handle_of(pid, app_id, argv)
+        if handle is not None:
+            self._pids[app_id] = pid
+        return handle
+
+    def _handle_of(self, pid: int, app_id: uuid.UUID, argv: list[str]) -> RuntimeHandle | None:
+        """The handle of the runtime ``pid`` of ``app_id`` whose command line is ``argv``."""
         try:
             port = int(_option(argv, "--port") or "")
         except ValueError:
             return None
         host = _option(argv, "--host") or self._host
-        self._pids[app_id] = pid
         return RuntimeHandle(app_id, host, port, pid, _handoff(argv))
+
+    def _app_of(self, argv: list[str]) -> uuid.UUID | None:
+        """The app whose runtime of this operator a command line is, if it is one."""
+        if "runtime" not in argv:
+            return None
+        state = _option(argv, "--state-dir")
+        raw_id = _option(argv, "--app-id")
+        if state is None or raw_id is None or not state.startswith(str(self.apps_dir) + os.sep):
+            return None
+        try:
+            return uuid.UUID(raw_id)
+        except ValueError:
+            return None
 
     async def discover(self) -> list[RuntimeHandle]:
         found: list[RuntimeHandle] = []
-        prefix = str(self.apps_dir) + os.sep
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
-            argv = _read_cmdline(pid)
-            if argv is None or "runtime" not in argv:
-                continue
-            state = _option(argv, "--state-dir")
-            raw_id = _option(argv, "--app-id")
-            if state is None or raw_id is None or not state.startswith(prefix):
-                continue
-            try:
-                app_id = uuid.UUID(raw_id)
-            except ValueError:
+            argv = read_cmdline(pid)
+            app_id = None if argv is None else self._app_of(argv)
+            if app_id is None:
                 continue
             handle = await self.adopt(pid, app_id)
             if handle is not None:

@@ -50,6 +50,7 @@ from ._backend import LocalProcessBackend, RuntimeBackend
 from ._blobs import BlobStore
 from ._ca import OperatorCA
 from ._db import Database, upgrade_database
+from ._gramine import GramineBackend
 from ._logs import FileLogSource
 from ._router import Recorder, RouterSettings, serve_router
 from ._routes import AppRoutes
@@ -105,7 +106,7 @@ def _simulation(
     settings: OperatorSettings, clock: Clock
 ) -> tuple[SimulationRootProvider | None, SimulationCollateralProvider | None]:
     """The simulated platform's root and collateral, published so clients can opt in."""
-    if settings.tee != TeeBackend.SIMULATION:
+    if not settings.simulated:
         return None, None
     platform = SimulatedPlatform.open(settings.data_dir / "simulation", now=clock())
     pem = platform.root_certificate.public_bytes(Encoding.PEM)
@@ -145,7 +146,17 @@ async def run_operator(
             OperatorCA.open, data / "ca", base_domain=settings.base_domain, clock=clock
         )
         sim_root, sim_collateral = await asyncio.to_thread(_simulation, settings, clock)
-        local = LocalProcessBackend(data_dir=data, log_source=logs, tee=settings.tee, clock=clock)
+        local: LocalProcessBackend
+        if settings.tee == TeeBackend.GRAMINE:
+            local = GramineBackend(
+                data_dir=data,
+                log_source=logs,
+                clock=clock,
+            )
+        else:
+            local = LocalProcessBackend(
+                data_dir=data, log_source=logs, tee=settings.tee, clock=clock
+            )
         runtimes = backend if backend is not None else local
         routes = AppRoutes(settings.base_domain)
         supervisor = Supervisor(

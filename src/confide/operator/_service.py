@@ -55,7 +55,7 @@ from ._seams import (
     SimulationCollateralProvider,
     SimulationRootProvider,
 )
-from ._settings import OperatorSettings, TeeBackend
+from ._settings import OperatorSettings
 
 #: How long simulation collateral is served before a fresh one is asked for (the
 #: endpoint needs no token: it must not sign new collateral for every request).
@@ -156,7 +156,7 @@ class AppService:
         if app.domain is not None:
             domains.append(app.domain)
         sim_root = None
-        if self.settings.tee == TeeBackend.SIMULATION and self.sim_root_provider is not None:
+        if self.settings.simulated and self.sim_root_provider is not None:
             sim_root = self.sim_root_provider().decode("ascii")
         return AppRecord(
             id=app.id,
@@ -440,7 +440,7 @@ class AppService:
             return ProjectInfo(name=project.name, created_at=project.created_at, apps=0)
 
     def simulation(self) -> SimulationOut:
-        if self.settings.tee != TeeBackend.SIMULATION:
+        if not self.settings.simulated:
             return SimulationOut(simulated=False)
         root = None
         if self.sim_root_provider is not None:

@@ -14,6 +14,7 @@ Configuration file (every key optional)::
     router_host = "127.0.0.1"
     router_port = 8443
     tee = "simulation"                  # or "gramine"
+    allow_simulated_gramine = false     # tests only: see below
     max_package_size = 268435456        # bytes
     max_apps_per_account = 20
 
@@ -125,6 +126,11 @@ class OperatorSettings:
     #: Most apps (not deleted) one account may have (one more gets 409).
     max_apps_per_account: int = DEFAULT_MAX_APPS_PER_ACCOUNT
     tee: TeeBackend = TeeBackend.SIMULATION
+    #: Tests only: the ``gramine-*`` executables on PATH are the stand-ins of
+    #: ``tests/gramine_standin``, whose quotes come from the simulated platform in
+    #: ``<data>/simulation``; its root and collateral are published at ``/simulation``
+    #: as in simulation mode (clients accept them only with ``--allow-simulation``).
+    allow_simulated_gramine: bool = False
     _plan_index: Mapping[str, Plan] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -158,9 +164,16 @@ class OperatorSettings:
                 f"max_apps_per_account must be positive, got {self.max_apps_per_account}"
             )
         object.__setattr__(self, "tee", TeeBackend(self.tee))
+        if self.allow_simulated_gramine and self.tee != TeeBackend.GRAMINE:
+            raise UsageError('allow_simulated_gramine needs tee = "gramine"')
         object.__setattr__(self, "_plan_index", index)
 
     # -- derived -----------------------------------------------------------------------------
+
+    @property
+    def simulated(self) -> bool:
+        """Whether quotes come from the simulated platform in ``<data>/simulation``."""
+        return self.tee == TeeBackend.SIMULATION or self.allow_simulated_gramine
 
     @property
     def blobs_dir(self) -> Path:
@@ -244,6 +257,7 @@ _FILE_KEYS: Final = frozenset(
         "max_package_size",
         "max_apps_per_account",
         "tee",
+        "allow_simulated_gramine",
     }
 )
 _INT_KEYS: Final = frozenset(
@@ -277,6 +291,10 @@ def _read_config(path: Path) -> dict[str, Any]:
         elif key in _STR_KEYS:
             if not isinstance(value, str):
                 raise UsageError(f"{path}: {key} must be a string, got {value!r}")
+            values[key] = value
+        elif key == "allow_simulated_gramine":
+            if not isinstance(value, bool):
+                raise UsageError(f"{path}: {key} must be true or false, got {value!r}")
             values[key] = value
         else:
             raise UsageError(

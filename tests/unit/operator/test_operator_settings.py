@@ -130,3 +130,18 @@ def test_direct_construction_checks_too(tmp_path: Path) -> None:
 )
 def test_the_default_data_folder_is_xdgs(environ: dict[str, str], expected: str) -> None:
     assert default_data_dir(environ) == Path(expected)
+
+
+def test_gramine_settings(tmp_path: Path) -> None:
+    (tmp_path / "operator.toml").write_text('tee = "gramine"\nallow_simulated_gramine = true\n')
+    s = OperatorSettings.load(tmp_path, runtime_sha256=RUNTIME)
+    assert s.allow_simulated_gramine and s.simulated
+    assert not OperatorSettings.load(tmp_path, runtime_sha256=RUNTIME, tee="gramine",
+                                     allow_simulated_gramine=False).simulated  # fmt: skip
+    for text, error in (
+        ('tee = "gramine"\nallow_simulated_gramine = "yes"\n', "true or false"),
+        ("allow_simulated_gramine = true\n", 'needs tee = "gramine"'),
+    ):
+        (tmp_path / "operator.toml").write_text(text)
+        with pytest.raises(UsageError, match=error):
+            OperatorSettings.load(tmp_path, runtime_sha256=RUNTIME)
