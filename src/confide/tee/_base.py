@@ -33,6 +33,7 @@ class TeeKind(enum.StrEnum):
 
     SGX = "sgx"
     SIMULATION = "simulation"
+    TDX = "tdx"
 
 
 @runtime_checkable

@@ -11,10 +11,11 @@ from confide.errors import TeeError, UsageError
 from ._base import Tee
 from ._gramine import DEFAULT_GRAMINE_ROOT, GramineTee
 from ._simulation import SimulatedPlatform, SimulationTee
+from ._tdx import DEFAULT_TSM_REPORT_ROOT, TdxTee
 
 __all__ = ["TeeChoice", "select_tee"]
 
-TeeChoice = Literal["auto", "gramine", "simulation"]
+TeeChoice = Literal["auto", "gramine", "tdx", "simulation"]
 
 
 def select_tee(
@@ -24,10 +25,12 @@ def select_tee(
     measurement: bytes | None,
     now: datetime | None = None,
     gramine_root: Path = DEFAULT_GRAMINE_ROOT,
+    tsm_root: Path = DEFAULT_TSM_REPORT_ROOT,
 ) -> Tee:
     """The TEE to run on.
 
     ``"gramine"`` requires Gramine's attestation files at ``gramine_root``;
+    ``"tdx"`` requires configfs-tsm with the ``tdx_guest`` provider at ``tsm_root``;
     ``"simulation"`` loads (or creates, with ``now``) the simulated platform in
     ``simulation_state`` and launches ``measurement`` on it; ``"auto"`` picks
     Gramine when ``gramine_root`` exists, else simulation, which then needs
@@ -36,6 +39,8 @@ def select_tee(
     """
     if kind == "gramine":
         return GramineTee(gramine_root)
+    if kind == "tdx":
+        return TdxTee(tsm_root)
     if kind == "auto":
         if gramine_root.exists():
             return GramineTee(gramine_root)
@@ -45,7 +50,7 @@ def select_tee(
                 hint="run inside Gramine SGX, or choose the simulation TEE explicitly",
             )
     elif kind != "simulation":
-        raise UsageError(f"unknown TEE kind {kind!r}; expected auto, gramine or simulation")
+        raise UsageError(f"unknown TEE kind {kind!r}; expected auto, gramine, tdx or simulation")
     if simulation_state is None or measurement is None:
         raise UsageError("the simulation TEE needs a state folder and an enclave measurement")
     if now is None or now.tzinfo is None:
