@@ -33,7 +33,7 @@ from ._simpki import (
     SIM_TCB_COMPONENTS,
     SimulatedPck,
 )
-from ._simulation import SimulatedPlatform, SimulationTee
+from ._simulation import SIM_GUEST_IMAGE, SimulatedPlatform, SimulationTdxTee, SimulationTee
 from ._tdx import DEFAULT_TSM_REPORT_ROOT, TDX_PROVIDER, OsTsmFilesystem, TdxTee, TsmFilesystem
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "REPORT_DATA_SIZE",
     "SEALING_KEY_SIZE",
     "SIM_FMSPC",
+    "SIM_GUEST_IMAGE",
     "SIM_PCE_SVN",
     "SIM_QE_ISV_SVN",
     "SIM_QE_MR_SIGNER",
@@ -52,6 +53,7 @@ __all__ = [
     "OsTsmFilesystem",
     "SimulatedPck",
     "SimulatedPlatform",
+    "SimulationTdxTee",
     "SimulationTee",
     "TdxTee",
     "Tee",

@@ -53,7 +53,9 @@ from confide.attestation import (
     Quote,
     QuoteHeader,
     SgxReportBody,
+    TdReference,
     TdReportBody,
+    TdxEventLog,
 )
 from confide.errors import TeeError, UsageError
 
@@ -81,7 +83,7 @@ from ._simpki import (
 )
 from ._simstate import STATE_MARKER, load_platform, save_platform
 
-__all__ = ["SimulatedPlatform", "SimulationTee"]
+__all__ = ["SIM_GUEST_IMAGE", "SimulatedPlatform", "SimulationTdxTee", "SimulationTee"]
 
 #: QE auth data as Intel's QE fills it (bytes 0..31).
 SIM_QE_AUTH_DATA: Final = bytes(range(32))
@@ -417,3 +419,70 @@ def _report(
         isv_family_id=bytes(16),
         report_data=report_data,
     )
+
+
+#: The reference values of the simulated Confide guest image (MRTD, RTMR0-2): what a
+#: :class:`SimulationTdxTee` reports, as a real TD reports those of its firmware and kernel.
+SIM_GUEST_IMAGE: Final = TdReference(
+    mr_td=hashlib.sha384(b"confide simulated guest image: MRTD").digest(),
+    rtmr0=hashlib.sha384(b"confide simulated guest image: RTMR0").digest(),
+    rtmr1=hashlib.sha384(b"confide simulated guest image: RTMR1").digest(),
+    rtmr2=hashlib.sha384(b"confide simulated guest image: RTMR2").digest(),
+)
+
+
+class SimulationTdxTee:
+    """The :class:`~confide.tee.Tee` of a simulated TD running one Confide launch.
+
+    The TD reports ``image`` in MRTD and RTMR0-2, and in RTMR3 the replay of
+    its event log: the launch manifest's measurement, extended once at
+    start-up (ADR 0020). Like a real TD it has no sealing key.
+    """
+
+    __slots__ = ("_event_log", "_image", "_platform")
+
+    def __init__(
+        self,
+        platform: SimulatedPlatform,
+        launch_measurement: bytes,
+        *,
+        image: TdReference = SIM_GUEST_IMAGE,
+    ) -> None:
+        if len(launch_measurement) != 32:
+            raise UsageError(f"a launch measurement is 32 bytes, got {len(launch_measurement)}")
+        self._platform = platform
+        self._image = image
+        self._event_log = TdxEventLog.for_launch(bytes(launch_measurement))
+
+    @property
+    def kind(self) -> TeeKind:
+        return TeeKind.TDX
+
+    @property
+    def platform(self) -> SimulatedPlatform:
+        return self._platform
+
+    @property
+    def measurement(self) -> bytes:
+        """MRTD: the guest image's measurement (48 bytes)."""
+        return self._image.mr_td
+
+    @property
+    def event_log(self) -> TdxEventLog:
+        """What was extended into RTMR3."""
+        return self._event_log
+
+    def get_quote(self, report_data: bytes) -> bytes:
+        image = self._image
+        return self._platform.td_quote(
+            check_report_data(report_data),
+            mr_td=image.mr_td,
+            rtmrs=(image.rtmr0, image.rtmr1, image.rtmr2, self._event_log.replay()),
+        )
+
+    def sealing_key(self) -> bytes:
+        """A TD has no sealing key (ADR 0020): always raises."""
+        raise TeeError(
+            "a TDX guest has no sealing key",
+            hint="state does not survive a restart on TDX; the owner configures the app again",
+        )
