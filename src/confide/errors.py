@@ -22,9 +22,10 @@ boundary with ``raise ... from exc``.
     ├── WireError                  a body does not have the shape its confide.wire model says
     ├── FetchError                 collateral or a peer certificate could not be fetched
     ├── OperatorError              the operator's API could not be reached or refused a call
+    ├── LifecycleError             an app's status change its lifecycle does not allow (a bug)
     ├── TeeError                   the local TEE could not produce a quote or a key
     │   └── TsmError               configfs-tsm is absent, not tdx_guest, or raced
-    └── LifecycleError             an app's status change its lifecycle does not allow (a bug)
+    └── ManifestError              a Gramine manifest breaks a rule of confide.gramine's linter
 
 Every :class:`AttestationError` carries a stable machine-readable ``code``
 (e.g. ``quote.signature``), the ``check`` that failed in words, and the
@@ -51,6 +52,7 @@ __all__ = [
     "FormatError",
     "JsonError",
     "LifecycleError",
+    "ManifestError",
     "OperatorError",
     "PolicyError",
     "RevocationError",
@@ -135,6 +137,20 @@ class LifecycleError(Error):
     """
 
     code = "lifecycle"
+
+
+class ManifestError(Error):
+    """A Gramine manifest breaks a rule of :func:`confide.gramine.lint_manifest`.
+
+    ``code`` names the rule for programs (e.g. ``gramine.debug``); ``str()`` is one
+    line saying what was found, what is expected and what to do.
+    """
+
+    code = "gramine"
+
+    def __init__(self, code: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
 
 
 class OperatorError(Error):

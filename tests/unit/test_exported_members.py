@@ -9,11 +9,19 @@ import pytest
 
 import confide.attestation
 import confide.errors
+import confide.gramine
 import confide.strictjson
 import confide.wire
 import confide.wire.api
 
-MODULES = [confide.attestation, confide.errors, confide.strictjson, confide.wire, confide.wire.api]
+MODULES = [
+    confide.attestation,
+    confide.errors,
+    confide.gramine,
+    confide.strictjson,
+    confide.wire,
+    confide.wire.api,
+]
 
 
 def _public_names(module: types.ModuleType) -> set[str]:

@@ -183,3 +183,62 @@ def test_the_cli_renders_tables_in_one_module() -> None:
         if name.startswith("rich.table")
     ]
     assert users and all(user.startswith("confide/cli/_output.py:") for user in users), users
+
+
+#: What confide.gramine may import: the runtime imports it at start-up, in the enclave.
+GRAMINE_MAY_IMPORT = {"confide.errors", "confide.wire", "confide.strictjson"}
+
+
+def gramine_imports_outside(src: Path) -> list[str]:
+    """``path:line imports name`` for each import of confide.gramine that is neither the
+    standard library, its own modules, nor one of GRAMINE_MAY_IMPORT."""
+    import sys
+
+    found: list[str] = []
+    for path in sorted((src / "confide" / "gramine").rglob("*.py")):
+        package = _package_of(path, src)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                names = [".".join(base + ([node.module] if node.module else []))]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if name.startswith("confide.gramine") or top in sys.stdlib_module_names:
+                    continue
+                if ".".join(name.split(".")[:2]) not in GRAMINE_MAY_IMPORT:
+                    found.append(f"{path.relative_to(src).as_posix()}:{node.lineno} imports {name}")
+    return found
+
+
+def test_gramine_imports_only_the_standard_library_errors_and_wire() -> None:
+    assert (SRC / "confide" / "gramine" / "__init__.py").is_file()
+    assert gramine_imports_outside(SRC) == []
+
+
+def test_the_gramine_import_check_sees_one(tmp_path: Path) -> None:
+    source = "import json\nfrom confide.runtime import x\nimport pydantic\nfrom . import _m\n"
+    found = gramine_imports_outside(_tree(tmp_path, "gramine/_x.py", source))
+    assert found == [
+        "confide/gramine/_x.py:2 imports confide.runtime",
+        "confide/gramine/_x.py:3 imports pydantic",
+    ]
+
+
+def test_gramine_loads_no_operator_dependency() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, confide.gramine;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('pydantic', 'fastapi', 'sqlalchemy', 'alembic', 'starlette', 'confide.operator')"
+        " or m.startswith('confide.operator')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

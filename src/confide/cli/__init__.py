@@ -13,6 +13,7 @@ from . import (  # noqa: F401
     _crypto,
     _deploy,
     _fingerprint,
+    _gramine,
     _operator,
     _project,
     _proxy,

@@ -1,8 +1,8 @@
 """The ``confide`` command: the root app, error handling and exit codes.
 
 Exit codes: 0 success; 1 the input is not acceptable (verification or policy
-failed, a package or sealed box does not open); 2 the command could not run
-(usage, unreadable file, fetch).
+failed, a package or sealed box does not open, a Gramine manifest breaks a rule);
+2 the command could not run (usage, unreadable file, fetch, a missing tool).
 Only Confide's own :class:`~confide.errors.Error` is caught and printed as one
 line; anything else is a bug and keeps its traceback. ``--debug`` shows the
 traceback of our errors too.
@@ -19,7 +19,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 
 from confide import __version__
-from confide.errors import AttestationError, CryptoError, Error
+from confide.errors import AttestationError, CryptoError, Error, ManifestError
 
 from ._output import Output
 
@@ -86,7 +86,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             if state is not None and state.debug:
                 traceback.print_exc()
             Output().error(err)
-            rejected = isinstance(err, AttestationError | CryptoError)
+            rejected = isinstance(err, AttestationError | CryptoError | ManifestError)
             code = EXIT_REJECTED if rejected else EXIT_UNUSABLE
             raise typer.Exit(code) from None
 

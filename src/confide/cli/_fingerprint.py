@@ -1,25 +1,47 @@
 """``confide fingerprint``: recompute the measurement of a launch, with no TEE.
 
 The same inputs as ``confide runtime`` give the same fingerprint (ADR 0005).
-The runtime code hash is the installed Confide's own unless given with
-``--runtime-sha256`` (an operator running another release); a manifest read
-with ``--manifest`` (from the operator's API or a context file) is recomputed,
-and its runtime hash is accepted only when it is ours or given explicitly.
+The runtime code hash is the digest of this machine's runtime environment
+(ADR 0017: interpreter, standard library, Confide and its dependencies) unless
+given with ``--runtime-sha256`` (an operator running another environment); a
+manifest read with ``--manifest`` (from the operator's API or a context file) is
+recomputed, and its runtime hash is accepted only when it is ours or given
+explicitly.
+
+``--tee simulation`` (the default) prints the simulated TEE's measurement of the
+launch manifest. ``--tee gramine`` renders the Gramine manifest of the launch in
+this environment and predicts its MRENCLAVE with Gramine's own
+``gramine-sgx-sign`` and ``gramine-sgx-sigstruct-view``; where they are not on
+PATH it says which are missing, in one line, and exits 2.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from confide.errors import UsageError
+from confide.gramine import (
+    DEFAULT_ENCLAVE_PORT,
+    DEFAULT_ENCLAVE_SIZE,
+    DEFAULT_MAX_THREADS,
+    runtime_environment,
+)
 from confide.runtime import CodeSource, OwnerCertificate, launch_manifest, runtime_code_hash
-from confide.wire import LaunchManifest
+from confide.wire import LaunchManifest, TlsMode
 
 from ._app import app, handle_errors
+from ._gramine import (
+    EnclaveSizeOpt,
+    MaxThreadsOpt,
+    PortOpt,
+    RequirementOpt,
+    predict_mrenclave,
+    read_launch_manifest,
+    render_manifest,
+)
 from ._launch_options import (
     AppDirOpt,
     CertificateOpt,
@@ -32,11 +54,9 @@ from ._launch_options import (
     parse_app_id,
 )
 from ._output import Output
-from ._verify_options import JsonOpt, parse_hex, read_file
+from ._verify_options import JsonOpt, parse_hex
 
 __all__ = ["fingerprint_command"]
-
-MAX_MANIFEST_FILE = 64 * 1024
 
 
 @app.command("fingerprint")
@@ -67,10 +87,23 @@ def fingerprint_command(
         str | None,
         typer.Option(
             "--runtime-sha256",
-            help="Code hash of the Confide release the operator runs (default: this one's).",
+            help="Digest of the runtime environment the operator runs (default: this "
+            "machine's: interpreter, standard library, Confide and its dependencies).",
             envvar="CONFIDE_RUNTIME_SHA256",
         ),
     ] = None,
+    tee: Annotated[
+        Literal["simulation", "gramine"],
+        typer.Option(
+            "--tee",
+            help="simulation: the simulated TEE's measurement; gramine: predict MRENCLAVE "
+            "with gramine-sgx-sign and gramine-sgx-sigstruct-view (Gramine installed).",
+        ),
+    ] = "simulation",
+    requirement: RequirementOpt = None,
+    port: PortOpt = DEFAULT_ENCLAVE_PORT,
+    enclave_size: EnclaveSizeOpt = DEFAULT_ENCLAVE_SIZE,
+    max_threads: MaxThreadsOpt = DEFAULT_MAX_THREADS,
     json_: JsonOpt = False,
 ) -> None:
     """Print the fingerprint (MRENCLAVE) an enclave launched with these inputs must report."""
@@ -83,14 +116,37 @@ def fingerprint_command(
             app_id, application, package, app_dir, plaincode, ratls, certificate, no_ssl,
             tuple(san or ()), subject, runtime,
         )  # fmt: skip
-    fingerprint = result.measurement().hex()
+    if tee == "gramine":
+        if result.tls == TlsMode.OWNER and certificate is None:
+            raise UsageError("give --certificate: a certificate-mode enclave trusts that file")
+        if runtime_sha256 is not None:
+            raise UsageError(
+                "--runtime-sha256 cannot predict a Gramine MRENCLAVE: Gramine hashes every "
+                "file, so run this in the operator's runtime image instead"
+            )
+        text = render_manifest(
+            result,
+            runtime_environment(tuple(requirement or ())),
+            port=port,
+            enclave_size=enclave_size,
+            max_threads=max_threads,
+        )
+        fingerprint = predict_mrenclave(text, certificate=certificate).hex()
+    else:
+        if requirement:
+            raise UsageError("--requirement is for --tee gramine (the simulated runtime "
+                             "measures Confide's own requirements)")  # fmt: skip
+        fingerprint = result.measurement().hex()
     out = Output(json_mode=json_)
     if json_:
-        out.json({"fingerprint": fingerprint, "manifest": result.to_dict()})
+        out.json({"fingerprint": fingerprint, "tee": tee, "manifest": result.to_dict()})
         return
     out.out.print(fingerprint)
     if result.runtime_sha256 != own:
-        out.warn("the runtime code hash is not this Confide's own: you vouch for that release")
+        out.warn(
+            "the runtime environment's digest is not this machine's own: you vouch for that "
+            "environment (its Python, Confide and dependencies)"
+        )
 
 
 def _from_options(
@@ -131,17 +187,7 @@ def _from_options(
 def _from_manifest(
     path: Path, package: Path | None, runtime: bytes, *, explicit: bool
 ) -> LaunchManifest:
-    raw = read_file(path, "launch manifest")
-    if len(raw) > MAX_MANIFEST_FILE:
-        raise UsageError(f"{path} is larger than {MAX_MANIFEST_FILE} bytes")
-    try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise UsageError(f"{path} is not JSON: {exc}") from None
-    # An operator's app record or a context file holds the manifest under "manifest".
-    if isinstance(obj, dict) and isinstance(obj.get("manifest"), dict):
-        obj = obj["manifest"]
-    manifest = LaunchManifest.from_json(json.dumps(obj))
+    manifest = read_launch_manifest(path)
     if manifest.runtime_sha256 != runtime:
         raise UsageError(
             f"the manifest's runtime code hash {manifest.runtime_sha256.hex()} is not "

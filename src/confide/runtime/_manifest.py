@@ -3,12 +3,15 @@
 The launch manifest itself (its format and measurement) is
 :class:`confide.wire.LaunchManifest`.
 
-The runtime code hash is SHA-256 over the sorted list
-of ``<relative path> 0x00 <SHA-256 of the file> 0x0a`` for every ``*.py`` file
-and packaged data file of the installed ``confide`` package, except the
-operator's service (``confide/operator/``), which the runtime never imports (a
-test holds the runtime to that): every line of code the enclave can run is
-measured, and an operator upgrade alone does not change app fingerprints.
+The runtime code hash (the manifest's ``runtime_sha256``) is the digest of the
+runtime environment (ADR 0017, amending ADR 0005): every file the runtime can
+run, as Gramine would measure it: the interpreter and ``libpython``, the
+standard library, every file of the distributions Confide needs (the closure of
+its requirements) and Confide's own package without ``confide/operator/``, which
+the runtime never imports (a test holds the runtime to that). Changing one byte
+of any of them changes every fingerprint; an operator upgrade alone does not.
+See :func:`confide.gramine.runtime_environment` for the exact rule and the
+stat-keyed hash cache that keeps a warm start-up from reading them again.
 
 What the manifest leaves out, and why (ADR 0011). Each ``confide runtime``
 option is measured above (``--app-id``, ``--application``, ``--package`` or
@@ -43,42 +46,20 @@ elsewhere, or to change what reaches the app, is never an unmeasured option::
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
-from typing import Final
 
-from confide.errors import UsageError
+from confide.gramine import runtime_environment
 
 __all__ = ["runtime_code_hash"]
 
-_RUNTIME_SUFFIXES: Final = (".py", ".der", ".typed")
-#: Top-level subpackages that never run in the enclave, left out of the code hash.
-NOT_IN_ENCLAVE: Final = ("operator",)
 
+def runtime_code_hash(root: Path | None = None, *, cache_dir: Path | None = None) -> bytes:
+    """The digest of this interpreter's runtime environment, with the installed ``confide``
+    package (or the package folder at ``root``, a copy the runtime will import).
 
-def _files(root: Path, relative: str = "") -> Iterable[tuple[str, Path]]:
-    for child in sorted(root.iterdir(), key=lambda p: p.name):
-        rel = f"{relative}{child.name}"
-        if child.is_dir():
-            if child.name != "__pycache__" and not (relative == "" and rel in NOT_IN_ENCLAVE):
-                yield from _files(child, rel + "/")
-        elif child.suffix in _RUNTIME_SUFFIXES:
-            yield rel, child
-
-
-def runtime_code_hash(root: Path | None = None) -> bytes:
-    """Hash the installed ``confide`` package (or the package folder at ``root``).
-
-    What a client uses by default: its own installed Confide. An operator that
-    runs another release tells the client that release's hash, which the client
-    must check itself (ADR 0005).
+    What a client uses by default: its own environment. An operator that runs
+    another environment tells the client that environment's digest, which the
+    client must check itself (ADR 0005, ADR 0017). ``cache_dir`` holds the hash
+    cache (default: ``$XDG_CACHE_HOME/confide``).
     """
-    base = root if root is not None else Path(str(resources.files("confide")))
-    if not base.is_dir():
-        raise UsageError(f"cannot hash the Confide runtime at {base}: not a folder")
-    digest = hashlib.sha256()
-    for rel, path in sorted(_files(base)):
-        digest.update(rel.encode() + b"\x00" + hashlib.sha256(path.read_bytes()).digest() + b"\n")
-    return digest.digest()
+    return runtime_environment(cache_dir=cache_dir, confide_package=root).digest

@@ -98,7 +98,7 @@ def test_another_releases_runtime_hash_needs_to_be_given(package: Path, tmp_path
     code, out, err = _run("--manifest", str(path), "--runtime-sha256", theirs.hex())
     assert code == 0
     assert out.strip() == manifest.measurement().hex()
-    assert "you vouch for that release" in err
+    assert "you vouch for that environment" in err
 
 
 @pytest.mark.parametrize(

@@ -185,3 +185,14 @@ def test_the_runtime_command_never_loads_the_operator() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_runtime_code_hash_is_the_environments_digest(tmp_path: Path) -> None:
+    """ADR 0017: the manifest's runtime hash covers the interpreter, the standard library
+    and every dependency (h11, uvicorn, ...), not only Confide's own files."""
+    from confide.gramine import runtime_environment
+
+    env = runtime_environment(cache_dir=tmp_path)
+    assert runtime_code_hash(cache_dir=tmp_path) == env.digest
+    labels = {f.label for f in env.files}
+    assert {"site/h11/_readers.py", "site/uvicorn/main.py", "stdlib/os.py"} <= labels
