@@ -61,8 +61,8 @@ __all__ = ["newest_context", "test_command"]
 _LOCALHOST: Final = "127.0.0.1"
 #: How long an exited proxy's log may take to come out.
 _STOP_GRACE: Final = 10.0
-#: The TEE name of an operator's simulated TEE (``AppContext.tee``).
-_SIMULATED_TEE: Final = "simulation"
+#: The TEE names of an operator's simulated TEEs (``AppContext.tee``).
+_SIMULATED_TEES: Final = ("simulation", "simulation-tdx")
 
 
 def newest_context(config: ProjectConfig) -> Path:
@@ -102,7 +102,7 @@ def _proxy_argv(
     if operator is not None and pccs_url is not None:
         raise UsageError("give at most one of --operator URL and --pccs-url URL")
     if operator is None and pccs_url is None:
-        if context.tee == _SIMULATED_TEE:
+        if context.tee in _SIMULATED_TEES:
             operator = context.operator_url
         else:
             pccs_url = INTEL_PCS_URL

@@ -112,6 +112,13 @@ _MAX_CMDLINE: Final = 64 * 1024
 _LOG_TAIL: Final = 8 * 1024
 _POLL: Final = 0.05
 _MARK: Final = b"--- confide operator:"
+#: The runtime's ``--tee`` for each operator TEE: a simulated TD is one runtime process
+#: per app, as an app's own TD would be (ADR 0020).
+_LAUNCH_TEE: Final[dict[TeeBackend, LaunchTee]] = {
+    TeeBackend.SIMULATION: "simulation",
+    TeeBackend.GRAMINE: "gramine",
+    TeeBackend.SIMULATION_TDX: "simulation-tdx",
+}
 
 
 class LaunchRefused(UsageError):
@@ -344,7 +351,7 @@ class LocalProcessBackend:
             raise
         except UsageError as exc:
             raise LaunchRefused(exc.message, hint=exc.hint) from None
-        tee: LaunchTee = "simulation" if self._tee == TeeBackend.SIMULATION else "gramine"
+        tee: LaunchTee = _LAUNCH_TEE[self._tee]
         arguments = runtime_arguments(
             spec.manifest,
             package=spec.package,
@@ -353,9 +360,9 @@ class LocalProcessBackend:
             port=free_port(self._host),
             state_dir=state,
             tee=tee,
-            simulation_state=self.simulation_dir if tee == "simulation" else None,
+            simulation_state=self.simulation_dir if self._tee.simulated else None,
         )
-        if tee == "simulation":
+        if self._tee.simulated:
             # Gramine: the router relays the bytes (descriptor passing into an enclave is
             # not relied upon); see ADR 0009.
             arguments += ["--handoff", str(self.handoff_path(spec.app_id))]

@@ -58,7 +58,7 @@ from ._seams import (
     SimulationCollateralProvider,
     SimulationRootProvider,
 )
-from ._settings import OperatorSettings, TeeBackend
+from ._settings import OperatorSettings
 
 __all__ = [
     "SIMULATION_COLLATERAL_REFRESH",
@@ -168,7 +168,7 @@ class AppService:
         if app.domain is not None:
             domains.append(app.domain)
         sim_root = None
-        if self.settings.tee == TeeBackend.SIMULATION and self.sim_root_provider is not None:
+        if self.settings.tee.simulated and self.sim_root_provider is not None:
             sim_root = self.sim_root_provider().decode("ascii")
         return AppRecord(
             id=app.id,
@@ -452,7 +452,7 @@ class AppService:
             return ProjectInfo(name=project.name, created_at=project.created_at, apps=0)
 
     def simulation(self) -> SimulationOut:
-        if self.settings.tee != TeeBackend.SIMULATION:
+        if not self.settings.tee.simulated:
             return SimulationOut(simulated=False)
         root = None
         if self.sim_root_provider is not None:

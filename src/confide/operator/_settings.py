@@ -78,6 +78,14 @@ class TeeBackend(enum.StrEnum):
     SIMULATION = "simulation"
     #: Intel SGX through Gramine.
     GRAMINE = "gramine"
+    #: No hardware: one simulated TD per app (ADR 0020), its quotes TDX quotes that verify
+    #: only against the operator's simulation root.
+    SIMULATION_TDX = "simulation-tdx"
+
+    @property
+    def simulated(self) -> bool:
+        """Whether apps run on the operator's simulated platform."""
+        return self in (TeeBackend.SIMULATION, TeeBackend.SIMULATION_TDX)
 
 
 DEFAULT_PLANS: Final = (
