@@ -25,8 +25,9 @@ boundary with ``raise ... from exc``.
     ├── FetchError                 collateral or a peer certificate could not be fetched
     ├── OperatorError              the operator's API could not be reached or refused a call
     ├── LifecycleError             an app's status change its lifecycle does not allow (a bug)
-    ├── ManifestError              a Gramine manifest breaks a rule of confide.gramine's linter
-    └── TeeError                   the local TEE could not produce a quote or a key
+    ├── TeeError                   the local TEE could not produce a quote or a key
+    │   └── TsmError               configfs-tsm is absent, not tdx_guest, or raced
+    └── ManifestError              a Gramine manifest breaks a rule of confide.gramine's linter
 
 Every :class:`AttestationError` carries a stable machine-readable ``code``
 (e.g. ``quote.signature``), the ``check`` that failed in words, and the
@@ -63,6 +64,7 @@ __all__ = [
     "SimulationError",
     "TcbError",
     "TeeError",
+    "TsmError",
     "UsageError",
     "WireError",
 ]
@@ -186,6 +188,32 @@ class TeeError(Error):
     """The local TEE could not produce a quote or a sealing key."""
 
     code = "tee"
+
+
+class TsmError(TeeError):
+    """The kernel's configfs-tsm report interface failed us (a TDX guest's quotes).
+
+    ``code`` is stable (e.g. ``tsm.provider``, ``tsm.generation``); ``observed``
+    and ``expected`` are the values compared, when there are any.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        check: str,
+        *,
+        observed: object = None,
+        expected: object = None,
+        hint: str | None = None,
+    ) -> None:
+        message = check
+        if observed is not None or expected is not None:
+            message = f"{check}: observed {observed}, expected {expected}"
+        super().__init__(message, hint=hint)
+        self.code = code
+        self.check = check
+        self.observed = observed
+        self.expected = expected
 
 
 class AttestationError(Error):

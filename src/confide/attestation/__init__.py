@@ -49,13 +49,24 @@ from ._ratls import (
     ratls_report_data,
     verify_ratls_certificate,
 )
+from ._rtmr import (
+    LAUNCH_EVENT_TYPE,
+    RTMR_SIZE,
+    TdReference,
+    TdxEvent,
+    TdxEventLog,
+    extend_rtmr,
+    launch_rtmr3,
+)
 from ._verify import SIMULATION_ORGANIZATION, intel_root_ca, is_simulation_root, verify_quote
 
 __all__ = [
     "INTEL_PCS_URL",
     "INTEL_QE_VENDOR_ID",
     "INTEL_ROOT_CA_CRL_URL",
+    "LAUNCH_EVENT_TYPE",
     "RATLS_QUOTE_OID",
+    "RTMR_SIZE",
     "SGX_EXTENSION_OID",
     "SIMULATION_ORGANIZATION",
     "CertificationData",
@@ -77,13 +88,18 @@ __all__ = [
     "TcbInfo",
     "TcbLevel",
     "TcbStatus",
+    "TdReference",
     "TdReportBody",
+    "TdxEvent",
+    "TdxEventLog",
     "TdxModuleIdentity",
     "VerifiedQuote",
     "create_ratls_certificate",
+    "extend_rtmr",
     "fetch_peer_certificate",
     "intel_root_ca",
     "is_simulation_root",
+    "launch_rtmr3",
     "quote_from_certificate",
     "ratls_report_data",
     "verify_quote",

@@ -54,6 +54,7 @@ from ._launch_options import (
     parse_app_id,
 )
 from ._output import Output
+from ._tdx import print_td_registers
 from ._verify_options import JsonOpt, parse_hex
 
 __all__ = ["fingerprint_command"]
@@ -93,11 +94,12 @@ def fingerprint_command(
         ),
     ] = None,
     tee: Annotated[
-        Literal["simulation", "gramine"],
+        Literal["simulation", "gramine", "tdx"],
         typer.Option(
             "--tee",
             help="simulation: the simulated TEE's measurement; gramine: predict MRENCLAVE "
-            "with gramine-sgx-sign and gramine-sgx-sigstruct-view (Gramine installed).",
+            "with gramine-sgx-sign and gramine-sgx-sigstruct-view (Gramine installed); "
+            "tdx: MRTD and RTMR0-2 of the guest image, RTMR3 of this launch.",
         ),
     ] = "simulation",
     requirement: RequirementOpt = None,
@@ -116,6 +118,11 @@ def fingerprint_command(
             app_id, application, package, app_dir, plaincode, ratls, certificate, no_ssl,
             tuple(san or ()), subject, runtime,
         )  # fmt: skip
+    if tee == "tdx":
+        if requirement:
+            raise UsageError("--requirement is for --tee gramine")
+        print_td_registers(result, json_mode=json_)
+        return
     if tee == "gramine":
         if result.tls == TlsMode.OWNER and certificate is None:
             raise UsageError("give --certificate: a certificate-mode enclave trusts that file")

@@ -56,8 +56,8 @@ from ._verify_options import OwnerOpt, SimOpt
 _LOCALHOST: Final = "127.0.0.1"
 #: How long an exited proxy's log may take to come out.
 _STOP_GRACE: Final = 10.0
-#: The TEE name of an operator's simulated TEE (``AppContext.tee``).
-_SIMULATED_TEE: Final = "simulation"
+#: The TEE names of an operator's simulated TEEs (``AppContext.tee``).
+_SIMULATED_TEES: Final = ("simulation", "simulation-tdx")
 
 
 def newest_context(config: ProjectConfig) -> Path:
@@ -99,10 +99,10 @@ def _proxy_argv(
         raise UsageError("give at most one of --operator URL and --pccs-url URL")
     if owner is not None and operator is None:
         operator = context.operator_url  # the owner's releases are in its operator's log
-        if pccs_url is None and context.tee != _SIMULATED_TEE:
+        if pccs_url is None and context.tee not in _SIMULATED_TEES:
             pccs_url = INTEL_PCS_URL
     if operator is None and pccs_url is None:
-        if context.tee == _SIMULATED_TEE:
+        if context.tee in _SIMULATED_TEES:
             operator = context.operator_url
         else:
             pccs_url = INTEL_PCS_URL

@@ -47,6 +47,8 @@ class TeeOption(enum.StrEnum):
     AUTO = "auto"
     GRAMINE = "gramine"
     SIMULATION = "simulation"
+    TDX = "tdx"
+    SIMULATION_TDX = "simulation-tdx"
 
 
 @app.command("runtime")

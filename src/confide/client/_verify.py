@@ -51,9 +51,11 @@ from confide.attestation import (
     Policy,
     Quote,
     RatlsVerified,
+    TdReference,
     VerifiedQuote,
     fetch_peer_certificate,
     is_simulation_root,
+    launch_rtmr3,
     quote_from_certificate,
     verify_ratls_certificate,
 )
@@ -66,6 +68,7 @@ from confide.errors import (
     UsageError,
 )
 from confide.release import OwnerPublicKey, VerifiedRelease
+from confide.tee import SIM_GUEST_IMAGE
 from confide.wire import LAUNCH_MANIFEST_OID, MAX_MANIFEST_SIZE, HostPort, LaunchManifest
 
 from ._api import SimulationInfo
@@ -218,6 +221,9 @@ class EnclavePolicy:
     #: Given (``confide deploy``, ``confide verify``): a fingerprint mismatch is said as
     #: "code fingerprint mismatch: expected ..., the enclave reports ...", with this hint.
     mismatch_hint: str | None = None
+    #: MRTD and RTMR0-2 a TD must report (ADR 0020); ``None``: the simulated Confide guest
+    #: image's when the evidence is simulated, and a TDX quote is refused otherwise.
+    td_reference: TdReference | None = None
 
     def __post_init__(self) -> None:
         if self.fingerprint is None and self.owner is None and not self.allow_any_code:
@@ -229,11 +235,28 @@ class EnclavePolicy:
         if self.checks.mr_enclave is not None or self.checks.allow_simulation:
             raise UsageError("the fingerprint and simulation are the policy's, not its checks'")
 
-    def quote_policy(self, material: TrustMaterial) -> Policy:
+    def quote_policy(self, material: TrustMaterial, quote: Quote | None = None) -> Policy:
+        """The quote's policy: on SGX the fingerprint is MRENCLAVE; on TDX (``quote`` a TD's)
+        MRTD and RTMR0-2 are the guest image's and RTMR3 the fingerprint's launch event."""
+        allow = self.allow_simulation and material.simulated
+        if quote is None or not quote.is_tdx:
+            return dataclasses.replace(
+                self.checks, mr_enclave=self.fingerprint, allow_simulation=allow
+            )
+        image = self.td_reference or (SIM_GUEST_IMAGE if material.simulated else None)
+        if image is None:
+            raise PolicyError(
+                "policy.td_reference",
+                "no reference values of a TDX guest image to check MRTD and RTMR0-2 against",
+                expected="the published MRTD and RTMR0-2 of the Confide guest image",
+                hint="no TDX guest image of Confide is released yet; only simulated TDs verify",
+            )
+        rtmr3 = launch_rtmr3(self.fingerprint) if self.fingerprint is not None else None
         return dataclasses.replace(
             self.checks,
-            mr_enclave=self.fingerprint,
-            allow_simulation=self.allow_simulation and material.simulated,
+            mr_td=image.mr_td,
+            rtmrs=(image.rtmr0, image.rtmr1, image.rtmr2, rtmr3),
+            allow_simulation=allow,
         )
 
 
@@ -405,12 +428,17 @@ def verify_launch(cert: x509.Certificate, verified: RatlsVerified, name: str) ->
         ) from None
     # The measurement of the bytes as carried: from_json accepts only canonical bytes.
     measured = manifest.measurement()
-    if manifest.to_json() != raw or verified.quote.mr_enclave != measured:
+    quote = verified.quote
+    if quote.tee == "tdx":  # a TD measures its launch into RTMR3 (ADR 0020)
+        observed, expected = (quote.rtmrs or (None,) * 4)[3], launch_rtmr3(measured)
+    else:
+        observed, expected = quote.mr_enclave, measured
+    if manifest.to_json() != raw or observed != expected:
         raise PolicyError(
             "launch.measurement",
             "the launch manifest in the certificate is not the one the enclave measured",
-            observed=verified.quote.mr_enclave,
-            expected=measured,
+            observed=observed,
+            expected=expected,
             hint="nothing was sent; the certificate's manifest was altered, or it is another "
             "launch's",
         )
@@ -443,7 +471,7 @@ def verify_enclave(
             cert,
             material.collateral,
             now=now,
-            policy=policy.quote_policy(material),
+            policy=policy.quote_policy(material, Quote.from_bytes(quote_from_certificate(cert))),
             trust_anchor=material.trust_anchor,
         )
     except PolicyError as exc:

@@ -116,6 +116,12 @@ _MAX_CMDLINE: Final = 64 * 1024
 _LOG_TAIL: Final = 8 * 1024
 _POLL: Final = 0.05
 _MARK: Final = b"--- confide operator:"
+#: The runtime's ``--tee`` for each operator TEE: a simulated TD is one runtime process
+#: per app, as an app's own TD would be (ADR 0020).
+_LAUNCH_TEE: Final[dict[TeeBackend, LaunchTee]] = {
+    TeeBackend.SIMULATION: "simulation",
+    TeeBackend.SIMULATION_TDX: "simulation-tdx",
+}
 
 
 class LaunchRefused(UsageError):
@@ -333,9 +339,9 @@ class LocalProcessBackend:
 
     def _prepare(self, spec: AppSpec, now: datetime) -> Launch:
         """Write the app's files, check the measurement, and build the command line."""
-        if self._tee != TeeBackend.SIMULATION:
+        if not self._tee.simulated:
             raise LaunchRefused(
-                "this backend runs runtimes on the simulated TEE only",
+                "this backend runs runtimes on a simulated TEE only",
                 hint="Gramine enclaves are launched by GramineBackend (ADR 0018)",
             )
         folder = self.app_dir(spec.app_id)
@@ -363,7 +369,7 @@ class LocalProcessBackend:
             raise
         except UsageError as exc:
             raise LaunchRefused(exc.message, hint=exc.hint) from None
-        tee: LaunchTee = "simulation"
+        tee: LaunchTee = _LAUNCH_TEE[self._tee]
         arguments = runtime_arguments(
             spec.manifest,
             package=spec.package,

@@ -37,7 +37,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -110,7 +110,8 @@ def _simulation(
         return None, None
     platform = SimulatedPlatform.open(settings.data_dir / "simulation", now=clock())
     pem = platform.root_certificate.public_bytes(Encoding.PEM)
-    return (lambda: pem), (lambda now: platform.collateral(now).to_json())
+    tee: Literal["sgx", "tdx"] = "tdx" if settings.tee == TeeBackend.SIMULATION_TDX else "sgx"
+    return (lambda: pem), (lambda now: platform.collateral(now, tee=tee).to_json())
 
 
 async def run_operator(

@@ -79,6 +79,14 @@ class TeeBackend(enum.StrEnum):
     SIMULATION = "simulation"
     #: Intel SGX through Gramine.
     GRAMINE = "gramine"
+    #: No hardware: one simulated TD per app (ADR 0020), its quotes TDX quotes that verify
+    #: only against the operator's simulation root.
+    SIMULATION_TDX = "simulation-tdx"
+
+    @property
+    def simulated(self) -> bool:
+        """Whether apps run on the operator's simulated platform."""
+        return self in (TeeBackend.SIMULATION, TeeBackend.SIMULATION_TDX)
 
 
 DEFAULT_PLANS: Final = (
@@ -173,7 +181,7 @@ class OperatorSettings:
     @property
     def simulated(self) -> bool:
         """Whether quotes come from the simulated platform in ``<data>/simulation``."""
-        return self.tee == TeeBackend.SIMULATION or self.allow_simulated_gramine
+        return self.tee.simulated or self.allow_simulated_gramine
 
     @property
     def blobs_dir(self) -> Path:

@@ -68,7 +68,7 @@ class Configurator:
         settings: RuntimeSettings,
         *,
         state: SealedState,
-        store: StateStore,
+        store: StateStore | None,
         workspace: Workspace,
     ) -> None:
         self._settings = settings
@@ -112,7 +112,8 @@ class Configurator:
             ssl_private_key_pem=request.ssl_private_key_pem,
         )
         try:
-            self._store.save(state)
+            if self._store is not None:  # None on TDX: nothing is sealed (ADR 0020)
+                self._store.save(state)
         except (OSError, TeeError) as exc:
             self._workspace.uninstall_code()
             raise ConfigurationRejected(

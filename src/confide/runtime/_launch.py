@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: ``--tee`` of a launch (``auto`` is not offered: a backend knows what it runs on).
-LaunchTee = Literal["gramine", "simulation"]
+LaunchTee = Literal["gramine", "simulation", "simulation-tdx"]
 
 
 def _tls_arguments(manifest: LaunchManifest, certificate: Path | None) -> list[str]:
@@ -79,7 +79,7 @@ def runtime_arguments(
     and ``certificate`` (certificate mode only) the owner's chain whose leaf it
     holds; :func:`check_launch` verifies both.
     """
-    if (tee == "simulation") != (simulation_state is not None):
+    if (tee in ("simulation", "simulation-tdx")) != (simulation_state is not None):
         raise UsageError("give a simulation state folder exactly with the simulation TEE")
     args = [
         "--app-id",

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from confide.attestation import create_ratls_certificate, ratls_report_data
 from confide.crypto import X25519KeyPair, private_key_pem
 from confide.errors import TeeError, UsageError
-from confide.tee import Tee
+from confide.tee import Tee, TeeKind
 from confide.wire import LAUNCH_MANIFEST_OID, HostPort, TlsMode
 
 from ._admission import ConnectionLimits
@@ -180,11 +180,18 @@ class EnclaveRuntime:
 
     async def run(self, stop: asyncio.Event) -> RuntimeEnd:
         settings = self._settings
-        store = StateStore(settings.state_dir, sealing_key=self._tee.sealing_key())
-        state = store.load()
-        if state is None:
+        store: StateStore | None = None
+        if self._tee.kind is TeeKind.TDX:
+            # A TD has no sealing key (ADR 0020): nothing is kept; after a restart the
+            # runtime has new keys and waits for its owner to configure it again.
             state = new_state()
-            store.save(state)
+        else:
+            store = StateStore(settings.state_dir, sealing_key=self._tee.sealing_key())
+            loaded = store.load()
+            if loaded is None:
+                loaded = new_state()
+                store.save(loaded)
+            state = loaded
         identity = EnclaveIdentity.attest(self._tee, state, settings, now=self._now)
         self._log.info(
             "measurement %s (%s TEE); enclave X25519 public key %s",

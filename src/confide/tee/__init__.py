@@ -1,7 +1,8 @@
 """Trusted execution environments: quotes and sealing keys from inside the enclave.
 
-One interface, :class:`Tee`, with two backends: :class:`GramineTee` (Intel SGX
-through Gramine's ``/dev/attestation``) and :class:`SimulationTee` (a
+One interface, :class:`Tee`, with three backends: :class:`GramineTee` (Intel SGX
+through Gramine's ``/dev/attestation``), :class:`TdxTee` (an Intel TDX guest
+through the kernel's configfs-tsm) and :class:`SimulationTee` (a
 :class:`SimulatedPlatform` kept in a state folder, whose quotes verify only
 against its own root with ``Policy(allow_simulation=True)``).
 :func:`select_tee` picks one at the entry point.
@@ -32,25 +33,33 @@ from ._simpki import (
     SIM_TCB_COMPONENTS,
     SimulatedPck,
 )
-from ._simulation import SimulatedPlatform, SimulationTee
+from ._simulation import SIM_GUEST_IMAGE, SimulatedPlatform, SimulationTdxTee, SimulationTee
+from ._tdx import DEFAULT_TSM_REPORT_ROOT, TDX_PROVIDER, OsTsmFilesystem, TdxTee, TsmFilesystem
 
 __all__ = [
     "DEFAULT_GRAMINE_ROOT",
+    "DEFAULT_TSM_REPORT_ROOT",
     "REPORT_DATA_SIZE",
     "SEALING_KEY_SIZE",
     "SIM_FMSPC",
+    "SIM_GUEST_IMAGE",
     "SIM_PCE_SVN",
     "SIM_QE_ISV_SVN",
     "SIM_QE_MR_SIGNER",
     "SIM_TCB_COMPONENTS",
+    "TDX_PROVIDER",
     "CollateralSpec",
     "GramineTee",
+    "OsTsmFilesystem",
     "SimulatedPck",
     "SimulatedPlatform",
+    "SimulationTdxTee",
     "SimulationTee",
+    "TdxTee",
     "Tee",
     "TeeChoice",
     "TeeKind",
+    "TsmFilesystem",
     "default_qe_tcb_levels",
     "default_tcb_levels",
     "select_tee",

@@ -23,6 +23,7 @@ class TeeKind(enum.StrEnum):
 
     SGX = "sgx"
     SIMULATION = "simulation"
+    TDX = "tdx"
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from confide.attestation import Collateral, QeTcbLevel, TcbLevel, TcbStatus
 from confide.errors import UsageError
@@ -22,6 +22,9 @@ from ._simpki import (
     SIM_QE_ISV_SVN,
     SIM_QE_MR_SIGNER,
     SIM_TCB_COMPONENTS,
+    SIM_TD_QE_ISV_PROD_ID,
+    SIM_TDX_MODULE_MR_SIGNER,
+    SIM_TEE_TCB_SVN,
     Window,
     issue_crl,
     pem_chain,
@@ -40,13 +43,14 @@ COLLATERAL_BACKDATE: Final = timedelta(hours=1)
 _JSON_TIME: Final = "%Y-%m-%dT%H:%M:%SZ"
 
 
-def default_tcb_levels(tcb_date: datetime) -> tuple[TcbLevel, ...]:
+def default_tcb_levels(tcb_date: datetime, *, tdx: bool = False) -> tuple[TcbLevel, ...]:
     """The simulated TCB info's levels, from the first TCB component down.
 
     A PCK with :data:`SIM_TCB_COMPONENTS` is ``UpToDate``; lowering only the
     first component to 4, 3, 2, 1 aims at ``SWHardeningNeeded``,
     ``ConfigurationAndSWHardeningNeeded``, ``OutOfDate`` and ``Revoked``; 0
-    matches no level.
+    matches no level. With ``tdx`` every level also states the TDX TCB
+    components of :data:`SIM_TEE_TCB_SVN`.
     """
     rows = (
         (5, TcbStatus.UP_TO_DATE, ()),
@@ -59,7 +63,7 @@ def default_tcb_levels(tcb_date: datetime) -> tuple[TcbLevel, ...]:
         TcbLevel(
             sgx_components=(first, *SIM_TCB_COMPONENTS[1:]),
             pce_svn=SIM_PCE_SVN,
-            tdx_components=None,
+            tdx_components=tuple(SIM_TEE_TCB_SVN) if tdx else None,
             tcb_date=tcb_date,
             status=status,
             advisory_ids=advisories,
@@ -112,7 +116,12 @@ class CollateralSpec:
 
 
 def build_collateral(
-    self: SimulatedPlatform, now: datetime, *, validity: timedelta, spec: CollateralSpec | None
+    self: SimulatedPlatform,
+    now: datetime,
+    *,
+    validity: timedelta,
+    spec: CollateralSpec | None,
+    tee: Literal["sgx", "tdx"] = "sgx",
 ) -> Collateral:
     """:meth:`SimulatedPlatform.collateral`: signed collateral for ``self``'s quotes at ``now``."""
     if now.tzinfo is None:
@@ -125,9 +134,13 @@ def build_collateral(
     tcb_date = whole_seconds(self.root_certificate.not_valid_before_utc)
 
     ext = self.pck.extensions
-    levels = spec.tcb_levels if spec.tcb_levels is not None else default_tcb_levels(tcb_date)
+    tdx = tee == "tdx"
+    if spec.tcb_levels is not None:
+        levels = spec.tcb_levels
+    else:
+        levels = default_tcb_levels(tcb_date, tdx=tdx)
     tcb_info: dict[str, object] = {
-        "id": "SGX",
+        "id": "TDX" if tdx else "SGX",
         "version": 3,
         "issueDate": _json_time(tcb_window[0]),
         "nextUpdate": _json_time(tcb_window[1]),
@@ -137,12 +150,14 @@ def build_collateral(
         "tcbEvaluationDataNumber": spec.tcb_evaluation_data_number,
         "tcbLevels": [_tcb_level_json(level) for level in levels],
     }
+    if tdx:
+        tcb_info.update(_tdx_module_json(tcb_date))
     tcb_info.update(spec.tcb_info_fields)
     qe_levels = (
         spec.qe_tcb_levels if spec.qe_tcb_levels is not None else default_qe_tcb_levels(tcb_date)
     )
     qe_identity: dict[str, object] = {
-        "id": "QE",
+        "id": "TD_QE" if tdx else "QE",
         "version": 2,
         "issueDate": _json_time(qe_window[0]),
         "nextUpdate": _json_time(qe_window[1]),
@@ -153,7 +168,9 @@ def build_collateral(
         "attributesMask": _QE_ATTRIBUTES_MASK.hex().upper(),
         "mrsigner": (spec.qe_mr_signer or SIM_QE_MR_SIGNER).hex().upper(),
         "isvprodid": (
-            spec.qe_isv_prod_id if spec.qe_isv_prod_id is not None else SIM_QE_ISV_PROD_ID
+            spec.qe_isv_prod_id
+            if spec.qe_isv_prod_id is not None
+            else (SIM_TD_QE_ISV_PROD_ID if tdx else SIM_QE_ISV_PROD_ID)
         ),
         "tcbLevels": [_level_json({"isvsvn": q.isv_svn}, q) for q in qe_levels],
     }
@@ -193,8 +210,33 @@ def _json_time(t: datetime) -> str:
 
 
 def _tcb_level_json(level: TcbLevel) -> dict[str, object]:
-    sgx = [{"svn": svn} for svn in level.sgx_components]
-    return _level_json({"sgxtcbcomponents": sgx, "pcesvn": level.pce_svn}, level)
+    tcb: dict[str, object] = {
+        "sgxtcbcomponents": [{"svn": svn} for svn in level.sgx_components],
+        "pcesvn": level.pce_svn,
+    }
+    if level.tdx_components is not None:
+        tcb["tdxtcbcomponents"] = [{"svn": svn} for svn in level.tdx_components]
+    return _level_json(tcb, level)
+
+
+def _tdx_module_json(tcb_date: datetime) -> dict[str, object]:
+    """The TDX module's identity: ``tdxModule``, and ``TDX_01`` rating its SVN (byte 0)."""
+    module = {
+        "mrsigner": SIM_TDX_MODULE_MR_SIGNER.hex().upper(),
+        "attributes": "0000000000000000",
+        "attributesMask": "FFFFFFFFFFFFFFFF",
+    }
+    level = QeTcbLevel(SIM_TEE_TCB_SVN[0], tcb_date, TcbStatus.UP_TO_DATE, ())
+    return {
+        "tdxModule": module,
+        "tdxModuleIdentities": [
+            {
+                "id": f"TDX_{SIM_TEE_TCB_SVN[1]:02X}",
+                **module,
+                "tcbLevels": [_level_json({"isvsvn": level.isv_svn}, level)],
+            }
+        ],
+    }
 
 
 def _level_json(tcb: dict[str, object], level: TcbLevel | QeTcbLevel) -> dict[str, object]:

@@ -49,6 +49,14 @@ SIM_QE_MR_SIGNER: Final = hashlib.sha256(b"confide simulated quoting enclave sig
 SIM_QE_MR_ENCLAVE: Final = hashlib.sha256(b"confide simulated quoting enclave").digest()
 SIM_QE_ISV_PROD_ID: Final = 1
 SIM_QE_ISV_SVN: Final = 8
+#: The simulated TD quoting enclave (same signer and SVN as the QE; product ID 2 as Intel's TD QE).
+SIM_TD_QE_MR_ENCLAVE: Final = hashlib.sha256(b"confide simulated TD quoting enclave").digest()
+SIM_TD_QE_ISV_PROD_ID: Final = 2
+#: The simulated TD's TEE_TCB_SVN: byte 0 the TDX module's SVN, byte 1 its major version
+#: (rated by the TCB info's ``TDX_01`` module identity), bytes 2..15 the TDX TCB components.
+SIM_TEE_TCB_SVN: Final = bytes((3, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+#: The simulated TDX module's signer (Intel's module signer is 48 zero bytes too).
+SIM_TDX_MODULE_MR_SIGNER: Final = bytes(48)
 #: The simulated QE report's ATTRIBUTES (as its QE identity states them).
 QE_ATTRIBUTES: Final = bytes.fromhex("11000000000000000000000000000000")
 _CERT_LIFETIME: Final = timedelta(days=3650)

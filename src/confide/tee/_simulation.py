@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -49,6 +49,9 @@ from confide.attestation import (
     Quote,
     QuoteHeader,
     SgxReportBody,
+    TdReference,
+    TdReportBody,
+    TdxEventLog,
 )
 from confide.errors import TeeError, UsageError
 
@@ -63,6 +66,10 @@ from ._simpki import (
     SIM_QE_MR_ENCLAVE,
     SIM_QE_MR_SIGNER,
     SIM_TCB_COMPONENTS,
+    SIM_TD_QE_ISV_PROD_ID,
+    SIM_TD_QE_MR_ENCLAVE,
+    SIM_TDX_MODULE_MR_SIGNER,
+    SIM_TEE_TCB_SVN,
     SimulatedPck,
     issue_pck_certificate,
     new_key,
@@ -80,6 +87,13 @@ SIM_ENCLAVE_MR_SIGNER: Final = hashlib.sha256(b"confide simulated enclave signer
 _FLAGS_INIT_MODE64: Final = 0x05
 _FLAG_DEBUG: Final = 0x02
 _XFRM: Final = 0x03
+#: The simulated TDX module's measurement, and the TD's XFAM (x87 | SSE | AVX).
+_SIM_MR_SEAM: Final = hashlib.sha384(b"confide simulated TDX module").digest()
+_TD_XFAM: Final = (0xE7).to_bytes(8, "little")
+#: TD_ATTRIBUTES.SEPT_VE_DISABLE: the TD takes no #VE on EPT violations (a Linux guest sets it).
+_TD_SEPT_VE_DISABLE: Final = 1 << 28
+#: The quote header's TEE type of a TD (Intel's DCAP quote format).
+_TEE_TYPE_TDX: Final = 0x81
 
 
 def _point(key: ec.EllipticCurvePublicKey) -> bytes:
@@ -188,12 +202,10 @@ class SimulatedPlatform:
             if not 0 <= number <= 0xFFFF:
                 raise UsageError(f"{name} must be in [0, 65535], got {number}")
         pck = pck or self.pck
-        ext = pck.extensions
-        att_point = _point(self.attestation_key.public_key())[1:]
         flags = _FLAGS_INIT_MODE64 | (_FLAG_DEBUG if debug else 0)
         attributes = flags.to_bytes(8, "little") + _XFRM.to_bytes(8, "little")
         body = _report(
-            cpu_svn=ext.cpu_svn,
+            cpu_svn=pck.extensions.cpu_svn,
             attributes=attributes,
             mr_enclave=mr_enclave,
             mr_signer=mr_signer,
@@ -201,6 +213,58 @@ class SimulatedPlatform:
             isv_svn=isv_svn,
             report_data=data,
         )
+        return self._signed(body, pck=pck, qe_debug=qe_debug)
+
+    def td_quote(
+        self,
+        report_data: bytes,
+        *,
+        mr_td: bytes,
+        rtmrs: Sequence[bytes] = (bytes(48),) * 4,
+        debug: bool = False,
+        pck: SimulatedPck | None = None,
+        qe_debug: bool = False,
+    ) -> bytes:
+        """A v4 TDX DCAP quote (TD 1.0 report body) of a trust domain on this platform.
+
+        The TDX module is :data:`SIM_TEE_TCB_SVN` signed by
+        :data:`SIM_TDX_MODULE_MR_SIGNER`; the TD quoting enclave's report binds
+        the attestation key as in :meth:`quote`, and the PCK chain is in
+        certification data type 6 (wrapping type 5), as Intel's TD QE writes it.
+        Verify with the collateral of :meth:`collateral` given ``tee="tdx"``.
+        """
+        data = check_report_data(report_data)
+        if len(mr_td) != 48:
+            raise UsageError(f"mr_td must be 48 bytes, got {len(mr_td)}")
+        if len(rtmrs) != 4 or any(len(r) != 48 for r in rtmrs):
+            raise UsageError("rtmrs must be 4 registers of 48 bytes")
+        # TUD.DEBUG (bit 0) on request; SEPT_VE_DISABLE (bit 28) always, as Linux guests set it.
+        td_attributes = (_TD_SEPT_VE_DISABLE | (0x01 if debug else 0)).to_bytes(8, "little")
+        body = TdReportBody(
+            tee_tcb_svn=SIM_TEE_TCB_SVN,
+            mr_seam=_SIM_MR_SEAM,
+            mr_signer_seam=SIM_TDX_MODULE_MR_SIGNER,
+            seam_attributes=bytes(8),
+            td_attributes=td_attributes,
+            xfam=_TD_XFAM,
+            mr_td=bytes(mr_td),
+            mr_config_id=bytes(48),
+            mr_owner=bytes(48),
+            mr_owner_config=bytes(48),
+            rtmr0=bytes(rtmrs[0]),
+            rtmr1=bytes(rtmrs[1]),
+            rtmr2=bytes(rtmrs[2]),
+            rtmr3=bytes(rtmrs[3]),
+            report_data=data,
+        )
+        return self._signed(body, pck=pck or self.pck, qe_debug=qe_debug)
+
+    def _signed(
+        self, body: SgxReportBody | TdReportBody, *, pck: SimulatedPck, qe_debug: bool
+    ) -> bytes:
+        tdx = isinstance(body, TdReportBody)
+        ext = pck.extensions
+        att_point = _point(self.attestation_key.public_key())[1:]
         qe_report = _report(
             cpu_svn=ext.cpu_svn,
             attributes=(
@@ -208,9 +272,9 @@ class SimulatedPlatform:
                 if qe_debug
                 else QE_ATTRIBUTES
             ),
-            mr_enclave=SIM_QE_MR_ENCLAVE,
+            mr_enclave=SIM_TD_QE_MR_ENCLAVE if tdx else SIM_QE_MR_ENCLAVE,
             mr_signer=SIM_QE_MR_SIGNER,
-            isv_prod_id=SIM_QE_ISV_PROD_ID,
+            isv_prod_id=SIM_TD_QE_ISV_PROD_ID if tdx else SIM_QE_ISV_PROD_ID,
             isv_svn=SIM_QE_ISV_SVN,
             report_data=hashlib.sha256(att_point + SIM_QE_AUTH_DATA).digest() + bytes(32),
         )
@@ -221,12 +285,12 @@ class SimulatedPlatform:
             pck_cert_chain=pem_chain(
                 pck.certificate, self.pck_ca_certificate, self.root_certificate
             ).encode(),
-            wrapped=False,
+            wrapped=tdx,
         )
         header = QuoteHeader(
-            version=3,
+            version=4 if tdx else 3,
             attestation_key_type=2,
-            tee_type=0,
+            tee_type=_TEE_TYPE_TDX if tdx else 0,
             qe_svn=SIM_QE_ISV_SVN,
             pce_svn=ext.pce_svn,
             qe_vendor_id=INTEL_QE_VENDOR_ID,
@@ -249,6 +313,7 @@ class SimulatedPlatform:
         *,
         validity: timedelta = timedelta(days=30),
         spec: CollateralSpec | None = None,
+        tee: Literal["sgx", "tdx"] = "sgx",
     ) -> Collateral:
         """Signed collateral for this platform's quotes, made at ``now``.
 
@@ -259,9 +324,11 @@ class SimulatedPlatform:
         TCB info v3 (``SGX``) and QE identity v2 (``QE``) signed with ECDSA
         P-256 by the TCB signing certificate; issuer chains ``[signer, root]``;
         the root CA CRL signed by the root and the PCK CRL by the PCK CA.
-        ``spec`` departs from this (see :class:`CollateralSpec`).
+        ``spec`` departs from this (see :class:`CollateralSpec`). ``tee="tdx"``
+        makes the collateral of :meth:`td_quote`: TCB info v3 ``TDX`` (with TDX
+        TCB components and the TDX module's identity) and QE identity ``TD_QE``.
         """
-        return build_collateral(self, now, validity=validity, spec=spec)
+        return build_collateral(self, now, validity=validity, spec=spec, tee=tee)
 
     # -- sealing -------------------------------------------------------------
 
@@ -346,3 +413,70 @@ def _report(
         isv_family_id=bytes(16),
         report_data=report_data,
     )
+
+
+#: The reference values of the simulated Confide guest image (MRTD, RTMR0-2): what a
+#: :class:`SimulationTdxTee` reports, as a real TD reports those of its firmware and kernel.
+SIM_GUEST_IMAGE: Final = TdReference(
+    mr_td=hashlib.sha384(b"confide simulated guest image: MRTD").digest(),
+    rtmr0=hashlib.sha384(b"confide simulated guest image: RTMR0").digest(),
+    rtmr1=hashlib.sha384(b"confide simulated guest image: RTMR1").digest(),
+    rtmr2=hashlib.sha384(b"confide simulated guest image: RTMR2").digest(),
+)
+
+
+class SimulationTdxTee:
+    """The :class:`~confide.tee.Tee` of a simulated TD running one Confide launch.
+
+    The TD reports ``image`` in MRTD and RTMR0-2, and in RTMR3 the replay of
+    its event log: the launch manifest's measurement, extended once at
+    start-up (ADR 0020). Like a real TD it has no sealing key.
+    """
+
+    __slots__ = ("_event_log", "_image", "_platform")
+
+    def __init__(
+        self,
+        platform: SimulatedPlatform,
+        launch_measurement: bytes,
+        *,
+        image: TdReference = SIM_GUEST_IMAGE,
+    ) -> None:
+        if len(launch_measurement) != 32:
+            raise UsageError(f"a launch measurement is 32 bytes, got {len(launch_measurement)}")
+        self._platform = platform
+        self._image = image
+        self._event_log = TdxEventLog.for_launch(bytes(launch_measurement))
+
+    @property
+    def kind(self) -> TeeKind:
+        return TeeKind.TDX
+
+    @property
+    def platform(self) -> SimulatedPlatform:
+        return self._platform
+
+    @property
+    def measurement(self) -> bytes:
+        """MRTD: the guest image's measurement (48 bytes)."""
+        return self._image.mr_td
+
+    @property
+    def event_log(self) -> TdxEventLog:
+        """What was extended into RTMR3."""
+        return self._event_log
+
+    def get_quote(self, report_data: bytes) -> bytes:
+        image = self._image
+        return self._platform.td_quote(
+            check_report_data(report_data),
+            mr_td=image.mr_td,
+            rtmrs=(image.rtmr0, image.rtmr1, image.rtmr2, self._event_log.replay()),
+        )
+
+    def sealing_key(self) -> bytes:
+        """A TD has no sealing key (ADR 0020): always raises."""
+        raise TeeError(
+            "a TDX guest has no sealing key",
+            hint="state does not survive a restart on TDX; the owner configures the app again",
+        )

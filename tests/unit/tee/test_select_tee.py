@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import confide.tee
-from confide.errors import TeeError, UsageError
+from confide.errors import TeeError, TsmError, UsageError
 from confide.tee import GramineTee, SimulationTee, TeeKind, select_tee
 
 MEASUREMENT = bytes(range(32))
@@ -93,7 +93,19 @@ def test_simulation_needs_state_measurement_and_time(
 
 def test_unknown_kind() -> None:
     with pytest.raises(UsageError, match="unknown TEE kind"):
-        select_tee("tdx", simulation_state=None, measurement=None)  # type: ignore[arg-type]
+        select_tee("sev", simulation_state=None, measurement=None)  # type: ignore[arg-type]
+
+
+def test_tdx_explicitly_but_absent(tmp_path: Path) -> None:
+    with pytest.raises(TsmError) as info:
+        select_tee(
+            "tdx",
+            simulation_state=tmp_path / "sim",
+            measurement=MEASUREMENT,
+            tsm_root=tmp_path / "absent",
+        )
+    assert info.value.code == "tsm.absent"
+    assert not (tmp_path / "sim").exists()
 
 
 def test_public_names_are_exported() -> None:
