@@ -35,17 +35,6 @@ from confide.errors import FormatError, PolicyError
 
 from ._policy import Policy
 
-__all__ = [
-    "LAUNCH_EVENT_TYPE",
-    "MAX_EVENTS",
-    "RTMR_SIZE",
-    "TdReference",
-    "TdxEvent",
-    "TdxEventLog",
-    "extend_rtmr",
-    "launch_rtmr3",
-]
-
 #: Bytes of a TDX measurement register (SHA-384).
 RTMR_SIZE: Final = 48
 #: The type of the one event Confide extends into RTMR3: the launch manifest's measurement.

@@ -42,16 +42,6 @@ from ._app import app, handle_errors
 from ._output import Output
 from ._verify_options import read_file
 
-__all__ = [
-    "EnclaveSizeOpt",
-    "MaxThreadsOpt",
-    "PortOpt",
-    "RequirementOpt",
-    "predict_mrenclave",
-    "read_launch_manifest",
-    "render_manifest",
-]
-
 #: Gramine's signing tools; the prediction needs both.
 SIGN_TOOL: Final = "gramine-sgx-sign"
 VIEW_TOOL: Final = "gramine-sgx-sigstruct-view"

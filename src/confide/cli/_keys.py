@@ -22,8 +22,6 @@ from ._app import app, handle_errors
 from ._output import Output
 from ._verify_options import JsonOpt
 
-__all__ = ["KeyFileOpt", "keys_app", "owner_key_store"]
-
 keys_app = typer.Typer(
     help="Create and show the owner key that signs your releases.", no_args_is_help=True
 )

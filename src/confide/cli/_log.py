@@ -31,8 +31,6 @@ from ._keys import KeyFileOpt, owner_key_store
 from ._output import Output
 from ._verify_options import JsonOpt, LogKeyOpt, parse_hex
 
-__all__ = ["audit_command", "log_app", "revoke_command"]
-
 log_app = typer.Typer(
     help="Audit an operator's release transparency log, or revoke a release.",
     no_args_is_help=True,

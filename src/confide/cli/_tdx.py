@@ -8,8 +8,6 @@ from confide.wire import LaunchManifest
 
 from ._output import Output
 
-__all__ = ["print_td_registers"]
-
 _LABELS = {"mr_td": "MRTD", "rtmr0": "RTMR0", "rtmr1": "RTMR1", "rtmr2": "RTMR2", "rtmr3": "RTMR3"}
 
 

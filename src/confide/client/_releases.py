@@ -61,24 +61,6 @@ from confide.release import (
 from ._api import OperatorClient, normalize_url
 from ._credentials import config_dir
 
-__all__ = [
-    "OWNER_KEY_FILE",
-    "CheckpointStore",
-    "LogInfo",
-    "LoggedStatement",
-    "OperatorReleaseLog",
-    "OwnerKeyStore",
-    "SeenLog",
-    "audit_operator_log",
-    "check_release",
-    "log_statement",
-    "owner_key_path",
-    "read_evidence",
-    "read_log_info",
-    "release_summary",
-    "state_dir",
-]
-
 OWNER_KEY_FILE: Final = "owner.key"
 #: Largest state file read (a checkpoint note is at most 8 KiB).
 MAX_STATE_FILE: Final = 32 * 1024

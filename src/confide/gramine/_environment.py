@@ -46,15 +46,6 @@ from confide.errors import UsageError
 from ._hashcache import HashCache
 from ._markers import marker_holds, normalize, requirement_name
 
-__all__ = [
-    "EnvironmentRoots",
-    "RuntimeEnvironment",
-    "TrustedFile",
-    "default_cache_dir",
-    "runtime_environment",
-    "scan_environment",
-]
-
 _DOMAIN: Final = b"confide/environment/v1\x00"
 #: Most distributions in the closure, and most files in an environment.
 MAX_DISTRIBUTIONS: Final = 1000

@@ -27,8 +27,6 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-__all__ = ["HashCache"]
-
 _FORMAT: Final = "confide-hash-cache"
 _VERSION: Final = 1
 #: Files changed this recently before hashing started are not cached (2 s, in ns).

@@ -16,8 +16,6 @@ from typing import Final
 
 from confide.errors import UsageError
 
-__all__ = ["marker_holds", "normalize", "requirement_name"]
-
 _NAME: Final = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
 _TOKEN: Final = re.compile(
     r"""\s*(\(|\)|===|==|!=|<=|>=|~=|<|>|not\s+in\b|in\b|and\b|or\b|'[^']*'|"[^"]*"|[A-Za-z_][.\w]*)"""

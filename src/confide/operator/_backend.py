@@ -82,19 +82,6 @@ from ._logs import LogSource
 from ._seams import Clock, utc_now
 from ._settings import TeeBackend
 
-__all__ = [
-    "LOCAL_RUNTIME_ENVIRONMENT",
-    "STOP_TIMEOUT",
-    "AppSpec",
-    "Launch",
-    "LaunchRefused",
-    "LocalProcessBackend",
-    "RuntimeBackend",
-    "RuntimeHandle",
-    "free_port",
-    "read_cmdline",
-]
-
 #: A runtime told to stop gets this long (its app's graceful timeout and margin) before SIGKILL.
 STOP_TIMEOUT: Final = 15.0
 #: The whole environment of a runtime. ``MALLOC_ARENA_MAX`` keeps glibc from reserving a

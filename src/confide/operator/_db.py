@@ -48,22 +48,6 @@ from confide.errors import UsageError
 
 from ._models import Account, ApiToken, AppStatusChange
 
-__all__ = [
-    "TOKEN_PREFIX",
-    "AuthenticatedToken",
-    "Database",
-    "IssuedToken",
-    "TokenInfo",
-    "authenticate_token",
-    "create_token",
-    "hash_token",
-    "list_tokens",
-    "lock_account",
-    "revoke_token",
-    "status_history",
-    "upgrade_database",
-]
-
 TOKEN_PREFIX: Final = "cfd_"  # noqa: S105  (a prefix, not a secret)
 _TOKEN_BYTES: Final = 32
 _TOKEN: Final = re.compile(r"^cfd_[A-Za-z0-9_-]{43}$")

@@ -34,8 +34,6 @@ from confide.release import MAX_ENVELOPE_SIZE
 from ._db import AuthenticatedToken
 from ._translog import MAX_PAGE, LogRefused, TransparencyLog, encode_hashes
 
-__all__ = ["MAX_STATEMENT_BODY", "log_router"]
-
 #: Largest ``POST /log/statements`` body: the envelope as a JSON string, escaped, and the key.
 MAX_STATEMENT_BODY: Final = 2 * MAX_ENVELOPE_SIZE + 1024
 _HEX64: Final = re.compile(r"^[0-9a-f]{64}$")

@@ -45,17 +45,6 @@ from confide.wire import (
     AppStatus,
 )
 
-__all__ = [
-    "Account",
-    "ApiToken",
-    "App",
-    "AppStatusChange",
-    "Base",
-    "LogCheckpoint",
-    "LogEntry",
-    "Project",
-]
-
 #: Column size of a status detail (the other columns' sizes are the API's input limits,
 #: :mod:`confide.wire`).
 DETAIL_LENGTH: Final = 4096

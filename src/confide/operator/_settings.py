@@ -51,15 +51,6 @@ from confide.errors import UsageError
 from confide.wire import DNS_LABEL
 from confide.wire.api import Plan
 
-__all__ = [
-    "CONFIG_FILE_NAME",
-    "DEFAULT_PLANS",
-    "MAX_CONFIG_FILE",
-    "OperatorSettings",
-    "TeeBackend",
-    "default_data_dir",
-]
-
 #: The configuration file looked for in the data folder when none is given.
 CONFIG_FILE_NAME: Final = "operator.toml"
 #: Largest configuration file read.

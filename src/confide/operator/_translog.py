@@ -58,19 +58,6 @@ from ._db import AuthenticatedToken, Database
 from ._models import App, LogCheckpoint, LogEntry
 from ._seams import Clock
 
-__all__ = [
-    "LOG_KEY_FILE",
-    "MAX_LOG_SIZE",
-    "MAX_PAGE",
-    "MAX_STATEMENTS_PER_ACCOUNT",
-    "Appended",
-    "FingerprintEvidence",
-    "LogRefused",
-    "TransparencyLog",
-    "encode_hashes",
-    "load_log_key",
-]
-
 LOG_KEY_FILE: Final = "log-key"
 #: Most leaves the log holds (each read recomputes the tree from the leaf hashes).
 MAX_LOG_SIZE: Final = 1_000_000

@@ -26,8 +26,6 @@ from ._merkle import leaf_hash, root
 from ._note import Checkpoint, LogVerifier
 from ._statement import Release, parse_statement
 
-__all__ = ["AuditReport", "audit_log"]
-
 
 @dataclass(frozen=True, slots=True)
 class AuditReport:

@@ -37,15 +37,6 @@ from confide.errors import JsonError, ReleaseError, UsageError
 
 from ._keys import OwnerKey, OwnerPublicKey, b64decode_strict
 
-__all__ = [
-    "INTOTO_PAYLOAD_TYPE",
-    "MAX_ENVELOPE_SIZE",
-    "MAX_SIGNATURES",
-    "Envelope",
-    "EnvelopeSignature",
-    "pae",
-]
-
 #: The payload type of an in-toto Statement.
 INTOTO_PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
 #: Largest envelope read (its JSON bytes): a launch manifest is at most 32 KiB.

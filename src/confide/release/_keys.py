@@ -34,14 +34,6 @@ from cryptography.hazmat.primitives.serialization import (
 
 from confide.errors import UsageError
 
-__all__ = [
-    "ED25519_KEY_SIZE",
-    "ED25519_SIGNATURE_SIZE",
-    "MAX_PUBLIC_KEY_TEXT",
-    "OwnerKey",
-    "OwnerPublicKey",
-]
-
 #: Bytes of an Ed25519 public key or seed (RFC 8032).
 ED25519_KEY_SIZE: Final = 32
 #: Bytes of an Ed25519 signature.

@@ -29,18 +29,6 @@ from typing import Final
 
 from confide.errors import LogError
 
-__all__ = [
-    "HASH_SIZE",
-    "MAX_PROOF_LENGTH",
-    "consistency_proof",
-    "inclusion_proof",
-    "leaf_hash",
-    "node_hash",
-    "root",
-    "verify_consistency",
-    "verify_inclusion",
-]
-
 #: Bytes of a node hash (SHA-256).
 HASH_SIZE: Final = 32
 #: Most hashes in a proof.

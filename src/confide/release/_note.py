@@ -48,16 +48,6 @@ from confide.errors import LogError, UsageError
 from ._keys import ED25519_KEY_SIZE, OwnerPublicKey, b64decode_strict
 from ._merkle import HASH_SIZE
 
-__all__ = [
-    "MAX_NOTE_SIGNATURES",
-    "MAX_NOTE_SIZE",
-    "MAX_ORIGIN",
-    "MAX_TREE_SIZE",
-    "Checkpoint",
-    "LogKey",
-    "LogVerifier",
-]
-
 #: Largest signed note read.
 MAX_NOTE_SIZE: Final = 8192
 #: Most signature lines read in one note.

@@ -47,19 +47,6 @@ from confide.wire import LaunchManifest
 from ._dsse import INTOTO_PAYLOAD_TYPE, MAX_ENVELOPE_SIZE, Envelope
 from ._keys import OwnerKey, OwnerPublicKey
 
-__all__ = [
-    "MAX_LABEL",
-    "MAX_VALIDITY",
-    "RELEASE_PREDICATE",
-    "REVOCATION_PREDICATE",
-    "STATEMENT_TYPE",
-    "SUBJECT_NAME",
-    "Release",
-    "Revocation",
-    "open_statement",
-    "parse_statement",
-]
-
 STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 RELEASE_PREDICATE: Final = "urn:confide:release:v1"
 REVOCATION_PREDICATE: Final = "urn:confide:revocation:v1"

@@ -42,15 +42,6 @@ from ._merkle import leaf_hash, verify_consistency, verify_inclusion
 from ._note import Checkpoint, LogVerifier
 from ._statement import Release, Revocation, parse_statement
 
-__all__ = [
-    "MAX_ENTRIES",
-    "LoggedEntry",
-    "ReleaseEvidence",
-    "VerifiedRelease",
-    "verify_checkpoint",
-    "verify_release",
-]
-
 #: Most logged statements read about one fingerprint (releases and revocations together).
 MAX_ENTRIES: Final = 32
 

@@ -50,8 +50,6 @@ from pathlib import Path
 
 from confide.gramine import runtime_environment
 
-__all__ = ["runtime_code_hash"]
-
 
 def runtime_code_hash(root: Path | None = None, *, cache_dir: Path | None = None) -> bytes:
     """The digest of this interpreter's runtime environment, with the installed ``confide``

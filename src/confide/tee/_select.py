@@ -13,8 +13,6 @@ from ._gramine import DEFAULT_GRAMINE_ROOT, GramineTee
 from ._simulation import SimulatedPlatform, SimulationTdxTee, SimulationTee
 from ._tdx import DEFAULT_TSM_REPORT_ROOT, TdxTee
 
-__all__ = ["TeeChoice", "select_tee"]
-
 TeeChoice = Literal["auto", "gramine", "tdx", "simulation", "simulation-tdx"]
 
 

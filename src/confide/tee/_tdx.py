@@ -33,14 +33,6 @@ from confide.errors import FormatError, TsmError
 
 from ._base import REPORT_DATA_SIZE, TeeKind, check_report_data
 
-__all__ = [
-    "DEFAULT_TSM_REPORT_ROOT",
-    "TDX_PROVIDER",
-    "OsTsmFilesystem",
-    "TdxTee",
-    "TsmFilesystem",
-]
-
 #: Where configfs-tsm's report entries live.
 DEFAULT_TSM_REPORT_ROOT: Final = Path("/sys/kernel/config/tsm/report")
 #: The ``provider`` of a TDX guest (quotes in Intel's DCAP TDX format).

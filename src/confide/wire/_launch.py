@@ -63,13 +63,6 @@ from confide.errors import UsageError
 from ._enums import TlsMode
 from ._names import APPLICATION_PATTERN
 
-__all__ = [
-    "LAUNCH_MANIFEST_OID",
-    "MANIFEST_VERSION",
-    "MAX_MANIFEST_SIZE",
-    "LaunchManifest",
-]
-
 MANIFEST_VERSION: Final = 1
 _DOMAIN: Final = b"confide/launch/v1\x00"
 _FORMAT: Final = "confide-launch-manifest"
