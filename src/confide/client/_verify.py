@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,11 +43,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from confide.attestation import (
+    CHALLENGE_PATH,
+    MAX_ANSWER_SIZE,
+    NONCE_SIZE,
     RATLS_QUOTE_OID,
     Check,
     Collateral,
     CollateralCache,
     CollateralClient,
+    FreshAnswer,
+    FreshVerified,
     HttpxFetcher,
     Policy,
     Quote,
@@ -55,11 +61,14 @@ from confide.attestation import (
     fetch_peer_certificate,
     is_simulation_root,
     quote_from_certificate,
+    verify_fresh_answer,
     verify_ratls_certificate,
 )
 from confide.errors import (
     AttestationError,
+    FetchError,
     FormatError,
+    FreshnessError,
     PolicyError,
     ReleaseError,
     SimulationError,
@@ -72,6 +81,8 @@ from ._api import SimulationInfo
 
 __all__ = [
     "SIMULATION_REFUSED",
+    "ChallengeClient",
+    "FreshSource",
     "CollateralEvidence",
     "CollateralSource",
     "EnclavePolicy",
@@ -83,6 +94,7 @@ __all__ = [
     "VerifiedEnclave",
     "enclave_tls_context",
     "fetch_enclave_certificate",
+    "check_fresh",
     "check_owner_release",
     "has_quote",
     "pinned_client",
@@ -250,6 +262,8 @@ class VerifiedEnclave:
     launch: LaunchManifest | None
     #: The owner's release it runs, logged and valid (``None`` when no owner was asked).
     release: VerifiedRelease | None = None
+    #: Its answer to a fresh challenge on a pinned connection (``None``: none was asked).
+    fresh: FreshVerified | None = None
 
     @property
     def quote(self) -> VerifiedQuote:
@@ -281,6 +295,66 @@ class ReleaseSource(Protocol):
     ) -> VerifiedRelease: ...
 
 
+class FreshSource(Protocol):
+    """Asks the enclave of ``certificate`` a fresh challenge, over a connection pinned to
+    it (a random nonce, :mod:`confide.attestation._fresh`); returns the answer unverified."""
+
+    def __call__(self, certificate: x509.Certificate, /) -> FreshAnswer: ...
+
+
+#: Bytes of a refusal's body shown in an error.
+_MAX_REFUSAL_SHOWN: Final = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeClient:
+    """The challenge over HTTPS to ``address`` as ``server_name`` (:func:`pinned_client`)."""
+
+    address: HostPort
+    server_name: str
+    timeout: float
+
+    def __call__(self, certificate: x509.Certificate) -> FreshAnswer:
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        where = f"{self.address.host}:{self.address.port}"
+        try:
+            with (
+                pinned_client(
+                    self.address, self.server_name, certificate, timeout=self.timeout
+                ) as client,
+                client.stream(
+                    "POST",
+                    CHALLENGE_PATH,
+                    content=nonce,
+                    headers={"Content-Type": "application/octet-stream"},
+                ) as response,
+            ):
+                body = b""
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_ANSWER_SIZE:
+                        break
+                # The connection the answer came on: its binding is read while it is open.
+                tls = response.extensions["network_stream"].get_extra_info("ssl_object")
+                binding = tls.get_channel_binding("tls-unique") if tls is not None else None
+                version = tls.version() if tls is not None else None
+        except httpx.HTTPError as exc:
+            raise FetchError(where, f"the challenge failed: {exc}") from exc
+        if response.status_code != httpx.codes.OK:
+            raise FreshnessError(
+                "fresh.unanswered",
+                "the enclave did not answer the fresh challenge",
+                observed=f"HTTP {response.status_code} "
+                + body[:_MAX_REFUSAL_SHOWN].decode("utf-8", "replace").strip(),
+                expected="200 and a quote",
+                hint="the enclave runs a Confide runtime older than this client, or serves "
+                "the owner's certificate",
+            )
+        if binding is None or version is None:
+            raise FreshnessError("fresh.tls_version", "the challenge connection has no TLS")
+        return FreshAnswer(nonce=nonce, binding=binding, quote=body, tls_version=version)
+
+
 @dataclass(frozen=True, slots=True)
 class EnclaveVerifier:
     """Verifies enclaves with one evidence source and one policy (see the module's description)."""
@@ -291,6 +365,8 @@ class EnclaveVerifier:
     clock: Callable[[], datetime] = _utc_now
     #: The operator's release log, needed when the policy names an owner.
     releases: ReleaseSource | None = None
+    #: Asks the enclave a fresh challenge (ADR 0021); ``None``: the certificate's quote only.
+    fresh: FreshSource | None = None
 
     def __post_init__(self) -> None:
         if self.policy.owner is not None and self.releases is None:
@@ -304,9 +380,41 @@ class EnclaveVerifier:
         material = self.evidence(quote, self.clock(), allow_simulation=self.policy.allow_simulation)
         # After the fetch: collateral made during it is valid at this time.
         verified = verify_enclave(cert, material, now=self.clock(), policy=self.policy)
+        if self.fresh is not None:
+            answer = self.fresh(cert)
+            verified = check_fresh(verified, answer, material, self.clock(), self.policy)
         if self.policy.owner is None or self.releases is None:
             return verified
         return check_owner_release(verified, self.policy.owner, self.releases, self.clock())
+
+
+def check_fresh(
+    verified: VerifiedEnclave,
+    answer: FreshAnswer,
+    material: TrustMaterial,
+    now: datetime,
+    policy: EnclavePolicy,
+) -> VerifiedEnclave:
+    """The fresh step of :meth:`EnclaveVerifier.verify`: ``answer`` is a genuine quote of
+    the verified enclave binding the nonce, the connection and the certificate
+    (:func:`~confide.attestation.verify_fresh_answer`; the ``fresh.*`` codes)."""
+    try:
+        fresh = verify_fresh_answer(
+            answer,
+            certificate=verified.certificate,
+            enclave=verified.quote,
+            collateral=material.collateral,
+            now=now,
+            policy=policy.quote_policy(material),
+            trust_anchor=material.trust_anchor,
+        )
+    except AttestationError as exc:
+        exc.checks = verified.quote.checks
+        raise
+    check = fresh.quote.checks[-1]
+    quote = dataclasses.replace(verified.quote, checks=(*verified.quote.checks, check))
+    ratls = dataclasses.replace(verified.ratls, quote=quote)
+    return dataclasses.replace(verified, ratls=ratls, fresh=fresh)
 
 
 def check_owner_release(

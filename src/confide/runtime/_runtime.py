@@ -48,6 +48,7 @@ from confide.tee import Tee
 from confide.wire import LAUNCH_MANIFEST_OID, TlsMode
 
 from ._admission import ConnectionLimits
+from ._challenge import ChallengeResponder
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint
 from ._handoff import HandoffListener
@@ -246,6 +247,12 @@ class EnclaveRuntime:
             return RuntimeEnd.EXPIRED
         return RuntimeEnd.STOPPED
 
+    def _responder(self, identity: EnclaveIdentity) -> ChallengeResponder:
+        """Answers fresh-attestation challenges on connections served with the RA-TLS
+        certificate of ``identity``."""
+        der = identity.certificate.public_bytes(serialization.Encoding.DER)
+        return ChallengeResponder(self._tee, der)
+
     def _where(self, listener_port: int, tls: bool) -> str:
         host = self._settings.host
         shown = f"[{host}]" if ":" in host else host
@@ -305,6 +312,7 @@ class EnclaveRuntime:
                 stopped_accepting=stopped_accepting,
                 handoff=self._handoff,
                 limits=self._limits,
+                challenge=self._responder(identity),
             )
         )
         leftovers.append(server)
@@ -384,6 +392,8 @@ class EnclaveRuntime:
                 shutdown_trigger=ending.wait,
                 handoff=self._handoff,
                 limits=self._limits,
+                # Only the RA-TLS certificate is bound by the quotes (ADR 0021).
+                challenge=self._responder(identity) if settings.tls == TlsMode.RATLS else None,
             )
         )
         ended = asyncio.ensure_future(ending.wait())
