@@ -34,6 +34,7 @@ from confide.client import (
     DEFAULT_RELEASE_VALIDITY,
     DEFAULT_TIMEOUT,
     AppContext,
+    ChallengeClient,
     CheckpointStore,
     CollateralEvidence,
     CollateralSource,
@@ -374,6 +375,8 @@ def verify_command(
             mismatch_hint="nothing was sent; the operator runs other code than yours",
         ),
         releases=releases,
+        # A new quote for a nonce, on a connection pinned to the certificate (ADR 0021).
+        fresh=ChallengeClient(address, domain, timeout=timeout),
     )
     cert = fetch_enclave_certificate(address, domain, timeout=timeout)
     with rejections(out, cert):
