@@ -329,15 +329,16 @@ class ChallengeClient:
                     headers={"Content-Type": "application/octet-stream"},
                 ) as response,
             ):
+                # The connection the answer comes on, read before its body: a server may
+                # close it as soon as the body is sent.
+                tls = response.extensions["network_stream"].get_extra_info("ssl_object")
+                binding = tls.get_channel_binding("tls-unique") if tls is not None else None
+                version = tls.version() if tls is not None else None
                 body = b""
                 for chunk in response.iter_bytes():
                     body += chunk
                     if len(body) > MAX_ANSWER_SIZE:
                         break
-                # The connection the answer came on: its binding is read while it is open.
-                tls = response.extensions["network_stream"].get_extra_info("ssl_object")
-                binding = tls.get_channel_binding("tls-unique") if tls is not None else None
-                version = tls.version() if tls is not None else None
         except httpx.HTTPError as exc:
             raise FetchError(where, f"the challenge failed: {exc}") from exc
         if response.status_code != httpx.codes.OK:
