@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from runtime_harness import (
     EXAMPLES,
     HOST,
@@ -46,6 +47,7 @@ from confide.client import (
     fetch_enclave_certificate,
     pinned_client,
 )
+from confide.client._verify import enclave_tls_context
 from confide.errors import AttestationError
 from confide.tee import SimulatedPlatform
 from confide.wire import HostPort
@@ -157,6 +159,28 @@ def test_each_attack_on_the_answer_is_refused_with_its_own_code(
     # What passed before it: the quote and the name (the fresh step comes after them).
     passed = [getattr(check, "name", "") for check in caught.value.checks]
     assert "launch manifest measured, for this name" in passed
+
+
+def test_the_challenge_is_answered_over_http2(enclave: Enclave) -> None:
+    def over_h2(cert: x509.Certificate) -> FreshAnswer:
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        der = cert.public_bytes(Encoding.DER)
+        with (
+            httpx.Client(http2=True, verify=enclave_tls_context(der), timeout=10.0) as client,
+            client.stream(
+                "POST",
+                f"https://{HOST}:{enclave.address.port}{CHALLENGE_PATH}",
+                content=nonce,
+                extensions={"sni_hostname": NAME},
+            ) as response,
+        ):
+            assert response.http_version == "HTTP/2"
+            tls = response.extensions["network_stream"].get_extra_info("ssl_object")
+            binding, version = tls.get_channel_binding("tls-unique"), tls.version()
+            assert response.status_code == 200
+            return FreshAnswer(nonce, binding, response.read(), version)
+
+    assert enclave.verifier(over_h2).verify(enclave.certificate).fresh is not None
 
 
 def _post(client: httpx.Client, body: bytes, method: str = "POST") -> httpx.Response:

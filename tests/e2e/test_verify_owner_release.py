@@ -170,6 +170,8 @@ def test_a_user_with_only_the_owner_key_verifies_and_each_failure_has_its_code(
     # The user knows only the owner's public key (and the operator's URL).
     done = verify(public)
     assert done.exit_code == 0, done.output
+    # ... and the enclave answered a fresh challenge on this connection (ADR 0021).
+    assert len(json.loads(done.stdout)["fresh"]["nonce"]) == 64
     release: dict[str, Any] = json.loads(done.stdout)["release"]
     assert release["owner_key_id"] == owner.public_key.key_id
     assert release["fingerprint"] == context.fingerprint.hex()
