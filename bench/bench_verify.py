@@ -336,7 +336,10 @@ def user_verification(count: int, *, as_json: bool) -> None:
         report_data = Quote.from_bytes(quote_from_certificate(cert)).report_data
         with _log_server(log) as url:
             certificate_only = EnclaveVerifier(
-                evidence, EnclavePolicy(manifest.measurement(), NAME, allow_simulation=True)
+                evidence,
+                EnclavePolicy(
+                    manifest.measurement(), NAME, allow_simulation=True, allow_stale=True
+                ),
             )
             challenge = ChallengeClient(address, NAME, timeout=10.0)
             releases = OperatorReleaseLog(url, CheckpointStore(Path(tmp) / "logs"), 10.0)

@@ -32,6 +32,7 @@ from typer.testing import CliRunner, Result
 from confide.cli import app
 from confide.client import (
     AppContext,
+    ChallengeClient,
     CheckpointStore,
     EnclavePolicy,
     EnclaveVerifier,
@@ -265,6 +266,7 @@ def test_a_user_with_only_the_owner_key_verifies_and_each_failure_has_its_code(
             releases=OperatorReleaseLog(
                 operator.api_url, CheckpointStore(tmp_path / "api-state"), 15
             ),
+            fresh=ChallengeClient(HostPort.parse(router), domain, timeout=15),
         )
         cert = fetch_enclave_certificate(HostPort.parse(router), domain, timeout=15)
         with pytest.raises(ReleaseError) as expired:

@@ -6,7 +6,9 @@
 file: :class:`CollateralEvidence`; the operator's simulation endpoint:
 :class:`SimulationEvidence`) and a mandatory :class:`EnclavePolicy` (the
 fingerprint and the name launched for, :func:`verify_launch`; leaving one out
-takes ``allow_any_code``/``allow_any_name``; an ``owner`` key instead of a
+takes ``allow_any_code``/``allow_any_name``; a :class:`FreshSource` asks the
+enclave a new quote for a nonce on a pinned connection after the quote and the
+name, ADR 0021, and only ``allow_stale`` goes without one; an ``owner`` key instead of a
 fingerprint accepts the code of any release that owner signed and the operator
 logged, valid and not revoked, checked through an injected
 :class:`ReleaseSource` after the quote and the name, ADR 0019). A simulated TEE
@@ -22,7 +24,9 @@ connection, and verifies a new certificate with the same verifier).
 Example::
 
     >>> verifier = EnclaveVerifier(CollateralEvidence.service(INTEL_PCS_URL, cache),
-    ...                            EnclavePolicy(expected, "app.example"))  # doctest: +SKIP
+    ...                            EnclavePolicy(expected, "app.example"),
+    ...                            fresh=ChallengeClient(router, "app.example", timeout=10))
+    ... # doctest: +SKIP
     >>> enclave = verifier.verify(fetch_enclave_certificate(router, "app.example", timeout=10))
     ... # doctest: +SKIP
 """
@@ -226,6 +230,9 @@ class EnclavePolicy:
     allow_any_code: bool = False
     allow_any_name: bool = False
     allow_simulation: bool = False
+    #: Accept the certificate's launch-time quote with no fresh challenge (a certificate file,
+    #: with no connection to the enclave): whether it answers now is then not checked.
+    allow_stale: bool = False
     checks: Policy = field(default_factory=Policy)
     #: Given (``confide deploy``, ``confide verify``): a fingerprint mismatch is said as
     #: "code fingerprint mismatch: expected ..., the enclave reports ...", with this hint.
@@ -366,13 +373,19 @@ class EnclaveVerifier:
     clock: Callable[[], datetime] = _utc_now
     #: The operator's release log, needed when the policy names an owner.
     releases: ReleaseSource | None = None
-    #: Asks the enclave a fresh challenge (ADR 0021); ``None``: the certificate's quote only.
+    #: Asks the enclave a fresh challenge (ADR 0021); ``None`` only with ``allow_stale``.
     fresh: FreshSource | None = None
 
     def __post_init__(self) -> None:
         if self.policy.owner is not None and self.releases is None:
             raise UsageError(
                 "an owner key is checked in the operator's release log: give the operator's URL"
+            )
+        if self.fresh is None and not self.policy.allow_stale:
+            raise UsageError(
+                "no fresh challenge: whether the enclave answers now, on this connection, would "
+                "not be checked",
+                hint="give fresh=ChallengeClient(...), or allow_stale=True in the policy",
             )
 
     def verify(self, cert: x509.Certificate) -> VerifiedEnclave:
