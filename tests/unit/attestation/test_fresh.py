@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from confide.attestation import (
@@ -225,3 +225,15 @@ def test_a_binding_out_of_bounds_is_a_usage_error(binding: bytes) -> None:
         return
     with pytest.raises(UsageError):
         fresh_report_data(NONCE, b"der", binding)
+
+
+def test_any_answer_bytes_give_our_own_error(enclave: Enclave) -> None:
+    """Whatever the body of an answer, the verifier raises an AttestationError, nothing else."""
+
+    @settings(max_examples=50, deadline=None)
+    @given(st.binary(max_size=2048))
+    def check(body: bytes) -> None:
+        with pytest.raises(AttestationError):
+            _verify(enclave, FreshAnswer(NONCE, BINDING, body, "TLSv1.3"))
+
+    check()
