@@ -18,7 +18,8 @@ boundary with ``raise ... from exc``.
     │   ├── SimulationError        the quote comes from a simulated TEE and that was not allowed
     │   ├── PolicyError            verified evidence does not match the caller's expectations
     │   ├── ReleaseError           no release statement of this owner holds for this code now
-    │   └── LogError               a transparency log checkpoint or proof does not hold
+    │   ├── LogError               a transparency log checkpoint or proof does not hold
+    │   └── FreshnessError         a challenge answer is not this nonce on this connection
     ├── CryptoError                data could not be opened, or is not acceptable once opened
     ├── JsonError                  a JSON document is not strict JSON (confide.strictjson)
     ├── WireError                  a body does not have the shape its confide.wire model says
@@ -52,6 +53,7 @@ __all__ = [
     "Error",
     "FetchError",
     "FormatError",
+    "FreshnessError",
     "JsonError",
     "LifecycleError",
     "LogError",
@@ -294,6 +296,14 @@ class LogError(AttestationError):
     A checkpoint not signed by the log's key or of another origin, a statement
     the log does not include, or a log that is not an extension of the one this
     client saw before (``log.*`` codes).
+    """
+
+
+class FreshnessError(AttestationError):
+    """A challenge answer does not prove the enclave answered now, on this connection.
+
+    Not TLS 1.3, another enclave's quote, or a report data for another nonce,
+    another connection, or neither (``fresh.*`` codes, ADR 0021).
     """
 
 

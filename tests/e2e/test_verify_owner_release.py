@@ -32,6 +32,7 @@ from typer.testing import CliRunner, Result
 from confide.cli import app
 from confide.client import (
     AppContext,
+    ChallengeClient,
     CheckpointStore,
     EnclavePolicy,
     EnclaveVerifier,
@@ -170,6 +171,8 @@ def test_a_user_with_only_the_owner_key_verifies_and_each_failure_has_its_code(
     # The user knows only the owner's public key (and the operator's URL).
     done = verify(public)
     assert done.exit_code == 0, done.output
+    # ... and the enclave answered a fresh challenge on this connection (ADR 0021).
+    assert len(json.loads(done.stdout)["fresh"]["nonce"]) == 64
     release: dict[str, Any] = json.loads(done.stdout)["release"]
     assert release["owner_key_id"] == owner.public_key.key_id
     assert release["fingerprint"] == context.fingerprint.hex()
@@ -263,6 +266,7 @@ def test_a_user_with_only_the_owner_key_verifies_and_each_failure_has_its_code(
             releases=OperatorReleaseLog(
                 operator.api_url, CheckpointStore(tmp_path / "api-state"), 15
             ),
+            fresh=ChallengeClient(HostPort.parse(router), domain, timeout=15),
         )
         cert = fetch_enclave_certificate(HostPort.parse(router), domain, timeout=15)
         with pytest.raises(ReleaseError) as expired:

@@ -15,6 +15,7 @@ from confide.errors import (
     Error,
     FetchError,
     FormatError,
+    FreshnessError,
     LogError,
     PolicyError,
     ReleaseError,
@@ -37,6 +38,7 @@ ATTESTATION_ERRORS = [
     PolicyError,
     ReleaseError,
     LogError,
+    FreshnessError,
 ]
 
 

@@ -30,6 +30,16 @@ from ._collateral import (
 )
 from ._fetch import INTEL_PCS_URL, INTEL_ROOT_CA_CRL_URL, CollateralClient
 from ._fetcher import Fetcher, FetchResponse, HttpxFetcher
+from ._fresh import (
+    CHALLENGE_PATH,
+    MAX_ANSWER_SIZE,
+    MAX_CHALLENGES_PER_CONNECTION,
+    NONCE_SIZE,
+    FreshAnswer,
+    FreshVerified,
+    fresh_report_data,
+    verify_fresh_answer,
+)
 from ._pck import SGX_EXTENSION_OID, PckExtensions
 from ._policy import Check, Policy, VerifiedQuote
 from ._quote import (
@@ -61,6 +71,14 @@ from ._rtmr import (
 from ._verify import SIMULATION_ORGANIZATION, intel_root_ca, is_simulation_root, verify_quote
 
 __all__ = [
+    "CHALLENGE_PATH",
+    "MAX_ANSWER_SIZE",
+    "MAX_CHALLENGES_PER_CONNECTION",
+    "NONCE_SIZE",
+    "FreshAnswer",
+    "FreshVerified",
+    "fresh_report_data",
+    "verify_fresh_answer",
     "INTEL_PCS_URL",
     "INTEL_QE_VENDOR_ID",
     "INTEL_ROOT_CA_CRL_URL",

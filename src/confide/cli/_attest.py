@@ -115,6 +115,7 @@ def attest_cert(
         allow_any_code=mrenclave is None,
         allow_any_name=True,
         allow_simulation=allow_simulation,
+        allow_stale=True,  # a low-level check of a certificate (a file, or one fetched)
         checks=build_policy(None, mrsigner, None, None, accept_tcb, allow_debug, False),
     )
     if file is not None and host is None:

@@ -338,6 +338,7 @@ def seal_cmd(
                 allow_any_code=mrenclave is None,
                 allow_any_name=name is None,
                 allow_simulation=allow_simulation,
+                allow_stale=True,  # a certificate file: no connection to challenge
                 checks=build_policy(None, mrsigner, None, None, accept_tcb, allow_debug, False),
             ),
             clock=lambda: verification_time(at),

@@ -34,6 +34,7 @@ from confide.client import (
     DEFAULT_RELEASE_VALIDITY,
     DEFAULT_TIMEOUT,
     AppContext,
+    ChallengeClient,
     CheckpointStore,
     CollateralEvidence,
     CollateralSource,
@@ -374,6 +375,8 @@ def verify_command(
             mismatch_hint="nothing was sent; the operator runs other code than yours",
         ),
         releases=releases,
+        # A new quote for a nonce, on a connection pinned to the certificate (ADR 0021).
+        fresh=ChallengeClient(address, domain, timeout=timeout),
     )
     cert = fetch_enclave_certificate(address, domain, timeout=timeout)
     with rejections(out, cert):
@@ -391,8 +394,16 @@ def verify_command(
         except OSError as exc:
             raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
     release = verified.release
-    if json_ and release is not None:
-        out.json({**verified.quote.to_dict(), "release": release_summary(release)})
+    if json_:
+        summary: dict[str, object] = verified.quote.to_dict()
+        if release is not None:
+            summary["release"] = release_summary(release)
+        if verified.fresh is not None:
+            summary["fresh"] = {
+                "nonce": verified.fresh.nonce.hex(),
+                "report_data": verified.fresh.quote.report_data.hex(),
+            }
+        out.json(summary)
     else:
         out.verification(verified.quote)
     if release is not None:

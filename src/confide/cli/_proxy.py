@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from confide.client import (
     AppContext,
     CertificatePin,
+    ChallengeClient,
     EnclavePolicy,
     EnclaveVerifier,
     ProxyApp,
@@ -170,6 +171,8 @@ def proxy_command(
             checks=build_policy(None, None, None, None, accept, False, False),
         ),
         releases=releases,
+        # Each certificate verified is challenged on a pinned connection (ADR 0021).
+        fresh=ChallengeClient(upstream, domain, timeout=TIMEOUT),
     )
     # Refuse a bad --listen before anything goes on the network.
     listener = bind_loopback(listen_at.host, listen_at.port, allow_any=unsafe_listen_any)

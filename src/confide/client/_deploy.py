@@ -68,6 +68,7 @@ from ._config import MAX_PEM_SIZE, MAX_SECRETS_SIZE, ProjectConfig
 from ._context import AppContext
 from ._releases import CheckpointStore, LoggedStatement, log_statement
 from ._verify import (
+    ChallengeClient,
     CollateralEvidence,
     CollateralSource,
     EnclavePolicy,
@@ -567,6 +568,8 @@ def deploy(
                     mismatch_hint="nothing was sent; the operator runs other code than yours",
                 ),
                 clock=clock,
+                # The enclave answers a nonce now, on a connection pinned to it (ADR 0021).
+                fresh=ChallengeClient(router, name, timeout=options.timeout),
             ).verify(cert)
             events.step(
                 f"enclave verified: fingerprint {fingerprint.hex()}"

@@ -6,7 +6,9 @@
 file: :class:`CollateralEvidence`; the operator's simulation endpoint:
 :class:`SimulationEvidence`) and a mandatory :class:`EnclavePolicy` (the
 fingerprint and the name launched for, :func:`verify_launch`; leaving one out
-takes ``allow_any_code``/``allow_any_name``; an ``owner`` key instead of a
+takes ``allow_any_code``/``allow_any_name``; a :class:`FreshSource` asks the
+enclave a new quote for a nonce on a pinned connection after the quote and the
+name, ADR 0021, and only ``allow_stale`` goes without one; an ``owner`` key instead of a
 fingerprint accepts the code of any release that owner signed and the operator
 logged, valid and not revoked, checked through an injected
 :class:`ReleaseSource` after the quote and the name, ADR 0019). A simulated TEE
@@ -22,7 +24,9 @@ connection, and verifies a new certificate with the same verifier).
 Example::
 
     >>> verifier = EnclaveVerifier(CollateralEvidence.service(INTEL_PCS_URL, cache),
-    ...                            EnclavePolicy(expected, "app.example"))  # doctest: +SKIP
+    ...                            EnclavePolicy(expected, "app.example"),
+    ...                            fresh=ChallengeClient(router, "app.example", timeout=10))
+    ... # doctest: +SKIP
     >>> enclave = verifier.verify(fetch_enclave_certificate(router, "app.example", timeout=10))
     ... # doctest: +SKIP
 """
@@ -30,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,11 +47,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from confide.attestation import (
+    CHALLENGE_PATH,
+    MAX_ANSWER_SIZE,
+    NONCE_SIZE,
     RATLS_QUOTE_OID,
     Check,
     Collateral,
     CollateralCache,
     CollateralClient,
+    FreshAnswer,
+    FreshVerified,
     HttpxFetcher,
     Policy,
     Quote,
@@ -57,11 +67,14 @@ from confide.attestation import (
     is_simulation_root,
     launch_rtmr3,
     quote_from_certificate,
+    verify_fresh_answer,
     verify_ratls_certificate,
 )
 from confide.errors import (
     AttestationError,
+    FetchError,
     FormatError,
+    FreshnessError,
     PolicyError,
     ReleaseError,
     SimulationError,
@@ -75,6 +88,8 @@ from ._api import SimulationInfo
 
 __all__ = [
     "SIMULATION_REFUSED",
+    "ChallengeClient",
+    "FreshSource",
     "CollateralEvidence",
     "CollateralSource",
     "EnclavePolicy",
@@ -86,6 +101,7 @@ __all__ = [
     "VerifiedEnclave",
     "enclave_tls_context",
     "fetch_enclave_certificate",
+    "check_fresh",
     "check_owner_release",
     "has_quote",
     "pinned_client",
@@ -217,6 +233,9 @@ class EnclavePolicy:
     allow_any_code: bool = False
     allow_any_name: bool = False
     allow_simulation: bool = False
+    #: Accept the certificate's launch-time quote with no fresh challenge (a certificate file,
+    #: with no connection to the enclave): whether it answers now is then not checked.
+    allow_stale: bool = False
     checks: Policy = field(default_factory=Policy)
     #: Given (``confide deploy``, ``confide verify``): a fingerprint mismatch is said as
     #: "code fingerprint mismatch: expected ..., the enclave reports ...", with this hint.
@@ -273,6 +292,8 @@ class VerifiedEnclave:
     launch: LaunchManifest | None
     #: The owner's release it runs, logged and valid (``None`` when no owner was asked).
     release: VerifiedRelease | None = None
+    #: Its answer to a fresh challenge on a pinned connection (``None``: none was asked).
+    fresh: FreshVerified | None = None
 
     @property
     def quote(self) -> VerifiedQuote:
@@ -304,6 +325,67 @@ class ReleaseSource(Protocol):
     ) -> VerifiedRelease: ...
 
 
+class FreshSource(Protocol):
+    """Asks the enclave of ``certificate`` a fresh challenge, over a connection pinned to
+    it (a random nonce, :mod:`confide.attestation._fresh`); returns the answer unverified."""
+
+    def __call__(self, certificate: x509.Certificate, /) -> FreshAnswer: ...
+
+
+#: Bytes of a refusal's body shown in an error.
+_MAX_REFUSAL_SHOWN: Final = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeClient:
+    """The challenge over HTTPS to ``address`` as ``server_name`` (:func:`pinned_client`)."""
+
+    address: HostPort
+    server_name: str
+    timeout: float
+
+    def __call__(self, certificate: x509.Certificate) -> FreshAnswer:
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        where = f"{self.address.host}:{self.address.port}"
+        try:
+            with (
+                pinned_client(
+                    self.address, self.server_name, certificate, timeout=self.timeout
+                ) as client,
+                client.stream(
+                    "POST",
+                    CHALLENGE_PATH,
+                    content=nonce,
+                    headers={"Content-Type": "application/octet-stream"},
+                ) as response,
+            ):
+                # The connection the answer comes on, read before its body: a server may
+                # close it as soon as the body is sent.
+                tls = response.extensions["network_stream"].get_extra_info("ssl_object")
+                binding = tls.get_channel_binding("tls-unique") if tls is not None else None
+                version = tls.version() if tls is not None else None
+                body = b""
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_ANSWER_SIZE:
+                        break
+        except httpx.HTTPError as exc:
+            raise FetchError(where, f"the challenge failed: {exc}") from exc
+        if response.status_code != httpx.codes.OK:
+            raise FreshnessError(
+                "fresh.unanswered",
+                "the enclave did not answer the fresh challenge",
+                observed=f"HTTP {response.status_code} "
+                + body[:_MAX_REFUSAL_SHOWN].decode("utf-8", "replace").strip(),
+                expected="200 and a quote",
+                hint="the enclave runs a Confide runtime older than this client, or serves "
+                "the owner's certificate",
+            )
+        if binding is None or version is None:
+            raise FreshnessError("fresh.tls_version", "the challenge connection has no TLS")
+        return FreshAnswer(nonce=nonce, binding=binding, quote=body, tls_version=version)
+
+
 @dataclass(frozen=True, slots=True)
 class EnclaveVerifier:
     """Verifies enclaves with one evidence source and one policy (see the module's description)."""
@@ -314,11 +396,19 @@ class EnclaveVerifier:
     clock: Callable[[], datetime] = _utc_now
     #: The operator's release log, needed when the policy names an owner.
     releases: ReleaseSource | None = None
+    #: Asks the enclave a fresh challenge (ADR 0021); ``None`` only with ``allow_stale``.
+    fresh: FreshSource | None = None
 
     def __post_init__(self) -> None:
         if self.policy.owner is not None and self.releases is None:
             raise UsageError(
                 "an owner key is checked in the operator's release log: give the operator's URL"
+            )
+        if self.fresh is None and not self.policy.allow_stale:
+            raise UsageError(
+                "no fresh challenge: whether the enclave answers now, on this connection, would "
+                "not be checked",
+                hint="give fresh=ChallengeClient(...), or allow_stale=True in the policy",
             )
 
     def verify(self, cert: x509.Certificate) -> VerifiedEnclave:
@@ -327,9 +417,41 @@ class EnclaveVerifier:
         material = self.evidence(quote, self.clock(), allow_simulation=self.policy.allow_simulation)
         # After the fetch: collateral made during it is valid at this time.
         verified = verify_enclave(cert, material, now=self.clock(), policy=self.policy)
+        if self.fresh is not None:
+            answer = self.fresh(cert)
+            verified = check_fresh(verified, answer, material, self.clock(), self.policy)
         if self.policy.owner is None or self.releases is None:
             return verified
         return check_owner_release(verified, self.policy.owner, self.releases, self.clock())
+
+
+def check_fresh(
+    verified: VerifiedEnclave,
+    answer: FreshAnswer,
+    material: TrustMaterial,
+    now: datetime,
+    policy: EnclavePolicy,
+) -> VerifiedEnclave:
+    """The fresh step of :meth:`EnclaveVerifier.verify`: ``answer`` is a genuine quote of
+    the verified enclave binding the nonce, the connection and the certificate
+    (:func:`~confide.attestation.verify_fresh_answer`; the ``fresh.*`` codes)."""
+    try:
+        fresh = verify_fresh_answer(
+            answer,
+            certificate=verified.certificate,
+            enclave=verified.quote,
+            collateral=material.collateral,
+            now=now,
+            policy=policy.quote_policy(material),
+            trust_anchor=material.trust_anchor,
+        )
+    except AttestationError as exc:
+        exc.checks = verified.quote.checks
+        raise
+    check = fresh.quote.checks[-1]
+    quote = dataclasses.replace(verified.quote, checks=(*verified.quote.checks, check))
+    ratls = dataclasses.replace(verified.ratls, quote=quote)
+    return dataclasses.replace(verified, ratls=ratls, fresh=fresh)
 
 
 def check_owner_release(

@@ -48,6 +48,7 @@ from confide.tee import Tee, TeeKind
 from confide.wire import LAUNCH_MANIFEST_OID, HostPort, TlsMode
 
 from ._admission import ConnectionLimits
+from ._challenge import ChallengeResponder
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint
 from ._handoff import HandoffListener
@@ -232,6 +233,12 @@ class EnclaveRuntime:
             return RuntimeEnd.EXPIRED
         return RuntimeEnd.STOPPED
 
+    def _responder(self, identity: EnclaveIdentity) -> ChallengeResponder:
+        """Answers fresh-attestation challenges on connections served with the RA-TLS
+        certificate of ``identity``."""
+        der = identity.certificate.public_bytes(serialization.Encoding.DER)
+        return ChallengeResponder(self._tee, der)
+
     def _where(self, listener_port: int, tls: bool) -> str:
         return f"{'https' if tls else 'http'}://{HostPort(self._settings.host, listener_port)}"
 
@@ -289,6 +296,7 @@ class EnclaveRuntime:
                 stopped_accepting=stopped_accepting,
                 handoff=self._handoff,
                 limits=self._limits,
+                challenge=self._responder(identity),
             )
         )
         leftovers.append(server)
@@ -368,6 +376,8 @@ class EnclaveRuntime:
                 shutdown_trigger=ending.wait,
                 handoff=self._handoff,
                 limits=self._limits,
+                # Only the RA-TLS certificate is bound by the quotes (ADR 0021).
+                challenge=self._responder(identity) if settings.tls == TlsMode.RATLS else None,
             )
         )
         ended = asyncio.ensure_future(ending.wait())

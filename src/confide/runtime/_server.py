@@ -97,6 +97,7 @@ from ._admission import (
     Ticket,
     source_of,
 )
+from ._challenge import ChallengeApp, ChallengeResponder, channel_of
 from ._handoff import HandoffListener
 from ._tls import LISTEN_BACKLOG, ServerTimeouts, hypercorn_config
 from ._wsgi import WsgiAdapter, WsgiApp
@@ -148,6 +149,7 @@ async def serve_http(
     handoff: HandoffListener | None = None,
     limits: ConnectionLimits | None = None,
     body_budget: int = BODY_BUDGET,
+    challenge: ChallengeResponder | None = None,
 ) -> None:
     """Serve ``app`` (ASGI or WSGI) on a duplicate of ``listener`` until ``shutdown_trigger()``.
 
@@ -162,6 +164,9 @@ async def serve_http(
     at least ``max_wsgi_body``) 503. ``handoff``: while this server
     accepts, it also serves the connections handed off there. ``limits``
     (default :class:`ConnectionLimits`) bound the connections it holds.
+    ``challenge``: every connection answers fresh-attestation challenges with it
+    (:class:`~._challenge.ChallengeApp`, in front of the app), given only when
+    ``context`` serves its RA-TLS certificate.
     """
     if body_budget < max_wsgi_body:
         raise UsageError(
@@ -176,6 +181,7 @@ async def serve_http(
         timeouts=timeouts,
         error_log=error_log,
         limits=limits if limits is not None else ConnectionLimits(),
+        challenge=challenge,
     )
     await server.serve(shutdown_trigger, stopped_accepting or asyncio.Event(), handoff)
 
@@ -570,8 +576,11 @@ class _Server:
         timeouts: ServerTimeouts,
         error_log: logging.Logger,
         limits: ConnectionLimits,
+        challenge: ChallengeResponder | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self._app = app
+        self._challenge = challenge
         self._listener = listener
         self.admission = Admission(limits)
         self._context = context
@@ -732,21 +741,41 @@ class _Server:
             transport.abort()  # its handshake ended after the shutdown began
             return
         ssl_object = transport.get_extra_info("ssl_object")
+        app = self._connection_app(transport, ssl_object)
         if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-            self._serve_h2(transport, ticket)
+            self._serve_h2(transport, ticket, app)
             return
         protocol = _H11Connection(self, ticket)
+        if app is not None:
+            protocol.app = app  # read by uvicorn for each request
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
 
-    def _serve_h2(self, transport: asyncio.Transport, ticket: Ticket) -> None:
+    def _connection_app(
+        self, transport: asyncio.Transport, ssl_object: ssl.SSLObject | None
+    ) -> ChallengeApp | None:
+        """This connection's app, when it answers challenges (``None``: the shared one)."""
+        if self._challenge is None:
+            return None
+        binding, version = channel_of(ssl_object)
+        return ChallengeApp(
+            self._app,
+            self._challenge,
+            binding=binding,
+            tls_version=version,
+            source=source_of(transport.get_extra_info("peername")),
+        )
+
+    def _serve_h2(
+        self, transport: asyncio.Transport, ticket: Ticket, app: ChallengeApp | None
+    ) -> None:
         reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=self.loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=self.loop)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         writer = asyncio.StreamWriter(transport, protocol, reader, self.loop)
         connection = TCPServer(
-            self._h2_app,
+            self._h2_app if app is None else ASGIWrapper(cast(ASGIFramework, app)),
             self.loop,
             self._h2_config,
             self._h2_context,

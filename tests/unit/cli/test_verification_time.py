@@ -25,7 +25,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
-from confide.attestation import create_ratls_certificate, ratls_report_data
+from confide.attestation import (
+    CHALLENGE_PATH,
+    NONCE_SIZE,
+    create_ratls_certificate,
+    fresh_report_data,
+    ratls_report_data,
+)
 from confide.cli import app
 from confide.tee import CollateralSpec, SimulatedPlatform
 from confide.wire import LAUNCH_MANIFEST_OID, LaunchManifest, TlsMode
@@ -81,6 +87,33 @@ def enclave(tmp: Path, platform: SimulatedPlatform) -> Iterator[int]:
     context.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
     server = socket.create_server(("127.0.0.1", 0))
 
+    der = cert.public_bytes(serialization.Encoding.DER)
+
+    def answer(tls: ssl.SSLSocket) -> None:
+        """The fresh challenge, as the runtime answers it (ADR 0021); nothing else is served."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = tls.recv(4096)
+            if not chunk:
+                return  # a certificate fetch: the client leaves after the handshake
+            data += chunk
+        head, nonce = data.split(b"\r\n\r\n", 1)
+        while len(nonce) < NONCE_SIZE:
+            nonce += tls.recv(NONCE_SIZE - len(nonce))
+        if not head.startswith(f"POST {CHALLENGE_PATH} ".encode()):
+            return
+        binding = tls.get_channel_binding("tls-unique")
+        assert binding is not None
+        body = platform.quote(
+            fresh_report_data(nonce, der, binding),
+            mr_enclave=launch.measurement(),
+            mr_signer=bytes(32),
+        )
+        tls.sendall(
+            f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+
     def accept() -> None:
         while True:
             try:
@@ -89,8 +122,8 @@ def enclave(tmp: Path, platform: SimulatedPlatform) -> Iterator[int]:
                 return
             with contextlib.suppress(OSError), conn:
                 conn.settimeout(LIMIT)
-                with context.wrap_socket(conn, server_side=True):
-                    pass
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    answer(tls)
 
     threading.Thread(target=accept, daemon=True).start()
     try:

@@ -155,7 +155,9 @@ def test_a_simulated_tee_is_refused_with_one_code_before_any_fetch(
 ) -> None:
     fetches = Fetches(collateral, [])
     cert = certificate(platform)
-    verifier = EnclaveVerifier(make(platform, fetches), EnclavePolicy(FP, APP), clock=lambda: NOW)
+    verifier = EnclaveVerifier(
+        make(platform, fetches), EnclavePolicy(FP, APP, allow_stale=True), clock=lambda: NOW
+    )
     with pytest.raises(SimulationError) as caught:
         verifier.verify(cert)
     assert caught.value.code == "simulation.not_allowed"
@@ -168,7 +170,7 @@ def test_the_same_source_verifies_when_simulation_is_allowed(
     make: SourceMaker, platform: SimulatedPlatform, collateral: Collateral
 ) -> None:
     fetches = Fetches(collateral, [])
-    policy = EnclavePolicy(FP, APP, allow_simulation=True)
+    policy = EnclavePolicy(FP, APP, allow_simulation=True, allow_stale=True)
     enclave = EnclaveVerifier(make(platform, fetches), policy, clock=lambda: NOW).verify(
         certificate(platform)
     )
@@ -218,7 +220,7 @@ def test_the_time_is_read_after_the_evidence(
     fetches = Fetches(collateral, [])
     times = iter([BEFORE, NOW])
     source = CollateralEvidence(fetches, platform.root_certificate)
-    policy = EnclavePolicy(FP, APP, allow_simulation=True)
+    policy = EnclavePolicy(FP, APP, allow_simulation=True, allow_stale=True)
     EnclaveVerifier(source, policy, clock=lambda: next(times)).verify(certificate(platform))
     assert fetches.at == [BEFORE]
 
@@ -229,7 +231,7 @@ def test_the_time_after_the_evidence_is_the_one_checked(
     """Guard: the other way round, the second reading (BEFORE) is what fails."""
     times = iter([NOW, BEFORE])
     source = CollateralEvidence(Fetches(collateral, []), platform.root_certificate)
-    policy = EnclavePolicy(FP, APP, allow_simulation=True)
+    policy = EnclavePolicy(FP, APP, allow_simulation=True, allow_stale=True)
     with pytest.raises(AttestationError):
         EnclaveVerifier(source, policy, clock=lambda: next(times)).verify(certificate(platform))
 
@@ -324,3 +326,11 @@ def test_the_pinned_context_holds_for_asyncio_too(
     asyncio.run(connect(cert))  # guard: the pinned certificate is accepted
     with pytest.raises(ssl.SSLCertVerificationError):
         asyncio.run(connect(other))
+
+
+def test_a_verifier_without_a_fresh_challenge_must_say_so() -> None:
+    """No fresh source and no ``allow_stale``: refused before anything is fetched (ADR 0021)."""
+    source = SimulationEvidence(lambda: None)
+    with pytest.raises(UsageError, match="no fresh challenge"):
+        EnclaveVerifier(source, EnclavePolicy(FP, APP))
+    assert EnclaveVerifier(source, EnclavePolicy(FP, APP, allow_stale=True)).fresh is None
