@@ -25,8 +25,9 @@ from typing import Final
 
 import httpx
 import pytest
-from attacker import launch
-from operator_harness import (
+
+from support.attacker import launch
+from support.operator import (
     Deployed,
     OperatorProcess,
     configure_when_ready,
@@ -37,7 +38,10 @@ from operator_harness import (
     router_client,
     wait_status,
 )
-from runtime_harness import HOST, trusting
+from support.runtime import (
+    HOST,
+    trusting,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from attacker import launch
-from operator_harness import (
+
+from confide.attestation import fetch_peer_certificate
+from support.attacker import launch
+from support.operator import (
     OperatorProcess,
     create_token,
     deploy,
@@ -25,9 +27,10 @@ from operator_harness import (
     package,
     wait_status,
 )
-from runtime_harness import HOST, poll
-
-from confide.attestation import fetch_peer_certificate
+from support.runtime import (
+    HOST,
+    poll,
+)
 
 pytestmark = pytest.mark.slow
 

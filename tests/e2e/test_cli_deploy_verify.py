@@ -18,7 +18,19 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
-from operator_harness import (
+
+from confide.client import (
+    AppContext,
+    pinned_client,
+)
+from confide.client import _deploy as deploy_module
+from confide.wire import HostPort
+from support.cli import (
+    cli,
+    deploy,
+    router,
+)
+from support.operator import (
     BASE_DOMAIN,
     OperatorProcess,
     app_body,
@@ -26,16 +38,10 @@ from operator_harness import (
     operator_running,
     wait_status,
 )
-from runtime_harness import EXAMPLES, HOST
-from typer.testing import CliRunner, Result
-
-from confide.cli import app
-from confide.client import (
-    AppContext,
-    pinned_client,
+from support.runtime import (
+    EXAMPLES,
+    HOST,
 )
-from confide.client import _deploy as deploy_module
-from confide.wire import HostPort
 
 pytestmark = pytest.mark.slow
 
@@ -68,31 +74,6 @@ def project_fixture(tmp_path: Path) -> Path:
         'hardware = "small"\n'
     )
     return project
-
-
-def router(operator: OperatorProcess) -> str:
-    return f"{HOST}:{operator.router_port}"
-
-
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
-def deploy(operator: OperatorProcess, token: str, project: Path, *extra: str) -> Result:
-    return cli(
-        "deploy",
-        "--path",
-        str(project),
-        "--connect",
-        router(operator),
-        "--url",
-        operator.api_url,
-        "--token",
-        token,
-        "--timeout",
-        "1",
-        *extra,
-    )
 
 
 def only_app(api: httpx.Client) -> uuid.UUID:

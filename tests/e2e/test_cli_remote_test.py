@@ -15,11 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from operator_harness import OperatorProcess, create_token, operator_running
-from runtime_harness import EXAMPLES
-from test_cli_deploy_verify import cli, deploy, router
 
 from confide.client import AppContext
+from support.cli import cli, deploy, router
+from support.operator import (
+    OperatorProcess,
+    create_token,
+    operator_running,
+)
+from support.runtime import EXAMPLES
 
 pytestmark = pytest.mark.slow
 

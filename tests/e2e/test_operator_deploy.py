@@ -17,7 +17,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from operator_harness import (
+from sqlalchemy import select
+
+from confide.attestation import fetch_peer_certificate
+from confide.errors import FetchError
+from confide.operator import (
+    App,
+    Database,
+    status_history,
+)
+from confide.wire import AppStatus, LaunchManifest
+from support.operator import (
     Deployed,
     OperatorProcess,
     configure_when_ready,
@@ -32,17 +42,10 @@ from operator_harness import (
     wait_gone,
     wait_status,
 )
-from runtime_harness import poll, trusting
-from sqlalchemy import select
-
-from confide.attestation import fetch_peer_certificate
-from confide.errors import FetchError
-from confide.operator import (
-    App,
-    Database,
-    status_history,
+from support.runtime import (
+    poll,
+    trusting,
 )
-from confide.wire import AppStatus, LaunchManifest
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,8 @@ import subprocess
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from runtime_harness import (
+
+from support.runtime import (
     CodeUnderTest,
     Launch,
     client,

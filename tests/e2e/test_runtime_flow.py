@@ -13,7 +13,14 @@ import stat
 from pathlib import Path
 
 import pytest
-from runtime_harness import (
+
+from confide.attestation import fetch_peer_certificate
+from confide.runtime import (
+    CODE_ROOT,
+    STATE_FILE,
+)
+from confide.wire import TlsMode
+from support.runtime import (
     EXAMPLES,
     CodeUnderTest,
     Launch,
@@ -27,13 +34,6 @@ from runtime_harness import (
     trusting,
     verify_enclave,
 )
-
-from confide.attestation import fetch_peer_certificate
-from confide.runtime import (
-    CODE_ROOT,
-    STATE_FILE,
-)
-from confide.wire import TlsMode
 
 pytestmark = pytest.mark.slow
 

@@ -11,17 +11,6 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from operator_api_fixtures import (  # noqa: F401
-    START,
-    Operator,
-    OperatorFactory,
-    app_dir_fixture,
-    database_url_fixture,
-    manifest,
-    operators_fixture,
-    package_fixture,
-    upload,
-)
 
 from confide.client import (
     DeployOptions,
@@ -32,6 +21,13 @@ from confide.client import (
 from confide.errors import Error, SimulationError, UsageError
 from confide.tee import SimulatedPlatform
 from confide.wire import AppStatus, TlsMode
+from support.operator_api import (
+    START,
+    Operator,
+    OperatorFactory,
+    manifest,
+    upload,
+)
 
 
 @dataclass

@@ -27,7 +27,11 @@ from confide.errors import Error, OperatorError, UsageError
 from confide.tee import SimulatedPlatform
 from confide.wire import AppStatus, HostPort, TlsMode
 from confide.wire.api import DeployManifest
-from operator_app_doc import APP_ID, app_json, launch
+from support.app_doc import (
+    APP_ID,
+    app_json,
+    launch,
+)
 
 URL = "https://operator.test"
 TOKEN = "cft_secret-token"

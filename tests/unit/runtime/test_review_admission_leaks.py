@@ -26,7 +26,11 @@ import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope, WebsocketCloseEvent
-from test_runtime_server import (
+
+from confide.runtime import APP_TIMEOUTS, ConnectionLimits
+from confide.runtime._server import _Server, _TlsProtocol
+from confide.runtime._tls import ServerTimeouts, bind_listener
+from support.http_server import (
     LOG,
     SLOW_HANDSHAKE,
     WAIT,
@@ -36,10 +40,6 @@ from test_runtime_server import (
     server_context,
     serving,
 )
-
-from confide.runtime import APP_TIMEOUTS, ConnectionLimits
-from confide.runtime._server import _Server, _TlsProtocol
-from confide.runtime._tls import ServerTimeouts, bind_listener
 
 ATTACKER = "127.0.0.2"
 
