@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import confide.tee
 from confide.errors import TeeError, UsageError
 from confide.tee import GramineTee, SimulationTee, TeeKind, select_tee
 
@@ -94,9 +93,3 @@ def test_simulation_needs_state_measurement_and_time(
 def test_unknown_kind() -> None:
     with pytest.raises(UsageError, match="unknown TEE kind"):
         select_tee("tdx", simulation_state=None, measurement=None)  # type: ignore[arg-type]
-
-
-def test_public_names_are_exported() -> None:
-    public = {name for name in dir(confide.tee) if not name.startswith("_")}
-    assert public == set(confide.tee.__all__)
-    assert confide.tee.__all__ == sorted(confide.tee.__all__, key=lambda n: (not n.isupper(), n))
