@@ -5,8 +5,8 @@
 - ``database_url`` (SQLite and PostgreSQL, one test each) and ``database`` (migrated):
   a database of the test's own for the operator (:mod:`support.database`);
 - ``runtime_launch``, ``operator``: a simulated platform and a ``confide runtime`` launch of
-  an example app; a ``confide operator serve`` with a token (:mod:`support.runtime`,
-  :mod:`support.operator`).
+  an example app; a ``confide operator serve`` with a token (:mod:`support.runtimes`,
+  :mod:`support.operators`).
 
 Folders add their own fixtures in a ``conftest.py`` of their own; test modules import
 helpers and types from ``support`` (``pythonpath = ["tests"]``), never from a conftest

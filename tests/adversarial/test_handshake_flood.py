@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from support.attacker import launch
-from support.operator import (
+from support.operators import (
     Deployed,
     OperatorProcess,
     configure_when_ready,
@@ -38,7 +38,7 @@ from support.operator import (
     router_client,
     wait_status,
 )
-from support.runtime import (
+from support.runtimes import (
     HOST,
     trusting,
 )

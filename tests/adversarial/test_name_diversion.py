@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from typer.testing import CliRunner
 
 from confide.cli import app
-from support.runtime import (
+from support.runtimes import (
     CONFIDE,
     DEADLINE,
     EXAMPLES,

@@ -19,7 +19,7 @@ import pytest
 
 from confide.attestation import fetch_peer_certificate
 from support.attacker import launch
-from support.operator import (
+from support.operators import (
     OperatorProcess,
     create_token,
     deploy,
@@ -27,7 +27,7 @@ from support.operator import (
     package,
     wait_status,
 )
-from support.runtime import (
+from support.runtimes import (
     HOST,
     poll,
 )

@@ -41,7 +41,7 @@ from confide.client import (
 )
 from confide.runtime import EXIT_EXPIRED
 from confide.tee import SimulatedPlatform
-from support.runtime import (
+from support.runtimes import (
     EXAMPLES,
     CodeUnderTest,
     Launch,

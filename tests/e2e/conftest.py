@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from support.operator import (
+from support.operators import (
     configure_when_ready,
     create_token,
     deploy,

@@ -30,7 +30,7 @@ from support.cli import (
     deploy,
     router,
 )
-from support.operator import (
+from support.operators import (
     BASE_DOMAIN,
     OperatorProcess,
     app_body,
@@ -38,7 +38,7 @@ from support.operator import (
     operator_running,
     wait_status,
 )
-from support.runtime import (
+from support.runtimes import (
     EXAMPLES,
     HOST,
 )

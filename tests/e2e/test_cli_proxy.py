@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.operator import (
+from support.operators import (
     runtime_pids,
     wait_gone,
     wait_status,
@@ -32,7 +32,7 @@ from support.proxy import (
     ZeroTrustApp,
     proxy_running,
 )
-from support.runtime import (
+from support.runtimes import (
     CONFIDE,
     DEADLINE,
     HOST,

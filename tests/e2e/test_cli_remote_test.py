@@ -18,12 +18,12 @@ import pytest
 
 from confide.client import AppContext
 from support.cli import cli, deploy, router
-from support.operator import (
+from support.operators import (
     OperatorProcess,
     create_token,
     operator_running,
 )
-from support.runtime import EXAMPLES
+from support.runtimes import EXAMPLES
 
 pytestmark = pytest.mark.slow
 

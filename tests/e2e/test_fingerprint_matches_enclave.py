@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from confide.cli import app
 from confide.wire import TlsMode
-from support.runtime import (
+from support.runtimes import (
     HOST,
     CodeUnderTest,
     Launch,

@@ -22,7 +22,7 @@ import pytest
 
 from confide.operator import BlobStore
 from confide.runtime import CODE_ROOT, code_folder_owner
-from support.operator import (
+from support.operators import (
     Deployed,
     OperatorProcess,
     configure_when_ready,
@@ -33,7 +33,7 @@ from support.operator import (
     wait_gone,
     wait_status,
 )
-from support.runtime import poll
+from support.runtimes import poll
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,7 @@ from confide.operator import (
     status_history,
 )
 from confide.wire import AppStatus, LaunchManifest
-from support.operator import (
+from support.operators import (
     Deployed,
     OperatorProcess,
     configure_when_ready,
@@ -42,7 +42,7 @@ from support.operator import (
     wait_gone,
     wait_status,
 )
-from support.runtime import (
+from support.runtimes import (
     poll,
     trusting,
 )

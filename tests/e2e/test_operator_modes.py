@@ -35,7 +35,7 @@ from support.inprocess import (
     InProcessOperator,
     operator_in_thread,
 )
-from support.operator import (
+from support.operators import (
     Deployed,
     configure,
     configure_when_ready,
@@ -45,7 +45,7 @@ from support.operator import (
     verify_through_router,
     wait_status,
 )
-from support.runtime import (
+from support.runtimes import (
     OwnerPki,
     trusting,
 )

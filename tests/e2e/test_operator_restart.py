@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from confide.operator import App, Database
-from support.operator import (
+from support.operators import (
     OperatorProcess,
     configure_when_ready,
     create_token,
@@ -32,7 +32,7 @@ from support.operator import (
     wait_gone,
     wait_status,
 )
-from support.runtime import trusting
+from support.runtimes import trusting
 
 pytestmark = pytest.mark.slow
 

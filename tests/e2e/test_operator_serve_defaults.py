@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.operator import OperatorProcess
+from support.operators import OperatorProcess
 
 pytestmark = pytest.mark.slow
 

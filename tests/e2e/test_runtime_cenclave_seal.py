@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from support.runtime import (
+from support.runtimes import (
     CodeUnderTest,
     Launch,
     client,

@@ -20,7 +20,7 @@ from confide.runtime import (
     STATE_FILE,
 )
 from confide.wire import TlsMode
-from support.runtime import (
+from support.runtimes import (
     EXAMPLES,
     CodeUnderTest,
     Launch,

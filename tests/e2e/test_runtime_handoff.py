@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from confide.runtime._handoff import hand_off
-from support.runtime import (
+from support.runtimes import (
     EXAMPLES,
     HOST,
     CodeUnderTest,

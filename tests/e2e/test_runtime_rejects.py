@@ -29,7 +29,7 @@ from confide.runtime import (
 )
 from confide.tee import SimulatedPlatform
 from confide.wire import MAX_CONFIGURATION_SIZE, TlsMode
-from support.runtime import (
+from support.runtimes import (
     DEADLINE,
     EXAMPLES,
     HOST,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support.runtime import (
+from support.runtimes import (
     DEADLINE,
     EXAMPLES,
     HOST,

@@ -45,11 +45,11 @@ from confide.operator._router import Direction
 from confide.runtime._state import STATE_FILE
 from confide.wire import HostPort
 from support.inprocess import InProcessOperator, operator_in_thread
-from support.operator import (
+from support.operators import (
     router_client,
     wait_status,
 )
-from support.runtime import (
+from support.runtimes import (
     EXAMPLES,
     HOST,
     OwnerPki,

@@ -7,8 +7,8 @@ from pathlib import Path
 from typer.testing import CliRunner, Result
 
 from confide.cli import app
-from support.operator import OperatorProcess
-from support.runtime import HOST
+from support.operators import OperatorProcess
+from support.runtimes import HOST
 
 
 def router(operator: OperatorProcess) -> str:

@@ -22,11 +22,11 @@ from confide.operator import (
 )
 from confide.operator._router import Direction
 from confide.runtime import runtime_code_hash
-from support.operator import (
+from support.operators import (
     BASE_DOMAIN,
     kill_runtimes,
 )
-from support.runtime import DEADLINE
+from support.runtimes import DEADLINE
 
 
 @dataclass

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 
 from confide.runtime import start_child
-from support.operator import OperatorProcess
-from support.runtime import (
+from support.operators import OperatorProcess
+from support.runtimes import (
     CONFIDE,
     DEADLINE,
     HOST,

@@ -32,7 +32,7 @@ from confide.attestation import verify_ratls_certificate as verify_ratls
 from confide.runtime import start_child
 from confide.tee import SimulatedPlatform
 from confide.wire import LaunchManifest
-from support.runtime import CONFIDE, DEADLINE, EXAMPLES, HOST, CodeUnderTest, poll, trusting
+from support.runtimes import CONFIDE, DEADLINE, EXAMPLES, HOST, CodeUnderTest, poll, trusting
 
 BASE_DOMAIN: Final = "confide.test"
 #: Starting an operator, or an app reaching a status.
