@@ -4,13 +4,15 @@
   vectors in ``../shared/vectors`` (:mod:`support.vectors`);
 - ``database_url`` (SQLite and PostgreSQL, one test each) and ``database`` (migrated):
   a database of the test's own for the operator (:mod:`support.database`);
-- ``runtime_launch``, ``operator``: a simulated platform and a ``confide runtime`` launch of
-  an example app; a ``confide operator serve`` with a token (:mod:`support.runtimes`,
-  :mod:`support.operators`).
+- ``operator``: one ``confide operator serve`` per test module (simulated TEE, loopback,
+  ports picked by the kernel), stopped with its apps after the module
+  (:mod:`support.operators`; a folder's conftest may give ``operator`` another meaning);
+- ``sim_platform`` and ``runtime_launch``: a simulated platform in ``tmp_path/sim`` and a
+  ``confide runtime`` launch of ``examples/helloworld`` on it (:mod:`support.runtimes`).
 
-Folders add their own fixtures in a ``conftest.py`` of their own; test modules import
-helpers and types from ``support`` (``pythonpath = ["tests"]``), never from a conftest
-or from another test module.
+Folders add fixtures of their own in their ``conftest.py``; test modules import helpers
+and types from ``support`` (``pythonpath = ["tests"]`` in pyproject), never from a
+conftest or from another test module.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from pathlib import Path
 import pytest
 
 from confide.operator import Database, upgrade_database
+from confide.tee import SimulatedPlatform
 from support.database import BACKENDS, fresh_database_url
+from support.operators import OperatorProcess, operator_running
+from support.runtimes import EXAMPLES, CodeUnderTest, Launch, new_platform
 from support.vectors import (
     SGX_AUTOMATA,
     SGX_DCAPQVL,
@@ -90,3 +95,29 @@ def database_fixture(database_url: str) -> Iterator[Database]:
         yield db
     finally:
         db.dispose()
+
+
+@pytest.fixture(scope="module", name="operator")
+def operator_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """One ``confide operator serve`` for the test module; killed, with its apps, after it.
+
+    Tokens: ``create_token(operator.data_dir, account)``; apps: ``deploy(...)`` and
+    ``wait_status(...)`` from :mod:`support.operators`.
+    """
+    with operator_running(tmp_path_factory.mktemp("operator") / "data") as operator:
+        yield operator
+
+
+@pytest.fixture(name="sim_platform")
+def sim_platform_fixture(tmp_path: Path) -> SimulatedPlatform:
+    """A simulated platform in ``tmp_path/sim``, made before the runtime to know its root."""
+    return new_platform(tmp_path / "sim")
+
+
+@pytest.fixture(name="runtime_launch")
+def runtime_launch_fixture(tmp_path: Path, sim_platform: SimulatedPlatform) -> Launch:
+    """``examples/helloworld`` as an encrypted package, launched in RA-TLS mode on
+    ``sim_platform`` (state in ``tmp_path/state``): start it with
+    ``running(runtime_launch.args())``; ``dataclasses.replace`` it for another mode."""
+    code = CodeUnderTest.package(EXAMPLES / "helloworld", tmp_path / "app.pkg")
+    return Launch(code, tmp_path / "state", sim_platform.state)

@@ -12,7 +12,6 @@ import json
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -35,7 +34,6 @@ from support.operators import (
     OperatorProcess,
     app_body,
     create_token,
-    operator_running,
     wait_status,
 )
 from support.runtimes import (
@@ -44,12 +42,6 @@ from support.runtimes import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", name="operator")
-def operator_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    with operator_running(tmp_path_factory.mktemp("deploy") / "data") as operator:
-        yield operator
 
 
 @pytest.fixture(scope="module", name="token")

@@ -34,7 +34,6 @@ from support.operators import (
     create_token,
     deploy,
     iso,
-    operator_running,
     package,
     router_client,
     runtime_pids,
@@ -48,12 +47,6 @@ from support.runtimes import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", name="operator")
-def operator_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    with operator_running(tmp_path_factory.mktemp("operator") / "data") as operator:
-        yield operator
 
 
 @pytest.fixture(scope="module", name="token")
