@@ -19,7 +19,7 @@ FILES = sorted(TESTS.rglob("*.py"))
 
 def _imports(tree: ast.Module) -> list[tuple[str, list[str], int]]:
     """(module, imported names, line) of every import in ``tree``."""
-    found = []
+    found: list[tuple[str, list[str], int]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(alias.name, [], node.lineno) for alias in node.names]
