@@ -4,8 +4,11 @@ One ``confide operator serve`` (SQLite, simulated TEE, loopback, port 0 for
 the API and the router). N owners (threads) each upload their own encrypted
 package of ``examples/helloworld`` at the same moment, wait for
 ``initializing``, verify their enclave's RA-TLS certificate through the
-router (the measurement the API states, the operator's simulation root),
-send the code key through the router, and wait for ``running``. Printed: per
+router (the fingerprint recomputed on the owner's side, the operator's
+simulation root), send the configuration (the code key sealed to the enclave)
+through the router, and wait for ``running``: what ``confide deploy`` does,
+with :mod:`confide.client`'s functions. The operator is started and waited for
+by the tests' helpers (``tests/support/operators.py``). Printed: per
 app, the time from the upload to each phase; then the total (first upload
 to the last app running) and the machine.
 
@@ -16,14 +19,9 @@ Run: ``.venv/bin/python bench/bench_operator_deploy.py`` (``--apps 10``; about
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import os
 import platform
 import shutil
-import signal
-import ssl
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,25 +30,34 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Final
 
-import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
-from confide.attestation import Policy, fetch_peer_certificate, verify_ratls_certificate
+from confide.client import (
+    EnclavePolicy,
+    EnclaveVerifier,
+    OperatorClient,
+    SimulationEvidence,
+    configuration_payload,
+    expected_launch,
+    fetch_enclave_certificate,
+    pinned_client,
+    server_name,
+)
 from confide.crypto import PackageKey, encrypt_package
-from confide.operator import Database, create_token, upgrade_database, utc_now
-from confide.runtime import start_child
-from confide.tee import SimulatedPlatform
+from confide.runtime import runtime_code_hash
+from confide.wire import HostPort, TlsMode
+from confide.wire.api import DeployManifest
 
-REPO = Path(__file__).resolve().parents[1]
-HELLO = REPO / "examples" / "helloworld"
-CONFIDE = Path(sys.executable).with_name("confide")
-LOOPBACK = "127.0.0.1"
-BASE_DOMAIN = "bench.test"
+REPO: Final = Path(__file__).resolve().parents[1]
+# Starting an operator and waiting for it, and for an app's status: the tests' helpers.
+sys.path.insert(0, str(REPO / "tests"))
+from support.operators import OperatorProcess, create_token, operator_running  # noqa: E402
+from support.operators import wait_status as wait_for_status  # noqa: E402
+
+HELLO: Final = REPO / "examples" / "helloworld"
+LOOPBACK: Final = "127.0.0.1"
 #: Bound on any one wait.
-DEADLINE = 180.0
+DEADLINE: Final = 180.0
 
 
 @dataclass
@@ -62,103 +69,60 @@ class Result:
     running: float = 0.0
 
 
-def wait_for_operator(data: Path, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
-    path = data / "operator.json"
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        if path.is_file():
-            try:
-                found: dict[str, Any] = json.loads(path.read_text())
-            except ValueError:
-                found = {}
-            if found.get("pid") == proc.pid:
-                return found
-        if proc.poll() is not None:
-            raise SystemExit(f"the operator exited with {proc.returncode}")
-        time.sleep(0.05)
-    raise SystemExit("the operator did not start")
-
-
-def wait_status(api: httpx.Client, app_id: str, status: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        body = api.get(f"/api/v1/apps/{app_id}").json()
-        if body["status"] == status:
-            return
-        if body["status"] in ("on_error", "stopped", "expired"):
-            raise SystemExit(f"app {app_id}: {body['status']}: {body['status_detail']}")
-        time.sleep(0.05)
-    raise SystemExit(f"app {app_id} did not reach {status}")
-
-
 def owner(
     index: int,
-    api_url: str,
+    operator: OperatorProcess,
     token: str,
-    router_port: int,
-    sim: Path,
+    folder: Path,
     start: threading.Barrier,
-    expires: str,
+    expires: datetime,
 ) -> Result:
+    """One owner's deployment, as ``confide deploy`` makes it (:mod:`confide.client`)."""
     key = PackageKey.generate()
-    package = io.BytesIO()
-    encrypt_package(HELLO, package, key)
-    manifest = {
-        "name": f"bench-{index}",
-        "application": "app:app",
-        "plan": "small",
-        "expires_at": expires,
-        "tls": "ratls",
-        "healthcheck": "/health",
-    }
+    package = folder / f"bench-{index}.pkg"
+    with package.open("wb") as f:
+        info = encrypt_package(HELLO, f, key)
+    asked = DeployManifest(
+        name=f"bench-{index}",
+        application="app:app",
+        plan="small",
+        expires_at=expires,
+        tls=TlsMode.RATLS,
+        healthcheck="/health",
+    )
+    router = HostPort(LOOPBACK, operator.router_port)
     result = Result(index)
-    with httpx.Client(
-        base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
-    ) as api:
+    with (
+        OperatorClient(operator.api_url, token, timeout=60) as client,
+        operator.client(token) as api,
+    ):
         start.wait()
         t0 = time.monotonic()
-        response = api.post(
-            "/api/v1/apps",
-            files={"package": ("app.pkg", package.getvalue(), "application/octet-stream")},
-            data={"manifest": json.dumps(manifest)},
-        )
-        if response.status_code != 201:
-            raise SystemExit(f"upload {index}: {response.status_code} {response.text}")
-        body = response.json()
-        app_id, name = body["id"], f"{body['id']}.{BASE_DOMAIN}"
+        record = client.create_app(package, asked)
         result.uploaded = time.monotonic() - t0
-        wait_status(api, app_id, "initializing")
+        wait_for_status(api, record.id, "initializing", timeout=DEADLINE)
         result.initializing = time.monotonic() - t0
-        cert = fetch_peer_certificate(LOOPBACK, router_port, server_name=name, timeout=30)
-        now = datetime.now(UTC)
-        root = x509.load_pem_x509_certificate(body["simulation_root_ca"].encode())
-        verify_ratls_certificate(
-            cert,
-            SimulatedPlatform.open(sim, now=now).collateral(now),
-            now=now,
-            policy=Policy(mr_enclave=bytes.fromhex(body["fingerprint"]), allow_simulation=True),
-            trust_anchor=root,
+        record = client.get_app(record.id)
+        name = server_name(record, asked)
+        fingerprint = expected_launch(
+            record, asked, package, info.digest, runtime_code_hash()
+        ).measurement()
+        cert = fetch_enclave_certificate(router, name, timeout=30)
+        verified = EnclaveVerifier(
+            SimulationEvidence(client.simulation),
+            EnclavePolicy(fingerprint, name, allow_simulation=True),
+        ).verify(cert)
+        payload = configuration_payload(
+            record, key, verified.ratls.extra, app_secrets=None, ssl_private_key=None
         )
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_verify_locations(cadata=cert.public_bytes(Encoding.PEM).decode())
-        with httpx.Client(
-            base_url=f"https://{LOOPBACK}:{router_port}",
-            headers={"Host": name},
-            verify=context,
-            timeout=60,
-        ) as enclave:
-            configured = enclave.post(
-                "/",
-                json={"uuid": app_id, "code_secret_key": key.hex()},
-                extensions={"sni_hostname": name},
-            )
+        with pinned_client(router, name, cert, timeout=60) as enclave:
+            configured = enclave.post("/", json=payload)
             if configured.status_code != 200:
                 raise SystemExit(f"configure {index}: {configured.text}")
             result.configured = time.monotonic() - t0
-            wait_status(api, app_id, "running")
+            wait_for_status(api, record.id, "running", timeout=DEADLINE)
             result.running = time.monotonic() - t0
-            hello = enclave.get("/", extensions={"sni_hostname": name})
+            hello = enclave.get("/")
             if hello.text != "Hello world":
                 raise SystemExit(f"app {index} answered {hello.text!r}")
     return result
@@ -170,53 +134,20 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="confide-bench-operator-"))
     data = root / "data"
-    err = (root / "operator.err").open("wb")
-    proc = start_child(
-        [
-            str(CONFIDE),
-            "operator",
-            "serve",
-            "--data-dir",
-            str(data),
-            "--api",
-            f"{LOOPBACK}:0",
-            "--router",
-            f"{LOOPBACK}:0",
-            "--base-domain",
-            BASE_DOMAIN,
-            "--stop-apps-on-exit",
-        ],
-        env=None,
-        output=err,
-    )
     try:
-        addresses = wait_for_operator(data, proc)
-        db = Database.open(f"sqlite:///{data / 'operator.db'}")
-        upgrade_database(db)
-        with db.session() as session:
-            token = create_token(session, "bench", now=utc_now()).token
-            session.commit()
-        db.dispose()
-        expires = (datetime.now(UTC) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
-        start = threading.Barrier(args.apps + 1)
-        with ThreadPoolExecutor(max_workers=args.apps) as pool:
-            futures = [
-                pool.submit(
-                    owner,
-                    i,
-                    addresses["api_url"],
-                    token,
-                    int(addresses["router_port"]),
-                    data / "simulation",
-                    start,
-                    expires,
-                )
-                for i in range(args.apps)
-            ]
-            start.wait()
-            t0 = time.monotonic()
-            results = [f.result() for f in futures]
-            total = time.monotonic() - t0
+        with operator_running(data) as operator:
+            token = create_token(data, "bench")
+            expires = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+            start = threading.Barrier(args.apps + 1)
+            with ThreadPoolExecutor(max_workers=args.apps) as pool:
+                futures = [
+                    pool.submit(owner, i, operator, token, root, start, expires)
+                    for i in range(args.apps)
+                ]
+                start.wait()
+                t0 = time.monotonic()
+                results = [f.result() for f in futures]
+                total = time.monotonic() - t0
         print(f"{'app':>4} {'uploaded':>9} {'initializing':>13} {'configured':>11} {'running':>8}")
         for r in results:
             print(
@@ -231,14 +162,6 @@ def main() -> None:
             f"simulated TEE, SQLite"
         )
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        err.close()
         shutil.rmtree(root, ignore_errors=True)
 
 

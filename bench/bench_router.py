@@ -47,7 +47,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -257,31 +256,11 @@ async def _load(port: int, cert: Path, connections: int, seconds: float, warmup:
 
 def _identity(folder: Path) -> tuple[Path, Path]:
     """An RA-TLS-shaped self-signed certificate for the app (its quote is a placeholder)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from support.router import ratls_like_identity  # the router tests' upstream identity
 
-    from confide.attestation._ratls import create_ratls_certificate
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    cert = create_ratls_certificate(
-        key,
-        b"bench: not a real quote",
-        subject=SNI,
-        sans=[SNI],
-        not_before=now - timedelta(hours=1),
-        not_after=now + timedelta(days=1),
-    )
-    cert_file, key_file = folder / "app.pem", folder / "app.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+    identity = ratls_like_identity(folder, SNI)
+    return identity.cert_file, identity.key_file
 
 
 @contextmanager

@@ -56,7 +56,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -68,12 +67,12 @@ from typing import TYPE_CHECKING, Any, Final
 from bench_router import client_context, run_load
 
 if TYPE_CHECKING:
-    from cryptography import x509
-
     from confide.attestation import Collateral
     from confide.tee import SimulatedPlatform
 
 REPO: Final = Path(__file__).resolve().parents[1]
+# The runtime's launch (its command line, its measurement) and the test PKI: the tests' helpers.
+sys.path.insert(0, str(REPO / "tests"))
 EXAMPLES: Final = REPO / "examples"
 CONFIDE: Final = Path(sys.executable).with_name("confide")
 HOST: Final = "127.0.0.1"
@@ -194,63 +193,15 @@ def write_test_pki(folder: Path) -> tuple[Path, Path, Path]:
 
     Returns the CA's certificate, the server's certificate and its key (PEM files).
     """
-    import ipaddress
+    from cryptography.hazmat.primitives import serialization
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from support.runtimes import OwnerPki
 
-    now = datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Confide bench CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAME)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(SERVER_NAME), x509.IPAddress(ipaddress.ip_address(HOST))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    pki = OwnerPki.generate(SANS)
     ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    ca_file.write_bytes(pki.ca.public_bytes(serialization.Encoding.PEM))
+    pki.write_certificate(cert_file)
+    key_file.write_text(pki.key_pem)
     return ca_file, cert_file, key_file
 
 
@@ -349,53 +300,20 @@ def launch_runtime(owner: Owner, package: Package, state_dir: Path, stack: ExitS
     from cryptography.hazmat.primitives import serialization
 
     from confide.attestation import Policy, fetch_peer_certificate, verify_ratls_certificate
-    from confide.wire import (
-        STATUS_HEADER,
-        ConfigurationStatus,
-        LaunchManifest,
-        TlsMode,
-        configuration_body,
-    )
+    from confide.wire import STATUS_HEADER, ConfigurationStatus, configuration_body
+    from support.runtimes import CodeUnderTest, Launch, trusting
 
-    app_id = uuid.uuid4()
-    expiry = int((datetime.now(UTC) + timedelta(days=1)).timestamp())
-    measurement = LaunchManifest.for_app(
-        app_id=app_id,
-        application="app:app",
-        tls=TlsMode.RATLS,
-        expires_at=datetime.fromtimestamp(expiry, UTC),
-        certificate_sha256=None,
+    launch = Launch(
+        code=CodeUnderTest(path=package.path, plaintext=False, digest=package.digest),
+        state_dir=state_dir,
+        sim_dir=owner.sim_dir,
         san=SANS,
-        subject=None,
-        package_sha256=package.digest,
-        runtime_sha256=owner.runtime_sha256,
-    ).measurement()
-    args = [
-        str(CONFIDE),
-        "runtime",
-        "--app-id",
-        str(app_id),
-        "--application",
-        "app:app",
-        "--package",
-        str(package.path),
-        "--host",
-        HOST,
-        "--port",
-        "0",
-        "--ratls",
-        str(expiry),
-        "--state-dir",
-        str(state_dir),
-        "--tee",
-        "simulation",
-        "--simulation-state",
-        str(owner.sim_dir),
-        "--timeout",
-        str(DEADLINE * 4),
-    ]
-    for name in SANS:
-        args += ["--san", name]
+        timeout=DEADLINE * 4,
+        ratls_expiry=int((datetime.now(UTC) + timedelta(days=1)).timestamp()),
+    )
+    app_id = launch.app_id
+    measurement = launch.measurement(runtime_sha256=owner.runtime_sha256)
+    args = [str(CONFIDE), "runtime", *launch.args()]
     body = json.dumps(configuration_body(app_id, code_secret_key=package.key_hex)).encode()
 
     env = dict(os.environ)
@@ -404,7 +322,7 @@ def launch_runtime(owner: Owner, package: Package, state_dir: Path, stack: ExitS
     listening_at, match = process.wait_for(r"waiting for the configuration on https://\S+:(\d+)")
     port = int(match.group(1))
     certificate = fetch_peer_certificate(HOST, port, server_name=SERVER_NAME, timeout=DEADLINE)
-    pinned = pinned_context(certificate)
+    pinned = trusting(certificate)
     with httpx.Client(verify=pinned, timeout=DEADLINE) as owner_client:
         waiting = owner_client.get(f"https://{HOST}:{port}/")
         waiting_at = time.perf_counter()
@@ -462,18 +380,6 @@ def launch_runtime(owner: Owner, package: Package, state_dir: Path, stack: ExitS
         configure=answered_at - sent_at,
         retries=retries,
     )
-
-
-def pinned_context(certificate: x509.Certificate) -> ssl.SSLContext:
-    """A client context that trusts only ``certificate`` (an RA-TLS certificate is self-signed)."""
-    from cryptography.hazmat.primitives import serialization
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_verify_locations(
-        cadata=certificate.public_bytes(serialization.Encoding.PEM).decode()
-    )
-    return context
 
 
 # -- the plain servers --------------------------------------------------------------------------

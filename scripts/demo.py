@@ -22,23 +22,23 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from cryptography import x509
 
-from confide.runtime import start_child
+from confide.client import pinned_client
+from confide.wire import HostPort
 
 ROOT = Path(__file__).resolve().parent.parent
+# Starting an operator and waiting until it listens: the tests' helper.
+sys.path.insert(0, str(ROOT / "tests"))
+from support.operators import BASE_DOMAIN, OperatorProcess  # noqa: E402
+
 CONFIDE = [str(Path(sys.executable).parent / "confide")]
-HOST = "127.0.0.1"
-BASE_DOMAIN = "confide.test"
-START_DEADLINE = 30.0
 
 
 def step(title: str) -> None:
@@ -63,41 +63,16 @@ def run(
     return proc
 
 
-def start_operator(
-    data: Path, env: dict[str, str], log: Path
-) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
-    args = [
-        *CONFIDE,
-        "operator",
-        "serve",
-        "--data-dir",
-        str(data),
-        "--api",
-        f"{HOST}:0",
-        "--router",
-        f"{HOST}:0",
-        "--base-domain",
-        BASE_DOMAIN,
-        "--stop-apps-on-exit",
-    ]
-    print("$ " + " ".join(shlex.quote(a) for a in ["confide", *args[1:]]) + " &", flush=True)
-    with log.open("wb") as out:
-        proc = start_child(args, env=env, output=out)
-    path = data / "operator.json"
-    deadline = time.monotonic() + START_DEADLINE
-    while True:
-        if path.is_file():
-            try:
-                found: dict[str, object] = json.loads(path.read_text())
-            except ValueError:
-                found = {}
-            if found.get("pid") == proc.pid:
-                return proc, found
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            print(log.read_text(errors="replace"), file=sys.stderr)
-            raise SystemExit("demo failed: the operator did not start")
-        time.sleep(0.05)
+def start_operator(data: Path, env: dict[str, str]) -> OperatorProcess:
+    """``confide operator serve`` on loopback, ports picked by the kernel, once it listens."""
+    options = ["--stop-apps-on-exit"]
+    shown = ["confide", "operator", "serve", "--data-dir", str(data), "--api", "127.0.0.1:0"]
+    shown += ["--router", "127.0.0.1:0", "--base-domain", BASE_DOMAIN, *options]
+    print("$ " + " ".join(shlex.quote(a) for a in shown) + " &", flush=True)
+    try:
+        return OperatorProcess(data, *options, env=env)
+    except AssertionError as exc:
+        raise SystemExit(f"demo failed: the operator did not start: {exc}") from None
 
 
 def write_project(work: Path) -> Path:
@@ -128,23 +103,6 @@ def newest_context(work: Path, known: set[Path]) -> dict[str, object]:
     return context
 
 
-def pinned(cert_pem: str, router_port: int, name: str) -> httpx.Client:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_verify_locations(cadata=cert_pem)
-
-    def sni(request: httpx.Request) -> None:
-        request.extensions["sni_hostname"] = name
-
-    return httpx.Client(
-        base_url=f"https://{HOST}:{router_port}",
-        headers={"Host": name},
-        verify=context,
-        timeout=15,
-        event_hooks={"request": [sni]},
-    )
-
-
 def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="confide-demo-") as tmp:
@@ -159,11 +117,10 @@ def main() -> int:
         data = work / "operator"
 
         step("1. An operator starts, on a simulated TEE")
-        operator, addresses = start_operator(data, env, work / "operator.log")
+        operator = start_operator(data, env)
         try:
-            api = str(addresses["api_url"])
-            router = str(addresses["router"])
-            router_port = int(str(addresses["router_port"]))
+            api = operator.api_url
+            router = str(operator.addresses["router"])
             print(f"operator API {api}, router {router}")
 
             step("2. The operator issues a token; the app owner logs in")
@@ -204,7 +161,8 @@ def main() -> int:
                 env=env,
             )
             print(f"$ GET https://{domain}/ (pinned to {pem.name}, through {router})")
-            with pinned(pem.read_text(), router_port, domain) as user:
+            cert = x509.load_pem_x509_certificate(pem.read_bytes())
+            with pinned_client(HostPort.parse(router), domain, cert, timeout=15) as user:
                 answer = user.get("/")
             print(f"{answer.status_code} {answer.text}")
             if answer.status_code != 200:
@@ -238,12 +196,10 @@ def main() -> int:
             run(["stop", app_id, "-y"], expect=0, env=env)
         finally:
             step("Stopping the operator (it stops its apps)")
-            operator.send_signal(signal.SIGTERM)
             try:
-                operator.wait(START_DEADLINE)
+                operator.terminate()
             except subprocess.TimeoutExpired:
                 operator.kill()
-                operator.wait()
     print(f"\ndemo finished in {time.monotonic() - started:.1f} s", flush=True)
     return 0
 

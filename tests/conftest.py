@@ -1,91 +1,42 @@
-"""Shared fixtures: the real DCAP vectors in ``../shared/vectors``.
+"""Fixtures every test folder can use; the code behind them is in ``tests/support``.
 
-The vectors are named assets with provenance (see their README files); they
-are read in place, never copied into the repository. Test modules type their
-fixtures with ``if TYPE_CHECKING: from conftest import VectorSet``, so nothing
-imports this module at run time but pytest.
+- ``sgx``, ``sgx_automata``, ``tdx``, ``tdx_negative``, ``load_vector``: the real DCAP
+  vectors in ``../shared/vectors`` (:mod:`support.vectors`);
+- ``database_url`` (SQLite and PostgreSQL, one test each) and ``database`` (migrated):
+  a database of the test's own for the operator (:mod:`support.database`);
+- ``operator``: one ``confide operator serve`` per test module (simulated TEE, loopback,
+  ports picked by the kernel), stopped with its apps after the module
+  (:mod:`support.operators`; a folder's conftest may give ``operator`` another meaning);
+- ``sim_platform`` and ``runtime_launch``: a simulated platform in ``tmp_path/sim`` and a
+  ``confide runtime`` launch of ``examples/helloworld`` on it (:mod:`support.runtimes`).
+
+Folders add fixtures of their own in their ``conftest.py``; test modules import helpers
+and types from ``support`` (``pythonpath = ["tests"]`` in pyproject), never from a
+conftest or from another test module.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from confide.attestation import Collateral
-
-#: The project root (``tests/..``); the vectors sit beside it.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-VECTORS_DIR = REPO_ROOT.parent / "shared" / "vectors"
-
-SGX_DCAPQVL = "sgx-dcapqvl-00A067110000"
-SGX_AUTOMATA = "sgx-automata-00606A000000"
-TDX_DCAPQVL = "tdx-dcapqvl-B0C06F000000"
-TDX_NEGATIVE = "tdx-gotdxguest-50806F000000-negative"
-
-ONE_SECOND = timedelta(seconds=1)
-
-
-def at(unix: int) -> datetime:
-    """A UNIX time as the timezone-aware datetime the verifier takes."""
-    return datetime.fromtimestamp(unix, UTC)
-
-
-@dataclass(frozen=True)
-class VectorSet:
-    """One vector set, read once; :meth:`collateral` parses a fresh object each call.
-
-    A fresh :class:`Collateral` matters: the verifier caches trust decisions on it.
-    """
-
-    name: str
-    path: Path
-    quote: bytes
-    collateral_json: str
-    expected: dict[str, Any]
-
-    @property
-    def verification_time(self) -> datetime:
-        return at(self.expected["verification_time"])
-
-    @property
-    def window_start(self) -> datetime:
-        return at(self.expected["validity_window"][0])
-
-    @property
-    def window_end(self) -> datetime:
-        return at(self.expected["validity_window"][1])
-
-    def collateral(self, file: str = "collateral.json") -> Collateral:
-        text = self.collateral_json if file == "collateral.json" else self.text(file)
-        return Collateral.from_json(text)
-
-    def text(self, file: str) -> str:
-        return (self.path / file).read_text()
-
-    def data(self, file: str) -> bytes:
-        return (self.path / file).read_bytes()
-
-
-@cache
-def _load(name: str) -> VectorSet:
-    path = VECTORS_DIR / name
-    if not path.is_dir():
-        raise FileNotFoundError(f"vector set {name} not found under {VECTORS_DIR}")
-    return VectorSet(
-        name=name,
-        path=path,
-        quote=(path / "quote.bin").read_bytes(),
-        collateral_json=(path / "collateral.json").read_text(),
-        expected=json.loads((path / "expected.json").read_text()),
-    )
+from confide.operator import Database, upgrade_database
+from confide.tee import SimulatedPlatform
+from support.database import BACKENDS, fresh_database_url
+from support.operators import OperatorProcess, operator_running
+from support.runtimes import EXAMPLES, CodeUnderTest, Launch, new_platform
+from support.vectors import (
+    SGX_AUTOMATA,
+    SGX_DCAPQVL,
+    TDX_DCAPQVL,
+    TDX_NEGATIVE,
+    VECTORS_DIR,
+    VectorSet,
+    load_vector_set,
+)
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +49,7 @@ def vectors_dir() -> Path:
 @pytest.fixture(scope="session")
 def load_vector(vectors_dir: Path) -> Callable[[str], VectorSet]:
     """Load a vector set by folder name (read from disk once per session)."""
-    return _load
+    return load_vector_set
 
 
 @pytest.fixture
@@ -139,3 +90,51 @@ def _user_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(name="database_url", params=BACKENDS)
+def database_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database of its own, for each backend.
+
+    Its SQLite file is in ``tmp_path/db``, apart from ``tmp_path/data``, the operator's
+    data folder in the tests that start one.
+    """
+    with fresh_database_url(request.param, tmp_path / "db" / "operator.db") as url:
+        yield url
+
+
+@pytest.fixture(name="database")
+def database_fixture(database_url: str) -> Iterator[Database]:
+    """A migrated database."""
+    db = Database.open(database_url)
+    upgrade_database(db)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+@pytest.fixture(scope="module", name="operator")
+def operator_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """One ``confide operator serve`` for the test module; killed, with its apps, after it.
+
+    Tokens: ``create_token(operator.data_dir, account)``; apps: ``deploy(...)`` and
+    ``wait_status(...)`` from :mod:`support.operators`.
+    """
+    with operator_running(tmp_path_factory.mktemp("operator") / "data") as operator:
+        yield operator
+
+
+@pytest.fixture(name="sim_platform")
+def sim_platform_fixture(tmp_path: Path) -> SimulatedPlatform:
+    """A simulated platform in ``tmp_path/sim``, made before the runtime to know its root."""
+    return new_platform(tmp_path / "sim")
+
+
+@pytest.fixture(name="runtime_launch")
+def runtime_launch_fixture(tmp_path: Path, sim_platform: SimulatedPlatform) -> Launch:
+    """``examples/helloworld`` as an encrypted package, launched in RA-TLS mode on
+    ``sim_platform`` (state in ``tmp_path/state``): start it with
+    ``running(runtime_launch.args())``; ``dataclasses.replace`` it for another mode."""
+    code = CodeUnderTest.package(EXAMPLES / "helloworld", tmp_path / "app.pkg")
+    return Launch(code, tmp_path / "state", sim_platform.state)

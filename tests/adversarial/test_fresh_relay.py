@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from runtime_harness import EXAMPLES, HOST, CodeUnderTest, Launch, new_platform, running
 
 from confide.attestation import CHALLENGE_PATH, Collateral, Quote, quote_from_certificate
 from confide.client import (
@@ -39,6 +38,7 @@ from confide.client import (
 from confide.errors import AttestationError
 from confide.runtime import StateStore
 from confide.wire import HostPort
+from support.runtimes import EXAMPLES, HOST, CodeUnderTest, Launch, new_platform, running
 
 pytestmark = pytest.mark.slow
 

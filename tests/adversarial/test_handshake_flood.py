@@ -19,25 +19,27 @@ import json
 import os
 import ssl
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
 import httpx
 import pytest
-from attacker import launch
-from operator_harness import (
+
+from support.attacker import launch
+from support.operators import (
     Deployed,
     OperatorProcess,
     configure_when_ready,
     create_token,
     deploy,
-    operator_running,
     package,
     router_client,
     wait_status,
 )
-from runtime_harness import HOST, trusting
+from support.runtimes import (
+    HOST,
+    trusting,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +54,6 @@ ATTACK_SECONDS: Final = 60.0
 RUNTIME_MEMORY_BOUND: Final = 128 * 1024 * 1024
 #: Share of the legitimate client's calls to A that must succeed during the attack.
 REQUIRED_SUCCESS: Final = 0.95
-
-
-@pytest.fixture(scope="module", name="operator")
-def operator_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    with operator_running(tmp_path_factory.mktemp("flood") / "data") as operator:
-        yield operator
 
 
 def runtime_pid(data_dir: Path, app: Deployed) -> int:

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from runtime_harness import (
+from typer.testing import CliRunner
+
+from confide.cli import app
+from support.runtimes import (
     CONFIDE,
     DEADLINE,
     EXAMPLES,
@@ -24,9 +27,6 @@ from runtime_harness import (
     new_platform,
     running,
 )
-from typer.testing import CliRunner
-
-from confide.cli import app
 
 pytestmark = pytest.mark.slow
 

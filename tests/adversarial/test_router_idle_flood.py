@@ -11,23 +11,24 @@ succeeds.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
 import pytest
-from attacker import launch
-from operator_harness import (
+
+from confide.attestation import fetch_peer_certificate
+from support.attacker import launch
+from support.operators import (
     OperatorProcess,
     create_token,
     deploy,
-    operator_running,
     package,
     wait_status,
 )
-from runtime_harness import HOST, poll
-
-from confide.attestation import fetch_peer_certificate
+from support.runtimes import (
+    HOST,
+    poll,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -35,12 +36,6 @@ ATTACKER_SOURCE: Final = "127.0.0.2"
 #: Idle connections the attacker keeps open: more than the router's 512 unrouted slots.
 IDLE: Final = 600
 HANDSHAKES: Final = 50
-
-
-@pytest.fixture(scope="module", name="operator")
-def operator_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    with operator_running(tmp_path_factory.mktemp("idle") / "data") as operator:
-        yield operator
 
 
 def test_a_flood_of_idle_connections_from_one_source_keeps_no_one_out(

@@ -23,17 +23,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from runtime_harness import (
-    EXAMPLES,
-    CodeUnderTest,
-    Launch,
-    client,
-    new_platform,
-    running,
-    sealed_secrets,
-    trusting,
-    verify_enclave,
-)
 
 from confide.attestation import (
     Policy,
@@ -52,6 +41,17 @@ from confide.client import (
 )
 from confide.runtime import EXIT_EXPIRED
 from confide.tee import SimulatedPlatform
+from support.runtimes import (
+    EXAMPLES,
+    CodeUnderTest,
+    Launch,
+    client,
+    new_platform,
+    running,
+    sealed_secrets,
+    trusting,
+    verify_enclave,
+)
 
 LIMIT = 10.0
 MEASUREMENT = bytes(range(32))

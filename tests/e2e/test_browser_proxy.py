@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from test_cli_proxy import ZeroTrustApp, proxy_running, zero_trust  # noqa: F401
+
+from support.proxy import ZeroTrustApp, proxy_running
 
 pytestmark = pytest.mark.slow
 

@@ -12,38 +12,36 @@ import json
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from cryptography import x509
-from operator_harness import (
-    BASE_DOMAIN,
-    OperatorProcess,
-    app_body,
-    create_token,
-    operator_running,
-    wait_status,
-)
-from runtime_harness import EXAMPLES, HOST
-from typer.testing import CliRunner, Result
 
-from confide.cli import app
 from confide.client import (
     AppContext,
     pinned_client,
 )
 from confide.client import _deploy as deploy_module
 from confide.wire import HostPort
+from support.cli import (
+    cli,
+    deploy,
+    router,
+)
+from support.operators import (
+    BASE_DOMAIN,
+    OperatorProcess,
+    app_body,
+    create_token,
+    wait_status,
+)
+from support.runtimes import (
+    EXAMPLES,
+    HOST,
+)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", name="operator")
-def operator_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    with operator_running(tmp_path_factory.mktemp("deploy") / "data") as operator:
-        yield operator
 
 
 @pytest.fixture(scope="module", name="token")
@@ -68,31 +66,6 @@ def project_fixture(tmp_path: Path) -> Path:
         'hardware = "small"\n'
     )
     return project
-
-
-def router(operator: OperatorProcess) -> str:
-    return f"{HOST}:{operator.router_port}"
-
-
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
-def deploy(operator: OperatorProcess, token: str, project: Path, *extra: str) -> Result:
-    return cli(
-        "deploy",
-        "--path",
-        str(project),
-        "--connect",
-        router(operator),
-        "--url",
-        operator.api_url,
-        "--token",
-        token,
-        "--timeout",
-        "1",
-        *extra,
-    )
 
 
 def only_app(api: httpx.Client) -> uuid.UUID:

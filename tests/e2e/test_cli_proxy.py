@@ -16,119 +16,31 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from operator_harness import (
-    OperatorProcess,
-    configure_when_ready,
-    create_token,
-    deploy,
-    operator_running,
-    package,
+
+from support.operators import (
     runtime_pids,
     wait_gone,
     wait_status,
 )
-from runtime_harness import CONFIDE, DEADLINE, HOST, OwnerPki, poll
-
-from confide.runtime import start_child
+from support.proxy import (
+    ProxyProcess,
+    ZeroTrustApp,
+    proxy_running,
+)
+from support.runtimes import (
+    CONFIDE,
+    DEADLINE,
+    HOST,
+    OwnerPki,
+    poll,
+)
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass(frozen=True)
-class ZeroTrustApp:
-    operator: OperatorProcess
-    api: httpx.Client
-    data_dir: Path
-    name: str
-    app_id: str
-    fingerprint: str
-
-
-@pytest.fixture(scope="module")
-def zero_trust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZeroTrustApp]:
-    tmp = tmp_path_factory.mktemp("proxy")
-    data = tmp / "data"
-    with operator_running(data) as operator:
-        with operator.client(create_token(data, "alice")) as api:
-            app = deploy(api, package(tmp), name="zero-trust")
-            wait_status(api, app.id, "initializing")
-            configure_when_ready(operator.router_port, app, data)
-            wait_status(api, app.id, "running")
-            yield ZeroTrustApp(operator, api, data, app.name, str(app.id), app.body["fingerprint"])
-
-
-class ProxyProcess:
-    """A running ``confide proxy`` on 127.0.0.1 port 0; its URL read from its ready file."""
-
-    def __init__(
-        self, tmp: Path, app: ZeroTrustApp, *extra: str, connect: int | None = None
-    ) -> None:
-        self.url = ""
-        self.ready = tmp / f"proxy-{time.monotonic_ns()}.url"
-        self.err_path = self.ready.with_suffix(".err")
-        args = [
-            str(CONFIDE),
-            "proxy",
-            app.name,
-            "--listen",
-            f"{HOST}:0",
-            "--connect",
-            f"{HOST}:{connect or app.operator.router_port}",
-            "--operator",
-            app.operator.api_url,
-            "--allow-simulation",
-            "--ready-file",
-            str(self.ready),
-            *extra,
-        ]
-        if "--fingerprint" not in extra:
-            args += ["--fingerprint", app.fingerprint]
-        with self.err_path.open("wb") as err:
-            self.proc = start_child(args, env=None, output=err)
-
-    @property
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def wait_url(self) -> str:
-        poll(lambda: self.ready.is_file() or self.proc.poll() is not None, "the proxy to start")
-        assert self.ready.is_file(), f"the proxy exited ({self.proc.returncode}):\n{self.stderr}"
-        self.url = self.ready.read_text().strip()
-        assert f"listening on {self.url}" in self.stderr
-        return self.url
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(DEADLINE)
-            raise
-
-
-@contextlib.contextmanager
-def proxy_running(
-    tmp: Path, app: ZeroTrustApp, *, connect: int | None = None
-) -> Iterator[ProxyProcess]:
-    proxy = ProxyProcess(tmp, app, connect=connect)
-    try:
-        proxy.wait_url()
-        yield proxy
-        assert proxy.stop() == 0, proxy.stderr
-    finally:
-        if proxy.proc.poll() is None:
-            proxy.proc.kill()
-            proxy.proc.wait(DEADLINE)
 
 
 class Relay:

@@ -11,25 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from operator_harness import OperatorProcess, create_token, operator_running
-from runtime_harness import EXAMPLES
-from test_cli_deploy_verify import cli, deploy, router
 
 from confide.client import AppContext
+from support.cli import cli, deploy, router
+from support.operators import (
+    OperatorProcess,
+    create_token,
+)
+from support.runtimes import EXAMPLES
 
 pytestmark = pytest.mark.slow
 
 PROJECT = EXAMPLES / "cosmian_flask"
-
-
-@pytest.fixture(scope="module", name="operator")
-def operator_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    with operator_running(tmp_path_factory.mktemp("remote-test") / "data") as operator:
-        yield operator
 
 
 @pytest.fixture(scope="module", name="context_file")

@@ -6,7 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from runtime_harness import (
+from typer.testing import CliRunner
+
+from confide.cli import app
+from confide.wire import TlsMode
+from support.runtimes import (
     HOST,
     CodeUnderTest,
     Launch,
@@ -14,10 +18,6 @@ from runtime_harness import (
     running,
     verify_enclave,
 )
-from typer.testing import CliRunner
-
-from confide.cli import app
-from confide.wire import TlsMode
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

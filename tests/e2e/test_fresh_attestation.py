@@ -21,15 +21,6 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from runtime_harness import (
-    EXAMPLES,
-    HOST,
-    CodeUnderTest,
-    Launch,
-    RuntimeProcess,
-    new_platform,
-    running,
-)
 
 from confide.attestation import (
     CHALLENGE_PATH,
@@ -51,6 +42,15 @@ from confide.client._verify import enclave_tls_context
 from confide.errors import AttestationError
 from confide.tee import SimulatedPlatform
 from confide.wire import HostPort
+from support.runtimes import (
+    EXAMPLES,
+    HOST,
+    CodeUnderTest,
+    Launch,
+    RuntimeProcess,
+    new_platform,
+    running,
+)
 
 pytestmark = pytest.mark.slow
 

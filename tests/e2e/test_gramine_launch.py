@@ -25,7 +25,13 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from operator_harness import (
+from typer.testing import CliRunner
+
+from confide.cli import app as cli
+from confide.gramine import simulated_mrenclave
+from confide.wire import LAUNCH_MANIFEST_OID, LaunchManifest
+from gramine_standin import StandinConfig, install, mount_namespace_support
+from support.operators import (
     OperatorProcess,
     configure,
     create_token,
@@ -37,13 +43,7 @@ from operator_harness import (
     wait_gone,
     wait_status,
 )
-from runtime_harness import poll, trusting
-from typer.testing import CliRunner
-
-from confide.cli import app as cli
-from confide.gramine import simulated_mrenclave
-from confide.wire import LAUNCH_MANIFEST_OID, LaunchManifest
-from gramine_standin import StandinConfig, install, mount_namespace_support
+from support.runtimes import poll, trusting
 
 pytestmark = pytest.mark.slow
 

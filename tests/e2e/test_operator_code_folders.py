@@ -19,7 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from operator_harness import (
+
+from confide.operator import BlobStore
+from confide.runtime import CODE_ROOT, code_folder_owner
+from support.operators import (
     Deployed,
     OperatorProcess,
     configure_when_ready,
@@ -30,10 +33,7 @@ from operator_harness import (
     wait_gone,
     wait_status,
 )
-from runtime_harness import poll
-
-from confide.operator import BlobStore
-from confide.runtime import CODE_ROOT, code_folder_owner
+from support.runtimes import poll
 
 pytestmark = pytest.mark.slow
 

@@ -17,22 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from operator_harness import (
-    Deployed,
-    OperatorProcess,
-    configure_when_ready,
-    create_token,
-    deploy,
-    iso,
-    operator_running,
-    package,
-    router_client,
-    runtime_pids,
-    verify_through_router,
-    wait_gone,
-    wait_status,
-)
-from runtime_harness import poll, trusting
 from sqlalchemy import select
 
 from confide.attestation import fetch_peer_certificate
@@ -43,14 +27,26 @@ from confide.operator import (
     status_history,
 )
 from confide.wire import AppStatus, LaunchManifest
+from support.operators import (
+    Deployed,
+    OperatorProcess,
+    configure_when_ready,
+    create_token,
+    deploy,
+    iso,
+    package,
+    router_client,
+    runtime_pids,
+    verify_through_router,
+    wait_gone,
+    wait_status,
+)
+from support.runtimes import (
+    poll,
+    trusting,
+)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", name="operator")
-def operator_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    with operator_running(tmp_path_factory.mktemp("operator") / "data") as operator:
-        yield operator
 
 
 @pytest.fixture(scope="module", name="token")

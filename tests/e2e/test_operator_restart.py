@@ -16,7 +16,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from operator_harness import (
+from sqlalchemy import select
+
+from confide.operator import App, Database
+from support.operators import (
     OperatorProcess,
     configure_when_ready,
     create_token,
@@ -29,10 +32,7 @@ from operator_harness import (
     wait_gone,
     wait_status,
 )
-from runtime_harness import trusting
-from sqlalchemy import select
-
-from confide.operator import App, Database
+from support.runtimes import trusting
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from operator_harness import OperatorProcess
+
+from support.operators import OperatorProcess
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,11 @@ import subprocess
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from runtime_harness import (
-    CodeUnderTest,
+
+from confide.tee import SimulatedPlatform
+from support.runtimes import (
     Launch,
     client,
-    new_platform,
     running,
     trusting,
     verify_enclave,
@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CENCLAVE = ROOT / ".venv-interop" / "bin" / "cenclave"
 
 
-def test_cenclave_sealed_code_key_configures_the_runtime(tmp_path: Path) -> None:
+def test_cenclave_sealed_code_key_configures_the_runtime(
+    tmp_path: Path, sim_platform: SimulatedPlatform, runtime_launch: Launch
+) -> None:
     assert CENCLAVE.exists(), f"{CENCLAVE} is missing: run make test (it builds .venv-interop)"
-    platform = new_platform(tmp_path / "sim")
-    code = CodeUnderTest.package(ROOT / "examples" / "helloworld", tmp_path / "app.pkg")
+    platform, launch, code = sim_platform, runtime_launch, runtime_launch.code
     assert code.key is not None
-    launch = Launch(code, tmp_path / "state", tmp_path / "sim")
     with running(launch.args()) as runtime:
         port = runtime.port()
         cert, _ = verify_enclave(port, platform, launch.measurement())

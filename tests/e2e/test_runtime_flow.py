@@ -8,12 +8,21 @@ is sent, over a connection pinned to that certificate.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import stat
 from pathlib import Path
 
 import pytest
-from runtime_harness import (
+
+from confide.attestation import fetch_peer_certificate
+from confide.runtime import (
+    CODE_ROOT,
+    STATE_FILE,
+)
+from confide.tee import SimulatedPlatform
+from confide.wire import TlsMode
+from support.runtimes import (
     EXAMPLES,
     CodeUnderTest,
     Launch,
@@ -28,13 +37,6 @@ from runtime_harness import (
     verify_enclave,
 )
 
-from confide.attestation import fetch_peer_certificate
-from confide.runtime import (
-    CODE_ROOT,
-    STATE_FILE,
-)
-from confide.wire import TlsMode
-
 pytestmark = pytest.mark.slow
 
 DB_PASSWORD = "db-password-6d1f0c2e"
@@ -45,11 +47,11 @@ def _state_bytes(state_dir: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(state_dir.rglob("*")) if p.is_file())
 
 
-def test_ratls_mode_encrypted_flask_app(tmp_path: Path) -> None:
-    platform = new_platform(tmp_path / "sim")
-    code = CodeUnderTest.package(EXAMPLES / "helloworld", tmp_path / "app.pkg")
+def test_ratls_mode_encrypted_flask_app(
+    tmp_path: Path, sim_platform: SimulatedPlatform, runtime_launch: Launch
+) -> None:
+    platform, launch, code = sim_platform, runtime_launch, runtime_launch.code
     assert code.key is not None
-    launch = Launch(code, tmp_path / "state", tmp_path / "sim")
     with running(launch.args()) as runtime:
         port = runtime.port()
         cert, verified = verify_enclave(port, platform, launch.measurement())
@@ -150,11 +152,12 @@ def test_certificate_mode_fastapi_app(tmp_path: Path) -> None:
     assert_nowhere(_state_bytes(tmp_path / "state"), fragments, "the state folder")
 
 
-def test_no_ssl_mode_plain_http(tmp_path: Path) -> None:
-    platform = new_platform(tmp_path / "sim")
-    code = CodeUnderTest.package(EXAMPLES / "helloworld", tmp_path / "app.pkg")
+def test_no_ssl_mode_plain_http(
+    tmp_path: Path, sim_platform: SimulatedPlatform, runtime_launch: Launch
+) -> None:
+    platform, code = sim_platform, runtime_launch.code
     assert code.key is not None
-    launch = Launch(code, tmp_path / "state", tmp_path / "sim", tls=TlsMode.OPERATOR)
+    launch = dataclasses.replace(runtime_launch, tls=TlsMode.OPERATOR)
     with running(launch.args()) as runtime:
         port = runtime.port()
         cert, verified = verify_enclave(port, platform, launch.measurement())

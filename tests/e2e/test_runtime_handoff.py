@@ -17,7 +17,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from runtime_harness import (
+
+from confide.runtime._handoff import hand_off
+from support.runtimes import (
     EXAMPLES,
     HOST,
     CodeUnderTest,
@@ -28,8 +30,6 @@ from runtime_harness import (
     trusting,
     verify_enclave,
 )
-
-from confide.runtime._handoff import hand_off
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,15 @@ from typing import Any
 
 import httpx
 import pytest
-from runtime_harness import (
+
+from confide.crypto import PackageKey, X25519KeyPair, seal
+from confide.runtime import (
+    SealedState,
+    StateStore,
+)
+from confide.tee import SimulatedPlatform
+from confide.wire import MAX_CONFIGURATION_SIZE, TlsMode
+from support.runtimes import (
     DEADLINE,
     EXAMPLES,
     HOST,
@@ -38,14 +46,6 @@ from runtime_harness import (
     trusting,
     verify_enclave,
 )
-
-from confide.crypto import PackageKey, X25519KeyPair, seal
-from confide.runtime import (
-    SealedState,
-    StateStore,
-)
-from confide.tee import SimulatedPlatform
-from confide.wire import MAX_CONFIGURATION_SIZE, TlsMode
 
 pytestmark = pytest.mark.slow
 

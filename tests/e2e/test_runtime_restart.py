@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from runtime_harness import (
+
+from support.runtimes import (
     DEADLINE,
     EXAMPLES,
     HOST,

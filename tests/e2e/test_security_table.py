@@ -35,9 +35,6 @@ from typing import Any, Final
 import httpx
 import pytest
 from cryptography import x509
-from operator_harness import router_client, wait_status
-from runtime_harness import EXAMPLES, HOST, OwnerPki, trusting
-from test_operator_modes import InProcessOperator, operator_in_thread
 from typer.testing import CliRunner, Result
 
 from confide.attestation import fetch_peer_certificate
@@ -47,6 +44,17 @@ from confide.client import _deploy as deploy_module
 from confide.operator._router import Direction
 from confide.runtime._state import STATE_FILE
 from confide.wire import HostPort
+from support.inprocess import InProcessOperator, operator_in_thread
+from support.operators import (
+    router_client,
+    wait_status,
+)
+from support.runtimes import (
+    EXAMPLES,
+    HOST,
+    OwnerPki,
+    trusting,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -15,17 +15,6 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from operator_harness import OperatorProcess, app_body, create_token, operator_running
-from runtime_harness import (
-    EXAMPLES,
-    HOST,
-    CodeUnderTest,
-    Launch,
-    client,
-    new_platform,
-    running,
-    trusting,
-)
 from typer.testing import CliRunner, Result
 
 from confide.attestation import (
@@ -40,6 +29,17 @@ from confide.cli import app
 from confide.client import AppContext, pinned_client
 from confide.tee import SIM_GUEST_IMAGE, SimulatedPlatform
 from confide.wire import HostPort
+from support.operators import OperatorProcess, app_body, create_token, operator_running
+from support.runtimes import (
+    EXAMPLES,
+    HOST,
+    CodeUnderTest,
+    Launch,
+    client,
+    new_platform,
+    running,
+    trusting,
+)
 
 pytestmark = pytest.mark.slow
 

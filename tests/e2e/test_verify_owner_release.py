@@ -25,8 +25,6 @@ from typing import Any
 
 import httpx
 import pytest
-from operator_harness import OperatorProcess, create_token, operator_running
-from runtime_harness import CONFIDE, DEADLINE, EXAMPLES, HOST, poll
 from typer.testing import CliRunner, Result
 
 from confide.cli import app
@@ -52,6 +50,8 @@ from confide.release import (
 )
 from confide.runtime import start_child
 from confide.wire import HostPort
+from support.operators import OperatorProcess, create_token, operator_running
+from support.runtimes import CONFIDE, DEADLINE, EXAMPLES, HOST, poll
 
 pytestmark = pytest.mark.slow
 

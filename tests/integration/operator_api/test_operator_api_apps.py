@@ -11,21 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from operator_api_fixtures import (  # noqa: F401
-    EXPIRES,
-    RUNTIME_SHA256,
-    SIM_ROOT_PEM,
-    Operator,
-    OperatorFactory,
-    app_dir_fixture,
-    certificate,
-    database_url_fixture,
-    manifest,
-    operator_fixture,
-    operators_fixture,
-    package_fixture,
-    upload,
-)
 from sqlalchemy import select
 
 from confide.crypto import package_digest
@@ -34,6 +19,16 @@ from confide.operator import (
     record_status,
 )
 from confide.wire import AppStatus, DesiredState, LaunchManifest, TlsMode
+from support.operator_api import (
+    EXPIRES,
+    RUNTIME_SHA256,
+    SIM_ROOT_PEM,
+    Operator,
+    OperatorFactory,
+    certificate,
+    manifest,
+    upload,
+)
 
 
 def _set_status(operator: Operator, app_id: str, status: AppStatus) -> None:

@@ -10,18 +10,13 @@ from typing import Any
 
 import pytest
 import starlette.formparsers
-from operator_api_fixtures import (  # noqa: F401
-    Operator,
-    app_dir_fixture,
-    database_url_fixture,
-    manifest,
-    operator_fixture,
-    operators_fixture,
-    package_fixture,
-    upload,
-)
 
 from confide.crypto import PackageKey, encrypt_package
+from support.operator_api import (
+    Operator,
+    manifest,
+    upload,
+)
 
 APP = "00000000-0000-4000-8000-000000000000"
 PROTECTED = [

@@ -16,20 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from operator_api_fixtures import (  # noqa: F401
-    EXPIRES,
-    RUNTIME_SHA256,
-    SIM_ROOT_PEM,
-    START,
-    Operator,
-    OperatorFactory,
-    app_dir_fixture,
-    certificate,
-    database_url_fixture,
-    operator_fixture,
-    operators_fixture,
-    package_fixture,
-)
 
 from confide.attestation import Policy, verify_quote
 from confide.client import (
@@ -42,6 +28,15 @@ from confide.tee import SimulatedPlatform
 from confide.wire import AppStatus, HostPort, TlsMode
 from confide.wire import AppStatus as Status
 from confide.wire.api import DeployManifest
+from support.operator_api import (
+    EXPIRES,
+    RUNTIME_SHA256,
+    SIM_ROOT_PEM,
+    START,
+    Operator,
+    OperatorFactory,
+    certificate,
+)
 
 LIMIT = 64 * 1024
 

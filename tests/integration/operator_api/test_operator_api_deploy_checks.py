@@ -11,17 +11,6 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from operator_api_fixtures import (  # noqa: F401
-    START,
-    Operator,
-    OperatorFactory,
-    app_dir_fixture,
-    database_url_fixture,
-    manifest,
-    operators_fixture,
-    package_fixture,
-    upload,
-)
 
 from confide.client import (
     DeployOptions,
@@ -33,6 +22,13 @@ from confide.errors import Error, SimulationError, UsageError
 from confide.release import OwnerKey
 from confide.tee import SimulatedPlatform
 from confide.wire import AppStatus, TlsMode
+from support.operator_api import (
+    START,
+    Operator,
+    OperatorFactory,
+    manifest,
+    upload,
+)
 
 
 @dataclass

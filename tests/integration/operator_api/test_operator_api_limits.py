@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from operator_api_fixtures import (  # noqa: F401
+from support.operator_api import (
     OperatorFactory,
-    app_dir_fixture,
-    database_url_fixture,
     manifest,
-    operators_fixture,
-    package_fixture,
     upload,
 )
 

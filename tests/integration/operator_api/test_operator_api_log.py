@@ -19,17 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from operator_api_fixtures import (  # noqa: F401
-    START,
-    Operator,
-    OperatorFactory,
-    app_dir_fixture,
-    database_url_fixture,
-    operator_fixture,
-    operators_fixture,
-    package_fixture,
-    upload,
-)
 
 from confide.errors import ReleaseError
 from confide.release import (
@@ -46,6 +35,7 @@ from confide.release import (
     verify_release,
 )
 from confide.wire import LaunchManifest
+from support.operator_api import START, Operator, upload
 
 OWNER = OwnerKey(bytes([5]) * 32)
 OTHER = OwnerKey(bytes([6]) * 32)

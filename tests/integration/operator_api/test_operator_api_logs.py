@@ -5,21 +5,15 @@ from __future__ import annotations
 import threading
 import uuid
 
-from operator_api_fixtures import (  # noqa: F401
-    Operator,
-    app_dir_fixture,
-    database_url_fixture,
-    operator_fixture,
-    operators_fixture,
-    package_fixture,
-    upload,
-)
-
 from confide.operator import (
     App,
     record_status,
 )
 from confide.wire import AppStatus
+from support.operator_api import (
+    Operator,
+    upload,
+)
 
 
 def _deploy(operator: Operator, package: bytes) -> tuple[str, str]:

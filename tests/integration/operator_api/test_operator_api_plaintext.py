@@ -8,16 +8,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from operator_api_fixtures import (  # noqa: F401
-    Operator,
-    database_url_fixture,
-    manifest,
-    operator_fixture,
-    operators_fixture,
-    upload,
-)
 
 from confide.crypto import PackageKey, encrypt_package
+from support.operator_api import (
+    Operator,
+    manifest,
+    upload,
+)
 
 
 def test_no_plaintext_in_the_database_blobs_or_logs(

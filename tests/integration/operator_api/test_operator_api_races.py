@@ -14,20 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from operator_api_fixtures import (  # noqa: F401
-    Operator,
-    OperatorFactory,
-    app_dir_fixture,
-    certificate,
-    database_url_fixture,
-    manifest,
-    operators_fixture,
-    package_fixture,
-    upload,
-)
 from sqlalchemy import func, select
 
 from confide.operator import App
+from support.operator_api import (
+    Operator,
+    OperatorFactory,
+    certificate,
+    manifest,
+    upload,
+)
 
 #: Creates sent at once.
 RACERS = 12

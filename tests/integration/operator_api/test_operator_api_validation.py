@@ -10,17 +10,13 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from operator_api_fixtures import (  # noqa: F401
+
+from support.operator_api import (
     START,
     Operator,
     OperatorFactory,
-    app_dir_fixture,
     certificate,
-    database_url_fixture,
     manifest,
-    operator_fixture,
-    operators_fixture,
-    package_fixture,
     upload,
 )
 

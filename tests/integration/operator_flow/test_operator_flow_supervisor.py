@@ -13,27 +13,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from operator_flow_fixtures import (  # noqa: F401
-    BASE_DOMAIN,
-    FAST,
-    START,
-    FakeBackend,
-    FakeClock,
-    FakeProber,
-    FakeWorld,
-    add_app,
-    ask,
-    database_fixture,
-    database_url_fixture,
-    history,
-    manifest_for,
-    row,
-    run,
-    settings_fixture,
-    status_is,
-    supervising,
-    until,
-)
 
 from confide.errors import LifecycleError
 from confide.operator import (
@@ -48,6 +27,24 @@ from confide.operator import (
 from confide.operator._router import RouteMode
 from confide.operator._supervisor import _Change
 from confide.wire import AppStatus, TlsMode
+from support.operator_flow import (
+    BASE_DOMAIN,
+    FAST,
+    START,
+    FakeBackend,
+    FakeClock,
+    FakeProber,
+    FakeWorld,
+    add_app,
+    ask,
+    history,
+    manifest_for,
+    row,
+    run,
+    status_is,
+    supervising,
+    until,
+)
 
 
 def _started(backend: FakeBackend, app_id: uuid.UUID, times: int) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dcap_qvl
 import pytest
@@ -26,9 +26,7 @@ from confide.attestation import (
 )
 from confide.attestation._collateral import MAX_COLLATERAL_SIZE, MAX_TCB_LEVELS
 from confide.errors import CollateralError, FormatError
-
-if TYPE_CHECKING:
-    from conftest import VectorSet
+from support.vectors import VectorSet
 
 SGX = "sgx-dcapqvl-00A067110000"
 AUTOMATA = "sgx-automata-00606A000000"

@@ -21,16 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import dcap_qvl
 import pytest
 
 from confide.attestation import Collateral, Policy, TcbStatus, verify_quote
 from confide.errors import AttestationError, CollateralError, FormatError, TcbError
-
-if TYPE_CHECKING:
-    from conftest import VectorSet
+from support.vectors import VectorSet
 
 SGX = "sgx-dcapqvl-00A067110000"
 AUTOMATA = "sgx-automata-00606A000000"

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 from cryptography import x509
@@ -19,9 +18,7 @@ from hypothesis import strategies as st
 from confide.attestation import PckExtensions
 from confide.attestation._pck import SGX_EXTENSION_OID
 from confide.errors import FormatError
-
-if TYPE_CHECKING:
-    from conftest import VectorSet
+from support.vectors import VectorSet
 
 SGX = "sgx-dcapqvl-00A067110000"
 AUTOMATA = "sgx-automata-00606A000000"

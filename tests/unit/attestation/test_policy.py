@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -18,9 +17,7 @@ from confide.attestation import (
     verify_quote,
 )
 from confide.errors import PolicyError
-
-if TYPE_CHECKING:
-    from conftest import VectorSet
+from support.vectors import VectorSet
 
 SGX = "sgx-dcapqvl-00A067110000"
 TDX = "tdx-dcapqvl-B0C06F000000"

@@ -7,7 +7,6 @@ import struct
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,9 +15,7 @@ from hypothesis import strategies as st
 from confide.attestation import Quote, QuoteHeader, SgxReportBody, TdReportBody
 from confide.attestation._quote import MAX_QUOTE_SIZE
 from confide.errors import FormatError
-
-if TYPE_CHECKING:
-    from conftest import VectorSet
+from support.vectors import VectorSet
 
 SGX = "sgx-dcapqvl-00A067110000"
 AUTOMATA = "sgx-automata-00606A000000"

@@ -46,7 +46,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 import pytest
 from cryptography import x509
@@ -65,9 +64,7 @@ from confide.errors import (
     FormatError,
     SignatureError,
 )
-
-if TYPE_CHECKING:
-    from conftest import VectorSet
+from support.vectors import VectorSet
 
 SGX = "sgx-dcapqvl-00A067110000"
 TDX = "tdx-dcapqvl-B0C06F000000"

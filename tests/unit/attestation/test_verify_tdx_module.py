@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -36,9 +36,7 @@ from confide.attestation import (
 from confide.attestation._tcb import Rating, converge, rate_platform
 from confide.attestation._verify import _check_qe_identity, _rate_tdx_module
 from confide.errors import AttestationError, CollateralError, TcbError
-
-if TYPE_CHECKING:
-    from conftest import VectorSet
+from support.vectors import VectorSet
 
 TDX = "tdx-dcapqvl-B0C06F000000"
 S = TcbStatus

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -35,9 +35,7 @@ from confide.errors import (
     TcbError,
     UsageError,
 )
-
-if TYPE_CHECKING:
-    from conftest import VectorSet
+from support.vectors import VectorSet
 
 SGX = "sgx-dcapqvl-00A067110000"
 AUTOMATA = "sgx-automata-00606A000000"

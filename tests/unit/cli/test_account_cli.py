@@ -26,7 +26,11 @@ from confide.cli import app
 from confide.cli._account import ClientSeams
 from confide.client import AppContext
 from confide.wire import LaunchManifest
-from operator_app_doc import APP_ID, app_json, launch
+from support.app_doc import (
+    APP_ID,
+    app_json,
+    launch,
+)
 
 URL = "https://operator.test"
 TOKEN = "cft_alice-token"

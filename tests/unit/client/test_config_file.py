@@ -582,17 +582,3 @@ def test_any_text_gives_a_config_or_a_usage_error(fuzz_project: Path, text: str)
         assert "\n" not in str(err)
     else:
         assert config.cloud.code.is_dir()
-
-
-def test_the_public_surface() -> None:
-    import types
-
-    import confide.client
-
-    public = {
-        name
-        for name, value in vars(confide.client).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
-    }
-    assert set(confide.client.__all__) == public
-    assert {"ProjectConfig", "CloudConfig", "SslConfig", "CONFIG_FILES"} <= public

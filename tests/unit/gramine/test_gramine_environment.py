@@ -1,6 +1,6 @@
 """The runtime environment's measurement: what changes the simulated fingerprint, and what not.
 
-Every test works on copies in a temporary folder (gramine_fixtures), never on the real
+Every test works on copies in a temporary folder (support.gramine_env), never on the real
 environment. The acceptance rows: one byte of h11, of uvicorn, of a standard-library
 module or of the manifest changes the simulated fingerprint.
 """
@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from gramine_fixtures import LAUNCH, FakeEnvironment, flip_one_byte, make_fake_environment
 
 from confide.errors import UsageError
 from confide.gramine import (
@@ -22,6 +21,7 @@ from confide.gramine import (
 )
 from confide.gramine._environment import EnvironmentRoots, scan_environment
 from confide.gramine._hashcache import HashCache
+from support.gramine_env import LAUNCH, FakeEnvironment, flip_one_byte, make_fake_environment
 
 
 @pytest.fixture

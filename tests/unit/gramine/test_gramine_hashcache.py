@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from gramine_fixtures import LATER_NS, FakeEnvironment, make_fake_environment
 
 import confide.gramine._environment as environment
 import confide.gramine._hashcache as hashcache
 from confide.gramine import runtime_environment
 from confide.gramine._hashcache import HashCache
+from support.gramine_env import LATER_NS, FakeEnvironment, make_fake_environment
 
 
 class Counter:

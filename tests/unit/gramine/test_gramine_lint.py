@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gramine_fixtures import LAUNCH, FakeEnvironment, make_fake_environment
 
 from confide.errors import ManifestError
 from confide.gramine import (
@@ -20,6 +19,7 @@ from confide.gramine import (
     runtime_imports,
     system_library_dirs,
 )
+from support.gramine_env import LAUNCH, FakeEnvironment, make_fake_environment
 
 
 @pytest.fixture

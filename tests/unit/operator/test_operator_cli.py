@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from operator_db_fixtures import database_url_fixture, dump  # noqa: F401
 from typer.testing import CliRunner
 
 from confide.cli import app
 from confide.operator import Database, authenticate_token, utc_now
+from support.database import dump
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from operator_db_fixtures import database_fixture, database_url_fixture, dump  # noqa: F401
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import make_url
 
@@ -32,6 +31,7 @@ from confide.operator import (
 )
 from confide.operator._models import Base
 from confide.wire import AppStatus
+from support.database import dump
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 TABLES = {

@@ -19,7 +19,7 @@ from confide.operator import parse_manifest
 from confide.operator._schemas import build_launch_manifest
 from confide.wire import LaunchManifest, TlsMode
 from confide.wire.api import Plan
-from self_signed import self_signed_pem
+from support.certs import self_signed_pem
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 PLANS = {p.name: p for p in (Plan("small", 512, 1, max_lifetime_days=90), Plan("large", 8192, 4))}

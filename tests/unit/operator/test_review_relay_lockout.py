@@ -28,7 +28,11 @@ from pathlib import Path
 
 import pytest
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
-from test_router_harness import (
+
+from confide.runtime import ConnectionLimits
+from confide.runtime._server import serve_http
+from confide.runtime._tls import ServerTimeouts, bind_listener
+from support.router import (
     APP,
     LOOPBACK,
     DictRoutes,
@@ -38,10 +42,6 @@ from test_router_harness import (
     run,
     running_router,
 )
-
-from confide.runtime import ConnectionLimits
-from confide.runtime._server import serve_http
-from confide.runtime._tls import ServerTimeouts, bind_listener
 
 ATTACKER = "127.0.0.2"
 LOG = logging.getLogger("test.review.relay")

@@ -15,7 +15,6 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from test_router_harness import DictRoutes, NoTls, fast_settings, passthrough, run
 
 from confide.operator._router import (
     NullRecorder,
@@ -26,6 +25,13 @@ from confide.operator._router import (
     _State,
 )
 from confide.runtime import source_of
+from support.router import (
+    DictRoutes,
+    NoTls,
+    fast_settings,
+    passthrough,
+    run,
+)
 
 LOG = logging.getLogger("test.review.router")
 

@@ -12,7 +12,10 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from test_router_harness import (
+
+from confide.errors import UsageError
+from confide.operator._router import RouterSettings, _RateLimiter
+from support.router import (
     APP,
     LOOPBACK,
     OTHER_APP,
@@ -27,9 +30,6 @@ from test_router_harness import (
     run,
     running_router,
 )
-
-from confide.errors import UsageError
-from confide.operator._router import RouterSettings, _RateLimiter
 
 ATTACKER = "127.0.0.2"
 OTHER_ATTACKER = "127.0.0.3"

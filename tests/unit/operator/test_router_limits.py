@@ -15,7 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from test_router_harness import (
+
+from confide.errors import UsageError
+from confide.operator._router import Route, RouteMode, RouterSettings
+from support.router import (
     APP,
     LOOPBACK,
     OTHER_APP,
@@ -35,9 +38,6 @@ from test_router_harness import (
     running_router,
     terminate,
 )
-
-from confide.errors import UsageError
-from confide.operator._router import Route, RouteMode, RouterSettings
 
 #: Bound on how long "closed at once" may take (the handshake timeout is far longer).
 AT_ONCE = 2.0

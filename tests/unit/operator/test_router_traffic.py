@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from test_router_harness import (
+
+from confide.operator._router import Direction
+from support.router import (
     APP,
     LOOPBACK,
     OTHER_APP,
@@ -36,8 +38,6 @@ from test_router_harness import (
     terminate,
     trusting,
 )
-
-from confide.operator._router import Direction
 
 MARKER = b"confidential-marker-6f1d2c"
 

@@ -61,6 +61,20 @@ def send_raw(path: Path, data: bytes, fds: list[int]) -> None:
         sender.sendmsg([data], control)
 
 
+async def logged(caplog: pytest.LogCaptureFixture, text: str) -> None:
+    """Wait until ``text`` is logged: the listener has handled (and closed) what it was sent."""
+    async with asyncio.timeout(SOON):
+        while text not in caplog.text:
+            await asyncio.sleep(0.01)
+
+
+async def held(listener: HandoffListener, count: int) -> None:
+    """Wait until the listener holds ``count`` connections for the next server."""
+    async with asyncio.timeout(SOON):
+        while len(listener._waiting) < count:
+            await asyncio.sleep(0.01)
+
+
 def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -105,7 +119,7 @@ def test_connections_wait_until_a_server_takes_them(tmp_path: Path) -> None:
             client, accepted = tcp_pair()
             with client, accepted:
                 assert hand_off(path, accepted)
-                await asyncio.sleep(0.1)
+                await held(listener, 1)  # taken from the socket, not delivered
                 assert received.empty()
                 listener.serve_to(received.put_nowait)
                 (await asyncio.wait_for(received.get(), SOON)).close()
@@ -169,7 +183,7 @@ def test_anything_but_one_connected_tcp_socket_is_refused_and_closed(
             before = fd_count()
             with caplog.at_level(logging.WARNING, logger="test.handoff"):
                 send_raw(path, message, fds)
-                await asyncio.sleep(0.2)
+                await logged(caplog, "hand-off refused")
             assert received.empty()
             assert "hand-off refused" in caplog.text
             assert fd_count() == before  # what came in was closed again
@@ -191,7 +205,7 @@ def test_a_sender_that_sends_nothing_is_dropped(
             with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as silent:
                 silent.connect(str(path))
                 with caplog.at_level(logging.WARNING, logger="test.handoff"):
-                    await asyncio.sleep(0.6)
+                    await logged(caplog, "sent nothing")
                 silent.settimeout(SOON)
                 assert silent.recv(1) == b""  # closed by the runtime
             assert received.empty()

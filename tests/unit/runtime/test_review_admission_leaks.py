@@ -25,8 +25,13 @@ import httpx
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from h2.events import PingAckReceived
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope, WebsocketCloseEvent
-from test_runtime_server import (
+
+from confide.runtime import APP_TIMEOUTS, ConnectionLimits
+from confide.runtime._server import _Server, _TlsProtocol
+from confide.runtime._tls import ServerTimeouts, bind_listener
+from support.http_server import (
     LOG,
     SLOW_HANDSHAKE,
     WAIT,
@@ -36,10 +41,6 @@ from test_runtime_server import (
     server_context,
     serving,
 )
-
-from confide.runtime import APP_TIMEOUTS, ConnectionLimits
-from confide.runtime._server import _Server, _TlsProtocol
-from confide.runtime._tls import ServerTimeouts, bind_listener
 
 ATTACKER = "127.0.0.2"
 
@@ -383,6 +384,22 @@ def test_a_connection_whose_setup_fails_gives_its_slot_back(
     asyncio.run(body())
 
 
+async def _answered_ping(
+    h2: H2Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Send a PING and wait for its answer: HTTP/2 frames are handled in order, so the
+    server has then read every frame sent before it."""
+    h2.ping(b"inflight")
+    writer.write(h2.data_to_send())
+    await writer.drain()
+    async with asyncio.timeout(WAIT):
+        while True:
+            data = await reader.read(65536)
+            assert data, "the server closed the connection"
+            if any(isinstance(event, PingAckReceived) for event in h2.receive_data(data)):
+                return
+
+
 def test_one_http2_connection_costs_the_runtime_a_bounded_amount_of_memory() -> None:
     """REVIEW finding 5, over HTTP/2: the runtime counts one connection (one ticket) while
     its streams (hypercorn allows 100) each buffer a WSGI request body of up to 16 MiB.
@@ -432,7 +449,7 @@ def test_one_http2_connection_costs_the_runtime_a_bounded_amount_of_memory() -> 
                             writer.write(h2.data_to_send())
             except TimeoutError:
                 pass  # it held back (flow control): what it holds is measured below
-            await asyncio.sleep(0.5)  # the server reads what is in flight
+            await _answered_ping(h2, reader, writer)  # the server read what is in flight
             grown = traced_bytes() - before
             writer.transport.abort()
             assert grown < bound, f"the runtime holds {grown >> 20} MiB for one connection"

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import confide.tee
 from confide.errors import TeeError, TsmError, UsageError
 from confide.tee import GramineTee, SimulationTee, TeeKind, select_tee
 
@@ -106,9 +105,3 @@ def test_tdx_explicitly_but_absent(tmp_path: Path) -> None:
         )
     assert info.value.code == "tsm.absent"
     assert not (tmp_path / "sim").exists()
-
-
-def test_public_names_are_exported() -> None:
-    public = {name for name in dir(confide.tee) if not name.startswith("_")}
-    assert public == set(confide.tee.__all__)
-    assert confide.tee.__all__ == sorted(confide.tee.__all__, key=lambda n: (not n.isupper(), n))

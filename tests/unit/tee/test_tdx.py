@@ -14,7 +14,7 @@ import pytest
 from confide.attestation import Policy, Quote, verify_quote
 from confide.errors import TeeError, TsmError
 from confide.tee import SimulatedPlatform, TdxTee, Tee, TeeKind
-from configfs_tsm import ConfigfsTsm
+from support.configfs_tsm import ConfigfsTsm
 
 CREATED = datetime(2025, 1, 1, tzinfo=UTC)
 MR_TD = hashlib.sha384(b"confide guest image").digest()

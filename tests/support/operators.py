@@ -26,13 +26,13 @@ from typing import Any, Final
 
 import httpx
 from cryptography import x509
-from runtime_harness import CONFIDE, DEADLINE, EXAMPLES, HOST, CodeUnderTest, poll, trusting
 
 from confide.attestation import Policy, RatlsVerified, fetch_peer_certificate
 from confide.attestation import verify_ratls_certificate as verify_ratls
 from confide.runtime import start_child
 from confide.tee import SimulatedPlatform
 from confide.wire import LaunchManifest
+from support.runtimes import CONFIDE, DEADLINE, EXAMPLES, HOST, CodeUnderTest, poll, trusting
 
 BASE_DOMAIN: Final = "confide.test"
 #: Starting an operator, or an app reaching a status.

@@ -1,4 +1,4 @@
-"""Fixtures of the supervisor's storage tests: a real database (SQLite and PostgreSQL), a fake host.
+"""Helpers of the supervisor's storage tests: a real database (SQLite and PostgreSQL), a fake host.
 
 The supervisor runs for real against a migrated database, on the test's event
 loop; what it starts lives in a :class:`FakeWorld` (pids that are alive or
@@ -7,8 +7,8 @@ The prober answers what the test says. No process, no port, no sleep for
 readiness: waits poll the database with a deadline.
 
 The PostgreSQL cases need ``CONFIDE_TEST_POSTGRES_URL`` (``make test`` sets it);
-without it they fail, saying so. Test modules import the fixtures they use
-(``from operator_flow_fixtures import database_fixture  # noqa: F401``).
+without it they fail, saying so. The fixtures are ``database`` (``tests/conftest.py``)
+and ``settings`` (``tests/integration/operator_flow/conftest.py``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Final
 
-import pytest
 from sqlalchemy import select
 
 from confide.operator import (
@@ -44,8 +42,6 @@ from confide.operator import (
     status_history,
 )
 from confide.wire import AppStatus, LaunchManifest, TlsMode
-from operator_database import database_fixture as database_fixture
-from operator_database import database_url_fixture as database_url_fixture
 
 BASE_DOMAIN: Final = "flow.test"
 START: Final = datetime(2031, 1, 1, tzinfo=UTC)
@@ -55,16 +51,6 @@ TEST_TIMEOUT: Final = 30.0
 FAST: Final = SupervisorOptions(
     poll_interval=0.05, probe_interval=0.01, restart_backoff=0.01, max_backoff=0.05
 )
-
-
-@pytest.fixture(name="settings")
-def settings_fixture(tmp_path: Path, database_url: str) -> OperatorSettings:
-    return OperatorSettings.load(
-        tmp_path / "data",
-        runtime_sha256=bytes(32),
-        database_url=database_url,
-        base_domain=BASE_DOMAIN,
-    )
 
 
 class FakeClock:

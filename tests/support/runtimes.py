@@ -243,14 +243,17 @@ class Launch:
             args += ["--timeout", str(self.timeout)]
         return args
 
-    def measurement(self) -> bytes:
-        """What the owner computes on their side: the launch manifest's measurement."""
+    def measurement(self, runtime_sha256: bytes | None = None) -> bytes:
+        """What the owner computes on their side: the launch manifest's measurement.
+
+        ``runtime_sha256``: the runtime's code hash if not this working tree's (a copy's).
+        """
         cert_sha = None
         if self.certificate is not None:
             leaf = x509.load_pem_x509_certificates(self.certificate.read_bytes())[0]
             cert_sha = leaf.fingerprint(hashes.SHA256())
         return LaunchManifest(
-            runtime_sha256=runtime_code_hash(),
+            runtime_sha256=runtime_code_hash() if runtime_sha256 is None else runtime_sha256,
             package_sha256=self.code.digest,
             app_id=self.app_id,
             application=self.application,

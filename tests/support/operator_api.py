@@ -6,30 +6,26 @@ port is known and connections queue until it is ready: no sleeps). It
 migrates its empty database at startup, as in production.
 
 The PostgreSQL cases need ``CONFIDE_TEST_POSTGRES_URL`` (``make test`` sets
-it); without it they fail, saying so. Test modules import the fixtures they
-use (``from operator_api_fixtures import operator_fixture  # noqa: F401``): a
-second ``conftest.py`` would clash for mypy.
+it); without it they fail, saying so. The fixtures (``operators``, ``operator``,
+``app_dir``, ``package``) are in ``tests/integration/operator_api/conftest.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import io
 import json
 import ssl
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from confide.crypto import PackageKey, encrypt_package
 from confide.operator import (
     Database,
     OperatorSettings,
@@ -38,9 +34,8 @@ from confide.operator import (
     serve_api,
 )
 from confide.runtime import bind_listener
-from operator_database import database_url_fixture as database_url_fixture
-from operator_database import dump
-from self_signed import self_signed_pem
+from support.certs import self_signed_pem
+from support.database import dump
 
 RUNTIME_SHA256 = bytes(range(32))
 #: The operator's clock in these tests (the server's time is injected).
@@ -188,37 +183,6 @@ class OperatorFactory:
     def close(self) -> None:
         while self._stops:
             self._stops.pop()()
-
-
-@pytest.fixture(name="operators")
-def operators_fixture(tmp_path: Path, database_url: str) -> Iterator[OperatorFactory]:
-    factory = OperatorFactory(tmp_path, database_url)
-    try:
-        yield factory
-    finally:
-        factory.close()
-
-
-@pytest.fixture(name="operator")
-def operator_fixture(operators: OperatorFactory) -> Operator:
-    """An operator with the default settings (simulated TEE, a CA)."""
-    return operators.start(ca_provider=StaticCa())
-
-
-@pytest.fixture(name="app_dir")
-def app_dir_fixture(tmp_path: Path) -> Path:
-    root = tmp_path / "app"
-    root.mkdir()
-    (root / "app.py").write_text("async def app(scope, receive, send):\n    pass\n")
-    return root
-
-
-@pytest.fixture(name="package")
-def package_fixture(app_dir: Path) -> bytes:
-    """An encrypted package of ``app_dir``."""
-    out = io.BytesIO()
-    encrypt_package(app_dir, out, PackageKey.generate())
-    return out.getvalue()
 
 
 def manifest(**changes: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """An attacker with no account: floods of connections that cost it nothing and stall.
 
-Run as a separate process (``python tests/adversarial/attacker.py ...``) so its
+Run as a separate process (``python tests/support/attacker.py ...``) so its
 event loop competes with the system under test only as a real attacker's
 would, and its sockets come from its own source address (any ``127.0.0.0/8``
 address reaches a loopback listener on Linux).

@@ -1,8 +1,7 @@
 """Databases for the operator's tests: one of its own per test, on SQLite and PostgreSQL.
 
-The fixture modules of the operator's tests import these (``from
-operator_database import database_url_fixture``), and so do their test
-modules, through them: a second ``conftest.py`` would clash for mypy.
+The fixtures ``database_url`` and ``database`` (``tests/conftest.py``) are built on
+:func:`fresh_database_url`; :func:`dump` shows what a look at the database would find.
 
 The PostgreSQL cases need a server: ``make test`` starts a throwaway one with
 ``scripts/postgres.sh`` and exports ``CONFIDE_TEST_POSTGRES_URL``. Without it
@@ -23,7 +22,7 @@ from sqlalchemy import MetaData, create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from confide.operator import Database, upgrade_database
+from confide.operator import Database
 
 POSTGRES_ENV: Final = "CONFIDE_TEST_POSTGRES_URL"
 BACKENDS: Final = ["sqlite", "postgresql"]
@@ -51,24 +50,6 @@ def fresh_database_url(backend: str, sqlite_file: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-@pytest.fixture(name="database_url", params=BACKENDS)
-def database_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database of its own, for each backend (SQLite: in ``tmp_path/data``)."""
-    with fresh_database_url(request.param, tmp_path / "data" / "operator.db") as url:
-        yield url
-
-
-@pytest.fixture(name="database")
-def database_fixture(database_url: str) -> Iterator[Database]:
-    """A migrated database."""
-    db = Database.open(database_url)
-    upgrade_database(db)
-    try:
-        yield db
-    finally:
-        db.dispose()
 
 
 def dump(db: Database) -> str:
