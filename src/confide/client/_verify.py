@@ -442,7 +442,9 @@ def check_fresh(
             enclave=verified.quote,
             collateral=material.collateral,
             now=now,
-            policy=policy.quote_policy(material),
+            policy=policy.quote_policy(
+                material, Quote.from_bytes(quote_from_certificate(verified.certificate))
+            ),
             trust_anchor=material.trust_anchor,
         )
     except AttestationError as exc:
