@@ -106,7 +106,7 @@ def test_an_app_runs_verifies_and_restarts_through_gramine(
         assert "loader.env.CONFIDE_LAUNCH_MANIFEST" in Path(f"{base}.manifest").read_text()
 
         # The owner predicts MRENCLAVE from public inputs alone: the launch manifest the API
-        # published, this environment, the plan (512 MiB, 1 core) and the enclave's port,
+        # published, this environment and the plan (512 MiB, 1 core); not the port (unmeasured),
         # with ``confide fingerprint --tee gramine`` and Gramine's tools (the stand-ins).
         launch = tmp_path / "launch.json"
         launch.write_text(json.dumps(app.body["launch"]))
@@ -114,7 +114,7 @@ def test_an_app_runs_verifies_and_restarts_through_gramine(
         predicted = CliRunner().invoke(
             cli,
             ["fingerprint", "--tee", "gramine", "--manifest", str(launch), "--json"]
-            + ["--port", str(record["port"]), "--enclave-size", "512M", "--max-threads", "32"],
+            + ["--enclave-size", "512M", "--max-threads", "32"],
         )
         assert predicted.exit_code == 0, predicted.output
         mrenclave = bytes.fromhex(json.loads(predicted.stdout)["fingerprint"])

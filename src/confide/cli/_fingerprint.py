@@ -24,7 +24,6 @@ import typer
 
 from confide.errors import UsageError
 from confide.gramine import (
-    DEFAULT_ENCLAVE_PORT,
     DEFAULT_ENCLAVE_SIZE,
     DEFAULT_MAX_THREADS,
     runtime_environment,
@@ -36,7 +35,6 @@ from ._app import app, handle_errors
 from ._gramine import (
     EnclaveSizeOpt,
     MaxThreadsOpt,
-    PortOpt,
     RequirementOpt,
     predict_mrenclave,
     read_launch_manifest,
@@ -103,7 +101,6 @@ def fingerprint_command(
         ),
     ] = "simulation",
     requirement: RequirementOpt = None,
-    port: PortOpt = DEFAULT_ENCLAVE_PORT,
     enclave_size: EnclaveSizeOpt = DEFAULT_ENCLAVE_SIZE,
     max_threads: MaxThreadsOpt = DEFAULT_MAX_THREADS,
     json_: JsonOpt = False,
@@ -134,7 +131,6 @@ def fingerprint_command(
         text = render_manifest(
             result,
             runtime_environment(tuple(requirement or ())),
-            port=port,
             enclave_size=enclave_size,
             max_threads=max_threads,
         )

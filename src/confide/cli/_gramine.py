@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from confide.errors import ManifestError, UsageError
 from confide.gramine import (
-    DEFAULT_ENCLAVE_PORT,
     DEFAULT_ENCLAVE_SIZE,
     DEFAULT_MAX_THREADS,
     RUNTIME_MODULES,
@@ -45,7 +44,6 @@ from ._verify_options import read_file
 __all__ = [
     "EnclaveSizeOpt",
     "MaxThreadsOpt",
-    "PortOpt",
     "RequirementOpt",
     "predict_mrenclave",
     "read_launch_manifest",
@@ -72,13 +70,6 @@ RequirementOpt = Annotated[
         help="A distribution the app imports (repeat); it and its requirements are trusted.",
     ),
 ]
-PortOpt = Annotated[
-    int,
-    typer.Option(
-        "--port", help="The port the enclave listens on (measured: Gramine fixes the argv).",
-        min=1, max=65535,
-    ),
-]  # fmt: skip
 EnclaveSizeOpt = Annotated[
     str, typer.Option("--enclave-size", help="sgx.enclave_size, e.g. 2G (the plan's).")
 ]
@@ -91,14 +82,11 @@ def render_manifest(
     launch: LaunchManifest,
     environment: RuntimeEnvironment,
     *,
-    port: int,
     enclave_size: str,
     max_threads: int,
 ) -> str:
     """The linted :func:`confide.gramine.app_manifest` of ``launch``."""
-    text = app_manifest(
-        launch, environment, port=port, enclave_size=enclave_size, max_threads=max_threads
-    )
+    text = app_manifest(launch, environment, enclave_size=enclave_size, max_threads=max_threads)
     lint_manifest(text)
     return text
 
@@ -186,7 +174,6 @@ def manifest_command(
         ),
     ],
     requirement: RequirementOpt = None,
-    port: PortOpt = DEFAULT_ENCLAVE_PORT,
     enclave_size: EnclaveSizeOpt = DEFAULT_ENCLAVE_SIZE,
     max_threads: MaxThreadsOpt = DEFAULT_MAX_THREADS,
     output: Annotated[
@@ -196,9 +183,7 @@ def manifest_command(
     """Print the Gramine manifest that launches this launch manifest in this environment."""
     launch = read_launch_manifest(launch_file)
     env = runtime_environment(tuple(requirement or ()))
-    text = render_manifest(
-        launch, env, port=port, enclave_size=enclave_size, max_threads=max_threads
-    )
+    text = render_manifest(launch, env, enclave_size=enclave_size, max_threads=max_threads)
     if output is None:
         typer.echo(text, nl=False)
         return

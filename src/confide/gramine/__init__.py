@@ -16,7 +16,7 @@ Example::
 
     >>> env = runtime_environment(["flask"])  # doctest: +SKIP
     >>> text = gramine_manifest(  # doctest: +SKIP
-    ...     launch, enclave_argv(launch, env, port=8443), env, enclave_size="2G",
+    ...     launch, enclave_argv(launch, env), env, enclave_size="2G",
     ...     max_threads=64, package=Path("package"), state_dir=Path("state"),
     ... )
     >>> lint_manifest(text, imported=runtime_imports(env))  # doctest: +SKIP
@@ -36,7 +36,6 @@ from ._manifest import (
     APP_PACKAGE,
     APP_STATE,
     CODE_MOUNT,
-    DEFAULT_ENCLAVE_PORT,
     DEFAULT_ENCLAVE_SIZE,
     DEFAULT_GRAMINE_LIBOS,
     DEFAULT_GRAMINE_RUNTIME,
@@ -44,6 +43,9 @@ from ._manifest import (
     ENCLAVE_CERTIFICATE,
     ENCLAVE_PACKAGE,
     ENCLAVE_STATE,
+    HOST_VARIABLE,
+    PASSTHROUGH_ENV,
+    PORT_VARIABLE,
     app_manifest,
     enclave_argv,
     gramine_manifest,
@@ -56,7 +58,6 @@ __all__ = [
     "APP_PACKAGE",
     "APP_STATE",
     "CODE_MOUNT",
-    "DEFAULT_ENCLAVE_PORT",
     "DEFAULT_ENCLAVE_SIZE",
     "DEFAULT_MAX_THREADS",
     "DEFAULT_GRAMINE_LIBOS",
@@ -64,6 +65,9 @@ __all__ = [
     "ENCLAVE_CERTIFICATE",
     "ENCLAVE_PACKAGE",
     "ENCLAVE_STATE",
+    "HOST_VARIABLE",
+    "PASSTHROUGH_ENV",
+    "PORT_VARIABLE",
     "RUNTIME_MODULES",
     "EnvironmentRoots",
     "RuntimeEnvironment",
