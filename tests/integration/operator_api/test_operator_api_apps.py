@@ -8,6 +8,7 @@ import json
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -204,6 +205,24 @@ def test_gramine_operators_give_no_simulation_root(
     with operator.client(operator.token("alice")) as c:
         app = upload(c, package).json()
     assert app["tee"] == "gramine" and app["simulation_root_ca"] is None
+    # How the enclave is rendered beyond the launch manifest (what the owner predicts with):
+    # the plan's memory and 32 threads per core, as the Gramine backend renders them.
+    plan = next(p for p in c_plans(operator) if p["name"] == app["plan"])
+    assert app["gramine"] == {
+        "enclave_size": f"{plan['memory_mib']}M", "max_threads": 32 * plan["cores"],
+    }  # fmt: skip
+
+
+def c_plans(operator: Operator) -> list[dict[str, Any]]:
+    with operator.client(operator.token("alice")) as c:
+        found: list[dict[str, Any]] = c.get("/api/v1/plans").json()
+    return found
+
+
+def test_other_operators_say_no_gramine_shape(operator: Operator, package: bytes) -> None:
+    with operator.client(operator.token("alice")) as c:
+        app = upload(c, package).json()
+    assert app["tee"] != "gramine" and app["gramine"] is None
 
 
 def test_the_api_is_http(operator: Operator) -> None:
