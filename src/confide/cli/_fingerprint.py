@@ -22,10 +22,12 @@ from typing import Annotated, Literal
 
 import typer
 
+from confide.client import throwaway_sgx_signer
 from confide.errors import UsageError
 from confide.gramine import (
     DEFAULT_ENCLAVE_SIZE,
     DEFAULT_MAX_THREADS,
+    predict_app_mrenclave,
     runtime_environment,
 )
 from confide.runtime import CodeSource, OwnerCertificate, launch_manifest, runtime_code_hash
@@ -36,9 +38,7 @@ from ._gramine import (
     EnclaveSizeOpt,
     MaxThreadsOpt,
     RequirementOpt,
-    predict_mrenclave,
     read_launch_manifest,
-    render_manifest,
 )
 from ._launch_options import (
     AppDirOpt,
@@ -128,13 +128,15 @@ def fingerprint_command(
                 "--runtime-sha256 cannot predict a Gramine MRENCLAVE: Gramine hashes every "
                 "file, so run this in the operator's runtime image instead"
             )
-        text = render_manifest(
+        # The same prediction as ``confide deploy`` makes against a Gramine operator.
+        fingerprint = predict_app_mrenclave(
             result,
             runtime_environment(tuple(requirement or ())),
             enclave_size=enclave_size,
             max_threads=max_threads,
-        )
-        fingerprint = predict_mrenclave(text, certificate=certificate).hex()
+            signer_pem=throwaway_sgx_signer(),
+            certificate=certificate,
+        ).hex()
     else:
         if requirement:
             raise UsageError("--requirement is for --tee gramine (the simulated runtime "

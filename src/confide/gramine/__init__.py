@@ -44,6 +44,7 @@ from ._manifest import (
     ENCLAVE_PACKAGE,
     ENCLAVE_STATE,
     HOST_VARIABLE,
+    LAUNCH_VARIABLE,
     PASSTHROUGH_ENV,
     PORT_VARIABLE,
     app_manifest,
@@ -51,6 +52,13 @@ from ._manifest import (
     gramine_manifest,
     simulated_mrenclave,
     system_library_dirs,
+)
+from ._predict import (
+    SIGN_TOOL,
+    VIEW_TOOL,
+    predict_app_mrenclave,
+    predict_mrenclave,
+    render_app,
 )
 
 __all__ = [
@@ -66,9 +74,12 @@ __all__ = [
     "ENCLAVE_PACKAGE",
     "ENCLAVE_STATE",
     "HOST_VARIABLE",
+    "LAUNCH_VARIABLE",
     "PASSTHROUGH_ENV",
     "PORT_VARIABLE",
     "RUNTIME_MODULES",
+    "SIGN_TOOL",
+    "VIEW_TOOL",
     "EnvironmentRoots",
     "RuntimeEnvironment",
     "TrustedFile",
@@ -78,6 +89,9 @@ __all__ = [
     "gramine_manifest",
     "imported_files",
     "lint_manifest",
+    "predict_app_mrenclave",
+    "predict_mrenclave",
+    "render_app",
     "runtime_environment",
     "runtime_imports",
     "simulated_mrenclave",

@@ -63,6 +63,7 @@ __all__ = [
     "ENCLAVE_PACKAGE",
     "ENCLAVE_STATE",
     "HOST_VARIABLE",
+    "LAUNCH_VARIABLE",
     "PASSTHROUGH_ENV",
     "PORT_VARIABLE",
     "app_manifest",
@@ -87,6 +88,9 @@ MAX_THREADS: Final = 4096
 #: The only variables the host passes into the enclave (``loader.env.NAME = { passthrough =
 #: true }``): where the runtime listens, which ADR 0011 leaves unmeasured. The runtime reads
 #: them as its ``--host``/``--port`` and for nothing else (``confide runtime`` validates them).
+#: The launch manifest's canonical JSON, fixed in the Gramine manifest's environment
+#: (measured): ``confide runtime`` refuses to start when it computes another manifest.
+LAUNCH_VARIABLE: Final = "CONFIDE_LAUNCH_MANIFEST"
 HOST_VARIABLE: Final = "CONFIDE_LISTEN_HOST"
 PORT_VARIABLE: Final = "CONFIDE_LISTEN_PORT"
 PASSTHROUGH_ENV: Final = (HOST_VARIABLE, PORT_VARIABLE)
@@ -197,7 +201,7 @@ def gramine_manifest(
                  *(p.as_posix() for p in libraries)]
             )
         ),
-        "CONFIDE_LAUNCH_MANIFEST": launch.to_json().decode(),
+        LAUNCH_VARIABLE: launch.to_json().decode(),
     }  # fmt: skip
     mounts = [f"  {{ path = {_s('/lib')}, uri = {_uri(gramine_runtime)} }},"]
     kept: list[Path] = []
