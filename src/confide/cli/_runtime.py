@@ -24,7 +24,7 @@ from typing import Annotated
 import typer
 
 from confide.errors import UsageError
-from confide.gramine import HOST_VARIABLE, PORT_VARIABLE
+from confide.gramine import HOST_VARIABLE, LAUNCH_VARIABLE, PORT_VARIABLE
 from confide.runtime import EXIT_EXPIRED, RuntimeEnd, RuntimeSettings, run_runtime
 from confide.tee import select_tee
 
@@ -131,6 +131,16 @@ def runtime_command(
             "Unix socket path (created 0600; put it in a private folder).",
         ),
     ] = None,
+    expected_launch: Annotated[
+        str | None,
+        typer.Option(
+            "--expected-launch",
+            hidden=True,
+            envvar=LAUNCH_VARIABLE,
+            help="The launch manifest (canonical JSON) this runtime must compute; under "
+            "Gramine the manifest fixes it in the measured environment.",
+        ),
+    ] = None,
     relay_source: Annotated[
         list[str] | None,
         typer.Option(
@@ -161,6 +171,15 @@ def runtime_command(
         handoff=handoff,
         relay_sources=tuple(relay_source or ()),
     )
+    if expected_launch is not None and settings.manifest.to_json().decode() != expected_launch:
+        # Under Gramine this copy is measured (loader.env is fixed) and the runtime's own
+        # manifest goes into its certificate: they must be one, or verifiers that take the
+        # certificate's manifest on the strength of a pinned MRENCLAVE would be misled.
+        raise UsageError(
+            f"the launch manifest computed here is not the one fixed in {LAUNCH_VARIABLE}",
+            hint="the package, certificate or environment is not the one the enclave was "
+            "launched for",
+        )
     enclave = select_tee(
         tee.value, simulation_state=simulation_state, measurement=settings.measurement, now=now
     )
