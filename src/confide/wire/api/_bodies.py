@@ -358,6 +358,7 @@ class AppRecord(_Body):
             "domain": self.domain,
             "package": {"sha256": self.package_sha256.hex(), "size": self.package_size},
             "tee": self.tee,
+            "gramine": None if self.gramine is None else self.gramine.model_dump(),
             "launch": self.launch.to_dict(),
             "fingerprint": self.fingerprint.hex(),
             "operator_fingerprint": self.operator_fingerprint.hex(),
