@@ -231,6 +231,10 @@ def test_the_owner_deploys_and_a_user_verifies_a_gramine_enclave_with_the_cli(
     by_fingerprint = verify("--fingerprint", fingerprint.hex())
     assert by_fingerprint.exit_code == 0, by_fingerprint.output
     assert json.loads(by_fingerprint.stdout)["mrenclave"] == fingerprint.hex()
+    # The owner's context file expects the predicted MRENCLAVE too.
+    context = next((tmp_path / "project" / ".confide").glob("*.json"))
+    by_context = verify("--context", str(context))
+    assert by_context.exit_code == 0, by_context.output
     by_owner = verify("--owner", owner)
     assert by_owner.exit_code == 0, by_owner.output
     assert json.loads(by_owner.stdout)["release"]["fingerprint"] == fingerprint.hex()

@@ -681,6 +681,7 @@ def deploy(
         expires_at=record.expires_at,
         launch=launch,
         code_sha256=CodeSource.plaintext_folder(config.cloud.code).digest,
+        gramine_mrenclave=gramine[0] if gramine is not None else None,
     )
     workspace = options.workspace or config.path.parent / CONTEXT_FOLDER
     path = _save_context(context, workspace)
