@@ -35,6 +35,7 @@ from confide.wire.api import (
     AppList,
     AppRecord,
     GramineEnclave,
+    LaunchInfo,
     Metrics,
     PackageDigest,
     Plan,
@@ -412,6 +413,17 @@ class AppService:
 
     def plans(self) -> list[Plan]:
         return list(self.settings.plans)
+
+    def launch_info(self) -> LaunchInfo:
+        """The operator's TEE and, under Gramine, each plan's enclave size and threads (the
+        values :class:`~._gramine.GramineBackend` renders: :func:`~._gramine.plan_enclave`)."""
+        gramine = None
+        if self.settings.tee == TeeBackend.GRAMINE:
+            gramine = {}
+            for plan in self.settings.plans:
+                size, threads = plan_enclave(plan.memory_mib, plan.cores)
+                gramine[plan.name] = GramineEnclave(enclave_size=size, max_threads=threads)
+        return LaunchInfo(tee=self.settings.tee.value, gramine=gramine)
 
     def me(self, auth: AuthenticatedToken) -> Account:
         with self.db.session() as session:

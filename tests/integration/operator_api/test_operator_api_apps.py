@@ -29,6 +29,7 @@ from operator_api_fixtures import (  # noqa: F401
 )
 from sqlalchemy import select
 
+from confide.client import OperatorClient
 from confide.crypto import package_digest
 from confide.operator import (
     App,
@@ -222,7 +223,22 @@ def c_plans(operator: Operator) -> list[dict[str, Any]]:
 def test_other_operators_say_no_gramine_shape(operator: Operator, package: bytes) -> None:
     with operator.client(operator.token("alice")) as c:
         app = upload(c, package).json()
+        launch = c.get("/api/v1/launch").json()
     assert app["tee"] != "gramine" and app["gramine"] is None
+    assert launch == {"tee": app["tee"], "gramine": None}
+
+
+def test_a_gramine_operator_says_how_it_renders_each_plan(operators: OperatorFactory) -> None:
+    """Before any deploy, an owner reads each plan's enclave size and threads (the inputs of
+    its MRENCLAVE prediction beside the launch manifest), through the typed client too."""
+    operator = operators.start(tee="gramine")
+    plans = c_plans(operator)
+    with OperatorClient(operator.url, operator.token("alice")) as client:
+        info = client.launch_info()
+    assert info.tee == "gramine" and info.gramine is not None
+    assert {name: (g.enclave_size, g.max_threads) for name, g in info.gramine.items()} == {
+        p["name"]: (f"{p['memory_mib']}M", 32 * p["cores"]) for p in plans
+    }
 
 
 def test_the_api_is_http(operator: Operator) -> None:

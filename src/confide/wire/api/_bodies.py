@@ -58,6 +58,7 @@ __all__ = [
     "PackageDigest",
     "Plan",
     "GramineEnclave",
+    "LaunchInfo",
     "ProjectInfo",
     "ProjectRequest",
     "SimulationOut",
@@ -267,6 +268,17 @@ class GramineEnclave(_Body):
 
     enclave_size: Annotated[str, Field(pattern=GRAMINE_ENCLAVE_SIZE_PATTERN, max_length=7)]
     max_threads: Annotated[int, Field(ge=1, le=MAX_GRAMINE_THREADS)]
+
+
+class LaunchInfo(_Body):
+    """``GET /launch``: how the operator launches apps: its TEE and, with ``tee: gramine``,
+    each plan's :class:`GramineEnclave` (what an owner predicts MRENCLAVE with before a
+    deploy; a deployed app's record states its own). Not trusted, like the record's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    tee: str
+    gramine: dict[str, GramineEnclave] | None = None
 
 
 class AppRecord(_Body):
