@@ -28,10 +28,12 @@ from confide.client import (
     EnclavePolicy,
     TrustMaterial,
     VerifiedEnclave,
+    check_owner_release,
     verify_enclave,
     verify_launch,
 )
-from confide.errors import AttestationError, FormatError, PolicyError
+from confide.errors import AttestationError, FormatError, PolicyError, ReleaseError
+from confide.release import Checkpoint, OwnerKey, OwnerPublicKey, Release, VerifiedRelease
 from confide.tee import SimulatedPlatform
 from confide.wire import LAUNCH_MANIFEST_OID, MAX_MANIFEST_SIZE, LaunchManifest, TlsMode
 
@@ -290,3 +292,39 @@ def test_verify_enclave_takes_a_gramine_launch_only_on_a_pinned_code(
         assert "--fingerprint" in (caught.value.hint or "") and "--owner" in (
             caught.value.hint or ""
         )
+
+
+@pytest.mark.parametrize(
+    ("released", "code"),
+    [(A, None), (manifest(APP_A, "www.a.example", "extra.example"), "release.launch")],
+    ids=["the release names the enclave's launch", "the release names another launch"],
+)
+def test_an_owner_pin_holds_the_release_to_the_carried_launch(
+    platform: SimulatedPlatform,
+    collateral: Collateral,
+    released: LaunchManifest,
+    code: str | None,
+) -> None:
+    """Pinned by an owner key, a Gramine enclave's carried manifest must be the launch the
+    owner's release of that MRENCLAVE names (the one its fingerprint was predicted from)."""
+    key = OwnerKey(bytes(32)).public_key
+    release = Release.of(
+        released, not_before=CREATED, validity=timedelta(days=2),
+        gramine=(GRAMINE_A, "512M", 32),
+    )  # fmt: skip
+
+    def releases(owner: OwnerPublicKey, fingerprint: bytes, now: datetime) -> VerifiedRelease:
+        assert (owner, fingerprint) == (key, GRAMINE_A)
+        return VerifiedRelease(owner, release, 0, Checkpoint("log.example", 1, bytes(32)), b"")
+
+    cert = certificate(platform, GRAMINE_A, A.to_json())
+    material = TrustMaterial(collateral, platform.root_certificate, simulated=True)
+    policy = EnclavePolicy(None, APP_A, owner=key, allow_simulation=True)
+    enclave = verify_enclave(cert, material, now=NOW, policy=policy)
+    assert enclave.launch == A  # taken on the owner's pin, which the next step enforces
+    if code is None:
+        assert check_owner_release(enclave, key, releases, NOW).release is not None
+        return
+    with pytest.raises(ReleaseError) as caught:
+        check_owner_release(enclave, key, releases, NOW)
+    assert caught.value.code == code
