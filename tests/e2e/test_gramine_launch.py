@@ -25,11 +25,13 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from confide.cli import app as cli
+from confide.client import pinned_client
 from confide.gramine import simulated_mrenclave
-from confide.wire import LAUNCH_MANIFEST_OID, LaunchManifest
+from confide.release import OwnerKey
+from confide.wire import LAUNCH_MANIFEST_OID, HostPort, LaunchManifest
 from gramine_standin import StandinConfig, install, mount_namespace_support
 from support.operators import (
     OperatorProcess,
@@ -43,7 +45,7 @@ from support.operators import (
     wait_gone,
     wait_status,
 )
-from support.runtimes import poll, trusting
+from support.runtimes import EXAMPLES, HOST, poll, trusting
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +108,7 @@ def test_an_app_runs_verifies_and_restarts_through_gramine(
         assert "loader.env.CONFIDE_LAUNCH_MANIFEST" in Path(f"{base}.manifest").read_text()
 
         # The owner predicts MRENCLAVE from public inputs alone: the launch manifest the API
-        # published, this environment, the plan (512 MiB, 1 core) and the enclave's port,
+        # published, this environment and the plan (512 MiB, 1 core); not the port (unmeasured),
         # with ``confide fingerprint --tee gramine`` and Gramine's tools (the stand-ins).
         launch = tmp_path / "launch.json"
         launch.write_text(json.dumps(app.body["launch"]))
@@ -114,7 +116,7 @@ def test_an_app_runs_verifies_and_restarts_through_gramine(
         predicted = CliRunner().invoke(
             cli,
             ["fingerprint", "--tee", "gramine", "--manifest", str(launch), "--json"]
-            + ["--port", str(record["port"]), "--enclave-size", "512M", "--max-threads", "32"],
+            + ["--enclave-size", "512M", "--max-threads", "32"],
         )
         assert predicted.exit_code == 0, predicted.output
         mrenclave = bytes.fromhex(json.loads(predicted.stdout)["fingerprint"])
@@ -171,3 +173,79 @@ def test_an_app_runs_verifies_and_restarts_through_gramine(
             assert user.get("/").json() == {"message": "Hello world"}
     finally:
         second.kill()
+
+
+def test_the_owner_deploys_and_a_user_verifies_a_gramine_enclave_with_the_cli(
+    operator: OperatorProcess,
+    standins: StandinConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole flow through the real commands: ``confide deploy`` predicts the enclave's
+    MRENCLAVE with Gramine's signer (the stand-ins on PATH) from public inputs (the launch
+    manifest recomputed here, this runtime environment, the enclave size and threads the
+    app record states), verifies the enclave against it and signs the release over it; a
+    user verifies with ``--fingerprint`` and with ``--owner``, and calls the app; with no
+    pin the enclave is refused with its own code."""
+    monkeypatch.setenv("PATH", f"{standins.bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "user-state"))
+    token = create_token(operator.data_dir, "owner")
+    router = f"{HOST}:{operator.router_port}"
+    (tmp_path / "project" / "tests").mkdir(parents=True)
+    project = tmp_path / "project" / "confide.toml"
+    project.write_text(
+        'name = "hello"\npython_application = "app:app"\nhealthcheck_endpoint = "/"\n'
+        'tests_cmd = "pytest"\ntests_requirements = []\n\n[cloud]\n'
+        f"code = {json.dumps(str(EXAMPLES / 'fastapi_hello'))}\n"
+        'tests = "tests"\nproject = "default"\nhardware = "small"\n'
+    )
+    owner_file = tmp_path / "owner" / "owner.key"
+    deployed = CliRunner().invoke(
+        cli,
+        ["deploy", "--path", str(project), "--connect", router, "--url", operator.api_url,
+         "--token", token, "--timeout", "4", "--allow-simulation", "--key-file",
+         str(owner_file), "--json"],
+    )  # fmt: skip
+    assert deployed.exit_code == 0, deployed.output
+    done = json.loads(deployed.stdout)
+    assert done["tee"] == "gramine" and done["status"] == "running"
+    assert done["gramine"] == {"enclave_size": "512M", "max_threads": 32}
+    fingerprint = bytes.fromhex(done["fingerprint"])
+    # What the owner pinned is the MRENCLAVE of the operator's SIGSTRUCT, not the launch
+    # manifest's own measurement (which the enclave does not report under Gramine).
+    folder = operator.data_dir / "apps" / done["id"]
+    view = sigstruct_view(standins, folder / "confide-runtime.sig")
+    assert view["mr_enclave"] == fingerprint.hex()
+    assert LaunchManifest.from_dict(done["launch"]).measurement() != fingerprint
+    assert done["release"]["log_index"] == 0
+    domain = done["domains"][0]
+    owner = OwnerKey.from_file_bytes(owner_file.read_bytes()).public_key.to_text()
+
+    def verify(*pin: str) -> Result:
+        return CliRunner().invoke(
+            cli,
+            ["verify", domain, *pin, "--connect", router, "--operator", operator.api_url,
+             "--allow-simulation", "--json", "--output", str(tmp_path / "ratls.pem")],
+        )  # fmt: skip
+
+    by_fingerprint = verify("--fingerprint", fingerprint.hex())
+    assert by_fingerprint.exit_code == 0, by_fingerprint.output
+    assert json.loads(by_fingerprint.stdout)["mrenclave"] == fingerprint.hex()
+    # The owner's context file expects the predicted MRENCLAVE too.
+    context = next((tmp_path / "project" / ".confide").glob("*.json"))
+    by_context = verify("--context", str(context))
+    assert by_context.exit_code == 0, by_context.output
+    by_owner = verify("--owner", owner)
+    assert by_owner.exit_code == 0, by_owner.output
+    assert json.loads(by_owner.stdout)["release"]["fingerprint"] == fingerprint.hex()
+
+    # The user calls the app through the router, pinned to the certificate verified.
+    cert = x509.load_pem_x509_certificate((tmp_path / "ratls.pem").read_bytes())
+    with pinned_client(HostPort(HOST, operator.router_port), domain, cert, timeout=30) as user:
+        assert user.get("/").json() == {"message": "Hello world"}
+
+    # No pin: a Gramine enclave's carried manifest proves nothing on its own.
+    unpinned = verify()
+    assert unpinned.exit_code == 1, unpinned.output
+    assert json.loads(unpinned.stdout)["error"]["code"] == "launch.unpinned"
+    assert "--fingerprint" in unpinned.output and "--owner" in unpinned.output

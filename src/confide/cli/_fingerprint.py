@@ -22,11 +22,12 @@ from typing import Annotated, Literal
 
 import typer
 
+from confide.client import throwaway_sgx_signer
 from confide.errors import UsageError
 from confide.gramine import (
-    DEFAULT_ENCLAVE_PORT,
     DEFAULT_ENCLAVE_SIZE,
     DEFAULT_MAX_THREADS,
+    predict_app_mrenclave,
     runtime_environment,
 )
 from confide.runtime import CodeSource, OwnerCertificate, launch_manifest, runtime_code_hash
@@ -36,11 +37,8 @@ from ._app import app, handle_errors
 from ._gramine import (
     EnclaveSizeOpt,
     MaxThreadsOpt,
-    PortOpt,
     RequirementOpt,
-    predict_mrenclave,
     read_launch_manifest,
-    render_manifest,
 )
 from ._launch_options import (
     AppDirOpt,
@@ -103,7 +101,6 @@ def fingerprint_command(
         ),
     ] = "simulation",
     requirement: RequirementOpt = None,
-    port: PortOpt = DEFAULT_ENCLAVE_PORT,
     enclave_size: EnclaveSizeOpt = DEFAULT_ENCLAVE_SIZE,
     max_threads: MaxThreadsOpt = DEFAULT_MAX_THREADS,
     json_: JsonOpt = False,
@@ -131,14 +128,15 @@ def fingerprint_command(
                 "--runtime-sha256 cannot predict a Gramine MRENCLAVE: Gramine hashes every "
                 "file, so run this in the operator's runtime image instead"
             )
-        text = render_manifest(
+        # The same prediction as ``confide deploy`` makes against a Gramine operator.
+        fingerprint = predict_app_mrenclave(
             result,
             runtime_environment(tuple(requirement or ())),
-            port=port,
             enclave_size=enclave_size,
             max_threads=max_threads,
-        )
-        fingerprint = predict_mrenclave(text, certificate=certificate).hex()
+            signer_pem=throwaway_sgx_signer(),
+            certificate=certificate,
+        ).hex()
     else:
         if requirement:
             raise UsageError("--requirement is for --tee gramine (the simulated runtime "

@@ -11,29 +11,20 @@ interpreter and path and refuses any imported file that is not trusted.
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import subprocess
-import tempfile
 import tomllib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Final
 
 import typer
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from confide.errors import ManifestError, UsageError
 from confide.gramine import (
-    DEFAULT_ENCLAVE_PORT,
     DEFAULT_ENCLAVE_SIZE,
     DEFAULT_MAX_THREADS,
     RUNTIME_MODULES,
-    RuntimeEnvironment,
-    app_manifest,
     imported_files,
     lint_manifest,
+    render_app,
     runtime_environment,
 )
 from confide.wire import LaunchManifest
@@ -42,13 +33,8 @@ from ._app import app, handle_errors
 from ._output import Output
 from ._verify_options import read_file
 
-#: Gramine's signing tools; the prediction needs both.
-SIGN_TOOL: Final = "gramine-sgx-sign"
-VIEW_TOOL: Final = "gramine-sgx-sigstruct-view"
-_TOOL_TIMEOUT: Final = 300.0
 MAX_MANIFEST_FILE: Final = 16 * 1024 * 1024
 MAX_LAUNCH_FILE: Final = 64 * 1024
-_MR_ENCLAVE: Final = re.compile(r"mr_enclave\W+([0-9a-fA-F]{64})\b")
 
 gramine_app = typer.Typer(
     help="The Gramine manifest of a launch, and its linter.", no_args_is_help=True
@@ -62,13 +48,6 @@ RequirementOpt = Annotated[
         help="A distribution the app imports (repeat); it and its requirements are trusted.",
     ),
 ]
-PortOpt = Annotated[
-    int,
-    typer.Option(
-        "--port", help="The port the enclave listens on (measured: Gramine fixes the argv).",
-        min=1, max=65535,
-    ),
-]  # fmt: skip
 EnclaveSizeOpt = Annotated[
     str, typer.Option("--enclave-size", help="sgx.enclave_size, e.g. 2G (the plan's).")
 ]
@@ -77,75 +56,8 @@ MaxThreadsOpt = Annotated[
 ]
 
 
-def render_manifest(
-    launch: LaunchManifest,
-    environment: RuntimeEnvironment,
-    *,
-    port: int,
-    enclave_size: str,
-    max_threads: int,
-) -> str:
-    """The linted :func:`confide.gramine.app_manifest` of ``launch``."""
-    text = app_manifest(
-        launch, environment, port=port, enclave_size=enclave_size, max_threads=max_threads
-    )
-    lint_manifest(text)
-    return text
-
-
-def _run_tool(argv: Sequence[str], cwd: Path) -> str:
-    try:
-        done = subprocess.run(  # noqa: S603 - Gramine's tool from PATH, no shell
-            list(argv), cwd=cwd, capture_output=True, text=True, timeout=_TOOL_TIMEOUT, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UsageError(f"{argv[0]} could not run: {exc}") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UsageError(f"{Path(argv[0]).name} failed (exit {done.returncode}): {last}")
-    return done.stdout
-
-
-def predict_mrenclave(manifest_text: str, *, certificate: Path | None) -> bytes:
-    """MRENCLAVE of ``manifest_text`` as Gramine computes it: ``gramine-sgx-sign`` with a
-    throw-away key (MRENCLAVE does not depend on the signer), read back with
-    ``gramine-sgx-sigstruct-view``. Raises :class:`UsageError` naming what is missing."""
-    tools = {tool: shutil.which(tool) for tool in (SIGN_TOOL, VIEW_TOOL)}
-    missing = [tool for tool, found in tools.items() if found is None]
-    if missing:
-        raise UsageError(
-            f"cannot predict the Gramine MRENCLAVE: {' and '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} not on PATH",
-            hint="install Gramine (its gramine package) on this machine and run this again; "
-            "without it, only the simulated fingerprint can be computed (--tee simulation)",
-        )
-    sign, view = str(tools[SIGN_TOOL]), str(tools[VIEW_TOOL])
-    with tempfile.TemporaryDirectory(prefix="confide-gramine-") as tmp:
-        folder = Path(tmp)
-        (folder / "confide.manifest").write_text(manifest_text)
-        if certificate is not None:
-            shutil.copyfile(certificate, folder / "certificate.pem")
-        # SGX signing keys are RSA-3072 with public exponent 3.
-        key = rsa.generate_private_key(public_exponent=3, key_size=3072)
-        (folder / "signer.pem").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-        )
-        _run_tool(
-            [sign, "--manifest", "confide.manifest", "--output", "confide.manifest.sgx",
-             "--key", "signer.pem"],
-            folder,
-        )  # fmt: skip
-        if not (folder / "confide.sig").is_file():
-            raise UsageError(f"{SIGN_TOOL} wrote no confide.sig beside confide.manifest.sgx")
-        shown = _run_tool([view, "confide.sig"], folder)
-    match = _MR_ENCLAVE.search(shown)
-    if match is None:
-        raise UsageError(f"{VIEW_TOOL} printed no mr_enclave")
-    return bytes.fromhex(match.group(1))
+#: The linted :func:`confide.gramine.app_manifest` of a launch (what the operator launches).
+render_manifest = render_app
 
 
 def read_launch_manifest(path: Path) -> LaunchManifest:
@@ -176,7 +88,6 @@ def manifest_command(
         ),
     ],
     requirement: RequirementOpt = None,
-    port: PortOpt = DEFAULT_ENCLAVE_PORT,
     enclave_size: EnclaveSizeOpt = DEFAULT_ENCLAVE_SIZE,
     max_threads: MaxThreadsOpt = DEFAULT_MAX_THREADS,
     output: Annotated[
@@ -186,9 +97,7 @@ def manifest_command(
     """Print the Gramine manifest that launches this launch manifest in this environment."""
     launch = read_launch_manifest(launch_file)
     env = runtime_environment(tuple(requirement or ()))
-    text = render_manifest(
-        launch, env, port=port, enclave_size=enclave_size, max_threads=max_threads
-    )
+    text = render_manifest(launch, env, enclave_size=enclave_size, max_threads=max_threads)
     if output is None:
         typer.echo(text, nl=False)
         return

@@ -15,12 +15,16 @@ Example::
 from __future__ import annotations
 
 import enum
+import ipaddress
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from confide.errors import UsageError
+from confide.gramine import HOST_VARIABLE, LAUNCH_VARIABLE, PORT_VARIABLE
 from confide.runtime import EXIT_EXPIRED, RuntimeEnd, RuntimeSettings, run_runtime
 from confide.tee import select_tee
 
@@ -39,6 +43,21 @@ from ._launch_options import (
     parse_app_id,
 )
 from ._output import stderr_logger
+
+#: A listening host: an IP address or a DNS name (bounded: it may come from the host's
+#: environment, :data:`~confide.gramine.HOST_VARIABLE`).
+_HOST_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def _listen_host(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOST_NAME.fullmatch(value):
+            raise UsageError(
+                f"--host (or {HOST_VARIABLE}): {value[:80]!r} is not an IP address nor a host name"
+            ) from None
+    return value
 
 
 class TeeOption(enum.StrEnum):
@@ -68,9 +87,20 @@ def runtime_command(
     package: PackageOpt = None,
     app_dir: AppDirOpt = None,
     plaincode: PlaincodeOpt = False,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
+    # Under Gramine the argv is fixed and names neither: the host passes them through
+    # these two variables, the only ones the manifest lets in (ADR 0011: unmeasured).
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on.", envvar=HOST_VARIABLE)
+    ] = "0.0.0.0",  # noqa: S104
     port: Annotated[
-        int, typer.Option("--port", help="Port to listen on (0: any free port).", min=0)
+        int,
+        typer.Option(
+            "--port",
+            help="Port to listen on (0: any free port).",
+            min=0,
+            max=65535,
+            envvar=PORT_VARIABLE,
+        ),
     ] = 443,
     ratls: RatlsOpt = None,
     certificate: CertificateOpt = None,
@@ -101,6 +131,16 @@ def runtime_command(
             "Unix socket path (created 0600; put it in a private folder).",
         ),
     ] = None,
+    expected_launch: Annotated[
+        str | None,
+        typer.Option(
+            "--expected-launch",
+            hidden=True,
+            envvar=LAUNCH_VARIABLE,
+            help="The launch manifest (canonical JSON) this runtime must compute; under "
+            "Gramine the manifest fixes it in the measured environment.",
+        ),
+    ] = None,
     relay_source: Annotated[
         list[str] | None,
         typer.Option(
@@ -118,7 +158,7 @@ def runtime_command(
         package=package,
         app_dir=app_dir,
         plaincode=plaincode,
-        host=host,
+        host=_listen_host(host),
         port=port,
         ratls_expiry=ratls,
         certificate=certificate,
@@ -131,6 +171,15 @@ def runtime_command(
         handoff=handoff,
         relay_sources=tuple(relay_source or ()),
     )
+    if expected_launch is not None and settings.manifest.to_json().decode() != expected_launch:
+        # Under Gramine this copy is measured (loader.env is fixed) and the runtime's own
+        # manifest goes into its certificate: they must be one, or verifiers that take the
+        # certificate's manifest on the strength of a pinned MRENCLAVE would be misled.
+        raise UsageError(
+            f"the launch manifest computed here is not the one fixed in {LAUNCH_VARIABLE}",
+            hint="the package, certificate or environment is not the one the enclave was "
+            "launched for",
+        )
     enclave = select_tee(
         tee.value, simulation_state=simulation_state, measurement=settings.measurement, now=now
     )

@@ -43,10 +43,12 @@ from ._deploy import (
     configuration_payload,
     deploy,
     expected_launch,
+    gramine_fingerprint,
     package_code,
     read_bounded,
     requested_manifest,
     server_name,
+    throwaway_sgx_signer,
 )
 from ._localtest import (
     ChildProcess,
@@ -138,10 +140,12 @@ __all__ = [
     "configuration_payload",
     "deploy",
     "expected_launch",
+    "gramine_fingerprint",
     "package_code",
     "read_bounded",
     "requested_manifest",
     "server_name",
+    "throwaway_sgx_signer",
     # Running a project's app and tests without an enclave.
     "ChildProcess",
     "Environment",

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         AppRecord,
         DeployManifest,
         Health,
+        LaunchInfo,
         Metrics,
         Plan,
         ProjectInfo,
@@ -255,6 +256,12 @@ class OperatorClient:
         from confide.wire.api import Plan
 
         return self._read(self._call("GET", "/plans"), "GET /plans", list[Plan])
+
+    def launch_info(self) -> LaunchInfo:
+        """How the operator launches apps (``GET /launch``): its TEE, Gramine's shapes."""
+        from confide.wire.api import LaunchInfo
+
+        return self._read(self._call("GET", "/launch"), "GET /launch", LaunchInfo)
 
     def projects(self) -> list[ProjectInfo]:
         from confide.wire.api import ProjectInfo

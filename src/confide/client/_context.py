@@ -18,11 +18,16 @@ Format, version 1 (JSON, UTF-8)::
      "tee": "sgx" | "tdx" | "simulation" | ...,
      "expires_at": "<ISO 8601 with offset>",
      "launch": {<the launch manifest, confide.wire.LaunchManifest.to_dict()>},
-     "fingerprint": "<hex measurement of launch>"}
+     "fingerprint": "<hex measurement of launch>",
+     "gramine_mrenclave": "<hex>"}        optional: a Gramine enclave's predicted MRENCLAVE
 
-``fingerprint`` is redundant (the SHA-256 measurement of ``launch``); it is
-there for people and scripts, and a file where it disagrees with ``launch``
-is refused, as are unknown formats, versions and fields.
+``fingerprint`` is redundant (the SHA-256 measurement of ``launch``, or
+``gramine_mrenclave`` when present); it is there for people and scripts, and a
+file where it disagrees is refused, as are unknown formats, versions and
+fields. ``gramine_mrenclave`` is what ``confide deploy`` predicted with
+Gramine's signer for an operator launching with Gramine (ADR 0018): it cannot
+be recomputed from ``launch`` alone, so it is the owner's word, like the rest of
+the file a user receives from the owner.
 
 Example::
 
@@ -72,7 +77,7 @@ _FIELDS: Final = frozenset(
     }
 )
 #: Fields a context may leave out.
-_OPTIONAL_FIELDS: Final = frozenset({"code_sha256"})
+_OPTIONAL_FIELDS: Final = frozenset({"code_sha256", "gramine_mrenclave"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,8 @@ class AppContext:
     #: DIR is the code the owner encrypted into the measured package; ``None`` in a
     #: context exported from the operator, which never sees the plaintext.
     code_sha256: bytes | None = None
+    #: A Gramine enclave's MRENCLAVE, as ``confide deploy`` predicted it (ADR 0018).
+    gramine_mrenclave: bytes | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "operator_url", normalize_url(self.operator_url))
@@ -113,11 +120,14 @@ class AppContext:
             raise UsageError("expires_at must be a timezone-aware datetime")
         if self.code_sha256 is not None and len(self.code_sha256) != 32:
             raise UsageError("code_sha256 must be 32 bytes")
+        if self.gramine_mrenclave is not None and len(self.gramine_mrenclave) != 32:
+            raise UsageError("gramine_mrenclave must be 32 bytes")
 
     @property
     def fingerprint(self) -> bytes:
-        """The measurement of :attr:`launch` (the expected MRENCLAVE)."""
-        return self.launch.measurement()
+        """The expected MRENCLAVE: the Gramine prediction, else the measurement of
+        :attr:`launch`."""
+        return self.gramine_mrenclave or self.launch.measurement()
 
     @classmethod
     def from_record(cls, record: AppRecord, operator_url: str) -> AppContext:
@@ -151,6 +161,11 @@ class AppContext:
             "launch": self.launch.to_dict(),
             "fingerprint": self.fingerprint.hex(),
             **({"code_sha256": self.code_sha256.hex()} if self.code_sha256 is not None else {}),
+            **(
+                {"gramine_mrenclave": self.gramine_mrenclave.hex()}
+                if self.gramine_mrenclave is not None
+                else {}
+            ),
         }
 
     def to_json(self) -> str:
@@ -199,6 +214,9 @@ class AppContext:
             code = doc.get("code_sha256")
             if code is not None and not isinstance(code, str):
                 raise ValueError("code_sha256 must be a hex string")
+            gramine = doc.get("gramine_mrenclave")
+            if gramine is not None and not isinstance(gramine, str):
+                raise ValueError("gramine_mrenclave must be a hex string")
             context = cls(
                 app_id=uuid.UUID(doc["app_id"]),
                 name=doc["name"],
@@ -211,13 +229,15 @@ class AppContext:
                 expires_at=expires_at,
                 launch=LaunchManifest.from_json(json.dumps(doc["launch"])),
                 code_sha256=bytes.fromhex(code) if code is not None else None,
+                gramine_mrenclave=bytes.fromhex(gramine) if gramine is not None else None,
             )
         except (TypeError, ValueError) as exc:
             raise UsageError(f"the app context is malformed: {exc}") from None
         if doc["fingerprint"] != context.fingerprint.hex():
             raise UsageError(
                 f"the app context's fingerprint {doc['fingerprint']} is not the measurement "
-                f"of its launch manifest ({context.fingerprint.hex()}): the file was altered"
+                f"of its launch manifest nor its gramine_mrenclave "
+                f"({context.fingerprint.hex()}): the file was altered"
             )
         return context
 

@@ -16,7 +16,10 @@ The owner never takes the operator's word for what runs. The steps of
    (:func:`check_stated_manifest`: application, TLS mode, expiry, domain,
    certificate) and recompute the fingerprint here
    (:func:`expected_launch`) from this Confide's own runtime code hash and the
-   package's own digest;
+   package's own digest; when the operator launches with Gramine (its app record
+   says ``tee: gramine`` and the enclave size and thread count it renders), the
+   fingerprint is the MRENCLAVE predicted here with Gramine's own signer
+   (:func:`gramine_fingerprint`, as ``confide fingerprint --tee gramine``);
 4. fetch the configuration endpoint's RA-TLS certificate through the router
    and verify it with the one verifier (:class:`EnclaveVerifier`: that
    fingerprint, launched for that name):
@@ -96,9 +99,11 @@ __all__ = [
     "configuration_payload",
     "deploy",
     "expected_launch",
+    "gramine_fingerprint",
     "package_code",
     "requested_manifest",
     "server_name",
+    "throwaway_sgx_signer",
 ]
 
 #: The workspace folder made beside the project file.
@@ -172,10 +177,13 @@ class Deployment:
     certificate: x509.Certificate
     #: The signed release as logged (``None`` only with ``unsafe_skip_release``).
     release: LoggedStatement | None = None
+    #: The predicted MRENCLAVE of a Gramine enclave (``None``: the launch's own measurement).
+    gramine_mrenclave: bytes | None = None
 
     @property
     def fingerprint(self) -> bytes:
-        return self.launch.measurement()
+        """The MRENCLAVE verified: the Gramine prediction, or the launch's measurement."""
+        return self.gramine_mrenclave or self.launch.measurement()
 
 
 def choose_tls(config: ProjectConfig, *, untrusted_ssl: bool) -> TlsMode:
@@ -350,6 +358,57 @@ def expected_launch(
     )
 
 
+#: The operator's ``tee`` when it launches enclaves with Gramine (``AppRecord.tee``).
+GRAMINE_TEE: Final = "gramine"
+
+
+def throwaway_sgx_signer() -> bytes:
+    """A fresh SGX signing key (RSA-3072, exponent 3: the SIGSTRUCT's) in PEM, to predict a
+    MRENCLAVE with ``gramine-sgx-sign`` (MRENCLAVE does not depend on the signer)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=3, key_size=3072)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def gramine_fingerprint(
+    record: AppRecord, launch: LaunchManifest, asked: DeployManifest, folder: Path
+) -> tuple[bytes, tuple[str, int]]:
+    """MRENCLAVE of the Gramine enclave the operator launches for ``launch``, predicted here
+    from public inputs only (the launch manifest recomputed here, this machine's runtime
+    environment, the enclave size and thread count the operator says it renders) with
+    Gramine's signer on PATH; and that size and count. A wrong size or count stated by the
+    operator only makes the prediction differ from the quote: the deploy then fails closed."""
+    from confide.gramine import predict_app_mrenclave, runtime_environment
+
+    shape = record.gramine
+    if shape is None:
+        raise PolicyError(
+            "deploy.gramine",
+            "the operator launches with Gramine but does not say the enclave size and thread "
+            "count it renders, so its MRENCLAVE cannot be predicted",
+            hint="nothing was sent to the enclave, and deploy stopped the app it created",
+        )
+    certificate = None
+    if asked.certificate is not None:
+        certificate = folder / "owner-certificate.pem"
+        certificate.write_text(asked.certificate, encoding="ascii")
+    mrenclave = predict_app_mrenclave(
+        launch,
+        runtime_environment(),
+        enclave_size=shape.enclave_size,
+        max_threads=shape.max_threads,
+        signer_pem=throwaway_sgx_signer(),
+        certificate=certificate,
+    )
+    return mrenclave, (shape.enclave_size, shape.max_threads)
+
+
 def configuration_payload(
     record: AppRecord,
     key: PackageKey,
@@ -446,8 +505,11 @@ def _log_release(
     options: DeployOptions,
     events: DeployEvents,
     now: datetime,
+    gramine: tuple[bytes, str, int] | None = None,
 ) -> LoggedStatement:
-    """Sign the release of ``launch`` with the owner key and check the operator logged it."""
+    """Sign the release of ``launch`` with the owner key and check the operator logged it;
+    ``gramine``: (MRENCLAVE, enclave size, threads) of a Gramine enclave, the fingerprint
+    signed over (what users check)."""
     if options.owner_key is None:  # pragma: no cover - deploy() refused it first
         raise UsageError("no owner key")
     release = Release.of(
@@ -456,6 +518,7 @@ def _log_release(
         validity=options.release_validity,
         version=options.release_version,
         source_ref=options.release_source,
+        gramine=gramine,
     )
     owner = options.owner_key.public_key
     envelope = release.sign(options.owner_key).to_json()
@@ -536,6 +599,11 @@ def deploy(
         check_stated_manifest(record, asked)
         launch = expected_launch(record, asked, package, info.digest, ours)
         fingerprint = launch.measurement()
+        gramine: tuple[bytes, str, int] | None = None
+        if record.tee == GRAMINE_TEE:
+            events.step("predicting the Gramine enclave's MRENCLAVE with gramine-sgx-sign")
+            fingerprint, (size, threads) = gramine_fingerprint(record, launch, asked, Path(tmp))
+            gramine = (fingerprint, size, threads)
         events.step(f"expected fingerprint (recomputed here): {fingerprint.hex()}")
         if launch.runtime_sha256 != record.launch.runtime_sha256:
             events.warn(
@@ -577,7 +645,7 @@ def deploy(
             )
         logged: LoggedStatement | None = None
         if options.owner_key is not None:
-            logged = _log_release(client, launch, options, events, clock())
+            logged = _log_release(client, launch, options, events, clock(), gramine)
         else:
             events.warn("unsafe_skip_release: no release statement is signed nor logged")
         report_data = Quote.from_bytes(quote_from_certificate(cert)).report_data
@@ -616,6 +684,7 @@ def deploy(
         expires_at=record.expires_at,
         launch=launch,
         code_sha256=CodeSource.plaintext_folder(config.cloud.code).digest,
+        gramine_mrenclave=gramine[0] if gramine is not None else None,
     )
     workspace = options.workspace or config.path.parent / CONTEXT_FOLDER
     path = _save_context(context, workspace)
@@ -629,4 +698,5 @@ def deploy(
         router=router,
         certificate=cert,
         release=logged,
+        gramine_mrenclave=gramine[0] if gramine is not None else None,
     )

@@ -471,6 +471,16 @@ def check_owner_release(
                 expected="an SGX enclave",
             )
         release = releases(owner, measurement, now)
+        if verified.launch is not None and release.release.manifest != verified.launch:
+            # The release names the launch its fingerprint was computed from (for a Gramine
+            # enclave, the one fixed in its measured environment): the enclave's must be it.
+            raise ReleaseError(
+                "release.launch",
+                "the enclave's launch manifest is not the one the owner's release names",
+                observed=verified.launch.to_json().decode(),
+                expected=release.release.manifest.to_json().decode(),
+                hint="nothing was sent; the operator runs this code for another launch",
+            )
     except AttestationError as exc:
         exc.checks = verified.quote.checks
         raise
@@ -531,17 +541,42 @@ def launch_manifest_bytes(cert: x509.Certificate) -> bytes:
     return value.value
 
 
-def verify_launch(cert: x509.Certificate, verified: RatlsVerified, name: str) -> LaunchManifest:
+def verify_launch(
+    cert: x509.Certificate,
+    verified: RatlsVerified,
+    name: str,
+    *,
+    code_pinned: bool | None = None,
+) -> LaunchManifest:
     """The launch manifest of a verified enclave, proven to be about ``name``.
 
     ``verified`` is :func:`~confide.attestation.verify_ratls_certificate`'s
-    result for ``cert``. The manifest the certificate carries must measure to
-    the quote's MRENCLAVE (so it is the one the enclave was launched with,
-    whoever delivered it) and list ``name`` among its names: an operator that
-    routes one app's name to another app's enclave is caught here, with or
-    without a fingerprint. Raises :class:`PolicyError` ``launch.absent``,
-    ``launch.measurement`` or ``launch.name``, or :class:`FormatError`
-    ``launch.format``.
+    result for ``cert``; it proved *a real TEE* (or an allowed simulation) and,
+    when the policy had a fingerprint, *this code*; its freshness (*now*) is the
+    certificate's and collateral's validity at the verification time. This step
+    proves *this name*: the manifest the certificate carries is the one the
+    enclave was launched with (whoever delivered it) and lists ``name`` among its
+    names, so an operator that routes one app's name to another app's enclave is
+    caught here. How the manifest is bound to the enclave:
+
+    * its own measurement is the quote's MRENCLAVE (simulated TEE; a TD's RTMR3
+      replays it): the binding holds with or without a pinned code;
+    * otherwise, on SGX, the enclave measures something else, such as the Gramine
+      manifest rendered from the launch manifest (ADR 0018). The carried manifest
+      is then accepted only when ``code_pinned`` is true, i.e. the caller pinned
+      MRENCLAVE to code it trusts (an explicit fingerprint matched, or it will
+      require an owner's logged release of this MRENCLAVE: :func:`check_owner_release`
+      must follow): that code is Confide's runtime, whose measured argv and fixed
+      environment give it the launch manifest it refuses to run without
+      (``confide runtime`` checks its computed manifest against the Gramine
+      manifest's fixed copy), and the certificate carrying it is signed with the
+      key the quote binds, so the enclave itself wrote this manifest. With
+      ``code_pinned`` false (no pin: ``allow_any_code``) it is refused as
+      ``launch.unpinned``; with ``None`` (the caller says nothing of a pin) as
+      ``launch.measurement``.
+
+    Raises :class:`PolicyError` ``launch.absent``, ``launch.measurement``,
+    ``launch.unpinned`` or ``launch.name``, or :class:`FormatError` ``launch.format``.
     """
     raw = launch_manifest_bytes(cert)
     try:
@@ -557,7 +592,18 @@ def verify_launch(cert: x509.Certificate, verified: RatlsVerified, name: str) ->
         observed, expected = (quote.rtmrs or (None,) * 4)[3], launch_rtmr3(measured)
     else:
         observed, expected = quote.mr_enclave, measured
-    if manifest.to_json() != raw or observed != expected:
+    pinned_sgx = bool(code_pinned) and quote.tee != "tdx" and observed is not None
+    if manifest.to_json() != raw or (observed != expected and not pinned_sgx):
+        if manifest.to_json() == raw and code_pinned is False and quote.tee != "tdx":
+            raise PolicyError(
+                "launch.unpinned",
+                "the enclave's MRENCLAVE is not its launch manifest's own measurement (a Gramine "
+                "enclave measures its Gramine manifest), and no code was pinned to vouch for it",
+                observed=observed,
+                expected=expected,
+                hint="nothing was sent; give the owner's fingerprint (--fingerprint) or owner "
+                "key (--owner)",
+            )
         raise PolicyError(
             "launch.measurement",
             "the launch manifest in the certificate is not the one the enclave measured",
@@ -612,8 +658,9 @@ def verify_enclave(
         raise err from None
     if policy.name is None:
         return VerifiedEnclave(cert, verified, None, None)
+    pinned = policy.fingerprint is not None or policy.owner is not None
     try:
-        manifest = verify_launch(cert, verified, policy.name)
+        manifest = verify_launch(cert, verified, policy.name, code_pinned=pinned)
     except AttestationError as exc:
         exc.checks = verified.quote.checks
         raise

@@ -16,7 +16,7 @@ Example::
 
     >>> env = runtime_environment(["flask"])  # doctest: +SKIP
     >>> text = gramine_manifest(  # doctest: +SKIP
-    ...     launch, enclave_argv(launch, env, port=8443), env, enclave_size="2G",
+    ...     launch, enclave_argv(launch, env), env, enclave_size="2G",
     ...     max_threads=64, package=Path("package"), state_dir=Path("state"),
     ... )
     >>> lint_manifest(text, imported=runtime_imports(env))  # doctest: +SKIP
@@ -36,7 +36,6 @@ from ._manifest import (
     APP_PACKAGE,
     APP_STATE,
     CODE_MOUNT,
-    DEFAULT_ENCLAVE_PORT,
     DEFAULT_ENCLAVE_SIZE,
     DEFAULT_GRAMINE_LIBOS,
     DEFAULT_GRAMINE_RUNTIME,
@@ -44,11 +43,22 @@ from ._manifest import (
     ENCLAVE_CERTIFICATE,
     ENCLAVE_PACKAGE,
     ENCLAVE_STATE,
+    HOST_VARIABLE,
+    LAUNCH_VARIABLE,
+    PASSTHROUGH_ENV,
+    PORT_VARIABLE,
     app_manifest,
     enclave_argv,
     gramine_manifest,
     simulated_mrenclave,
     system_library_dirs,
+)
+from ._predict import (
+    SIGN_TOOL,
+    VIEW_TOOL,
+    predict_app_mrenclave,
+    predict_mrenclave,
+    render_app,
 )
 
 __all__ = [
@@ -56,7 +66,6 @@ __all__ = [
     "APP_PACKAGE",
     "APP_STATE",
     "CODE_MOUNT",
-    "DEFAULT_ENCLAVE_PORT",
     "DEFAULT_ENCLAVE_SIZE",
     "DEFAULT_MAX_THREADS",
     "DEFAULT_GRAMINE_LIBOS",
@@ -64,7 +73,13 @@ __all__ = [
     "ENCLAVE_CERTIFICATE",
     "ENCLAVE_PACKAGE",
     "ENCLAVE_STATE",
+    "HOST_VARIABLE",
+    "LAUNCH_VARIABLE",
+    "PASSTHROUGH_ENV",
+    "PORT_VARIABLE",
     "RUNTIME_MODULES",
+    "SIGN_TOOL",
+    "VIEW_TOOL",
     "EnvironmentRoots",
     "RuntimeEnvironment",
     "TrustedFile",
@@ -74,6 +89,9 @@ __all__ = [
     "gramine_manifest",
     "imported_files",
     "lint_manifest",
+    "predict_app_mrenclave",
+    "predict_mrenclave",
+    "render_app",
     "runtime_environment",
     "runtime_imports",
     "simulated_mrenclave",

@@ -9,7 +9,8 @@ rule a manifest breaks; each rule has a stable code::
     gramine.attestation       sgx.remote_attestation is not "dcap"
     gramine.file_policy       sgx.file_check_policy is set and not "strict"
     gramine.argv              loader.argv is missing, not a list of strings, or read from a file
-    gramine.env               loader.env takes a value from the host (passthrough, env_src_file)
+    gramine.env               loader.env takes a value from the host (env_src_file, or a
+                              passthrough of anything but PASSTHROUGH_ENV's two variables)
     gramine.sealing_key       an encrypted mount is not keyed "_sgx_mrenclave"
     gramine.allowed_code      an allowed file (readable, unmeasured) can hold code
     gramine.untrusted_import  a file the runtime imports is not a trusted file
@@ -36,6 +37,7 @@ from typing import Any, Final
 from confide.errors import ManifestError, UsageError
 
 from ._environment import RuntimeEnvironment
+from ._manifest import PASSTHROUGH_ENV
 
 __all__ = ["RUNTIME_MODULES", "imported_files", "lint_manifest", "runtime_imports"]
 
@@ -159,11 +161,17 @@ def lint_manifest(text: str, *, imported: Iterable[Path] = ()) -> None:
             "gramine.env", "loader.env_src_file takes the environment from the host"
         )
     for name, value in env.items() if isinstance(env, dict) else ():
-        if not isinstance(value, str):
-            raise ManifestError(
-                "gramine.env",
-                f"loader.env.{name}: observed a value from the host, expected a fixed string",
-            )
+        if isinstance(value, str):
+            continue
+        # Only where the runtime listens may come from the host (ADR 0011: unmeasured,
+        # harmless); the runtime reads these two variables for nothing else.
+        if name in PASSTHROUGH_ENV and value == {"passthrough": True}:
+            continue
+        raise ManifestError(
+            "gramine.env",
+            f"loader.env.{name}: observed a value from the host, expected a fixed string"
+            f" (only {' and '.join(PASSTHROUGH_ENV)} may be passed through)",
+        )
     for mount in _entries(_get(manifest, "fs.mounts"), "fs.mounts"):
         if isinstance(mount, dict) and mount.get("type") == "encrypted":
             key_name = mount.get("key_name")

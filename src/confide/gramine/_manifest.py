@@ -7,7 +7,10 @@ TOML syntax from a :class:`LaunchManifest`, the runtime's fixed argv, the
 * ``libos.entrypoint`` is the interpreter; ``loader.argv`` is the given argv, fixed
   (never ``loader.insecure__use_cmdline_argv``); ``loader.env`` is fixed too
   (``PYTHONPATH`` to the environment's folders, no byte code written, no user site,
-  and the launch manifest's canonical JSON as ``CONFIDE_LAUNCH_MANIFEST``);
+  and the launch manifest's canonical JSON as ``CONFIDE_LAUNCH_MANIFEST``), but for
+  the two variables of :data:`PASSTHROUGH_ENV`, ``{ passthrough = true }``: the
+  address and port the runtime listens on, which the host picks (ADR 0011: harmless,
+  unmeasured) and which the runtime reads for nothing else;
 * ``sgx.trusted_files`` lists every file of the environment with its SHA-256, and
   Gramine's own runtime folder (its signer hashes that one);
 * the encrypted package is allowed (readable, not trusted) because its AEAD gives it
@@ -52,7 +55,6 @@ __all__ = [
     "APP_PACKAGE",
     "APP_STATE",
     "CODE_MOUNT",
-    "DEFAULT_ENCLAVE_PORT",
     "DEFAULT_ENCLAVE_SIZE",
     "DEFAULT_MAX_THREADS",
     "DEFAULT_GRAMINE_LIBOS",
@@ -60,6 +62,10 @@ __all__ = [
     "ENCLAVE_CERTIFICATE",
     "ENCLAVE_PACKAGE",
     "ENCLAVE_STATE",
+    "HOST_VARIABLE",
+    "LAUNCH_VARIABLE",
+    "PASSTHROUGH_ENV",
+    "PORT_VARIABLE",
     "app_manifest",
     "enclave_argv",
     "gramine_manifest",
@@ -79,10 +85,18 @@ ENCLAVE_STATE: Final = PurePosixPath("/confide/state")
 ENCLAVE_CERTIFICATE: Final = PurePosixPath("/confide/certificate.pem")
 _ENCLAVE_SIZE: Final = re.compile(r"[1-9][0-9]{0,5}[KMG]")
 MAX_THREADS: Final = 4096
-#: The plan's defaults, and the enclave's default port (measured: it is in the fixed argv).
+#: The only variables the host passes into the enclave (``loader.env.NAME = { passthrough =
+#: true }``): where the runtime listens, which ADR 0011 leaves unmeasured. The runtime reads
+#: them as its ``--host``/``--port`` and for nothing else (``confide runtime`` validates them).
+#: The launch manifest's canonical JSON, fixed in the Gramine manifest's environment
+#: (measured): ``confide runtime`` refuses to start when it computes another manifest.
+LAUNCH_VARIABLE: Final = "CONFIDE_LAUNCH_MANIFEST"
+HOST_VARIABLE: Final = "CONFIDE_LISTEN_HOST"
+PORT_VARIABLE: Final = "CONFIDE_LISTEN_PORT"
+PASSTHROUGH_ENV: Final = (HOST_VARIABLE, PORT_VARIABLE)
+#: The plan's defaults.
 DEFAULT_ENCLAVE_SIZE: Final = "2G"
 DEFAULT_MAX_THREADS: Final = 64
-DEFAULT_ENCLAVE_PORT: Final = 8443
 #: Where an app's files are, relative to its folder (where gramine-sgx runs).
 APP_PACKAGE: Final = Path("package")
 APP_STATE: Final = Path("state")
@@ -121,21 +135,14 @@ def _uri(path: Path | PurePosixPath, folder: bool = False) -> str:
     return _s(f"file:{text}/" if folder and not text.endswith("/") else f"file:{text}")
 
 
-def enclave_argv(
-    launch: LaunchManifest,
-    environment: RuntimeEnvironment,
-    *,
-    port: int,
-    host: str = "0.0.0.0",  # noqa: S104
-) -> list[str]:
+def enclave_argv(launch: LaunchManifest, environment: RuntimeEnvironment) -> list[str]:
     """The fixed ``loader.argv`` of ``confide runtime`` launching ``launch`` under Gramine,
     with the package, state and certificate at their in-enclave paths
-    (:data:`ENCLAVE_PACKAGE` & co.). ``port`` is measured: Gramine fixes the whole argv."""
-    if not 0 < port < 65536:
-        raise UsageError(f"the enclave's port must be 1 to 65535, got {port}")
+    (:data:`ENCLAVE_PACKAGE` & co.). It names no address nor port: the runtime takes them
+    from :data:`PASSTHROUGH_ENV`, so the measurement does not depend on them."""
     argv = [str(environment.interpreter), *_CLI, "runtime"]
     argv += ["--app-id", str(launch.app_id), "--application", launch.application]
-    argv += ["--package", str(ENCLAVE_PACKAGE), "--host", host, "--port", str(port)]
+    argv += ["--package", str(ENCLAVE_PACKAGE)]
     if launch.tls == TlsMode.OWNER:
         argv += ["--certificate", str(ENCLAVE_CERTIFICATE)]
     elif launch.tls == TlsMode.RATLS:
@@ -194,7 +201,7 @@ def gramine_manifest(
                  *(p.as_posix() for p in libraries)]
             )
         ),
-        "CONFIDE_LAUNCH_MANIFEST": launch.to_json().decode(),
+        LAUNCH_VARIABLE: launch.to_json().decode(),
     }  # fmt: skip
     mounts = [f"  {{ path = {_s('/lib')}, uri = {_uri(gramine_runtime)} }},"]
     kept: list[Path] = []
@@ -228,6 +235,7 @@ def gramine_manifest(
         'loader.log_level = "error"',
         "loader.argv = [" + ", ".join(_s(a) for a in argv) + "]",
         *(f"loader.env.{name} = {_s(value)}" for name, value in env.items()),
+        *(f"loader.env.{name} = {{ passthrough = true }}" for name in PASSTHROUGH_ENV),
         "fs.mounts = [",
         *mounts,
         "]",
@@ -252,7 +260,6 @@ def app_manifest(
     launch: LaunchManifest,
     environment: RuntimeEnvironment,
     *,
-    port: int = DEFAULT_ENCLAVE_PORT,
     enclave_size: str = DEFAULT_ENCLAVE_SIZE,
     max_threads: int = DEFAULT_MAX_THREADS,
 ) -> str:
@@ -262,7 +269,7 @@ def app_manifest(
     ``confide fingerprint --tee gramine`` predicts, so both give the same MRENCLAVE."""
     return gramine_manifest(
         launch,
-        enclave_argv(launch, environment, port=port),
+        enclave_argv(launch, environment),
         environment,
         enclave_size=enclave_size,
         max_threads=max_threads,

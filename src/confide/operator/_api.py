@@ -58,6 +58,7 @@ from confide.wire.api import (
     AppList,
     AppRecord,
     Health,
+    LaunchInfo,
     ManifestIn,
     Metrics,
     Plan,
@@ -289,6 +290,12 @@ def create_app(
     @router.get("/plans", tags=["operator"])
     def plans(auth: Auth) -> list[Plan]:
         return api.plans()
+
+    @router.get("/launch", tags=["operator"])
+    def launch(auth: Auth) -> LaunchInfo:
+        """The TEE apps run in and, under Gramine, each plan's enclave size and thread count:
+        inputs of an owner's MRENCLAVE prediction, never trusted (a wrong one fails closed)."""
+        return api.launch_info()
 
     @router.get("/projects", tags=["projects"])
     def list_projects(auth: Auth) -> list[ProjectInfo]:

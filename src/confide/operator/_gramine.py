@@ -19,7 +19,9 @@ app's folder ``<data>/apps/<id>/``:
    and writes ``confide-runtime.sig`` (the SIGSTRUCT, whose MRENCLAVE is what the
    app's users verify);
 5. ``gramine-sgx <data>/apps/<id>/confide-runtime`` runs it, in its own session,
-   with the backend's fixed environment, its output appended to the app's log.
+   with the backend's fixed environment plus the listening address and port in the
+   two variables the manifest passes through (:data:`~confide.gramine.PASSTHROUGH_ENV`),
+   its output appended to the app's log.
 
 What the backend trusts: nothing it writes here is trusted by anyone else. The
 manifest, its hashes and the signature only decide what the enclave measures to;
@@ -29,11 +31,12 @@ signing key only so that Gramine can launch (SGX requires a SIGSTRUCT): MRSIGNER
 the operator's, and nobody's policy relies on it.
 
 The router relays the bytes of every connection to the enclave's port on loopback:
-no descriptor is handed into an enclave (ADR 0009). The enclave's port is written
-in its argv (Gramine fixes the whole argv), so it is chosen once per app and kept
-in ``runtime.json`` with the pid: a restart reuses it (the measurement does not
-change) and an operator restart adopts the enclave from it, after checking that
-the pid's command line is ``gramine-sgx``'s for this app.
+no descriptor is handed into an enclave (ADR 0009). The enclave's address and port
+are not in its measured argv: Gramine passes them in from this backend's
+environment (ADR 0011: harmless), so the measurement does not depend on them. The
+port is kept in ``runtime.json`` with the pid (a restart reuses it) and an operator
+restart adopts the enclave from it, after checking that the pid's command line is
+``gramine-sgx``'s for this app.
 
 The decrypted code is on the enclave's own ``tmpfs``: nothing is left on the host
 when an enclave ends, so this backend has no code folders to remove.
@@ -55,7 +58,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from confide.errors import UsageError
-from confide.gramine import app_manifest, runtime_environment
+from confide.gramine import HOST_VARIABLE, PORT_VARIABLE, app_manifest, runtime_environment
 from confide.runtime import check_launch
 from confide.wire import TlsMode
 
@@ -80,6 +83,7 @@ __all__ = [
     "MANIFEST_STEM",
     "THREADS_PER_CORE",
     "GramineBackend",
+    "plan_enclave",
 ]
 
 #: The executables this backend runs (found on the operator's PATH).
@@ -96,10 +100,13 @@ SIGN_TIMEOUT: Final = 600.0
 _KEY_SIZE: Final = 3072
 _EXPONENT: Final = 3
 _RECORD: Final = "runtime.json"
-#: Where the enclave listens (``enclave_argv``'s default, so an owner's prediction
-#: renders the same argv); the router reaches it on loopback.
-ENCLAVE_BIND: Final = "0.0.0.0"  # noqa: S104 - measured; TLS ends in the enclave
 _MAX_RECORD: Final = 4096
+
+
+def plan_enclave(memory_mib: int, cores: int) -> tuple[str, int]:
+    """``sgx.enclave_size`` and ``sgx.max_threads`` of a plan's enclave: what this backend
+    renders and what the API tells owners (``AppRecord.gramine``), from one place."""
+    return f"{memory_mib}M", THREADS_PER_CORE * cores
 
 
 class GramineBackend(LocalProcessBackend):
@@ -169,12 +176,12 @@ class GramineBackend(LocalProcessBackend):
         return self.key_path
 
     def _port(self, app_id: uuid.UUID) -> int:
-        """The app's enclave port: the one it was first launched on (it is measured)."""
+        """The app's enclave port: the one it was first launched on (kept, not measured)."""
         record = self._record(app_id)
         port = record.get("port") if record else None
         if isinstance(port, int) and 0 < port < 65536:
             return port
-        return free_port(ENCLAVE_BIND)
+        return free_port(self._host)
 
     def _record(self, app_id: uuid.UUID) -> dict[str, object] | None:
         try:
@@ -205,15 +212,11 @@ class GramineBackend(LocalProcessBackend):
         self._link_package(spec)
         try:
             environment = runtime_environment(cache_dir=self.gramine_dir / "hash-cache")
-            port = self._port(spec.app_id)
             # The manifest ``confide fingerprint --tee gramine`` predicts from the same
             # inputs: the package, state and certificate at their places in this folder.
+            enclave_size, max_threads = plan_enclave(spec.memory_mib, spec.cores)
             text = app_manifest(
-                spec.manifest,
-                environment,
-                port=port,
-                enclave_size=f"{spec.memory_mib}M",
-                max_threads=THREADS_PER_CORE * spec.cores,
+                spec.manifest, environment, enclave_size=enclave_size, max_threads=max_threads
             )
         except LaunchRefused:
             raise
@@ -225,7 +228,10 @@ class GramineBackend(LocalProcessBackend):
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, manifest)
         self._sign(sign, spec.app_id, manifest, base.with_name(base.name + ".manifest.sgx"))
-        return Launch([sgx, str(base)], self._environment, port)
+        port = self._port(spec.app_id)
+        # The only variables the manifest lets in from the host (loader.env passthrough).
+        passed = {**self._environment, HOST_VARIABLE: self._host, PORT_VARIABLE: str(port)}
+        return Launch([sgx, str(base)], passed, port)
 
     def _write_certificate(self, spec: AppSpec) -> Path | None:
         if spec.manifest.tls != TlsMode.OWNER:

@@ -34,6 +34,8 @@ from confide.wire.api import (
     Account,
     AppList,
     AppRecord,
+    GramineEnclave,
+    LaunchInfo,
     Metrics,
     PackageDigest,
     Plan,
@@ -44,6 +46,7 @@ from confide.wire.api import (
 
 from ._blobs import BlobStore, PackageTooLarge
 from ._db import AuthenticatedToken, Database, lock_account, status_history
+from ._gramine import plan_enclave
 from ._lifecycle import record_created, request_delete, request_stop
 from ._models import DOMAIN_RELEASED, App, Project
 from ._schemas import build_launch_manifest, parse_manifest
@@ -55,7 +58,7 @@ from ._seams import (
     SimulationCollateralProvider,
     SimulationRootProvider,
 )
-from ._settings import OperatorSettings
+from ._settings import OperatorSettings, TeeBackend
 
 #: How long simulation collateral is served before a fresh one is asked for (the
 #: endpoint needs no token: it must not sign new collateral for every request).
@@ -155,6 +158,15 @@ class AppService:
         domains = [f"{app.id}.{self.settings.base_domain}"]
         if app.domain is not None:
             domains.append(app.domain)
+        gramine = None
+        if self.settings.tee == TeeBackend.GRAMINE:
+            try:
+                plan = self.settings.plan(app.plan)
+            except UsageError:
+                plan = None  # a plan since removed: the app no longer starts, say nothing
+            if plan is not None:
+                size, threads = plan_enclave(plan.memory_mib, plan.cores)
+                gramine = GramineEnclave(enclave_size=size, max_threads=threads)
         sim_root = None
         if self.settings.simulated and self.sim_root_provider is not None:
             sim_root = self.sim_root_provider().decode("ascii")
@@ -177,6 +189,7 @@ class AppService:
             domains=tuple(domains),
             router=HostPort.parse(self.settings.router_address, "the router address"),
             tee=self.settings.tee.value,
+            gramine=gramine,
             launch=launch,
             fingerprint=launch.measurement(),
             simulation_root_ca=sim_root,
@@ -400,6 +413,17 @@ class AppService:
 
     def plans(self) -> list[Plan]:
         return list(self.settings.plans)
+
+    def launch_info(self) -> LaunchInfo:
+        """The operator's TEE and, under Gramine, each plan's enclave size and threads (the
+        values :class:`~._gramine.GramineBackend` renders: :func:`~._gramine.plan_enclave`)."""
+        gramine = None
+        if self.settings.tee == TeeBackend.GRAMINE:
+            gramine = {}
+            for plan in self.settings.plans:
+                size, threads = plan_enclave(plan.memory_mib, plan.cores)
+                gramine[plan.name] = GramineEnclave(enclave_size=size, max_threads=threads)
+        return LaunchInfo(tee=self.settings.tee.value, gramine=gramine)
 
     def me(self, auth: AuthenticatedToken) -> Account:
         with self.db.session() as session:

@@ -9,9 +9,13 @@ spaces, UTF-8) and unknown members are refused at every level::
      "predicateType": RELEASE_PREDICATE | REVOCATION_PREDICATE,
      "predicate": {...}}
 
-The one subject is the launch fingerprint: SHA-256 over the launch domain tag
-and the canonical launch manifest, which is the enclave's MRENCLAVE
-(:meth:`confide.wire.LaunchManifest.measurement`).
+The one subject is the launch fingerprint, the enclave's MRENCLAVE: SHA-256 over
+the launch domain tag and the canonical launch manifest
+(:meth:`confide.wire.LaunchManifest.measurement`), or, for an enclave launched
+with Gramine (the predicate then has ``"gramine"``), the MRENCLAVE Gramine's
+signer computes over the Gramine manifest rendered from the launch manifest, the
+runtime environment and the enclave size and thread count given there (the owner
+predicted it with ``gramine-sgx-sign``; it cannot be recomputed without it).
 
 The release predicate (``urn:confide:release:v1``)::
 
@@ -20,7 +24,8 @@ The release predicate (``urn:confide:release:v1``)::
      "names": [NAME, ...],             the names served (the manifest's SANs)
      "version": TEXT | null,           an optional version label
      "sourceRef": TEXT | null,         an optional source reference (a commit, a URL)
-     "notBefore": TIME, "notAfter": TIME}   the validity window
+     "notBefore": TIME, "notAfter": TIME,   the validity window
+     "gramine": {"enclaveSize": "512M", "maxThreads": N}}   only for a Gramine enclave
 
 The revocation predicate (``urn:confide:revocation:v1``)::
 
@@ -36,6 +41,7 @@ never fetched.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -57,6 +63,9 @@ MAX_LABEL: Final = 256
 MAX_VALIDITY: Final = timedelta(days=398)
 
 _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+#: A Gramine ``sgx.enclave_size`` (as ``confide.gramine`` renders it) and the most threads.
+_ENCLAVE_SIZE: Final = re.compile(r"[1-9][0-9]{0,5}[KMG]")
+MAX_GRAMINE_THREADS: Final = 4096
 
 
 def format_time(when: datetime) -> str:
@@ -107,10 +116,23 @@ class Release:
     source_ref: str | None
     not_before: datetime
     not_after: datetime
+    #: A Gramine enclave's ``sgx.enclave_size`` and ``sgx.max_threads``: the fingerprint is
+    #: then the MRENCLAVE of its Gramine manifest, not the launch manifest's own measurement.
+    gramine: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
-        if self.manifest.measurement() != self.fingerprint:
+        if self.gramine is None and self.manifest.measurement() != self.fingerprint:
             raise UsageError("the release's launch manifest does not measure to its fingerprint")
+        if self.gramine is not None:
+            size, threads = self.gramine
+            if not isinstance(size, str) or not _ENCLAVE_SIZE.fullmatch(size):
+                raise UsageError("the release's Gramine enclave size is not like 512M")
+            if not isinstance(threads, int) or not 0 < threads <= MAX_GRAMINE_THREADS:
+                raise UsageError(
+                    f"the release's Gramine thread count is not 1..{MAX_GRAMINE_THREADS}"
+                )
+            if len(self.fingerprint) != 32:
+                raise UsageError("a fingerprint is 32 bytes")
         if not self.not_before < self.not_after <= self.not_before + MAX_VALIDITY:
             raise UsageError(
                 f"a release's validity window must be non-empty and at most {MAX_VALIDITY.days} "
@@ -132,8 +154,15 @@ class Release:
         validity: timedelta,
         version: str | None = None,
         source_ref: str | None = None,
+        gramine: tuple[bytes, str, int] | None = None,
     ) -> Release:
+        """``gramine``: (MRENCLAVE, enclave size, threads) of a Gramine enclave of ``manifest``."""
         start = not_before.astimezone(UTC).replace(microsecond=0)
+        if gramine is not None:
+            mrenclave, size, threads = gramine
+            return cls(
+                mrenclave, manifest, version, source_ref, start, start + validity, (size, threads)
+            )
         return cls(manifest.measurement(), manifest, version, source_ref, start, start + validity)
 
     def statement(self) -> bytes:
@@ -146,6 +175,8 @@ class Release:
             "sourceRef": self.source_ref,
             "version": self.version,
         }
+        if self.gramine is not None:
+            predicate["gramine"] = {"enclaveSize": self.gramine[0], "maxThreads": self.gramine[1]}
         return _statement(self.fingerprint, RELEASE_PREDICATE, predicate)
 
     def sign(self, key: OwnerKey) -> Envelope:
@@ -194,20 +225,22 @@ def _subject(statement: dict[str, Any]) -> bytes:
     return bytes.fromhex(value)
 
 
+_RELEASE_KEYS: Final = frozenset(
+    {"launchManifest", "names", "notAfter", "notBefore", "packageSha256", "sourceRef", "version"}
+)
+
+
 def _release(fingerprint: bytes, obj: object) -> Release:
-    predicate = _exact(
-        obj,
-        {
-            "launchManifest",
-            "names",
-            "notAfter",
-            "notBefore",
-            "packageSha256",
-            "sourceRef",
-            "version",
-        },
-        "the release predicate",
-    )
+    keys = set(_RELEASE_KEYS)
+    if isinstance(obj, dict) and "gramine" in obj:
+        keys.add("gramine")
+    predicate = _exact(obj, keys, "the release predicate")
+    gramine = None
+    if "gramine" in predicate:
+        shape = _exact(predicate["gramine"], {"enclaveSize", "maxThreads"}, "the Gramine shape")
+        gramine = (shape["enclaveSize"], shape["maxThreads"])
+        if isinstance(gramine[1], bool):
+            raise UsageError("the release's Gramine thread count is not a number")
     manifest = LaunchManifest.from_dict(predicate["launchManifest"])
     if predicate["names"] != list(manifest.san):
         raise UsageError("the release's names are not its launch manifest's")
@@ -220,6 +253,7 @@ def _release(fingerprint: bytes, obj: object) -> Release:
         _label(predicate["sourceRef"], "the source reference"),
         parse_time(predicate["notBefore"], "notBefore"),
         parse_time(predicate["notAfter"], "notAfter"),
+        gramine,
     )
 
 

@@ -8,11 +8,13 @@ import json
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from confide.client import OperatorClient
 from confide.crypto import package_digest
 from confide.operator import (
     App,
@@ -199,6 +201,39 @@ def test_gramine_operators_give_no_simulation_root(
     with operator.client(operator.token("alice")) as c:
         app = upload(c, package).json()
     assert app["tee"] == "gramine" and app["simulation_root_ca"] is None
+    # How the enclave is rendered beyond the launch manifest (what the owner predicts with):
+    # the plan's memory and 32 threads per core, as the Gramine backend renders them.
+    plan = next(p for p in c_plans(operator) if p["name"] == app["plan"])
+    assert app["gramine"] == {
+        "enclave_size": f"{plan['memory_mib']}M", "max_threads": 32 * plan["cores"],
+    }  # fmt: skip
+
+
+def c_plans(operator: Operator) -> list[dict[str, Any]]:
+    with operator.client(operator.token("alice")) as c:
+        found: list[dict[str, Any]] = c.get("/api/v1/plans").json()
+    return found
+
+
+def test_other_operators_say_no_gramine_shape(operator: Operator, package: bytes) -> None:
+    with operator.client(operator.token("alice")) as c:
+        app = upload(c, package).json()
+        launch = c.get("/api/v1/launch").json()
+    assert app["tee"] != "gramine" and app["gramine"] is None
+    assert launch == {"tee": app["tee"], "gramine": None}
+
+
+def test_a_gramine_operator_says_how_it_renders_each_plan(operators: OperatorFactory) -> None:
+    """Before any deploy, an owner reads each plan's enclave size and threads (the inputs of
+    its MRENCLAVE prediction beside the launch manifest), through the typed client too."""
+    operator = operators.start(tee="gramine")
+    plans = c_plans(operator)
+    with OperatorClient(operator.url, operator.token("alice")) as client:
+        info = client.launch_info()
+    assert info.tee == "gramine" and info.gramine is not None
+    assert {name: (g.enclave_size, g.max_threads) for name, g in info.gramine.items()} == {
+        p["name"]: (f"{p['memory_mib']}M", 32 * p["cores"]) for p in plans
+    }
 
 
 def test_the_api_is_http(operator: Operator) -> None:

@@ -22,6 +22,7 @@ APP = "00000000-0000-4000-8000-000000000000"
 PROTECTED = [
     ("GET", "/api/v1/me"),
     ("GET", "/api/v1/plans"),
+    ("GET", "/api/v1/launch"),
     ("GET", "/api/v1/projects"),
     ("POST", "/api/v1/projects"),
     ("GET", "/api/v1/apps"),

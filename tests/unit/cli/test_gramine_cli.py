@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from confide.cli import app
 from confide.cli._gramine import render_manifest
-from confide.gramine import DEFAULT_ENCLAVE_PORT, runtime_environment, simulated_mrenclave
+from confide.gramine import runtime_environment, simulated_mrenclave
 from confide.runtime import CodeSource, launch_manifest
 from confide.wire import LaunchManifest
 
@@ -98,15 +98,17 @@ def test_with_gramine_tools_it_predicts_mrenclave_of_the_rendered_manifest(
     code, out, err = _run("fingerprint", *LAUNCH_OPTIONS, "--tee", "gramine", "--json")
     assert code == 0, err
     payload = json.loads(out)
-    text = render_manifest(
-        _launch(), runtime_environment(), port=DEFAULT_ENCLAVE_PORT,
-        enclave_size="2G", max_threads=64,
-    )  # fmt: skip
+    text = render_manifest(_launch(), runtime_environment(), enclave_size="2G", max_threads=64)
     assert payload["tee"] == "gramine"
     assert payload["fingerprint"] == simulated_mrenclave(text).hex()
-    # Another port is another argv, so another MRENCLAVE; the simulated one ignores it.
-    code, other, _ = _run("fingerprint", *LAUNCH_OPTIONS, "--tee", "gramine", "--port", "9443")
+    # Another enclave size is another manifest, so another MRENCLAVE; the simulated one
+    # ignores it. The port is not an input any more: the host passes it in, unmeasured.
+    code, other, _ = _run(
+        "fingerprint", *LAUNCH_OPTIONS, "--tee", "gramine", "--enclave-size", "4G"
+    )
     assert code == 0 and other.strip() != payload["fingerprint"]
+    code, _, err = _run("fingerprint", *LAUNCH_OPTIONS, "--tee", "gramine", "--port", "9443")
+    assert code == 2 and "--port" in err
     code, simulated, _ = _run("fingerprint", *LAUNCH_OPTIONS)
     assert code == 0 and simulated.strip() == _launch().measurement().hex()
 
@@ -128,9 +130,8 @@ def test_gramine_manifest_renders_a_manifest_that_lints(tmp_path: Path) -> None:
     text = target.read_text()
     assert 'sgx.remote_attestation = "dcap"' in text and "sgx.debug = false" in text
     assert text == render_manifest(
-        _launch(), runtime_environment(), port=DEFAULT_ENCLAVE_PORT,
-        enclave_size="2G", max_threads=64,
-    )  # fmt: skip
+        _launch(), runtime_environment(), enclave_size="2G", max_threads=64
+    )
     code, out, err = _run("gramine", "lint", str(target))
     assert code == 0, err
     assert out.startswith("OK ") and "all trusted" in out

@@ -44,6 +44,7 @@ HARMLESS = frozenset(
         "--handoff",  # gives the runtime connections, no more than connecting to --port
         "--relay-source",  # availability only: whose connections share per-source limits
         "--timeout",  # can only stop the runtime sooner, which the host can anyway
+        "--expected-launch",  # can only stop it from starting (measured under Gramine)
         "--state-dir",  # only data sealed to this measurement is written there
         "--tee",  # the quote says which TEE made it; verifiers refuse simulation
         "--simulation-state",

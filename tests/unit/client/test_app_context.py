@@ -80,6 +80,19 @@ def test_save_and_load(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
 
 
+def test_a_gramine_context_expects_the_predicted_mrenclave(tmp_path: Path) -> None:
+    """Under Gramine the expected fingerprint is the MRENCLAVE ``confide deploy`` predicted,
+    not the launch manifest's own measurement; it round-trips and is what verify pins."""
+    mrenclave = bytes([0x6A]) * 32
+    context = _context(tee="gramine", gramine_mrenclave=mrenclave)
+    assert context.fingerprint == mrenclave != _launch().measurement()
+    doc = json.loads(context.to_json())
+    assert doc["fingerprint"] == doc["gramine_mrenclave"] == mrenclave.hex()
+    path = tmp_path / "g.json"
+    context.save(path)
+    assert AppContext.load(path) == context
+
+
 def _doc(**changes: Any) -> str:
     doc = json.loads(_context().to_json())
     doc.update(changes)
@@ -104,6 +117,9 @@ REFUSED = [
     (_doc(expires_at="2030-03-01T00:00:00"), "timezone-aware"),
     (_doc(expires_at=1), "expires_at must be a string"),
     (_doc(launch={"format": "confide-launch-manifest", "version": 9}), "version 9"),
+    (_doc(gramine_mrenclave="6a" * 32), "the file was altered"),  # fingerprint disagrees
+    (_doc(gramine_mrenclave="6a" * 31, fingerprint="6a" * 31), "32 bytes"),
+    (_doc(gramine_mrenclave=7), "gramine_mrenclave must be a hex string"),
     ("{" + " " * (256 * 1024) + "}", "at most"),
 ]
 

@@ -30,7 +30,7 @@ def fake(tmp_path: Path) -> FakeEnvironment:
 def _manifest(fake: FakeEnvironment) -> str:
     env = fake.scan()
     return gramine_manifest(
-        LAUNCH, enclave_argv(LAUNCH, env, port=8443), env, enclave_size="2G", max_threads=32,
+        LAUNCH, enclave_argv(LAUNCH, env), env, enclave_size="2G", max_threads=32,
         package=Path("package"), state_dir=Path("state"),
     )  # fmt: skip
 
@@ -44,6 +44,11 @@ def test_a_generated_manifest_passes_and_says_what_the_issue_asks(fake: FakeEnvi
     assert m["libos"]["entrypoint"] == str(fake.roots.interpreter)
     assert m["loader"]["argv"][-4:] == ["--state-dir", "/confide/state", "--tee", "gramine"]
     assert m["loader"]["env"]["CONFIDE_LAUNCH_MANIFEST"] == LAUNCH.to_json().decode()
+    # Only where the runtime listens comes from the host, and it is not in the argv.
+    passed = {k for k, v in m["loader"]["env"].items() if not isinstance(v, str)}
+    assert passed == {"CONFIDE_LISTEN_HOST", "CONFIDE_LISTEN_PORT"}
+    assert m["loader"]["env"]["CONFIDE_LISTEN_PORT"] == {"passthrough": True}
+    assert "--port" not in m["loader"]["argv"] and "--host" not in m["loader"]["argv"]
     hashes = {e["uri"]: e["sha256"] for e in m["sgx"]["trusted_files"] if isinstance(e, dict)}
     h11 = fake.root / "site" / "h11" / "_readers.py"
     assert hashes[f"file:{h11}"] == __import__("hashlib").sha256(h11.read_bytes()).hexdigest()
@@ -99,6 +104,11 @@ MISTAKES: dict[str, tuple[Callable[[str], str], str]] = {
     "lax file policy": (_sub('file_check_policy = "strict"',
                              'file_check_policy = "allow_all_but_log"'), "gramine.file_policy"),
     "env passthrough": (_append("loader.env.EVIL = { passthrough = true }"), "gramine.env"),
+    "preload passthrough": (_append("loader.env.LD_PRELOAD = { passthrough = true }"),
+                            "gramine.env"),
+    "listen variable, other form": (_sub("CONFIDE_LISTEN_PORT = { passthrough = true }",
+                                         'CONFIDE_LISTEN_PORT = { passthrough = "yes" }'),
+                                    "gramine.env"),
     "argv missing": (lambda t: re.sub(r"^loader\.argv = .*\n", "", t, flags=re.M),
                      "gramine.argv"),
     "mrsigner sealing": (_sub('key_name = "_sgx_mrenclave"', 'key_name = "_sgx_mrsigner"'),
@@ -137,7 +147,7 @@ def test_the_runtimes_real_imports_are_all_trusted(tmp_path: Path) -> None:
     """Run the runtime's imports in a child interpreter; drop h11 from the trusted files."""
     env = runtime_environment(cache_dir=tmp_path)
     text = gramine_manifest(
-        LAUNCH, enclave_argv(LAUNCH, env, port=8443), env, enclave_size="2G", max_threads=32,
+        LAUNCH, enclave_argv(LAUNCH, env), env, enclave_size="2G", max_threads=32,
         package=Path("package"), state_dir=Path("state"),
     )  # fmt: skip
     imported = runtime_imports(env)

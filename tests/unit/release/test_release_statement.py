@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -117,3 +118,48 @@ def test_malformed_statements_are_refused(payload: bytes) -> None:
 def test_arbitrary_envelopes_raise_only_our_error(data: bytes) -> None:
     with pytest.raises(ReleaseError):
         Envelope.from_json(data).verified_payload(OwnerKey(bytes(32)).public_key, "x")
+
+
+GRAMINE_MRENCLAVE = bytes([0x6A]) * 32
+
+
+def test_a_gramine_release_is_signed_over_its_mrenclave_and_round_trips() -> None:
+    """A Gramine enclave's fingerprint is its predicted MRENCLAVE, not the launch manifest's
+    own measurement; the statement says the enclave size and threads it was predicted with."""
+    launch = manifest(("a.example",))
+    release = Release.of(
+        launch, not_before=START, validity=timedelta(days=30),
+        gramine=(GRAMINE_MRENCLAVE, "512M", 32),
+    )  # fmt: skip
+    assert release.fingerprint == GRAMINE_MRENCLAVE != launch.measurement()
+    assert b'"gramine":{"enclaveSize":"512M","maxThreads":32}' in release.statement()
+    assert parse_statement(release.statement()) == release
+    # Without the Gramine shape, the fingerprint must still be the manifest's own.
+    with pytest.raises(UsageError):
+        Release(GRAMINE_MRENCLAVE, launch, None, None, START, START + timedelta(days=1))
+
+
+@pytest.mark.parametrize(
+    ("shape", "said"),
+    [
+        ({"enclaveSize": "512 M", "maxThreads": 32}, "enclave size"),
+        ({"enclaveSize": "512M", "maxThreads": 0}, "thread count"),
+        ({"enclaveSize": "512M", "maxThreads": True}, "thread count"),
+        ({"enclaveSize": "512M"}, "Gramine shape"),
+        ({"enclaveSize": "512M", "maxThreads": 32, "extra": 1}, "Gramine shape"),
+    ],
+)
+def test_a_malformed_gramine_shape_is_refused(shape: dict[str, object], said: str) -> None:
+    good = Release.of(
+        manifest(("a.example",)), not_before=START, validity=timedelta(days=30),
+        gramine=(GRAMINE_MRENCLAVE, "512M", 32),
+    ).statement()  # fmt: skip
+    payload = good.replace(
+        b'{"enclaveSize":"512M","maxThreads":32}',
+        json.dumps(shape, separators=(",", ":"), sort_keys=True).encode(),
+    )
+    assert payload != good
+    with pytest.raises(ReleaseError) as caught:
+        parse_statement(payload)
+    assert caught.value.code == "release.format"
+    assert said in str(caught.value.detail)

@@ -399,3 +399,22 @@ def test_where_gramine_is_not_installed_the_stand_in_plays_its_installation(
     (missing / "libsysdb.so").unlink()
     done = enclave.sign()
     assert done.returncode == 1 and "cannot hash loader.entrypoint" in done.stderr
+
+
+def test_the_loader_passes_through_exactly_the_declared_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As Gramine does: a fixed value is the manifest's, a ``passthrough`` variable is the
+    host's (only when set there), and nothing else of the host's environment gets in."""
+    from gramine_standin.sgx import _environment
+
+    monkeypatch.setenv("CONFIDE_LISTEN_PORT", "4711")
+    monkeypatch.setenv("PYTHONPATH", "/host/evil")
+    monkeypatch.setenv("LD_PRELOAD", "/host/evil.so")
+    monkeypatch.delenv("CONFIDE_LISTEN_HOST", raising=False)
+    manifest = tomllib.loads(
+        'loader.env.PYTHONPATH = "/fixed"\n'
+        "loader.env.CONFIDE_LISTEN_HOST = { passthrough = true }\n"
+        "loader.env.CONFIDE_LISTEN_PORT = { passthrough = true }\n"
+    )
+    assert _environment(manifest) == {"PYTHONPATH": "/fixed", "CONFIDE_LISTEN_PORT": "4711"}

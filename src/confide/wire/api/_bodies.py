@@ -57,6 +57,8 @@ __all__ = [
     "Metrics",
     "PackageDigest",
     "Plan",
+    "GramineEnclave",
+    "LaunchInfo",
     "ProjectInfo",
     "ProjectRequest",
     "SimulationOut",
@@ -250,6 +252,35 @@ class PackageDigest(_Body):
     size: int
 
 
+#: ``sgx.enclave_size`` as Gramine writes it (``512M``, ``4G``) and the most ``sgx.max_threads``.
+GRAMINE_ENCLAVE_SIZE_PATTERN: Final = r"^[1-9][0-9]{0,5}[KMG]$"
+MAX_GRAMINE_THREADS: Final = 4096
+
+
+class GramineEnclave(_Body):
+    """How the operator renders an app's Gramine manifest beyond the launch manifest: the
+    ``sgx.enclave_size`` and ``sgx.max_threads`` it passes to
+    :func:`confide.gramine.app_manifest`. Not trusted: they are inputs of the owner's
+    prediction of MRENCLAVE, so a wrong value only makes the prediction differ from the
+    quote, and the verification fails closed (ADR 0018)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    enclave_size: Annotated[str, Field(pattern=GRAMINE_ENCLAVE_SIZE_PATTERN, max_length=7)]
+    max_threads: Annotated[int, Field(ge=1, le=MAX_GRAMINE_THREADS)]
+
+
+class LaunchInfo(_Body):
+    """``GET /launch``: how the operator launches apps: its TEE and, with ``tee: gramine``,
+    each plan's :class:`GramineEnclave` (what an owner predicts MRENCLAVE with before a
+    deploy; a deployed app's record states its own). Not trusted, like the record's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    tee: str
+    gramine: dict[str, GramineEnclave] | None = None
+
+
 class AppRecord(_Body):
     """One app as the operator describes it.
 
@@ -285,6 +316,8 @@ class AppRecord(_Body):
     router: HostPortText
     #: ``sgx``, ``tdx``, ``simulation``, ... as the operator's settings say.
     tee: str
+    #: With ``tee: gramine``: how the enclave's Gramine manifest is rendered (else ``None``).
+    gramine: GramineEnclave | None = None
     launch: LaunchObject
     #: The SHA-256 measurement of ``launch`` as the operator computed it.
     operator_fingerprint: Hex32 = Field(alias="fingerprint")
@@ -337,6 +370,7 @@ class AppRecord(_Body):
             "domain": self.domain,
             "package": {"sha256": self.package_sha256.hex(), "size": self.package_size},
             "tee": self.tee,
+            "gramine": None if self.gramine is None else self.gramine.model_dump(),
             "launch": self.launch.to_dict(),
             "fingerprint": self.fingerprint.hex(),
             "operator_fingerprint": self.operator_fingerprint.hex(),
