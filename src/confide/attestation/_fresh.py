@@ -60,19 +60,6 @@ from ._policy import Check, Policy, VerifiedQuote
 from ._quote import MAX_QUOTE_SIZE, Quote
 from ._verify import verify_quote
 
-__all__ = [
-    "CHALLENGE_PATH",
-    "MAX_ANSWER_SIZE",
-    "MAX_BINDING_SIZE",
-    "MAX_CHALLENGES_PER_CONNECTION",
-    "MIN_BINDING_SIZE",
-    "NONCE_SIZE",
-    "FreshAnswer",
-    "FreshVerified",
-    "fresh_report_data",
-    "verify_fresh_answer",
-]
-
 #: Where the runtime answers challenges (a path no app can serve instead).
 CHALLENGE_PATH: Final = "/.well-known/confide/challenge"
 #: The largest answer (a quote) a client reads.

@@ -73,8 +73,6 @@ from ._verify_options import (
     release_source,
 )
 
-__all__ = ["deploy_command", "verify_command"]
-
 _UNTRUSTED_WARNING: Final = (
     "--untrusted-ssl: the OPERATOR terminates TLS for this app and CAN READ ALL ITS TRAFFIC "
     "(requests, answers, user data). Only the code key still goes to the attested enclave. "

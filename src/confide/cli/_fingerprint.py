@@ -55,8 +55,6 @@ from ._output import Output
 from ._tdx import print_td_registers
 from ._verify_options import JsonOpt, parse_hex
 
-__all__ = ["fingerprint_command"]
-
 
 @app.command("fingerprint")
 @handle_errors

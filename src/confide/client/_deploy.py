@@ -87,25 +87,6 @@ from ._verify import (
 if TYPE_CHECKING:  # the API bodies are imported when used (they slow the CLI's start)
     from confide.wire.api import Account, AppRecord, DeployManifest
 
-__all__ = [
-    "CONTEXT_FOLDER",
-    "DEFAULT_LIFETIME",
-    "DeployEvents",
-    "DeployOptions",
-    "Deployment",
-    "check_before_upload",
-    "check_stated_manifest",
-    "choose_tls",
-    "configuration_payload",
-    "deploy",
-    "expected_launch",
-    "gramine_fingerprint",
-    "package_code",
-    "requested_manifest",
-    "server_name",
-    "throwaway_sgx_signer",
-]
-
 #: The workspace folder made beside the project file.
 CONTEXT_FOLDER: Final = ".confide"
 #: How long an app lives when the project file gives no expiration date (nor certificate).

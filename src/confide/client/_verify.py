@@ -86,29 +86,6 @@ from confide.wire import LAUNCH_MANIFEST_OID, MAX_MANIFEST_SIZE, HostPort, Launc
 
 from ._api import SimulationInfo
 
-__all__ = [
-    "SIMULATION_REFUSED",
-    "ChallengeClient",
-    "FreshSource",
-    "CollateralEvidence",
-    "CollateralSource",
-    "EnclavePolicy",
-    "EnclaveVerifier",
-    "EvidenceSource",
-    "ReleaseSource",
-    "SimulationEvidence",
-    "TrustMaterial",
-    "VerifiedEnclave",
-    "enclave_tls_context",
-    "fetch_enclave_certificate",
-    "check_fresh",
-    "check_owner_release",
-    "has_quote",
-    "pinned_client",
-    "verify_enclave",
-    "verify_launch",
-]
-
 #: What is said when an enclave runs on a simulated TEE and that was not allowed.
 SIMULATION_REFUSED: Final = (
     "the enclave runs in simulation mode: pass --allow-simulation only for tests"

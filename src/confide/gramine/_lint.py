@@ -39,8 +39,6 @@ from confide.errors import ManifestError, UsageError
 from ._environment import RuntimeEnvironment
 from ._manifest import PASSTHROUGH_ENV
 
-__all__ = ["RUNTIME_MODULES", "imported_files", "lint_manifest", "runtime_imports"]
-
 #: Largest manifest text linted (an environment lists some thousands of files).
 MAX_MANIFEST_TEXT: Final = 16 * 1024 * 1024
 #: What ``confide runtime`` imports before it serves (the same set a test holds

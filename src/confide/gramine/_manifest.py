@@ -50,29 +50,6 @@ from confide.wire import LaunchManifest, TlsMode
 
 from ._environment import RuntimeEnvironment
 
-__all__ = [
-    "APP_CERTIFICATE",
-    "APP_PACKAGE",
-    "APP_STATE",
-    "CODE_MOUNT",
-    "DEFAULT_ENCLAVE_SIZE",
-    "DEFAULT_MAX_THREADS",
-    "DEFAULT_GRAMINE_LIBOS",
-    "DEFAULT_GRAMINE_RUNTIME",
-    "ENCLAVE_CERTIFICATE",
-    "ENCLAVE_PACKAGE",
-    "ENCLAVE_STATE",
-    "HOST_VARIABLE",
-    "LAUNCH_VARIABLE",
-    "PASSTHROUGH_ENV",
-    "PORT_VARIABLE",
-    "app_manifest",
-    "enclave_argv",
-    "gramine_manifest",
-    "simulated_mrenclave",
-    "system_library_dirs",
-]
-
 _DOMAIN: Final = b"confide/gramine-manifest/v1\x00"
 #: Where Debian/Ubuntu's ``gramine`` package installs its LibOS and its patched glibc.
 DEFAULT_GRAMINE_LIBOS: Final = Path("/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so")

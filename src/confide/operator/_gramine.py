@@ -77,15 +77,6 @@ from ._logs import LogSource
 from ._seams import Clock, utc_now
 from ._settings import TeeBackend
 
-__all__ = [
-    "GRAMINE_SGX",
-    "GRAMINE_SIGN",
-    "MANIFEST_STEM",
-    "THREADS_PER_CORE",
-    "GramineBackend",
-    "plan_enclave",
-]
-
 #: The executables this backend runs (found on the operator's PATH).
 GRAMINE_SIGN: Final = "gramine-sgx-sign"
 GRAMINE_SGX: Final = "gramine-sgx"

@@ -43,15 +43,6 @@ from confide.attestation import (
 )
 from confide.tee import Tee
 
-__all__ = [
-    "CHALLENGE_BURST",
-    "CHALLENGE_RATE",
-    "MAX_CONCURRENT_QUOTES",
-    "MAX_TRACKED_SOURCES",
-    "ChallengeApp",
-    "ChallengeResponder",
-]
-
 #: Challenges a second one source may ask, on average (its bucket refills at this rate).
 CHALLENGE_RATE: Final = 2.0
 #: Challenges one source may ask at once, after a quiet while (its bucket's size).

@@ -34,15 +34,6 @@ from confide.wire import LaunchManifest, TlsMode
 
 from ._settings import RuntimeSettings
 
-__all__ = [
-    "LaunchTee",
-    "check_launch",
-    "confide_command",
-    "runtime_arguments",
-    "start_child",
-    "stop_child",
-]
-
 #: ``--tee`` of a launch (``auto`` is not offered: a backend knows what it runs on).
 LaunchTee = Literal["gramine", "simulation", "simulation-tdx"]
 

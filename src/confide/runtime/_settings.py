@@ -36,15 +36,6 @@ from confide.wire import LaunchManifest, TlsMode
 from ._admission import source_of
 from ._manifest import runtime_code_hash
 
-__all__ = [
-    "MAX_CERTIFICATE_FILE",
-    "launch_manifest",
-    "MAX_TIMEOUT",
-    "CodeSource",
-    "OwnerCertificate",
-    "RuntimeSettings",
-]
-
 #: Largest owner certificate file read (a leaf and its intermediates).
 MAX_CERTIFICATE_FILE: Final = 256 * 1024
 #: Most certificates in the owner's chain.

@@ -23,8 +23,6 @@ from ._base import (
     derive_key,
 )
 
-__all__ = ["DEFAULT_GRAMINE_ROOT", "GramineTee"]
-
 #: Where Gramine mounts its attestation pseudo-files.
 DEFAULT_GRAMINE_ROOT: Final = Path("/dev/attestation")
 #: Size of Gramine's SGX sealing keys (an EGETKEY key).
