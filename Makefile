@@ -25,7 +25,7 @@ $(INTEROP_STAMP): requirements/interop.txt
 	touch $(INTEROP_STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py $(if $(TEE),--tee $(TEE))
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench scripts

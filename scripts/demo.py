@@ -14,11 +14,15 @@ In a temporary folder, with a simulated TEE (no SGX hardware needed):
    and `confide verify` says users cannot verify it;
 7. a simulated quote is rejected without --allow-simulation.
 
+`make demo TEE=simulation-tdx` (`scripts/demo.py --tee simulation-tdx`) runs the same
+steps with each app in a simulated TDX trust domain instead of a simulated SGX enclave.
+
 Each step prints the command it runs and checks its exit code.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -63,9 +67,13 @@ def run(
     return proc
 
 
-def start_operator(data: Path, env: dict[str, str]) -> OperatorProcess:
+def start_operator(data: Path, env: dict[str, str], tee: str) -> OperatorProcess:
     """``confide operator serve`` on loopback, ports picked by the kernel, once it listens."""
     options = ["--stop-apps-on-exit"]
+    if tee != "simulation":
+        config = data.parent / "operator.toml"
+        config.write_text(f'tee = "{tee}"\n')
+        options += ["--config", str(config)]
     shown = ["confide", "operator", "serve", "--data-dir", str(data), "--api", "127.0.0.1:0"]
     shown += ["--router", "127.0.0.1:0", "--base-domain", BASE_DOMAIN, *options]
     print("$ " + " ".join(shlex.quote(a) for a in shown) + " &", flush=True)
@@ -104,6 +112,11 @@ def newest_context(work: Path, known: set[Path]) -> dict[str, object]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(
+        description="Deploy, verify and use an app on a simulated TEE."
+    )
+    parser.add_argument("--tee", choices=("simulation", "simulation-tdx"), default="simulation")
+    tee = parser.parse_args().tee
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="confide-demo-") as tmp:
         work = Path(tmp)
@@ -116,8 +129,8 @@ def main() -> int:
         env.pop("CONFIDE_TOKEN", None)
         data = work / "operator"
 
-        step("1. An operator starts, on a simulated TEE")
-        operator = start_operator(data, env)
+        step(f"1. An operator starts, on a simulated TEE ({tee})")
+        operator = start_operator(data, env, tee)
         try:
             api = operator.api_url
             router = str(operator.addresses["router"])
