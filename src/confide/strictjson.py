@@ -70,10 +70,10 @@ def _depth(value: typing.Any) -> int:
 
 def loads(data: bytes | str, *, what: str, max_bytes: int) -> typing.Any:
     """The value of a strict JSON document; ``what`` names it in the error."""
-    size = len(data.encode("utf-8") if isinstance(data, str) else data)
-    if size > max_bytes:
-        raise errors.JsonError(f"{what} is {size} bytes, more than the {max_bytes} allowed")
     try:
+        size = len(data.encode("utf-8") if isinstance(data, str) else data)
+        if size > max_bytes:
+            raise errors.JsonError(f"{what} is {size} bytes, more than the {max_bytes} allowed")
         text = data if isinstance(data, str) else data.decode("utf-8")
         value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except UnicodeError:

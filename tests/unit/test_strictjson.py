@@ -47,6 +47,11 @@ def test_broken_documents(data: bytes, why: str) -> None:
         loads(data, what="x", max_bytes=len(data))
 
 
+def test_text_with_a_lone_surrogate_is_our_error_not_unicodes() -> None:
+    with pytest.raises(JsonError, match="is not UTF-8"):
+        loads('"\ud800"', what="x", max_bytes=LIMIT)
+
+
 def test_an_object_at_the_top() -> None:
     assert loads_object('{"a": [1, {"b": null}]}', what="x", max_bytes=LIMIT) == {
         "a": [1, {"b": None}]

@@ -24,7 +24,8 @@ from typing import Any, Final
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from confide.errors import FormatError
+from confide import strictjson
+from confide.errors import FormatError, JsonError
 
 MAX_COLLATERAL_SIZE: Final = 1024 * 1024
 MAX_TCB_LEVELS: Final = 512
@@ -200,9 +201,9 @@ def _loads(raw: str, where: str) -> object:
         raw.encode()
     except UnicodeEncodeError:
         raise _fail(where, "not encodable as UTF-8 (lone surrogate)") from None
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+    try:  # no repeated key, no NaN, bounded depth: what the signer's reader saw, ours sees
+        return strictjson.loads(raw, what=where, max_bytes=4 * MAX_COLLATERAL_SIZE)
+    except JsonError as exc:
         raise _fail(where, f"not JSON: {exc}") from None
 
 

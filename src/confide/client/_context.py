@@ -45,7 +45,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from confide.errors import UsageError
+from confide import strictjson
+from confide.errors import JsonError, UsageError
 from confide.runtime import write_atomically
 from confide.wire import HostPort, LaunchManifest, TlsMode
 
@@ -177,9 +178,9 @@ class AppContext:
         if len(data) > MAX_CONTEXT_SIZE:
             raise UsageError(f"an app context is at most {MAX_CONTEXT_SIZE} bytes")
         try:
-            doc = json.loads(data)
-        except ValueError as exc:
-            raise UsageError(f"the app context is not JSON: {exc}") from None
+            doc = strictjson.loads(data, what="the app context", max_bytes=MAX_CONTEXT_SIZE)
+        except JsonError as exc:
+            raise UsageError(str(exc)) from None
         if not isinstance(doc, dict) or doc.get("format") != CONTEXT_FORMAT:
             raise UsageError("not a Confide app context")
         if doc.get("version") != CONTEXT_VERSION:

@@ -201,6 +201,22 @@ def test_unparseable_collateral_raises_format_error(name: str, text: str | bytes
     assert caught.value.code == "collateral.format"
 
 
+def test_a_repeated_key_is_refused_not_read_as_the_last(load_vector: Loader) -> None:
+    """Two readers may take different copies of a repeated key: strict JSON refuses it."""
+    text = load_vector(SGX).collateral_json
+    obj = _json(text)
+    tcb_info = obj["tcb_info"].replace("{", '{"version":2,', 1)
+    for doubled in (
+        text.replace("{", '{"pck_crl": "00",', 1),
+        json.dumps({**obj, "tcb_info": tcb_info}),
+    ):
+        with pytest.raises(FormatError, match="duplicate key") as caught:
+            Collateral.from_json(doubled)
+        assert caught.value.code == "collateral.format"
+    with pytest.raises(FormatError, match="duplicate key"):
+        TcbInfo.from_json(tcb_info)
+
+
 def test_a_collateral_of_exactly_the_size_limit_is_read(load_vector: Loader) -> None:
     text = load_vector(SGX).collateral_json
     padded = text + " " * (MAX_COLLATERAL_SIZE - len(text))

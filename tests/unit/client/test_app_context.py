@@ -100,7 +100,9 @@ def _doc(**changes: Any) -> str:
 
 
 REFUSED = [
-    ("not json", "not JSON"),
+    ("not json", "not valid JSON"),
+    (_doc()[:-1] + ', "tls": "ratls"}', "duplicate key 'tls'"),
+    (_doc()[:-1] + ', "n": NaN}', "NaN is not JSON"),
     ("[]", "not a Confide app context"),
     (_doc(format="confide-launch-manifest"), "not a Confide app context"),
     (_doc(version=2), "version 2 is not supported"),
