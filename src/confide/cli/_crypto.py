@@ -254,19 +254,6 @@ def package_digest_cmd(
 # -- sealed boxes ----------------------------------------------------------------------------
 
 
-def _hex_public_key(value: str) -> bytes:
-    try:
-        raw = bytes.fromhex(value.strip().removeprefix("0x"))
-    except ValueError:
-        raise UsageError("--public-key is not hex") from None
-    if len(raw) != X25519_KEY_SIZE:
-        raise UsageError(
-            f"--public-key must be {X25519_KEY_SIZE} bytes ({2 * X25519_KEY_SIZE} hex digits), "
-            f"got {len(raw)}"
-        )
-    return raw
-
-
 @app.command("seal")
 @handle_errors
 def seal_cmd(
@@ -322,7 +309,7 @@ def seal_cmd(
     output = Output()
     data = read_bounded(file, "file", MAX_SEALED_SIZE)
     if public_key is not None and cert is None:
-        recipient = _hex_public_key(public_key)
+        recipient = parse_hex(public_key.strip(), "--public-key", X25519_KEY_SIZE)
     elif cert is not None and public_key is None:
         if mrenclave is None and name is None and not unsafe_any_enclave:
             raise UsageError(

@@ -108,8 +108,6 @@ def revoke_command(
     """Revoke a release of yours: users checking your owner key refuse it from now on."""
     out = Output(json_mode=json_)
     value = parse_hex(fingerprint, "FINGERPRINT", 32)
-    if value is None:  # pragma: no cover - an argument is always given
-        raise UsageError("give the fingerprint")
     store = owner_key_store(key_file)
     key = store.load()
     if key is None:

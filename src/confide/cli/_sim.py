@@ -15,22 +15,13 @@ from confide.tee import SimulatedPlatform
 
 from ._app import app, handle_errors
 from ._output import Output
+from ._verify_options import parse_hex
 
 sim_app = typer.Typer(
     help="A simulated TEE: real-format quotes under a per-platform simulation root (tests only).",
     no_args_is_help=True,
 )
 app.add_typer(sim_app, name="sim")
-
-
-def _hex(value: str, name: str, size: int) -> bytes:
-    try:
-        raw = bytes.fromhex(value.removeprefix("0x"))
-    except ValueError:
-        raise UsageError(f"{name} is not hex: {value!r}") from None
-    if len(raw) != size:
-        raise UsageError(f"{name} must be {size} bytes ({2 * size} hex digits), got {len(raw)}")
-    return raw
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -79,9 +70,9 @@ def sim_quote(
     now = datetime.fromtimestamp(at, UTC) if at is not None else datetime.now(UTC)
     platform = SimulatedPlatform.open(state, now=now)
     quote = platform.quote(
-        _hex(report_data, "--report-data", 64),
-        mr_enclave=_hex(mrenclave, "--mrenclave", 32),
-        mr_signer=_hex(mrsigner, "--mrsigner", 32),
+        parse_hex(report_data, "--report-data", 64),
+        mr_enclave=parse_hex(mrenclave, "--mrenclave", 32),
+        mr_signer=parse_hex(mrsigner, "--mrsigner", 32),
         isv_prod_id=isv_prod_id,
         isv_svn=isv_svn,
         debug=debug_enclave,

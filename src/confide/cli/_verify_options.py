@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, overload
 
 import typer
 from cryptography import x509
@@ -139,7 +139,12 @@ def verification_time(at: int | None) -> datetime:
         raise UsageError(f"--at {at} is not a usable UNIX time: {exc}") from None
 
 
+@overload
+def parse_hex(value: str, name: str, size: int) -> bytes: ...
+@overload
+def parse_hex(value: str | None, name: str, size: int) -> bytes | None: ...
 def parse_hex(value: str | None, name: str, size: int) -> bytes | None:
+    """``value`` (``0x`` allowed) as exactly ``size`` bytes; ``None`` stays ``None``."""
     if value is None:
         return None
     try:
