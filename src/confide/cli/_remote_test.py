@@ -106,7 +106,7 @@ def _proxy_argv(
             operator = context.operator_url
         else:
             pccs_url = INTEL_PCS_URL
-    router = connect or f"{context.router.host}:{context.router.port}"
+    router = connect or str(context.router)
     argv = [
         sys.executable,
         "-c",

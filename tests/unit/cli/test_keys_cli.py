@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 import uuid
@@ -177,3 +178,26 @@ def test_confide_test_hands_the_owner_key_and_its_log_to_the_proxy(
     assert argv[argv.index("--owner") + 1] == "ed25519:KEY"
     found = [a for a in argv if a in ("--operator", "--pccs-url", "https://operator.test")]
     assert found == expected
+
+
+@pytest.mark.parametrize(
+    ("router", "connect"),
+    [
+        (HostPort("router.confide.test", 443), "router.confide.test:443"),
+        (HostPort("2001:db8::1", 8443), "[2001:db8::1]:8443"),
+    ],
+)
+def test_confide_test_hands_the_router_as_one_host_port_even_ipv6(
+    tmp_path: Path, router: HostPort, connect: str
+) -> None:
+    argv = _proxy_argv(
+        dataclasses.replace(_context("simulation"), router=router),
+        tmp_path / "ctx.json",
+        tmp_path / "ready",
+        connect=None,
+        operator=None,
+        pccs_url=None,
+        allow_simulation=False,
+    )
+    assert argv[argv.index("--connect") + 1] == connect
+    assert HostPort.parse(connect) == router  # what the proxy reads back
