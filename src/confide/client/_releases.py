@@ -22,8 +22,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hashlib
 import json
@@ -38,6 +36,7 @@ from typing import Final
 
 import httpx
 
+from confide import strictjson
 from confide.errors import Error, LogError, OperatorError, UsageError
 from confide.release import (
     MAX_ENTRIES,
@@ -52,6 +51,7 @@ from confide.release import (
     ReleaseEvidence,
     VerifiedRelease,
     audit_log,
+    b64decode_strict,
     leaf_hash,
     verify_checkpoint,
     verify_inclusion,
@@ -194,7 +194,7 @@ class CheckpointStore:
         if data is None:
             return None
         try:
-            doc = json.loads(data)
+            doc = strictjson.loads(data, what="it", max_bytes=MAX_STATE_FILE)
             if not isinstance(doc, dict) or doc.get("version") != _STATE_VERSION:
                 raise UsageError("not a version 1 log state")
             if doc.get("operator") != normalize_url(operator):
@@ -244,13 +244,7 @@ def _strict_b64(value: object, what: str) -> bytes:
     """Standard padded base64, canonical (as the operator writes it)."""
     if not isinstance(value, str):
         raise UsageError(f"{what} is not a string")
-    try:
-        raw = base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeError, ValueError):
-        raise UsageError(f"{what} is not base64") from None
-    if base64.b64encode(raw).decode("ascii") != value:
-        raise UsageError(f"{what} is not canonical base64")
-    return raw
+    return b64decode_strict(value, what)
 
 
 def _hashes(value: object) -> tuple[bytes, ...]:

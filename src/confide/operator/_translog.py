@@ -47,6 +47,7 @@ from confide.release import (
     OwnerPublicKey,
     Release,
     Revocation,
+    b64decode_strict,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
@@ -107,7 +108,7 @@ def load_log_key(folder: Path, origin: str) -> LogKey:
             f"the log key {path} is for the log {parts[1]}, not {origin}",
             hint="the base domain changed: a log keeps its origin; restore the old base domain",
         )
-    return LogKey(origin, base64.b64decode(parts[2], validate=True))
+    return LogKey(origin, b64decode_strict(parts[2], f"the log key {path}"))
 
 
 @dataclass(frozen=True, slots=True)

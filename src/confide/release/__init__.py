@@ -24,7 +24,13 @@ Example::
 
 from ._audit import AuditReport, audit_log
 from ._dsse import INTOTO_PAYLOAD_TYPE, MAX_ENVELOPE_SIZE, MAX_SIGNATURES, Envelope, pae
-from ._keys import ED25519_KEY_SIZE, MAX_PUBLIC_KEY_TEXT, OwnerKey, OwnerPublicKey
+from ._keys import (
+    ED25519_KEY_SIZE,
+    MAX_PUBLIC_KEY_TEXT,
+    OwnerKey,
+    OwnerPublicKey,
+    b64decode_strict,
+)
 from ._merkle import (
     HASH_SIZE,
     MAX_PROOF_LENGTH,
@@ -94,6 +100,7 @@ __all__ = [
     "AuditReport",
     "VerifiedRelease",
     "audit_log",
+    "b64decode_strict",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",

@@ -106,6 +106,15 @@ def test_a_state_file_of_another_operator_is_refused(tmp_path: Path) -> None:
         store.load("https://other.example")
 
 
+def test_a_state_file_with_a_repeated_key_is_refused(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path / "state")
+    store.save("https://operator.example", seen(1))
+    path = store.path("https://operator.example")
+    path.write_text(path.read_text().replace("{", '{"operator": "https://evil.example",', 1))
+    with pytest.raises(UsageError, match="malformed: .*duplicate key 'operator'"):
+        store.load("https://operator.example")
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -32,3 +32,11 @@ def test_a_log_keeps_its_origin(tmp_path: Path) -> None:
     load_log_key(tmp_path, ORIGIN)
     with pytest.raises(UsageError, match="keeps its origin"):
         load_log_key(tmp_path, "other.example/confide-log")
+
+
+@pytest.mark.parametrize("seed", ["not*base64", "A" * 42 + "B="])
+def test_a_seed_that_is_not_canonical_base64_is_a_usage_error(tmp_path: Path, seed: str) -> None:
+    load_log_key(tmp_path, ORIGIN)
+    (tmp_path / LOG_KEY_FILE).write_text(f"confide-log-key-v1 {ORIGIN} {seed}\n")
+    with pytest.raises(UsageError, match="the log key .* is not (canonical )?base64"):
+        load_log_key(tmp_path, ORIGIN)
