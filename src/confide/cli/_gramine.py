@@ -10,14 +10,15 @@ interpreter and path and refuses any imported file that is not trusted.
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 from typing import Annotated, Final
 
 import typer
 
-from confide.errors import ManifestError, UsageError
+from confide import strictjson
+from confide.client import read_bounded
+from confide.errors import JsonError, ManifestError, UsageError
 from confide.gramine import (
     DEFAULT_ENCLAVE_SIZE,
     DEFAULT_MAX_THREADS,
@@ -31,7 +32,6 @@ from confide.wire import LaunchManifest
 
 from ._app import app, handle_errors
 from ._output import Output
-from ._verify_options import read_file
 
 MAX_MANIFEST_FILE: Final = 16 * 1024 * 1024
 MAX_LAUNCH_FILE: Final = 64 * 1024
@@ -63,13 +63,11 @@ render_manifest = render_app
 def read_launch_manifest(path: Path) -> LaunchManifest:
     """A launch manifest from a JSON file: the manifest itself, or an object holding it
     under ``"manifest"`` (the operator's app record, a context file, fingerprint --json)."""
-    raw = read_file(path, "launch manifest")
-    if len(raw) > MAX_LAUNCH_FILE:
-        raise UsageError(f"{path} is larger than {MAX_LAUNCH_FILE} bytes")
+    raw = read_bounded(path, "launch manifest", MAX_LAUNCH_FILE)
     try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise UsageError(f"{path} is not JSON: {exc}") from None
+        obj = strictjson.loads(raw, what=str(path), max_bytes=MAX_LAUNCH_FILE)
+    except JsonError as exc:
+        raise UsageError(str(exc)) from None
     if isinstance(obj, dict) and isinstance(obj.get("manifest"), dict):
         obj = obj["manifest"]
     return LaunchManifest.from_dict(obj)
@@ -126,14 +124,7 @@ def lint_command(
     ] = False,
 ) -> None:
     """Refuse a manifest that lets the host change what runs in the enclave."""
-    try:
-        with manifest.open("rb") as f:
-            raw = f.read(MAX_MANIFEST_FILE + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read {manifest}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_MANIFEST_FILE:
-        raise UsageError(f"{manifest} is larger than {MAX_MANIFEST_FILE} bytes")
-    text = raw.decode("utf-8", "replace")
+    text = read_bounded(manifest, "manifest", MAX_MANIFEST_FILE).decode("utf-8", "replace")
     lint_manifest(text)  # the rules first: a syntax error is named before any import runs
     out = Output()
     if unsafe_skip_imports:

@@ -137,6 +137,14 @@ def test_gramine_manifest_renders_a_manifest_that_lints(tmp_path: Path) -> None:
     assert out.startswith("OK ") and "all trusted" in out
 
 
+def test_gramine_manifest_refuses_a_launch_file_with_a_repeated_key(tmp_path: Path) -> None:
+    path = _launch_file(tmp_path)
+    path.write_text(path.read_text().replace("{", '{"manifest": {},', 1))
+    code, _, err = _run("gramine", "manifest", "--manifest", str(path))
+    assert code != 0
+    assert "duplicate key 'manifest'" in err and len(err.strip().splitlines()) == 1
+
+
 LINT_SEEDS = {
     "debug": (("sgx.debug = false", "sgx.debug = true"), "sgx.debug: observed true"),
     "untrusted h11": (("/h11/", None), "is not trusted"),
