@@ -31,7 +31,8 @@ import json
 from dataclasses import dataclass
 from typing import Final
 
-from confide.errors import FormatError, PolicyError
+from confide import strictjson
+from confide.errors import FormatError, JsonError, PolicyError
 
 from ._policy import Policy
 
@@ -120,7 +121,7 @@ class TdxEventLog:
                 expected=f"at most {MAX_EVENT_LOG_SIZE}",
             )
         try:
-            obj = json.loads(raw)
+            obj = strictjson.loads(raw, what="it", max_bytes=MAX_EVENT_LOG_SIZE)
             if obj.get("format") != _FORMAT or obj.get("version") != 1:
                 raise ValueError("not a version 1 Confide TDX event log")
             items = obj["events"]
@@ -139,7 +140,7 @@ class TdxEventLog:
                 if item["digest"] != event.digest.hex():
                     raise ValueError(f"event {kind!r}: its digest is not SHA-384 of its data")
                 events.append(event)
-        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        except (JsonError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise FormatError(
                 "event_log.format", "the TDX event log is malformed", detail=str(exc)
             ) from None

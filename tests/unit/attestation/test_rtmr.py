@@ -50,6 +50,13 @@ def test_event_log_parser_answers_with_a_log_or_our_error(raw: bytes) -> None:
         pass
 
 
+def test_a_repeated_key_is_refused() -> None:
+    raw = TdxEventLog.for_launch(bytes(32)).to_json()
+    with pytest.raises(FormatError, match="duplicate key 'version'") as caught:
+        TdxEventLog.from_json(raw.replace(b"{", b'{"version":2,', 1))
+    assert caught.value.code == "event_log.format"
+
+
 def test_a_digest_that_is_not_its_data_is_refused() -> None:
     raw = TdxEventLog.for_launch(LAUNCH).to_json()
     forged = raw.replace(
