@@ -59,7 +59,13 @@ from hypercorn.asyncio import serve
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from confide.errors import AttestationError, CollateralError, Error, UsageError
-from confide.runtime import ServerTimeouts, answer_lifespan, bind_listener, hypercorn_config
+from confide.runtime import (
+    ServerTimeouts,
+    answer_lifespan,
+    bind_listener,
+    hypercorn_config,
+    send_response,
+)
 
 from ._verify import enclave_tls_context
 
@@ -406,19 +412,7 @@ class ProxyApp:
 
 
 async def _fail(send: ASGISendCallable, status: int, reason: str) -> None:
-    body = (reason + "\n").encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send_response(send, status, (reason + "\n").encode())
 
 
 def _dropped(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:

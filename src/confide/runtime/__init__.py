@@ -19,7 +19,7 @@ Example::
 """
 
 from ._admission import ConnectionLimits, network_of, source_of
-from ._asgi import answer_lifespan
+from ._asgi import answer_lifespan, send_response
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint, Configures
 from ._handoff import hand_off
@@ -91,6 +91,7 @@ __all__ = [
     "source_of",
     # Shared with the operator's router and the client's proxy.
     "answer_lifespan",
+    "send_response",
     "bind_listener",
     "hand_off",
     "hypercorn_config",

@@ -3,9 +3,35 @@ and the client's proxy."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+
+
+async def send_response(
+    send: ASGISendCallable,
+    status: int,
+    body: bytes | Mapping[str, str],
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    *,
+    content_type: bytes = b"text/plain; charset=utf-8",
+    head: bool = False,
+) -> None:
+    """One whole response, never cached: a mapping as a JSON line, bytes as ``content_type``;
+    ``headers`` after the content type, length and ``Cache-Control: no-store``."""
+    if isinstance(body, bytes):
+        data, kind = body, content_type
+    else:
+        data, kind = json.dumps(body).encode() + b"\n", b"application/json"
+    start = [
+        (b"content-type", kind),
+        (b"content-length", str(len(data)).encode()),
+        (b"cache-control", b"no-store"),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": b"" if head else data, "more_body": False})
 
 
 async def answer_lifespan(

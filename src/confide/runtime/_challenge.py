@@ -22,7 +22,6 @@ loop.
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 from collections import OrderedDict
 from typing import Final
@@ -42,6 +41,8 @@ from confide.attestation import (
     fresh_report_data,
 )
 from confide.tee import Tee
+
+from ._asgi import send_response
 
 #: Challenges a second one source may ask, on average (its bucket refills at this rate).
 CHALLENGE_RATE: Final = 2.0
@@ -118,19 +119,8 @@ class ChallengeApp:
             await self._app(scope, receive, send)
             return
         status, body = await self._challenge(scope, receive)
-        if isinstance(body, bytes):
-            data, kind = body, b"application/octet-stream"
-        else:
-            data, kind = json.dumps(body).encode() + b"\n", b"application/json"
-        headers = [
-            (b"content-type", kind),
-            (b"content-length", str(len(data)).encode()),
-            (b"cache-control", b"no-store"),
-        ]
-        if status == 429:
-            headers.append((b"retry-after", b"1"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data, "more_body": False})
+        retry = ((b"retry-after", b"1"),) if status == 429 else ()
+        await send_response(send, status, body, retry, content_type=b"application/octet-stream")
 
     async def _challenge(
         self, scope: HTTPScope, receive: ASGIReceiveCallable

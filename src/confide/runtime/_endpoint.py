@@ -13,7 +13,6 @@ Configurations are applied one at a time, off the event loop.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
@@ -23,7 +22,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from confide.errors import Error
 from confide.wire import MAX_CONFIGURATION_SIZE, STATUS_HEADER, ConfigurationStatus
 
-from ._asgi import answer_lifespan
+from ._asgi import answer_lifespan, send_response
 from ._configure import AppLaunch
 from ._payload import ConfigurationRejected
 
@@ -67,18 +66,20 @@ class ConfigurationEndpoint:
         method = scope["method"]
         status = _CONFIGURED_HEADERS if self._done else _WAITING
         if scope["path"] != "/":
-            await _respond(send, 404, {"error": "not_found", "message": "only / is served"}, status)
+            await send_response(
+                send, 404, {"error": "not_found", "message": "only / is served"}, status
+            )
             return
         if method in ("GET", "HEAD"):
             if self._done:
-                await _respond(send, 409, _ALREADY, status)
+                await send_response(send, 409, _ALREADY, status)
             else:
-                await _respond(
+                await send_response(
                     send, 200, b"waiting for configuration\n", status, head=method == "HEAD"
                 )
             return
         if method != "POST":
-            await _respond(
+            await send_response(
                 send,
                 405,
                 {"error": "method", "message": "use GET or POST"},
@@ -91,10 +92,12 @@ class ConfigurationEndpoint:
         except ConfigurationRejected as exc:
             self._logger.info("configuration refused (%d): %s", exc.status, exc.message)
             status = _CONFIGURED_HEADERS if self._done else _WAITING
-            await _respond(send, exc.status, {"error": exc.code, "message": exc.message}, status)
+            await send_response(
+                send, exc.status, {"error": exc.code, "message": exc.message}, status
+            )
             return
         self._logger.info("configured: starting the app")
-        await _respond(send, 200, {"status": "configured"}, _CONFIGURED_HEADERS)
+        await send_response(send, 200, {"status": "configured"}, _CONFIGURED_HEADERS)
         self._on_configured(launch)
 
     async def _configure(self, body: bytes) -> AppLaunch:
@@ -148,25 +151,3 @@ class ConfigurationEndpoint:
 
 
 _ALREADY: Final = {"error": "configuration.done", "message": "the runtime is already configured"}
-
-
-async def _respond(
-    send: ASGISendCallable,
-    status: int,
-    body: dict[str, str] | bytes,
-    extra: tuple[tuple[bytes, bytes], ...],
-    *,
-    head: bool = False,
-) -> None:
-    if isinstance(body, bytes):
-        data, kind = body, b"text/plain; charset=utf-8"
-    else:
-        data, kind = json.dumps(body).encode() + b"\n", b"application/json"
-    headers = [
-        (b"content-type", kind),
-        (b"content-length", str(len(data)).encode()),
-        (b"cache-control", b"no-store"),
-        *extra,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else data, "more_body": False})
