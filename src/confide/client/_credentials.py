@@ -40,6 +40,7 @@ CREDENTIALS_VERSION: Final = 1
 MAX_CREDENTIALS_SIZE: Final = 64 * 1024
 #: Longest token accepted (the operator's are far shorter).
 MAX_TOKEN_LENGTH: Final = 4096
+_LOGIN_AGAIN: Final = "remove the file and run `confide login` again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,23 +80,10 @@ class CredentialsStore:
 
     def load(self) -> Credentials | None:
         """The stored credentials, or ``None`` when there is no file."""
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(self.path, flags)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise UsageError(
-                f"cannot read the credentials {self.path}: {exc.strerror or exc}",
-                hint="it must be a regular file (not a link); run `confide login` again",
-            ) from None
-        with os.fdopen(fd, "rb") as f:
-            info = os.fstat(f.fileno())
-            self._check(info)
-            raw = f.read(MAX_CREDENTIALS_SIZE + 1)
-        if len(raw) > MAX_CREDENTIALS_SIZE:
-            raise UsageError(f"the credentials {self.path} are larger than {MAX_CREDENTIALS_SIZE}")
-        return self._parse(raw)
+        raw = read_private(
+            self.path, "the credentials file", MAX_CREDENTIALS_SIZE, remedy=_LOGIN_AGAIN
+        )
+        return None if raw is None else self._parse(raw)
 
     def save(self, credentials: Credentials) -> None:
         """Write atomically: folder 0700, file 0600."""
@@ -129,21 +117,6 @@ class CredentialsStore:
             ) from None
         return True
 
-    def _check(self, info: os.stat_result) -> None:
-        if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"the credentials {self.path} are not a regular file")
-        if hasattr(os, "getuid") and info.st_uid != os.getuid():
-            raise UsageError(
-                f"the credentials {self.path} belong to another user (uid {info.st_uid})",
-                hint="remove the file and run `confide login` again",
-            )
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            raise UsageError(
-                f"the credentials {self.path} are readable by others (mode {mode:04o})",
-                hint=f"run `chmod 600 {self.path}`",
-            )
-
     def _parse(self, raw: bytes) -> Credentials:
         try:
             doc = json.loads(raw)
@@ -166,6 +139,39 @@ class CredentialsStore:
             return Credentials(doc["url"], doc["token"])
         except UsageError as exc:
             raise UsageError(f"the credentials {self.path} are malformed: {exc}") from None
+
+
+def read_private(path: Path, what: str, limit: int, *, remedy: str = "") -> bytes | None:
+    """The bytes of a regular file (not a link) of this user that only this user can read;
+    ``None`` when there is none. ``remedy`` (what to do) ends the hints."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read {what} {path}: {exc.strerror or exc}",
+            hint="it must be a regular file, not a link" + (f"; {remedy}" if remedy else ""),
+        ) from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"{what} {path} is not a regular file")
+        if hasattr(os, "getuid") and info.st_uid != os.getuid():
+            raise UsageError(
+                f"{what} {path} belongs to another user (uid {info.st_uid})", hint=remedy or None
+            )
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            raise UsageError(
+                f"{what} {path} is readable by others (mode {mode:04o})",
+                hint=f"run `chmod 600 {path}`",
+            )
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UsageError(f"{what} {path} is larger than {limit} bytes")
+    return data
 
 
 def _sync_folder(folder: Path) -> None:

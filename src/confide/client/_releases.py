@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import json
 import os
-import stat
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ from confide.release import (
 )
 
 from ._api import OperatorClient, normalize_url
-from ._credentials import config_dir
+from ._credentials import config_dir, read_private
 
 OWNER_KEY_FILE: Final = "owner.key"
 #: Largest state file read (a checkpoint note is at most 8 KiB).
@@ -80,36 +79,6 @@ def state_dir(environ: Mapping[str, str]) -> Path:
         return Path(base) / "confide"
     home = environ.get("HOME")
     return (Path(home) if home else Path.home()) / ".local" / "state" / "confide"
-
-
-def _read_private(path: Path, what: str, limit: int) -> bytes | None:
-    """The bytes of a file only this user can read; ``None`` when there is none."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise UsageError(
-            f"cannot read {what} {path}: {exc.strerror or exc}",
-            hint="it must be a regular file, not a link",
-        ) from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"{what} {path} is not a regular file")
-        if hasattr(os, "getuid") and info.st_uid != os.getuid():
-            raise UsageError(f"{what} {path} belongs to another user (uid {info.st_uid})")
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            raise UsageError(
-                f"{what} {path} is readable by others (mode {mode:04o})",
-                hint=f"run `chmod 600 {path}`",
-            )
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise UsageError(f"{what} {path} is larger than {limit} bytes")
-    return data
 
 
 def _write_private(path: Path, data: bytes, what: str, *, replace: bool) -> None:
@@ -149,7 +118,7 @@ class OwnerKeyStore:
         self.path = path
 
     def load(self) -> OwnerKey | None:
-        data = _read_private(self.path, "the owner key", 1024)
+        data = read_private(self.path, "the owner key", 1024)
         if data is None:
             return None
         try:
@@ -190,7 +159,7 @@ class CheckpointStore:
 
     def load(self, operator: str) -> SeenLog | None:
         path = self.path(operator)
-        data = _read_private(path, "the log state", MAX_STATE_FILE)
+        data = read_private(path, "the log state", MAX_STATE_FILE)
         if data is None:
             return None
         try:
