@@ -63,13 +63,7 @@ def audit_log(
             hint="the operator shows another tree than the one it signed",
         )
     if seen is not None:
-        if seen.origin != checkpoint.origin:
-            raise LogError(
-                "log.origin",
-                "the checkpoint's origin",
-                observed=checkpoint.origin,
-                expected=seen.origin,
-            )
+        checkpoint.check_origin(seen)
         if seen.size > checkpoint.size or root(hashes[: seen.size]) != seen.root:
             raise LogError(
                 "log.consistency",

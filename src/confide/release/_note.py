@@ -225,6 +225,13 @@ class Checkpoint:
         if not 0 <= self.size <= MAX_TREE_SIZE or len(self.root) != HASH_SIZE:
             raise UsageError("a checkpoint has a size up to 2**62 and a 32-byte root")
 
+    def check_origin(self, seen: Checkpoint) -> None:
+        """Raise :class:`LogError` ``log.origin`` unless this is of the log ``seen`` is of."""
+        if self.origin != seen.origin:
+            raise LogError(
+                "log.origin", "the checkpoint's origin", observed=self.origin, expected=seen.origin
+            )
+
     def text(self) -> bytes:
         root = base64.b64encode(self.root).decode("ascii")
         return f"{self.origin}\n{self.size}\n{root}\n".encode()

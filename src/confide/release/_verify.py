@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from confide.errors import LogError, ReleaseError
+from confide.errors import ReleaseError
 
 from ._dsse import INTOTO_PAYLOAD_TYPE, Envelope
 from ._keys import OwnerPublicKey
@@ -94,13 +94,7 @@ def verify_checkpoint(
     """Steps 1 and 2 of :func:`verify_release`: the checkpoint, consistent with ``last_seen``."""
     checkpoint = Checkpoint.open(note, verifier)
     if last_seen is not None:
-        if last_seen.origin != checkpoint.origin:
-            raise LogError(
-                "log.origin",
-                "the checkpoint's origin",
-                observed=checkpoint.origin,
-                expected=last_seen.origin,
-            )
+        checkpoint.check_origin(last_seen)
         verify_consistency(
             last_seen.size, checkpoint.size, consistency, last_seen.root, checkpoint.root
         )

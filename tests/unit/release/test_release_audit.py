@@ -81,6 +81,10 @@ TAMPER: dict[str, tuple[Callable[[Audit], Audit], str]] = {
         "log.consistency",
     ),
     "the log shrank": (lambda a: replace(a, seen=head([*ALL, release(7)])), "log.consistency"),
+    "the last seen checkpoint of another log": (
+        lambda a: replace(a, seen=replace(head(LEAVES[:2]), origin="other.example/log")),
+        "log.origin",
+    ),
     "another log's key": (lambda a: replace(a, key=LogKey(ORIGIN, bytes(32))), "log.key"),
     "an entry that is no statement": (
         lambda a: replace(a, note=head([*ALL, b"{}"]).sign(LOG), leaves=[*ALL, b"{}"]),

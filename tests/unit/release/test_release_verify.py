@@ -187,6 +187,13 @@ TAMPER: dict[str, tuple[Callable[[Scenario], Scenario], type[AttestationError], 
         LogError,
         "log.consistency",
     ),
+    "the last seen checkpoint of another log": (
+        lambda s: dataclasses.replace(
+            s, seen=dataclasses.replace(seen(s.log[:1]), origin="other.example/log")
+        ),
+        LogError,
+        "log.origin",
+    ),
     "a checkpoint by another log key": (
         lambda s: dataclasses.replace(s, key=OTHER_LOG),
         LogError,
