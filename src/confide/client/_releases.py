@@ -22,11 +22,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,6 +55,7 @@ from confide.release import (
     verify_inclusion,
     verify_release,
 )
+from confide.runtime import write_atomically
 
 from ._api import OperatorClient, normalize_url
 from ._credentials import config_dir, read_private
@@ -86,22 +86,15 @@ def _write_private(path: Path, data: bytes, what: str, *, replace: bool) -> None
     folder = path.parent
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-        tmp = Path(name)
+        if replace:
+            write_atomically(path, data)
+            return
+        tmp = folder / f".{path.name}.{secrets.token_hex(8)}.new"
+        write_atomically(tmp, data)  # whole, 0600, then linked: never a half-written key
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            if replace:
-                os.replace(tmp, path)
-            else:
-                os.link(tmp, path)  # fails if the file exists: never overwrite a key
-                tmp.unlink()
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+            os.link(tmp, path)  # fails if the file exists: never overwrite a key
+        finally:
+            tmp.unlink()
     except FileExistsError:
         raise UsageError(
             f"{what} {path} already exists; it is not overwritten",

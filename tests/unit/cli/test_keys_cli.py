@@ -47,6 +47,7 @@ def test_create_never_overwrites(tmp_path: Path) -> None:
     assert (code, out) == (2, "")
     assert "already exists" in err and "Traceback" not in err
     assert (tmp_path / "config" / "confide" / "owner.key").read_bytes() == before
+    assert [p.name for p in (tmp_path / "config" / "confide").iterdir()] == ["owner.key"]
 
 
 def test_show_without_a_key_says_what_to_do(tmp_path: Path) -> None:
