@@ -378,7 +378,7 @@ class OperatorClient:
         try:
             return x509.load_pem_x509_certificate(body)
         except ValueError as exc:
-            raise self._malformed("GET /ca", f"not a PEM certificate: {exc}") from None
+            raise self.malformed("GET /ca", f"not a PEM certificate: {exc}") from None
 
     def simulation(self) -> SimulationInfo | None:
         """``None`` for a real TEE; for a simulated one, its root CA and fresh collateral."""
@@ -389,7 +389,7 @@ class OperatorClient:
         try:
             return _simulation(body)
         except WireError as exc:
-            raise self._malformed(what, str(exc)) from None
+            raise self.malformed(what, str(exc)) from None
 
     def log_read(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
         """``GET /log{path}`` of the release transparency log (no token needed): the JSON
@@ -406,7 +406,7 @@ class OperatorClient:
         try:
             return strictjson.loads_object(body, what="the answer", max_bytes=MAX_RESPONSE_BYTES)
         except JsonError as exc:
-            raise self._malformed(what, str(exc)) from None
+            raise self.malformed(what, str(exc)) from None
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -417,7 +417,7 @@ class OperatorClient:
         try:
             result: _T = read_answer(body, kind, max_bytes=MAX_RESPONSE_BYTES)
         except WireError as exc:
-            raise self._malformed(what, str(exc)) from None
+            raise self.malformed(what, str(exc)) from None
         return result
 
     def _app(self, body: bytes, what: str) -> AppRecord:
@@ -453,7 +453,7 @@ class OperatorClient:
             except httpx.TransportError as exc:
                 raise self._unreachable(exc) from exc
             except _TooLong:
-                raise self._malformed(
+                raise self.malformed(
                     f"{method} {path}", f"longer than {MAX_RESPONSE_BYTES} bytes"
                 ) from None
 
@@ -510,7 +510,8 @@ class OperatorClient:
             hint="check the operator's URL and the network",
         )
 
-    def _malformed(self, what: str, problem: str) -> OperatorError:
+    def malformed(self, what: str, problem: str) -> OperatorError:
+        """The error for an answer to ``what`` (e.g. ``GET /log``) that is not as specified."""
         return OperatorError(
             "operator.response",
             f"the operator at {self.base_url} sent an unexpected answer to {what}: {problem}",

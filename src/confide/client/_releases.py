@@ -35,7 +35,7 @@ from typing import Final
 import httpx
 
 from confide import strictjson
-from confide.errors import Error, LogError, OperatorError, UsageError
+from confide.errors import Error, LogError, UsageError
 from confide.release import (
     MAX_ENTRIES,
     MAX_PROOF_LENGTH,
@@ -193,15 +193,6 @@ class LogInfo:
     checkpoint: bytes
 
 
-def _malformed(client: OperatorClient, what: str, problem: str) -> OperatorError:
-    return OperatorError(
-        "operator.response",
-        f"the operator at {client.base_url} sent an unexpected answer to {what}: {problem}",
-        url=client.base_url,
-        hint="is this a Confide operator of a compatible version?",
-    )
-
-
 def _strict_b64(value: object, what: str) -> bytes:
     """Standard padded base64, canonical (as the operator writes it)."""
     if not isinstance(value, str):
@@ -230,7 +221,7 @@ def read_log_info(client: OperatorClient) -> LogInfo:
             _text(doc.get("checkpoint"), "checkpoint").encode(),
         )
     except (UsageError, UnicodeError) as exc:
-        raise _malformed(client, "GET /log", str(exc)) from None
+        raise client.malformed("GET /log", str(exc)) from None
 
 
 def read_evidence(client: OperatorClient, fingerprint: bytes, since: int) -> ReleaseEvidence:
@@ -253,7 +244,7 @@ def read_evidence(client: OperatorClient, fingerprint: bytes, since: int) -> Rel
             _hashes(doc.get("consistency")),
         )
     except UsageError as exc:
-        raise _malformed(client, what, str(exc)) from None
+        raise client.malformed(what, str(exc)) from None
 
 
 def _trusted_log(info: LogInfo, seen: SeenLog | None, pinned: LogVerifier | None) -> LogVerifier:
@@ -329,7 +320,7 @@ def log_statement(
         note = _text(answer.get("checkpoint"), "checkpoint").encode()
         proof = _hashes(answer.get("proof"))
     except UsageError as exc:
-        raise _malformed(client, "POST /log/statements", str(exc)) from None
+        raise client.malformed("POST /log/statements", str(exc)) from None
     consistency: tuple[bytes, ...] = ()
     if seen is not None:
         doc = client.log_read(
@@ -339,7 +330,7 @@ def log_statement(
         try:
             consistency = _hashes(doc.get("proof"))
         except UsageError as exc:
-            raise _malformed(client, "GET /log/consistency", str(exc)) from None
+            raise client.malformed("GET /log/consistency", str(exc)) from None
     checkpoint = verify_checkpoint(
         note, verifier, seen.checkpoint if seen is not None else None, consistency
     )
@@ -422,14 +413,14 @@ def audit_operator_log(
         doc = client.log_read("/entries", params={"start": str(start), "end": str(end)})
         items = doc.get("entries")
         if not isinstance(items, list) or not items or len(items) > end - start:
-            raise _malformed(client, "GET /log/entries", f"expected entries {start} to {end - 1}")
+            raise client.malformed("GET /log/entries", f"expected entries {start} to {end - 1}")
         for offset, item in enumerate(items):
             if not isinstance(item, dict) or item.get("index") != start + offset:
-                raise _malformed(client, "GET /log/entries", "entries out of order")
+                raise client.malformed("GET /log/entries", "entries out of order")
             try:
                 leaves.append(_strict_b64(item.get("envelope"), "an envelope"))
             except UsageError as exc:
-                raise _malformed(client, "GET /log/entries", str(exc)) from None
+                raise client.malformed("GET /log/entries", str(exc)) from None
     report = audit_log(
         info.checkpoint, leaves, verifier, seen.checkpoint if seen is not None else None
     )
