@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from confide.errors import UsageError
+from confide import strictjson
+from confide.errors import JsonError, UsageError
 from confide.runtime import write_atomically
 
 from ._api import normalize_url
@@ -119,8 +120,8 @@ class CredentialsStore:
 
     def _parse(self, raw: bytes) -> Credentials:
         try:
-            doc = json.loads(raw)
-        except ValueError:
+            doc = strictjson.loads(raw, what="it", max_bytes=MAX_CREDENTIALS_SIZE)
+        except JsonError:
             doc = None
         if not isinstance(doc, dict) or set(doc) != {"version", "url", "token"}:
             raise UsageError(

@@ -100,6 +100,7 @@ def _written(tmp_path: Path, content: bytes) -> CredentialsStore:
     ("content", "message"),
     [
         (b"not json", "not a Confide credentials file"),
+        (b'{"version": 1, "url": "https://a", "token": "t", "url": "https://b"}', "not a Confide"),
         (b'{"url": "https://a", "token": "t"}', "not a Confide credentials file"),
         (b'{"version": 2, "url": "https://a", "token": "t"}', "version 2"),
         (b'{"version": 1, "url": 1, "token": "t"}', "malformed"),
