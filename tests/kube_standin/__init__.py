@@ -32,7 +32,7 @@ import copy
 import datetime
 import json
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -84,6 +84,10 @@ class KubeApi:
     logs: dict[tuple[str, str], str] = field(default_factory=dict)
     sent: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     version: int = 0
+    #: Events up to this version were compacted away (a watch from before it gets 410).
+    compacted: int = 0
+    #: Called once when the next watch starts (a test's hook, e.g. :meth:`compact`).
+    before_next_watch: Callable[[], None] | None = None
     _changed: asyncio.Condition | None = None
 
     # -- the store ---------------------------------------------------------------------------
@@ -92,7 +96,9 @@ class KubeApi:
         self.version += 1
         obj["metadata"]["resourceVersion"] = str(self.version)
         self.events.append(Event(self.version, kind, plural, copy.deepcopy(obj)))
-        del self.events[: -self.history]
+        if len(self.events) > self.history:
+            self.compacted = self.events[-self.history - 1].version
+            del self.events[: -self.history]
         if self._changed is not None:
             cond = self._changed
 
@@ -102,6 +108,11 @@ class KubeApi:
 
             with contextlib_suppress():
                 asyncio.get_running_loop().create_task(notify())
+
+    def compact(self) -> None:
+        """Forget every event so far (etcd's compaction): older watches get 410 Gone."""
+        self.compacted = self.version
+        self.events.clear()
 
     def get(self, plural: str, ns: str, name: str) -> dict[str, Any]:
         obj = self.objects.get((plural, ns, name))
@@ -274,16 +285,20 @@ class KubeApi:
     ) -> AsyncGenerator[bytes, None]:
         if self._changed is None:
             self._changed = asyncio.Condition()
+        if self.before_next_watch is not None:
+            hook, self.before_next_watch = self.before_next_watch, None
+            hook()
         given = query.get("resourceVersion")
-        if given in (None, "", "0"):
+        if given is None or given in ("", "0"):
             for obj in self.list(plural, ns, query):
                 yield _line("ADDED", obj)
             since = self.version
         else:
             since = int(given)
-            oldest = self.events[0].version if self.events else self.version + 1
-            if since < oldest - 1:
-                gone = status(410, "Expired", f"too old resource version: {since} ({oldest - 1})")
+            if since < self.compacted:
+                gone = status(
+                    410, "Expired", f"too old resource version: {since} ({self.compacted})"
+                )
                 yield _line("ERROR", gone)
                 return
         while True:

@@ -343,14 +343,19 @@ class KubernetesBackend:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
         while loop.time() < deadline:
-            pod = await self._client.get(Pod, name, namespace=self._ns)
-            ip = _ip(pod)
+            # A list, not a get: its version is the collection's, which a watch can start
+            # from; a pod's own version may predate a compaction (410 Gone forever).
+            listing = self._client.list(Pod, namespace=self._ns, fields={"metadata.name": name})
+            pods = [pod async for pod in listing]
+            if not pods:
+                raise LaunchRefused(f"pod {name} was deleted before it had an address")
+            ip = _ip(pods[0])
             if ip is not None:
                 return ip
-            if _ended(pod):
-                raise LaunchRefused(f"pod {name} ended before it had an address: {_why(pod)}")
-            version = pod.metadata.resourceVersion if pod.metadata else None
-            with contextlib.suppress(TimeoutError):
+            if _ended(pods[0]):
+                raise LaunchRefused(f"pod {name} ended before it had an address: {_why(pods[0])}")
+            version = listing.resourceVersion
+            try:
                 async with asyncio.timeout(max(0.0, deadline - loop.time())):
                     async for _event, changed in self._client.watch(
                         Pod,
@@ -360,6 +365,12 @@ class KubernetesBackend:
                     ):
                         if _ip(changed) is not None or _ended(changed):
                             break
+            except TimeoutError:
+                pass
+            except ApiError as exc:
+                if not _is(exc, 410):
+                    raise
+                # 410 Gone: the version was compacted away; read the pod again.
         raise LaunchRefused(f"pod {name} had no address after {self.start_timeout:g} s")
 
     # -- watching ------------------------------------------------------------------------------

@@ -265,3 +265,24 @@ async def test_logs_through_the_api(api: KubeApi, backend: KubernetesBackend) ->
     more, _ = await asyncio.to_thread(source.read_from, APP, offset)
     assert more == b"four\n"
     assert FETCH_SCRIPT  # the init container's program is a constant, not per-app data
+
+
+@with_env
+async def test_a_watch_from_a_compacted_version_is_read_again(
+    api: KubeApi, backend: KubernetesBackend
+) -> None:
+    """410 Gone while waiting for the pod's address: the backend reads the pod again."""
+    fired: list[int] = []
+
+    def compact_now() -> None:
+        api.create("configmaps", NS, {"metadata": {"name": "unrelated"}})
+        api.compact()
+        fired.append(api.compacted)
+
+    api.before_next_watch = compact_now
+    task = asyncio.create_task(backend.start(spec()))
+    while not fired:
+        await asyncio.sleep(0)
+    api.run_pod(NS, pod_name(APP, 1), "10.0.0.9")
+    handle = await asyncio.wait_for(task, 5)
+    assert handle.host == "10.0.0.9"
