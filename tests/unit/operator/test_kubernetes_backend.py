@@ -178,6 +178,14 @@ async def test_no_secret_reaches_any_object(api: KubeApi, backend: KubernetesBac
     assert "MIIBpublic" in sent  # guard: the inspection saw the objects
     for secret in SECRETS:
         assert secret not in sent
+    pods = [body for _, _, body in api.sent if body.get("kind") == "Pod"]
+    assert pods  # guard: there was a pod to look at
+    for pod in pods:
+        # Nothing of the operator's environment (database URL, tokens) and no Secret.
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        for container in pod["spec"]["containers"] + pod["spec"]["initContainers"]:
+            assert "env" not in container and "envFrom" not in container
+        assert all("secret" not in volume for volume in pod["spec"]["volumes"])
     assert "PRIVATE KEY" not in sent and "secretKeyRef" not in sent and '"Secret"' not in sent
 
 
