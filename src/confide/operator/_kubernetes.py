@@ -280,6 +280,8 @@ class KubernetesBackend:
         #: Why each ended pod ended, read when it was seen ended (exit_reason is synchronous).
         self._reasons: dict[tuple[uuid.UUID, int], str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The loop the backend's coroutines run on (remove_app may come from a thread).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def _ns(self) -> str:
@@ -302,6 +304,7 @@ class KubernetesBackend:
                 await self._client.replace(resource)
 
     async def start(self, spec: AppSpec) -> RuntimeHandle:
+        self._loop = asyncio.get_running_loop()
         target = self.target
         if spec.manifest.tls == TlsMode.OWNER and spec.certificate_pem is None:
             raise LaunchRefused(f"app {spec.app_id} has no owner certificate stored")
@@ -446,7 +449,17 @@ class KubernetesBackend:
         """Pods outlive the operator: nothing to let go of."""
 
     def remove_app(self, app_id: uuid.UUID) -> None:
-        task = asyncio.get_running_loop().create_task(self._remove(app_id))
+        """Delete the app's pods, claim and ConfigMap. The supervisor calls this from a
+        worker thread (``asyncio.to_thread``): then it runs on the backend's loop and waits."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if self._loop is None:
+                raise UsageError("the Kubernetes backend was never used on an event loop") from None
+            future = asyncio.run_coroutine_threadsafe(self._remove(app_id), self._loop)
+            future.result(timeout=self.stop_timeout * 4)
+            return
+        task = loop.create_task(self._remove(app_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -491,6 +504,7 @@ class KubernetesBackend:
         return handle if handle is not None and handle.app_id == app_id else None
 
     async def discover(self) -> list[RuntimeHandle]:
+        self._loop = asyncio.get_running_loop()
         selector: dict[str, Any] = {LABEL_OPERATOR: self.target.operator_id}
         found = []
         async for pod in self._client.list(Pod, namespace=self._ns, labels=selector):

@@ -294,3 +294,12 @@ async def test_a_watch_from_a_compacted_version_is_read_again(
     api.run_pod(NS, pod_name(APP, 1), "10.0.0.9")
     handle = await asyncio.wait_for(task, 5)
     assert handle.host == "10.0.0.9"
+
+
+@with_env
+async def test_remove_app_from_a_worker_thread(api: KubeApi, backend: KubernetesBackend) -> None:
+    """The supervisor removes an app's files with ``asyncio.to_thread`` (no loop there)."""
+    await started(api, backend)
+    assert api.objects  # guard
+    await asyncio.to_thread(backend.remove_app, APP)
+    assert not api.objects
