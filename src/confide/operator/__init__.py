@@ -49,6 +49,7 @@ from ._db import (
     upgrade_database,
 )
 from ._gramine import MANIFEST_STEM, THREADS_PER_CORE, GramineBackend
+from ._kubernetes import KubernetesBackend, KubernetesLogSource, KubernetesTarget
 from ._lifecycle import (
     TRANSITIONS,
     record_created,
@@ -140,6 +141,9 @@ __all__ = [
     "LaunchRefused",
     "LocalProcessBackend",
     "GramineBackend",
+    "KubernetesBackend",
+    "KubernetesLogSource",
+    "KubernetesTarget",
     "MANIFEST_STEM",
     "THREADS_PER_CORE",
     "OperatorAddresses",

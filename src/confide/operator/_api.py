@@ -1,7 +1,9 @@
 """The operator's REST API (FastAPI), under ``/api/v1``; OpenAPI at ``/openapi.json``.
 
 Every endpoint but ``/api/v1/health``, ``/api/v1/ca``, ``/api/v1/simulation``, the
-transparency log's reads (``GET /api/v1/log...``, :mod:`._logapi`) and ``/openapi.json``
+transparency log's reads (``GET /api/v1/log...``, :mod:`._logapi`), ``/openapi.json`` and,
+with a ``[kubernetes]`` backend, ``GET /api/v1/blobs/<sha256>`` (an encrypted package by
+its digest, which pods fetch and check; ADR 0007)
 needs ``Authorization: Bearer <token>``, checked before anything else (see
 :mod:`._auth`). A token sees only its own account's projects and apps; any other app is
 answered 404, exactly as one that does not exist.
@@ -32,6 +34,7 @@ Example::
 import functools
 import logging
 import os
+import re
 import socket
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -45,7 +48,7 @@ from fastapi.exception_handlers import (
     request_validation_exception_handler,
 )
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import Framework
@@ -192,6 +195,10 @@ async def _read_upload(request: Request, limit: int) -> FormData:
         ) from None
 
 
+#: A blob's name in ``/api/v1/blobs/<sha256>``: 64 lowercase hex digits.
+_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
+
+
 def create_app(
     settings: OperatorSettings,
     *,
@@ -282,6 +289,26 @@ def create_app(
         anchor and simulation explicitly allowed. They prove nothing about hardware.
         """
         return api.simulation()
+
+    if settings.kubernetes is not None:
+
+        @router.get(
+            "/blobs/{sha256}",
+            tags=["operator"],
+            response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}}, 404: {}},
+        )
+        def blob(sha256: str) -> FileResponse:
+            """No authentication: an encrypted package (ADR 0006) by its SHA-256, for pods.
+
+            The fetcher checks the digest; the package decrypts only in its enclave.
+            """
+            if not _SHA256_HEX.fullmatch(sha256):
+                raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such blob")
+            digest = bytes.fromhex(sha256)
+            if not api.blobs.exists(digest):
+                raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such blob")
+            return FileResponse(api.blobs.path(digest), media_type="application/octet-stream")
 
     @router.get("/me", tags=["account"])
     def me(auth: Auth) -> Account:

@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from cryptography.hazmat.primitives.serialization import Encoding
+from lightkube import AsyncClient, Client, KubeConfig
 
+from confide.errors import UsageError
 from confide.runtime import bind_listener, write_atomically
 from confide.tee import SimulatedPlatform
 from confide.wire import HostPort
@@ -51,11 +53,14 @@ from ._blobs import BlobStore
 from ._ca import OperatorCA
 from ._db import Database, upgrade_database
 from ._gramine import GramineBackend
-from ._logs import FileLogSource
+from ._kubernetes import KubernetesBackend, KubernetesLogSource, KubernetesTarget
+from ._logs import FileLogSource, LogSource
 from ._router import Recorder, RouterSettings, serve_router
 from ._routes import AppRoutes
 from ._seams import (
     Clock,
+    MetricsSource,
+    NoMetrics,
     SimulationCollateralProvider,
     SimulationRootProvider,
     utc_now,
@@ -114,6 +119,27 @@ def _simulation(
     return (lambda: pem), (lambda now: platform.collateral(now, tee=tee).to_json())
 
 
+def _kubernetes(settings: OperatorSettings) -> tuple[RuntimeBackend, LogSource]:
+    """The Kubernetes backend and its log source (ADR 0007), with the cluster's credentials
+    from the pod's service account or ``KUBECONFIG`` (lightkube's ``KubeConfig.from_env``)."""
+    k = settings.kubernetes
+    if k is None:  # pragma: no cover - checked by the caller
+        raise UsageError("no [kubernetes] settings")
+    target = KubernetesTarget(
+        namespace=k.namespace,
+        image=k.image,
+        operator_id=k.operator_id,
+        blob_url=k.blob_url,
+        tee=settings.tee,
+        simulation_claim=k.simulation_claim,
+        state_size=k.state_size,
+        storage_class=k.storage_class,
+    )
+    config = KubeConfig.from_env()
+    backend = KubernetesBackend(AsyncClient(config, namespace=k.namespace), target)
+    return backend, KubernetesLogSource(Client(config, namespace=k.namespace), target)
+
+
 async def run_operator(
     settings: OperatorSettings,
     *,
@@ -158,7 +184,12 @@ async def run_operator(
             local = LocalProcessBackend(
                 data_dir=data, log_source=logs, tee=settings.tee, clock=clock
             )
-        runtimes = backend if backend is not None else local
+        runtimes: RuntimeBackend = backend if backend is not None else local
+        api_logs: LogSource = logs
+        metrics: MetricsSource = local
+        if backend is None and settings.kubernetes is not None:
+            runtimes, api_logs = _kubernetes(settings)
+            metrics = NoMetrics()
         routes = AppRoutes(settings.base_domain)
         supervisor = Supervisor(
             settings, database, runtimes, blobs, routes=routes, options=options, clock=clock
@@ -203,8 +234,8 @@ async def run_operator(
                 database=database,
                 blobs=blobs,
                 events=supervisor,
-                log_source=logs,
-                metrics=local,
+                log_source=api_logs,
+                metrics=metrics,
                 sim_root_provider=sim_root,
                 sim_collateral_provider=sim_collateral,
                 ca_provider=ca,

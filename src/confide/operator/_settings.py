@@ -18,6 +18,13 @@ Configuration file (every key optional)::
     max_package_size = 268435456        # bytes
     max_apps_per_account = 20
 
+    [kubernetes]                        # optional: run apps as pods (ADR 0007)
+    namespace = "confide-apps"
+    image = "registry.example/confide-runtime@sha256:..."
+    operator_id = "operator-1"
+    blob_url = "http://confide-operator.confide:8080/api/v1/blobs"
+    simulation_claim = "confide-simulation"   # simulated TEEs only
+
     [plans.small]                       # replaces the default plan set when present
     memory_mib = 512
     cores = 1
@@ -80,6 +87,42 @@ class TeeBackend(enum.StrEnum):
         return self in (TeeBackend.SIMULATION, TeeBackend.SIMULATION_TDX)
 
 
+@dataclass(frozen=True, slots=True)
+class KubernetesSettings:
+    """Where the Kubernetes backend runs pods (the ``[kubernetes]`` table; ADR 0007)."""
+
+    namespace: str
+    #: The runtime image, by digest in production.
+    image: str
+    #: This operator's name on its objects (the ``confide.dev/operator`` label).
+    operator_id: str
+    #: Where pods fetch packages by SHA-256: this operator's ``/api/v1/blobs``.
+    blob_url: str
+    simulation_claim: str | None = None
+    state_size: str = "1Gi"
+    storage_class: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _K8S_NAME.match(self.namespace) or not _K8S_NAME.match(self.operator_id):
+            raise UsageError("kubernetes namespace and operator_id must be DNS labels")
+        if not self.blob_url.startswith(("http://", "https://")):
+            raise UsageError(f"kubernetes blob_url must be an http(s) URL, got {self.blob_url!r}")
+
+
+_K8S_NAME: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_K8S_KEYS: Final = frozenset(
+    {
+        "namespace",
+        "image",
+        "operator_id",
+        "blob_url",
+        "simulation_claim",
+        "state_size",
+        "storage_class",
+    }
+)
+
+
 DEFAULT_PLANS: Final = (
     Plan("small", memory_mib=512, cores=1),
     Plan("medium", memory_mib=2048, cores=2),
@@ -130,6 +173,8 @@ class OperatorSettings:
     #: ``<data>/simulation``; its root and collateral are published at ``/simulation``
     #: as in simulation mode (clients accept them only with ``--allow-simulation``).
     allow_simulated_gramine: bool = False
+    #: Run apps as pods (ADR 0007); ``None``: as processes of this host.
+    kubernetes: KubernetesSettings | None = None
     _plan_index: Mapping[str, Plan] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -257,6 +302,7 @@ _FILE_KEYS: Final = frozenset(
         "max_apps_per_account",
         "tee",
         "allow_simulated_gramine",
+        "kubernetes",
     }
 )
 _INT_KEYS: Final = frozenset(
@@ -291,6 +337,17 @@ def _read_config(path: Path) -> dict[str, Any]:
             if not isinstance(value, str):
                 raise UsageError(f"{path}: {key} must be a string, got {value!r}")
             values[key] = value
+        elif key == "kubernetes":
+            if not isinstance(value, dict) or not set(value) <= _K8S_KEYS:
+                raise UsageError(f"{path}: [kubernetes] keys are {', '.join(sorted(_K8S_KEYS))}")
+            if not all(isinstance(v, str) for v in value.values()):
+                raise UsageError(f"{path}: [kubernetes] values must be strings")
+            try:
+                values[key] = KubernetesSettings(**value)
+            except TypeError:
+                raise UsageError(
+                    f"{path}: [kubernetes] needs namespace, image, operator_id and blob_url"
+                ) from None
         elif key == "allow_simulated_gramine":
             if not isinstance(value, bool):
                 raise UsageError(f"{path}: {key} must be true or false, got {value!r}")

@@ -1,0 +1,600 @@
+"""The operator's Kubernetes backend: each app's runtime in a pod (ADR 0007).
+
+:class:`KubernetesBackend` implements :class:`~._backend.RuntimeBackend` with the
+Kubernetes API (through lightkube's async client), in one namespace:
+
+- **one pod per app launch**, ``confide-<app id>-<generation>``, running the runtime
+  image with exactly ``confide runtime <runtime_arguments(...)>``, ``restartPolicy:
+  Never`` (restarts stay the supervisor's), no service-account token, no service
+  links; its ``RuntimeHandle.pid`` is the launch's *generation* (1, 2, ...), also a
+  label, so the protocol's integer stays a stable reference (the pod's name);
+- **resources from the plan**: CPU and memory requests and limits and, for SGX,
+  ``sgx.intel.com/epc`` (the plan's memory), ``sgx.intel.com/enclave`` and
+  ``sgx.intel.com/provision`` (Intel's device plugin), on nodes labelled
+  ``intel.feature.node.kubernetes.io/sgx=true``;
+- **the sealed state** on a per-app PersistentVolumeClaim ``confide-<app id>-state``,
+  kept across launches and removed with the app;
+- **the package fetched by digest**: an init container runs :data:`FETCH_SCRIPT`,
+  which downloads ``<blob_url>/<sha256>`` from the operator, checks its SHA-256
+  and writes it to the pod's ``/package`` (an ``emptyDir``); a wrong hash fails the
+  pod. The package is encrypted (ADR 0006): nothing secret is sent;
+- **the owner's certificate** (certificate mode) in a ConfigMap
+  ``confide-<app id>-certificate``: it is public;
+- **the simulated platform** (simulated TEEs only) on a claim the operator's
+  administrator provides (``simulation_claim``), referenced by name;
+- **adoption and discovery by labels**: ``confide.dev/operator``, ``confide.dev/app-id``
+  and ``confide.dev/generation``; the launch manifest's measurement is an annotation;
+- **logs through the API** (:class:`KubernetesLogSource`).
+
+The code key, the app's secrets and any private key never reach a Kubernetes object:
+the runtime receives them from the owner over attested TLS, as with every backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from lightkube import ApiError, AsyncClient, Client
+from lightkube.codecs import from_dict
+from lightkube.resources.core_v1 import ConfigMap, PersistentVolumeClaim, Pod
+
+from confide.errors import UsageError
+from confide.runtime import LaunchTee, runtime_arguments
+from confide.wire import TlsMode
+
+from ._backend import STOP_TIMEOUT, AppSpec, LaunchRefused, RuntimeHandle
+from ._logs import MAX_LOG_BYTES
+from ._settings import TeeBackend
+
+#: Labels and annotations the backend puts on its objects.
+LABEL_OPERATOR: Final = "confide.dev/operator"
+LABEL_APP: Final = "confide.dev/app-id"
+LABEL_GENERATION: Final = "confide.dev/generation"
+ANNOTATION_MEASUREMENT: Final = "confide.dev/measurement"
+#: The runtime's port inside its pod (each pod has its own IP).
+RUNTIME_PORT: Final = 8443
+#: Where the pod's volumes are mounted.
+PACKAGE_DIR: Final = Path("/package")
+STATE_DIR: Final = Path("/state")
+CERTIFICATE_DIR: Final = Path("/certificate")
+SIMULATION_DIR: Final = Path("/simulation")
+#: How long a started pod may take to get an IP (scheduling, image pull, package fetch).
+START_TIMEOUT: Final = 300.0
+#: Most generations kept per app (older failed pods are deleted at the next start).
+MAX_GENERATION: Final = 1_000_000
+#: Most bytes of a log read for an exit reason.
+_REASON_TAIL_LINES: Final = 20
+#: Fetches argv[1] (a URL), checks that its SHA-256 is argv[2], writes it to argv[3].
+#: Runs in the init container with the runtime image's Python; no secret is involved.
+FETCH_SCRIPT: Final = (
+    "import hashlib,os,sys,urllib.request\n"
+    "url,digest,out=sys.argv[1:4]\n"
+    "h=hashlib.sha256();tmp=out+'.tmp'\n"
+    "with urllib.request.urlopen(url,timeout=60) as r,open(tmp,'wb') as f:\n"
+    "    while b:=r.read(1<<20):\n"
+    "        h.update(b);f.write(b)\n"
+    "if h.hexdigest()!=digest:\n"
+    "    sys.exit(f'error: package {url} has SHA-256 {h.hexdigest()}, expected {digest}')\n"
+    "os.replace(tmp,out)\n"
+)
+_LAUNCH_TEE: Final[dict[TeeBackend, LaunchTee]] = {
+    TeeBackend.SIMULATION: "simulation",
+    TeeBackend.SIMULATION_TDX: "simulation-tdx",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesTarget:
+    """Where and how the backend runs pods."""
+
+    namespace: str
+    #: The runtime image (by digest in production: ``registry/confide-runtime@sha256:...``).
+    image: str
+    #: This operator's name on its objects (several operators may share a namespace).
+    operator_id: str
+    #: Where pods fetch packages: ``<blob_url>/<sha256 hex>`` (the operator's
+    #: ``/api/v1/blobs``, reachable from the pods).
+    blob_url: str
+    tee: TeeBackend = TeeBackend.SIMULATION
+    #: A claim holding the simulated platform's state (simulated TEEs only).
+    simulation_claim: str | None = None
+    #: Size of each app's state claim, and its storage class (the cluster's default if None).
+    state_size: str = "1Gi"
+    storage_class: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tee.simulated != (self.simulation_claim is not None):
+            raise UsageError("give a simulation claim exactly with a simulated TEE")
+
+
+def pod_name(app_id: uuid.UUID, generation: int) -> str:
+    return f"confide-{app_id}-{generation}"
+
+
+def state_claim_name(app_id: uuid.UUID) -> str:
+    return f"confide-{app_id}-state"
+
+
+def certificate_map_name(app_id: uuid.UUID) -> str:
+    return f"confide-{app_id}-certificate"
+
+
+def _labels(target: KubernetesTarget, app_id: uuid.UUID) -> dict[str, str]:
+    return {LABEL_OPERATOR: target.operator_id, LABEL_APP: str(app_id)}
+
+
+def pod_resources(spec: AppSpec, *, sgx: bool) -> dict[str, str]:
+    """Requests and limits (equal) for the plan: CPU, memory and, for SGX, the plugin's."""
+    resources = {"cpu": str(spec.cores), "memory": f"{spec.memory_mib}Mi"}
+    if sgx:
+        resources |= {
+            "sgx.intel.com/epc": f"{spec.memory_mib}Mi",
+            "sgx.intel.com/enclave": "1",
+            "sgx.intel.com/provision": "1",
+        }
+    return resources
+
+
+def pod_manifest(
+    target: KubernetesTarget, spec: AppSpec, generation: int, arguments: list[str]
+) -> dict[str, Any]:
+    """The pod of one launch (pure: the tests validate it against Kubernetes' schema)."""
+    sgx = not target.tee.simulated
+    digest = spec.manifest.package_sha256.hex()
+    package = str(PACKAGE_DIR / "package")
+    resources = pod_resources(spec, sgx=sgx)
+    mounts: list[dict[str, Any]] = [
+        {"name": "package", "mountPath": str(PACKAGE_DIR), "readOnly": True},
+        {"name": "state", "mountPath": str(STATE_DIR)},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "package", "emptyDir": {}},
+        {
+            "name": "state",
+            "persistentVolumeClaim": {"claimName": state_claim_name(spec.app_id)},
+        },
+    ]
+    if spec.manifest.tls == TlsMode.OWNER:
+        mounts.append({"name": "certificate", "mountPath": str(CERTIFICATE_DIR), "readOnly": True})
+        volumes.append(
+            {"name": "certificate", "configMap": {"name": certificate_map_name(spec.app_id)}}
+        )
+    if target.simulation_claim is not None:
+        mounts.append({"name": "simulation", "mountPath": str(SIMULATION_DIR)})
+        volumes.append(
+            {"name": "simulation", "persistentVolumeClaim": {"claimName": target.simulation_claim}}
+        )
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "initContainers": [
+            {
+                "name": "fetch-package",
+                "image": target.image,
+                "command": ["python3", "-I", "-c", FETCH_SCRIPT],
+                "args": [f"{target.blob_url.rstrip('/')}/{digest}", digest, package],
+                "volumeMounts": [{"name": "package", "mountPath": str(PACKAGE_DIR)}],
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+            }
+        ],
+        "containers": [
+            {
+                "name": "runtime",
+                "image": target.image,
+                "command": ["confide"],
+                "args": ["runtime", *arguments],
+                "ports": [{"name": "tls", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+                "resources": {"requests": resources, "limits": resources},
+                "volumeMounts": mounts,
+                "securityContext": {"allowPrivilegeEscalation": False},
+            }
+        ],
+        "volumes": volumes,
+    }
+    if sgx:
+        pod_spec["nodeSelector"] = {"intel.feature.node.kubernetes.io/sgx": "true"}
+    labels = _labels(target, spec.app_id) | {LABEL_GENERATION: str(generation)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(spec.app_id, generation),
+            "namespace": target.namespace,
+            "labels": labels,
+            "annotations": {ANNOTATION_MEASUREMENT: spec.manifest.measurement().hex()},
+        },
+        "spec": pod_spec,
+    }
+
+
+def state_claim_manifest(target: KubernetesTarget, app_id: uuid.UUID) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": target.state_size}},
+    }
+    if target.storage_class is not None:
+        spec["storageClassName"] = target.storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": state_claim_name(app_id),
+            "namespace": target.namespace,
+            "labels": _labels(target, app_id),
+        },
+        "spec": spec,
+    }
+
+
+def certificate_map_manifest(
+    target: KubernetesTarget, app_id: uuid.UUID, certificate_pem: str
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": certificate_map_name(app_id),
+            "namespace": target.namespace,
+            "labels": _labels(target, app_id),
+        },
+        "data": {"certificate.pem": certificate_pem},
+    }
+
+
+def _is(exc: ApiError, code: int) -> bool:
+    return exc.status.code == code
+
+
+class KubernetesBackend:
+    """Each app's runtime as a pod (see the module's description)."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        target: KubernetesTarget,
+        *,
+        stop_timeout: float = STOP_TIMEOUT,
+        start_timeout: float = START_TIMEOUT,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if target.tee not in _LAUNCH_TEE:
+            # Gramine in a pod needs the per-app manifest signed where the pod runs
+            # (ADR 0018): not built yet, so refuse rather than run outside an enclave.
+            raise UsageError(
+                f"the Kubernetes backend runs simulated TEEs only, not {target.tee.value}",
+                hint="see docs/adr/0007-kubernetes-backend.md",
+            )
+        self._client = client
+        self.target = target
+        self.stop_timeout = stop_timeout
+        self.start_timeout = start_timeout
+        self._log = logger or logging.getLogger("confide.operator.kubernetes")
+        #: Why each ended pod ended, read when it was seen ended (exit_reason is synchronous).
+        self._reasons: dict[tuple[uuid.UUID, int], str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: The loop the backend's coroutines run on (remove_app may come from a thread).
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def _ns(self) -> str:
+        return self.target.namespace
+
+    # -- starting ------------------------------------------------------------------------------
+
+    async def _app_pods(self, app_id: uuid.UUID) -> list[Pod]:
+        selector: dict[str, Any] = {LABEL_OPERATOR: self.target.operator_id, LABEL_APP: str(app_id)}
+        return [p async for p in self._client.list(Pod, namespace=self._ns, labels=selector)]
+
+    async def _create(self, obj: dict[str, Any], *, replace: bool = False) -> None:
+        resource = from_dict(obj)
+        try:
+            await self._client.create(resource)  # its metadata names the namespace
+        except ApiError as exc:
+            if not _is(exc, 409):
+                raise
+            if replace:
+                await self._client.replace(resource)
+
+    async def start(self, spec: AppSpec) -> RuntimeHandle:
+        self._loop = asyncio.get_running_loop()
+        target = self.target
+        if spec.manifest.tls == TlsMode.OWNER and spec.certificate_pem is None:
+            raise LaunchRefused(f"app {spec.app_id} has no owner certificate stored")
+        previous = await self._app_pods(spec.app_id)
+        generations = [_generation(p) for p in previous]
+        generation = max((g for g in generations if g is not None), default=0) + 1
+        if generation > MAX_GENERATION:
+            raise LaunchRefused(f"app {spec.app_id} was launched {MAX_GENERATION} times")
+        for pod in previous:  # ended launches (the supervisor released them)
+            await self._delete_pod(_name(pod))
+        await self._create(state_claim_manifest(target, spec.app_id))
+        certificate = None
+        if spec.manifest.tls == TlsMode.OWNER and spec.certificate_pem is not None:
+            await self._create(
+                certificate_map_manifest(target, spec.app_id, spec.certificate_pem), replace=True
+            )
+            certificate = CERTIFICATE_DIR / "certificate.pem"
+        try:
+            arguments = runtime_arguments(
+                spec.manifest,
+                package=PACKAGE_DIR / "package",
+                certificate=certificate,
+                host="0.0.0.0",  # noqa: S104 - the pod's own network namespace
+                port=RUNTIME_PORT,
+                state_dir=STATE_DIR,
+                tee=_LAUNCH_TEE[target.tee],
+                simulation_state=SIMULATION_DIR,
+            )
+        except UsageError as exc:
+            raise LaunchRefused(exc.message, hint=exc.hint) from None
+        await self._create(pod_manifest(target, spec, generation, arguments))
+        name = pod_name(spec.app_id, generation)
+        ip = await self._wait_ip(name)
+        self._log.info("app %s: runtime started as pod %s on %s", spec.app_id, name, ip)
+        return RuntimeHandle(spec.app_id, ip, RUNTIME_PORT, generation)
+
+    async def _wait_ip(self, name: str) -> str:
+        """The pod's IP once it has one; :class:`LaunchRefused` if it ends first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        while loop.time() < deadline:
+            # A list, not a get: its version is the collection's, which a watch can start
+            # from; a pod's own version may predate a compaction (410 Gone forever).
+            listing = self._client.list(Pod, namespace=self._ns, fields={"metadata.name": name})
+            pods = [pod async for pod in listing]
+            if not pods:
+                raise LaunchRefused(f"pod {name} was deleted before it had an address")
+            ip = _ip(pods[0])
+            if ip is not None:
+                return ip
+            if _ended(pods[0]):
+                raise LaunchRefused(f"pod {name} ended before it had an address: {_why(pods[0])}")
+            version = listing.resourceVersion
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    async for _event, changed in self._client.watch(
+                        Pod,
+                        namespace=self._ns,
+                        fields={"metadata.name": name},
+                        resource_version=version,
+                    ):
+                        if _ip(changed) is not None or _ended(changed):
+                            break
+            except TimeoutError:
+                pass
+            except ApiError as exc:
+                if not _is(exc, 410):
+                    raise
+                # 410 Gone: the version was compacted away; read the pod again.
+        raise LaunchRefused(f"pod {name} had no address after {self.start_timeout:g} s")
+
+    # -- watching ------------------------------------------------------------------------------
+
+    async def _pod(self, handle: RuntimeHandle) -> Pod | None:
+        try:
+            return await self._client.get(
+                Pod, pod_name(handle.app_id, handle.pid), namespace=self._ns
+            )
+        except ApiError as exc:
+            if _is(exc, 404):
+                return None
+            raise
+
+    async def is_alive(self, handle: RuntimeHandle) -> bool:
+        pod = await self._pod(handle)
+        if pod is not None and not _ended(pod) and pod.metadata is not None:
+            if pod.metadata.deletionTimestamp is None:
+                return True
+        key = (handle.app_id, handle.pid)
+        if key not in self._reasons:
+            reason = "the pod was deleted" if pod is None else _why(pod)
+            last = await self._last_line(pod_name(handle.app_id, handle.pid))
+            self._reasons[key] = f"{reason}; last output: {last}" if last else reason
+        return False
+
+    async def _last_line(self, name: str) -> str | None:
+        try:
+            lines = [
+                line
+                async for line in self._client.log(
+                    name, namespace=self._ns, container="runtime", tail_lines=_REASON_TAIL_LINES
+                )
+            ]
+        except ApiError:
+            return None
+        lines = [line.strip() for line in lines if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        return (errors or lines)[-1][:500] if lines else None
+
+    def exit_reason(self, handle: RuntimeHandle) -> str:
+        return self._reasons.get((handle.app_id, handle.pid), "the pod ended")
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    async def _delete_pod(self, name: str, grace: int | None = None) -> None:
+        with contextlib.suppress(ApiError):
+            await self._client.delete(Pod, name, namespace=self._ns, grace_period=grace)
+
+    async def stop(self, handle: RuntimeHandle) -> None:
+        name = pod_name(handle.app_id, handle.pid)
+        await self._delete_pod(name, grace=int(self.stop_timeout))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * self.stop_timeout
+        while await self._pod(handle) is not None:
+            if loop.time() >= deadline:
+                self._log.warning("app %s: pod %s still exists", handle.app_id, name)
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    async for event, _pod in self._client.watch(
+                        Pod, namespace=self._ns, fields={"metadata.name": name}
+                    ):
+                        if event == "DELETED":
+                            break
+        self._reasons.pop((handle.app_id, handle.pid), None)
+
+    def release(self, handle: RuntimeHandle) -> None:
+        # The ended pod stays (its log is the app's last words) until the next start.
+        self._reasons.pop((handle.app_id, handle.pid), None)
+
+    def detach(self) -> None:
+        """Pods outlive the operator: nothing to let go of."""
+
+    def remove_app(self, app_id: uuid.UUID) -> None:
+        """Delete the app's pods, claim and ConfigMap. The supervisor calls this from a
+        worker thread (``asyncio.to_thread``): then it runs on the backend's loop and waits."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if self._loop is None:
+                raise UsageError("the Kubernetes backend was never used on an event loop") from None
+            future = asyncio.run_coroutine_threadsafe(self._remove(app_id), self._loop)
+            future.result(timeout=self.stop_timeout * 4)
+            return
+        task = loop.create_task(self._remove(app_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _remove(self, app_id: uuid.UUID) -> None:
+        for pod in await self._app_pods(app_id):
+            await self._delete_pod(_name(pod), grace=0)
+        for kind, name in (
+            (PersistentVolumeClaim, state_claim_name(app_id)),
+            (ConfigMap, certificate_map_name(app_id)),
+        ):
+            with contextlib.suppress(ApiError):
+                await self._client.delete(kind, name, namespace=self._ns)
+
+    async def wait_removed(self) -> None:
+        """Wait for the removals :meth:`remove_app` started (tests, shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
+
+    # -- after a restart -----------------------------------------------------------------------
+
+    def _handle_of(self, pod: Pod) -> RuntimeHandle | None:
+        labels = (pod.metadata.labels if pod.metadata else None) or {}
+        if labels.get(LABEL_OPERATOR) != self.target.operator_id:
+            return None
+        generation = _generation(pod)
+        ip = _ip(pod)
+        try:
+            app_id = uuid.UUID(labels.get(LABEL_APP, ""))
+        except ValueError:
+            return None
+        if generation is None or ip is None or _ended(pod):
+            return None
+        if pod.metadata is None or pod.metadata.deletionTimestamp is not None:
+            return None
+        return RuntimeHandle(app_id, ip, RUNTIME_PORT, generation)
+
+    async def adopt(self, pid: int, app_id: uuid.UUID) -> RuntimeHandle | None:
+        pod = await self._pod(RuntimeHandle(app_id, "", RUNTIME_PORT, pid))
+        if pod is None:
+            return None
+        handle = self._handle_of(pod)
+        return handle if handle is not None and handle.app_id == app_id else None
+
+    async def discover(self) -> list[RuntimeHandle]:
+        self._loop = asyncio.get_running_loop()
+        selector: dict[str, Any] = {LABEL_OPERATOR: self.target.operator_id}
+        found = []
+        async for pod in self._client.list(Pod, namespace=self._ns, labels=selector):
+            handle = self._handle_of(pod)
+            if handle is not None:
+                found.append(handle)
+        return found
+
+
+class KubernetesLogSource:
+    """An app's runtime log, read through the API from its newest pod.
+
+    :meth:`read_end` and :meth:`read_from` run in the API's worker threads, hence the
+    synchronous client. A byte offset is a position in the current pod's log as the
+    API returns it (bounded by :data:`~._logs.MAX_LOG_BYTES`).
+    """
+
+    def __init__(self, client: Client, target: KubernetesTarget) -> None:
+        self._client = client
+        self.target = target
+
+    def log_path(self, app_id: uuid.UUID) -> Path:
+        """No file: pods' logs are the cluster's (``kubectl logs``)."""
+        return Path(f"/kubernetes/{self.target.namespace}/{app_id}")
+
+    def _newest(self, app_id: uuid.UUID) -> str | None:
+        selector: dict[str, Any] = {LABEL_OPERATOR: self.target.operator_id, LABEL_APP: str(app_id)}
+        pods = list(self._client.list(Pod, namespace=self.target.namespace, labels=selector))
+        ranked = [(g, _name(p)) for p in pods if (g := _generation(p)) is not None]
+        return max(ranked)[1] if ranked else None
+
+    def _log(self, app_id: uuid.UUID) -> bytes:
+        name = self._newest(app_id)
+        if name is None:
+            return b""
+        try:
+            text = "".join(
+                self._client.log(name, namespace=self.target.namespace, container="runtime")
+            )
+        except ApiError:
+            return b""
+        return text.encode()[-MAX_LOG_BYTES:]
+
+    def read_end(self, app_id: uuid.UUID, tail: int | None) -> tuple[bytes, int]:
+        data = self._log(app_id)
+        if tail is None:
+            return data, len(data)
+        lines = data.splitlines(keepends=True)
+        return b"".join(lines[-tail:] if tail else []), len(data)
+
+    def read_from(self, app_id: uuid.UUID, offset: int) -> tuple[bytes, int]:
+        data = self._log(app_id)
+        if len(data) < offset:
+            offset = 0  # a new pod: start over
+        return data[offset:], len(data)
+
+
+def _name(pod: Pod) -> str:
+    return pod.metadata.name if pod.metadata and pod.metadata.name else ""
+
+
+def _generation(pod: Pod) -> int | None:
+    labels: Mapping[str, str] = (pod.metadata.labels if pod.metadata else None) or {}
+    raw = labels.get(LABEL_GENERATION, "")
+    return int(raw) if raw.isdigit() and 0 < int(raw) <= MAX_GENERATION else None
+
+
+def _ip(pod: Pod) -> str | None:
+    if pod.status is None or _ended(pod):
+        return None
+    return pod.status.podIP or None
+
+
+def _ended(pod: Pod) -> bool:
+    return pod.status is not None and pod.status.phase in ("Succeeded", "Failed")
+
+
+def _why(pod: Pod) -> str:
+    """The runtime container's termination, in words."""
+    status = pod.status
+    for container in (status.containerStatuses or []) if status else []:
+        if container.name != "runtime" or container.state is None:
+            continue
+        ended = container.state.terminated
+        if ended is not None:
+            words = f"the runtime exited with code {ended.exitCode}"
+            return f"{words} ({ended.reason})" if ended.reason else words
+    for container in (status.initContainerStatuses or []) if status else []:
+        ended = container.state.terminated if container.state else None
+        if ended is not None and ended.exitCode != 0:
+            return f"fetching the package failed with code {ended.exitCode}"
+    phase = status.phase if status else None
+    return f"the pod is {phase or 'gone'}"

@@ -1,0 +1,69 @@
+"""deploy/kubernetes/operator.yaml: valid for Kubernetes, and its RBAC no wider than the backend."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import yaml
+
+from confide.operator import _kubernetes
+
+MANIFESTS = Path(__file__).parents[3] / "deploy" / "kubernetes" / "operator.yaml"
+
+
+def documents() -> list[dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(MANIFESTS.read_text()) if d]
+    assert len(docs) >= 8  # guard: the file was read
+    return docs
+
+
+def test_every_object_validates() -> None:
+    for doc in documents():
+        kubernetes_validate.validate(doc, "1.33.0", strict=True)
+
+
+def test_rbac_is_namespaced_and_covers_exactly_the_backend_calls() -> None:
+    docs = documents()
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    # What the backend calls, read from its source: client.<verb>(<Kind>, ...).
+    verbs = {
+        "create": "create",
+        "get": "get",
+        "list": "list",
+        "watch": "watch",
+        "delete": "delete",
+        "replace": "update",
+        "log": "get",
+    }
+    plural = {
+        "Pod": "pods",
+        "PersistentVolumeClaim": "persistentvolumeclaims",
+        "ConfigMap": "configmaps",
+    }
+    tree = ast.parse(inspect.getsource(_kubernetes))
+    calls = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Attribute)
+        and node.func.value.attr == "_client"
+    }
+    assert calls <= set(verbs), calls
+    # Exactly what KubernetesBackend and KubernetesLogSource call, per resource.
+    assert granted == {
+        *(("pods", v) for v in ("create", "get", "list", "watch", "delete")),
+        ("pods/log", "get"),
+        ("persistentvolumeclaims", "create"),
+        ("persistentvolumeclaims", "delete"),
+        *(("configmaps", v) for v in ("create", "update", "delete")),
+    }
+    assert {r for r, _ in granted} <= set(plural.values()) | {"pods/log"}
+    assert all(v in verbs.values() for _, v in granted)
+    assert not any(v in ("*", "patch", "deletecollection", "escalate", "bind") for _, v in granted)
