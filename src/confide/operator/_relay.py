@@ -49,10 +49,14 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from confide.errors import UsageError
+
 #: epoll events that mean a side may be read (data, end of stream, reset, error).
 _READ_EVENTS: Final = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 #: epoll events that mean a side may be written (space, or an error the write will show).
 _WRITE_EVENTS: Final = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+#: epoll events that mean a side's peer has ended its stream (or the connection broke).
+_END_EVENTS: Final = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 #: Registered once per socket; edge-triggered, so a socket is never re-armed.
 _MASK: Final = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 #: Longest wait between two idle sweeps (seconds).
@@ -90,6 +94,7 @@ class RelayPair:
         "down",
         "readable",
         "writable",
+        "ending",
         "last",
         "closed",
     )
@@ -111,6 +116,8 @@ class RelayPair:
         # Edge-triggered readiness, per socket: set by events, cleared by EAGAIN.
         self.readable = {client: False, upstream: False}
         self.writable = {client: False, upstream: False}
+        # The peer's end (or an error) is queued behind the data: read on to the 0-byte read.
+        self.ending = {client: False, upstream: False}
         self.last = 0.0
         self.closed = False
 
@@ -132,9 +139,9 @@ class RelayWorker:
         name: str = "confide-relay",
     ) -> None:
         if chunk < MIN_CHUNK:
-            raise ValueError(f"relay chunk {chunk} is under {MIN_CHUNK} bytes")
+            raise UsageError(f"relay chunk {chunk} is under {MIN_CHUNK} bytes")
         if not idle_timeout > 0:
-            raise ValueError(f"relay idle timeout {idle_timeout} is not positive")
+            raise UsageError(f"relay idle timeout {idle_timeout} is not positive")
         self._idle = idle_timeout
         self._sweep_every = min(_MAX_SWEEP, idle_timeout / 4)
         self._log = log
@@ -216,6 +223,8 @@ class RelayWorker:
                 pair, sock = side
                 if mask & _READ_EVENTS:
                     pair.readable[sock] = True
+                    if mask & _END_EVENTS:
+                        pair.ending[sock] = True
                 if mask & _WRITE_EVENTS:
                     pair.writable[sock] = True
                 self._drive(pair, now)
@@ -297,8 +306,9 @@ class RelayWorker:
                 way.eof = True
                 continue
             pair.last = now
-            if count < size:
-                # Read short: the socket is drained; data arriving since is a new edge.
+            if count < size and not pair.ending[src]:
+                # Read short: the socket is drained; data arriving since is a new edge. Not
+                # so for an end that came with the data: its edge is spent, read on to it.
                 pair.readable[src] = False
             chunk = view[:count]
             if self._record is not None:
