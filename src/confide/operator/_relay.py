@@ -154,7 +154,8 @@ class RelayWorker:
         self._lock = threading.Lock()
         self._inbox: collections.deque[tuple[str, RelayPair | None]] = collections.deque()
         self._stopping = False
-        self._sides: dict[int, tuple[RelayPair, socket.socket]] = {}
+        #: fd -> (its pair, its socket, the way it feeds, the way that feeds it)
+        self._sides: dict[int, tuple[RelayPair, socket.socket, _Way, _Way]] = {}
         self._pairs: set[RelayPair] = set()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -220,14 +221,20 @@ class RelayWorker:
                         if self._commands(now):
                             return
                     continue  # a socket closed earlier in this batch
-                pair, sock = side
+                pair, sock, out_way, in_way = side
+                if mask & _WRITE_EVENTS:
+                    pair.writable[sock] = True
                 if mask & _READ_EVENTS:
                     pair.readable[sock] = True
                     if mask & _END_EVENTS:
                         pair.ending[sock] = True
-                if mask & _WRITE_EVENTS:
-                    pair.writable[sock] = True
-                self._drive(pair, now)
+                    if not self._pump(pair, out_way, now):
+                        continue
+                # What waits for this side (its space came back), and what follows it.
+                if (in_way.pending or in_way.eof) and not self._pump(pair, in_way, now):
+                    continue
+                if pair.up.shut and pair.down.shut:
+                    self._close(pair, None)
             if now >= next_sweep:
                 self._sweep(now)
                 next_sweep = now + self._sweep_every
@@ -245,19 +252,14 @@ class RelayWorker:
             elif not pair.closed:  # add
                 self._pairs.add(pair)
                 pair.last = now
-                for sock in (pair.client, pair.upstream):
-                    self._sides[sock.fileno()] = (pair, sock)
+                for sock, out_way, in_way in (
+                    (pair.client, pair.up, pair.down),
+                    (pair.upstream, pair.down, pair.up),
+                ):
+                    self._sides[sock.fileno()] = (pair, sock, out_way, in_way)
                     # Registering reports what is already ready (the ClientHello).
                     self._epoll.register(sock.fileno(), _MASK)
         return False
-
-    def _drive(self, pair: RelayPair, now: float) -> None:
-        """Move what can move in both directions, until each would block."""
-        for way in (pair.up, pair.down):
-            if not self._pump(pair, way, now):
-                return  # closed
-        if pair.up.shut and pair.down.shut:
-            self._close(pair, None)
 
     def _pump(self, pair: RelayPair, way: _Way, now: float) -> bool:
         """One direction; ``False`` if the pair was closed."""
