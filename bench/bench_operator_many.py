@@ -147,6 +147,8 @@ def main() -> None:
                     log = operator.stderr  # why it failed: its first traceback
                     first = max(0, log.find("Traceback"))
                     print(log[first : first + 6000], file=sys.stderr)
+                    poller.join(30)
+                    _report_api(latencies, errors, "until the failure")
                     raise
                 total = time.monotonic() - t0
                 burst_over.set()
@@ -162,13 +164,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}, "
         f"simulated TEE, {database}"
     )
-    if latencies:
-        print(
-            f"API {PROBE} during the burst: {len(latencies)} requests, "
-            f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
-            f"p99 {_percentile(latencies, 0.99) * 1000:.0f} ms, "
-            f"max {max(latencies) * 1000:.0f} ms, {len(errors)} errors"
-        )
+    _report_api(latencies, errors, "during the burst")
     if memory:
         rss = sorted(m[0] for m in memory)
         pss = sorted(m[1] for m in memory)
@@ -176,6 +172,16 @@ def main() -> None:
             f"idle runtimes: {len(memory)} processes; RSS median {rss[len(rss) // 2] / 1024:.1f}"
             f" MiB (max {rss[-1] / 1024:.1f}); PSS median {pss[len(pss) // 2] / 1024:.1f} MiB "
             f"(max {pss[-1] / 1024:.1f}); all runtimes' PSS {sum(pss) / 1024:.0f} MiB"
+        )
+
+
+def _report_api(latencies: list[float], errors: list[str], when: str) -> None:
+    if latencies:
+        print(
+            f"API {PROBE} {when}: {len(latencies)} requests, "
+            f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
+            f"p99 {_percentile(latencies, 0.99) * 1000:.0f} ms, "
+            f"max {max(latencies) * 1000:.0f} ms, {len(errors)} errors"
         )
     for line in errors[:5]:
         print(f"API error: {line}")
