@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Final
 
 from confide.client import (
+    ChallengeClient,
     EnclavePolicy,
     EnclaveVerifier,
     OperatorClient,
@@ -111,6 +112,7 @@ def owner(
         verified = EnclaveVerifier(
             SimulationEvidence(client.simulation),
             EnclavePolicy(fingerprint, name, allow_simulation=True),
+            fresh=ChallengeClient(router, name, timeout=30),  # as confide deploy does
         ).verify(cert)
         payload = configuration_payload(
             record, key, verified.ratls.extra, app_secrets=None, ssl_private_key=None

@@ -264,8 +264,8 @@ def _identity(folder: Path) -> tuple[Path, Path]:
 
 
 @contextmanager
-def _child(*args: str) -> Iterator[int]:
-    """Run this script in another role; yields the port it prints once it listens."""
+def _child(*args: str) -> Iterator[tuple[int, int]]:
+    """Run this script in another role; yields the port it prints once it listens, and its pid."""
     process = subprocess.Popen(  # noqa: S603 - this interpreter and script, our arguments
         [sys.executable, __file__, *args],
         stdin=subprocess.PIPE,
@@ -274,7 +274,7 @@ def _child(*args: str) -> Iterator[int]:
     )
     try:
         line = _readline(process, STARTUP_TIMEOUT)
-        yield int(line)
+        yield int(line), process.pid
     finally:
         if process.stdin is not None:
             process.stdin.close()
@@ -305,7 +305,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _haproxy(upstream_port: int, folder: Path) -> Iterator[int | None]:
+def _haproxy(upstream_port: int, folder: Path) -> Iterator[tuple[int, int] | None]:
     binary = shutil.which("haproxy") or (
         "/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None
     )
@@ -345,7 +345,7 @@ backend app1
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("haproxy did not start")
             time.sleep(0.05)
-        yield port
+        yield port, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -355,7 +355,19 @@ backend app1
             process.wait()
 
 
-def _measure(port: int, cert: Path, args: argparse.Namespace) -> dict[str, Any]:
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used (Linux ``/proc``); 0 for none."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(
+    port: int, cert: Path, args: argparse.Namespace, proxy: int | None = None
+) -> dict[str, Any]:
+    """One round against ``port``; with ``proxy`` (a pid), also its CPU time per request."""
+    cpu_before = _cpu_seconds(proxy)
     out = subprocess.run(  # noqa: S603 - this interpreter and script, our arguments
         [
             sys.executable,
@@ -377,6 +389,8 @@ def _measure(port: int, cert: Path, args: argparse.Namespace) -> dict[str, Any]:
         timeout=args.seconds + 60,
     )
     figures: dict[str, Any] = json.loads(out.stdout)
+    # The proxy's CPU over the whole round (warm-up included) per measured request.
+    figures["proxy_cpu"] = _cpu_seconds(proxy) - cpu_before
     return figures
 
 
@@ -416,23 +430,25 @@ def main() -> int:
         with (
             _child(
                 "--role", "app", "--cert", str(cert), "--key", str(key), "--handoff", str(handoff)
-            ) as app_port,
+            ) as (app_port, _),
             _child(
                 "--role", "router", "--port", str(app_port), "--handoff", str(handoff)
-            ) as router_port,
-            _child("--role", "router", "--port", str(app_port)) as relay_port,
-            _haproxy(app_port, folder) as haproxy_port,
+            ) as router,
+            _child("--role", "router", "--port", str(app_port)) as relay,
+            _haproxy(app_port, folder) as haproxy,
         ):
-            targets = {
-                "direct": app_port,
-                "router": router_port,
-                "relay": relay_port,
-                "haproxy": haproxy_port,
+            # The relay and HAProxy rounds run back to back.
+            targets: dict[str, tuple[int, int | None] | None] = {
+                "direct": (app_port, None),
+                "router": router,
+                "relay": relay,
+                "haproxy": haproxy,
             }
             for _ in range(args.rounds):
-                for name, port in targets.items():
-                    if port is not None:
-                        results[name].append(_measure(port, cert, args))
+                for name, target in targets.items():
+                    if target is not None:
+                        port, pid = target
+                        results[name].append(_measure(port, cert, args, pid))
 
     def median(name: str, key: str) -> float:
         runs = results[name]
@@ -440,10 +456,17 @@ def main() -> int:
             return float("nan")
         if key == "rps":
             return float(statistics.median(r["requests"] / r["seconds"] for r in runs))
+        if key == "cpu_us":
+            return float(statistics.median(r["proxy_cpu"] * 1e6 / r["requests"] for r in runs))
         return float(statistics.median(r["p99"] * 1000 for r in runs))
 
     summary = {
-        name: {"rps": median(name, "rps"), "p99_ms": median(name, "p99")} for name in results
+        name: {
+            "rps": median(name, "rps"),
+            "p99_ms": median(name, "p99"),
+            "proxy_cpu_us_per_request": median(name, "cpu_us"),
+        }
+        for name in results
     }
 
     def ratio(name: str, peer: str) -> float:
@@ -457,14 +480,19 @@ def main() -> int:
         f"{args.connections} keep-alive TLS connections, {args.rounds} rounds of "
         f"{args.seconds:g} s (median round)"
     )
-    print(f"{'target':<10}{'req/s':>10}{'p99 ms':>10}")
+    print(f"{'target':<10}{'req/s':>10}{'p99 ms':>10}{'proxy CPU us/req':>18}")
     for name, row in summary.items():
-        print(f"{name:<10}{row['rps']:>10,.0f}{row['p99_ms']:>10.2f}")
+        cpu = row["proxy_cpu_us_per_request"]
+        cpu_text = f"{cpu:>18.1f}" if name != "direct" else f"{'-':>18}"
+        print(f"{name:<10}{row['rps']:>10,.0f}{row['p99_ms']:>10.2f}{cpu_text}")
     print(f"router/direct  {ratio('router', 'direct'):.2f} (hand-off; target >= 0.8)")
     print(f"relay/direct   {ratio('relay', 'direct'):.2f} (bytes relayed by the router)")
     if results["haproxy"]:
         print(f"router/haproxy {ratio('router', 'haproxy'):.2f}")
-        print(f"relay/haproxy  {ratio('relay', 'haproxy'):.2f}")
+        print(f"relay/haproxy  {ratio('relay', 'haproxy'):.2f} (target >= 1.0)")
+        relay_cpu = summary["relay"]["proxy_cpu_us_per_request"]
+        haproxy_cpu = summary["haproxy"]["proxy_cpu_us_per_request"]
+        print(f"relay CPU/haproxy CPU per request {relay_cpu / haproxy_cpu:.2f}")
     else:
         print("haproxy not installed: run scripts/haproxy.sh (make bench does)")
     return 0

@@ -25,7 +25,9 @@ one with no SNI or a name the router does not serve gets a fatal
 Every resource is bounded by :class:`RouterSettings`: connections (all, and
 those not yet routed), the time to route a connection, idle time once
 spliced, and the bytes buffered per direction (reading pauses when the other
-side's write buffer is full, so a slow reader holds no memory). Admission is
+side's write buffer is full, so a slow reader holds no memory). Once routed, a
+passthrough connection's bytes are copied by a relay thread with its own epoll
+(:mod:`._relay`), outside asyncio's transports: fewer wake-ups and copies. Admission is
 fair between sources (an IPv4 address, or an IPv6 /64): each source has a
 share of the connections and of the unrouted slots, and a rate of new
 connections (a token bucket); when every unrouted slot is taken, a newcomer
@@ -47,6 +49,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import errno
 import logging
@@ -61,6 +64,7 @@ from confide.errors import UsageError
 from confide.runtime import bind_listener, hand_off, network_of, source_of
 from confide.wire import HostPort
 
+from ._relay import RelayPair, RelayWorker
 from ._tlsparse import MAX_PEEK_SIZE, NeedMore, Rejected, peek_client_hello
 
 #: Largest plaintext chunk decrypted at once in terminate mode.
@@ -141,7 +145,8 @@ class Recorder(Protocol):
     router peeked at and nothing after it; in terminate mode, the decrypted
     bytes exchanged with the upstream. Tests use it to show what the operator
     can see.
-    Called on the event loop: it must not block.
+    Called on the event loop, or for passthrough traffic on the router's relay
+    thread (:mod:`._relay`): it must not block.
     """
 
     def record(self, connection: int, direction: Direction, data: bytes) -> None: ...
@@ -282,17 +287,20 @@ class _Router:
         self.recorder = recorder
         self.log = log
         self.listener = listener
-        self.connections: set[_Connection | _Peek] = set()
+        self.connections: set[_Connection | _Relay | _Peek] = set()
         self.unrouted = 0
         #: Per source: connections held, and the unrouted ones oldest first.
         self.held: dict[str, int] = {}
-        self.unrouted_by_source: dict[str, dict[_Connection | _Peek, None]] = {}
+        self.unrouted_by_source: dict[str, dict[_Connection | _Relay | _Peek, None]] = {}
         #: Relayed connections per upstream.
         self.per_app: dict[tuple[str, int], int] = {}
         self.rate = _RateLimiter(
             settings.new_connections_per_second, settings.new_connections_burst
         )
         self.tasks: set[asyncio.Task[None]] = set()
+        #: Relays routed passthrough connections; started with the first one.
+        self.worker: RelayWorker | None = None
+        self.stopping = False
         self._ids = 0
         self._empty = asyncio.Event()
         self._empty.set()
@@ -381,7 +389,7 @@ class _Router:
         victim.abort()
         return True
 
-    def adopted(self, peek: _Peek, connection: _Connection) -> None:
+    def adopted(self, peek: _Peek, connection: _Connection | _Relay) -> None:
         """``connection`` carries on, still unrouted, what ``peek`` counted in."""
         self.connections.discard(peek)
         self.connections.add(connection)
@@ -394,7 +402,29 @@ class _Router:
         key = connection.app_key
         self.per_app[key] = self.per_app.get(key, 0) + 1
 
-    def routed(self, connection: _Connection | _Peek) -> None:
+    def relay(self, pair: RelayPair) -> bool:
+        """Give a routed passthrough connection to the relay worker; ``False`` if stopping."""
+        if self.stopping:
+            return False
+        if self.worker is None or not self.worker.alive():
+            record = None
+            if not isinstance(self.recorder, NullRecorder):
+                recorder = self.recorder
+
+                def record(ident: int, to_upstream: bool, data: bytes) -> None:
+                    way = Direction.TO_UPSTREAM if to_upstream else Direction.TO_CLIENT
+                    recorder.record(ident, way, data)
+
+            self.worker = RelayWorker(
+                chunk=self.settings.buffer_size,
+                idle_timeout=self.settings.idle_timeout,
+                log=self.log,
+                record=record,
+            )
+            self.worker.start()
+        return self.worker.add(pair)
+
+    def routed(self, connection: _Connection | _Relay | _Peek) -> None:
         """``connection`` is no longer unrouted (routed, or closed before)."""
         self.unrouted -= 1
         queue = self.unrouted_by_source.get(connection.source)
@@ -407,7 +437,7 @@ class _Router:
         key = (route.upstream_host, route.upstream_port)
         return self.per_app.get(key, 0) >= self.settings.max_connections_per_app
 
-    def closed(self, connection: _Connection | _Peek) -> None:
+    def closed(self, connection: _Connection | _Relay | _Peek) -> None:
         if connection not in self.connections:
             return
         self.connections.discard(connection)
@@ -416,7 +446,7 @@ class _Router:
             self.held[connection.source] = left
         else:
             del self.held[connection.source]
-        if isinstance(connection, _Connection):
+        if isinstance(connection, _Connection | _Relay):
             key = connection.app_key
             count = self.per_app[key] - 1
             if count:
@@ -448,6 +478,10 @@ class _Router:
             self.log.error("%d connections did not close", len(self.connections))
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.stopping = True
+        if self.worker is not None:
+            self.worker.stop()
+            await asyncio.to_thread(self.worker.join)
 
 
 class _Peek:
@@ -583,6 +617,11 @@ class _Peek:
             )
             self._close()
             return
+        if route.mode is RouteMode.PASSTHROUGH:
+            relay = _Relay(router, self.sock, self.ident, route, self.deadline, self.source)
+            router.adopted(self, relay)
+            relay.start()
+            return
         connection = _Connection(router, self.ident, route, self.deadline, self.source)
         router.adopted(self, connection)
         router.spawn(self._adopt(connection))
@@ -614,6 +653,159 @@ class _Peek:
         """Shutdown: drop the connection now."""
         if not self.done:
             self._drop("router stopping")
+
+
+class _Relay:
+    """A routed passthrough connection: connected to its upstream here, relayed by the worker.
+
+    Until the upstream answers it is unrouted (bounded by ``handshake_timeout``
+    and ``connect_timeout``, displaceable by a newcomer); then both sockets go
+    to the router's :class:`~._relay.RelayWorker`, which reads the ClientHello
+    still waiting in the client's socket first. It leaves the router's books
+    when the worker says it has closed them.
+    """
+
+    __slots__ = (
+        "router",
+        "sock",
+        "upstream",
+        "ident",
+        "source",
+        "route",
+        "app_key",
+        "deadline",
+        "timer",
+        "task",
+        "pair",
+        "unrouted",
+        "done",
+    )
+
+    def __init__(
+        self,
+        router: _Router,
+        sock: socket.socket,
+        ident: int,
+        route: Route,
+        deadline: float,
+        source: str,
+    ) -> None:
+        self.router = router
+        self.sock = sock
+        self.upstream: socket.socket | None = None
+        self.ident = ident
+        self.source = source
+        self.route = route
+        self.app_key = (route.upstream_host, route.upstream_port)
+        self.deadline = deadline
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.pair: RelayPair | None = None
+        self.unrouted = True  # counted so by the _Peek it carries on from
+        self.done = False
+
+    def start(self) -> None:
+        self.timer = self.router.loop.call_at(self.deadline, self._expired)
+        self.task = self.router.spawn(self._connect())
+
+    async def _connect(self) -> None:
+        router = self.router
+        route = self.route
+        where = f"{route.upstream_host}:{route.upstream_port}"
+        try:
+            async with asyncio.timeout(router.settings.connect_timeout):
+                upstream = await _connect_tcp(router.loop, route.upstream_host, route.upstream_port)
+        except (OSError, TimeoutError) as exc:
+            self.task = None
+            router.log.warning("connection %d: upstream %s unreachable: %r", self.ident, where, exc)
+            self._end()
+            return
+        self.task = None
+        if self.done:  # pragma: no cover - abort() cancels the task first
+            upstream.close()
+            return
+        self._cancel_timer()
+        self.unrouted = False
+        router.routed(self)
+        for sock in (self.sock, upstream):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.upstream = upstream
+        pair = RelayPair(self.ident, self.sock, upstream, on_closed=self._closed_by_worker)
+        if router.relay(pair):
+            self.pair = pair
+        else:
+            self._end()
+
+    def _closed_by_worker(self) -> None:
+        """On the worker thread: the sockets are closed; the books follow on the loop."""
+        with contextlib.suppress(RuntimeError):  # the loop is gone: so are the books
+            self.router.loop.call_soon_threadsafe(self._finish)
+
+    def _finish(self) -> None:
+        self.done = True
+        self.router.closed(self)
+
+    def abort(self) -> None:
+        """Cut the connection (displaced, or the router stopping)."""
+        if self.pair is not None:
+            if self.router.worker is not None:
+                self.router.worker.abort(self.pair)
+            return
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        self._end()
+
+    def _expired(self) -> None:
+        self.timer = None
+        self.router.log.debug(
+            "connection %d closed: not routed within %s s",
+            self.ident,
+            self.router.settings.handshake_timeout,
+        )
+        self.abort()
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _end(self) -> None:
+        """Close both sockets here (the worker never had them) and leave the books."""
+        if self.done:
+            return
+        self.done = True
+        self._cancel_timer()
+        self.sock.close()
+        if self.upstream is not None:
+            self.upstream.close()
+        if self.unrouted:
+            self.unrouted = False
+            self.router.routed(self)
+        self.router.closed(self)
+
+
+async def _connect_tcp(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket to ``host:port`` (names resolved off the loop)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    failure: OSError = OSError(f"no address for {host}")
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise failure
 
 
 class _State(enum.Enum):

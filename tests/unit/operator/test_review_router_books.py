@@ -19,10 +19,9 @@ import pytest
 from confide.operator._router import (
     NullRecorder,
     RouterSettings,
-    _Connection,
     _Peek,
+    _Relay,
     _Router,
-    _State,
 )
 from confide.runtime import source_of
 from support.router import (
@@ -116,7 +115,9 @@ def test_a_connection_displaced_before_it_started_is_cut() -> None:
     not run yet; its abort() finds no transport and does nothing, then connection_made()
     routes it as if nothing happened (``state`` goes from CLOSED back to CONNECTING). The
     newcomer got in, but the victim was never cut: ``unrouted`` exceeds ``max_unrouted``.
-    Fixed with this test: connection_made() cuts a connection aborted before it."""
+    Fixed with this test: connection_made() cuts a connection aborted before it. Since
+    issue 14 a passthrough connection is a _Relay until its upstream answers: abort()
+    cancels that connection and closes the client at once."""
     settings = fast_settings(max_unrouted=2)
 
     async def body() -> None:
@@ -127,15 +128,16 @@ def test_a_connection_displaced_before_it_started_is_cut() -> None:
                     victim_client, victim_end = pairs.new()
                     first = open_from(router, victim_end, ("192.0.2.1",))
                     assert first is not None
-                    first._route(route, b"")  # relayed: a _Connection, its adoption spawned
+                    first._route(route, b"")  # relayed: a _Relay, its connection spawned
                     (victim,) = router.unrouted_by_source["192.0.2.1"]
-                    assert isinstance(victim, _Connection)  # guard: relayed, not started
+                    assert isinstance(victim, _Relay)  # guard: relayed, not started
+                    assert victim.pair is None and not victim.done
                     assert open_from(router, pairs.new()[1], ("192.0.2.1",)) is not None
                     # Every unrouted slot is taken; a newcomer displaces 192.0.2.1's oldest.
                     assert open_from(router, pairs.new()[1], ("198.51.100.1",)) is not None
                     assert victim not in router.unrouted_by_source.get("192.0.2.1", {})
-                    await asyncio.sleep(0.2)  # the adoption task runs
-                    assert victim.state is _State.CLOSED, victim.state
+                    await asyncio.sleep(0.2)  # the connecting task would run
+                    assert victim.done and victim.pair is None, "the victim was relayed"
                     assert router.unrouted == settings.max_unrouted
                     victim_client.setblocking(False)
                     with pytest.raises((ConnectionError, BlockingIOError)) as raised:

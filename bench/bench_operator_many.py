@@ -1,0 +1,191 @@
+"""Benchmark: many apps (100 by default) deployed at once on one operator.
+
+The deployment of each app is :func:`bench_operator_deploy.owner` (upload,
+verify the enclave through the router, configure, wait for ``running``, one
+request), N owners at the same moment on one ``confide operator serve``
+(simulated TEE, loopback; ``max_apps_per_account`` raised to N in the
+operator's configuration file; SQLite, or PostgreSQL under ``scripts/postgres.sh
+run --``: with SQLite, 100 concurrent uploads outwait its 5 s busy timeout and
+some get HTTP 500 "database is locked"). Meanwhile a second client polls ``GET
+/api/v1/me`` (authenticated, no app work) every ``--poll-interval`` seconds;
+its latencies during the burst give the API's p50/p99. Once every app runs,
+the memory of each idle runtime process is read from ``/proc``: RSS, and PSS
+(shared pages split between the processes sharing them), which is what one
+more runtime really costs.
+
+Printed: time until all run, the API's latency during the burst, and the idle
+runtime's memory (median and largest), with the machine.
+
+Run: ``scripts/postgres.sh run -- .venv/bin/python bench/bench_operator_many.py``
+(``--apps 100``; minutes on this 2-core machine: not part of ``make bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+import httpx
+
+REPO: Final = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from support.operators import (  # noqa: E402
+    create_token,
+    operator_running,
+    runtime_pids,
+)
+
+#: Cheap authenticated endpoint polled during the burst.
+PROBE: Final = "/api/v1/me"
+
+
+def _deploy_module() -> object:
+    """bench_operator_deploy.py, whose ``owner`` makes one deployment."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_operator_deploy", REPO / "bench" / "bench_operator_deploy.py"
+    )
+    if spec is None or spec.loader is None:
+        raise SystemExit("bench/bench_operator_deploy.py not found")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process in KiB, from /proc (0, 0 once it is gone)."""
+    rss = pss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    except OSError:
+        return 0, 0
+    return rss, pss
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--apps", type=int, default=100)
+    parser.add_argument("--poll-interval", type=float, default=0.05)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("CONFIDE_TEST_POSTGRES_URL"),
+        help="the operator's database (default: scripts/postgres.sh run's, else SQLite)",
+    )
+    args = parser.parse_args()
+    deploy = _deploy_module()
+    owner = deploy.owner  # type: ignore[attr-defined]
+    root = Path(tempfile.mkdtemp(prefix="confide-bench-many-"))
+    data = root / "data"
+    data.mkdir()
+    config = f"max_apps_per_account = {args.apps}\n"
+    if args.database_url:
+        config += f"database_url = {json.dumps(args.database_url)}\n"  # a TOML basic string
+    (data / "operator.toml").write_text(config)
+    database = "PostgreSQL" if args.database_url else "SQLite"
+    latencies: list[float] = []
+    errors: list[str] = []
+    burst_over = threading.Event()
+    try:
+        with operator_running(data) as operator:
+            token = create_token(data, "bench")
+            expires = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+
+            def poll() -> None:
+                with httpx.Client(
+                    base_url=operator.api_url,
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=30,
+                ) as client:
+                    while not burst_over.is_set():
+                        t0 = time.monotonic()
+                        try:
+                            response = client.get(PROBE)
+                        except httpx.HTTPError as exc:
+                            errors.append(repr(exc))
+                            break
+                        latencies.append(time.monotonic() - t0)
+                        if response.status_code != 200:
+                            errors.append(f"{response.status_code} {response.text[:80]}")
+                        burst_over.wait(args.poll_interval)
+
+            start = threading.Barrier(args.apps + 1)
+            poller = threading.Thread(target=poll, daemon=True)
+            with ThreadPoolExecutor(max_workers=args.apps) as pool:
+                futures = [
+                    pool.submit(owner, i, operator, token, root, start, expires)
+                    for i in range(args.apps)
+                ]
+                start.wait()
+                t0 = time.monotonic()
+                poller.start()
+                try:
+                    results = [f.result() for f in futures]
+                except Exception:
+                    burst_over.set()
+                    log = operator.stderr  # why it failed: its first traceback
+                    first = max(0, log.find("Traceback"))
+                    print(log[first : first + 6000], file=sys.stderr)
+                    poller.join(30)
+                    _report_api(latencies, errors, "until the failure")
+                    raise
+                total = time.monotonic() - t0
+                burst_over.set()
+                poller.join(30)
+            memory = [_memory_kib(pid) for pid in runtime_pids(data)]
+            memory = [m for m in memory if m[0]]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    running = sorted(r.running for r in results)
+    print(
+        f"{args.apps} apps deployed at once: all running after {total:.1f} s "
+        f"(median app {running[len(running) // 2]:.1f} s); "
+        f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}, "
+        f"simulated TEE, {database}"
+    )
+    _report_api(latencies, errors, "during the burst")
+    if memory:
+        rss = sorted(m[0] for m in memory)
+        pss = sorted(m[1] for m in memory)
+        print(
+            f"idle runtimes: {len(memory)} processes; RSS median {rss[len(rss) // 2] / 1024:.1f}"
+            f" MiB (max {rss[-1] / 1024:.1f}); PSS median {pss[len(pss) // 2] / 1024:.1f} MiB "
+            f"(max {pss[-1] / 1024:.1f}); all runtimes' PSS {sum(pss) / 1024:.0f} MiB"
+        )
+
+
+def _report_api(latencies: list[float], errors: list[str], when: str) -> None:
+    if latencies:
+        print(
+            f"API {PROBE} {when}: {len(latencies)} requests, "
+            f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
+            f"p99 {_percentile(latencies, 0.99) * 1000:.0f} ms, "
+            f"max {max(latencies) * 1000:.0f} ms, {len(errors)} errors"
+        )
+    for line in errors[:5]:
+        print(f"API error: {line}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""Relaying a routed passthrough connection's bytes outside asyncio: one thread, one epoll.
+
+Once the router has routed a passthrough connection (ClientHello peeked at,
+upstream connected), both sockets leave the event loop for a
+:class:`RelayWorker`: a thread that waits on one edge-triggered ``epoll`` for
+all its connections and copies each readable side into the other with
+``recv_into`` a buffer it reuses and ``send``. A request and its answer cost one
+wake-up, one read and one write per direction, with no transport, callback
+handle or ``bytes`` object per chunk (a :class:`~._router.Recorder` other than
+the default one gets a copy of each chunk).
+
+The bounds of the asyncio relay are kept:
+
+- **backpressure**: at most one chunk (``chunk`` bytes) waits per direction in
+  the worker; while it waits, its source is not read, so a peer that stops
+  reading stalls its sender through TCP, and the router holds at most two
+  chunks per connection;
+- **half-close**: the end of one direction (a read of 0 bytes) is passed on as
+  ``shutdown(SHUT_WR)`` once what came before it is sent; the other direction
+  carries on; the connection ends when both have ended;
+- **idle timeout**: a connection with no byte read or sent in either direction
+  for ``idle_timeout`` seconds is cut (checked every ``idle_timeout / 4``, at
+  most every second);
+- an error on either side cuts both.
+
+The worker owns the sockets it is given; it tells each connection's
+``on_closed`` (on the worker thread) when it has closed them. Commands from the
+event loop (add, abort, stop) go through a queue and an ``eventfd``.
+
+Example::
+
+    >>> worker = RelayWorker(chunk=256 * 1024, idle_timeout=300.0, log=log)
+    >>> worker.start()
+    >>> pair = RelayPair(1, client_sock, upstream_sock, on_closed=lambda: None)
+    >>> worker.add(pair)
+    True
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from confide.errors import UsageError
+
+#: epoll events that mean a side may be read (data, end of stream, reset, error).
+_READ_EVENTS: Final = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+#: epoll events that mean a side may be written (space, or an error the write will show).
+_WRITE_EVENTS: Final = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+#: epoll events that mean a side's peer has ended its stream (or the connection broke).
+_END_EVENTS: Final = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+#: Registered once per socket; edge-triggered, so a socket is never re-armed.
+_MASK: Final = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+#: Longest wait between two idle sweeps (seconds).
+_MAX_SWEEP: Final = 1.0
+#: Chunks are at least this large (bytes).
+MIN_CHUNK: Final = 4096
+
+#: Called with (connection id, True when towards the upstream, the chunk).
+ChunkRecorder = Callable[[int, bool, bytes], None]
+
+
+class _Way:
+    """One direction of a pair: bytes read from ``src`` are written to ``dst``."""
+
+    __slots__ = ("src", "dst", "pending", "eof", "shut", "to_upstream")
+
+    def __init__(self, src: socket.socket, dst: socket.socket, to_upstream: bool) -> None:
+        self.src = src
+        self.dst = dst
+        self.pending: bytes = b""  # read, not yet sent (at most one chunk)
+        self.eof = False  # src ended its stream
+        self.shut = False  # and that end was passed on to dst
+        self.to_upstream = to_upstream
+
+
+class RelayPair:
+    """A routed connection: the client's socket and the upstream's, relayed both ways."""
+
+    __slots__ = (
+        "ident",
+        "client",
+        "upstream",
+        "on_closed",
+        "up",
+        "down",
+        "readable",
+        "writable",
+        "ending",
+        "last",
+        "closed",
+    )
+
+    def __init__(
+        self,
+        ident: int,
+        client: socket.socket,
+        upstream: socket.socket,
+        *,
+        on_closed: Callable[[], None],
+    ) -> None:
+        self.ident = ident
+        self.client = client
+        self.upstream = upstream
+        self.on_closed = on_closed
+        self.up = _Way(client, upstream, to_upstream=True)
+        self.down = _Way(upstream, client, to_upstream=False)
+        # Edge-triggered readiness, per socket: set by events, cleared by EAGAIN.
+        self.readable = {client: False, upstream: False}
+        self.writable = {client: False, upstream: False}
+        # The peer's end (or an error) is queued behind the data: read on to the 0-byte read.
+        self.ending = {client: False, upstream: False}
+        self.last = 0.0
+        self.closed = False
+
+    def buffered(self) -> int:
+        """Bytes the worker holds for this pair (at most two chunks)."""
+        return len(self.up.pending) + len(self.down.pending)
+
+
+class RelayWorker:
+    """A thread relaying many :class:`RelayPair` with one epoll."""
+
+    def __init__(
+        self,
+        *,
+        chunk: int,
+        idle_timeout: float,
+        log: logging.Logger,
+        record: ChunkRecorder | None = None,
+        name: str = "confide-relay",
+    ) -> None:
+        if chunk < MIN_CHUNK:
+            raise UsageError(f"relay chunk {chunk} is under {MIN_CHUNK} bytes")
+        if not idle_timeout > 0:
+            raise UsageError(f"relay idle timeout {idle_timeout} is not positive")
+        self._idle = idle_timeout
+        self._sweep_every = min(_MAX_SWEEP, idle_timeout / 4)
+        self._log = log
+        self._record = record
+        self._buffer = bytearray(chunk)
+        self._view = memoryview(self._buffer)
+        self._epoll = select.epoll()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake, select.EPOLLIN)
+        self._lock = threading.Lock()
+        self._inbox: collections.deque[tuple[str, RelayPair | None]] = collections.deque()
+        self._stopping = False
+        #: fd -> (its pair, its socket, the way it feeds, the way that feeds it)
+        self._sides: dict[int, tuple[RelayPair, socket.socket, _Way, _Way]] = {}
+        self._pairs: set[RelayPair] = set()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    # -- called from other threads --
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, pair: RelayPair) -> bool:
+        """Hand ``pair`` to the worker; ``False`` (sockets untouched) once it is stopping."""
+        return self._send("add", pair)
+
+    def abort(self, pair: RelayPair) -> None:
+        """Cut ``pair`` now; its ``on_closed`` follows (unless it was already closed)."""
+        self._send("abort", pair)
+
+    def stop(self) -> None:
+        """Cut every pair and end the thread (see :meth:`join`)."""
+        self._send("stop", None)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stopping
+
+    def _send(self, command: str, pair: RelayPair | None) -> bool:
+        with self._lock:
+            if self._stopping:
+                return False
+            if command == "stop":
+                self._stopping = True
+            self._inbox.append((command, pair))
+        os.eventfd_write(self._wake, 1)
+        return True
+
+    # -- the worker thread --
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:  # a bug: say so, and leave no connection behind
+            self._log.exception("relay worker failed; cutting its connections")
+            with self._lock:
+                self._stopping = True
+            raise
+        finally:
+            self._shut_down()
+
+    def _loop(self) -> None:
+        poll = self._epoll.poll
+        sides = self._sides
+        wake = self._wake
+        next_sweep = time.monotonic() + self._sweep_every
+        while True:
+            events = poll(max(0.0, next_sweep - time.monotonic()))
+            now = time.monotonic()
+            for fd, mask in events:
+                side = sides.get(fd)
+                if side is None:
+                    if fd == wake:
+                        os.eventfd_read(wake)
+                        if self._commands(now):
+                            return
+                    continue  # a socket closed earlier in this batch
+                pair, sock, out_way, in_way = side
+                if mask & _WRITE_EVENTS:
+                    pair.writable[sock] = True
+                if mask & _READ_EVENTS:
+                    pair.readable[sock] = True
+                    if mask & _END_EVENTS:
+                        pair.ending[sock] = True
+                    if not self._pump(pair, out_way, now):
+                        continue
+                # What waits for this side (its space came back), and what follows it.
+                if (in_way.pending or in_way.eof) and not self._pump(pair, in_way, now):
+                    continue
+                if pair.up.shut and pair.down.shut:
+                    self._close(pair, None)
+            if now >= next_sweep:
+                self._sweep(now)
+                next_sweep = now + self._sweep_every
+
+    def _commands(self, now: float) -> bool:
+        """Run the queued commands; ``True`` when told to stop."""
+        with self._lock:
+            commands = list(self._inbox)
+            self._inbox.clear()
+        for command, pair in commands:
+            if pair is None:  # stop
+                return True
+            if command == "abort":
+                self._close(pair, "aborted")
+            elif not pair.closed:  # add
+                self._pairs.add(pair)
+                pair.last = now
+                for sock, out_way, in_way in (
+                    (pair.client, pair.up, pair.down),
+                    (pair.upstream, pair.down, pair.up),
+                ):
+                    self._sides[sock.fileno()] = (pair, sock, out_way, in_way)
+                    # Registering reports what is already ready (the ClientHello).
+                    self._epoll.register(sock.fileno(), _MASK)
+        return False
+
+    def _pump(self, pair: RelayPair, way: _Way, now: float) -> bool:
+        """One direction; ``False`` if the pair was closed."""
+        src, dst = way.src, way.dst
+        view = self._view
+        size = len(view)
+        while True:
+            if way.pending:
+                if not pair.writable[dst]:
+                    return True
+                try:
+                    sent = dst.send(way.pending)
+                except (BlockingIOError, InterruptedError):
+                    pair.writable[dst] = False
+                    return True
+                except OSError as exc:
+                    self._close(pair, f"write failed: {exc}")
+                    return False
+                pair.last = now
+                if sent < len(way.pending):
+                    way.pending = way.pending[sent:]
+                    pair.writable[dst] = False  # full: its next space comes as an event
+                    return True
+                way.pending = b""
+            if way.eof:
+                if not way.shut:
+                    way.shut = True
+                    try:
+                        dst.shutdown(socket.SHUT_WR)
+                    except OSError as exc:
+                        if exc.errno != errno.ENOTCONN:
+                            self._close(pair, f"half-close failed: {exc}")
+                            return False
+                return True
+            if not pair.readable[src]:
+                return True
+            try:
+                count = src.recv_into(view)
+            except (BlockingIOError, InterruptedError):
+                pair.readable[src] = False
+                return True
+            except OSError as exc:
+                self._close(pair, f"read failed: {exc}")
+                return False
+            if count == 0:
+                way.eof = True
+                continue
+            pair.last = now
+            if count < size and not pair.ending[src]:
+                # Read short: the socket is drained; data arriving since is a new edge. Not
+                # so for an end that came with the data: its edge is spent, read on to it.
+                pair.readable[src] = False
+            chunk = view[:count]
+            if self._record is not None:
+                self._record(pair.ident, way.to_upstream, bytes(chunk))
+            try:
+                sent = dst.send(chunk)  # optimistic: a full socket says EAGAIN
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._close(pair, f"write failed: {exc}")
+                return False
+            if sent < count:
+                way.pending = bytes(chunk[sent:])
+                pair.writable[dst] = False
+                return True
+
+    def _sweep(self, now: float) -> None:
+        for pair in [p for p in self._pairs if now - p.last >= self._idle]:
+            self._close(pair, f"idle for {self._idle} s")
+
+    def _close(self, pair: RelayPair, reason: str | None) -> None:
+        if pair.closed:
+            return
+        pair.closed = True
+        if reason is not None:
+            self._log.debug("connection %d closed: %s", pair.ident, reason)
+        self._pairs.discard(pair)
+        for sock in (pair.client, pair.upstream):
+            fd = sock.fileno()
+            if fd >= 0 and self._sides.pop(fd, None) is not None:
+                self._epoll.unregister(fd)
+            sock.close()
+        pair.up.pending = pair.down.pending = b""
+        pair.on_closed()
+
+    def _shut_down(self) -> None:
+        """The thread ends: cut what is left, queued pairs included."""
+        with self._lock:
+            self._stopping = True
+            queued = [pair for _, pair in self._inbox if pair is not None]
+            self._inbox.clear()
+        for pair in list(self._pairs) + queued:
+            self._close(pair, "router stopping")
+        self._epoll.close()
+        os.close(self._wake)
+
+    # -- for tests --
+
+    def buffered(self) -> int:
+        """Bytes held for all pairs (read on the worker thread's data: an estimate elsewhere)."""
+        return sum(pair.buffered() for pair in list(self._pairs))
