@@ -41,16 +41,25 @@ from ._names import (
     key_matches_certificate,
     uncovered_names,
 )
-from ._protocol import API_PREFIX, STATUS_HEADER, ConfigurationStatus
+from ._protocol import (
+    API_PREFIX,
+    APP_UNUSABLE_LINE,
+    EXIT_APP_UNUSABLE,
+    STATUS_HEADER,
+    ConfigurationStatus,
+    app_unusable,
+)
 
 __all__ = [
     "API_PREFIX",
+    "APP_UNUSABLE_LINE",
     "APPLICATION_LENGTH",
     "APPLICATION_PATTERN",
     "CONFIGURATION_FIELDS",
     "DNS_LABEL",
     "DOMAIN_LENGTH",
     "DOMAIN_PATTERN",
+    "EXIT_APP_UNUSABLE",
     "HEALTHCHECK_LENGTH",
     "HEALTHCHECK_PATTERN",
     "LAUNCH_MANIFEST_OID",
@@ -67,6 +76,7 @@ __all__ = [
     "HostPort",
     "LaunchManifest",
     "TlsMode",
+    "app_unusable",
     "configuration_body",
     "dns_name_matches",
     "key_matches_certificate",
