@@ -29,6 +29,8 @@ DOMAIN_LENGTH: Final = 253
 #: The path (and query) the operator probes once the app is up.
 HEALTHCHECK_PATTERN: Final = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$"
 HEALTHCHECK_LENGTH: Final = 255
+#: Most certificates in an owner's chain (``tls: owner``), leaf first.
+MAX_CERTIFICATE_CHAIN: Final = 8
 
 
 def dns_name_matches(pattern: str, name: str) -> bool:
