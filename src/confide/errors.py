@@ -8,6 +8,7 @@ boundary with ``raise ... from exc``.
 
     Error
     ├── UsageError                 the command or call could not run (bad argument, unreadable file)
+    │   └── AppLoadError           the app cannot be imported as named: no restart can fix it
     ├── AttestationError           the evidence is not acceptable (code, check, observed, expected)
     │   ├── FormatError            a quote, certificate or collateral item is malformed
     │   ├── CertificateError       a chain, signature, validity window or anchor check failed
@@ -46,6 +47,7 @@ Example::
 from __future__ import annotations
 
 __all__ = [
+    "AppLoadError",
     "AttestationError",
     "CertificateError",
     "CollateralError",
@@ -93,6 +95,13 @@ class UsageError(Error):
     """The command or call could not run: bad argument, unreadable file."""
 
     code = "usage"
+
+
+class AppLoadError(UsageError):
+    """The app cannot be imported as named: a module it imports is missing, or
+    ``python_application`` names no module or attribute. No restart can fix it."""
+
+    code = "app.unusable"
 
 
 class CryptoError(Error):

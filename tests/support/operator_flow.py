@@ -94,6 +94,8 @@ class FakeBackend:
     detached: bool = False
     #: The next this many removals of an app's files fail (a disk error).
     removal_failures: int = 0
+    #: What an ended runtime says last (as a process backend reads it from its output).
+    last_output: str = "error: boom"
 
     async def start(self, spec: AppSpec) -> RuntimeHandle:
         if self.refuse is not None:
@@ -120,7 +122,7 @@ class FakeBackend:
         return list(self.world.alive.values())
 
     def exit_reason(self, handle: RuntimeHandle) -> str:
-        return "the runtime exited with code 3; last output: error: boom"
+        return f"the runtime exited with code 3; last output: {self.last_output}"
 
     def release(self, handle: RuntimeHandle) -> None:
         return None

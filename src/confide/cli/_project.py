@@ -62,7 +62,7 @@ from confide.wire import NAME_PATTERN
 from ._app import app, handle_errors
 from ._output import Output
 
-#: A project name: a DNS label, as the operator requires of app names.
+#: A project name: an app name, as the operator requires it.
 _NAME: Final = re.compile(NAME_PATTERN)
 #: Template file names: ``dot-x.tmpl`` becomes ``.x``.
 _TEMPLATE_SUFFIX: Final = ".tmpl"
@@ -96,7 +96,7 @@ def scaffold_project(name: str, parent: Path) -> Path:
     if not _NAME.fullmatch(name):
         raise UsageError(
             f"project name {name!r}: expected 1 to 63 lower-case letters, digits and inner "
-            "hyphens (it names the app, a DNS label)",
+            "hyphens or underscores (it names the app)",
             hint="e.g. hello-world",
         )
     target = parent / name

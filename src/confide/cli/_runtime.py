@@ -3,7 +3,9 @@
 Exit codes: 0 stopped by SIGTERM or SIGINT; 1 a sealed state or package was
 rejected; 2 the runtime could not run (bad argument, not configured within
 ``--timeout``, a sealed state of another measurement, no TEE); 3 (``EXIT_EXPIRED``)
-it stopped serving at its measured ``--ratls`` expiry, with one line on stderr.
+it stopped serving at its measured ``--ratls`` expiry, with one line on stderr; 4
+(``EXIT_APP_UNUSABLE``) the app cannot be imported as named (a missing module or attribute),
+its last line ``error: app unusable: ...`` naming what is missing and the fix.
 
 Example::
 
@@ -23,10 +25,11 @@ from typing import Annotated
 
 import typer
 
-from confide.errors import UsageError
+from confide.errors import AppLoadError, UsageError
 from confide.gramine import HOST_VARIABLE, LAUNCH_VARIABLE, PORT_VARIABLE
 from confide.runtime import EXIT_EXPIRED, RuntimeEnd, RuntimeSettings, run_runtime
 from confide.tee import select_tee
+from confide.wire import APP_UNUSABLE_LINE, EXIT_APP_UNUSABLE
 
 from ._app import app, handle_errors
 from ._launch_options import (
@@ -183,7 +186,12 @@ def runtime_command(
     enclave = select_tee(
         tee.value, simulation_state=simulation_state, measurement=settings.measurement, now=now
     )
-    end = run_runtime(settings, enclave, now=now, logger=stderr_logger("confide.runtime"))
+    try:
+        end = run_runtime(settings, enclave, now=now, logger=stderr_logger("confide.runtime"))
+    except AppLoadError as exc:
+        # A line of its own and an exit status of its own: the supervisor does not restart it.
+        typer.echo(f"{APP_UNUSABLE_LINE}{exc}", err=True)
+        raise typer.Exit(EXIT_APP_UNUSABLE) from None
     if end == RuntimeEnd.EXPIRED and settings.ratls_expiry is not None:
         typer.echo(
             f"expired: the measured RA-TLS expiry {settings.ratls_expiry.isoformat()} has "

@@ -66,6 +66,7 @@ from confide.wire import (
     APPLICATION_PATTERN,
     DOMAIN_PATTERN,
     HEALTHCHECK_PATTERN,
+    MAX_CERTIFICATE_CHAIN,
     dns_name_matches,
     key_matches_certificate,
 )
@@ -635,6 +636,12 @@ class _Parser:
             raise self.fail(
                 where, f"{path} holds no PEM certificate", hint="give the PEM chain, leaf first"
             ) from None
+        if len(chain) > MAX_CERTIFICATE_CHAIN:
+            raise self.fail(
+                where,
+                f"{path} holds {len(chain)} certificates, expected 1 to {MAX_CERTIFICATE_CHAIN}",
+                hint="give the leaf and its intermediates, not the whole trust store",
+            )
         return chain[0]
 
     def covers(self, leaf: x509.Certificate, domain: str, path: Path) -> None:

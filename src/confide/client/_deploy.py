@@ -223,9 +223,12 @@ def check_before_upload(
     """Refuse, before anything is uploaded, a deployment the operator would refuse or that
     this deploy would abandon after the upload; the account (its package size limit).
 
-    Checks: the plan exists and allows the expiry asked for; a simulated TEE is
-    accepted only with ``allow_simulation`` (or with attestation skipped, which
-    takes the enclave on trust anyway); the account has room for one more app.
+    The manifest's own fields (name, application, health check, sizes, TLS options) were
+    checked with the operator's definitions when the project file was loaded and ``asked``
+    was built (a past expiry too). Checks here: the plan exists and allows the expiry
+    asked for; a simulated TEE is accepted only with ``allow_simulation`` (or with
+    attestation skipped, which takes the enclave on trust anyway); the account has room
+    for one more app.
     The TLS mode's own inputs (certificate, key, domain) were checked when the
     project file was loaded.
     """

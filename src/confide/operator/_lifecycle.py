@@ -24,9 +24,10 @@ The diagram, one line per row of :data:`TRANSITIONS` (a test holds them equal)::
     spawning     ──▶ expired       past the earlier of expires_at and the measured RA-TLS
     initializing ──▶ expired         expiry; the runtime is stopped
     running      ──▶ expired
-    spawning     ──▶ on_error      cannot be launched as stored, or its runtime ended
-    initializing ──▶ on_error        MAX_RESTARTS + 1 times in a row before it ever answered
-    running      ──▶ on_error        (never for a runtime that answered: it is restarted)
+    spawning     ──▶ on_error      cannot be launched as stored, its app cannot be imported
+    initializing ──▶ on_error        (a missing module or attribute: at once), or its runtime
+    running      ──▶ on_error        ended MAX_RESTARTS + 1 times in a row before it ever
+                                     answered (else a runtime that answered is restarted)
     stopped      ──▶ deleted       deletion requested: at once by the API when not active,
     on_error     ──▶ deleted         else by the supervisor once it stopped
     expired      ──▶ deleted

@@ -33,13 +33,13 @@ from pydantic import ValidationError
 
 from confide.errors import JsonError
 from confide.strictjson import loads_object
-from confide.wire import LaunchManifest, TlsMode, uncovered_names
+from confide.wire import MAX_CERTIFICATE_CHAIN, LaunchManifest, TlsMode, uncovered_names
 from confide.wire.api import ManifestIn, Plan
 
 #: Largest ``manifest`` form field, in bytes.
 MAX_MANIFEST_BYTES: Final = 128 * 1024
-#: Most certificates in the owner's chain.
-MAX_CHAIN_LENGTH: Final = 8
+#: Most certificates in the owner's chain (the deploy checks it with the same definition).
+MAX_CHAIN_LENGTH: Final = MAX_CERTIFICATE_CHAIN
 
 _MANIFEST_LOC: Final = ("body", "manifest")
 

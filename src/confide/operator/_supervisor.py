@@ -22,7 +22,10 @@ crashes in a row resets once the app has run for ``stable_after`` seconds.
 crashed: a runtime that answered a probe (its configuration endpoint or the
 app) started, so however often it dies afterwards it is restarted, with the
 backoff capped at ``max_backoff``. Only runtimes that end before they ever
-answer count towards ``max_restarts``; one that answers resets that count.
+answer count towards ``max_restarts``; one that answers resets that count. A
+runtime that cannot import its app (its last line ``error: app unusable: ...``,
+:data:`~confide.wire.APP_UNUSABLE_LINE`) puts it ``on_error`` at once, with that
+reason: the app's code is measured, so every restart would fail the same way.
 
 Probes (:mod:`._prober`) are liveness checks only.
 
@@ -51,7 +54,7 @@ from typing import Final
 from sqlalchemy import and_, false, or_, select
 
 from confide.errors import Error, LifecycleError
-from confide.wire import AppStatus, DesiredState, LaunchManifest, TlsMode
+from confide.wire import AppStatus, DesiredState, LaunchManifest, TlsMode, app_unusable
 
 from ._backend import AppSpec, LaunchRefused, RuntimeBackend, RuntimeHandle
 from ._blobs import BlobStore
@@ -429,6 +432,10 @@ class Supervisor:
                 # It stopped at its measured expiry (EXIT_EXPIRED) while this pass ran.
                 await self._expire(t, row)
                 return
+            unusable = app_unusable(reason)
+            if unusable is not None:
+                await self._unusable(t, unusable)
+                return
             await self._crashed(t, reason)
             return
         await self._observe(t, row, prober)
@@ -493,6 +500,19 @@ class Supervisor:
             await self._write(row.id, _Change(status=AppStatus.SPAWNING, handle=handle))
             t.status = AppStatus.SPAWNING
         self._publish(t, row)
+
+    async def _unusable(self, t: _Tracked, reason: str) -> None:
+        """The runtime could not import the app (EXIT_APP_UNUSABLE): on_error at once, with
+        what is missing and the fix, since every restart would end the same way."""
+        t.handle = None
+        self.routes.withdraw(t.app_id)
+        t.running_since = None
+        detail = f"{reason} (a restart cannot fix it: not restarted)"
+        self._log.error("app %s: %s", t.app_id, detail)
+        await self._write(
+            t.app_id, _Change(status=AppStatus.ON_ERROR, detail=detail, clear_runtime=True)
+        )
+        t.status = AppStatus.ON_ERROR
 
     async def _crashed(self, t: _Tracked, reason: str) -> None:
         handle, t.handle = t.handle, None

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from confide.crypto import PackageKey, decrypt_package, extract_archive, write_archive
-from confide.errors import UsageError
+from confide.errors import AppLoadError, UsageError
 
 from ._settings import CodeSource
 
@@ -256,8 +256,22 @@ def load_app(app_dir: Path, application: str) -> object:
     importlib.invalidate_caches()
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or module_name
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise AppLoadError(
+                f"the code has no module {module_name!r} (python_application {application!r})",
+                hint="check python_application",
+            ) from None
+        raise AppLoadError(
+            f"the app imports the module {missing!r}, which is not installed in the enclave",
+            hint="add it to the requirements",
+        ) from None
     except ImportError as exc:
-        raise UsageError(f"cannot import the app module {module_name!r}: {exc}") from None
+        raise AppLoadError(
+            f"cannot import the app module {module_name!r}: {exc}",
+            hint="check the app's imports and its requirements",
+        ) from None
     origin = getattr(module, "__file__", None)
     if origin is None or not Path(origin).resolve().is_relative_to(app_dir.resolve()):
         raise UsageError(
@@ -267,4 +281,7 @@ def load_app(app_dir: Path, application: str) -> object:
     try:
         return getattr(module, attribute)
     except AttributeError:
-        raise UsageError(f"the app module {module_name!r} has no attribute {attribute!r}") from None
+        raise AppLoadError(
+            f"the app module {module_name!r} has no attribute {attribute!r}",
+            hint="check python_application",
+        ) from None

@@ -13,8 +13,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 #: One lower-case DNS label, unanchored: 1 to 63 letters, digits and inner hyphens.
 DNS_LABEL: Final = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-#: An app, project or plan name: a DNS label.
-NAME_PATTERN: Final = f"^{DNS_LABEL}$"
+#: An app, project or plan name: 1 to 63 lower-case letters, digits and inner hyphens or
+#: underscores (Cosmian's names, such as ``merge_join``). Never a domain name: an app's domain
+#: is derived from its id (``<app id>.<base domain>``), never from its name.
+NAME_PATTERN: Final = r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$"
 NAME_LENGTH: Final = 63
 #: The app as ``module[.module...]:attribute`` (ASCII identifiers).
 APPLICATION_PATTERN: Final = (
@@ -27,6 +29,8 @@ DOMAIN_LENGTH: Final = 253
 #: The path (and query) the operator probes once the app is up.
 HEALTHCHECK_PATTERN: Final = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$"
 HEALTHCHECK_LENGTH: Final = 255
+#: Most certificates in an owner's chain (``tls: owner``), leaf first.
+MAX_CERTIFICATE_CHAIN: Final = 8
 
 
 def dns_name_matches(pattern: str, name: str) -> bool:

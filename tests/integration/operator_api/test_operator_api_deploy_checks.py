@@ -52,13 +52,22 @@ def _no_collateral(*_: Any) -> Any:
     raise AssertionError("no collateral is fetched in these tests")
 
 
-def _project(root: Path, app_dir: Path, *, plan: str = "small", extra: str = "") -> ProjectConfig:
+def _project(
+    root: Path,
+    app_dir: Path,
+    *,
+    plan: str = "small",
+    extra: str = "",
+    name: str = "hello",
+    application: str = "app:app",
+    healthcheck: str = "/",
+) -> ProjectConfig:
     path = root / "confide.toml"
     (root / "tests").mkdir(exist_ok=True)
     path.write_text(
-        'name = "hello"\n'
-        'python_application = "app:app"\n'
-        'healthcheck_endpoint = "/"\n'
+        f"name = {json.dumps(name)}\n"
+        f"python_application = {json.dumps(application)}\n"
+        f"healthcheck_endpoint = {json.dumps(healthcheck)}\n"
         'tests_cmd = "pytest"\n'
         "tests_requirements = []\n\n"
         "[cloud]\n"
@@ -108,6 +117,30 @@ CASES = {
         UsageError,
         "plan small allows at most 365 days",
     ),
+    "a name the operator refuses": (
+        {"name": "Merge Join"},
+        {},
+        UsageError,
+        r"the deploy manifest is refused: name: .*pattern",
+    ),
+    "an application that is not module:attribute": (
+        {"application": "app.py"},
+        {},
+        UsageError,
+        "python_application: observed 'app.py', expected module:attribute",
+    ),
+    "a health check that is not a path": (
+        {"healthcheck": "health"},
+        {},
+        UsageError,
+        "healthcheck_endpoint: observed 'health', expected a URL path",
+    ),
+    "an expiry already past": (
+        {"extra": "expiration_date = 2020-06-01T00:00:00Z\n"},
+        {},
+        UsageError,
+        "which is in the past",
+    ),
     "simulated TEE not allowed": (
         {},
         {"allow_simulation": False},
@@ -131,10 +164,12 @@ def test_refused_before_anything_is_uploaded(
 ) -> None:
     operator = _start(operators)
     token = operator.token("alice")
-    config = _project(tmp_path, app_dir, **project)
     with pytest.raises(error, match=message) as info:
+        # Loading the project file is the deploy's first step: it refuses some fields itself.
+        config = _project(tmp_path, app_dir, **project)
         _deploy(operator, token, config, **options)
-    assert "nothing was uploaded" in str(info.value)
+    loaded = "config" in locals()
+    assert not loaded or "nothing was uploaded" in str(info.value)
     assert _apps(operator, token) == [] and operator.blob_files() == []
 
 
@@ -186,3 +221,19 @@ def test_an_interrupted_deploy_stops_the_app(
         _deploy(operator, token, _project(tmp_path, app_dir))
     (app,) = _apps(operator, token)
     assert app["desired_state"] == "stop"
+
+
+def test_a_name_cosmian_accepted_is_uploaded(
+    operators: OperatorFactory, app_dir: Path, tmp_path: Path
+) -> None:
+    """``merge_join`` (an underscore: not a DNS label) is an app name; the app's domain comes
+    from its id, never from its name."""
+    operator = _start(operators)
+    token = operator.token("alice")
+    config = _project(tmp_path, app_dir, name="merge_join")
+    # No supervisor: the deploy fails waiting, after the upload the name used to be refused at.
+    with pytest.raises(UsageError, match="still spawning"):
+        _deploy(operator, token, config, wait=0.05)
+    (app,) = _apps(operator, token)
+    assert app["name"] == "merge_join"
+    assert app["domains"][0].startswith(f"{app['id']}.")

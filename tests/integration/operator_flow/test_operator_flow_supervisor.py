@@ -222,6 +222,65 @@ def test_a_runtime_that_never_answers_goes_on_error_after_the_limit(
     assert history(database, app_id) == ["spawning", "spawning", "spawning", "on_error"]
 
 
+UNUSABLE = [
+    (
+        "a missing module",
+        "error: app unusable: the app imports the module 'pandas', which is not installed "
+        "in the enclave; add it to the requirements",
+        "the module 'pandas'",
+        "add it to the requirements",
+    ),
+    (
+        "no such attribute",
+        "error: app unusable: the app module 'app' has no attribute 'application'; "
+        "check python_application",
+        "no attribute 'application'",
+        "check python_application",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("last_output", "missing", "fix"),
+    [u[1:] for u in UNUSABLE],
+    ids=[u[0] for u in UNUSABLE],
+)
+@pytest.mark.parametrize("answered", [False, True], ids=["before", "after-configuration"])
+def test_an_app_that_cannot_be_imported_is_on_error_after_one_start(
+    settings: OperatorSettings,
+    database: Database,
+    last_output: str,
+    missing: str,
+    fix: str,
+    answered: bool,
+) -> None:
+    """A restart cannot fix a missing module or attribute (issue 15, 5): on_error at once,
+    with the missing name and the fix in the app's status and its history."""
+    app_id = add_app(database)
+    options = dataclasses.replace(FAST, max_restarts=5)
+
+    async def body() -> None:
+        world = FakeWorld()
+        prober = FakeProber(default=Probe.WAITING if answered else Probe.DOWN)
+        async with supervising(settings, database, world, prober=prober, options=options) as host:
+            host.backend.last_output = last_output
+            await until(functools.partial(_started, host.backend, app_id, 1), "start")
+            if answered:  # the deploy configured it; the app is imported after that
+                await status_is(database, app_id, AppStatus.INITIALIZING)
+            world.kill(app_id)
+            await status_is(database, app_id, AppStatus.ON_ERROR)
+            stored = row(database, app_id)
+            assert stored.restarts == 0 and stored.runtime_pid is None
+            assert stored.status_detail is not None
+            assert missing in stored.status_detail and fix in stored.status_detail
+            assert "not restarted" in stored.status_detail
+            assert host.backend.starts(app_id) == 1
+
+    run(body)
+    ends = ["initializing", "on_error"] if answered else ["on_error"]
+    assert history(database, app_id) == ["spawning", *ends]
+
+
 def test_an_answer_resets_the_count_towards_on_error(
     settings: OperatorSettings, database: Database
 ) -> None:

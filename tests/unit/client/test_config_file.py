@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from confide.client import ProjectConfig
 from confide.errors import UsageError
+from confide.wire import MAX_CERTIFICATE_CHAIN
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -127,6 +128,9 @@ def _make_project(root: Path) -> Path:
         _cert(key, ["app.example.com"], not_before=NOW + timedelta(days=1))
     )
     (root / "nosan.pem").write_bytes(_cert(key, None))
+    # The leaf and more intermediates than the operator accepts (MAX_CERTIFICATE_CHAIN).
+    extra = b"".join(_cert(_key(), None) for _ in range(MAX_CERTIFICATE_CHAIN))
+    (root / "long.pem").write_bytes(_cert(key, ["app.example.com"]) + extra)
     (root / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nnope\n")
     return root
 
@@ -427,6 +431,12 @@ BAD: list[tuple[str, str, Edit, str]] = [
         "its DNS names are *.example.com, example.com",
     ),
     ("ssl-no-san", GOOD + SSL, _set('"cert.pem"', '"nosan.pem"'), "its DNS names are none"),
+    (
+        "ssl-chain-too-long",  # the operator refuses it: refused before any upload (issue 15)
+        GOOD + SSL,
+        _set('"cert.pem"', '"long.pem"'),
+        f"holds {MAX_CERTIFICATE_CHAIN + 1} certificates, expected 1 to {MAX_CERTIFICATE_CHAIN}",
+    ),
 ]
 
 

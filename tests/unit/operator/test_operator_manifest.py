@@ -74,12 +74,16 @@ def test_a_good_manifest() -> None:
         json.dumps(manifest(project=None, healthcheck=None)), plans=PLANS, now=NOW
     )
     assert (defaults.project, defaults.healthcheck) == ("default", "/")
+    # Cosmian's names: an underscore inside (an app name is not a domain name).
+    cosmian, _ = parse_manifest(json.dumps(manifest(name="merge_join")), plans=PLANS, now=NOW)
+    assert cosmian.name == "merge_join"
 
 
 # Each bad manifest, and the field its 422 must name.
 BAD = [
     ("name with capitals", manifest(name="Hello"), "name"),
-    ("name with underscore", manifest(name="hel_lo"), "name"),
+    ("name starting with an underscore", manifest(name="_hello"), "name"),
+    ("name with a dot", manifest(name="hello.example"), "name"),
     ("name too long", manifest(name="a" * 64), "name"),
     ("empty name", manifest(name=""), "name"),
     ("name missing", manifest() | {"name": None}, "name"),

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from confide.crypto import CryptoError, PackageKey, encrypt_package
-from confide.errors import UsageError
+from confide.errors import AppLoadError, UsageError
 from confide.runtime import CODE_ROOT, CodeSource, Workspace, code_folder_owner, remove_orphans
 from confide.runtime._workspace import load_app
+from confide.wire import APP_UNUSABLE_LINE, app_unusable
 
 APP_ID = uuid.UUID("0b7e4a52-3c1d-4f6e-9a8b-1c2d3e4f5a6b")
 
@@ -117,8 +118,51 @@ def test_load_app(tmp_path: Path) -> None:
     assert load_app(tmp_path, f"{name}:app") == "hello"
     with pytest.raises(UsageError, match="has no attribute 'nope'"):
         load_app(tmp_path, f"{name}:nope")
-    with pytest.raises(UsageError, match="cannot import"):
+    with pytest.raises(UsageError, match="no module 'missing_module_x'"):
         load_app(tmp_path, "missing_module_x:app")
+
+
+#: (the app module's source, python_application's attribute, what the error names, the fix)
+UNLOADABLE = {
+    "a module the app imports is missing": (
+        "import pandas_missing_x\napp = 1\n",
+        "app",
+        "the app imports the module 'pandas_missing_x', which is not installed",
+        "add it to the requirements",
+    ),
+    "a submodule of a missing package": (
+        "from missing_pkg_x.sub import thing\napp = 1\n",
+        "app",
+        "the module 'missing_pkg_x'",
+        "add it to the requirements",
+    ),
+    "no such attribute": ("app = 1\n", "application", "no attribute 'application'", "check"),
+    "a name the module does not have": (
+        "from os import no_such_name_x\napp = 1\n",
+        "app",
+        "cannot import name 'no_such_name_x'",
+        "check the app's imports",
+    ),
+}
+
+
+@pytest.mark.usefixtures("clean_imports")
+@pytest.mark.parametrize(
+    ("source", "attribute", "names", "fix"), UNLOADABLE.values(), ids=list(UNLOADABLE)
+)
+def test_an_app_that_cannot_be_imported_is_an_app_load_error(
+    tmp_path: Path, source: str, attribute: str, names: str, fix: str
+) -> None:
+    """What no restart can fix is its own error, naming what is missing and the fix (the
+    runtime turns it into its exit status and last line, issue 15, 5)."""
+    name = f"app_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text(source)
+    with pytest.raises(AppLoadError) as info:
+        load_app(tmp_path, f"{name}:{attribute}")
+    assert names in info.value.message and fix in (info.value.hint or "")
+    line = f"{APP_UNUSABLE_LINE}{info.value}"
+    assert app_unusable(f"the runtime exited with code 4; last output: {line}") == str(info.value)
+    assert app_unusable("the runtime exited with code 1; last output: error: boom") is None
 
 
 @pytest.mark.usefixtures("clean_imports")

@@ -191,7 +191,7 @@ class ManifestIn(_Body):
         extra="forbid", frozen=True, str_strip_whitespace=False, defer_build=True
     )
 
-    #: 1 to 63 lower-case letters, digits and inner hyphens (a DNS label).
+    #: 1 to 63 lower-case letters, digits and inner hyphens or underscores (not a DNS name).
     name: Name
     project: Name = "default"
     application: Annotated[str, Field(pattern=APPLICATION_PATTERN, max_length=APPLICATION_LENGTH)]
@@ -224,7 +224,10 @@ class DeployManifest(ManifestIn):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise UsageError(f"the deploy manifest is refused: {describe(exc)}") from None
+            raise UsageError(
+                f"the deploy manifest is refused: {describe(exc)}",
+                hint="fix the project file; nothing was uploaded",
+            ) from None
         if self.certificate is not None and "PRIVATE KEY" in self.certificate:
             raise UsageError(
                 "the certificate holds a private key: it never goes to the operator, "
