@@ -1027,9 +1027,7 @@ class _Connection(asyncio.Protocol):
     # -- routing --
 
     def _start(self, route: Route) -> None:
-        if route.mode is RouteMode.PASSTHROUGH:
-            self._connect(route)  # the ClientHello is read and relayed once connected
-            return
+        # Only terminate routes get here: passthrough ones are relayed by _Relay.
         try:
             self.tls = _Tls(self.router.tls_provider.server_ssl_context())
         except (ssl.SSLError, OSError) as exc:
