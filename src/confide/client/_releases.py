@@ -26,9 +26,11 @@ import hashlib
 import json
 import os
 import secrets
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Final
 
@@ -348,12 +350,16 @@ def _size_of(note: bytes) -> int:
     return int(lines[1])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class OperatorReleaseLog:
     """The release log of the operator at ``url``, as a :class:`~confide.client.ReleaseSource`
     of :class:`~confide.client.EnclaveVerifier` (a connection per check; its last
     checkpoint kept in ``store``; ``log_key``: pin the log key instead of trusting the
-    first one seen)."""
+    first one seen).
+
+    Without a ``transport``, each check connects with the system's CA bundle, loaded
+    once per instance: building that TLS context is most of a check's cost.
+    """
 
     url: str
     store: CheckpointStore
@@ -361,10 +367,13 @@ class OperatorReleaseLog:
     log_key: LogVerifier | None = None
     transport: httpx.BaseTransport | None = None
 
+    @cached_property
+    def _tls(self) -> ssl.SSLContext:
+        return httpx.create_ssl_context()
+
     def __call__(self, owner: OwnerPublicKey, fingerprint: bytes, now: datetime) -> VerifiedRelease:
-        with OperatorClient(
-            self.url, None, timeout=self.timeout, transport=self.transport
-        ) as client:
+        transport = self.transport or httpx.HTTPTransport(verify=self._tls)
+        with OperatorClient(self.url, None, timeout=self.timeout, transport=transport) as client:
             return check_release(
                 client,
                 owner=owner,

@@ -25,6 +25,7 @@ from confide.client import (
     EnclavePolicy,
     EnclaveVerifier,
     OperatorClient,
+    OperatorReleaseLog,
     SimulationEvidence,
     check_release,
     log_statement,
@@ -201,3 +202,28 @@ def test_an_owner_policy_needs_a_release_log() -> None:
         EnclaveVerifier(SimulationEvidence(lambda: None), policy)
     with pytest.raises(UsageError, match="nor owner key"):
         EnclavePolicy(None, "a.example")
+
+
+def test_a_release_log_loads_the_system_ca_bundle_once_for_all_its_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building the TLS context is most of a check's cost: one per log, not one per check."""
+    import socket
+    import ssl
+
+    built: list[ssl.SSLContext] = []
+    create = ssl.create_default_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(create(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    with socket.socket() as closed:  # a port nothing listens on: each check fails to connect
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    log = OperatorReleaseLog(f"https://127.0.0.1:{port}", CheckpointStore(tmp_path), 5)
+    for _ in range(3):
+        with pytest.raises(OperatorError):
+            log(OWNER.public_key, bytes(32), START)
+    assert len(built) == 1  # guard: the checks did build one (they reached the network)
