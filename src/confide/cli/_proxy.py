@@ -26,6 +26,7 @@ import typer
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from confide.client import (
+    PAGE_PATH,
     AppContext,
     CertificatePin,
     ChallengeClient,
@@ -161,15 +162,16 @@ def proxy_command(
     if collateral is None and pccs_url is None and operator is None:
         raise UsageError("give one of --collateral FILE, --pccs-url URL or --operator URL")
     owner_key, releases = release_source(owner, operator, log_key, timeout=TIMEOUT)
+    policy = EnclavePolicy(
+        parse_hex(fingerprint, "--fingerprint", 32),
+        domain,
+        owner=owner_key,
+        allow_simulation=allow_simulation,
+        checks=build_policy(None, None, None, None, accept, False, False),
+    )
     verifier = EnclaveVerifier(
         evidence_source(collateral, pccs_url, root_ca, operator=operator, timeout=TIMEOUT),
-        EnclavePolicy(
-            parse_hex(fingerprint, "--fingerprint", 32),
-            domain,
-            owner=owner_key,
-            allow_simulation=allow_simulation,
-            checks=build_policy(None, None, None, None, accept, False, False),
-        ),
+        policy,
         releases=releases,
         # Each certificate verified is challenged on a pinned connection (ADR 0021).
         fresh=ChallengeClient(upstream, domain, timeout=TIMEOUT),
@@ -196,6 +198,7 @@ def proxy_command(
             verify=verifier.verify,
             log=lambda line: output.info(line),
             valid_until=verified.valid_until,
+            verified=verified,
         )
         proxy = ProxyApp(
             ProxySettings(
@@ -206,6 +209,11 @@ def proxy_command(
             ),
             pin,
             log=lambda line: output.info(line),
+            policy=policy,
+        )
+        output.info(
+            f"what was verified, in the browser: {url}{PAGE_PATH} (a convenience view on the "
+            "app's own origin, which the app could imitate: this terminal is what to rely on)"
         )
         output.info(f"listening on {url}")
         if ready_file is not None:
