@@ -90,9 +90,9 @@ class ProxyProcess:
 
 @contextlib.contextmanager
 def proxy_running(
-    tmp: Path, app: ZeroTrustApp, *, connect: int | None = None
+    tmp: Path, app: ZeroTrustApp, *extra: str, connect: int | None = None
 ) -> Iterator[ProxyProcess]:
-    proxy = ProxyProcess(tmp, app, connect=connect)
+    proxy = ProxyProcess(tmp, app, *extra, connect=connect)
     try:
         proxy.wait_url()
         yield proxy
