@@ -183,6 +183,12 @@ def proxy_command(
         kind = "a SIMULATED " if verified.simulated else "the "
         measured = verified.measurement.hex() if verified.measurement else fingerprint
         output.info(f"verified {kind}enclave of {domain} (fingerprint {measured})")
+        quote = verified.quote
+        output.info(
+            f"TCB {quote.tcb_status.value}"
+            + (f" ({', '.join(quote.advisory_ids)})" if quote.advisory_ids else "")
+            + f"; this verification holds until {verified.valid_until.isoformat()}"
+        )
         if verified.release is not None:
             output.info(
                 f"it runs a release of owner {verified.release.owner.key_id}, logged at index "
