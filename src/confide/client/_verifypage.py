@@ -170,7 +170,9 @@ def verification_document(
                 if fresh is not None
                 else None
             ),
-            "release": release_summary(verified.release) if verified.release else None,
+            "release": (
+                release_summary(verified.release) if verified.release is not None else None
+            ),
             "valid_until": _iso(verified.valid_until),
         }
     return {

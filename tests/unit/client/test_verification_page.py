@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -27,6 +28,7 @@ from confide.attestation import create_ratls_certificate, ratls_report_data
 from confide.client import (
     CertificatePin,
     EnclavePolicy,
+    PinRejected,
     ProxyApp,
     ProxySettings,
     TrustMaterial,
@@ -323,3 +325,39 @@ def test_a_verification_that_ran_out_and_fails_again_is_shown_as_not_verified(
     assert document["enclave"] is None and document["error"]["code"] == "policy.mrenclave"
     status, _, html = _request(app, "GET", "/.well-known/confide/", [])
     assert status == 502 and re.search(rb"policy\.mrenclave", html)
+
+
+def test_a_refused_certificate_keeps_the_verifiers_code(verified: VerifiedEnclave) -> None:
+    """What the page shows of a refusal is the verifier's typed code, and the one line."""
+    app = _proxy(verified, _closed_port())
+    other = b"another certificate"  # not even DER: the refusal names the format
+    with pytest.raises(PinRejected) as caught:
+        asyncio.run(app.pin.check(other))
+    assert caught.value.code == "certificate.format" and caught.value.at == NOW
+    assert app.pin.last_refusal is not None and app.pin.last_refusal.code == "certificate.format"
+    # The verification in force still holds: the page says verified, and names the refusal.
+    status, _, body = _request(app, "GET", "/.well-known/confide/verification.json", [])
+    document = json.loads(body)
+    assert status == 200 and document["status"] == "verified"
+    assert document["error"]["code"] == "certificate.format"
+    # A certificate that parses and fails verification: the verifier's own code.
+    with pytest.raises(PinRejected) as caught:
+        asyncio.run(app.pin.check(_other_certificate()))
+    assert caught.value.code == "policy.mrenclave"
+    assert "not trusted" in str(caught.value)
+
+
+def _other_certificate() -> bytes:
+    key = ec.derive_private_key(99, ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "other")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(CREATED)
+        .not_valid_after(CREATED + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(Encoding.DER)
