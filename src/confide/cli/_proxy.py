@@ -7,6 +7,9 @@ connection is pinned to it, and a new certificate, or the same one once the
 windows its verification relied on have ended, is verified again in full
 before it is used. Only requests for the proxy's own loopback names, from its
 own origin, are forwarded (ADR 0010).
+What was verified is printed here, the trust anchor, and shown in the browser
+at ``/.well-known/confide/``, a convenience view on the app's own origin
+(ADR 0026).
 
 Example::
 
@@ -146,7 +149,9 @@ def proxy_command(
     The enclave's RA-TLS certificate is verified first (exit 1 if it is not
     the expected fingerprint); the proxy then forwards every request over TLS
     to that certificate only, until SIGINT or SIGTERM. A request whose
-    upstream connection presents a certificate that does not verify gets 502.
+    upstream connection presents a certificate that does not verify gets 502
+    (a browser: the verification page with the reason). What was verified:
+    http://LISTEN/.well-known/confide/ (never forwarded to the app).
     """
     output = Output()
     if fingerprint is not None and context_file is not None:

@@ -29,6 +29,13 @@ to the app as the user. There is no CORS: no other origin is ever forwarded.
 Upstream, the proxy's own origin in ``Origin`` and ``Referer`` becomes the
 app's (``https://<domain>``).
 
+Every path under ``/.well-known/confide`` is the proxy's own and never
+forwarded (ADR 0026): its verification page of what it verified
+(:mod:`confide.client._verifypage`), with ``verification.json`` for scripts. A
+request it refuses for the enclave gets, when a browser asks for HTML, that
+page with the verifier's error code and one line (still 502); other clients
+get the line alone.
+
 Example::
 
     >>> pin = CertificatePin(verified_der, verify=verify_again, log=print,
