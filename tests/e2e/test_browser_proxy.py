@@ -7,48 +7,14 @@ Debian (``scripts/chromium.sh`` installs it).
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
-from typing import Final
 
 import pytest
 
+from support.browser import dump_dom
 from support.proxy import ZeroTrustApp, proxy_running
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM: Final = Path("/usr/bin/chromium")
-#: Longest a page load may take, browser start included.
-BROWSER_DEADLINE: Final = 60.0
-
-
-def dump_dom(url: str, profile: Path, *extra: str) -> str:
-    """The page's DOM once loaded, as headless Chromium serialises it."""
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/chromium.sh (installs Debian's chromium)")
-    done = subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",  # we run as root in a container: Chromium's sandbox refuses root
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            *extra,
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=BROWSER_DEADLINE,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_chromium_loads_the_app_through_the_proxy(

@@ -9,13 +9,9 @@ an impostor TLS server in the enclave's place.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
-import ssl
 import subprocess
-import threading
 import uuid
 from pathlib import Path
 
@@ -28,100 +24,19 @@ from support.operators import (
     wait_status,
 )
 from support.proxy import (
+    Impostor,
     ProxyProcess,
+    Relay,
     ZeroTrustApp,
     proxy_running,
 )
 from support.runtimes import (
     CONFIDE,
     DEADLINE,
-    HOST,
-    OwnerPki,
     poll,
 )
 
 pytestmark = pytest.mark.slow
-
-
-class Relay:
-    """A TCP relay on 127.0.0.1 to a target the test can switch (dropping open connections)."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self._server = socket.create_server((HOST, 0))
-        self.port: int = self._server.getsockname()[1]
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def switch(self, target: int) -> None:
-        with self._lock:
-            self.target = target
-            for sock in self._open:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self._open.clear()
-
-    def close(self) -> None:
-        self.switch(self.target)
-        self._server.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            with self._lock:
-                upstream = socket.create_connection((HOST, self.target), timeout=DEADLINE)
-                self._open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-
-class Impostor:
-    """A TLS server with an ordinary (not RA-TLS) certificate, answering "Hello world" too."""
-
-    def __init__(self, tmp: Path) -> None:
-        pki = OwnerPki.generate()
-        cert = pki.write_certificate(tmp / "impostor.pem")
-        key = tmp / "impostor.key"
-        key.write_text(pki.key_pem)
-        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._context.load_cert_chain(cert, key)
-        self._server = socket.create_server((HOST, 0))
-        self.port: int = self._server.getsockname()[1]
-        self.served = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        with contextlib.suppress(OSError), client:
-            client.settimeout(DEADLINE)
-            with self._context.wrap_socket(client, server_side=True) as tls:
-                if tls.recv(65536):
-                    self.served += 1
-                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHello world")
 
 
 def test_proxy_serves_the_verified_enclave(zero_trust: ZeroTrustApp, tmp_path: Path) -> None:

@@ -7,6 +7,9 @@ connection is pinned to it, and a new certificate, or the same one once the
 windows its verification relied on have ended, is verified again in full
 before it is used. Only requests for the proxy's own loopback names, from its
 own origin, are forwarded (ADR 0010).
+What was verified is printed here, the trust anchor, and shown in the browser
+at ``/.well-known/confide/``, a convenience view on the app's own origin
+(ADR 0026).
 
 Example::
 
@@ -26,6 +29,7 @@ import typer
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from confide.client import (
+    PAGE_PATH,
     AppContext,
     CertificatePin,
     ChallengeClient,
@@ -145,7 +149,9 @@ def proxy_command(
     The enclave's RA-TLS certificate is verified first (exit 1 if it is not
     the expected fingerprint); the proxy then forwards every request over TLS
     to that certificate only, until SIGINT or SIGTERM. A request whose
-    upstream connection presents a certificate that does not verify gets 502.
+    upstream connection presents a certificate that does not verify gets 502
+    (a browser: the verification page with the reason). What was verified:
+    http://LISTEN/.well-known/confide/ (never forwarded to the app).
     """
     output = Output()
     if fingerprint is not None and context_file is not None:
@@ -161,15 +167,16 @@ def proxy_command(
     if collateral is None and pccs_url is None and operator is None:
         raise UsageError("give one of --collateral FILE, --pccs-url URL or --operator URL")
     owner_key, releases = release_source(owner, operator, log_key, timeout=TIMEOUT)
+    policy = EnclavePolicy(
+        parse_hex(fingerprint, "--fingerprint", 32),
+        domain,
+        owner=owner_key,
+        allow_simulation=allow_simulation,
+        checks=build_policy(None, None, None, None, accept, False, False),
+    )
     verifier = EnclaveVerifier(
         evidence_source(collateral, pccs_url, root_ca, operator=operator, timeout=TIMEOUT),
-        EnclavePolicy(
-            parse_hex(fingerprint, "--fingerprint", 32),
-            domain,
-            owner=owner_key,
-            allow_simulation=allow_simulation,
-            checks=build_policy(None, None, None, None, accept, False, False),
-        ),
+        policy,
         releases=releases,
         # Each certificate verified is challenged on a pinned connection (ADR 0021).
         fresh=ChallengeClient(upstream, domain, timeout=TIMEOUT),
@@ -181,6 +188,12 @@ def proxy_command(
         kind = "a SIMULATED " if verified.simulated else "the "
         measured = verified.measurement.hex() if verified.measurement else fingerprint
         output.info(f"verified {kind}enclave of {domain} (fingerprint {measured})")
+        quote = verified.quote
+        output.info(
+            f"TCB {quote.tcb_status.value}"
+            + (f" ({', '.join(quote.advisory_ids)})" if quote.advisory_ids else "")
+            + f"; this verification holds until {verified.valid_until.isoformat()}"
+        )
         if verified.release is not None:
             output.info(
                 f"it runs a release of owner {verified.release.owner.key_id}, logged at index "
@@ -196,6 +209,7 @@ def proxy_command(
             verify=verifier.verify,
             log=lambda line: output.info(line),
             valid_until=verified.valid_until,
+            verified=verified,
         )
         proxy = ProxyApp(
             ProxySettings(
@@ -206,6 +220,11 @@ def proxy_command(
             ),
             pin,
             log=lambda line: output.info(line),
+            policy=policy,
+        )
+        output.info(
+            f"what was verified, in the browser: {url}{PAGE_PATH} (a convenience view on the "
+            "app's own origin, which the app could imitate: this terminal is what to rely on)"
         )
         output.info(f"listening on {url}")
         if ready_file is not None:

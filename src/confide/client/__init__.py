@@ -206,8 +206,20 @@ from ._proxy import (  # noqa: E402
     request_refusal,
     serve_proxy,
 )
+from ._verifypage import (  # noqa: E402
+    JSON_PATH,
+    PAGE_PATH,
+    Refusal,
+    render_page,
+    verification_document,
+)
 
 __all__ += [
+    "JSON_PATH",
+    "PAGE_PATH",
+    "Refusal",
+    "render_page",
+    "verification_document",
     "CertificatePin",
     "PinRejected",
     "ProxyApp",

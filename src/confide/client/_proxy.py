@@ -29,6 +29,13 @@ to the app as the user. There is no CORS: no other origin is ever forwarded.
 Upstream, the proxy's own origin in ``Origin`` and ``Referer`` becomes the
 app's (``https://<domain>``).
 
+Every path under ``/.well-known/confide`` is the proxy's own and never
+forwarded (ADR 0026): its verification page of what it verified
+(:mod:`confide.client._verifypage`), with ``verification.json`` for scripts. A
+request it refuses for the enclave gets, when a browser asks for HTML, that
+page with the verifier's error code and one line (still 502); other clients
+get the line alone.
+
 Example::
 
     >>> pin = CertificatePin(verified_der, verify=verify_again, log=print,
@@ -67,7 +74,21 @@ from confide.runtime import (
     send_response,
 )
 
-from ._verify import enclave_tls_context
+from ._verify import EnclavePolicy, VerifiedEnclave, enclave_tls_context
+from ._verifypage import (
+    JSON_PATH,
+    PAGE_HEADERS,
+    PAGE_PATH,
+    PAGE_PREFIX,
+    STYLE_PATH,
+    Refusal,
+    is_page_path,
+    remove_dot_segments,
+    render_page,
+    style_sheet,
+    verification_document,
+    wants_html,
+)
 
 #: Headers about one connection, never forwarded (RFC 9110 §7.6.1), plus ``alt-svc``
 #: (it would send the browser to the enclave directly, around the proxy).
@@ -118,7 +139,16 @@ def _utc_now() -> datetime:
 
 
 class PinRejected(Exception):
-    """An upstream connection presented a certificate that is not (or no longer) trusted."""
+    """An upstream connection presented a certificate that is not (or no longer) trusted.
+
+    ``code`` is the verifier's error code (:attr:`confide.errors.Error.code`), ``str()``
+    the one line said to the user, ``at`` when the proxy refused it.
+    """
+
+    def __init__(self, reason: str, *, code: str, at: datetime) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.at = at
 
 
 class CertificatePin:
@@ -129,6 +159,9 @@ class CertificatePin:
     when it is not acceptable. ``valid_until`` is when the verification of
     ``der`` runs out (:attr:`VerifiedEnclave.valid_until`); from then on (by
     ``clock``), ``der`` itself is verified again before it is trusted.
+    ``verified`` is what verifying ``der`` returned; :attr:`verified` is then
+    the result of the verification in force, and :attr:`last_refusal` the
+    last certificate refused (both for the verification page, ADR 0026).
     """
 
     def __init__(
@@ -139,6 +172,7 @@ class CertificatePin:
         log: Log,
         valid_until: datetime,
         clock: Clock = _utc_now,
+        verified: Verified | None = None,
     ) -> None:
         if valid_until.tzinfo is None:
             raise UsageError("valid_until must be a timezone-aware datetime")
@@ -147,8 +181,10 @@ class CertificatePin:
         self._verify = verify
         self._log = log
         self._clock = clock
-        self._rejected: OrderedDict[bytes, str] = OrderedDict()
+        self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._verified = verified
+        self._last_refusal: PinRejected | None = None
 
     @property
     def der(self) -> bytes:
@@ -157,6 +193,23 @@ class CertificatePin:
     @property
     def valid_until(self) -> datetime:
         return self._valid_until
+
+    @property
+    def verified(self) -> Verified | None:
+        """The result of verifying :attr:`der` (``None``: not given), whether it holds or not."""
+        return self._verified
+
+    @property
+    def last_refusal(self) -> PinRejected | None:
+        """The last certificate refused since :attr:`der` was verified (``None``: none)."""
+        return self._last_refusal
+
+    def holds(self) -> bool:
+        """Whether the verification of :attr:`der` holds now (by the pin's clock)."""
+        return self._holds(self._der)
+
+    def now(self) -> datetime:
+        return self._clock()
 
     def _holds(self, der: bytes | None) -> bool:
         return der is not None and der == self._der and self._clock() <= self._valid_until
@@ -170,14 +223,14 @@ class CertificatePin:
         if self._holds(der):
             return
         if not der:
-            raise PinRejected("the enclave sent no certificate")
+            raise self._refuse("the enclave sent no certificate", "ratls.absent")
         if der in self._rejected:
-            raise PinRejected(self._rejected[der])
+            raise self._refuse(*self._rejected[der])
         async with self._lock:  # one verification at a time; others wait for its outcome
             if self._holds(der):
                 return
             if der in self._rejected:
-                raise PinRejected(self._rejected[der])
+                raise self._refuse(*self._rejected[der])
             renewal = der == self._der
             if renewal:
                 self._log(
@@ -193,22 +246,29 @@ class CertificatePin:
             except (Error, ValueError) as exc:
                 what = "certificate" if renewal else "new certificate"
                 reason = f"the enclave's {what} is not trusted: {_one_line(exc)}"
+                code = exc.code if isinstance(exc, Error) else "certificate.format"
                 if not isinstance(exc, Error) or (
                     isinstance(exc, AttestationError) and not isinstance(exc, CollateralError)
                 ):
                     # The evidence itself is bad: refuse it from now on. Other errors
                     # (collateral could not be fetched, or is out of date) are tried again.
-                    self._rejected[der] = reason
+                    self._rejected[der] = (reason, code)
                     while len(self._rejected) > _REJECTED_KEPT:
                         self._rejected.popitem(last=False)
                 self._log(reason)
-                raise PinRejected(reason) from exc
+                raise self._refuse(reason, code) from exc
             self._der = der
             self._valid_until = verified.valid_until
+            self._verified = verified
+            self._last_refusal = None
             self._log(
                 f"the enclave's {'certificate' if renewal else 'new certificate'} verified: "
                 f"pinned it until {verified.valid_until.isoformat()}"
             )
+
+    def _refuse(self, reason: str, code: str) -> PinRejected:
+        self._last_refusal = PinRejected(reason, code=code, at=self._clock())
+        return self._last_refusal
 
 
 def _one_line(exc: BaseException) -> str:
@@ -299,11 +359,26 @@ class ProxySettings:
 
 
 class ProxyApp:
-    """The ASGI app: forwards each HTTP request to the pinned enclave and streams the answer."""
+    """The ASGI app: forwards each HTTP request to the pinned enclave and streams the answer.
 
-    def __init__(self, settings: ProxySettings, pin: CertificatePin, *, log: Log) -> None:
+    Paths under ``/.well-known/confide/`` are the proxy's own, never forwarded
+    (ADR 0026): the verification page of what ``pin`` verified against
+    ``policy`` (:mod:`confide.client._verifypage`; without a ``policy``, 404).
+    A request refused for the enclave (its certificate does not verify, or it
+    cannot be reached) gets that page's reason when a browser asks for HTML.
+    """
+
+    def __init__(
+        self,
+        settings: ProxySettings,
+        pin: CertificatePin,
+        *,
+        log: Log,
+        policy: EnclavePolicy | None = None,
+    ) -> None:
         self.settings = settings
         self.pin = pin
+        self.policy = policy
         self._log = log
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=enclave_tls_context(),
@@ -345,6 +420,11 @@ class ProxyApp:
             await _fail(send, status, reason)
             self._log(f"{method} {path} {status} ({reason})")
             return
+        if is_page_path(path):
+            status = await self._page(method, path, send)
+            self._log(f"{method} {path} {status}")
+            return
+        html = wants_html(scope["headers"])
         target = scope.get("raw_path") or path.encode()
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
@@ -399,16 +479,88 @@ class ProxyApp:
                     if started or attempt == tries:
                         raise
         except PinRejected as exc:
-            await _fail(send, 502, str(exc))
+            await self._refused(send, 502, exc.code, str(exc), path if html else None)
         except httpcore.TimeoutException:
             status = 504
             if not started:
-                await _fail(send, status, "the enclave did not answer in time")
+                reason = "the enclave did not answer in time"
+                await self._refused(send, status, "proxy.timeout", reason, path if html else None)
         except (httpcore.ProtocolError, httpcore.NetworkError) as exc:
             if not started:
-                await _fail(send, 502, f"cannot reach the enclave: {_one_line(exc)}")
+                reason = f"cannot reach the enclave: {_one_line(exc)}"
+                await self._refused(send, 502, "proxy.unreachable", reason, path if html else None)
         finally:
             self._log(f"{method} {path} {status}")
+
+    async def _refused(
+        self, send: ASGISendCallable, status: int, code: str, reason: str, page_for: str | None
+    ) -> None:
+        """A request not forwarded: the one line, or for a browser (``page_for``: the path
+        it asked for) the verification page with the verifier's code and that line."""
+        if page_for is None or self.policy is None:
+            await _fail(send, status, reason)
+            return
+        refusal = Refusal(code, reason, self.pin.now())
+        document = verification_document(self.policy, None, now=refusal.at, refusal=refusal)
+        page = render_page(document, forwarded_path=page_for)
+        await send_response(
+            send, status, page, PAGE_HEADERS, content_type=b"text/html; charset=utf-8"
+        )
+
+    async def _current(self) -> tuple[VerifiedEnclave | None, Refusal | None]:
+        """The verification in force (verified again if it ran out), or why none is."""
+        try:
+            await self.pin.check(self.pin.der)
+        except PinRejected as exc:
+            return None, Refusal(exc.code, str(exc), exc.at)
+        verified = self.pin.verified
+        last = self.pin.last_refusal
+        refusal = Refusal(last.code, str(last), last.at) if last is not None else None
+        return (verified if isinstance(verified, VerifiedEnclave) else None), refusal
+
+    async def _page(self, method: str, path: str, send: ASGISendCallable) -> int:
+        """Answer a request for one of the proxy's own paths; return its status."""
+        if method not in _NAVIGATION_METHODS:
+            await send_response(
+                send,
+                405,
+                f"{method} is not allowed on {PAGE_PATH} (the proxy's pages): GET\n".encode(),
+                (*PAGE_HEADERS, (b"allow", b"GET, HEAD")),
+            )
+            return 405
+        head = method == "HEAD"
+        normal = remove_dot_segments(path)
+        if normal == STYLE_PATH:
+            await send_response(
+                send, 200, style_sheet(), PAGE_HEADERS, content_type=b"text/css", head=head
+            )
+            return 200
+        if self.policy is None or normal not in (PAGE_PREFIX, PAGE_PATH, JSON_PATH):
+            await send_response(
+                send,
+                404,
+                f"no such page of confide proxy; paths under {PAGE_PATH} are the proxy's own "
+                "and never reach the app (its verification page is "
+                f"{PAGE_PATH if self.policy is not None else 'not served'})\n".encode(),
+                PAGE_HEADERS,
+                head=head,
+            )
+            return 404
+        verified, refusal = await self._current()
+        status = 200 if verified is not None else 502
+        document = verification_document(self.policy, verified, now=self.pin.now(), refusal=refusal)
+        if normal == JSON_PATH:
+            await send_response(send, status, document, PAGE_HEADERS, head=head)
+        else:
+            await send_response(
+                send,
+                status,
+                render_page(document),
+                PAGE_HEADERS,
+                content_type=b"text/html; charset=utf-8",
+                head=head,
+            )
+        return status
 
 
 async def _fail(send: ASGISendCallable, status: int, reason: str) -> None:
