@@ -122,25 +122,32 @@ def test_a_form_without_the_sessions_csrf_token_changes_nothing(
     ):
         theirs = csrf_of(attacker.page("/console/").text)
         ours = csrf_of(user.page(stop).text)
-        for fields, origin in [
-            ({}, "own"),  # no token
-            ({"csrf": ""}, "own"),
-            ({"csrf": "0" * 64}, "own"),  # a wrong one
-            ({"csrf": theirs}, "own"),  # another session's
-            ({"csrf": ours}, "https://attacker.example"),  # posted from another site
-            ({"csrf": ours}, "null"),  # from a sandboxed frame or a data: page
-            ({"csrf": ours}, None),  # no Origin at all
+        for fields, origin, site in [
+            ({}, "null", "same-origin"),  # no token
+            ({"csrf": ""}, "null", "same-origin"),
+            ({"csrf": "0" * 64}, "own", "same-origin"),  # a wrong one
+            ({"csrf": theirs}, "null", "same-origin"),  # another session's
+            # The session's token, but posted from another site, as the browser tells:
+            ({"csrf": ours}, "https://attacker.example", "cross-site"),
+            ({"csrf": ours}, "https://attacker.example", None),
+            ({"csrf": ours}, "null", "cross-site"),  # a no-referrer page elsewhere
+            ({"csrf": ours}, "null", "same-site"),  # a sibling subdomain
+            ({"csrf": ours}, "own", "cross-site"),
+            ({"csrf": ours}, "null", None),  # neither header says where from
+            ({"csrf": ours}, None, None),
         ]:
-            refused = user.post(stop, fields, origin=origin)
-            assert refused.status_code == 403, (fields, origin)
-            assert _desired(operator, token, app_id) == "run", (fields, origin)
+            refused = user.post(stop, fields, origin=origin, fetch_site=site)
+            assert refused.status_code == 403, (fields, origin, site)
+            assert _desired(operator, token, app_id) == "run", (fields, origin, site)
         # The same refusals for the other forms.
         for action in (f"/console/apps/{app_id}/delete", "/console/tokens", "/console/sign-out"):
             assert user.post(action, {"csrf": theirs}).status_code == 403, action
         assert user.page("/console/").status_code == 200  # not signed out
         with operator.client(token) as api:
             assert not api.get(f"/api/v1/apps/{app_id}").json()["delete_requested"]
-        # Guard: with the session's own token, from the console's origin, it is stopped.
+        # Guard: with the session's own token, from the console's page, it is stopped: as
+        # Chromium posts it (Origin null, Sec-Fetch-Site) and as a browser stating Origin.
+        assert user.post(stop, {"csrf": ours}, origin="own", fetch_site=None).status_code == 303
         assert user.post(stop, {"csrf": ours}).status_code == 303
         assert _desired(operator, token, app_id) == "stop"
 
@@ -153,12 +160,14 @@ def test_another_site_cannot_sign_the_browser_in(operator: Operator) -> None:
         forged = victim.post("/console/sign-in", {"csrf": "A" * 43, "token": attacker_token})
         assert forged.status_code == 403
         form = csrf_of(victim.page("/console/sign-in").text)
-        cross = victim.post(
-            "/console/sign-in",
-            {"csrf": form, "token": attacker_token},
-            origin="https://attacker.example",
-        )
-        assert cross.status_code == 403
+        for origin, site in [("https://attacker.example", "cross-site"), ("null", "cross-site")]:
+            cross = victim.post(
+                "/console/sign-in",
+                {"csrf": form, "token": attacker_token},
+                origin=origin,
+                fetch_site=site,
+            )
+            assert cross.status_code == 403
         assert victim.page("/console/").status_code == 303  # still signed out
         # Guard: the console's own form, from its own origin, signs in.
         form = csrf_of(victim.page("/console/sign-in").text)

@@ -41,12 +41,22 @@ class ConsoleUser:
         self.close()
 
     def post(
-        self, path: str, fields: dict[str, str], *, origin: str | None = "own"
+        self,
+        path: str,
+        fields: dict[str, str],
+        *,
+        origin: str | None = "null",
+        fetch_site: str | None = "same-origin",
     ) -> httpx.Response:
-        """A form posted from a page of ``origin`` (``"own"``: the console's; ``None``: none)."""
+        """A form posted as a browser posts it from a console page (under the console's
+        ``Referrer-Policy: no-referrer``, Chromium sends ``Origin: null`` and
+        ``Sec-Fetch-Site: same-origin``); ``origin="own"``: the console's origin;
+        ``None``: no such header."""
         headers = {}
         if origin is not None:
             headers["Origin"] = self.origin if origin == "own" else origin
+        if fetch_site is not None:
+            headers["Sec-Fetch-Site"] = fetch_site
         return self.http.post(path, data=fields, headers=headers)
 
     def sign_in(self, token: str) -> httpx.Response:

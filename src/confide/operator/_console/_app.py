@@ -115,13 +115,28 @@ def _own_origin(request: Request) -> str:
 
 
 def _check_origin(request: Request) -> None:
-    """A POST comes from one of the console's own pages (browsers send ``Origin`` on POST)."""
+    """A POST comes from one of the console's own pages, as the browser tells.
+
+    ``Origin``, when the browser states it, must be the console's own. Under the
+    console's ``Referrer-Policy: no-referrer`` browsers send ``Origin: null`` on
+    same-origin POSTs (Fetch, "serializing a request origin"), so then the Fetch
+    Metadata header decides: ``Sec-Fetch-Site: same-origin`` (a header pages cannot
+    set). Neither says so: refused (an old browser fails closed).
+    """
     origin = request.headers.get("origin")
-    if origin != _own_origin(request):
-        raise _Refused(
-            f"this form was not posted from the console (Origin {origin!r}, "
-            f"expected {_own_origin(request)!r}): reload the page and try again"
-        )
+    site = request.headers.get("sec-fetch-site")
+    own = _own_origin(request)
+    if origin is not None and origin != "null":
+        if origin != own:
+            raise _Refused(f"this form was posted from {origin!r}, not from the console ({own!r})")
+        if site is None or site == "same-origin":
+            return
+    elif site == "same-origin":
+        return
+    raise _Refused(
+        f"this form was not posted from the console (Origin {origin!r}, Sec-Fetch-Site "
+        f"{site!r}, expected {own!r} or same-origin): reload the page and try again"
+    )
 
 
 async def _read_form(request: Request) -> dict[str, str]:
