@@ -247,9 +247,24 @@ def test_the_log_follows_live_until_the_app_stops(operator: Operator, package: b
             "data: partial",
             "",
             "event: end",
-            "data: ",
+            "data: stopped",
             "",
         ]
         # A reconnecting browser goes on from its last event's id.
         again = user.http.get(url, headers={"Last-Event-ID": str(end)})
         assert "data: partial" not in again.text and "event: end" in again.text
+
+
+def test_signing_out_ends_a_log_follower(operator: Operator, package: bytes) -> None:
+    token, app_id = _deploy(operator, package)
+    _set_status(operator, app_id, AppStatus.RUNNING)
+    events: list[str] = []
+    with ConsoleUser(operator.url).signed_in(token) as user:
+        with user.http.stream("GET", f"/console/apps/{app_id}/log/events") as stream:
+            for line in stream.iter_lines():
+                events.append(line)
+                if line == "retry: 2000":
+                    assert user.submit("/console/", "/console/sign-out").status_code == 303
+        assert events[-3:] == ["event: end", "data: signed-out", ""]
+        # Signed out, a new follower is refused before it starts.
+        assert user.page(f"/console/apps/{app_id}/log/events").status_code == 401

@@ -406,13 +406,13 @@ def create_console(
         if not raw.isdigit() or int(raw) > _MAX_OFFSET:
             return Response("bad offset", status_code=400, media_type="text/plain")
 
-        def still_following() -> bool:
+        def why_stop() -> str | None:
             with database.session() as session:
                 if resume_session(session, who.session_id, now=clock()) is None:
-                    return False
-            return service.app_active(who.auth, app_id)
+                    return "signed-out"
+            return None if service.app_active(who.auth, app_id) else "stopped"
 
-        stream = _follow(logs, app_id, int(raw), still_following, poll_interval)
+        stream = _follow(logs, app_id, int(raw), why_stop, poll_interval)
         return StreamingResponse(stream, media_type="text/event-stream")
 
     routes = [
@@ -450,14 +450,14 @@ async def _follow(
     logs: LogSource,
     app_id: uuid.UUID,
     offset: int,
-    still_following: Callable[[], bool],
+    why_stop: Callable[[], str | None],
     poll_interval: float,
 ) -> AsyncIterator[bytes]:
     """Server-sent events: each chunk of whole lines appended after ``offset``.
 
     Every event's id is the offset after its lines, so a reconnecting browser goes
-    on where it was. ``end`` once the app is no longer active or the session is
-    over; the stream also closes after :data:`FOLLOW_LIMIT` (the browser reconnects).
+    on where it was. ``end`` (``stopped`` or ``signed-out``) once ``why_stop()`` says so;
+    the stream also closes after :data:`FOLLOW_LIMIT` (the browser reconnects).
     """
     started = time.monotonic()
     pending = b""
@@ -475,8 +475,9 @@ async def _follow(
             )
             yield _event(whole, position - len(pending))
             continue
-        if not await run_in_threadpool(still_following):
-            yield b"event: end\ndata: \n\n"
+        reason = await run_in_threadpool(why_stop)
+        if reason is not None:
+            yield f"event: end\ndata: {reason}\n\n".encode()
             return
         if time.monotonic() - started > FOLLOW_LIMIT:
             return

@@ -27,9 +27,13 @@
       log.scrollTop = log.scrollHeight;
     }
   });
-  source.addEventListener("end", () => {
+  source.addEventListener("end", (event) => {
     source.close();
-    say("The app is no longer running: the log is complete.");
+    say(
+      event.data === "signed-out"
+        ? "Signed out: sign in again to follow the log."
+        : "The app is no longer running: the log is complete.",
+    );
   });
   source.addEventListener("error", () => say("Connection lost: reconnecting…"));
 })();
