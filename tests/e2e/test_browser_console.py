@@ -7,9 +7,10 @@ console's script as text), stop it through the confirmation step, and see the
 projects, plans and tokens. Debian's chromium and chromium-driver come from
 ``scripts/chromium.sh``; the browser is driven by :mod:`support.webdriver`.
 
-Screenshots of each page are taken on every run; to regenerate the README's::
+Screenshots of each page are taken on every run, into the test's folder; with
+``CONFIDE_SCREENSHOTS=1`` into ``docs/screenshots/``, for the README::
 
-    CONFIDE_SCREENSHOTS_DIR=docs/screenshots .venv/bin/pytest tests/e2e/test_browser_console.py
+    CONFIDE_SCREENSHOTS=1 .venv/bin/pytest tests/e2e/test_browser_console.py
 """
 
 from __future__ import annotations
@@ -49,9 +50,12 @@ def _app_printing_a_payload(tmp: Path) -> CodeUnderTest:
     return CodeUnderTest.package(root, tmp / "hostile-hello.pkg")
 
 
+#: Where the README's screenshots are (written with ``CONFIDE_SCREENSHOTS=1``).
+DOCS_SCREENSHOTS: Final = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
 def _shots(tmp: Path) -> Path:
-    chosen = os.environ.get("CONFIDE_SCREENSHOTS_DIR")
-    return Path(chosen) if chosen else tmp / "screenshots"
+    return DOCS_SCREENSHOTS if os.environ.get("CONFIDE_SCREENSHOTS") == "1" else tmp / "shots"
 
 
 def _status_badge(browser: Browser) -> str:
