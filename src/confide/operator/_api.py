@@ -17,6 +17,9 @@ upload) is larger than ``max_package_size``; 415 the upload is not ``multipart/f
 input is wrong, ``detail[].loc`` naming the field (``["body", "manifest",
 "plan"]``); 503 the database is unreachable (health).
 
+The operator console (HTML, signed in with a token, ADR 0025) is mounted at
+``/console/``: :mod:`._console`.
+
 This module holds the routes: they parse requests and render answers. Under
 them, :class:`~._service.AppService` decides and writes; its refusals are
 mapped to the status codes above. The API never starts a process: it writes
@@ -72,6 +75,7 @@ from confide.wire.api import (
 
 from ._auth import Authenticator
 from ._blobs import BlobStore
+from ._console import create_console
 from ._db import AuthenticatedToken, Database, upgrade_database
 from ._logapi import log_router
 from ._logs import MAX_TAIL, FileLogSource, LogSource
@@ -428,6 +432,11 @@ def create_app(
         )
     router.include_router(log_router(release_log, authenticate))
     app.include_router(router)
+    # The operator console (ADR 0025): HTML pages over the same service, signed in with a token.
+    console = create_console(
+        api, database=database, logs=logs, clock=clock, poll_interval=log_poll_interval
+    )
+    app.mount("/console", console)
     return app
 
 

@@ -235,3 +235,23 @@ class LogCheckpoint(Base):
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ConsoleSession(Base):
+    """A signed-in operator console (ADR 0025): only the SHA-256 of its secret id is stored.
+
+    A session speaks for the API token it was signed in with: revoking that token
+    ends it (the token's row must be unrevoked at every request), and so does
+    deleting it (``ON DELETE CASCADE``).
+    """
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Hex SHA-256 of the session id (the cookie's secret value).
+    session_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    token_id: Mapped[int] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO, Final
 
@@ -45,10 +46,20 @@ from confide.wire.api import (
 )
 
 from ._blobs import BlobStore, PackageTooLarge
-from ._db import AuthenticatedToken, Database, lock_account, status_history
+from ._db import (
+    AuthenticatedToken,
+    Database,
+    IssuedToken,
+    TokenInfo,
+    create_token,
+    list_tokens,
+    lock_account,
+    revoke_token,
+    status_history,
+)
 from ._gramine import plan_enclave
 from ._lifecycle import record_created, request_delete, request_stop
-from ._models import DOMAIN_RELEASED, App, Project
+from ._models import DOMAIN_RELEASED, ApiToken, App, Project
 from ._schemas import build_launch_manifest, parse_manifest
 from ._seams import (
     AppEvents,
@@ -99,6 +110,15 @@ class InvalidInput(UsageError):
     ) -> None:
         super().__init__(message)
         self.loc, self.kind, self.value = loc, kind, value
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One status an app went through, when, and why (the supervisor's detail)."""
+
+    status: AppStatus
+    detail: str | None
+    at: datetime
 
 
 def _check_package(package: BinaryIO, limit: int) -> None:
@@ -435,6 +455,41 @@ class AppService:
             max_apps=self.settings.max_apps_per_account,
             max_package_size=self.settings.max_package_size,
         )
+
+    def status_history(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> list[StatusChange]:
+        """The caller's app's status changes, oldest first; 404 as :meth:`get_app`."""
+        with self.db.session() as session:
+            app = self.own_app(session, auth, app_id)
+            return [
+                StatusChange(status=AppStatus(c.status), detail=c.detail, at=c.at)
+                for c in status_history(session, app.id)
+            ]
+
+    # -- the account's API tokens ------------------------------------------------------------
+
+    def list_tokens(self, auth: AuthenticatedToken) -> list[TokenInfo]:
+        """The caller's account's tokens (revoked ones too), oldest first; no secrets."""
+        with self.db.session() as session:
+            return list_tokens(session, auth.account)
+
+    def create_token(self, auth: AuthenticatedToken) -> IssuedToken:
+        """A new token of the caller's account; its secret is in the answer only."""
+        with self.db.session() as session:
+            issued = create_token(session, auth.account, now=self.clock())
+            session.commit()
+        _log.info("token %d created for account %s", issued.id, auth.account)
+        return issued
+
+    def revoke_token(self, auth: AuthenticatedToken, token_id: int) -> TokenInfo:
+        """Revoke one of the caller's account's tokens; another account's is a 404."""
+        with self.db.session() as session:
+            row = session.get(ApiToken, token_id)
+            if row is None or row.account_id != auth.account_id:
+                raise NotFound(f"no token {token_id}")
+            info = revoke_token(session, token_id, now=self.clock())
+            session.commit()
+        _log.info("token %d of account %s revoked", token_id, auth.account)
+        return info
 
     def list_projects(self, auth: AuthenticatedToken) -> list[ProjectInfo]:
         with self.db.session() as session:

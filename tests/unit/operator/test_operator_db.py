@@ -42,6 +42,7 @@ TABLES = {
     "app_status_changes",
     "log_entries",
     "log_checkpoints",
+    "console_sessions",
     "alembic_version",
 }
 
@@ -54,7 +55,7 @@ def test_migrations_build_the_models_schema_on_an_empty_database(database_url: s
         upgrade_database(db)  # idempotent
         assert set(inspect(db.engine).get_table_names()) == TABLES
         with db.engine.connect() as conn:
-            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0004"
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
     finally:

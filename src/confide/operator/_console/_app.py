@@ -1,0 +1,492 @@
+"""The console's routes: an ASGI app mounted at ``/console`` on the operator's API listener.
+
+Each page reads through :class:`~.._service.AppService`, the REST API's service,
+with the identity of the session (the API token it was signed in with), so the
+console sees what that token sees through the API and nothing more: another
+account's app is a 404 here too. Order of checks on a POST: ``Origin``, then the
+session, then the form's CSRF token, then the service call (authenticate
+before any side effect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Final
+from urllib.parse import parse_qs
+
+from fastapi.concurrency import run_in_threadpool
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._db import AuthenticatedToken, Database, IssuedToken, authenticate_token
+from .._logs import LogSource
+from .._seams import Clock
+from .._service import AppService, NotFound
+from . import _pages
+from ._html import Html
+from ._sessions import (
+    SESSION_LIFETIME,
+    SIGN_IN_LIFETIME,
+    ConsoleIdentity,
+    end_session,
+    new_secret,
+    resume_session,
+    same_secret,
+    start_session,
+    well_formed,
+)
+
+#: The session's cookie, and the sign-in form's (double submit) cookie.
+SESSION_COOKIE: Final = "confide_console"
+SIGN_IN_COOKIE: Final = "confide_console_sign_in"
+#: The console's response headers (ADR 0025): nothing from elsewhere, no inline script or
+#: style, never framed, no referrer leaves, no sniffing.
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS: Final = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+)
+#: Largest form body the console reads (a token, a CSRF token: well under).
+MAX_FORM_BYTES: Final = 8 * 1024
+MAX_FORM_FIELDS: Final = 8
+#: Lines of an app's log its page shows before following.
+LOG_TAIL: Final = 200
+#: One log follow's longest life; the browser then reconnects where it was (Last-Event-ID).
+FOLLOW_LIMIT: Final = 600.0
+#: Longest line sent as one event (a longer one is cut into several).
+MAX_EVENT_LINE: Final = 64 * 1024
+#: Largest offset a follower may ask for (JavaScript's exact integers).
+_MAX_OFFSET: Final = 2**53
+_HTML: Final = "text/html; charset=utf-8"
+
+
+class _Refused(Exception):
+    """A POST refused before anything happened: 403, with the reason."""
+
+
+class _SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every answer, and ``no-store`` to all but static files."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
+        static = (path[len(root) :] if path.startswith(root) else path).startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS:
+                    headers[name] = value
+                if not static:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _static_dir() -> Path:
+    return Path(str(resources.files("confide.operator._console") / "static"))
+
+
+def _own_origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _check_origin(request: Request) -> None:
+    """A POST comes from one of the console's own pages, as the browser tells.
+
+    ``Origin``, when the browser states it, must be the console's own. Under the
+    console's ``Referrer-Policy: no-referrer`` browsers send ``Origin: null`` on
+    same-origin POSTs (Fetch, "serializing a request origin"), so then the Fetch
+    Metadata header decides: ``Sec-Fetch-Site: same-origin`` (a header pages cannot
+    set). Neither says so: refused (an old browser fails closed).
+    """
+    origin = request.headers.get("origin")
+    site = request.headers.get("sec-fetch-site")
+    own = _own_origin(request)
+    if origin is not None and origin != "null":
+        if origin != own:
+            raise _Refused(f"this form was posted from {origin!r}, not from the console ({own!r})")
+        if site is None or site == "same-origin":
+            return
+    elif site == "same-origin":
+        return
+    raise _Refused(
+        f"this form was not posted from the console (Origin {origin!r}, Sec-Fetch-Site "
+        f"{site!r}, expected {own!r} or same-origin): reload the page and try again"
+    )
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    """A small URL-encoded form (bounded), first value of each field."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        raise _Refused(f"a form is posted as application/x-www-form-urlencoded, not {media!r}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise _Refused(f"the form is larger than {MAX_FORM_BYTES} bytes")
+    try:
+        fields = parse_qs(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=False,
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise _Refused("the form could not be read") from None
+    return {name: values[0] for name, values in fields.items()}
+
+
+def _set_cookie(response: Response, request: Request, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=_pages.PREFIX,
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _page(body: Html, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(str(body), status_code=status, media_type=_HTML)
+
+
+def _redirect(path: str) -> RedirectResponse:
+    return RedirectResponse(_pages.PREFIX + path, status_code=303)
+
+
+def _app_id(request: Request) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(request.path_params["app_id"]))
+    except ValueError:
+        return None
+
+
+def create_console(
+    service: AppService, *, database: Database, logs: LogSource, clock: Clock, poll_interval: float
+) -> ASGIApp:
+    """The console as an ASGI app, to mount at :data:`~._pages.PREFIX`."""
+
+    def identity(request: Request) -> ConsoleIdentity | None:
+        session_id = request.cookies.get(SESSION_COOKIE)
+        if session_id is None or not well_formed(session_id):
+            return None
+        with database.session() as session:
+            return resume_session(session, session_id, now=clock())
+
+    def signed_in(who: ConsoleIdentity, title: str, body: Html, current: str = "") -> HTMLResponse:
+        return _page(
+            _pages.signed_in(title, body, account=who.auth.account, csrf=who.csrf, current=current)
+        )
+
+    def not_found(who: ConsoleIdentity) -> HTMLResponse:
+        return _page(_pages.not_found(who.auth.account, who.csrf), 404)
+
+    # -- signing in and out ------------------------------------------------------------------
+
+    def sign_in_form(request: Request, error: str | None = None, status: int = 200) -> Response:
+        form_token = new_secret()
+        response = _page(_pages.sign_in(form_token, error=error), status)
+        max_age = int(SIGN_IN_LIFETIME.total_seconds())
+        _set_cookie(response, request, SIGN_IN_COOKIE, form_token, max_age)
+        return response
+
+    def sign_in_page(request: Request) -> Response:
+        if identity(request) is not None:
+            return _redirect("/")
+        return sign_in_form(request)
+
+    async def sign_in(request: Request) -> Response:
+        _check_origin(request)
+        form = await _read_form(request)
+        expected = request.cookies.get(SIGN_IN_COOKIE)
+        if not well_formed(expected) or not same_secret(str(expected), form.get("csrf")):
+            raise _Refused("the sign-in form expired or came from elsewhere: reload it")
+        token = form.get("token", "").strip()
+
+        def open_session() -> ConsoleIdentity | None:
+            now = clock()
+            with database.session() as session:
+                auth = authenticate_token(session, token, now=now)
+                if auth is None:
+                    return None
+                opened = start_session(session, auth, now=now)
+                session.commit()
+                return opened
+
+        opened = await run_in_threadpool(open_session)
+        if opened is None:
+            return sign_in_form(request, "This is not a valid API token of this operator.", 401)
+        response = _redirect("/")
+        _set_cookie(
+            response,
+            request,
+            SESSION_COOKIE,
+            opened.session_id,
+            int(SESSION_LIFETIME.total_seconds()),
+        )
+        response.delete_cookie(SIGN_IN_COOKIE, path=_pages.PREFIX)
+        return response
+
+    async def sign_out(request: Request) -> Response:
+        who = await post_identity(request)
+        if who is None:
+            return _redirect("/sign-in")
+
+        def close() -> None:
+            with database.session() as session:
+                end_session(session, who.session_id)
+                session.commit()
+
+        await run_in_threadpool(close)
+        response = _redirect("/sign-in")
+        response.delete_cookie(
+            SESSION_COOKIE,
+            path=_pages.PREFIX,
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    async def post_identity(request: Request) -> ConsoleIdentity | None:
+        """Origin, session, CSRF token, in that order; ``None``: not signed in."""
+        _check_origin(request)
+        who = await run_in_threadpool(identity, request)
+        if who is None:
+            return None
+        form = await _read_form(request)
+        if not same_secret(who.csrf, form.get("csrf")):
+            raise _Refused("this form's CSRF token is missing or wrong: reload the page")
+        return who
+
+    # -- pages -------------------------------------------------------------------------------
+
+    def page(
+        render: Callable[[Request, ConsoleIdentity], Response],
+    ) -> Callable[[Request], Response]:
+        def endpoint(request: Request) -> Response:
+            who = identity(request)
+            if who is None:
+                return _redirect("/sign-in")
+            try:
+                return render(request, who)
+            except NotFound:
+                return not_found(who)
+
+        return endpoint
+
+    def action(
+        act: Callable[[AuthenticatedToken, Request], str],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            who = await post_identity(request)
+            if who is None:
+                return _redirect("/sign-in")
+            try:
+                return _redirect(await run_in_threadpool(act, who.auth, request))
+            except NotFound:
+                return await run_in_threadpool(not_found, who)
+
+        return endpoint
+
+    @page
+    def apps(request: Request, who: ConsoleIdentity) -> Response:
+        found = service.list_apps(who.auth, None).apps
+        return signed_in(who, "Apps", _pages.app_list(found), current="/")
+
+    @page
+    def app(request: Request, who: ConsoleIdentity) -> Response:
+        app_id = _app_id(request)
+        if app_id is None:
+            raise NotFound("no such app")
+        record = service.get_app(who.auth, app_id)
+        history = service.status_history(who.auth, app_id)
+        data, offset = logs.read_end(app_id, LOG_TAIL)
+        body = _pages.app_page(record, history, data.decode("utf-8", "replace"), offset)
+        return signed_in(who, record.name, body)
+
+    def confirm(verb: str) -> Callable[[Request], Response]:
+        @page
+        def endpoint(request: Request, who: ConsoleIdentity) -> Response:
+            app_id = _app_id(request)
+            if app_id is None:
+                raise NotFound("no such app")
+            record = service.get_app(who.auth, app_id)
+            title = f"{verb.capitalize()} {record.name}"
+            return signed_in(who, title, _pages.confirm(record, verb, who.csrf))
+
+        return endpoint
+
+    @action
+    def stop(auth: AuthenticatedToken, request: Request) -> str:
+        app_id = _app_id(request)
+        if app_id is None:
+            raise NotFound("no such app")
+        service.stop(auth, app_id)
+        return f"/apps/{app_id}"
+
+    @action
+    def delete(auth: AuthenticatedToken, request: Request) -> str:
+        app_id = _app_id(request)
+        if app_id is None:
+            raise NotFound("no such app")
+        service.delete(auth, app_id)
+        return "/"
+
+    @page
+    def projects(request: Request, who: ConsoleIdentity) -> Response:
+        body = _pages.projects_and_plans(service.list_projects(who.auth), service.plans())
+        return signed_in(who, "Projects and plans", body, current="/projects")
+
+    def tokens_page(who: ConsoleIdentity, issued: IssuedToken | None) -> Response:
+        found = service.list_tokens(who.auth)
+        body = _pages.tokens(found, who.auth.token_id, who.csrf, issued)
+        return signed_in(who, "API tokens", body, current="/tokens")
+
+    @page
+    def tokens(request: Request, who: ConsoleIdentity) -> Response:
+        return tokens_page(who, None)
+
+    async def create_token(request: Request) -> Response:
+        # Answered with the page itself (not a redirect): the secret is shown this once.
+        who = await post_identity(request)
+        if who is None:
+            return _redirect("/sign-in")
+        return await run_in_threadpool(lambda: tokens_page(who, service.create_token(who.auth)))
+
+    @action
+    def revoke_token(auth: AuthenticatedToken, request: Request) -> str:
+        raw = str(request.path_params["token_id"])
+        if not raw.isdigit() or len(raw) > 18:
+            raise NotFound("no such token")
+        service.revoke_token(auth, int(raw))
+        return "/tokens"
+
+    # -- following a log ---------------------------------------------------------------------
+
+    def log_events(request: Request) -> Response:
+        who = identity(request)
+        app_id = _app_id(request)
+        if who is None:
+            return Response("sign in first", status_code=401, media_type="text/plain")
+        try:
+            if app_id is None:
+                raise NotFound("no such app")
+            service.get_app(who.auth, app_id)
+        except NotFound:
+            return Response("no such app", status_code=404, media_type="text/plain")
+        raw = request.headers.get("last-event-id") or request.query_params.get("offset") or "0"
+        if not raw.isdigit() or int(raw) > _MAX_OFFSET:
+            return Response("bad offset", status_code=400, media_type="text/plain")
+
+        def why_stop() -> str | None:
+            with database.session() as session:
+                if resume_session(session, who.session_id, now=clock()) is None:
+                    return "signed-out"
+            return None if service.app_active(who.auth, app_id) else "stopped"
+
+        stream = _follow(logs, app_id, int(raw), why_stop, poll_interval)
+        return StreamingResponse(stream, media_type="text/event-stream")
+
+    routes = [
+        Route("/", apps, methods=["GET"]),
+        Route("/sign-in", sign_in_page, methods=["GET"]),
+        Route("/sign-in", sign_in, methods=["POST"]),
+        Route("/sign-out", sign_out, methods=["POST"]),
+        Route("/apps/{app_id}", app, methods=["GET"]),
+        Route("/apps/{app_id}/stop", confirm("stop"), methods=["GET"]),
+        Route("/apps/{app_id}/stop", stop, methods=["POST"]),
+        Route("/apps/{app_id}/delete", confirm("delete"), methods=["GET"]),
+        Route("/apps/{app_id}/delete", delete, methods=["POST"]),
+        Route("/apps/{app_id}/log/events", log_events, methods=["GET"]),
+        Route("/projects", projects, methods=["GET"]),
+        Route("/tokens", tokens, methods=["GET"]),
+        Route("/tokens", create_token, methods=["POST"]),
+        Route("/tokens/{token_id}/revoke", revoke_token, methods=["POST"]),
+        Mount("/static", app=StaticFiles(directory=_static_dir()), name="static"),
+    ]
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        return _page(_pages.refused(str(exc)), 403)
+
+    async def missing(request: Request, exc: Exception) -> Response:
+        return _page(_pages.not_found(), 404)
+
+    console = Starlette(
+        routes=routes,
+        exception_handlers={_Refused: refused, 404: missing},
+    )
+    return _SecurityHeaders(console)
+
+
+async def _follow(
+    logs: LogSource,
+    app_id: uuid.UUID,
+    offset: int,
+    why_stop: Callable[[], str | None],
+    poll_interval: float,
+) -> AsyncIterator[bytes]:
+    """Server-sent events: each chunk of whole lines appended after ``offset``.
+
+    Every event's id is the offset after its lines, so a reconnecting browser goes
+    on where it was. ``end`` (``stopped`` or ``signed-out``) once ``why_stop()`` says so;
+    the stream also closes after :data:`FOLLOW_LIMIT` (the browser reconnects).
+    """
+    started = time.monotonic()
+    pending = b""
+    position = offset
+    yield b"retry: 2000\n\n"
+    while True:
+        chunk, position = await run_in_threadpool(logs.read_from, app_id, position)
+        if chunk:
+            pending += chunk
+            cut = pending.rfind(b"\n")
+            if cut < 0 and len(pending) < MAX_EVENT_LINE:
+                continue
+            whole, pending = (
+                (pending[: cut + 1], pending[cut + 1 :]) if cut >= 0 else (pending, b"")
+            )
+            yield _event(whole, position - len(pending))
+            continue
+        reason = await run_in_threadpool(why_stop)
+        if reason is not None:
+            yield f"event: end\ndata: {reason}\n\n".encode()
+            return
+        if time.monotonic() - started > FOLLOW_LIMIT:
+            return
+        await asyncio.sleep(poll_interval)
+
+
+def _event(lines: bytes, offset: int) -> bytes:
+    text = lines.decode("utf-8", "replace").replace("\r", "")
+    if text.endswith("\n"):
+        text = text[:-1]
+    data = "".join(f"data: {line}\n" for line in text.split("\n"))
+    return f"id: {offset}\n{data}\n".encode()

@@ -1,0 +1,270 @@
+"""The operator console (``/console/``): sign-in, its pages, its actions, its sessions.
+
+Through a real operator API server (SQLite and PostgreSQL), as a browser uses it:
+forms, cookies and ``Origin``. The console reads through the REST API's service:
+the tests compare what it shows with what the API answers. Attacks (CSRF,
+escaping, framing, another account's app) are in tests/adversarial/test_console_attacks.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+
+from starlette.testclient import TestClient
+
+from confide.operator import App, create_app, record_status
+from confide.wire import AppStatus
+from support.console import ConsoleUser, csrf_of
+from support.operator_api import Operator, upload
+
+HOURS_8 = 8 * 3600
+
+
+def _deploy(operator: Operator, package: bytes, account: str = "alice") -> tuple[str, str]:
+    token = operator.token(account)
+    with operator.client(token) as c:
+        created = upload(c, package)
+        assert created.status_code == 201, created.text
+        return token, created.json()["id"]
+
+
+def _set_status(
+    operator: Operator, app_id: str, status: AppStatus, detail: str | None = None
+) -> None:
+    with operator.database.session() as s:
+        row = s.get(App, uuid.UUID(app_id))
+        assert row is not None
+        record_status(s, row, status, now=operator.clock(), detail=detail)
+        s.commit()
+
+
+def _set_cookie_header(headers: list[tuple[str, str]]) -> str:
+    found = [v for k, v in headers if k == "set-cookie"]
+    session = [v for v in found if v.startswith("confide_console=")]
+    assert len(session) == 1, found
+    return session[0]
+
+
+def test_sign_in_gives_a_strict_expiring_cookie_and_stores_only_its_hash(
+    operator: Operator,
+) -> None:
+    token = operator.token("alice")
+    with ConsoleUser(operator.url) as user:
+        assert user.page("/console/").headers["location"] == "/console/sign-in"
+        answer = user.sign_in(token)
+        assert answer.status_code == 303, answer.text
+        cookie = _set_cookie_header(answer.headers.multi_items())
+        attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
+        assert {"httponly", "samesite", "path", "max-age"} <= attributes, cookie
+        assert "samesite=strict" in cookie.lower()
+        assert "path=/console" in cookie.lower()
+        assert f"max-age={HOURS_8}" in cookie.lower()
+        # Plain HTTP here (TLS ends in front of the API if at all): Secure would make the
+        # browser drop it; over https it is set (test_the_cookie_is_secure_over_https).
+        assert "secure" not in attributes
+        session_id = cookie.split(";")[0].split("=", 1)[1]
+        assert len(session_id) == 43
+        rows = operator.dump()
+        assert session_id not in rows
+        assert hashlib.sha256(session_id.encode()).hexdigest() in rows
+        apps = user.page("/console/")
+        assert apps.status_code == 200 and "<h1>Apps</h1>" in apps.text
+        assert "alice" in apps.text
+
+
+def test_the_cookie_is_secure_over_https(operator: Operator) -> None:
+    """Behind a TLS front end the request's scheme is https (ASGI ``scheme``): Secure is set."""
+    app = create_app(
+        operator.settings, database=operator.database, clock=operator.clock, migrate=False
+    )
+    token = operator.token("alice")
+    with TestClient(app, base_url="https://console.example") as client:
+        form = client.get("/console/sign-in")
+        assert "secure" in form.headers["set-cookie"].lower()
+        answer = client.post(
+            "/console/sign-in",
+            data={"csrf": csrf_of(form.text), "token": token},
+            headers={"Origin": "https://console.example"},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303, answer.text
+        assert "; secure" in _set_cookie_header(answer.headers.multi_items()).lower()
+
+
+def test_a_wrong_token_does_not_sign_in(operator: Operator) -> None:
+    operator.token("alice")
+    with ConsoleUser(operator.url) as user:
+        for wrong in ["", "cfd_" + "A" * 43, "not a token"]:
+            answer = user.sign_in(wrong)
+            assert answer.status_code == 401
+            assert "not a valid API token" in answer.text
+            assert not any(
+                v.startswith("confide_console=")
+                for k, v in answer.headers.multi_items()
+                if k == "set-cookie"
+            )
+        assert user.page("/console/").status_code == 303
+
+
+def test_the_pages_show_what_the_api_answers(operator: Operator, package: bytes) -> None:
+    token, app_id = _deploy(operator, package)
+    _set_status(operator, app_id, AppStatus.INITIALIZING)
+    log = operator.settings.logs_dir / f"{app_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("waiting for the configuration\n")
+    with operator.client(token) as api:
+        record = api.get(f"/api/v1/apps/{app_id}").json()
+    with ConsoleUser(operator.url).signed_in(token) as user:
+        apps = user.page("/console/").text
+        assert f'href="/console/apps/{app_id}"' in apps
+        for shown in (record["name"], record["project"], "initializing", *record["domains"]):
+            assert shown in apps
+        page = user.page(f"/console/apps/{app_id}")
+        assert page.status_code == 200
+        assert record["fingerprint"] in page.text
+        assert record["launch"]["runtime_sha256"] in page.text
+        assert re.search(r"<td>[^<]*</td><td>spawning</td>", page.text)
+        assert re.search(r"<td>[^<]*</td><td>initializing</td>", page.text)
+        assert "waiting for the configuration" in page.text
+        offset = len("waiting for the configuration\n")
+        assert f'data-follow="/console/apps/{app_id}/log/events?offset={offset}"' in page.text
+        projects = user.page("/console/projects").text
+        assert "<td>demo</td><td>1</td>" in projects
+        for plan in operator.settings.plans:
+            assert f"<td>{plan.name}</td><td>{plan.memory_mib} MiB</td>" in projects
+
+
+def test_stop_and_delete_go_through_a_confirmation(operator: Operator, package: bytes) -> None:
+    token, app_id = _deploy(operator, package)
+    with ConsoleUser(operator.url).signed_in(token) as user, operator.client(token) as api:
+        confirm = user.page(f"/console/apps/{app_id}/stop")
+        assert confirm.status_code == 200
+        assert f'action="/console/apps/{app_id}/stop"' in confirm.text
+        assert api.get(f"/api/v1/apps/{app_id}").json()["desired_state"] == "run"  # not yet
+        stopped = user.submit(f"/console/apps/{app_id}/stop", f"/console/apps/{app_id}/stop")
+        assert stopped.status_code == 303
+        assert stopped.headers["location"] == f"/console/apps/{app_id}"
+        assert api.get(f"/api/v1/apps/{app_id}").json()["desired_state"] == "stop"
+        assert uuid.UUID(app_id) in operator.events.notified
+        # Stopped: no stop button any more, a delete one still.
+        page = user.page(f"/console/apps/{app_id}").text
+        assert f"/console/apps/{app_id}/stop" not in page
+        deleted = user.submit(f"/console/apps/{app_id}/delete", f"/console/apps/{app_id}/delete")
+        assert deleted.status_code == 303 and deleted.headers["location"] == "/console/"
+        # Still spawning: deleted once the supervisor stopped it (as through the API).
+        assert api.get(f"/api/v1/apps/{app_id}").json()["delete_requested"] is True
+        assert ", then delete" in user.page(f"/console/apps/{app_id}").text
+
+
+def test_tokens_are_shown_once_and_revoked(operator: Operator) -> None:
+    token = operator.token("alice")
+    with ConsoleUser(operator.url).signed_in(token) as user:
+        created = user.submit("/console/tokens", "/console/tokens")
+        assert created.status_code == 200
+        found = re.search(r'<code id="new-token">(cfd_[A-Za-z0-9_-]{43})</code>', created.text)
+        assert found is not None, created.text
+        new = found.group(1)
+        assert created.headers["cache-control"] == "no-store"
+        with operator.client(new) as api:
+            assert api.get("/api/v1/me").json()["account"] == "alice"
+            listing = user.page("/console/tokens").text
+            assert new not in listing  # shown once
+            token_id = api.get("/api/v1/me").json()["token_id"]
+            assert f'action="/console/tokens/{token_id}/revoke"' in listing
+            revoked = user.submit("/console/tokens", f"/console/tokens/{token_id}/revoke")
+            assert revoked.status_code == 303
+            assert api.get("/api/v1/me").status_code == 401
+        assert "revoked" in user.page("/console/tokens").text
+
+
+def test_a_session_expires(operator: Operator) -> None:
+    token = operator.token("alice")
+    with ConsoleUser(operator.url).signed_in(token) as user:
+        operator.clock.advance(HOURS_8 - 1)
+        assert user.page("/console/").status_code == 200
+        operator.clock.advance(1)
+        expired = user.page("/console/")
+        assert expired.status_code == 303 and expired.headers["location"] == "/console/sign-in"
+        assert user.page("/console/tokens").status_code == 303
+
+
+def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(operator: Operator) -> None:
+    token = operator.token("alice")
+    with ConsoleUser(operator.url).signed_in(token) as user, ConsoleUser(operator.url) as thief:
+        stolen = user.http.cookies.get("confide_console", path="/console")
+        assert stolen is not None
+        thief.http.cookies.set("confide_console", stolen, path="/console")
+        assert thief.page("/console/").status_code == 200  # guard: the copy works until...
+        out = user.submit("/console/", "/console/sign-out")
+        assert out.status_code == 303 and out.headers["location"] == "/console/sign-in"
+        assert 'confide_console=""' in out.headers["set-cookie"]
+        assert thief.page("/console/").status_code == 303  # ...the session is over
+        assert user.page("/console/").status_code == 303
+
+
+def test_revoking_the_token_ends_its_sessions(operator: Operator) -> None:
+    token = operator.token("alice")
+    with ConsoleUser(operator.url).signed_in(token) as user, operator.client(token) as api:
+        token_id = api.get("/api/v1/me").json()["token_id"]
+        assert (
+            user.submit("/console/tokens", f"/console/tokens/{token_id}/revoke").status_code == 303
+        )
+        assert user.page("/console/").status_code == 303
+
+
+def test_the_log_follows_live_until_the_app_stops(operator: Operator, package: bytes) -> None:
+    token, app_id = _deploy(operator, package)
+    _set_status(operator, app_id, AppStatus.RUNNING)
+    log = operator.settings.logs_dir / f"{app_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("old line\n")
+    events: list[str] = []
+    with ConsoleUser(operator.url).signed_in(token) as user:
+        url = f"/console/apps/{app_id}/log/events?offset={len('old line' + chr(10))}"
+        with user.http.stream("GET", url) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for line in stream.iter_lines():
+                events.append(line)
+                if line == "retry: 2000":
+                    with log.open("a") as f:
+                        f.write("new <b>line</b>\npart")
+                elif line == "data: new <b>line</b>":
+                    with log.open("a") as f:
+                        f.write("ial\n")
+                elif line == "data: partial":
+                    _set_status(operator, app_id, AppStatus.STOPPED)
+        end = len("old line\nnew <b>line</b>\npartial\n")
+        assert events == [
+            "retry: 2000",
+            "",
+            f"id: {len('old line' + chr(10) + 'new <b>line</b>' + chr(10))}",
+            "data: new <b>line</b>",
+            "",
+            f"id: {end}",
+            "data: partial",
+            "",
+            "event: end",
+            "data: stopped",
+            "",
+        ]
+        # A reconnecting browser goes on from its last event's id.
+        again = user.http.get(url, headers={"Last-Event-ID": str(end)})
+        assert "data: partial" not in again.text and "event: end" in again.text
+
+
+def test_signing_out_ends_a_log_follower(operator: Operator, package: bytes) -> None:
+    token, app_id = _deploy(operator, package)
+    _set_status(operator, app_id, AppStatus.RUNNING)
+    events: list[str] = []
+    with ConsoleUser(operator.url).signed_in(token) as user:
+        with user.http.stream("GET", f"/console/apps/{app_id}/log/events") as stream:
+            for line in stream.iter_lines():
+                events.append(line)
+                if line == "retry: 2000":
+                    assert user.submit("/console/", "/console/sign-out").status_code == 303
+        assert events[-3:] == ["event: end", "data: signed-out", ""]
+        # Signed out, a new follower is refused before it starts.
+        assert user.page(f"/console/apps/{app_id}/log/events").status_code == 401
