@@ -11,7 +11,11 @@ reads the environment or a global here), then serves until
    (``<data>/simulation``), created at the first start: every runtime quotes
    on it, and its root is what the API gives clients to verify them with;
 4. the backend (:class:`LocalProcessBackend`), the :class:`Supervisor` and
-   the route table it keeps;
+   the route table it keeps; with ``supervisor = "lease"`` or ``"never"``
+   (replicas, ADR 0023) the router's routes are read from the database instead
+   (:class:`DatabaseRoutes`), and the supervisor runs only while this replica holds
+   the ``[kubernetes]`` Lease (:class:`LeaseElection`: a new supervisor for each
+   term, cancelled the moment the Lease is lost) or never;
 5. the router, then the API, each on its address (port 0: one the kernel
    picks); the API is told the router's real address, as clients need it.
 
@@ -34,6 +38,7 @@ import json
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,11 +57,12 @@ from ._backend import LocalProcessBackend, RuntimeBackend
 from ._blobs import BlobStore
 from ._ca import OperatorCA
 from ._db import Database, upgrade_database
+from ._election import LeaseElection
 from ._gramine import GramineBackend
 from ._kubernetes import KubernetesBackend, KubernetesLogSource, KubernetesTarget
 from ._logs import FileLogSource, LogSource
-from ._router import Recorder, RouterSettings, serve_router
-from ._routes import AppRoutes
+from ._router import Recorder, RouterSettings, RouteTable, serve_router
+from ._routes import AppRoutes, DatabaseRoutes
 from ._seams import (
     Clock,
     MetricsSource,
@@ -65,7 +71,7 @@ from ._seams import (
     SimulationRootProvider,
     utc_now,
 )
-from ._settings import OperatorSettings, TeeBackend
+from ._settings import OperatorSettings, SupervisorMode, TeeBackend
 from ._supervisor import Supervisor, SupervisorOptions
 
 #: Where the bound addresses are written, in the data folder.
@@ -117,6 +123,42 @@ def _simulation(
     pem = platform.root_certificate.public_bytes(Encoding.PEM)
     tee: Literal["sgx", "tdx"] = "tdx" if settings.tee == TeeBackend.SIMULATION_TDX else "sgx"
     return (lambda: pem), (lambda now: platform.collateral(now, tee=tee).to_json())
+
+
+class _Terms:
+    """The API's :class:`~._seams.AppEvents` when supervisors come and go with the Lease:
+    told to the supervisor of this replica's current term, if any (else the leader finds
+    the change at its next pass, within its poll interval)."""
+
+    def __init__(self, make: Callable[[], Supervisor]) -> None:
+        self._make = make
+        self._current: Supervisor | None = None
+
+    def notify(self, app_id: uuid.UUID) -> None:
+        current = self._current
+        if current is not None:
+            current.notify(app_id)
+
+    async def lead(self) -> None:
+        """One term: a fresh supervisor (nothing remembered from an earlier term), run
+        until the election cancels it."""
+        supervisor = self._make()
+        self._current = supervisor
+        try:
+            await supervisor.run(asyncio.Event().wait)
+        finally:
+            self._current = None
+
+
+def _election(settings: OperatorSettings) -> LeaseElection:
+    """The supervisor's election (ADR 0023) with the cluster's credentials, as the backend's."""
+    k = settings.kubernetes
+    if k is None or k.lease is None:  # pragma: no cover - checked by the settings
+        raise UsageError('supervisor = "lease" needs a [kubernetes] lease name')
+    # Unique per process: a restarted replica is a new candidate and waits its turn.
+    identity = f"{socket.gethostname()[:200]}_{uuid.uuid4().hex}"
+    client = AsyncClient(KubeConfig.from_env(), namespace=k.namespace)
+    return LeaseElection(client, name=k.lease, namespace=k.namespace, identity=identity)
 
 
 def _kubernetes(settings: OperatorSettings) -> tuple[RuntimeBackend, LogSource]:
@@ -191,9 +233,21 @@ async def run_operator(
             runtimes, api_logs = _kubernetes(settings)
             metrics = NoMetrics()
         routes = AppRoutes(settings.base_domain)
-        supervisor = Supervisor(
-            settings, database, runtimes, blobs, routes=routes, options=options, clock=clock
-        )
+
+        def make_supervisor() -> Supervisor:
+            return Supervisor(
+                settings, database, runtimes, blobs, routes=routes, options=options, clock=clock
+            )
+
+        mode = settings.supervisor
+        supervisor = make_supervisor()
+        terms = _Terms(make_supervisor)
+        election = _election(settings) if mode is SupervisorMode.LEASE else None
+        router_routes: RouteTable = routes
+        shared_routes: DatabaseRoutes | None = None
+        if mode.routes_from_database:
+            shared_routes = DatabaseRoutes(database, settings.base_domain)
+            router_routes = shared_routes
         stop = asyncio.Event()
         router_ready: asyncio.Future[HostPort] = asyncio.get_running_loop().create_future()
 
@@ -203,11 +257,14 @@ async def run_operator(
 
         async with asyncio.TaskGroup() as group:
             group.create_task(_stop_when(shutdown_trigger, stop))
+            if shared_routes is not None:
+                await shared_routes.refresh()  # routes before the router's first connection
+                group.create_task(shared_routes.run(stop.wait))
             router_task = group.create_task(
                 serve_router(
                     router_settings
                     or RouterSettings(host=settings.router_host, port=settings.router_port),
-                    routes,
+                    router_routes,
                     ca,
                     shutdown_trigger=stop.wait,
                     recorder=recorder,
@@ -233,7 +290,7 @@ async def run_operator(
                 served,
                 database=database,
                 blobs=blobs,
-                events=supervisor,
+                events=supervisor if mode is SupervisorMode.ALWAYS else terms,
                 log_source=api_logs,
                 metrics=metrics,
                 sim_root_provider=sim_root,
@@ -243,7 +300,10 @@ async def run_operator(
                 migrate=False,
             )
             group.create_task(serve_api(api, served, stop.wait, sock=api_sock))
-            group.create_task(supervisor.run(stop.wait))
+            if mode is SupervisorMode.ALWAYS:
+                group.create_task(supervisor.run(stop.wait))
+            elif election is not None:
+                group.create_task(election.run(terms.lead, stop.wait))
             addresses = OperatorAddresses(
                 api_host=api_host,
                 api_port=api_port,
@@ -253,12 +313,13 @@ async def run_operator(
             )
             await asyncio.to_thread(_write_addresses, addresses_file, addresses)
             log.info(
-                "operator %s: API on %s, router on %s, %s TEE, apps at *.%s",
+                "operator %s: API on %s, router on %s, %s TEE, apps at *.%s, supervisor: %s",
                 data,
                 addresses.api_url,
                 addresses.router,
                 settings.tee.value,
                 settings.base_domain,
+                mode.value,
             )
             if on_ready is not None:
                 on_ready(addresses)

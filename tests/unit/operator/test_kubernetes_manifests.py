@@ -10,7 +10,8 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
-from confide.operator import _election, _kubernetes
+from confide.operator import OperatorSettings, _election, _kubernetes
+from confide.operator._settings import SupervisorMode
 
 MANIFESTS = Path(__file__).parents[3] / "deploy" / "kubernetes" / "operator.yaml"
 
@@ -81,3 +82,25 @@ def test_rbac_is_namespaced_and_covers_exactly_the_backend_calls() -> None:
     assert {r for r, _ in granted} <= set(plural.values()) | {"pods/log"}
     assert all(v in verbs.values() for _, v in granted)
     assert not any(v in ("*", "patch", "deletecollection", "escalate", "bind") for _, v in granted)
+
+
+def test_replicas_elect_the_supervisor_with_a_lease(tmp_path: Path) -> None:
+    """More than one replica, rolled one at a time, the supervisor elected (ADR 0023)."""
+    docs = documents()
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] > 1
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    path = tmp_path / "operator.toml"
+    path.write_text(config["data"]["operator.toml"])
+    settings = OperatorSettings.load(
+        tmp_path,
+        runtime_sha256=bytes(32),
+        config_file=path,
+        database_url="postgresql+psycopg://confide@db.invalid/confide",  # from the Secret
+    )
+    assert settings.supervisor is SupervisorMode.LEASE
+    assert settings.kubernetes is not None and settings.kubernetes.lease == "confide-supervisor"
+    (claim,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # shared by the replicas
