@@ -42,10 +42,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from lightkube import AsyncClient, Client, KubeConfig
 
 from confide.errors import UsageError
 from confide.runtime import bind_listener, write_atomically
@@ -57,9 +56,7 @@ from ._backend import LocalProcessBackend, RuntimeBackend
 from ._blobs import BlobStore
 from ._ca import OperatorCA
 from ._db import Database, upgrade_database
-from ._election import LeaseElection
 from ._gramine import GramineBackend
-from ._kubernetes import KubernetesBackend, KubernetesLogSource, KubernetesTarget
 from ._logs import FileLogSource, LogSource
 from ._router import Recorder, RouterSettings, RouteTable, serve_router
 from ._routes import AppRoutes, DatabaseRoutes
@@ -73,6 +70,9 @@ from ._seams import (
 )
 from ._settings import OperatorSettings, SupervisorMode, TeeBackend
 from ._supervisor import Supervisor, SupervisorOptions
+
+if TYPE_CHECKING:  # the confide[kubernetes] extra: imported where used (_kubernetes_modules)
+    from ._election import LeaseElection
 
 #: Where the bound addresses are written, in the data folder.
 ADDRESSES_FILE: Final = "operator.json"
@@ -150,11 +150,34 @@ class _Terms:
             self._current = None
 
 
+#: What the ``confide[kubernetes]`` extra installs (the distributions' import names).
+_KUBERNETES_MODULES: Final = frozenset({"lightkube", "httpx2", "httpcore2", "msgspec", "yaml"})
+
+
+def _require_kubernetes_extra() -> None:
+    """Import lightkube, or say which extra to install (it is not a requirement of the
+    runtime, so it stays out of the enclave's measured environment, ADR 0017)."""
+    try:
+        import lightkube  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in _KUBERNETES_MODULES:
+            raise
+        raise UsageError(
+            f"the [kubernetes] settings need the Kubernetes client ({exc.name} is not installed)",
+            hint="install confide[kubernetes]: pip install 'confide[kubernetes]'",
+        ) from None
+
+
 def _election(settings: OperatorSettings) -> LeaseElection:
     """The supervisor's election (ADR 0023) with the cluster's credentials, as the backend's."""
     k = settings.kubernetes
     if k is None or k.lease is None:  # pragma: no cover - checked by the settings
         raise UsageError('supervisor = "lease" needs a [kubernetes] lease name')
+    _require_kubernetes_extra()
+    from lightkube import AsyncClient, KubeConfig
+
+    from ._election import LeaseElection
+
     # Unique per process: a restarted replica is a new candidate and waits its turn.
     identity = f"{socket.gethostname()[:200]}_{uuid.uuid4().hex}"
     client = AsyncClient(KubeConfig.from_env(), namespace=k.namespace)
@@ -167,6 +190,11 @@ def _kubernetes(settings: OperatorSettings) -> tuple[RuntimeBackend, LogSource]:
     k = settings.kubernetes
     if k is None:  # pragma: no cover - checked by the caller
         raise UsageError("no [kubernetes] settings")
+    _require_kubernetes_extra()
+    from lightkube import AsyncClient, Client, KubeConfig
+
+    from ._kubernetes import KubernetesBackend, KubernetesLogSource, KubernetesTarget
+
     target = KubernetesTarget(
         namespace=k.namespace,
         image=k.image,
