@@ -342,9 +342,15 @@ class LeaseElection:
                     raise RuntimeError("the supervisor returned while it led")
         finally:
             stopping.cancel()
-            if leader is not None:
-                await _cancel(leader)
-            await self._release(loop)
+            try:
+                if leader is not None:
+                    await _cancel(leader)  # raises what the supervisor failed with, if it did
+            finally:
+                await self._release(loop)
+
+    async def aclose(self) -> None:
+        """Close the API client (when the election owns it)."""
+        await self._client.close()
 
     async def _release(self, loop: asyncio.AbstractEventLoop) -> None:
         """Give the Lease up if we hold it, so the next replica need not wait it out."""

@@ -331,7 +331,7 @@ async def run_operator(
             if mode is SupervisorMode.ALWAYS:
                 group.create_task(supervisor.run(stop.wait))
             elif election is not None:
-                group.create_task(election.run(terms.lead, stop.wait))
+                group.create_task(_elect(election, terms, stop))
             addresses = OperatorAddresses(
                 api_host=api_host,
                 api_port=api_port,
@@ -356,6 +356,14 @@ async def run_operator(
         if api_sock is not None:
             api_sock.close()
         database.dispose()
+
+
+async def _elect(election: LeaseElection, terms: _Terms, stop: asyncio.Event) -> None:
+    """Compete for the Lease and supervise while it is held (ADR 0023), until ``stop``."""
+    try:
+        await election.run(terms.lead, stop.wait)
+    finally:
+        await election.aclose()
 
 
 async def _stop_when(trigger: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:

@@ -97,7 +97,8 @@ class SupervisorMode(enum.StrEnum):
     #: One of several replicas: it supervises only while it holds the ``[kubernetes]``
     #: ``lease``; its router routes from the shared database.
     LEASE = "lease"
-    #: An API and router replica: it never supervises; its router routes from the database.
+    #: An API and router replica: it never supervises; its router routes from the database,
+    #: so it must reach the runtimes' addresses (pod IPs; 127.0.0.1 only on the same host).
     NEVER = "never"
 
     @property

@@ -359,3 +359,26 @@ async def test_a_leader_that_shuts_down_releases_the_lease(
     assert api.get("leases", NS, "confide-supervisor")["spec"].get("holderIdentity") in (None, "b")
     taken = await until(lambda: b.supervising)
     assert taken - released < FAST.lease_duration  # no need to wait the lease out
+
+
+def test_a_supervisor_that_fails_ends_the_election_and_releases_the_lease() -> None:
+    """A bug in the supervisor is not swallowed: the election raises it (the operator then
+    stops) and gives the Lease up, so another replica need not wait it out."""
+
+    async def body() -> None:
+        api = KubeApi()
+        writes: list[tuple[float, str]] = []
+        a = replica(api, "a", writes)
+
+        async def failing() -> None:
+            raise LookupError("a bug in the supervisor")
+
+        task = asyncio.create_task(a.election.run(failing, a.stop.wait))
+        with pytest.raises(LookupError):
+            await asyncio.wait_for(task, 5)
+        spec = api.get("leases", NS, "confide-supervisor")["spec"]
+        assert spec.get("holderIdentity") is None and spec["leaseDurationSeconds"] == 1
+        validate_leases(api)
+        await a.client.close()
+
+    asyncio.run(body())
