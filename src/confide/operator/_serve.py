@@ -71,7 +71,9 @@ from ._seams import (
 from ._settings import OperatorSettings, SupervisorMode, TeeBackend
 from ._supervisor import Supervisor, SupervisorOptions
 
-if TYPE_CHECKING:  # the confide[kubernetes] extra: imported where used (_kubernetes_modules)
+if TYPE_CHECKING:  # the confide[kubernetes] extra: imported where used
+    from lightkube import KubeConfig
+
     from ._election import LeaseElection
 
 #: Where the bound addresses are written, in the data folder.
@@ -168,19 +170,34 @@ def _require_kubernetes_extra() -> None:
         ) from None
 
 
+def _kube_config() -> KubeConfig:
+    """The cluster's credentials: the pod's service account, else ``KUBECONFIG`` or
+    ``~/.kube/config`` (lightkube's ``KubeConfig.from_env``); one line if there are none."""
+    _require_kubernetes_extra()
+    from lightkube import ConfigError, KubeConfig
+
+    try:
+        return KubeConfig.from_env()
+    except ConfigError as exc:
+        raise UsageError(
+            f"no Kubernetes credentials for the [kubernetes] settings: {exc}",
+            hint="run in a pod with a service account, or set KUBECONFIG",
+        ) from None
+
+
 def _election(settings: OperatorSettings) -> LeaseElection:
     """The supervisor's election (ADR 0023) with the cluster's credentials, as the backend's."""
     k = settings.kubernetes
     if k is None or k.lease is None:  # pragma: no cover - checked by the settings
         raise UsageError('supervisor = "lease" needs a [kubernetes] lease name')
-    _require_kubernetes_extra()
-    from lightkube import AsyncClient, KubeConfig
+    config = _kube_config()
+    from lightkube import AsyncClient
 
     from ._election import LeaseElection
 
     # Unique per process: a restarted replica is a new candidate and waits its turn.
     identity = f"{socket.gethostname()[:200]}_{uuid.uuid4().hex}"
-    client = AsyncClient(KubeConfig.from_env(), namespace=k.namespace)
+    client = AsyncClient(config, namespace=k.namespace)
     return LeaseElection(client, name=k.lease, namespace=k.namespace, identity=identity)
 
 
@@ -190,8 +207,8 @@ def _kubernetes(settings: OperatorSettings) -> tuple[RuntimeBackend, LogSource]:
     k = settings.kubernetes
     if k is None:  # pragma: no cover - checked by the caller
         raise UsageError("no [kubernetes] settings")
-    _require_kubernetes_extra()
-    from lightkube import AsyncClient, Client, KubeConfig
+    config = _kube_config()
+    from lightkube import AsyncClient, Client
 
     from ._kubernetes import KubernetesBackend, KubernetesLogSource, KubernetesTarget
 
@@ -205,7 +222,6 @@ def _kubernetes(settings: OperatorSettings) -> tuple[RuntimeBackend, LogSource]:
         state_size=k.state_size,
         storage_class=k.storage_class,
     )
-    config = KubeConfig.from_env()
     backend = KubernetesBackend(AsyncClient(config, namespace=k.namespace), target)
     return backend, KubernetesLogSource(Client(config, namespace=k.namespace), target)
 

@@ -58,3 +58,16 @@ def test_without_the_extra_an_operator_says_what_to_install(
     with pytest.raises(UsageError, match=r"lightkube is not installed") as caught:
         _require_kubernetes_extra()
     assert caught.value.hint is not None and "confide[kubernetes]" in caught.value.hint
+
+
+def test_without_credentials_an_operator_says_where_they_come_from(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from confide.operator._serve import _kube_config
+
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
+    with pytest.raises(UsageError, match="no Kubernetes credentials") as caught:
+        _kube_config()
+    assert caught.value.hint is not None and "KUBECONFIG" in caught.value.hint
