@@ -33,7 +33,12 @@ import pytest
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.resources.core_v1 import ConfigMap, PersistentVolumeClaim, Pod
 
-from confide.operator import AppSpec, KubernetesBackend, KubernetesLogSource, KubernetesTarget
+from confide.operator import AppSpec
+from confide.operator._kubernetes import (
+    KubernetesBackend,
+    KubernetesLogSource,
+    KubernetesTarget,
+)
 from confide.runtime import runtime_code_hash
 from confide.wire import LaunchManifest, TlsMode
 from support.runtimes import EXAMPLES, CodeUnderTest

@@ -3,8 +3,10 @@
 Written from the Kubernetes API conventions (sig-architecture/api-conventions.md) and
 the API concepts page, not from any implementation:
 
-- objects live in namespaces under ``/api/v1/namespaces/<ns>/<plural>[/<name>]``;
-  ``pods``, ``persistentvolumeclaims`` and ``configmaps`` are served;
+- objects live in namespaces under ``/api/v1/namespaces/<ns>/<plural>[/<name>]``
+  (``pods``, ``persistentvolumeclaims``, ``configmaps``) or, for a named API group,
+  ``/apis/<group>/<version>/namespaces/<ns>/<plural>[/<name>]`` (``leases`` of
+  ``coordination.k8s.io/v1``, the leader-election objects);
 - every change takes the next ``metadata.resourceVersion`` (one counter for the
   store, as etcd's revision); a list carries the store's version in ``metadata``;
 - create of an existing name is 409 ``AlreadyExists``; an update whose
@@ -43,6 +45,14 @@ KINDS = {
     "pods": "Pod",
     "persistentvolumeclaims": "PersistentVolumeClaim",
     "configmaps": "ConfigMap",
+    "leases": "Lease",
+}
+#: The API group and version each resource is served under ("v1": the core group, /api/v1).
+GROUPS = {
+    "pods": "v1",
+    "persistentvolumeclaims": "v1",
+    "configmaps": "v1",
+    "leases": "coordination.k8s.io/v1",
 }
 
 
@@ -238,10 +248,10 @@ class KubeApi:
     def handle(
         self, method: str, path: str, query: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, Any] | str]:
-        parts = path.strip("/").split("/")
-        if parts[:3] != ["api", "v1", "namespaces"] or len(parts) < 5 or parts[4] not in KINDS:
+        found = _resource_path(path)
+        if found is None:
             return 404, status(404, "NotFound", f"the server could not find {path}")
-        ns, plural, rest = parts[3], parts[4], parts[5:]
+        ns, plural, rest = found
         try:
             if method == "POST" and not rest:
                 doc = json.loads(body)
@@ -251,7 +261,7 @@ class KubeApi:
                 items = self.list(plural, ns, query)
                 return 200, {
                     "kind": KINDS[plural] + "List",
-                    "apiVersion": "v1",
+                    "apiVersion": GROUPS[plural],
                     "metadata": {"resourceVersion": str(self.version)},
                     "items": items,
                 }
@@ -339,6 +349,20 @@ def _selected(obj: dict[str, Any], query: dict[str, str]) -> bool:
     return True
 
 
+def _resource_path(path: str) -> tuple[str, str, list[str]] | None:
+    """``(namespace, plural, rest)`` of a namespaced resource path, or ``None``."""
+    parts = path.strip("/").split("/")
+    if parts[:1] == ["api"]:
+        group, parts = "v1", parts[1:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, parts = f"{parts[1]}/{parts[2]}", parts[2:]
+    else:
+        return None
+    if parts[:2] != ["v1", "namespaces"] or len(parts) < 4 or GROUPS.get(parts[3]) != group:
+        return None
+    return parts[2], parts[3], parts[4:]
+
+
 def _query(request: httpx2.Request) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(request.url.query.decode()).items()}
 
@@ -373,16 +397,22 @@ class AsyncTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
+        #: A network partition between this client and the API server: every request
+        #: fails to connect (as a dropped route would) while it is set.
+        self.partitioned = False
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if self.partitioned:
+            raise httpx2.ConnectError("the API server is unreachable (partition)", request=request)
         query = _query(request)
         body = await request.aread()
-        parts = request.url.path.strip("/").split("/")
-        if request.method == "GET" and query.get("watch") in ("true", "1") and len(parts) == 5:
+        found = _resource_path(request.url.path)
+        watch = query.get("watch") in ("true", "1")
+        if request.method == "GET" and watch and found is not None and not found[2]:
             return httpx2.Response(
                 200,
                 headers={"Content-Type": "application/json"},
-                stream=_Stream(self.api.watch(parts[4], parts[3], query)),
+                stream=_Stream(self.api.watch(found[1], found[0], query)),
                 request=request,
             )
         code, payload = self.api.handle(request.method, request.url.path, query, body)

@@ -9,6 +9,11 @@ domains and the router's address. It never holds plaintext code and never
 starts a process: the backend's supervisor reads the database (see the
 protocols :class:`AppEvents`, :class:`LogSource`, :class:`MetricsSource`).
 
+The Kubernetes backend (``confide.operator._kubernetes``) and the supervisor's
+election (``confide.operator._election``) need the ``confide[kubernetes]`` extra
+(lightkube); they are imported only when ``operator.toml`` has a ``[kubernetes]``
+table, so the runtime's measured environment (ADR 0017) does not hold that client.
+
 Example::
 
     >>> import asyncio
@@ -49,7 +54,6 @@ from ._db import (
     upgrade_database,
 )
 from ._gramine import MANIFEST_STEM, THREADS_PER_CORE, GramineBackend
-from ._kubernetes import KubernetesBackend, KubernetesLogSource, KubernetesTarget
 from ._lifecycle import (
     TRANSITIONS,
     record_created,
@@ -141,9 +145,6 @@ __all__ = [
     "LaunchRefused",
     "LocalProcessBackend",
     "GramineBackend",
-    "KubernetesBackend",
-    "KubernetesLogSource",
-    "KubernetesTarget",
     "MANIFEST_STEM",
     "THREADS_PER_CORE",
     "OperatorAddresses",

@@ -11,7 +11,11 @@ reads the environment or a global here), then serves until
    (``<data>/simulation``), created at the first start: every runtime quotes
    on it, and its root is what the API gives clients to verify them with;
 4. the backend (:class:`LocalProcessBackend`), the :class:`Supervisor` and
-   the route table it keeps;
+   the route table it keeps; with ``supervisor = "lease"`` or ``"never"``
+   (replicas, ADR 0023) the router's routes are read from the database instead
+   (:class:`DatabaseRoutes`), and the supervisor runs only while this replica holds
+   the ``[kubernetes]`` Lease (:class:`LeaseElection`: a new supervisor for each
+   term, cancelled the moment the Lease is lost) or never;
 5. the router, then the API, each on its address (port 0: one the kernel
    picks); the API is told the router's real address, as clients need it.
 
@@ -34,13 +38,13 @@ import json
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from lightkube import AsyncClient, Client, KubeConfig
 
 from confide.errors import UsageError
 from confide.runtime import bind_listener, write_atomically
@@ -53,10 +57,9 @@ from ._blobs import BlobStore
 from ._ca import OperatorCA
 from ._db import Database, upgrade_database
 from ._gramine import GramineBackend
-from ._kubernetes import KubernetesBackend, KubernetesLogSource, KubernetesTarget
 from ._logs import FileLogSource, LogSource
-from ._router import Recorder, RouterSettings, serve_router
-from ._routes import AppRoutes
+from ._router import Recorder, RouterSettings, RouteTable, serve_router
+from ._routes import AppRoutes, DatabaseRoutes
 from ._seams import (
     Clock,
     MetricsSource,
@@ -65,8 +68,13 @@ from ._seams import (
     SimulationRootProvider,
     utc_now,
 )
-from ._settings import OperatorSettings, TeeBackend
+from ._settings import OperatorSettings, SupervisorMode, TeeBackend
 from ._supervisor import Supervisor, SupervisorOptions
+
+if TYPE_CHECKING:  # the confide[kubernetes] extra: imported where used
+    from lightkube import KubeConfig
+
+    from ._election import LeaseElection
 
 #: Where the bound addresses are written, in the data folder.
 ADDRESSES_FILE: Final = "operator.json"
@@ -119,12 +127,91 @@ def _simulation(
     return (lambda: pem), (lambda now: platform.collateral(now, tee=tee).to_json())
 
 
+class _Terms:
+    """The API's :class:`~._seams.AppEvents` when supervisors come and go with the Lease:
+    told to the supervisor of this replica's current term, if any (else the leader finds
+    the change at its next pass, within its poll interval)."""
+
+    def __init__(self, make: Callable[[], Supervisor]) -> None:
+        self._make = make
+        self._current: Supervisor | None = None
+
+    def notify(self, app_id: uuid.UUID) -> None:
+        current = self._current
+        if current is not None:
+            current.notify(app_id)
+
+    async def lead(self) -> None:
+        """One term: a fresh supervisor (nothing remembered from an earlier term), run
+        until the election cancels it."""
+        supervisor = self._make()
+        self._current = supervisor
+        try:
+            await supervisor.run(asyncio.Event().wait)
+        finally:
+            self._current = None
+
+
+#: What the ``confide[kubernetes]`` extra installs (the distributions' import names).
+_KUBERNETES_MODULES: Final = frozenset({"lightkube", "httpx2", "httpcore2", "msgspec", "yaml"})
+
+
+def _require_kubernetes_extra() -> None:
+    """Import lightkube, or say which extra to install (it is not a requirement of the
+    runtime, so it stays out of the enclave's measured environment, ADR 0017)."""
+    try:
+        import lightkube  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in _KUBERNETES_MODULES:
+            raise
+        raise UsageError(
+            f"the [kubernetes] settings need the Kubernetes client ({exc.name} is not installed)",
+            hint="install confide[kubernetes]: pip install 'confide[kubernetes]'",
+        ) from None
+
+
+def _kube_config() -> KubeConfig:
+    """The cluster's credentials: the pod's service account, else ``KUBECONFIG`` or
+    ``~/.kube/config`` (lightkube's ``KubeConfig.from_env``); one line if there are none."""
+    _require_kubernetes_extra()
+    from lightkube import ConfigError, KubeConfig
+
+    try:
+        return KubeConfig.from_env()
+    except ConfigError as exc:
+        raise UsageError(
+            f"no Kubernetes credentials for the [kubernetes] settings: {exc}",
+            hint="run in a pod with a service account, or set KUBECONFIG",
+        ) from None
+
+
+def _election(settings: OperatorSettings) -> LeaseElection:
+    """The supervisor's election (ADR 0023) with the cluster's credentials, as the backend's."""
+    k = settings.kubernetes
+    if k is None or k.lease is None:  # pragma: no cover - checked by the settings
+        raise UsageError('supervisor = "lease" needs a [kubernetes] lease name')
+    config = _kube_config()
+    from lightkube import AsyncClient
+
+    from ._election import LeaseElection
+
+    # Unique per process: a restarted replica is a new candidate and waits its turn.
+    identity = f"{socket.gethostname()[:200]}_{uuid.uuid4().hex}"
+    client = AsyncClient(config, namespace=k.namespace)
+    return LeaseElection(client, name=k.lease, namespace=k.namespace, identity=identity)
+
+
 def _kubernetes(settings: OperatorSettings) -> tuple[RuntimeBackend, LogSource]:
     """The Kubernetes backend and its log source (ADR 0007), with the cluster's credentials
     from the pod's service account or ``KUBECONFIG`` (lightkube's ``KubeConfig.from_env``)."""
     k = settings.kubernetes
     if k is None:  # pragma: no cover - checked by the caller
         raise UsageError("no [kubernetes] settings")
+    config = _kube_config()
+    from lightkube import AsyncClient, Client
+
+    from ._kubernetes import KubernetesBackend, KubernetesLogSource, KubernetesTarget
+
     target = KubernetesTarget(
         namespace=k.namespace,
         image=k.image,
@@ -135,7 +222,6 @@ def _kubernetes(settings: OperatorSettings) -> tuple[RuntimeBackend, LogSource]:
         state_size=k.state_size,
         storage_class=k.storage_class,
     )
-    config = KubeConfig.from_env()
     backend = KubernetesBackend(AsyncClient(config, namespace=k.namespace), target)
     return backend, KubernetesLogSource(Client(config, namespace=k.namespace), target)
 
@@ -191,9 +277,21 @@ async def run_operator(
             runtimes, api_logs = _kubernetes(settings)
             metrics = NoMetrics()
         routes = AppRoutes(settings.base_domain)
-        supervisor = Supervisor(
-            settings, database, runtimes, blobs, routes=routes, options=options, clock=clock
-        )
+
+        def make_supervisor() -> Supervisor:
+            return Supervisor(
+                settings, database, runtimes, blobs, routes=routes, options=options, clock=clock
+            )
+
+        mode = settings.supervisor
+        supervisor = make_supervisor()
+        terms = _Terms(make_supervisor)
+        election = _election(settings) if mode is SupervisorMode.LEASE else None
+        router_routes: RouteTable = routes
+        shared_routes: DatabaseRoutes | None = None
+        if mode.routes_from_database:
+            shared_routes = DatabaseRoutes(database, settings.base_domain)
+            router_routes = shared_routes
         stop = asyncio.Event()
         router_ready: asyncio.Future[HostPort] = asyncio.get_running_loop().create_future()
 
@@ -203,11 +301,14 @@ async def run_operator(
 
         async with asyncio.TaskGroup() as group:
             group.create_task(_stop_when(shutdown_trigger, stop))
+            if shared_routes is not None:
+                await shared_routes.refresh()  # routes before the router's first connection
+                group.create_task(shared_routes.run(stop.wait))
             router_task = group.create_task(
                 serve_router(
                     router_settings
                     or RouterSettings(host=settings.router_host, port=settings.router_port),
-                    routes,
+                    router_routes,
                     ca,
                     shutdown_trigger=stop.wait,
                     recorder=recorder,
@@ -233,7 +334,7 @@ async def run_operator(
                 served,
                 database=database,
                 blobs=blobs,
-                events=supervisor,
+                events=supervisor if mode is SupervisorMode.ALWAYS else terms,
                 log_source=api_logs,
                 metrics=metrics,
                 sim_root_provider=sim_root,
@@ -243,7 +344,10 @@ async def run_operator(
                 migrate=False,
             )
             group.create_task(serve_api(api, served, stop.wait, sock=api_sock))
-            group.create_task(supervisor.run(stop.wait))
+            if mode is SupervisorMode.ALWAYS:
+                group.create_task(supervisor.run(stop.wait))
+            elif election is not None:
+                group.create_task(_elect(election, terms, stop))
             addresses = OperatorAddresses(
                 api_host=api_host,
                 api_port=api_port,
@@ -253,12 +357,13 @@ async def run_operator(
             )
             await asyncio.to_thread(_write_addresses, addresses_file, addresses)
             log.info(
-                "operator %s: API on %s, router on %s, %s TEE, apps at *.%s",
+                "operator %s: API on %s, router on %s, %s TEE, apps at *.%s, supervisor: %s",
                 data,
                 addresses.api_url,
                 addresses.router,
                 settings.tee.value,
                 settings.base_domain,
+                mode.value,
             )
             if on_ready is not None:
                 on_ready(addresses)
@@ -267,6 +372,14 @@ async def run_operator(
         if api_sock is not None:
             api_sock.close()
         database.dispose()
+
+
+async def _elect(election: LeaseElection, terms: _Terms, stop: asyncio.Event) -> None:
+    """Compete for the Lease and supervise while it is held (ADR 0023), until ``stop``."""
+    try:
+        await election.run(terms.lead, stop.wait)
+    finally:
+        await election.aclose()
 
 
 async def _stop_when(trigger: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:

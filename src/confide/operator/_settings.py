@@ -17,6 +17,7 @@ Configuration file (every key optional)::
     allow_simulated_gramine = false     # tests only: see below
     max_package_size = 268435456        # bytes
     max_apps_per_account = 20
+    supervisor = "always"               # or "lease" / "never": replicas (ADR 0023)
 
     [kubernetes]                        # optional: run apps as pods (ADR 0007)
     namespace = "confide-apps"
@@ -24,6 +25,7 @@ Configuration file (every key optional)::
     operator_id = "operator-1"
     blob_url = "http://confide-operator.confide:8080/api/v1/blobs"
     simulation_claim = "confide-simulation"   # simulated TEEs only
+    lease = "confide-supervisor"        # the Lease that elects the supervisor
 
     [plans.small]                       # replaces the default plan set when present
     memory_mib = 512
@@ -87,6 +89,24 @@ class TeeBackend(enum.StrEnum):
         return self in (TeeBackend.SIMULATION, TeeBackend.SIMULATION_TDX)
 
 
+class SupervisorMode(enum.StrEnum):
+    """Whether this operator process runs the supervisor (replicas: ADR 0023)."""
+
+    #: The only operator: it supervises, and its router routes what its supervisor runs.
+    ALWAYS = "always"
+    #: One of several replicas: it supervises only while it holds the ``[kubernetes]``
+    #: ``lease``; its router routes from the shared database.
+    LEASE = "lease"
+    #: An API and router replica: it never supervises; its router routes from the database,
+    #: so it must reach the runtimes' addresses (pod IPs; 127.0.0.1 only on the same host).
+    NEVER = "never"
+
+    @property
+    def routes_from_database(self) -> bool:
+        """Whether the router reads routes from the database (else from the supervisor)."""
+        return self is not SupervisorMode.ALWAYS
+
+
 @dataclass(frozen=True, slots=True)
 class KubernetesSettings:
     """Where the Kubernetes backend runs pods (the ``[kubernetes]`` table; ADR 0007)."""
@@ -101,10 +121,14 @@ class KubernetesSettings:
     simulation_claim: str | None = None
     state_size: str = "1Gi"
     storage_class: str | None = None
+    #: The Lease (in ``namespace``) the replicas elect the supervisor with (ADR 0023).
+    lease: str | None = None
 
     def __post_init__(self) -> None:
         if not _K8S_NAME.match(self.namespace) or not _K8S_NAME.match(self.operator_id):
             raise UsageError("kubernetes namespace and operator_id must be DNS labels")
+        if self.lease is not None and not _K8S_NAME.match(self.lease):
+            raise UsageError(f"kubernetes lease must be a DNS label, got {self.lease!r}")
         if not self.blob_url.startswith(("http://", "https://")):
             raise UsageError(f"kubernetes blob_url must be an http(s) URL, got {self.blob_url!r}")
 
@@ -119,6 +143,7 @@ _K8S_KEYS: Final = frozenset(
         "simulation_claim",
         "state_size",
         "storage_class",
+        "lease",
     }
 )
 
@@ -175,6 +200,8 @@ class OperatorSettings:
     allow_simulated_gramine: bool = False
     #: Run apps as pods (ADR 0007); ``None``: as processes of this host.
     kubernetes: KubernetesSettings | None = None
+    #: Whether this process supervises (always, while it holds the Lease, never).
+    supervisor: SupervisorMode = SupervisorMode.ALWAYS
     _plan_index: Mapping[str, Plan] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -210,6 +237,16 @@ class OperatorSettings:
         object.__setattr__(self, "tee", TeeBackend(self.tee))
         if self.allow_simulated_gramine and self.tee != TeeBackend.GRAMINE:
             raise UsageError('allow_simulated_gramine needs tee = "gramine"')
+        object.__setattr__(self, "supervisor", SupervisorMode(self.supervisor))
+        if self.supervisor.routes_from_database and url.get_backend_name() != "postgresql":
+            raise UsageError(
+                f'supervisor = "{self.supervisor.value}" is for replicas sharing one database',
+                hint="give a postgresql+psycopg:// database_url",
+            )
+        if self.supervisor is SupervisorMode.LEASE and (
+            self.kubernetes is None or self.kubernetes.lease is None
+        ):
+            raise UsageError('supervisor = "lease" needs a [kubernetes] lease name')
         object.__setattr__(self, "_plan_index", index)
 
     # -- derived -----------------------------------------------------------------------------
@@ -273,6 +310,14 @@ class OperatorSettings:
         unknown = set(values) - _FILE_KEYS
         if unknown:
             raise UsageError(f"unknown operator settings: {', '.join(sorted(unknown))}")
+        if "supervisor" in values:
+            try:
+                values["supervisor"] = SupervisorMode(values["supervisor"])
+            except ValueError:
+                raise UsageError(
+                    f"supervisor must be one of {', '.join(m.value for m in SupervisorMode)}, "
+                    f"got {values['supervisor']!r}"
+                ) from None
         if "tee" in values:
             try:
                 values["tee"] = TeeBackend(values["tee"])
@@ -303,12 +348,15 @@ _FILE_KEYS: Final = frozenset(
         "tee",
         "allow_simulated_gramine",
         "kubernetes",
+        "supervisor",
     }
 )
 _INT_KEYS: Final = frozenset(
     {"api_port", "router_port", "max_package_size", "max_apps_per_account"}
 )
-_STR_KEYS: Final = frozenset({"database_url", "api_host", "base_domain", "router_host", "tee"})
+_STR_KEYS: Final = frozenset(
+    {"database_url", "api_host", "base_domain", "router_host", "tee", "supervisor"}
+)
 
 
 def _read_config(path: Path) -> dict[str, Any]:

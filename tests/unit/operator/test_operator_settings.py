@@ -83,6 +83,18 @@ def test_the_config_file_then_overrides(tmp_path: Path) -> None:
         ("[plans.x]\nmemory_mib = 1\ncores = 0", "cores must be in"),
         ("[plans.Big]\nmemory_mib = 1\ncores = 1", "plan name 'Big'"),
         ("api_port = ", "not valid TOML"),
+        ("supervisor = 'sometimes'", "supervisor must be one of always, lease, never"),
+        ("supervisor = 'never'", "replicas sharing one database"),
+        (
+            "database_url = 'postgresql+psycopg://u@db/c'\nsupervisor = 'lease'",
+            r"needs a \[kubernetes\] lease",
+        ),
+        (
+            "database_url = 'postgresql+psycopg://u@db/c'\nsupervisor = 'lease'\n"
+            "[kubernetes]\nnamespace = 'a'\nimage = 'i'\noperator_id = 'o'\n"
+            "blob_url = 'http://o'\nsimulation_claim = 's'\nlease = 'Not_A_Label'",
+            "lease must be a DNS label",
+        ),
     ],
 )
 def test_bad_configuration_is_refused(tmp_path: Path, toml: str, message: str) -> None:

@@ -19,8 +19,10 @@ import jsonschema
 import pytest
 from kubernetes_validate.utils import schema_contents
 from lightkube import ApiError, AsyncClient, Client, KubeConfig
+from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.core_v1 import Container, PodSpec
 from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap, Pod
 from referencing import Registry, Resource
 
@@ -157,3 +159,33 @@ def test_watches_stream_changes_and_expire() -> None:
         await client.close()
 
     asyncio.run(body())
+
+
+def lease(holder: str, version: str | None = None) -> Lease:
+    return Lease(
+        metadata=ObjectMeta(name="leader", namespace=NS, resourceVersion=version),
+        spec=LeaseSpec(holderIdentity=holder, leaseDurationSeconds=15, leaseTransitions=0),
+    )
+
+
+def test_leases_are_served_under_their_group_with_optimistic_concurrency() -> None:
+    """Leader election's compare-and-swap: of two writers that read the same version, the
+    second gets 409 Conflict and the Lease keeps the first's holder; creating an existing
+    Lease is 409 AlreadyExists (two candidates starting at once)."""
+    api = KubeApi()
+    client = sync(api)
+    made = client.create(lease("a"))
+    assert made.metadata is not None
+    assert ("leases", NS, "leader") in api.objects
+    assert api.sent[-1][1] == f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
+    read = made.metadata.resourceVersion
+    client.replace(lease("b", read))
+    body = failure(lambda: client.replace(lease("c", read)))
+    assert (body["code"], body["reason"]) == (409, "Conflict")
+    body = failure(lambda: client.create(lease("d")))
+    assert (body["code"], body["reason"]) == (409, "AlreadyExists")
+    got = client.get(Lease, "leader")
+    assert got.spec is not None and got.spec.holderIdentity == "b"
+    assert got.apiVersion == "coordination.k8s.io/v1"
+    # Not served under the core group (the path names the group).
+    assert api.handle("GET", f"/api/v1/namespaces/{NS}/leases/leader", {}, b"")[0] == 404
