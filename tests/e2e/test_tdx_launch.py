@@ -17,20 +17,44 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import dcap_qvl
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from typer.testing import CliRunner, Result
 
-from confide.attestation import Quote, TdReportBody, launch_rtmr3, quote_from_certificate
+from confide.attestation import (
+    Quote,
+    TdReference,
+    TdReportBody,
+    fetch_peer_certificate,
+    launch_rtmr3,
+    quote_from_certificate,
+    verify_ratls_certificate,
+)
 from confide.cli import app
 from confide.client import AppContext, pinned_client
-from confide.tee import SIM_GUEST_IMAGE
+from confide.crypto import PackageKey, encrypt_package
+from confide.errors import PolicyError
+from confide.runtime import (
+    GUEST_PORT,
+    CodeSource,
+    TdSettings,
+    fw_cfg_name,
+    launch_manifest,
+    start_child,
+    stop_child,
+)
+from confide.tee import SIM_GUEST_IMAGE, SimulatedPlatform
 from confide.wire import HostPort
 from support.operators import OperatorProcess, create_token, kill_runtimes
-from support.runtimes import EXAMPLES, HOST
+from support.runtimes import EXAMPLES, HOST, poll
 from tdx_standin import StandinConfig, install, measure_image
 
 pytestmark = pytest.mark.slow
@@ -144,3 +168,72 @@ def test_deploy_verify_and_call_an_app_in_its_own_td(
     assert unpinned.exit_code == 1, unpinned.output
     flat = unpinned.output.replace("\n", "")
     assert "MRTD" in flat and body.mr_td.hex() in flat and SIM_GUEST_IMAGE.mr_td.hex() in flat
+
+
+def test_a_td_launched_without_sept_ve_disable_is_refused_by_both_verifiers(
+    image: Path, tmp_path: Path
+) -> None:
+    """A host that clears SEPT_VE_DISABLE on QEMU's tdx-guest object: the TD boots and its
+    guest extends RTMR3 with the launch, but its quote is refused by our verifier, naming
+    the attribute, and by dcap-qvl (ADR 0022). QEMU's stand-in run directly, no operator."""
+    now = datetime.now(UTC)
+    platform = SimulatedPlatform.open(tmp_path / "sim", now=now)
+    bin_dir = install(tmp_path / "bin", tmp_path / "sim").bin_dir
+    package = tmp_path / "app.pkg"
+    with package.open("wb") as f:
+        encrypt_package(EXAMPLES / "helloworld", f, PackageKey.generate())
+    launch = launch_manifest(
+        app_id=uuid.uuid4(),
+        application="app:app",
+        code=CodeSource.encrypted(package),
+        ratls_expiry=int(now.timestamp()) + 3600,
+        certificate=None,
+        san=("localhost",),
+        subject=None,
+    )
+    (tmp_path / "launch.json").write_bytes(launch.to_json())
+    (tmp_path / "settings.json").write_bytes(TdSettings(timeout=120.0).to_json())
+    with socket.socket() as probe:  # a port free now, as the backend picks one (bind 0)
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    argv = [
+        str(bin_dir / "qemu-system-x86_64"), "-accel", "kvm",
+        "-machine", "q35,kernel-irqchip=split,confidential-guest-support=tdx",
+        "-object", "tdx-guest,id=tdx,sept-ve-disable=off", "-m", "512M",
+        "-bios", str(image / "OVMF.inteltdx.fd"), "-kernel", str(image / "vmlinuz"),
+        "-initrd", str(image / "initrd"), "-append", "ro",
+        "-netdev", f"user,id=n0,hostfwd=tcp:{HOST}:{port}-:{GUEST_PORT}",
+        "-device", "virtio-net-pci,netdev=n0",
+    ]  # fmt: skip
+    for item in ("launch", "settings"):
+        argv += ["-fw_cfg", f"name={fw_cfg_name(item)},file={tmp_path / f'{item}.json'}"]
+    argv += ["-fw_cfg", f"name={fw_cfg_name('package')},file={package}"]
+    log = tmp_path / "td.log"
+    with log.open("ab") as out:
+        td = start_child(argv, env=None, output=out)
+    try:
+        poll(lambda: "waiting for the configuration" in log.read_text(), "the TD's runtime")
+        cert = fetch_peer_certificate(HOST, port, server_name="localhost", timeout=10.0)
+    finally:
+        stop_child(td, 15.0)
+    body = Quote.from_bytes(quote_from_certificate(cert)).body
+    assert isinstance(body, TdReportBody)
+    assert body.rtmr3 == launch_rtmr3(launch.measurement())  # the guest extended its launch
+    assert int.from_bytes(body.td_attributes, "little") == 0
+    reference = TdReference.from_json((image / "reference.json").read_bytes())
+    with pytest.raises(PolicyError) as info:
+        verify_ratls_certificate(
+            cert,
+            platform.collateral(now, tee="tdx"),
+            now=now,
+            policy=reference.policy(launch.measurement(), allow_simulation=True),
+            trust_anchor=platform.root_certificate,
+        )
+    assert info.value.code == "policy.td_attributes.sept_ve_disable"
+    with pytest.raises(ValueError, match="SEPT_VE_DISABLE"):
+        dcap_qvl.verify_with_root_ca(
+            quote_from_certificate(cert),
+            dcap_qvl.QuoteCollateralV3.from_json(platform.collateral(now, tee="tdx").to_json()),
+            platform.root_certificate.public_bytes(Encoding.DER),
+            int(now.timestamp()),
+        )
