@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import uuid
 from collections.abc import Iterator
@@ -53,7 +54,13 @@ from confide.runtime import (
 )
 from confide.tee import SIM_GUEST_IMAGE, SimulatedPlatform
 from confide.wire import HostPort
-from support.operators import OperatorProcess, create_token, kill_runtimes
+from support.operators import (
+    OperatorProcess,
+    create_token,
+    kill_runtimes,
+    wait_gone,
+    wait_status,
+)
 from support.runtimes import EXAMPLES, HOST, poll
 from tdx_standin import StandinConfig, install, measure_image
 
@@ -168,6 +175,25 @@ def test_deploy_verify_and_call_an_app_in_its_own_td(
     assert unpinned.exit_code == 1, unpinned.output
     flat = unpinned.output.replace("\n", "")
     assert "MRTD" in flat and body.mr_td.hex() in flat and SIM_GUEST_IMAGE.mr_td.hex() in flat
+
+    # The TD dies: the operator starts a new one on the same port. It is a fresh TD (RTMR3
+    # extended once, from zero), with a new key, waiting for its owner (nothing was sealed).
+    os.killpg(record["pid"], signal.SIGKILL)
+    wait_gone([record["pid"]])
+
+    def restarted() -> bool:
+        now = json.loads((folder / "runtime.json").read_text())
+        return bool(now["pid"] != record["pid"])
+
+    poll(restarted, "the TD to be restarted", timeout=180)
+    with operator.client(token) as api:
+        wait_status(api, context.app_id, "initializing", timeout=180)
+    assert json.loads((folder / "runtime.json").read_text())["port"] == record["port"]
+    again = fetch_peer_certificate(HOST, operator.router_port, server_name=domain, timeout=10)
+    assert again.public_key() != cert.public_key()
+    body = Quote.from_bytes(quote_from_certificate(again)).body
+    assert isinstance(body, TdReportBody)
+    assert body.rtmr3 == launch_rtmr3(context.fingerprint)
 
 
 def test_a_td_launched_without_sept_ve_disable_is_refused_by_both_verifiers(
