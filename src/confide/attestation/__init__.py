@@ -61,6 +61,7 @@ from ._ratls import (
 )
 from ._rtmr import (
     LAUNCH_EVENT_TYPE,
+    MAX_TD_REFERENCE_SIZE,
     RTMR_SIZE,
     TdReference,
     TdxEvent,
@@ -106,6 +107,7 @@ __all__ = [
     "TcbInfo",
     "TcbLevel",
     "TcbStatus",
+    "MAX_TD_REFERENCE_SIZE",
     "TdReference",
     "TdReportBody",
     "TdxEvent",

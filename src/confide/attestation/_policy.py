@@ -13,12 +13,90 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 from confide.errors import PolicyError
 
 from ._collateral import TcbStatus
 from ._quote import Quote, SgxReportBody, TdReportBody
+
+#: TD_ATTRIBUTES bits (Intel TDX Module ABI; QEMU's ``tdx-guest`` object sets them).
+TD_DEBUG: Final = 1 << 0
+#: TUD bits 1-7: reserved.
+TD_TUD_RESERVED: Final = 0xFE
+#: SEC bits 8-27: reserved (as dcap-qvl reads them).
+TD_SEC_RESERVED: Final = ((1 << 28) - 1) & ~0xFF
+#: The TD takes no #VE on an EPT violation of a private page: the host cannot inject one.
+TD_SEPT_VE_DISABLE: Final = 1 << 28
+#: The TD may be live-migrated: its memory may leave this platform under a migration TD.
+TD_MIGRATABLE: Final = 1 << 29
+#: OTHER bits 32-62: reserved (PKS 30, KL 31 and PERFMON 63 are accepted).
+TD_OTHER_RESERVED: Final = ((1 << 63) - 1) & ~((1 << 32) - 1)
+
+
+def check_td_attributes(attributes: bytes, *, allow_debug: bool) -> str:
+    """Raise :class:`PolicyError` unless a TD's attributes are those of a confidential TD.
+
+    The rules are dcap-qvl's (ADR 0022): SEPT_VE_DISABLE set
+    (``policy.td_attributes.sept_ve_disable``), MIGRATABLE clear
+    (``policy.td_attributes.migratable``), no reserved bit set
+    (``policy.td_attributes.reserved``), and DEBUG clear
+    (``policy.td_attributes.debug``) unless ``allow_debug``. Returns the
+    attributes in hex for the report.
+    """
+    if len(attributes) != 8:
+        raise PolicyError(
+            "policy.td_attributes.size",
+            "TD_ATTRIBUTES",
+            observed=f"{len(attributes)} bytes",
+            expected="8 bytes",
+        )
+    value = int.from_bytes(attributes, "little")
+    shown = f"TD_ATTRIBUTES {value:#018x}"
+
+    def refuse(code: str, what: str, observed: str, expected: str, hint: str) -> PolicyError:
+        return PolicyError(
+            f"policy.td_attributes.{code}",
+            what,
+            observed=f"{shown} ({observed})",
+            expected=expected,
+            hint=hint,
+        )
+
+    if value & TD_DEBUG and not allow_debug:
+        raise refuse(
+            "debug",
+            "the TD runs in debug mode (the host can read and write its memory and vCPUs)",
+            "DEBUG, bit 0, set",
+            "DEBUG (bit 0) clear",
+            "launch the TD without debug (QEMU: no debug=on on tdx-guest)",
+        )
+    if not value & TD_SEPT_VE_DISABLE:
+        raise refuse(
+            "sept_ve_disable",
+            "the TD takes #VE on EPT violations (the host can inject them into the guest)",
+            "SEPT_VE_DISABLE, bit 28, clear",
+            "SEPT_VE_DISABLE (bit 28) set",
+            "launch the TD with sept-ve-disable=on on QEMU's tdx-guest object",
+        )
+    if value & TD_MIGRATABLE:
+        raise refuse(
+            "migratable",
+            "the TD is migratable (its memory may be exported to another platform)",
+            "MIGRATABLE, bit 29, set",
+            "MIGRATABLE (bit 29) clear",
+            "launch the TD without migration support",
+        )
+    reserved = value & (TD_TUD_RESERVED | TD_SEC_RESERVED | TD_OTHER_RESERVED)
+    if reserved:
+        raise refuse(
+            "reserved",
+            "the TD has attributes this verifier does not know",
+            f"reserved bits {reserved:#x} set",
+            "no reserved bit set (only DEBUG, SEPT_VE_DISABLE, PKS, KL, PERFMON are known)",
+            "launch the TD with only the attributes Confide's ADR 0022 lists",
+        )
+    return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +260,10 @@ class Policy:
                 f"{', '.join(advisory_ids) or '(none)'} are acceptable to you",
             )
         checks.append(Check("TCB status accepted", "passed", status))
+        if isinstance(body, TdReportBody):
+            # A TD's attributes are checked as a whole, DEBUG with them (ADR 0022).
+            shown = check_td_attributes(body.td_attributes, allow_debug=self.allow_debug)
+            checks.append(Check("TD attributes", "passed", shown))
         if body.debug and not self.allow_debug:
             raise PolicyError(
                 "policy.debug",

@@ -17,6 +17,15 @@ Replaying it starts from 48 zero bytes and, for each event of ``rtmr`` 3, sets
 does. The verifier recomputes each digest from its data (a digest is never
 trusted as given) and accepts a log only if it is exactly the one launch event.
 
+Format of a guest image's reference values (JSON, as :meth:`TdReference.to_json`
+writes it; the operator publishes it with the image, users pin it)::
+
+    {"format": "confide-td-reference", "version": 1,
+     "mr_td": "<96 hex>", "rtmr0": "<96 hex>", "rtmr1": "<96 hex>", "rtmr2": "<96 hex>"}
+
+Exactly these keys; lower-case hex of 48 bytes each; at most
+:data:`MAX_TD_REFERENCE_SIZE` bytes.
+
 Example::
 
     >>> log = TdxEventLog.for_launch(bytes(32))
@@ -45,6 +54,10 @@ MAX_EVENTS: Final = 16
 MAX_EVENT_LOG_SIZE: Final = 16 * 1024
 _MAX_EVENT_DATA: Final = 256
 _FORMAT: Final = "confide-tdx-event-log"
+#: Largest reference values file read.
+MAX_TD_REFERENCE_SIZE: Final = 4 * 1024
+_REFERENCE_FORMAT: Final = "confide-td-reference"
+_REFERENCE_KEYS: Final = ("mr_td", "rtmr0", "rtmr1", "rtmr2")
 
 
 def extend_rtmr(register: bytes, digest: bytes) -> bytes:
@@ -178,6 +191,45 @@ class TdReference:
         for name in ("mr_td", "rtmr0", "rtmr1", "rtmr2"):
             if len(getattr(self, name)) != RTMR_SIZE:
                 raise ValueError(f"{name} must be {RTMR_SIZE} bytes")
+
+    def to_json(self) -> bytes:
+        """The reference values file (format in the module's description)."""
+        doc: dict[str, object] = {"format": _REFERENCE_FORMAT, "version": 1}
+        doc.update({name: getattr(self, name).hex() for name in _REFERENCE_KEYS})
+        return json.dumps(doc, indent=2).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> TdReference:
+        """Parse a reference values file; raise :class:`FormatError` (``td_reference.format``)."""
+        if len(raw) > MAX_TD_REFERENCE_SIZE:
+            raise FormatError(
+                "td_reference.size",
+                "the TD reference values file is too large",
+                observed=f"{len(raw)} bytes",
+                expected=f"at most {MAX_TD_REFERENCE_SIZE}",
+            )
+        try:
+            obj = strictjson.loads(raw, what="it", max_bytes=MAX_TD_REFERENCE_SIZE)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            if obj.get("format") != _REFERENCE_FORMAT or obj.get("version") != 1:
+                raise ValueError(f"not a version 1 {_REFERENCE_FORMAT} file")
+            if set(obj) != {"format", "version", *_REFERENCE_KEYS}:
+                raise ValueError(f"its keys must be format, version, {', '.join(_REFERENCE_KEYS)}")
+            values = {}
+            for name in _REFERENCE_KEYS:
+                text = obj[name]
+                if not isinstance(text, str) or len(text) != 2 * RTMR_SIZE or text != text.lower():
+                    raise ValueError(f"{name} must be {2 * RTMR_SIZE} lower-case hex digits")
+                values[name] = bytes.fromhex(text)
+        except (JsonError, ValueError, TypeError) as exc:
+            raise FormatError(
+                "td_reference.format",
+                "the TD reference values file is malformed",
+                detail=str(exc),
+                hint="it is the JSON an operator publishes with its guest image (MRTD, RTMR0-2)",
+            ) from None
+        return cls(**values)
 
     def policy(self, launch_measurement: bytes, **kwargs: object) -> Policy:
         """A :class:`Policy` expecting this image and RTMR3 of this launch (``kwargs`` added)."""

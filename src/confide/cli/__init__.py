@@ -22,6 +22,7 @@ from . import (  # noqa: F401
     _remote_test,
     _runtime,
     _sim,
+    _td_runtime,
 )
 from ._app import app, main
 

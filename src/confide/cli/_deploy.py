@@ -58,6 +58,7 @@ from ._account import TokenOpt, UrlOpt, connect_operator, interactive
 from ._app import EXIT_REJECTED, app, handle_errors
 from ._keys import KeyFileOpt, owner_key_store
 from ._output import Output
+from ._tdx import TdReferenceOpt, load_td_reference
 from ._verify_options import (
     CollateralOpt,
     JsonOpt,
@@ -138,6 +139,7 @@ def deploy_command(
         ),
     ] = False,
     allow_simulation: SimOpt = False,
+    td_reference: TdReferenceOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     workspace: Annotated[
         Path | None,
@@ -225,6 +227,7 @@ def deploy_command(
         logs=CheckpointStore(state_dir(os.environ)),
         tls=tls,
         allow_simulation=allow_simulation,
+        td_reference=load_td_reference(td_reference),
         unsafe_skip_attestation=no_verify,
         connect=HostPort.parse(connect, "--connect") if connect else None,
         wait=timeout * 60,
@@ -311,6 +314,7 @@ def verify_command(
         ),
     ] = None,
     allow_simulation: SimOpt = False,
+    td_reference: TdReferenceOpt = None,
     operator: Annotated[
         str | None,
         typer.Option(
@@ -371,6 +375,7 @@ def verify_command(
             allow_any_code=expected is None and owner_key is None,
             allow_simulation=allow_simulation,
             mismatch_hint="nothing was sent; the operator runs other code than yours",
+            td_reference=load_td_reference(td_reference),
         ),
         releases=releases,
         # A new quote for a nonce, on a connection pinned to the certificate (ADR 0021).

@@ -52,7 +52,7 @@ from ._launch_options import (
     parse_app_id,
 )
 from ._output import Output
-from ._tdx import print_td_registers
+from ._tdx import TdReferenceOpt, load_td_reference, print_td_registers
 from ._verify_options import JsonOpt, parse_hex
 
 
@@ -101,6 +101,7 @@ def fingerprint_command(
     requirement: RequirementOpt = None,
     enclave_size: EnclaveSizeOpt = DEFAULT_ENCLAVE_SIZE,
     max_threads: MaxThreadsOpt = DEFAULT_MAX_THREADS,
+    td_reference: TdReferenceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Print the fingerprint (MRENCLAVE) an enclave launched with these inputs must report."""
@@ -116,8 +117,10 @@ def fingerprint_command(
     if tee == "tdx":
         if requirement:
             raise UsageError("--requirement is for --tee gramine")
-        print_td_registers(result, json_mode=json_)
+        print_td_registers(result, json_mode=json_, image=load_td_reference(td_reference))
         return
+    if td_reference is not None:
+        raise UsageError("--td-reference is for --tee tdx")
     if tee == "gramine":
         if result.tls == TlsMode.OWNER and certificate is None:
             raise UsageError("give --certificate: a certificate-mode enclave trusts that file")

@@ -28,7 +28,7 @@ import typer
 from confide.errors import AppLoadError, UsageError
 from confide.gramine import HOST_VARIABLE, LAUNCH_VARIABLE, PORT_VARIABLE
 from confide.runtime import EXIT_EXPIRED, RuntimeEnd, RuntimeSettings, run_runtime
-from confide.tee import select_tee
+from confide.tee import Tee, select_tee
 from confide.wire import APP_UNUSABLE_LINE, EXIT_APP_UNUSABLE
 
 from ._app import app, handle_errors
@@ -186,6 +186,12 @@ def runtime_command(
     enclave = select_tee(
         tee.value, simulation_state=simulation_state, measurement=settings.measurement, now=now
     )
+    serve_runtime(settings, enclave, now=now)
+
+
+def serve_runtime(settings: RuntimeSettings, enclave: Tee, *, now: datetime) -> None:
+    """Run the runtime on ``enclave``; its ends as exit codes (``confide runtime``,
+    ``confide td-runtime``)."""
     try:
         end = run_runtime(settings, enclave, now=now, logger=stderr_logger("confide.runtime"))
     except AppLoadError as exc:

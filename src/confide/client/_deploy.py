@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import httpx
 from cryptography import x509
 
-from confide.attestation import Quote, quote_from_certificate
+from confide.attestation import Quote, TdReference, quote_from_certificate
 from confide.crypto import PackageInfo, PackageKey, encrypt_package, public_key_from_report_data
 from confide.crypto import seal as seal_box
 from confide.errors import Error, PolicyError, UsageError
@@ -118,6 +118,9 @@ class DeployOptions:
     tls: TlsMode
     #: Accept an enclave on a simulated TEE (its root from the operator): tests only.
     allow_simulation: bool = False
+    #: MRTD and RTMR0-2 a TD must report (the operator's published guest image values);
+    #: ``None``: only a simulated TD verifies (ADR 0020, 0022).
+    td_reference: TdReference | None = None
     #: Send the configuration without attesting the enclave first.
     unsafe_skip_attestation: bool = False
     #: The router's address, instead of the one the operator states.
@@ -618,6 +621,7 @@ def deploy(
                     name,
                     allow_simulation=options.allow_simulation,
                     mismatch_hint="nothing was sent; the operator runs other code than yours",
+                    td_reference=options.td_reference,
                 ),
                 clock=clock,
                 # The enclave answers a nonce now, on a connection pinned to it (ADR 0021).

@@ -245,7 +245,8 @@ class EnclavePolicy:
                 "policy.td_reference",
                 "no reference values of a TDX guest image to check MRTD and RTMR0-2 against",
                 expected="the published MRTD and RTMR0-2 of the Confide guest image",
-                hint="no TDX guest image of Confide is released yet; only simulated TDs verify",
+                hint="give the reference values the operator publishes with its guest image "
+                "(--td-reference FILE); without them only a simulated TD verifies",
             )
         rtmr3 = launch_rtmr3(self.fingerprint) if self.fingerprint is not None else None
         return dataclasses.replace(

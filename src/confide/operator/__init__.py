@@ -84,8 +84,9 @@ from ._seams import (
     utc_now,
 )
 from ._serve import ADDRESSES_FILE, OperatorAddresses, run_operator
-from ._settings import DEFAULT_PLANS, OperatorSettings, TeeBackend, default_data_dir
+from ._settings import DEFAULT_PLANS, OperatorSettings, TdxSettings, TeeBackend, default_data_dir
 from ._supervisor import MAX_RESTARTS, Supervisor, SupervisorOptions
+from ._tdx import TdxBackend
 
 __all__ = [
     "DEFAULT_PLANS",
@@ -116,6 +117,8 @@ __all__ = [
     "SimulationCollateralProvider",
     "SimulationRootProvider",
     "StoredBlob",
+    "TdxBackend",
+    "TdxSettings",
     "TeeBackend",
     "TokenInfo",
     "authenticate_token",

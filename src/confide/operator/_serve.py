@@ -70,6 +70,7 @@ from ._seams import (
 )
 from ._settings import OperatorSettings, SupervisorMode, TeeBackend
 from ._supervisor import Supervisor, SupervisorOptions
+from ._tdx import TdxBackend
 
 if TYPE_CHECKING:  # the confide[kubernetes] extra: imported where used
     from lightkube import KubeConfig
@@ -123,7 +124,8 @@ def _simulation(
         return None, None
     platform = SimulatedPlatform.open(settings.data_dir / "simulation", now=clock())
     pem = platform.root_certificate.public_bytes(Encoding.PEM)
-    tee: Literal["sgx", "tdx"] = "tdx" if settings.tee == TeeBackend.SIMULATION_TDX else "sgx"
+    tdx = settings.tee in (TeeBackend.SIMULATION_TDX, TeeBackend.TDX)
+    tee: Literal["sgx", "tdx"] = "tdx" if tdx else "sgx"
     return (lambda: pem), (lambda now: platform.collateral(now, tee=tee).to_json())
 
 
@@ -266,6 +268,8 @@ async def run_operator(
                 log_source=logs,
                 clock=clock,
             )
+        elif settings.tee == TeeBackend.TDX and settings.tdx is not None:
+            local = TdxBackend(data_dir=data, log_source=logs, tdx=settings.tdx, clock=clock)
         else:
             local = LocalProcessBackend(
                 data_dir=data, log_source=logs, tee=settings.tee, clock=clock

@@ -13,8 +13,9 @@ Configuration file (every key optional)::
     base_domain = "confide.example.com"
     router_host = "127.0.0.1"
     router_port = 8443
-    tee = "simulation"                  # or "gramine"
+    tee = "simulation"                  # or "gramine", "simulation-tdx", "tdx"
     allow_simulated_gramine = false     # tests only: see below
+    allow_simulated_tdx = false         # tests only: see below
     max_package_size = 268435456        # bytes
     max_apps_per_account = 20
     supervisor = "always"               # or "lease" / "never": replicas (ADR 0023)
@@ -26,6 +27,14 @@ Configuration file (every key optional)::
     blob_url = "http://confide-operator.confide:8080/api/v1/blobs"
     simulation_claim = "confide-simulation"   # simulated TEEs only
     lease = "confide-supervisor"        # the Lease that elects the supervisor
+
+    [tdx]                               # with tee = "tdx": one TD per app (ADR 0022)
+    firmware = "/usr/share/ovmf/OVMF.inteltdx.fd"   # TDVF, QEMU's -bios
+    kernel = "/var/lib/confide/guest/vmlinuz"       # the Confide guest image
+    initrd = "/var/lib/confide/guest/initrd.img"
+    append = "console=ttyS0 quiet"                  # its kernel command line
+    reference = "/var/lib/confide/guest/reference.json"  # its MRTD and RTMR0-2, published
+    qemu = "qemu-system-x86_64"                     # looked up on PATH
 
     [plans.small]                       # replaces the default plan set when present
     memory_mib = 512
@@ -79,6 +88,8 @@ class TeeBackend(enum.StrEnum):
     SIMULATION = "simulation"
     #: Intel SGX through Gramine.
     GRAMINE = "gramine"
+    #: Intel TDX: one TD per app, launched with QEMU from the Confide guest image (ADR 0022).
+    TDX = "tdx"
     #: No hardware: one simulated TD per app (ADR 0020), its quotes TDX quotes that verify
     #: only against the operator's simulation root.
     SIMULATION_TDX = "simulation-tdx"
@@ -131,6 +142,34 @@ class KubernetesSettings:
             raise UsageError(f"kubernetes lease must be a DNS label, got {self.lease!r}")
         if not self.blob_url.startswith(("http://", "https://")):
             raise UsageError(f"kubernetes blob_url must be an http(s) URL, got {self.blob_url!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TdxSettings:
+    """How the TDX backend launches each app's TD (the ``[tdx]`` table; ADR 0022)."""
+
+    #: TDVF (QEMU's ``-bios``), e.g. ``OVMF.inteltdx.fd``: measured into MRTD.
+    firmware: Path
+    #: The Confide guest image's kernel and initrd (``-kernel``, ``-initrd``): RTMR1-2.
+    kernel: Path
+    initrd: Path
+    #: The reference values file of that image (MRTD, RTMR0-2) the operator publishes.
+    reference: Path
+    #: The guest kernel's command line (``-append``): measured into RTMR2.
+    append: str = "console=ttyS0"
+    #: QEMU, looked up on PATH unless a path.
+    qemu: str = "qemu-system-x86_64"
+
+    def __post_init__(self) -> None:
+        for name in ("firmware", "kernel", "initrd", "reference"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+            if not getattr(self, name).is_absolute():
+                raise UsageError(f"[tdx] {name} must be an absolute path")
+        if not 0 < len(self.append) <= 2048 or any(c in self.append for c in "\0\n"):
+            raise UsageError("[tdx] append must be one line of at most 2048 characters")
+
+
+_TDX_KEYS: Final = frozenset({"firmware", "kernel", "initrd", "reference", "append", "qemu"})
 
 
 _K8S_NAME: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -198,6 +237,12 @@ class OperatorSettings:
     #: ``<data>/simulation``; its root and collateral are published at ``/simulation``
     #: as in simulation mode (clients accept them only with ``--allow-simulation``).
     allow_simulated_gramine: bool = False
+    #: Tests only: ``qemu-system-x86_64`` on PATH is the stand-in of ``tests/tdx_standin``,
+    #: whose TD quotes come from the simulated platform in ``<data>/simulation`` (published
+    #: at ``/simulation`` as in simulation mode).
+    allow_simulated_tdx: bool = False
+    #: With ``tee = "tdx"``: how each app's TD is launched.
+    tdx: TdxSettings | None = None
     #: Run apps as pods (ADR 0007); ``None``: as processes of this host.
     kubernetes: KubernetesSettings | None = None
     #: Whether this process supervises (always, while it holds the Lease, never).
@@ -247,6 +292,13 @@ class OperatorSettings:
             self.kubernetes is None or self.kubernetes.lease is None
         ):
             raise UsageError('supervisor = "lease" needs a [kubernetes] lease name')
+        if self.allow_simulated_tdx and self.tee != TeeBackend.TDX:
+            raise UsageError('allow_simulated_tdx needs tee = "tdx"')
+        if (self.tee == TeeBackend.TDX) != (self.tdx is not None):
+            raise UsageError(
+                'tee = "tdx" needs a [tdx] table, and a [tdx] table needs tee = "tdx"',
+                hint="[tdx] names the firmware, the guest image and its reference values",
+            )
         object.__setattr__(self, "_plan_index", index)
 
     # -- derived -----------------------------------------------------------------------------
@@ -254,7 +306,7 @@ class OperatorSettings:
     @property
     def simulated(self) -> bool:
         """Whether quotes come from the simulated platform in ``<data>/simulation``."""
-        return self.tee.simulated or self.allow_simulated_gramine
+        return self.tee.simulated or self.allow_simulated_gramine or self.allow_simulated_tdx
 
     @property
     def blobs_dir(self) -> Path:
@@ -347,8 +399,10 @@ _FILE_KEYS: Final = frozenset(
         "max_apps_per_account",
         "tee",
         "allow_simulated_gramine",
+        "allow_simulated_tdx",
         "kubernetes",
         "supervisor",
+        "tdx",
     }
 )
 _INT_KEYS: Final = frozenset(
@@ -396,7 +450,18 @@ def _read_config(path: Path) -> dict[str, Any]:
                 raise UsageError(
                     f"{path}: [kubernetes] needs namespace, image, operator_id and blob_url"
                 ) from None
-        elif key == "allow_simulated_gramine":
+        elif key == "tdx":
+            if not isinstance(value, dict) or not set(value) <= _TDX_KEYS:
+                raise UsageError(f"{path}: [tdx] keys are {', '.join(sorted(_TDX_KEYS))}")
+            if not all(isinstance(v, str) for v in value.values()):
+                raise UsageError(f"{path}: [tdx] values must be strings")
+            try:
+                values[key] = TdxSettings(**value)
+            except TypeError:
+                raise UsageError(
+                    f"{path}: [tdx] needs firmware, kernel, initrd and reference"
+                ) from None
+        elif key in ("allow_simulated_gramine", "allow_simulated_tdx"):
             if not isinstance(value, bool):
                 raise UsageError(f"{path}: {key} must be true or false, got {value!r}")
             values[key] = value

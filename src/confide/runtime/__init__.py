@@ -22,6 +22,16 @@ from ._admission import ConnectionLimits, network_of, source_of
 from ._asgi import answer_lifespan, send_response
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint, Configures
+from ._guest import (
+    FW_CFG_ITEMS,
+    FW_CFG_ROOT,
+    GUEST_PORT,
+    USER_NET_HOST,
+    TdSettings,
+    fw_cfg_file,
+    fw_cfg_name,
+    td_runtime_settings,
+)
 from ._handoff import hand_off
 from ._launch import (
     LaunchTee,
@@ -108,4 +118,13 @@ __all__ = [
     # The RAM code folders (for backends that clean up after a runtime).
     "code_folder_owner",
     "remove_orphans",
+    # A TD's launch through QEMU's fw_cfg (the TDX backend and the guest, ADR 0022).
+    "FW_CFG_ITEMS",
+    "FW_CFG_ROOT",
+    "GUEST_PORT",
+    "USER_NET_HOST",
+    "TdSettings",
+    "fw_cfg_file",
+    "fw_cfg_name",
+    "td_runtime_settings",
 ]

@@ -34,12 +34,22 @@ from ._simpki import (
     SimulatedPck,
 )
 from ._simulation import SIM_GUEST_IMAGE, SimulatedPlatform, SimulationTdxTee, SimulationTee
-from ._tdx import DEFAULT_TSM_REPORT_ROOT, TDX_PROVIDER, OsTsmFilesystem, TdxTee, TsmFilesystem
+from ._tdx import (
+    DEFAULT_TDX_MEASUREMENTS,
+    DEFAULT_TSM_REPORT_ROOT,
+    RTMR3_FILE,
+    TDX_PROVIDER,
+    OsTsmFilesystem,
+    TdxTee,
+    TsmFilesystem,
+)
 
 __all__ = [
     "DEFAULT_GRAMINE_ROOT",
+    "DEFAULT_TDX_MEASUREMENTS",
     "DEFAULT_TSM_REPORT_ROOT",
     "REPORT_DATA_SIZE",
+    "RTMR3_FILE",
     "SEALING_KEY_SIZE",
     "SIM_FMSPC",
     "SIM_GUEST_IMAGE",

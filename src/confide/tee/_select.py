@@ -11,7 +11,7 @@ from confide.errors import TeeError, UsageError
 from ._base import Tee
 from ._gramine import DEFAULT_GRAMINE_ROOT, GramineTee
 from ._simulation import SimulatedPlatform, SimulationTdxTee, SimulationTee
-from ._tdx import DEFAULT_TSM_REPORT_ROOT, TdxTee
+from ._tdx import DEFAULT_TDX_MEASUREMENTS, DEFAULT_TSM_REPORT_ROOT, TdxTee
 
 TeeChoice = Literal["auto", "gramine", "tdx", "simulation", "simulation-tdx"]
 
@@ -24,11 +24,13 @@ def select_tee(
     now: datetime | None = None,
     gramine_root: Path = DEFAULT_GRAMINE_ROOT,
     tsm_root: Path = DEFAULT_TSM_REPORT_ROOT,
+    tdx_measurements: Path = DEFAULT_TDX_MEASUREMENTS,
 ) -> Tee:
     """The TEE to run on.
 
     ``"gramine"`` requires Gramine's attestation files at ``gramine_root``;
-    ``"tdx"`` requires configfs-tsm with the ``tdx_guest`` provider at ``tsm_root``;
+    ``"tdx"`` requires configfs-tsm with the ``tdx_guest`` provider at ``tsm_root``
+    and extends RTMR3 with the launch ``measurement`` before returning (ADR 0020);
     ``"simulation-tdx"`` is a simulated TD on the simulated platform whose RTMR3
     holds the launch ``measurement`` (ADR 0020);
     ``"simulation"`` loads (or creates, with ``now``) the simulated platform in
@@ -40,7 +42,11 @@ def select_tee(
     if kind == "gramine":
         return GramineTee(gramine_root)
     if kind == "tdx":
-        return TdxTee(tsm_root)
+        if measurement is None:
+            raise UsageError("the TDX TEE needs the launch measurement to extend into RTMR3")
+        tdx = TdxTee(tsm_root, measurements=tdx_measurements)
+        tdx.extend_launch(measurement)
+        return tdx
     if kind == "auto":
         if gramine_root.exists():
             return GramineTee(gramine_root)

@@ -224,6 +224,7 @@ class SimulatedPlatform:
         debug: bool = False,
         pck: SimulatedPck | None = None,
         qe_debug: bool = False,
+        td_attributes: int | None = None,
     ) -> bytes:
         """A v4 TDX DCAP quote (TD 1.0 report body) of a trust domain on this platform.
 
@@ -232,20 +233,25 @@ class SimulatedPlatform:
         the attestation key as in :meth:`quote`, and the PCK chain is in
         certification data type 6 (wrapping type 5), as Intel's TD QE writes it.
         Verify with the collateral of :meth:`collateral` given ``tee="tdx"``.
+        ``td_attributes`` replaces the TD's attributes (tests of the attribute policy);
+        by default they are SEPT_VE_DISABLE, plus DEBUG when ``debug`` is set.
         """
         data = check_report_data(report_data)
+        if td_attributes is not None and not 0 <= td_attributes < 1 << 64:
+            raise UsageError("td_attributes must be a 64-bit unsigned integer")
         if len(mr_td) != 48:
             raise UsageError(f"mr_td must be 48 bytes, got {len(mr_td)}")
         if len(rtmrs) != 4 or any(len(r) != 48 for r in rtmrs):
             raise UsageError("rtmrs must be 4 registers of 48 bytes")
         # TUD.DEBUG (bit 0) on request; SEPT_VE_DISABLE (bit 28) always, as Linux guests set it.
-        td_attributes = (_TD_SEPT_VE_DISABLE | (0x01 if debug else 0)).to_bytes(8, "little")
+        if td_attributes is None:
+            td_attributes = _TD_SEPT_VE_DISABLE | (0x01 if debug else 0)
         body = TdReportBody(
             tee_tcb_svn=SIM_TEE_TCB_SVN,
             mr_seam=_SIM_MR_SEAM,
             mr_signer_seam=SIM_TDX_MODULE_MR_SIGNER,
             seam_attributes=bytes(8),
-            td_attributes=td_attributes,
+            td_attributes=td_attributes.to_bytes(8, "little"),
             xfam=_TD_XFAM,
             mr_td=bytes(mr_td),
             mr_config_id=bytes(48),

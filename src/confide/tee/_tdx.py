@@ -17,6 +17,16 @@ writers: one fresh entry per quote (removed afterwards) and the generation
 check. All file access goes through a :class:`TsmFilesystem`, so tests give it
 a user-space stand-in with the kernel's semantics (configfs cannot be mounted
 without the kernel module).
+
+RTMR3 is extended from the guest through the TDX guest driver's measurement
+registers (``Documentation/ABI/testing/sysfs-devices-virtual-misc-tdx_guest``,
+Linux 6.16 and later): ``/sys/class/misc/tdx_guest/measurements/rtmr3:sha384``
+reads as the register's 48 bytes, and a write of exactly 48 bytes at offset 0
+extends it (``TDG.MR.RTMR.EXTEND``; a partial write is EINVAL).
+:meth:`TdxTee.extend_launch` does it once, before the runtime's first quote
+(ADR 0020): it requires RTMR3 to be still zero (a fresh TD: one launch per TD
+boot), writes the launch event's digest and reads the register back, which must
+be the event log's replay. :func:`~confide.tee.select_tee` always does it.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import threading
 from pathlib import Path
 from typing import Final, Protocol
 
-from confide.attestation import Quote, TdReportBody
+from confide.attestation import Quote, TdReportBody, TdxEventLog
 from confide.errors import FormatError, TsmError
 
 from ._base import REPORT_DATA_SIZE, TeeKind, check_report_data
@@ -43,6 +53,11 @@ MAX_OUTBLOB_READ: Final = 64 * 1024
 _SMALL_ATTRIBUTE_MAX: Final = 64
 #: Prefix of the entries this process creates (pid and a random suffix follow).
 ENTRY_PREFIX: Final = "confide-"
+#: The TDX guest driver's measurement registers (Linux 6.16 and later).
+DEFAULT_TDX_MEASUREMENTS: Final = Path("/sys/class/misc/tdx_guest/measurements")
+#: RTMR3's file there: read the register, write 48 bytes to extend it.
+RTMR3_FILE: Final = "rtmr3:sha384"
+_RTMR_SIZE: Final = 48
 
 
 class TsmFilesystem(Protocol):
@@ -94,18 +109,31 @@ class TdxTee:
     bytes). TDX has no sealing key: :meth:`sealing_key` raises ``tdx.no_sealing_key``.
     """
 
-    __slots__ = ("_fs", "_lock", "_measurement", "_root")
+    __slots__ = (
+        "_event_log",
+        "_fs",
+        "_lock",
+        "_measurement",
+        "_measurements",
+        "_registers",
+        "_root",
+    )
 
     def __init__(
         self,
         root: Path = DEFAULT_TSM_REPORT_ROOT,
         *,
         filesystem: TsmFilesystem | None = None,
+        measurements: Path = DEFAULT_TDX_MEASUREMENTS,
+        registers: TsmFilesystem | None = None,
     ) -> None:
         self._root = root
         self._fs: TsmFilesystem = filesystem if filesystem is not None else OsTsmFilesystem()
+        self._measurements = measurements
+        self._registers: TsmFilesystem = registers if registers is not None else OsTsmFilesystem()
         self._lock = threading.Lock()
         self._measurement: bytes | None = None
+        self._event_log: TdxEventLog | None = None
         if not self._fs.is_dir(root):
             raise TsmError(
                 "tsm.absent",
@@ -151,6 +179,74 @@ class TdxTee:
                 expected=data.hex(),
             )
         return quote.to_bytes()
+
+    @property
+    def event_log(self) -> TdxEventLog | None:
+        """What this TEE extended into RTMR3 (``None`` before :meth:`extend_launch`)."""
+        return self._event_log
+
+    def extend_launch(self, launch_measurement: bytes) -> TdxEventLog:
+        """Extend RTMR3 with the launch event of ``launch_measurement``, once (ADR 0020).
+
+        Raises :class:`~confide.errors.TsmError`: ``tdx.measurements`` (no
+        measurement registers: a kernel before 6.16), ``tdx.rtmr3_not_fresh`` (RTMR3
+        is not zero: something was extended before, or this is a second launch in the
+        TD), ``tdx.rtmr3_io`` and ``tdx.rtmr3_extend`` (the register after the write is
+        not the event log's replay: another writer, or no extend happened).
+        """
+        log = TdxEventLog.for_launch(launch_measurement)
+        path = self._measurements / RTMR3_FILE
+        with self._lock:
+            if self._event_log is not None:
+                raise TsmError("tdx.rtmr3_not_fresh", "this TEE already extended its launch")
+            if not self._registers.is_dir(self._measurements):
+                raise TsmError(
+                    "tdx.measurements",
+                    "the TDX guest's measurement registers",
+                    observed=f"no folder {self._measurements}",
+                    expected="a folder (the tdx_guest driver of Linux 6.16 or later)",
+                    hint="run a guest kernel with TSM measurements (6.16 or later)",
+                )
+            before = self._read_rtmr(path)
+            if before != bytes(_RTMR_SIZE):
+                raise TsmError(
+                    "tdx.rtmr3_not_fresh",
+                    "RTMR3 was extended before this launch (one launch per TD boot)",
+                    observed=before.hex(),
+                    expected=bytes(_RTMR_SIZE).hex(),
+                    hint="boot a new TD for this launch",
+                )
+            try:
+                self._registers.write(path, log.events[0].digest)
+            except OSError as exc:
+                raise TsmError(
+                    "tdx.rtmr3_io", f"cannot extend {path}: {exc.strerror or exc}"
+                ) from exc
+            after = self._read_rtmr(path)
+            if after != log.replay():
+                raise TsmError(
+                    "tdx.rtmr3_extend",
+                    "RTMR3 after extending the launch event",
+                    observed=after.hex(),
+                    expected=log.replay().hex(),
+                    hint="another process extends RTMR3 in this TD; find it",
+                )
+            self._event_log = log
+        return log
+
+    def _read_rtmr(self, path: Path) -> bytes:
+        try:
+            raw = self._registers.read(path, _RTMR_SIZE + 1)
+        except OSError as exc:
+            raise TsmError("tdx.rtmr3_io", f"cannot read {path}: {exc.strerror or exc}") from exc
+        if len(raw) != _RTMR_SIZE:
+            raise TsmError(
+                "tdx.rtmr3_io",
+                f"the register {path}",
+                observed=f"{len(raw)} bytes",
+                expected=f"{_RTMR_SIZE} bytes",
+            )
+        return raw
 
     def sealing_key(self) -> bytes:
         """TDX has no sealing key (see ADR 0020): always raises."""

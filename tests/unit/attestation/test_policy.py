@@ -182,6 +182,7 @@ def test_td_unrequested_expectations_are_reported(td_body: TdReportBody) -> None
     checks = Policy(rtmrs=(td_body.rtmr0, None, None, None)).apply(td_body, UP, ())
     assert _outcomes(checks) == {
         "TCB status accepted": "passed",
+        "TD attributes": "passed",
         "debug mode": "passed",
         "MRTD": "not requested",
         "RTMR0": "passed",
@@ -196,7 +197,7 @@ def test_debug_td_is_rejected(td_body: TdReportBody) -> None:
     debug = dataclasses.replace(td_body, td_attributes=b"\x01" + td_body.td_attributes[1:])
     with pytest.raises(PolicyError) as caught:
         Policy().apply(debug, UP, ())
-    assert caught.value.code == "policy.debug"
+    assert caught.value.code == "policy.td_attributes.debug"
 
 
 # -- TCB statuses ----------------------------------------------------------------------

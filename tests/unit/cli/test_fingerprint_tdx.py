@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from confide.attestation import verify_quote
+from confide.attestation import TdReference, launch_rtmr3, verify_quote
 from confide.cli import app
 from confide.crypto import PackageKey, encrypt_package
 from confide.runtime import CodeSource, launch_manifest
@@ -72,3 +73,48 @@ def test_json_names_each_register(package: Path) -> None:
     assert payload["tee"] == "tdx"
     assert payload["mr_td"] == SIM_GUEST_IMAGE.mr_td.hex()
     assert {"rtmr0", "rtmr1", "rtmr2", "rtmr3", "fingerprint", "manifest"} <= set(payload)
+
+
+def test_td_reference_gives_the_published_image_values(package: Path, tmp_path: Path) -> None:
+    published = TdReference(*(hashlib.sha384(bytes([i])).digest() for i in range(4)))
+    reference = tmp_path / "reference.json"
+    reference.write_bytes(published.to_json())
+    result = CliRunner().invoke(
+        app,
+        ["fingerprint", "--tee", "tdx", *ARGS, "--package", str(package), "--json"]
+        + ["--td-reference", str(reference)],
+    )
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["guest_image"] == "reference"
+    assert [payload[k] for k in ("mr_td", "rtmr0", "rtmr1", "rtmr2")] == [
+        published.mr_td.hex(),
+        published.rtmr0.hex(),
+        published.rtmr1.hex(),
+        published.rtmr2.hex(),
+    ]
+    assert payload["rtmr3"] == launch_rtmr3(bytes.fromhex(payload["fingerprint"])).hex()
+    assert "simulated" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "words"),
+    [
+        (b"{}", ["--tee", "tdx"], "malformed"),
+        (None, ["--tee", "tdx"], "cannot read the TD reference values"),
+        (b"{}", ["--tee", "simulation"], "--td-reference is for --tee tdx"),
+    ],
+)
+def test_a_bad_td_reference_is_one_clear_line(
+    package: Path, tmp_path: Path, content: bytes | None, extra: list[str], words: str
+) -> None:
+    reference = tmp_path / "reference.json"
+    if content is not None:
+        reference.write_bytes(content)
+    result = CliRunner().invoke(
+        app,
+        ["fingerprint", *extra, *ARGS, "--package", str(package)]
+        + ["--td-reference", str(reference)],
+    )
+    assert result.exit_code != 0
+    assert words in result.stderr and "Traceback" not in result.stderr
