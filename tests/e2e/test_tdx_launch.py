@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dcap_qvl
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -61,6 +62,7 @@ from support.operators import (
     wait_gone,
     wait_status,
 )
+from support.proxy import ZeroTrustApp, proxy_running
 from support.runtimes import EXAMPLES, HOST, poll
 from tdx_standin import StandinConfig, install, measure_image
 
@@ -168,6 +170,19 @@ def test_deploy_verify_and_call_an_app_in_its_own_td(
 
     with pinned_client(HostPort(HOST, operator.router_port), domain, cert, timeout=15) as user:
         assert user.get("/").text == "Hello world"
+
+    # A user's browser goes through confide proxy, pinned to the same published values.
+    zero_trust = ZeroTrustApp(
+        operator, httpx.Client(), operator.data_dir, domain, str(context.app_id),
+        context.fingerprint.hex(),
+    )  # fmt: skip
+    with proxy_running(tmp_path, zero_trust, "--td-reference", reference) as proxy:
+        assert httpx.get(proxy.url + "/", timeout=15).text == "Hello world"
+        page = httpx.get(proxy.url + "/.well-known/confide/verification.json", timeout=15)
+        assert page.status_code == 200, page.text
+        shown = page.json()
+        assert shown["enclave"]["quote"]["tee"] == "tdx", shown
+        assert shown["expected"]["td_reference"]["mr_td"] == published["mr_td"], shown
 
     # Without the operator's reference values, the TD is checked against the simulated
     # image's: refused, MRTD named with the TD's value and the expected one.

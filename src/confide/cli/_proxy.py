@@ -48,6 +48,7 @@ from confide.wire import HostPort
 
 from ._app import app, handle_errors
 from ._output import Output
+from ._tdx import TdReferenceOpt, load_td_reference
 from ._verify_options import (
     AcceptOpt,
     CollateralOpt,
@@ -122,6 +123,7 @@ def proxy_command(
     owner: OwnerOpt = None,
     log_key: LogKeyOpt = None,
     allow_simulation: SimOpt = False,
+    td_reference: TdReferenceOpt = None,
     accept: AcceptOpt = None,
     unsafe_listen_any: Annotated[
         bool,
@@ -173,6 +175,7 @@ def proxy_command(
         owner=owner_key,
         allow_simulation=allow_simulation,
         checks=build_policy(None, None, None, None, accept, False, False),
+        td_reference=load_td_reference(td_reference),
     )
     verifier = EnclaveVerifier(
         evidence_source(collateral, pccs_url, root_ca, operator=operator, timeout=TIMEOUT),

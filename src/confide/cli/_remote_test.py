@@ -51,6 +51,7 @@ from confide.wire import TlsMode
 from ._app import app, handle_errors
 from ._output import Output
 from ._project import InstallTimeoutOpt, ProjectPathOpt, TestsTimeoutOpt, load_project
+from ._tdx import TdReferenceOpt
 from ._verify_options import OwnerOpt, SimOpt
 
 _LOCALHOST: Final = "127.0.0.1"
@@ -94,6 +95,7 @@ def _proxy_argv(
     pccs_url: str | None,
     allow_simulation: bool,
     owner: str | None = None,
+    td_reference: Path | None = None,
 ) -> list[str]:
     if operator is not None and pccs_url is not None and owner is None:
         raise UsageError("give at most one of --operator URL and --pccs-url URL")
@@ -130,6 +132,8 @@ def _proxy_argv(
         argv += ["--owner", owner]
     if allow_simulation:
         argv.append("--allow-simulation")
+    if td_reference is not None:
+        argv += ["--td-reference", str(td_reference)]
     return argv
 
 
@@ -177,6 +181,7 @@ def test_command(
         ),
     ] = None,
     allow_simulation: SimOpt = False,
+    td_reference: TdReferenceOpt = None,
     operator: Annotated[
         str | None,
         typer.Option(
@@ -238,6 +243,7 @@ def test_command(
             pccs_url=pccs_url,
             allow_simulation=allow_simulation,
             owner=owner,
+            td_reference=td_reference,
         )
         proxy = ChildProcess.start(
             proxy_argv, cwd=Path(tmp), env=os.environ, sink=sys.stderr, prefix="[proxy] "

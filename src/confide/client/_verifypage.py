@@ -147,6 +147,16 @@ def verification_document(
         "owner_key": policy.owner.to_text() if policy.owner is not None else None,
         "simulation_allowed": policy.allow_simulation,
         "accepted_tcb_statuses": sorted(policy.checks.accepted_tcb_statuses),
+        # A TD's MRTD and RTMR0-2 are checked against these (ADR 0022); none: only a
+        # simulated TD verifies, against the simulated guest image's values.
+        "td_reference": (
+            {
+                name: getattr(policy.td_reference, name).hex()
+                for name in ("mr_td", "rtmr0", "rtmr1", "rtmr2")
+            }
+            if policy.td_reference is not None
+            else None
+        ),
     }
     enclave: dict[str, Any] | None = None
     if verified is not None:
@@ -248,11 +258,20 @@ def _expected(expected: Mapping[str, Any]) -> str:
             ("code", code),
             ("owner key", expected["owner_key"]),
             ("TCB statuses accepted", ", ".join(expected["accepted_tcb_statuses"])),
+            ("TD guest image", _td_image(expected["td_reference"])),
             (
                 "simulated TEE",
                 "accepted (tests only)" if expected["simulation_allowed"] else "refused",
             ),
         ]
+    )
+
+
+def _td_image(reference: Mapping[str, str] | None) -> str | None:
+    if reference is None:  # not a TD, or a simulated one checked against the simulated image
+        return None
+    return ", ".join(
+        f"{name.upper().replace('_', '')} {value}" for name, value in reference.items()
     )
 
 

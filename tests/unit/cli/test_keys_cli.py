@@ -211,3 +211,24 @@ def test_confide_test_hands_the_router_as_one_host_port_even_ipv6(
     )
     assert argv[argv.index("--connect") + 1] == connect
     assert HostPort.parse(connect) == router  # what the proxy reads back
+
+
+def test_confide_test_hands_the_td_reference_values_to_the_proxy(tmp_path: Path) -> None:
+    """A TD is checked against the operator's published guest image (ADR 0022), in tests too."""
+    reference = tmp_path / "reference.json"
+
+    def argv(td_reference: Path | None) -> list[str]:
+        return _proxy_argv(
+            _context("tdx"),
+            tmp_path / "ctx.json",
+            tmp_path / "ready",
+            connect=None,
+            operator=None,
+            pccs_url=None,
+            allow_simulation=False,
+            td_reference=td_reference,
+        )
+
+    given = argv(reference)
+    assert given[given.index("--td-reference") + 1] == str(reference)
+    assert "--td-reference" not in argv(None)
