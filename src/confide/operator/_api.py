@@ -15,7 +15,8 @@ already has ``max_apps_per_account`` apps (both decided in the database: of
 concurrent creates, only those that fit win); 413 the package (or the whole
 upload) is larger than ``max_package_size``; 415 the upload is not ``multipart/form-data``; 422 the
 input is wrong, ``detail[].loc`` naming the field (``["body", "manifest",
-"plan"]``); 503 the database is unreachable (health).
+"plan"]``); 503 the database is unreachable (health), or too busy to write now
+(``Retry-After`` says when to try again; :class:`~._db.DatabaseBusy`).
 
 This module holds the routes: they parse requests and render answers. Under
 them, :class:`~._service.AppService` decides and writes; its refusals are
@@ -72,7 +73,7 @@ from confide.wire.api import (
 
 from ._auth import Authenticator
 from ._blobs import BlobStore
-from ._db import AuthenticatedToken, Database, upgrade_database
+from ._db import BUSY_RETRY_AFTER, AuthenticatedToken, Database, DatabaseBusy, upgrade_database
 from ._logapi import log_router
 from ._logs import MAX_TAIL, FileLogSource, LogSource
 from ._logs import follow as follow_log
@@ -104,6 +105,18 @@ async def _refused(request: Request, exc: Exception) -> Response:
         error = {"type": exc.kind, "loc": exc.loc, "msg": exc.message, "input": exc.value}
         return await request_validation_exception_handler(request, RequestValidationError([error]))
     return await http_exception_handler(request, HTTPException(_REFUSALS[type(exc)], str(exc)))
+
+
+async def _busy(request: Request, exc: Exception) -> Response:
+    """503 with ``Retry-After``: the database had no write turn in time (retryable)."""
+    return await http_exception_handler(
+        request,
+        HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            str(exc),
+            headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+        ),
+    )
 
 
 def _manifest_schema() -> dict[str, Any]:
@@ -254,6 +267,7 @@ def create_app(
     )
     for refusal in (*_REFUSALS, InvalidInput):
         app.add_exception_handler(refusal, _refused)
+    app.add_exception_handler(DatabaseBusy, _busy)
     router = APIRouter(prefix=API_PREFIX)
 
     @router.get("/health", tags=["operator"])
