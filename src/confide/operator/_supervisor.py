@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,11 @@ _MAX_DOUBLINGS: Final = 64
 _ACTIVE: Final = tuple(s.value for s in AppStatus if s.active)
 
 
+def _default_max_starting(cpus: int | None) -> int:
+    """Two starting runtimes per core: one importing while the other waits on I/O."""
+    return max(2, 2 * (cpus or 1))
+
+
 @dataclass(frozen=True, slots=True)
 class SupervisorOptions:
     """How often and how patiently the supervisor works. Seconds."""
@@ -91,6 +97,10 @@ class SupervisorOptions:
     probe_timeout: float = 3.0
     #: On shutdown, stop every runtime (else leave them running for the next operator).
     stop_apps_on_exit: bool = False
+    #: Runtimes starting at once (launched, not yet answering a probe); more wait for a
+    #: slot, oldest app first. A start is mostly CPU (an interpreter importing its stack):
+    #: 100 at once on 2 cores thrashed and starved the API and the router sharing them.
+    max_starting: int = field(default_factory=lambda: _default_max_starting(os.cpu_count()))
 
     def backoff(self, crashes: int) -> float:
         # An app that answered is restarted however often it ends: ``crashes`` has no bound,
@@ -228,6 +238,8 @@ class Supervisor:
         self._wake: asyncio.Event | None = None
         #: Apps the API told about since the last pass (a deletion of a stopped app, say).
         self._news: set[uuid.UUID] = set()
+        #: Apps whose launch is under way (a slot of ``max_starting`` taken before any await).
+        self._launching: set[uuid.UUID] = set()
 
     # -- AppEvents -----------------------------------------------------------------------------
 
@@ -317,7 +329,7 @@ class Supervisor:
         rows = await asyncio.to_thread(self._load, [*self._apps, *news])
         loop = asyncio.get_running_loop()
         next_expiry: float | None = None
-        for row in rows:
+        for row in sorted(rows, key=lambda r: r.created_at):  # starts queue oldest first
             t = self._apps.setdefault(row.id, _Tracked(row.id))
             if t.status is None:
                 t.status = row.status
@@ -473,10 +485,24 @@ class Supervisor:
         self._log.warning("app %s: %s", row.id, detail)
         return True
 
+    def _starting(self) -> int:
+        """Launches under way and runtimes launched that never answered yet."""
+        unanswered = {a for a, t in self._apps.items() if t.handle is not None and not t.answered}
+        return len(unanswered | self._launching)
+
     async def _start(self, t: _Tracked, row: _Row) -> None:
         loop = asyncio.get_running_loop()
         if loop.time() < t.not_before:
             return
+        if self._starting() >= self.options.max_starting:
+            return  # queued: a start that ends (answer, crash, stop) wakes the next pass
+        self._launching.add(row.id)
+        try:
+            await self._launch(t, row)
+        finally:
+            self._launching.discard(row.id)
+
+    async def _launch(self, t: _Tracked, row: _Row) -> None:
         try:
             plan = self._settings.plan(row.plan)
             manifest = LaunchManifest.from_json(row.launch_manifest)
