@@ -87,6 +87,10 @@ class SupervisorOptions:
     poll_interval: float = 2.0
     #: Between passes while an app is spawning, initializing, restarting or stopping.
     probe_interval: float = 0.25
+    #: An app waiting for its owner's configuration is probed less and less often, up to
+    #: this interval: each probe is a TLS handshake on the operator's event loop, and 100
+    #: apps waiting at 0.25 s took the cores the API needed.
+    max_waiting_probe_interval: float = 2.0
     #: First wait before restarting a crashed runtime; doubles with each crash in a row.
     restart_backoff: float = 0.5
     max_backoff: float = 30.0
@@ -183,6 +187,10 @@ class _Tracked:
     not_before: float = 0.0
     #: Loop time the current run reached ``running``.
     running_since: float | None = None
+    #: Probes in a row that found the runtime waiting for its configuration.
+    waits: int = 0
+    #: Loop time before which a runtime waiting for its configuration is not probed again.
+    next_probe: float = 0.0
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     #: Steps finished: a row read while one was under way may predate its writes.
     steps: int = 0
@@ -519,6 +527,7 @@ class Supervisor:
         handle = await self._backend.start(spec)
         t.handle = handle
         t.answered = False
+        t.waits, t.next_probe = 0, 0.0
         t.running_since = None
         if t.status == AppStatus.SPAWNING:
             await self._write(row.id, _Change(handle=handle))  # the status says so already
@@ -586,9 +595,18 @@ class Supervisor:
             if t.crashes and loop.time() - t.running_since >= self.options.stable_after:
                 t.crashes = 0
             return
+        if t.status == AppStatus.INITIALIZING and loop.time() < t.next_probe:
+            self._publish(t, row)  # waiting for its owner: probed again later
+            return
         probe = await prober.probe(t.handle, tls=row.tls, healthcheck=row.healthcheck)
         if probe != Probe.DOWN:
             t.answered = True
+        if probe == Probe.WAITING:
+            t.waits += 1
+            backoff = self.options.probe_interval * 2 ** min(t.waits, _MAX_DOUBLINGS)
+            t.next_probe = loop.time() + min(backoff, self.options.max_waiting_probe_interval)
+        else:
+            t.waits, t.next_probe = 0, 0.0
         if probe == Probe.WAITING and t.status != AppStatus.INITIALIZING:
             await self._write(
                 row.id,

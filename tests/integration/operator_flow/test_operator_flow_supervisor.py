@@ -544,3 +544,34 @@ def test_starts_queue_behind_max_starting_oldest_app_first(
             assert [s.app_id for s in host.backend.started] == oldest_first
 
     run(body)
+
+
+@dataclasses.dataclass
+class _ProbesPerApp(FakeProber):
+    probes: dict[uuid.UUID, int] = dataclasses.field(default_factory=dict)
+
+    async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe:
+        self.probes[handle.app_id] = self.probes.get(handle.app_id, 0) + 1
+        return await super().probe(handle, tls=tls, healthcheck=healthcheck)
+
+
+def test_an_app_waiting_for_its_configuration_is_probed_less_and_less_often(
+    settings: OperatorSettings, database: Database
+) -> None:
+    """Each probe is a TLS handshake on the operator's event loop: 100 apps waiting for
+    their owners, probed every pass, took the cores the API needed (issue 14.5)."""
+    waiting, starting = add_app(database), add_app(database)
+    options = dataclasses.replace(FAST, max_waiting_probe_interval=0.5)
+
+    async def body() -> None:
+        prober = _ProbesPerApp(answers={starting: Probe.DOWN})  # probed every pass: a clock
+        async with supervising(settings, database, FakeWorld(), prober=prober, options=options):
+            await status_is(database, waiting, AppStatus.INITIALIZING)
+            await until(lambda: prober.probes.get(starting, 0) >= 100, "100 passes")
+            # Passes come every 0.01 s (more on a loaded machine): the waiting app's probes
+            # back off 0.02, 0.04, ... up to 0.5 s; about 8 in 100 passes, not 100.
+            assert 2 <= prober.probes[waiting] < prober.probes[starting] / 3
+            prober.answers[waiting] = Probe.HEALTHY  # configured: found within the backoff
+            await status_is(database, waiting, AppStatus.RUNNING)
+
+    run(body)
