@@ -71,11 +71,13 @@ ChunkRecorder = Callable[[int, bool, bytes], None]
 class _Way:
     """One direction of a pair: bytes read from ``src`` are written to ``dst``."""
 
-    __slots__ = ("src", "dst", "pending", "eof", "shut", "to_upstream")
+    __slots__ = ("src", "dst", "src_fd", "dst_fd", "pending", "eof", "shut", "to_upstream")
 
     def __init__(self, src: socket.socket, dst: socket.socket, to_upstream: bool) -> None:
         self.src = src
         self.dst = dst
+        self.src_fd = src.fileno()
+        self.dst_fd = dst.fileno()
         self.pending: bytes = b""  # read, not yet sent (at most one chunk)
         self.eof = False  # src ended its stream
         self.shut = False  # and that end was passed on to dst

@@ -75,8 +75,9 @@ _ACTIVE: Final = tuple(s.value for s in AppStatus if s.active)
 
 
 def _default_max_starting(cpus: int | None) -> int:
-    """Two starting runtimes per core: one importing while the other waits on I/O."""
-    return max(2, 2 * (cpus or 1))
+    """Four starting runtimes per core: enough to keep the cores busy while some wait on
+    I/O or on a probe, few enough that the API and the router keep their share."""
+    return 4 * (cpus or 1)
 
 
 @dataclass(frozen=True, slots=True)
