@@ -37,11 +37,14 @@ import logging
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Final
 
+import anyio
+from anyio.abc import AsyncResource
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import (
@@ -49,7 +52,7 @@ from fastapi.exception_handlers import (
     request_validation_exception_handler,
 )
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import Framework
@@ -72,7 +75,7 @@ from confide.wire.api import (
 )
 
 from ._auth import Authenticator
-from ._blobs import BlobStore
+from ._blobs import BlobGate, BlobLimits, BlobShed, BlobStore, live_package
 from ._db import BUSY_RETRY_AFTER, AuthenticatedToken, Database, DatabaseBusy, upgrade_database
 from ._logapi import log_router
 from ._logs import MAX_TAIL, FileLogSource, LogSource
@@ -117,6 +120,62 @@ async def _busy(request: Request, exc: Exception) -> Response:
             headers={"Retry-After": str(BUSY_RETRY_AFTER)},
         ),
     )
+
+
+async def _shed(request: Request, exc: Exception) -> Response:
+    """A blob request over a bound (:class:`BlobGate`): 429 or 503 with ``Retry-After``."""
+    if not isinstance(exc, BlobShed):  # pragma: no cover - registered for BlobShed only
+        raise exc
+    return await http_exception_handler(
+        request,
+        HTTPException(exc.status, str(exc), headers={"Retry-After": str(exc.retry_after)}),
+    )
+
+
+class _BlobResponse(Response):
+    """An open blob streamed in ``limits.chunk`` pieces, each sent before the next is read
+    (the server's flow control holds at most a piece or two per download), cut after
+    ``limits.send_deadline`` seconds; its :class:`BlobGate` slot is given back however it
+    ends (done, cut, or the client gone)."""
+
+    def __init__(
+        self, file: Any, size: int, gate: BlobGate, source: str, limits: BlobLimits
+    ) -> None:
+        super().__init__(
+            media_type="application/octet-stream", headers={"content-length": str(size)}
+        )
+        self._file, self._gate, self._source, self._limits = file, gate, source, limits
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            with anyio.move_on_after(self._limits.send_deadline):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(self._until_disconnect, receive, group.cancel_scope)
+                    await self._stream(send)
+                    group.cancel_scope.cancel()
+        finally:
+            try:
+                await _close_quietly(self._file)
+            finally:
+                self._gate.release(self._source)
+
+    async def _stream(self, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        while chunk := await self._file.read(self._limits.chunk):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    @staticmethod
+    async def _until_disconnect(receive: Any, scope: anyio.CancelScope) -> None:
+        """The client went away: stop reading the file for it."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        scope.cancel()
+
+
+async def _close_quietly(resource: AsyncResource) -> None:
+    with anyio.CancelScope(shield=True):
+        await resource.aclose()
 
 
 def _manifest_schema() -> dict[str, Any]:
@@ -227,6 +286,7 @@ def create_app(
     migrate: bool = True,
     log_poll_interval: float = 0.5,
     release_log: TransparencyLog | None = None,
+    blob_limits: BlobLimits | None = None,
 ) -> FastAPI:
     """The operator API as an ASGI app; nothing global, everything passed in.
 
@@ -268,6 +328,7 @@ def create_app(
     for refusal in (*_REFUSALS, InvalidInput):
         app.add_exception_handler(refusal, _refused)
     app.add_exception_handler(DatabaseBusy, _busy)
+    app.add_exception_handler(BlobShed, _shed)
     router = APIRouter(prefix=API_PREFIX)
 
     @router.get("/health", tags=["operator"])
@@ -305,24 +366,49 @@ def create_app(
         return api.simulation()
 
     if settings.kubernetes is not None:
+        limits = blob_limits if blob_limits is not None else BlobLimits()
+        gate = BlobGate(limits)
+
+        def live(sha256: str) -> bool:
+            with database.session() as session:
+                return live_package(session, sha256)
 
         @router.get(
             "/blobs/{sha256}",
             tags=["operator"],
             response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}}, 404: {}},
+            responses={
+                200: {"content": {"application/octet-stream": {}}},
+                404: {},
+                429: {"description": "too many requests from this source (Retry-After)"},
+                503: {"description": "too many downloads under way (Retry-After)"},
+            },
         )
-        def blob(sha256: str) -> FileResponse:
+        async def blob(sha256: str, request: Request) -> Response:
             """No authentication: an encrypted package (ADR 0006) by its SHA-256, for pods.
 
-            The fetcher checks the digest; the package decrypts only in its enclave.
+            Only the package of an app that may launch now (spawning, initializing or
+            running, not being deleted); any other digest is 404, as one never stored.
+            Bounded per source address and in all (429 or 503 with ``Retry-After``);
+            a download slower than the deadline is cut. The fetcher checks the digest;
+            the package decrypts only in its enclave.
             """
             if not _SHA256_HEX.fullmatch(sha256):
                 raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such blob")
-            digest = bytes.fromhex(sha256)
-            if not api.blobs.exists(digest):
-                raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such blob")
-            return FileResponse(api.blobs.path(digest), media_type="application/octet-stream")
+            source = request.client.host if request.client is not None else "-"
+            gate.admit(source, time.monotonic())  # before any database or disk work
+            try:
+                if not await run_in_threadpool(live, sha256):
+                    raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such blob")
+                try:
+                    file = await anyio.open_file(api.blobs.path(bytes.fromhex(sha256)), "rb")
+                except FileNotFoundError:
+                    raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such blob") from None
+                size = os.fstat(file.wrapped.fileno()).st_size
+            except BaseException:
+                gate.release(source)
+                raise
+            return _BlobResponse(file, size, gate, source, limits)
 
     @router.get("/me", tags=["account"])
     def me(auth: Auth) -> Account:
