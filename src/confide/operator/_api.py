@@ -128,7 +128,7 @@ async def _shed(request: Request, exc: Exception) -> Response:
         raise exc
     return await http_exception_handler(
         request,
-        HTTPException(exc.status, str(exc), headers={"Retry-After": str(exc.retry_after)}),
+        HTTPException(exc.http_status, str(exc), headers={"Retry-After": str(exc.retry_after)}),
     )
 
 

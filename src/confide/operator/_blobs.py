@@ -171,7 +171,7 @@ class BlobShed(UsageError):
 
     def __init__(self, message: str, *, status: int, retry_after: int) -> None:
         super().__init__(message)
-        self.status = status
+        self.http_status = status
         self.retry_after = retry_after
 
 
