@@ -9,8 +9,9 @@ run --``). Each owner connects from an address of its own in 127.0.0.0/8
 (127.0.0.2, 127.0.0.3, ...), as owners on their own machines would: from one
 address, the owners' verification and challenge connections share the router's
 per-source limits (``max_unrouted_per_source``, ADR 0013), which can close
-those over the share (``--one-source`` runs it that way). Meanwhile a second client polls ``GET
-/api/v1/me`` (authenticated, no app work) every ``--poll-interval`` seconds;
+those over the share (``--one-source`` runs it that way). Meanwhile a second
+client polls ``GET /api/v1/me`` (authenticated, no app work) every
+``--poll-interval`` seconds;
 its latencies during the burst give the API's p50/p99. Once every app runs,
 the memory of each idle runtime process is read from ``/proc``: RSS, and PSS
 (shared pages split between the processes sharing them), which is what one
