@@ -5,9 +5,13 @@ verify the enclave through the router, configure, wait for ``running``, one
 request), N owners at the same moment on one ``confide operator serve``
 (simulated TEE, loopback; ``max_apps_per_account`` raised to N in the
 operator's configuration file; SQLite, or PostgreSQL under ``scripts/postgres.sh
-run --``: with SQLite, 100 concurrent uploads outwait its 5 s busy timeout and
-some get HTTP 500 "database is locked"). Meanwhile a second client polls ``GET
-/api/v1/me`` (authenticated, no app work) every ``--poll-interval`` seconds;
+run --``). Each owner connects from an address of its own in 127.0.0.0/8
+(127.0.0.2, 127.0.0.3, ...), as owners on their own machines would: from one
+address, the owners' verification and challenge connections share the router's
+per-source limits (``max_unrouted_per_source``, ADR 0013), which can close
+those over the share (``--one-source`` runs it that way). Meanwhile a second
+client polls ``GET /api/v1/me`` (authenticated, no app work) every
+``--poll-interval`` seconds;
 its latencies during the burst give the API's p50/p99. Once every app runs,
 the memory of each idle runtime process is read from ``/proc``: RSS, and PSS
 (shared pages split between the processes sharing them), which is what one
@@ -28,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -36,7 +41,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import httpx
 
@@ -50,6 +55,30 @@ from support.operators import (  # noqa: E402
 
 #: Cheap authenticated endpoint polled during the burst.
 PROBE: Final = "/api/v1/me"
+
+
+#: The source address of the current owner thread's connections (unset: the kernel's).
+_SOURCE = threading.local()
+_CREATE_CONNECTION: Final = socket.create_connection
+
+
+def _from_own_source(
+    address: tuple[str, int],
+    timeout: float | None = socket._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
+    source_address: tuple[str, int] | None = None,
+    **options: bool,
+) -> socket.socket:
+    """``socket.create_connection`` from the thread's own loopback address, if it has one."""
+    own: str | None = getattr(_SOURCE, "address", None)
+    if source_address is None and own is not None and address[0] == "127.0.0.1":
+        source_address = (own, 0)
+    return _CREATE_CONNECTION(address, timeout, source_address, **options)
+
+
+def _owner_address(index: int) -> str:
+    """127.0.0.2, 127.0.0.3, ...: one loopback source per owner (127.0.0.1 is the poller's)."""
+    n = index + 2
+    return f"127.0.{n // 256}.{n % 256}"
 
 
 def _deploy_module() -> object:
@@ -89,13 +118,25 @@ def main() -> None:
     parser.add_argument("--apps", type=int, default=100)
     parser.add_argument("--poll-interval", type=float, default=0.05)
     parser.add_argument(
+        "--one-source",
+        action="store_true",
+        help="every owner connects from 127.0.0.1 (the router's per-source limits then cut some)",
+    )
+    parser.add_argument(
         "--database-url",
         default=os.environ.get("CONFIDE_TEST_POSTGRES_URL"),
         help="the operator's database (default: scripts/postgres.sh run's, else SQLite)",
     )
     args = parser.parse_args()
     deploy = _deploy_module()
-    owner = deploy.owner  # type: ignore[attr-defined]
+    deploy_one = deploy.owner  # type: ignore[attr-defined]
+
+    def owner(index: int, *rest: object) -> Any:
+        if not args.one_source:
+            _SOURCE.address = _owner_address(index)
+        return deploy_one(index, *rest)
+
+    socket.create_connection = _from_own_source  # type: ignore[assignment]  # the client's connections (httpx, RA-TLS)
     root = Path(tempfile.mkdtemp(prefix="confide-bench-many-"))
     data = root / "data"
     data.mkdir()
@@ -162,7 +203,9 @@ def main() -> None:
         f"{args.apps} apps deployed at once: all running after {total:.1f} s "
         f"(median app {running[len(running) // 2]:.1f} s); "
         f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}, "
-        f"simulated TEE, {database}"
+        f"simulated TEE, {database}, owners from "
+        f"{'127.0.0.1' if args.one_source else 'one loopback address each'}; "
+        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
     _report_api(latencies, errors, "during the burst")
     if memory:

@@ -120,7 +120,7 @@ class OperatorFactory:
         overrides = {
             k: options.pop(k)
             for k in list(options)
-            if k in ("max_package_size", "max_apps_per_account", "tee", "base_domain")
+            if k in ("max_package_size", "max_apps_per_account", "tee", "base_domain", "kubernetes")
         }
         settings = OperatorSettings.load(
             self.tmp_path / "data",

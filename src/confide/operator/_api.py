@@ -15,7 +15,8 @@ already has ``max_apps_per_account`` apps (both decided in the database: of
 concurrent creates, only those that fit win); 413 the package (or the whole
 upload) is larger than ``max_package_size``; 415 the upload is not ``multipart/form-data``; 422 the
 input is wrong, ``detail[].loc`` naming the field (``["body", "manifest",
-"plan"]``); 503 the database is unreachable (health).
+"plan"]``); 503 the database is unreachable (health), or too busy to write now
+(``Retry-After`` says when to try again; :class:`~._db.DatabaseBusy`).
 
 The operator console (HTML, signed in with a token, ADR 0025) is mounted at
 ``/console/``: :mod:`._console`.
@@ -39,11 +40,14 @@ import logging
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Final
 
+import anyio
+from anyio.abc import AsyncResource
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import (
@@ -51,7 +55,7 @@ from fastapi.exception_handlers import (
     request_validation_exception_handler,
 )
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import Framework
@@ -74,9 +78,9 @@ from confide.wire.api import (
 )
 
 from ._auth import Authenticator
-from ._blobs import BlobStore
+from ._blobs import BlobGate, BlobLimits, BlobShed, BlobStore, live_package
 from ._console import create_console
-from ._db import AuthenticatedToken, Database, upgrade_database
+from ._db import BUSY_RETRY_AFTER, AuthenticatedToken, Database, DatabaseBusy, upgrade_database
 from ._logapi import log_router
 from ._logs import MAX_TAIL, FileLogSource, LogSource
 from ._logs import follow as follow_log
@@ -108,6 +112,74 @@ async def _refused(request: Request, exc: Exception) -> Response:
         error = {"type": exc.kind, "loc": exc.loc, "msg": exc.message, "input": exc.value}
         return await request_validation_exception_handler(request, RequestValidationError([error]))
     return await http_exception_handler(request, HTTPException(_REFUSALS[type(exc)], str(exc)))
+
+
+async def _busy(request: Request, exc: Exception) -> Response:
+    """503 with ``Retry-After``: the database had no write turn in time (retryable)."""
+    return await http_exception_handler(
+        request,
+        HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            str(exc),
+            headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+        ),
+    )
+
+
+async def _shed(request: Request, exc: Exception) -> Response:
+    """A blob request over a bound (:class:`BlobGate`): 429 or 503 with ``Retry-After``."""
+    if not isinstance(exc, BlobShed):  # pragma: no cover - registered for BlobShed only
+        raise exc
+    return await http_exception_handler(
+        request,
+        HTTPException(exc.http_status, str(exc), headers={"Retry-After": str(exc.retry_after)}),
+    )
+
+
+class _BlobResponse(Response):
+    """An open blob streamed in ``limits.chunk`` pieces, each sent before the next is read
+    (the server's flow control holds at most a piece or two per download), cut after
+    ``limits.send_deadline`` seconds; its :class:`BlobGate` slot is given back however it
+    ends (done, cut, or the client gone)."""
+
+    def __init__(
+        self, file: Any, size: int, gate: BlobGate, source: str, limits: BlobLimits
+    ) -> None:
+        super().__init__(
+            media_type="application/octet-stream", headers={"content-length": str(size)}
+        )
+        self._file, self._gate, self._source, self._limits = file, gate, source, limits
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            with anyio.move_on_after(self._limits.send_deadline):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(self._until_disconnect, receive, group.cancel_scope)
+                    await self._stream(send)
+                    group.cancel_scope.cancel()
+        finally:
+            try:
+                await _close_quietly(self._file)
+            finally:
+                self._gate.release(self._source)
+
+    async def _stream(self, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        while chunk := await self._file.read(self._limits.chunk):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    @staticmethod
+    async def _until_disconnect(receive: Any, scope: anyio.CancelScope) -> None:
+        """The client went away: stop reading the file for it."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        scope.cancel()
+
+
+async def _close_quietly(resource: AsyncResource) -> None:
+    with anyio.CancelScope(shield=True):
+        await resource.aclose()
 
 
 def _manifest_schema() -> dict[str, Any]:
@@ -199,6 +271,13 @@ async def _read_upload(request: Request, limit: int) -> FormData:
         ) from None
 
 
+#: How long the API keeps an idle keep-alive connection (seconds; hypercorn's default is 5).
+#: A client polling every 0.2 s (``confide deploy``) never idles that long, but when the
+#: event loop lags by more than hypercorn's 5 s (100 apps starting on 2 cores), the idle
+#: timer fired before the client's next request, already sent, was read: the connection
+#: was closed with it unread and the client got "connection reset by peer".
+API_KEEP_ALIVE_TIMEOUT: Final = 75.0
+
 #: A blob's name in ``/api/v1/blobs/<sha256>``: 64 lowercase hex digits.
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 
@@ -218,6 +297,7 @@ def create_app(
     migrate: bool = True,
     log_poll_interval: float = 0.5,
     release_log: TransparencyLog | None = None,
+    blob_limits: BlobLimits | None = None,
 ) -> FastAPI:
     """The operator API as an ASGI app; nothing global, everything passed in.
 
@@ -258,6 +338,8 @@ def create_app(
     )
     for refusal in (*_REFUSALS, InvalidInput):
         app.add_exception_handler(refusal, _refused)
+    app.add_exception_handler(DatabaseBusy, _busy)
+    app.add_exception_handler(BlobShed, _shed)
     router = APIRouter(prefix=API_PREFIX)
 
     @router.get("/health", tags=["operator"])
@@ -295,24 +377,49 @@ def create_app(
         return api.simulation()
 
     if settings.kubernetes is not None:
+        limits = blob_limits if blob_limits is not None else BlobLimits()
+        gate = BlobGate(limits)
+
+        def live(sha256: str) -> bool:
+            with database.session() as session:
+                return live_package(session, sha256)
 
         @router.get(
             "/blobs/{sha256}",
             tags=["operator"],
             response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}}, 404: {}},
+            responses={
+                200: {"content": {"application/octet-stream": {}}},
+                404: {},
+                429: {"description": "too many requests from this source (Retry-After)"},
+                503: {"description": "too many downloads under way (Retry-After)"},
+            },
         )
-        def blob(sha256: str) -> FileResponse:
+        async def blob(sha256: str, request: Request) -> Response:
             """No authentication: an encrypted package (ADR 0006) by its SHA-256, for pods.
 
-            The fetcher checks the digest; the package decrypts only in its enclave.
+            Only the package of an app that may launch now (spawning, initializing or
+            running, not being deleted); any other digest is 404, as one never stored.
+            Bounded per source address and in all (429 or 503 with ``Retry-After``);
+            a download slower than the deadline is cut. The fetcher checks the digest;
+            the package decrypts only in its enclave.
             """
             if not _SHA256_HEX.fullmatch(sha256):
                 raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such blob")
-            digest = bytes.fromhex(sha256)
-            if not api.blobs.exists(digest):
-                raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such blob")
-            return FileResponse(api.blobs.path(digest), media_type="application/octet-stream")
+            source = request.client.host if request.client is not None else "-"
+            gate.admit(source, time.monotonic())  # before any database or disk work
+            try:
+                if not await run_in_threadpool(live, sha256):
+                    raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such blob")
+                try:
+                    file = await anyio.open_file(api.blobs.path(bytes.fromhex(sha256)), "rb")
+                except FileNotFoundError:
+                    raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such blob") from None
+                size = os.fstat(file.wrapped.fileno()).st_size
+            except BaseException:
+                gate.release(source)
+                raise
+            return _BlobResponse(file, size, gate, source, limits)
 
     @router.get("/me", tags=["account"])
     def me(auth: Auth) -> Account:
@@ -461,6 +568,7 @@ async def serve_api(
     config.accesslog = logging.getLogger("confide.operator.access")
     config.errorlog = logging.getLogger("confide.operator.server")
     config.include_server_header = False
+    config.keep_alive_timeout = API_KEEP_ALIVE_TIMEOUT
     # FastAPI is an ASGI app; hypercorn's and starlette's type stubs just spell it differently.
     framework: Framework = app  # type: ignore[assignment]
     await hypercorn_serve(framework, config, shutdown_trigger=shutdown_trigger, mode="asgi")

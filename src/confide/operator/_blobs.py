@@ -8,6 +8,13 @@ a blob already there is kept (uploads are deduplicated). Blobs are never
 modified. The operator stores exactly the bytes it was sent: the owner's CLI
 encrypted the package, the operator never sees its plaintext.
 
+Blobs are read back without authentication only by the Kubernetes backend's pods
+(``GET /api/v1/blobs/<sha256>``, ADR 0007). That read is bounded here
+(:class:`BlobGate`, a pure core: time is a parameter): per source, a token
+bucket of requests and a count of downloads at once; overall, a count of
+downloads at once. What is over a bound is shed at once (429 per source, 503
+overall, each with ``Retry-After``), before any database or disk work.
+
 Example::
 
     >>> import io
@@ -20,13 +27,22 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from confide.errors import UsageError
+from confide.wire import AppStatus
+
+from ._models import App
 
 #: Bytes read and written at a time.
 BLOCK_SIZE: Final = 1024 * 1024
@@ -112,6 +128,142 @@ class BlobStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+# -- the unauthenticated read's bounds -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BlobLimits:
+    """Bounds of ``GET /api/v1/blobs/<sha256>`` (no token: anyone who reaches the API).
+
+    A pod fetches its package once per launch, and the supervisor launches a few at a
+    time (``SupervisorOptions.max_starting``): the defaults leave room for a node's
+    launches behind one address, not for a scraper.
+    """
+
+    #: Requests per second from one source (an IP address), in a bucket of ``burst``.
+    per_source_rate: float = 2.0
+    per_source_burst: int = 16
+    #: Downloads under way at once from one source, and in all.
+    per_source_concurrent: int = 4
+    concurrent: int = 32
+    #: Sources whose bucket is remembered (the least recently seen is forgotten first).
+    max_sources: int = 4096
+    #: Longest one download may take (seconds); a slower reader is cut.
+    send_deadline: float = 300.0
+    #: Bytes read from the file and handed to the server at a time.
+    chunk: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        if not (self.per_source_rate > 0 and self.send_deadline > 0):
+            raise UsageError("blob limits: rate and deadline must be positive")
+        if min(self.per_source_burst, self.per_source_concurrent, self.concurrent) < 1:
+            raise UsageError("blob limits: burst and concurrency must be at least 1")
+        if self.max_sources < 1 or self.chunk < 1:
+            raise UsageError("blob limits: max_sources and chunk must be at least 1")
+
+
+class BlobShed(UsageError):
+    """A blob request over a bound: answered ``status`` with ``Retry-After``, not served."""
+
+    code = "operator.blob_shed"
+
+    def __init__(self, message: str, *, status: int, retry_after: int) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.retry_after = retry_after
+
+
+class BlobGate:
+    """Admits blob downloads within :class:`BlobLimits`; thread-safe.
+
+    :meth:`admit` takes one token of the source's bucket and one download slot,
+    or raises :class:`BlobShed`; every admitted download is matched by one
+    :meth:`release`. Memory is bounded: at most ``max_sources`` buckets and
+    ``concurrent`` counters.
+    """
+
+    def __init__(self, limits: BlobLimits) -> None:
+        self.limits = limits
+        self._lock = threading.Lock()
+        #: source -> (tokens, when they were counted), least recently seen first.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._active: dict[str, int] = {}
+        self._total = 0
+
+    def admit(self, source: str, now: float) -> None:
+        limits = self.limits
+        with self._lock:
+            if self._total >= limits.concurrent:
+                raise BlobShed(
+                    f"{limits.concurrent} package downloads are under way; try again later",
+                    status=503,
+                    retry_after=1,
+                )
+            if self._active.get(source, 0) >= limits.per_source_concurrent:
+                raise BlobShed(
+                    f"{limits.per_source_concurrent} downloads from {source} are under way",
+                    status=429,
+                    retry_after=1,
+                )
+            tokens, then = self._buckets.pop(source, (float(limits.per_source_burst), now))
+            tokens = min(
+                float(limits.per_source_burst),
+                tokens + max(0.0, now - then) * limits.per_source_rate,
+            )
+            if tokens < 1.0:
+                self._remember(source, tokens, now)
+                wait = math.ceil((1.0 - tokens) / limits.per_source_rate)
+                raise BlobShed(
+                    f"more than {limits.per_source_rate:g} package requests per second "
+                    f"from {source}",
+                    status=429,
+                    retry_after=max(1, wait),
+                )
+            self._remember(source, tokens - 1.0, now)
+            self._active[source] = self._active.get(source, 0) + 1
+            self._total += 1
+
+    def release(self, source: str) -> None:
+        with self._lock:
+            left = self._active.get(source, 0) - 1
+            if left < 0:
+                return  # never admitted: nothing to give back
+            if left:
+                self._active[source] = left
+            else:
+                del self._active[source]
+            self._total -= 1
+
+    def _remember(self, source: str, tokens: float, now: float) -> None:
+        self._buckets[source] = (tokens, now)  # last: the most recently seen
+        while len(self._buckets) > self.limits.max_sources:
+            self._buckets.popitem(last=False)
+
+    def under_way(self) -> int:
+        """Downloads admitted and not yet released."""
+        with self._lock:
+            return self._total
+
+
+def live_package(session: Session, sha256_hex: str) -> bool:
+    """Whether an app of this operator that may launch now has this package.
+
+    Live is spawning, initializing or running, and no deletion asked: a pod is
+    only launched then. A deleted, stopped, expired or failed app's package is
+    not served (404, as one never stored).
+    """
+    found = session.scalar(
+        select(App.id)
+        .where(
+            App.package_sha256 == sha256_hex,
+            App.status.in_([s.value for s in AppStatus if s.active]),
+            App.delete_requested.is_(False),
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def _fsync_dir(path: Path) -> None:

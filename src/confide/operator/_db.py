@@ -10,6 +10,14 @@ their SHA-256 is stored (not even a prefix), and the token itself is shown
 once, at creation. A token's id (``GET /api/v1/me`` tells it) names it for
 listing and revocation.
 
+With SQLite, the operator's writers queue in this process, first come first
+served, before SQLite's own lock (:class:`_SerialWriters`): SQLite's
+busy handler polls instead of queueing, so a burst of writers (100 uploads at
+once) outwaited its timeout and some failed. A writer that waits longer than
+:data:`SQLITE_WRITE_WAIT` for its turn, or meets the lock of another process
+for longer than :data:`SQLITE_BUSY_TIMEOUT`, raises :class:`DatabaseBusy`,
+which the API answers 503 with ``Retry-After`` (never 500).
+
 Example::
 
     >>> from datetime import UTC, datetime
@@ -27,7 +35,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 import uuid
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +48,7 @@ from typing import Any, Final
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,6 +64,22 @@ _TOKEN: Final = re.compile(r"^cfd_[A-Za-z0-9_-]{43}$")
 #: ``last_used_at`` is written at most this often per token (saves a write per request).
 LAST_USED_RESOLUTION: Final = timedelta(seconds=60)
 _ACCOUNT_NAME: Final = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
+#: How long a writer of this process waits for its turn before :class:`DatabaseBusy` (seconds).
+SQLITE_WRITE_WAIT: Final = 30.0
+#: How long SQLite waits for the write lock of another process (seconds; ``busy_timeout``).
+SQLITE_BUSY_TIMEOUT: Final = 5.0
+#: What ``Retry-After`` tells a client refused with :class:`DatabaseBusy` (seconds).
+BUSY_RETRY_AFTER: Final = 2
+#: Statements that only read: they need no turn (anything else takes one, to be safe).
+_READS: Final = frozenset({"SELECT", "PRAGMA", "EXPLAIN"})
+#: ``Connection.info`` key: this DBAPI connection holds the writers' turn.
+_TURN: Final = "confide_write_turn"
+
+
+class DatabaseBusy(UsageError):
+    """The database's write lock was not had in time: a retryable refusal (HTTP 503)."""
+
+    code = "database_busy"
 
 
 def _migrations_dir() -> Path:
@@ -82,6 +108,7 @@ class Database:
         engine = create_engine(parsed, **options)
         if parsed.get_backend_name() == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+            _SerialWriters(SQLITE_WRITE_WAIT).install(engine)
         return cls(engine)
 
     @contextmanager
@@ -98,9 +125,107 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # Foreign keys are off by default in SQLite; WAL lets the API read while the supervisor writes.
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+
+
+class _FifoLock:
+    """A lock handed to its waiters in the order they came (``threading.Lock`` is not fair)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: deque[threading.Lock] = deque()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return True
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiters.append(turn)
+        if turn.acquire(timeout=timeout):
+            return True  # handed over by release()
+        with self._mutex:
+            try:
+                self._waiters.remove(turn)
+            except ValueError:
+                return True  # handed over between the timeout and here: ours now
+            return False
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()  # still held: by the next in line
+            else:
+                self._held = False
+
+
+class _SerialWriters:
+    """SQLite's writers of this process, one at a time in arrival order.
+
+    A connection takes the turn before its first statement that is not a read
+    (pysqlite begins the transaction there) and gives it back when its
+    transaction ends (commit, rollback) or the connection goes back to the
+    pool. Writers then wait in a queue instead of in SQLite's busy handler,
+    which sleeps and polls, favours no one and gave up after ``busy_timeout``
+    with ``database is locked`` under a burst of uploads. Reads (WAL) need no
+    turn. An SQLite ``database is locked`` that still happens (another
+    process, such as the ``confide operator token`` CLI, held the lock past
+    :data:`SQLITE_BUSY_TIMEOUT`) is raised as :class:`DatabaseBusy` too.
+    """
+
+    def __init__(self, wait: float) -> None:
+        self._lock = _FifoLock()
+        self._wait = wait
+
+    def install(self, engine: Engine) -> None:
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "commit", self._end)
+        event.listen(engine, "rollback", self._end)
+        event.listen(engine, "handle_error", _busy_error)
+        event.listen(engine, "checkin", self._checkin)
+        event.listen(engine, "invalidate", self._checkin_invalidated)
+
+    def _before(self, conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        if _TURN in conn.info:
+            return
+        words = statement.lstrip().split(None, 1)
+        if words and words[0].upper() in _READS:
+            return
+        if not self._lock.acquire(self._wait):
+            raise DatabaseBusy(
+                f"the database is busy: no turn to write within {self._wait:.0f} s",
+                hint=f"try again in {BUSY_RETRY_AFTER} s",
+            )
+        conn.info[_TURN] = True
+
+    def _release(self, info: dict[Any, Any]) -> None:
+        if info.pop(_TURN, False):
+            self._lock.release()
+
+    def _end(self, conn: Connection) -> None:
+        self._release(conn.info)
+
+    def _checkin(self, _dbapi: Any, record: Any) -> None:
+        if record is not None:
+            self._release(record.info)
+
+    def _checkin_invalidated(self, _dbapi: Any, record: Any, _exc: Any) -> None:
+        self._checkin(_dbapi, record)
+
+
+def _busy_error(context: Any) -> None:
+    """SQLite's ``database is locked`` (the busy timeout ran out): :class:`DatabaseBusy`."""
+    original = context.original_exception
+    if isinstance(original, DatabaseBusy):
+        raise original
+    if "database is locked" in str(original):
+        raise DatabaseBusy(
+            f"the database is busy: {original}", hint=f"try again in {BUSY_RETRY_AFTER} s"
+        ) from original
 
 
 def upgrade_database(db: Database, revision: str = "head") -> None:

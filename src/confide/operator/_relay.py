@@ -69,9 +69,26 @@ ChunkRecorder = Callable[[int, bool, bytes], None]
 
 
 class _Way:
-    """One direction of a pair: bytes read from ``src`` are written to ``dst``."""
+    """One direction of a pair: bytes read from ``src`` are written to ``dst``.
 
-    __slots__ = ("src", "dst", "pending", "eof", "shut", "to_upstream")
+    It also keeps the edge-triggered readiness the worker knows of, set by
+    events and cleared by ``EAGAIN``: ``readable`` (``src`` may be read),
+    ``ending`` (``src``'s peer ended, or the connection broke: read on to the
+    0-byte read) and ``writable`` (``dst`` has room). A socket is the ``src`` of
+    one way and the ``dst`` of the other, so each flag lives in one place.
+    """
+
+    __slots__ = (
+        "src",
+        "dst",
+        "pending",
+        "eof",
+        "shut",
+        "to_upstream",
+        "readable",
+        "ending",
+        "writable",
+    )
 
     def __init__(self, src: socket.socket, dst: socket.socket, to_upstream: bool) -> None:
         self.src = src
@@ -80,6 +97,9 @@ class _Way:
         self.eof = False  # src ended its stream
         self.shut = False  # and that end was passed on to dst
         self.to_upstream = to_upstream
+        self.readable = False
+        self.ending = False
+        self.writable = False
 
 
 class RelayPair:
@@ -92,9 +112,6 @@ class RelayPair:
         "on_closed",
         "up",
         "down",
-        "readable",
-        "writable",
-        "ending",
         "last",
         "closed",
     )
@@ -113,11 +130,6 @@ class RelayPair:
         self.on_closed = on_closed
         self.up = _Way(client, upstream, to_upstream=True)
         self.down = _Way(upstream, client, to_upstream=False)
-        # Edge-triggered readiness, per socket: set by events, cleared by EAGAIN.
-        self.readable = {client: False, upstream: False}
-        self.writable = {client: False, upstream: False}
-        # The peer's end (or an error) is queued behind the data: read on to the 0-byte read.
-        self.ending = {client: False, upstream: False}
         self.last = 0.0
         self.closed = False
 
@@ -154,8 +166,8 @@ class RelayWorker:
         self._lock = threading.Lock()
         self._inbox: collections.deque[tuple[str, RelayPair | None]] = collections.deque()
         self._stopping = False
-        #: fd -> (its pair, its socket, the way it feeds, the way that feeds it)
-        self._sides: dict[int, tuple[RelayPair, socket.socket, _Way, _Way]] = {}
+        #: fd -> (its pair, the way it feeds, the way that feeds it)
+        self._sides: dict[int, tuple[RelayPair, _Way, _Way]] = {}
         self._pairs: set[RelayPair] = set()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -209,10 +221,12 @@ class RelayWorker:
         poll = self._epoll.poll
         sides = self._sides
         wake = self._wake
-        next_sweep = time.monotonic() + self._sweep_every
+        pump = self._pump
+        monotonic = time.monotonic
+        next_sweep = monotonic() + self._sweep_every
         while True:
-            events = poll(max(0.0, next_sweep - time.monotonic()))
-            now = time.monotonic()
+            events = poll(max(0.0, next_sweep - monotonic()))
+            now = monotonic()
             for fd, mask in events:
                 side = sides.get(fd)
                 if side is None:
@@ -221,19 +235,19 @@ class RelayWorker:
                         if self._commands(now):
                             return
                     continue  # a socket closed earlier in this batch
-                pair, sock, out_way, in_way = side
+                pair, out_way, in_way = side
                 if mask & _WRITE_EVENTS:
-                    pair.writable[sock] = True
+                    in_way.writable = True
                 if mask & _READ_EVENTS:
-                    pair.readable[sock] = True
+                    out_way.readable = True
                     if mask & _END_EVENTS:
-                        pair.ending[sock] = True
-                    if not self._pump(pair, out_way, now):
+                        out_way.ending = True
+                    if not pump(pair, out_way, now):
                         continue
                 # What waits for this side (its space came back), and what follows it.
-                if (in_way.pending or in_way.eof) and not self._pump(pair, in_way, now):
+                if (in_way.pending or in_way.eof) and not pump(pair, in_way, now):
                     continue
-                if pair.up.shut and pair.down.shut:
+                if out_way.shut and in_way.shut:
                     self._close(pair, None)
             if now >= next_sweep:
                 self._sweep(now)
@@ -256,7 +270,7 @@ class RelayWorker:
                     (pair.client, pair.up, pair.down),
                     (pair.upstream, pair.down, pair.up),
                 ):
-                    self._sides[sock.fileno()] = (pair, sock, out_way, in_way)
+                    self._sides[sock.fileno()] = (pair, out_way, in_way)
                     # Registering reports what is already ready (the ClientHello).
                     self._epoll.register(sock.fileno(), _MASK)
         return False
@@ -266,14 +280,15 @@ class RelayWorker:
         src, dst = way.src, way.dst
         view = self._view
         size = len(view)
+        record = self._record
         while True:
             if way.pending:
-                if not pair.writable[dst]:
+                if not way.writable:
                     return True
                 try:
                     sent = dst.send(way.pending)
                 except (BlockingIOError, InterruptedError):
-                    pair.writable[dst] = False
+                    way.writable = False
                     return True
                 except OSError as exc:
                     self._close(pair, f"write failed: {exc}")
@@ -281,7 +296,7 @@ class RelayWorker:
                 pair.last = now
                 if sent < len(way.pending):
                     way.pending = way.pending[sent:]
-                    pair.writable[dst] = False  # full: its next space comes as an event
+                    way.writable = False  # full: its next space comes as an event
                     return True
                 way.pending = b""
             if way.eof:
@@ -294,12 +309,12 @@ class RelayWorker:
                             self._close(pair, f"half-close failed: {exc}")
                             return False
                 return True
-            if not pair.readable[src]:
+            if not way.readable:
                 return True
             try:
                 count = src.recv_into(view)
             except (BlockingIOError, InterruptedError):
-                pair.readable[src] = False
+                way.readable = False
                 return True
             except OSError as exc:
                 self._close(pair, f"read failed: {exc}")
@@ -308,13 +323,13 @@ class RelayWorker:
                 way.eof = True
                 continue
             pair.last = now
-            if count < size and not pair.ending[src]:
+            if count < size and not way.ending:
                 # Read short: the socket is drained; data arriving since is a new edge. Not
                 # so for an end that came with the data: its edge is spent, read on to it.
-                pair.readable[src] = False
+                way.readable = False
             chunk = view[:count]
-            if self._record is not None:
-                self._record(pair.ident, way.to_upstream, bytes(chunk))
+            if record is not None:
+                record(pair.ident, way.to_upstream, bytes(chunk))
             try:
                 sent = dst.send(chunk)  # optimistic: a full socket says EAGAIN
             except (BlockingIOError, InterruptedError):
@@ -324,8 +339,10 @@ class RelayWorker:
                 return False
             if sent < count:
                 way.pending = bytes(chunk[sent:])
-                pair.writable[dst] = False
+                way.writable = False
                 return True
+            if not way.readable:
+                return True  # the common case: all of it read and sent
 
     def _sweep(self, now: float) -> None:
         for pair in [p for p in self._pairs if now - p.last >= self._idle]:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,12 @@ _MAX_DOUBLINGS: Final = 64
 _ACTIVE: Final = tuple(s.value for s in AppStatus if s.active)
 
 
+def _default_max_starting(cpus: int | None) -> int:
+    """Four starting runtimes per core: enough to keep the cores busy while some wait on
+    I/O or on a probe, few enough that the API and the router keep their share."""
+    return 4 * (cpus or 1)
+
+
 @dataclass(frozen=True, slots=True)
 class SupervisorOptions:
     """How often and how patiently the supervisor works. Seconds."""
@@ -81,6 +88,10 @@ class SupervisorOptions:
     poll_interval: float = 2.0
     #: Between passes while an app is spawning, initializing, restarting or stopping.
     probe_interval: float = 0.25
+    #: An app waiting for its owner's configuration is probed less and less often, up to
+    #: this interval: each probe is a TLS handshake on the operator's event loop, and 100
+    #: apps waiting at 0.25 s took the cores the API needed.
+    max_waiting_probe_interval: float = 2.0
     #: First wait before restarting a crashed runtime; doubles with each crash in a row.
     restart_backoff: float = 0.5
     max_backoff: float = 30.0
@@ -91,6 +102,10 @@ class SupervisorOptions:
     probe_timeout: float = 3.0
     #: On shutdown, stop every runtime (else leave them running for the next operator).
     stop_apps_on_exit: bool = False
+    #: Runtimes starting at once (launched, not yet answering a probe); more wait for a
+    #: slot, oldest app first. A start is mostly CPU (an interpreter importing its stack):
+    #: 100 at once on 2 cores thrashed and starved the API and the router sharing them.
+    max_starting: int = field(default_factory=lambda: _default_max_starting(os.cpu_count()))
 
     def backoff(self, crashes: int) -> float:
         # An app that answered is restarted however often it ends: ``crashes`` has no bound,
@@ -173,6 +188,10 @@ class _Tracked:
     not_before: float = 0.0
     #: Loop time the current run reached ``running``.
     running_since: float | None = None
+    #: Probes in a row that found the runtime waiting for its configuration.
+    waits: int = 0
+    #: Loop time before which a runtime waiting for its configuration is not probed again.
+    next_probe: float = 0.0
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     #: Steps finished: a row read while one was under way may predate its writes.
     steps: int = 0
@@ -228,6 +247,8 @@ class Supervisor:
         self._wake: asyncio.Event | None = None
         #: Apps the API told about since the last pass (a deletion of a stopped app, say).
         self._news: set[uuid.UUID] = set()
+        #: Apps whose launch is under way (a slot of ``max_starting`` taken before any await).
+        self._launching: set[uuid.UUID] = set()
 
     # -- AppEvents -----------------------------------------------------------------------------
 
@@ -317,7 +338,7 @@ class Supervisor:
         rows = await asyncio.to_thread(self._load, [*self._apps, *news])
         loop = asyncio.get_running_loop()
         next_expiry: float | None = None
-        for row in rows:
+        for row in sorted(rows, key=lambda r: r.created_at):  # starts queue oldest first
             t = self._apps.setdefault(row.id, _Tracked(row.id))
             if t.status is None:
                 t.status = row.status
@@ -473,10 +494,24 @@ class Supervisor:
         self._log.warning("app %s: %s", row.id, detail)
         return True
 
+    def _starting(self) -> int:
+        """Launches under way and runtimes launched that never answered yet."""
+        unanswered = {a for a, t in self._apps.items() if t.handle is not None and not t.answered}
+        return len(unanswered | self._launching)
+
     async def _start(self, t: _Tracked, row: _Row) -> None:
         loop = asyncio.get_running_loop()
         if loop.time() < t.not_before:
             return
+        if self._starting() >= self.options.max_starting:
+            return  # queued: a start that ends (answer, crash, stop) wakes the next pass
+        self._launching.add(row.id)
+        try:
+            await self._launch(t, row)
+        finally:
+            self._launching.discard(row.id)
+
+    async def _launch(self, t: _Tracked, row: _Row) -> None:
         try:
             plan = self._settings.plan(row.plan)
             manifest = LaunchManifest.from_json(row.launch_manifest)
@@ -493,6 +528,7 @@ class Supervisor:
         handle = await self._backend.start(spec)
         t.handle = handle
         t.answered = False
+        t.waits, t.next_probe = 0, 0.0
         t.running_since = None
         if t.status == AppStatus.SPAWNING:
             await self._write(row.id, _Change(handle=handle))  # the status says so already
@@ -560,9 +596,18 @@ class Supervisor:
             if t.crashes and loop.time() - t.running_since >= self.options.stable_after:
                 t.crashes = 0
             return
+        if t.status == AppStatus.INITIALIZING and loop.time() < t.next_probe:
+            self._publish(t, row)  # waiting for its owner: probed again later
+            return
         probe = await prober.probe(t.handle, tls=row.tls, healthcheck=row.healthcheck)
         if probe != Probe.DOWN:
             t.answered = True
+        if probe == Probe.WAITING:
+            t.waits += 1
+            backoff = self.options.probe_interval * 2 ** min(t.waits, _MAX_DOUBLINGS)
+            t.next_probe = loop.time() + min(backoff, self.options.max_waiting_probe_interval)
+        else:
+            t.waits, t.next_probe = 0, 0.0
         if probe == Probe.WAITING and t.status != AppStatus.INITIALIZING:
             await self._write(
                 row.id,

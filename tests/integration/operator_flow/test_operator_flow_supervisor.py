@@ -16,6 +16,7 @@ import pytest
 
 from confide.errors import LifecycleError
 from confide.operator import (
+    App,
     AppSpec,
     BlobStore,
     Database,
@@ -499,5 +500,78 @@ def test_notify_is_harmless_before_run_and_for_unknown_apps(
     async def body() -> None:
         async with supervising(settings, database, FakeWorld()) as host:
             host.supervisor.notify(uuid.uuid4())
+
+    run(body)
+
+
+@dataclasses.dataclass
+class _CountingProber(FakeProber):
+    probes: int = 0
+
+    async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe:
+        self.probes += 1
+        return await super().probe(handle, tls=tls, healthcheck=healthcheck)
+
+
+def test_starts_queue_behind_max_starting_oldest_app_first(
+    settings: OperatorSettings, database: Database
+) -> None:
+    """100 runtimes starting at once on 2 cores starved the API (issue 14.5): at most
+    ``max_starting`` are launched and not yet answering; the others wait, oldest first."""
+    apps = [add_app(database) for _ in range(7)]
+    # Created in the reverse order of insertion, a second apart: the queue follows created_at.
+    with database.session() as s:
+        for age, app_id in enumerate(apps):
+            found = s.get(App, app_id)
+            assert found is not None
+            found.created_at = START - timedelta(seconds=age)
+        s.commit()
+    oldest_first = list(reversed(apps))
+    options = dataclasses.replace(FAST, max_starting=3)
+
+    async def body() -> None:
+        prober = _CountingProber(default=Probe.DOWN)  # launched, never answering yet
+        async with supervising(
+            settings, database, FakeWorld(), prober=prober, options=options
+        ) as host:
+            await until(lambda: len(host.backend.started) >= 3, "three starts")
+            probed = prober.probes
+            await until(lambda: prober.probes >= probed + 30, "ten more passes")
+            assert [s.app_id for s in host.backend.started] == oldest_first[:3]
+            prober.default = Probe.WAITING  # they answer: the slots go to the next in line
+            for app_id in apps:
+                await status_is(database, app_id, AppStatus.INITIALIZING)
+            assert [s.app_id for s in host.backend.started] == oldest_first
+
+    run(body)
+
+
+@dataclasses.dataclass
+class _ProbesPerApp(FakeProber):
+    probes: dict[uuid.UUID, int] = dataclasses.field(default_factory=dict)
+
+    async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe:
+        self.probes[handle.app_id] = self.probes.get(handle.app_id, 0) + 1
+        return await super().probe(handle, tls=tls, healthcheck=healthcheck)
+
+
+def test_an_app_waiting_for_its_configuration_is_probed_less_and_less_often(
+    settings: OperatorSettings, database: Database
+) -> None:
+    """Each probe is a TLS handshake on the operator's event loop: 100 apps waiting for
+    their owners, probed every pass, took the cores the API needed (issue 14.5)."""
+    waiting, starting = add_app(database), add_app(database)
+    options = dataclasses.replace(FAST, max_waiting_probe_interval=0.5)
+
+    async def body() -> None:
+        prober = _ProbesPerApp(answers={starting: Probe.DOWN})  # probed every pass: a clock
+        async with supervising(settings, database, FakeWorld(), prober=prober, options=options):
+            await status_is(database, waiting, AppStatus.INITIALIZING)
+            await until(lambda: prober.probes.get(starting, 0) >= 100, "100 passes")
+            # Passes come every 0.01 s (more on a loaded machine): the waiting app's probes
+            # back off 0.02, 0.04, ... up to 0.5 s; about 8 in 100 passes, not 100.
+            assert 2 <= prober.probes[waiting] < prober.probes[starting] / 3
+            prober.answers[waiting] = Probe.HEALTHY  # configured: found within the backoff
+            await status_is(database, waiting, AppStatus.RUNNING)
 
     run(body)

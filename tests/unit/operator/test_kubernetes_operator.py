@@ -8,11 +8,20 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from confide.errors import UsageError
-from confide.operator import BlobStore, Database, OperatorSettings, create_app
+from confide.operator import (
+    App,
+    BlobStore,
+    Database,
+    OperatorSettings,
+    create_app,
+    upgrade_database,
+)
 from confide.operator._settings import KubernetesSettings
 from confide.wire import API_PREFIX
+from support.operator_flow import add_app
 
 PACKAGE = b"CONFIDEP encrypted bytes"
 K8S = KubernetesSettings(
@@ -23,8 +32,13 @@ K8S = KubernetesSettings(
 def client(tmp_path: Path, kubernetes: KubernetesSettings | None) -> TestClient:
     settings = OperatorSettings.load(tmp_path, runtime_sha256=bytes(32), kubernetes=kubernetes)
     blobs = BlobStore(settings.blobs_dir)
-    blobs.put(io.BytesIO(PACKAGE), limit=1024)
+    blob = blobs.put(io.BytesIO(PACKAGE), limit=1024)
     database = Database.open(settings.database_url)
+    upgrade_database(database)
+    app_id = add_app(database)  # a live app of that package: only those are served
+    with database.session() as s:
+        s.execute(update(App).where(App.id == app_id).values(package_sha256=blob.sha256_hex))
+        s.commit()
     return TestClient(create_app(settings, database=database, blobs=blobs))
 
 
