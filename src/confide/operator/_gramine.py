@@ -236,6 +236,12 @@ class GramineBackend(LocalProcessBackend):
         return certificate
 
     def _check(self, spec: AppSpec, certificate: Path | None, state: Path, now: datetime) -> None:
+        if spec.manifest.requirements_sha256 is not None:
+            raise LaunchRefused(
+                f"app {spec.app_id} has locked requirements, which this operator does not "
+                "launch under Gramine yet (ADR 0024: not rendered in the Gramine manifest)",
+                hint="deploy it to a simulation operator, or without requirements",
+            )
         try:
             check_launch(
                 spec.manifest,

@@ -67,6 +67,7 @@ from ._seams import (
 )
 from ._settings import OperatorSettings, TeeBackend
 from ._supervisor import Supervisor, SupervisorOptions
+from ._wheels import WheelCache
 
 #: Where the bound addresses are written, in the data folder.
 ADDRESSES_FILE: Final = "operator.json"
@@ -182,7 +183,15 @@ async def run_operator(
             )
         else:
             local = LocalProcessBackend(
-                data_dir=data, log_source=logs, tee=settings.tee, clock=clock
+                data_dir=data,
+                log_source=logs,
+                tee=settings.tee,
+                clock=clock,
+                wheels=WheelCache(
+                    settings.wheels_dir,
+                    index_url=settings.wheel_index_url,
+                    find_links=settings.wheel_find_links,
+                ),
             )
         runtimes: RuntimeBackend = backend if backend is not None else local
         api_logs: LogSource = logs

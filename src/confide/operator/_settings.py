@@ -17,6 +17,9 @@ Configuration file (every key optional)::
     allow_simulated_gramine = false     # tests only: see below
     max_package_size = 268435456        # bytes
     max_apps_per_account = 20
+    wheel_index_url = "https://pypi.internal/simple"   # optional: where apps' locked wheels
+                                        # are fetched (default: pip's, PyPI)
+    wheel_find_links = "/srv/wheels"    # optional: a folder of wheels, for no internet at all
 
     [kubernetes]                        # optional: run apps as pods (ADR 0007)
     namespace = "confide-apps"
@@ -175,6 +178,11 @@ class OperatorSettings:
     allow_simulated_gramine: bool = False
     #: Run apps as pods (ADR 0007); ``None``: as processes of this host.
     kubernetes: KubernetesSettings | None = None
+    #: The package index apps' locked wheels are fetched from (ADR 0024); ``None``: pip's
+    #: default (PyPI). Not trusted: the runtime checks every wheel against the lock.
+    wheel_index_url: str | None = None
+    #: A local folder of wheels to fetch from instead of any index (no internet).
+    wheel_find_links: str | None = None
     _plan_index: Mapping[str, Plan] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -222,6 +230,11 @@ class OperatorSettings:
     @property
     def blobs_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def wheels_dir(self) -> Path:
+        """The wheel cache and the apps' requirement locks (ADR 0024)."""
+        return self.data_dir / "wheels"
 
     @property
     def logs_dir(self) -> Path:
@@ -303,12 +316,24 @@ _FILE_KEYS: Final = frozenset(
         "tee",
         "allow_simulated_gramine",
         "kubernetes",
+        "wheel_index_url",
+        "wheel_find_links",
     }
 )
 _INT_KEYS: Final = frozenset(
     {"api_port", "router_port", "max_package_size", "max_apps_per_account"}
 )
-_STR_KEYS: Final = frozenset({"database_url", "api_host", "base_domain", "router_host", "tee"})
+_STR_KEYS: Final = frozenset(
+    {
+        "database_url",
+        "api_host",
+        "base_domain",
+        "router_host",
+        "tee",
+        "wheel_index_url",
+        "wheel_find_links",
+    }
+)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
