@@ -591,9 +591,10 @@ def deploy(
 
     account = check_before_upload(client, asked, options, now=clock())
     choice = lock_for_deploy(config, provided=_runtime_distributions)
-    lock = choice.lock if choice is not None else None
     if choice is not None:
         announce_lock(choice, events)
+    # A lock of nothing (the runtime environment has every requirement): no lock launched.
+    lock = choice.lock if choice is not None and choice.lock.requirements else None
 
     with (
         tempfile.TemporaryDirectory(prefix="confide-deploy-") as tmp,
