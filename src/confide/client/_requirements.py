@@ -44,6 +44,7 @@ from confide.wire import (
     MAX_LOCKED,
     LockedRequirement,
     RequirementsLock,
+    compatible_platforms,
     normalize_name,
 )
 
@@ -267,8 +268,7 @@ def resolve(
             "cp",
             "--python-version",
             target.python,
-            "--platform",
-            target.platform,
+            *(f"--platform={tag}" for tag in compatible_platforms(target.platform)),
             "--target",
             str(folder / "target"),
             "--report",

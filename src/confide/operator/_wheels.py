@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Final
 
 from confide.errors import UsageError
-from confide.wire import MAX_LOCK_SIZE, RequirementsLock
+from confide.wire import MAX_LOCK_SIZE, RequirementsLock, compatible_platforms
 
 #: Largest wheel cached (bytes); the runtime has its own, equal bound.
 MAX_WHEEL_SIZE: Final = 1024 * 1024 * 1024
@@ -148,8 +148,7 @@ class WheelCache:
                 "cp",
                 "--python-version",
                 lock.python,
-                "--platform",
-                lock.platform,
+                *(f"--platform={tag}" for tag in compatible_platforms(lock.platform)),
                 "--dest",
                 str(out),
                 "-r",

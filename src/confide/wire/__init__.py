@@ -33,6 +33,7 @@ from ._lock import (
     MAX_LOCKED,
     LockedRequirement,
     RequirementsLock,
+    compatible_platforms,
     normalize_name,
 )
 from ._names import (
@@ -92,6 +93,7 @@ __all__ = [
     "RequirementsLock",
     "TlsMode",
     "app_unusable",
+    "compatible_platforms",
     "configuration_body",
     "dns_name_matches",
     "key_matches_certificate",

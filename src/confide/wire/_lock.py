@@ -80,6 +80,24 @@ _HASH: Final = re.compile(r"    --hash=sha256:([0-9a-f]{64})")
 _SEPARATORS: Final = re.compile(r"[-_.]+")
 
 
+_MANYLINUX: Final = re.compile(r"manylinux_2_([0-9]{1,2})_([a-z0-9_]+)")
+#: The legacy manylinux names and the glibc minor version each stands for (PEP 600).
+_LEGACY: Final = (("manylinux2014", 17), ("manylinux2010", 12), ("manylinux1", 5))
+
+
+def compatible_platforms(platform: str) -> tuple[str, ...]:
+    """Every platform tag a wheel may carry to run on ``platform``: for
+    ``manylinux_2_28_x86_64``, every ``manylinux_2_N`` from 28 down and the legacy names
+    (pip's ``--platform`` does not expand them itself); any other tag is itself only."""
+    match = _MANYLINUX.fullmatch(platform)
+    if match is None:
+        return (platform,)
+    glibc, arch = int(match.group(1)), match.group(2)
+    tags = [f"manylinux_2_{minor}_{arch}" for minor in range(glibc, 4, -1)]
+    tags += [f"{name}_{arch}" for name, minor in _LEGACY if minor <= glibc]
+    return tuple(tags)
+
+
 def normalize_name(name: str) -> str:
     """A distribution name as PEP 503 compares it (``Python_Dateutil`` -> ``python-dateutil``)."""
     return _SEPARATORS.sub("-", name).lower()

@@ -19,6 +19,7 @@ from confide.wire import (
     LockedRequirement,
     RequirementsLock,
     TlsMode,
+    compatible_platforms,
     normalize_name,
 )
 
@@ -167,3 +168,12 @@ def test_any_bytes_parse_or_raise_our_error(data: bytes) -> None:
 def test_names_are_compared_as_pep_503_says() -> None:
     assert normalize_name("Python_Dateutil") == "python-dateutil"
     assert normalize_name("zope.interface") == "zope-interface"
+
+
+def test_a_manylinux_target_takes_every_older_manylinux_wheel() -> None:
+    tags = compatible_platforms("manylinux_2_28_x86_64")
+    assert tags[0] == "manylinux_2_28_x86_64"
+    # pandas 1.5.3 for CPython 3.11 is published as manylinux_2_17 / manylinux2014 only.
+    assert {"manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"} <= set(tags)
+    assert "manylinux_2_29_x86_64" not in tags
+    assert compatible_platforms("macosx_11_0_arm64") == ("macosx_11_0_arm64",)
