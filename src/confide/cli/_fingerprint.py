@@ -145,6 +145,11 @@ def fingerprint_command(
         print_td_registers(result, json_mode=json_)
         return
     if tee == "gramine":
+        if result.requirements_sha256 is not None:
+            raise UsageError(
+                "a launch with locked requirements is not rendered under Gramine yet "
+                "(ADR 0024): no MRENCLAVE to predict"
+            )
         if result.tls == TlsMode.OWNER and certificate is None:
             raise UsageError("give --certificate: a certificate-mode enclave trusts that file")
         if runtime_sha256 is not None:

@@ -595,6 +595,13 @@ def deploy(
         announce_lock(choice, events)
     # A lock of nothing (the runtime environment has every requirement): no lock launched.
     lock = choice.lock if choice is not None and choice.lock.requirements else None
+    if lock is not None and client.launch_info().tee == GRAMINE_TEE:
+        raise UsageError(
+            "this operator launches Gramine enclaves, which do not install locked "
+            "requirements yet (ADR 0024)",
+            hint="deploy to an operator without Gramine, or without requirements; "
+            "nothing was uploaded",
+        )
 
     with (
         tempfile.TemporaryDirectory(prefix="confide-deploy-") as tmp,

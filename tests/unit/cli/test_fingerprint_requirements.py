@@ -77,3 +77,16 @@ def test_a_manifest_is_checked_against_the_lock_given(package: Path, tmp_path: P
     )
     assert refused.exit_code != 0
     assert "requirements lock mismatch" in refused.stderr
+
+
+def test_gramine_is_refused_for_a_locked_launch_until_it_renders_one(
+    package: Path, tmp_path: Path
+) -> None:
+    lock = _lock(tmp_path, "1.0")
+    refused = CliRunner().invoke(
+        app,
+        ["fingerprint", "--tee", "gramine", *ARGS, "--package", str(package),
+         "--requirements", str(lock)],
+    )  # fmt: skip
+    assert refused.exit_code != 0
+    assert "not rendered under Gramine yet" in refused.stderr
