@@ -167,7 +167,8 @@ def _check_lines(lines: Sequence[str], where: str) -> tuple[str, ...]:
     if len(lines) > MAX_DECLARED:
         raise UsageError(f"{where} declares {len(lines)} requirements, more than {MAX_DECLARED}")
     for line in lines:
-        if not _DECLARED.fullmatch(line):
+        # A pip option after a requirement (`name; marker --opt`) is an option all the same.
+        if not _DECLARED.fullmatch(line) or " -" in line:
             raise UsageError(
                 f"{where}: {line[:80]!r} is not a requirement (name, optional extras, version "
                 "specifiers, marker)",

@@ -60,7 +60,15 @@ def test_requirements_txt_in_the_code_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "line", ["--index-url https://evil.example/simple", "-e .", "git+https://x/y.git", "./local"]
+    "line",
+    [
+        "--index-url https://evil.example/simple",
+        "-e .",
+        "git+https://x/y.git",
+        "./local",
+        "flask @ https://evil.example/flask.whl",
+        'flask; python_version > "3" --config-settings=x=y',
+    ],
 )
 def test_pip_options_urls_and_paths_are_refused(tmp_path: Path, line: str) -> None:
     config = _project(tmp_path)
