@@ -281,7 +281,8 @@ class LocalProcessBackend:
         clock: Clock = utc_now,
         logger: logging.Logger | None = None,
         code_root: Path = CODE_ROOT,
-        wheels: WheelCache | None = None,
+        wheel_index_url: str | None = None,
+        wheel_find_links: str | None = None,
     ) -> None:
         if not data_dir.is_absolute():
             raise UsageError(f"the data folder must be absolute, got {data_dir}")
@@ -298,7 +299,9 @@ class LocalProcessBackend:
         #: Where runtimes make their code folders (fixed by the runtime; a test may move it).
         self._code_root = code_root
         #: Apps' requirement locks and their wheels (ADR 0024); fetched before a launch.
-        self.wheels = wheels if wheels is not None else WheelCache(data_dir / "wheels")
+        self.wheels = WheelCache(
+            data_dir / "wheels", index_url=wheel_index_url, find_links=wheel_find_links
+        )
         self._log = logger or logging.getLogger("confide.operator.backend")
         self._children: dict[int, _Child] = {}
         #: The pid of each app's current runtime (for metrics).

@@ -67,7 +67,6 @@ from ._seams import (
 )
 from ._settings import OperatorSettings, TeeBackend
 from ._supervisor import Supervisor, SupervisorOptions
-from ._wheels import WheelCache
 
 #: Where the bound addresses are written, in the data folder.
 ADDRESSES_FILE: Final = "operator.json"
@@ -187,11 +186,8 @@ async def run_operator(
                 log_source=logs,
                 tee=settings.tee,
                 clock=clock,
-                wheels=WheelCache(
-                    settings.wheels_dir,
-                    index_url=settings.wheel_index_url,
-                    find_links=settings.wheel_find_links,
-                ),
+                wheel_index_url=settings.wheel_index_url,
+                wheel_find_links=settings.wheel_find_links,
             )
         runtimes: RuntimeBackend = backend if backend is not None else local
         api_logs: LogSource = logs
