@@ -145,10 +145,10 @@ def fingerprint_command(
         print_td_registers(result, json_mode=json_)
         return
     if tee == "gramine":
-        if result.requirements_sha256 is not None:
+        if result.requirements_sha256 is not None and lock is None:
             raise UsageError(
-                "a launch with locked requirements is not rendered under Gramine yet "
-                "(ADR 0024): no MRENCLAVE to predict"
+                "the launch has locked requirements: give their lock with --requirements "
+                "(Gramine trusts the lock and each of its wheels)"
             )
         if result.tls == TlsMode.OWNER and certificate is None:
             raise UsageError("give --certificate: a certificate-mode enclave trusts that file")
@@ -165,6 +165,7 @@ def fingerprint_command(
             max_threads=max_threads,
             signer_pem=throwaway_sgx_signer(),
             certificate=certificate,
+            lock=lock,
         ).hex()
     else:
         if requirement:

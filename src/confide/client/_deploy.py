@@ -66,7 +66,14 @@ from confide.crypto import seal as seal_box
 from confide.errors import Error, PolicyError, UsageError
 from confide.release import OwnerKey, Release
 from confide.runtime import CodeSource, OwnerCertificate, runtime_code_hash
-from confide.wire import AppStatus, HostPort, LaunchManifest, TlsMode, configuration_body
+from confide.wire import (
+    AppStatus,
+    HostPort,
+    LaunchManifest,
+    RequirementsLock,
+    TlsMode,
+    configuration_body,
+)
 
 from ._api import OperatorClient
 from ._config import MAX_PEM_SIZE, MAX_SECRETS_SIZE, ProjectConfig
@@ -394,7 +401,11 @@ def throwaway_sgx_signer() -> bytes:
 
 
 def gramine_fingerprint(
-    record: AppRecord, launch: LaunchManifest, asked: DeployManifest, folder: Path
+    record: AppRecord,
+    launch: LaunchManifest,
+    asked: DeployManifest,
+    folder: Path,
+    lock: RequirementsLock | None = None,
 ) -> tuple[bytes, tuple[str, int]]:
     """MRENCLAVE of the Gramine enclave the operator launches for ``launch``, predicted here
     from public inputs only (the launch manifest recomputed here, this machine's runtime
@@ -422,6 +433,7 @@ def gramine_fingerprint(
         max_threads=shape.max_threads,
         signer_pem=throwaway_sgx_signer(),
         certificate=certificate,
+        lock=lock,
     )
     return mrenclave, (shape.enclave_size, shape.max_threads)
 
@@ -595,13 +607,6 @@ def deploy(
         announce_lock(choice, events)
     # A lock of nothing (the runtime environment has every requirement): no lock launched.
     lock = choice.lock if choice is not None and choice.lock.requirements else None
-    if lock is not None and client.launch_info().tee == GRAMINE_TEE:
-        raise UsageError(
-            "this operator launches Gramine enclaves, which do not install locked "
-            "requirements yet (ADR 0024)",
-            hint="deploy to an operator without Gramine, or without requirements; "
-            "nothing was uploaded",
-        )
 
     with (
         tempfile.TemporaryDirectory(prefix="confide-deploy-") as tmp,
@@ -637,7 +642,9 @@ def deploy(
         gramine: tuple[bytes, str, int] | None = None
         if record.tee == GRAMINE_TEE:
             events.step("predicting the Gramine enclave's MRENCLAVE with gramine-sgx-sign")
-            fingerprint, (size, threads) = gramine_fingerprint(record, launch, asked, Path(tmp))
+            fingerprint, (size, threads) = gramine_fingerprint(
+                record, launch, asked, Path(tmp), lock
+            )
             gramine = (fingerprint, size, threads)
         events.step(f"expected fingerprint (recomputed here): {fingerprint.hex()}")
         if launch.runtime_sha256 != record.launch.runtime_sha256:

@@ -179,6 +179,8 @@ async def run_operator(
                 data_dir=data,
                 log_source=logs,
                 clock=clock,
+                wheel_index_url=settings.wheel_index_url,
+                wheel_find_links=settings.wheel_find_links,
             )
         else:
             local = LocalProcessBackend(

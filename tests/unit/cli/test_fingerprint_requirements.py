@@ -79,14 +79,17 @@ def test_a_manifest_is_checked_against_the_lock_given(package: Path, tmp_path: P
     assert "requirements lock mismatch" in refused.stderr
 
 
-def test_gramine_is_refused_for_a_locked_launch_until_it_renders_one(
-    package: Path, tmp_path: Path
-) -> None:
+def test_gramine_needs_the_lock_of_a_locked_launch(package: Path, tmp_path: Path) -> None:
     lock = _lock(tmp_path, "1.0")
-    refused = CliRunner().invoke(
+    result = CliRunner().invoke(
         app,
-        ["fingerprint", "--tee", "gramine", *ARGS, "--package", str(package),
-         "--requirements", str(lock)],
-    )  # fmt: skip
+        ["fingerprint", *ARGS, "--package", str(package), "--requirements", str(lock), "--json"],
+    )
+    assert result.exit_code == 0, result.stderr
+    manifest = tmp_path / "launch.json"
+    manifest.write_text(json.dumps(json.loads(result.stdout)["manifest"]))
+    refused = CliRunner().invoke(
+        app, ["fingerprint", "--tee", "gramine", "--manifest", str(manifest)]
+    )
     assert refused.exit_code != 0
-    assert "not rendered under Gramine yet" in refused.stderr
+    assert "give their lock with --requirements" in refused.stderr
