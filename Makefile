@@ -16,6 +16,9 @@ $(STAMP): requirements/dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	# The wheels of the committed example locks, in pip's cache (the e2e test of
+	# Cosmian's data-science image fetches them again from there).
+	$(BIN)/python scripts/prefetch_wheels.py $(VENV)/wheel-cache examples/*/requirements.lock
 	touch $(STAMP)
 
 $(INTEROP_STAMP): requirements/interop.txt
@@ -52,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_runtime.py
 	$(BIN)/python bench/bench_router.py
 	$(BIN)/python bench/bench_operator_deploy.py
+	$(BIN)/python bench/bench_requirements.py
 
 clean:
 	rm -rf $(VENV) $(INTEROP) .mypy_cache .pytest_cache .ruff_cache

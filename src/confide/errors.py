@@ -9,6 +9,7 @@ boundary with ``raise ... from exc``.
     Error
     ├── UsageError                 the command or call could not run (bad argument, unreadable file)
     │   └── AppLoadError           the app cannot be imported as named: no restart can fix it
+    │       └── RequirementError   a locked wheel is missing, not the locked one, or unsafe
     ├── AttestationError           the evidence is not acceptable (code, check, observed, expected)
     │   ├── FormatError            a quote, certificate or collateral item is malformed
     │   ├── CertificateError       a chain, signature, validity window or anchor check failed
@@ -63,6 +64,7 @@ __all__ = [
     "OperatorError",
     "PolicyError",
     "ReleaseError",
+    "RequirementError",
     "RevocationError",
     "SignatureError",
     "SimulationError",
@@ -102,6 +104,19 @@ class AppLoadError(UsageError):
     ``python_application`` names no module or attribute. No restart can fix it."""
 
     code = "app.unusable"
+
+
+class RequirementError(AppLoadError):
+    """A locked wheel was refused by the runtime (ADR 0024): missing from the operator's
+    cache, not the locked hash (observed and expected in the message), not a wheel of
+    the locked version, or unsafe to extract. ``code`` names which
+    (``requirements.hash_mismatch``, ...). No restart can fix it."""
+
+    code = "requirements"
+
+    def __init__(self, code: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
 
 
 class CryptoError(Error):

@@ -6,7 +6,8 @@ The runtime code hash is the digest of this machine's runtime environment
 given with ``--runtime-sha256`` (an operator running another environment); a
 manifest read with ``--manifest`` (from the operator's API or a context file) is
 recomputed, and its runtime hash is accepted only when it is ours or given
-explicitly.
+explicitly. ``--requirements`` names the app's requirements lock (ADR 0024): its
+SHA-256 is measured; with ``--manifest`` it is checked against the manifest's.
 
 ``--tee simulation`` (the default) prints the simulated TEE's measurement of the
 launch manifest. ``--tee gramine`` renders the Gramine manifest of the launch in
@@ -17,6 +18,7 @@ PATH it says which are missing, in one line, and exits 2.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -30,7 +32,13 @@ from confide.gramine import (
     predict_app_mrenclave,
     runtime_environment,
 )
-from confide.runtime import CodeSource, OwnerCertificate, launch_manifest, runtime_code_hash
+from confide.runtime import (
+    CodeSource,
+    OwnerCertificate,
+    launch_manifest,
+    read_lock,
+    runtime_code_hash,
+)
 from confide.wire import LaunchManifest, TlsMode
 
 from ._app import app, handle_errors
@@ -98,6 +106,14 @@ def fingerprint_command(
             "tdx: MRTD and RTMR0-2 of the guest image, RTMR3 of this launch.",
         ),
     ] = "simulation",
+    requirements: Annotated[
+        Path | None,
+        typer.Option(
+            "--requirements",
+            help="The app's requirements lock (requirements.lock, as confide deploy wrote "
+            "it): its SHA-256 is measured.",
+        ),
+    ] = None,
     requirement: RequirementOpt = None,
     enclave_size: EnclaveSizeOpt = DEFAULT_ENCLAVE_SIZE,
     max_threads: MaxThreadsOpt = DEFAULT_MAX_THREADS,
@@ -107,13 +123,23 @@ def fingerprint_command(
     """Print the fingerprint (MRENCLAVE) an enclave launched with these inputs must report."""
     own = runtime_code_hash()
     runtime = parse_hex(runtime_sha256, "--runtime-sha256", 32) or own
+    lock = read_lock(requirements) if requirements is not None else None
     if manifest is not None:
         result = _from_manifest(manifest, package, runtime, explicit=runtime_sha256 is not None)
+        locked = lock.digest() if lock is not None else None
+        if requirements is not None and result.requirements_sha256 != locked:
+            stated = result.requirements_sha256.hex() if result.requirements_sha256 else "none"
+            raise UsageError(
+                f"requirements lock mismatch: the manifest says {stated}, "
+                f"{requirements} is {locked.hex() if locked else 'none'}"
+            )
     else:
         result = _from_options(
             app_id, application, package, app_dir, plaincode, ratls, certificate, no_ssl,
             tuple(san or ()), subject, runtime,
         )  # fmt: skip
+        if lock is not None:
+            result = dataclasses.replace(result, requirements_sha256=lock.digest())
     if tee == "tdx":
         if requirement:
             raise UsageError("--requirement is for --tee gramine")
@@ -122,6 +148,11 @@ def fingerprint_command(
     if td_reference is not None:
         raise UsageError("--td-reference is for --tee tdx")
     if tee == "gramine":
+        if result.requirements_sha256 is not None and lock is None:
+            raise UsageError(
+                "the launch has locked requirements: give their lock with --requirements "
+                "(Gramine trusts the lock and each of its wheels)"
+            )
         if result.tls == TlsMode.OWNER and certificate is None:
             raise UsageError("give --certificate: a certificate-mode enclave trusts that file")
         if runtime_sha256 is not None:
@@ -137,6 +168,7 @@ def fingerprint_command(
             max_threads=max_threads,
             signer_pem=throwaway_sgx_signer(),
             certificate=certificate,
+            lock=lock,
         ).hex()
     else:
         if requirement:

@@ -144,6 +144,22 @@ def runtime_command(
             "Gramine the manifest fixes it in the measured environment.",
         ),
     ] = None,
+    requirements: Annotated[
+        Path | None,
+        typer.Option(
+            "--requirements",
+            help="The app's requirements lock (measured: its SHA-256 is in the launch "
+            "manifest); give --wheels with it.",
+        ),
+    ] = None,
+    wheels: Annotated[
+        Path | None,
+        typer.Option(
+            "--wheels",
+            help="The operator's wheel cache: each locked wheel is read from it by its SHA-256 "
+            "and installed only if it has that hash.",
+        ),
+    ] = None,
     relay_source: Annotated[
         list[str] | None,
         typer.Option(
@@ -173,6 +189,8 @@ def runtime_command(
         now=now,
         handoff=handoff,
         relay_sources=tuple(relay_source or ()),
+        requirements=requirements,
+        wheels=wheels,
     )
     if expected_launch is not None and settings.manifest.to_json().decode() != expected_launch:
         # Under Gramine this copy is measured (loader.env is fixed) and the runtime's own

@@ -302,8 +302,10 @@ class OperatorClient:
         manifest: DeployManifest,
         *,
         progress: ProgressCallback | None = None,
+        requirements: bytes | None = None,
     ) -> AppRecord:
-        """Upload an encrypted package (streamed from disk) and deploy it with ``manifest``."""
+        """Upload an encrypted package (streamed from disk) and deploy it with ``manifest``
+        and, when given, the app's requirements lock (its canonical bytes, ADR 0024)."""
         try:
             raw = package.open("rb", buffering=0)
         except OSError as exc:
@@ -319,6 +321,8 @@ class OperatorClient:
             )
             files = {"package": (package.name, file, "application/octet-stream")}
             data = {"manifest": manifest.to_json()}
+            if requirements is not None:
+                data["requirements"] = requirements.decode("ascii")
             try:
                 body = self._call("POST", "/apps", ok=(201,), files=files, data=data)
             except OperatorError as exc:

@@ -7,6 +7,8 @@ Format (paths are relative to the project file)::
     healthcheck_endpoint = "/health"      # answers 2xx once the app is up
     tests_cmd = "pytest"                  # run in [cloud] tests, with TEST_REMOTE_URL set
     tests_requirements = ["pytest>=8,<10", "httpx>=0.27,<1"]
+    requirements = ["pandas>=2"]         # optional: what the app imports (else requirements.txt
+                                          # in [cloud] code); locked by confide deploy
 
     [cloud]
     code = "src"                          # the app folder: what is packaged and run
@@ -15,6 +17,8 @@ Format (paths are relative to the project file)::
     hardware = "small"                    # the operator plan (Cosmian's hardware name)
     secrets = "secrets.json"              # optional: a JSON object the app reads at $SECRETS_PATH
     expiration_date = 2026-01-31T00:00:00Z  # optional: TOML date-time or ISO 8601 string
+    docker = "ghcr.io/cosmian/mse-ds:20230228"  # optional: a Cosmian image; with no requirements
+                                          # declared, its requirement set is locked (ADR 0024)
 
     [cloud.ssl]                           # optional: own certificate, "fully encrypted SaaS"
     domain_name = "app.example.com"
@@ -22,7 +26,7 @@ Format (paths are relative to the project file)::
     certificate = "cert.pem"              # PEM chain, leaf first
 
 It is the schema of ``mse.toml`` from Cosmian's ``mse-cli``; keys Confide does
-not use (``[cloud] docker`` for instance) are not an error: they are listed
+not use are not an error: they are listed
 once in :attr:`ProjectConfig.warnings` and otherwise ignored. As in mse-cli,
 an ``expiration_date`` without a time zone is in local time, and with
 ``[cloud.ssl]`` but no ``expiration_date`` the app expires with its
@@ -84,6 +88,7 @@ _MAX_HARDWARE: Final = 63
 _MAX_TESTS_CMD: Final = 4096
 _MAX_REQUIREMENTS: Final = 256
 _MAX_REQUIREMENT: Final = 1024
+_MAX_DOCKER: Final = 255
 _MAX_SHOWN: Final = 60
 
 _APPLICATION: Final = re.compile(APPLICATION_PATTERN)
@@ -97,6 +102,7 @@ _TOP_KEYS: Final = (
     "healthcheck_endpoint",
     "tests_cmd",
     "tests_requirements",
+    "requirements",
     "cloud",
 )
 _CLOUD_KEYS: Final = (
@@ -107,6 +113,7 @@ _CLOUD_KEYS: Final = (
     "secrets",
     "expiration_date",
     "ssl",
+    "docker",
 )
 _SSL_KEYS: Final = ("domain_name", "private_key", "certificate")
 
@@ -159,6 +166,8 @@ class CloudConfig:
     expiration_date: datetime | None
     #: The owner's certificate; present means the "fully encrypted SaaS" scenario.
     ssl: SslConfig | None
+    #: Cosmian's ``docker`` key: the runtime image the app was written for (ADR 0024).
+    docker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +184,8 @@ class ProjectConfig:
     tests_cmd: str
     tests_requirements: tuple[str, ...]
     cloud: CloudConfig
+    #: The app's declared requirements (``requirements`` key); ``None``: not in the file.
+    requirements: tuple[str, ...] | None = None
     #: One line per key that is not used (and was ignored), in file order.
     warnings: tuple[str, ...] = ()
 
@@ -389,6 +400,9 @@ class _Parser:
             )
         cloud = self.cloud(cloud_raw)
         self.module_file(application, cloud.code)
+        app_requirements = None
+        if "requirements" in raw:
+            app_requirements = self.requirements(raw["requirements"], where="requirements")
         return ProjectConfig(
             path=self.file,
             name=name,
@@ -397,6 +411,7 @@ class _Parser:
             tests_cmd=tests_cmd,
             tests_requirements=requirements,
             cloud=cloud,
+            requirements=app_requirements,
             warnings=tuple(self.warnings),
         )
 
@@ -448,8 +463,7 @@ class _Parser:
             raise self.fail("tests_cmd", "names no command", hint=f"write it as {example}")
         return text
 
-    def requirements(self, value: Any) -> tuple[str, ...]:
-        where = "tests_requirements"
+    def requirements(self, value: Any, where: str = "tests_requirements") -> tuple[str, ...]:
         if not isinstance(value, list):
             raise self.fail(
                 where,
@@ -493,6 +507,14 @@ class _Parser:
         expiration = None
         if "expiration_date" in raw:
             expiration = self.expiration(raw["expiration_date"])
+        docker = None
+        if "docker" in raw:
+            docker = self.string(
+                raw["docker"],
+                f"{p}docker",
+                limit=_MAX_DOCKER,
+                example='docker = "ghcr.io/cosmian/mse-flask:20230228"',
+            )
         ssl = None
         if "ssl" in raw:
             ssl_raw = raw["ssl"]
@@ -514,6 +536,7 @@ class _Parser:
             secrets=secrets,
             expiration_date=expiration,
             ssl=ssl,
+            docker=docker,
         )
 
     def secrets(self, value: Any) -> Path:

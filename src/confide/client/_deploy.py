@@ -6,8 +6,10 @@ The owner never takes the operator's word for what runs. The steps of
 0. check with the operator all that can be checked before anything is
    uploaded (:func:`check_before_upload`: the plan and its longest lifetime,
    a simulated TEE only when allowed, room for one more app);
-1. package and encrypt the code folder with a fresh key (never reused), and
-   check it is within the operator's size limit;
+1. lock the app's declared requirements (:func:`lock_for_deploy`: a committed
+   ``requirements.lock`` is reused as is) and say what was locked; package and
+   encrypt the code folder with a fresh key (never reused), and check it is
+   within the operator's size limit;
 2. upload it with the manifest asked for (:func:`requested_manifest`) and wait
    for the app to be ``initializing``. From here on, a failure (or Ctrl-C)
    stops the app created, so that it does not wait for a configuration that
@@ -64,12 +66,20 @@ from confide.crypto import seal as seal_box
 from confide.errors import Error, PolicyError, UsageError
 from confide.release import OwnerKey, Release
 from confide.runtime import CodeSource, OwnerCertificate, runtime_code_hash
-from confide.wire import AppStatus, HostPort, LaunchManifest, TlsMode, configuration_body
+from confide.wire import (
+    AppStatus,
+    HostPort,
+    LaunchManifest,
+    RequirementsLock,
+    TlsMode,
+    configuration_body,
+)
 
 from ._api import OperatorClient
 from ._config import MAX_PEM_SIZE, MAX_SECRETS_SIZE, ProjectConfig
 from ._context import AppContext
 from ._releases import CheckpointStore, LoggedStatement, log_statement
+from ._requirements import LockChoice, lock_for_deploy
 from ._verify import (
     ChallengeClient,
     CollateralEvidence,
@@ -287,8 +297,11 @@ def server_name(record: AppRecord, asked: DeployManifest) -> str:
     return asked.domain if asked.tls == TlsMode.OWNER and asked.domain else record.domains[0]
 
 
-def check_stated_manifest(record: AppRecord, asked: DeployManifest) -> None:
-    """Refuse an app whose stated manifest is not exactly what was asked for."""
+def check_stated_manifest(
+    record: AppRecord, asked: DeployManifest, requirements_sha256: bytes | None = None
+) -> None:
+    """Refuse an app whose stated manifest is not exactly what was asked for (with the
+    requirements lock whose SHA-256 is ``requirements_sha256``, or none)."""
     launch = record.launch
     cert = _owner_certificate(asked)
     ratls_expiry = int(asked.expires_at.timestamp()) if asked.tls == TlsMode.RATLS else None
@@ -304,6 +317,11 @@ def check_stated_manifest(record: AppRecord, asked: DeployManifest) -> None:
             "certificate_sha256",
             launch.certificate_sha256.hex() if launch.certificate_sha256 else None,
             cert.sha256.hex() if cert is not None else None,
+        ),
+        (
+            "requirements_sha256",
+            launch.requirements_sha256.hex() if launch.requirements_sha256 else None,
+            requirements_sha256.hex() if requirements_sha256 is not None else None,
         ),
     ]
     for name, observed, wanted in expected:
@@ -328,9 +346,11 @@ def expected_launch(
     package: Path,
     package_digest: bytes,
     runtime_sha256: bytes,
+    requirements_sha256: bytes | None = None,
 ) -> LaunchManifest:
-    """The launch manifest recomputed here: our runtime hash and package digest, the
-    operator's app id, SANs and subject (checked by :func:`check_stated_manifest`)."""
+    """The launch manifest recomputed here: our runtime hash, package digest and lock
+    digest, the operator's app id, SANs and subject (checked by
+    :func:`check_stated_manifest`)."""
     cert = _owner_certificate(asked)
     return LaunchManifest.for_app(
         app_id=record.id,
@@ -342,7 +362,27 @@ def expected_launch(
         subject=record.launch.subject,
         package_sha256=package_digest,
         runtime_sha256=runtime_sha256,
+        requirements_sha256=requirements_sha256,
     )
+
+
+def announce_lock(choice: LockChoice, events: DeployEvents) -> None:
+    """Say which requirement set was used and every wheel locked (one line each)."""
+    lock = choice.lock
+    how = "reused as is" if choice.reused else "written"
+    events.step(
+        f"requirements: {choice.declared.description}, locked in {choice.path} ({how}): "
+        f"{len(lock.requirements)} wheel(s) for Python {lock.python} on {lock.platform}, "
+        f"lock sha256 {lock.digest().hex()}"
+    )
+    for r in lock.requirements:
+        events.step(f"  locked {r.pin} sha256:{r.sha256.hex()}")
+
+
+def _runtime_distributions() -> tuple[str, ...]:
+    from confide.gramine import runtime_environment
+
+    return runtime_environment().distributions
 
 
 #: The operator's ``tee`` when it launches enclaves with Gramine (``AppRecord.tee``).
@@ -364,7 +404,11 @@ def throwaway_sgx_signer() -> bytes:
 
 
 def gramine_fingerprint(
-    record: AppRecord, launch: LaunchManifest, asked: DeployManifest, folder: Path
+    record: AppRecord,
+    launch: LaunchManifest,
+    asked: DeployManifest,
+    folder: Path,
+    lock: RequirementsLock | None = None,
 ) -> tuple[bytes, tuple[str, int]]:
     """MRENCLAVE of the Gramine enclave the operator launches for ``launch``, predicted here
     from public inputs only (the launch manifest recomputed here, this machine's runtime
@@ -392,6 +436,7 @@ def gramine_fingerprint(
         max_threads=shape.max_threads,
         signer_pem=throwaway_sgx_signer(),
         certificate=certificate,
+        lock=lock,
     )
     return mrenclave, (shape.enclave_size, shape.max_threads)
 
@@ -560,6 +605,11 @@ def deploy(
         ssl_key = read_bounded(config.ssl.private_key, "private key", MAX_PEM_SIZE).decode("ascii")
 
     account = check_before_upload(client, asked, options, now=clock())
+    choice = lock_for_deploy(config, provided=_runtime_distributions)
+    if choice is not None:
+        announce_lock(choice, events)
+    # A lock of nothing (the runtime environment has every requirement): no lock launched.
+    lock = choice.lock if choice is not None and choice.lock.requirements else None
 
     with (
         tempfile.TemporaryDirectory(prefix="confide-deploy-") as tmp,
@@ -579,17 +629,25 @@ def deploy(
                 hint="leave out what the app does not need (.confideignore); nothing was uploaded",
             )
         events.step(f"uploading to {client.base_url}")
-        record = created.app = client.create_app(package, asked, progress=events.upload)
+        record = created.app = client.create_app(
+            package,
+            asked,
+            progress=events.upload,
+            requirements=lock.to_bytes() if lock is not None else None,
+        )
         events.step(f"app {record.id} created")
         record = _wait_for(client, record, AppStatus.INITIALIZING, events, options.wait)
 
-        check_stated_manifest(record, asked)
-        launch = expected_launch(record, asked, package, info.digest, ours)
+        locked = lock.digest() if lock is not None else None
+        check_stated_manifest(record, asked, locked)
+        launch = expected_launch(record, asked, package, info.digest, ours, locked)
         fingerprint = launch.measurement()
         gramine: tuple[bytes, str, int] | None = None
         if record.tee == GRAMINE_TEE:
             events.step("predicting the Gramine enclave's MRENCLAVE with gramine-sgx-sign")
-            fingerprint, (size, threads) = gramine_fingerprint(record, launch, asked, Path(tmp))
+            fingerprint, (size, threads) = gramine_fingerprint(
+                record, launch, asked, Path(tmp), lock
+            )
             gramine = (fingerprint, size, threads)
         events.step(f"expected fingerprint (recomputed here): {fingerprint.hex()}")
         if launch.runtime_sha256 != record.launch.runtime_sha256:

@@ -19,6 +19,10 @@ TOML syntax from a :class:`LaunchManifest`, the runtime's fixed argv, the
   the launch manifest measures, or nothing); no code is ever allowed;
 * the state folder is an encrypted mount keyed ``_sgx_mrenclave``; the code folder
   (``/dev/shm``) is an in-enclave ``tmpfs``;
+* with locked requirements (ADR 0024), the lock and each of its wheels are trusted
+  files whose SHA-256 is the lock's (Gramine checks them at open, the runtime again),
+  mounted at :data:`ENCLAVE_REQUIREMENTS` and :data:`ENCLAVE_WHEELS` and named in the
+  argv; the wheels are installed into the code folder, in the in-enclave tmpfs;
 * ``sgx.debug = false`` and ``sgx.remote_attestation = "dcap"``.
 
 The host paths of the package, the state folder and the certificate are rendered
@@ -46,7 +50,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 
 from confide.errors import UsageError
-from confide.wire import LaunchManifest, TlsMode
+from confide.wire import LaunchManifest, RequirementsLock, TlsMode
 
 from ._environment import RuntimeEnvironment
 
@@ -60,6 +64,9 @@ CODE_MOUNT: Final = "/dev/shm"  # noqa: S108 - an in-enclave tmpfs, not a host f
 ENCLAVE_PACKAGE: Final = PurePosixPath("/confide/package")
 ENCLAVE_STATE: Final = PurePosixPath("/confide/state")
 ENCLAVE_CERTIFICATE: Final = PurePosixPath("/confide/certificate.pem")
+#: The app's requirements lock and wheels (ADR 0024), as the enclave sees them.
+ENCLAVE_REQUIREMENTS: Final = PurePosixPath("/confide/requirements.lock")
+ENCLAVE_WHEELS: Final = PurePosixPath("/confide/wheels")
 _ENCLAVE_SIZE: Final = re.compile(r"[1-9][0-9]{0,5}[KMG]")
 MAX_THREADS: Final = 4096
 #: The only variables the host passes into the enclave (``loader.env.NAME = { passthrough =
@@ -78,6 +85,9 @@ DEFAULT_MAX_THREADS: Final = 64
 APP_PACKAGE: Final = Path("package")
 APP_STATE: Final = Path("state")
 APP_CERTIFICATE: Final = Path("certificate.pem")
+#: The lock, and its wheels named by SHA-256 (``wheels/<ab>/<cdef...>``), in the app's folder.
+APP_REQUIREMENTS: Final = Path("requirements.lock")
+APP_WHEELS: Final = Path("wheels")
 #: What Python runs: the CLI's entry point, as ``confide_command`` runs it, with no ``site``
 #: (``-S``): the path is the manifest's PYTHONPATH alone and no ``.pth`` file is read.
 _CLI: Final = ("-S", "-c", "from confide.cli import main; main()")
@@ -131,6 +141,8 @@ def enclave_argv(launch: LaunchManifest, environment: RuntimeEnvironment) -> lis
     if launch.subject is not None:
         argv += ["--subject", launch.subject]
     argv += ["--state-dir", str(ENCLAVE_STATE), "--tee", "gramine"]
+    if launch.requirements_sha256 is not None:
+        argv += ["--requirements", str(ENCLAVE_REQUIREMENTS), "--wheels", str(ENCLAVE_WHEELS)]
     return argv
 
 
@@ -147,6 +159,9 @@ def gramine_manifest(
     gramine_libos: Path = DEFAULT_GRAMINE_LIBOS,
     gramine_runtime: Path = DEFAULT_GRAMINE_RUNTIME,
     system_libraries: Sequence[Path] | None = None,
+    lock: RequirementsLock | None = None,
+    requirements: Path | None = None,
+    wheels: Path | None = None,
 ) -> str:
     """The Gramine manifest (TOML text) that runs ``argv`` as the enclave of ``launch``.
 
@@ -156,7 +171,10 @@ def gramine_manifest(
     measurement leaves them out).
 
     ``certificate`` is the owner's certificate chain (certificate mode only): it is
-    a trusted file, since the launch manifest measures its leaf.
+    a trusted file, since the launch manifest measures its leaf. ``lock`` is the app's
+    requirements lock (exactly when the launch measures one), at ``requirements`` on
+    the host, its wheels under ``wheels`` (``<ab>/<cdef...>``): trusted files with the
+    lock's hashes (ADR 0024).
     """
     if not _ENCLAVE_SIZE.fullmatch(enclave_size):
         raise UsageError(f"the enclave size must be like 512M or 4G, got {enclave_size!r}")
@@ -166,6 +184,14 @@ def gramine_manifest(
         raise UsageError("the enclave's argv is empty")
     if (launch.tls == TlsMode.OWNER) != (certificate is not None):
         raise UsageError("give the owner's certificate exactly for a certificate-mode launch")
+    locked = lock.digest() if lock is not None else None
+    if launch.requirements_sha256 != locked or (lock is not None) != (
+        requirements is not None and wheels is not None
+    ):
+        raise UsageError(
+            "give the requirements lock the launch measures (and where it and its wheels "
+            "are), exactly when it measures one"
+        )
     libraries = list(system_libraries if system_libraries is not None else system_library_dirs())
     env = {
         "PYTHONPATH": ":".join(p.as_posix() for p in environment.python_path),
@@ -193,6 +219,11 @@ def gramine_manifest(
     mounts.append(f"  {{ path = {_s(str(ENCLAVE_PACKAGE))}, uri = {_uri(package)} }},")
     if certificate is not None:
         mounts.append(f"  {{ path = {_s(str(ENCLAVE_CERTIFICATE))}, uri = {_uri(certificate)} }},")
+    if requirements is not None and wheels is not None:
+        mounts.append(
+            f"  {{ path = {_s(str(ENCLAVE_REQUIREMENTS))}, uri = {_uri(requirements)} }},"
+        )
+        mounts.append(f"  {{ path = {_s(str(ENCLAVE_WHEELS))}, uri = {_uri(wheels)} }},")
     mounts += [
         f'  {{ type = "encrypted", path = {_s(str(ENCLAVE_STATE))}, '
         f'uri = {_uri(state_dir)}, key_name = "_sgx_mrenclave" }},',
@@ -205,6 +236,13 @@ def gramine_manifest(
     ]
     if certificate is not None:
         trusted.append(f"  {_uri(certificate)},")
+    if lock is not None and requirements is not None and wheels is not None:
+        trusted.append(f'  {{ uri = {_uri(requirements)}, sha256 = "{lock.digest().hex()}" }},')
+        for r in lock.requirements:
+            name = r.sha256.hex()
+            trusted.append(
+                f'  {{ uri = {_uri(wheels / name[:2] / name[2:])}, sha256 = "{name}" }},'
+            )
     lines = [
         "# Generated by Confide from a launch manifest (confide gramine manifest); do not edit.",
         f"libos.entrypoint = {_s(environment.interpreter.as_posix())}",
@@ -239,6 +277,7 @@ def app_manifest(
     *,
     enclave_size: str = DEFAULT_ENCLAVE_SIZE,
     max_threads: int = DEFAULT_MAX_THREADS,
+    lock: RequirementsLock | None = None,
 ) -> str:
     """The manifest of ``launch`` run in its app's folder, with the package, state and
     owner's certificate at :data:`APP_PACKAGE`, :data:`APP_STATE`, :data:`APP_CERTIFICATE`
@@ -253,4 +292,7 @@ def app_manifest(
         package=APP_PACKAGE,
         state_dir=APP_STATE,
         certificate=APP_CERTIFICATE if launch.tls == TlsMode.OWNER else None,
+        lock=lock,
+        requirements=APP_REQUIREMENTS if lock is not None else None,
+        wheels=APP_WHEELS if lock is not None else None,
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from confide.errors import UsageError
-from confide.wire import LaunchManifest
+from confide.wire import LaunchManifest, RequirementsLock
 
 from ._environment import RuntimeEnvironment
 from ._lint import lint_manifest
@@ -83,10 +83,17 @@ def predict_mrenclave(manifest_text: str, *, certificate: Path | None, signer_pe
 
 
 def render_app(
-    launch: LaunchManifest, environment: RuntimeEnvironment, *, enclave_size: str, max_threads: int
+    launch: LaunchManifest,
+    environment: RuntimeEnvironment,
+    *,
+    enclave_size: str,
+    max_threads: int,
+    lock: RequirementsLock | None = None,
 ) -> str:
     """The linted :func:`app_manifest` of ``launch``: what the operator launches."""
-    text = app_manifest(launch, environment, enclave_size=enclave_size, max_threads=max_threads)
+    text = app_manifest(
+        launch, environment, enclave_size=enclave_size, max_threads=max_threads, lock=lock
+    )
     lint_manifest(text)
     return text
 
@@ -99,10 +106,14 @@ def predict_app_mrenclave(
     max_threads: int,
     signer_pem: bytes,
     certificate: Path | None = None,
+    lock: RequirementsLock | None = None,
 ) -> bytes:
     """MRENCLAVE of the enclave an operator launches for ``launch`` (:func:`render_app`,
     then :func:`predict_mrenclave`): ``confide fingerprint --tee gramine`` and
     ``confide deploy`` both call this. ``certificate``: the owner's chain, in certificate
-    mode (a trusted file)."""
-    text = render_app(launch, environment, enclave_size=enclave_size, max_threads=max_threads)
+    mode (a trusted file); ``lock``: the app's requirements lock (its wheels are trusted
+    files with the lock's hashes: the signer needs none of them)."""
+    text = render_app(
+        launch, environment, enclave_size=enclave_size, max_threads=max_threads, lock=lock
+    )
     return predict_mrenclave(text, certificate=certificate, signer_pem=signer_pem)

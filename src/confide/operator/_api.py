@@ -62,7 +62,7 @@ from hypercorn.typing import Framework
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from confide.wire import API_PREFIX, HostPort
+from confide.wire import API_PREFIX, MAX_LOCK_SIZE, HostPort
 from confide.wire.api import (
     Account,
     AppList,
@@ -101,7 +101,7 @@ from ._settings import OperatorSettings
 from ._translog import TransparencyLog, load_log_key
 
 #: Room for the multipart framing and the manifest field on top of the package.
-_FORM_OVERHEAD: Final = MAX_MANIFEST_BYTES + 64 * 1024
+_FORM_OVERHEAD: Final = MAX_MANIFEST_BYTES + MAX_LOCK_SIZE + 64 * 1024
 #: The status code of each refusal of the service.
 _REFUSALS: Final = {NotFound: 404, Conflict: 409, TooLarge: 413}
 
@@ -258,8 +258,8 @@ async def _read_upload(request: Request, limit: int) -> FormData:
         request.headers,
         _limited(request.stream(), cap),
         max_files=1,
-        max_fields=1,
-        max_part_size=MAX_MANIFEST_BYTES,
+        max_fields=2,  # the manifest and, optionally, the requirements lock
+        max_part_size=max(MAX_MANIFEST_BYTES, MAX_LOCK_SIZE),
     )
     try:
         return await parser.parse()
@@ -455,7 +455,8 @@ def create_app(
         },
     )
     async def create_app_(request: Request, auth: Auth) -> AppRecord:
-        """Deploy an app: multipart ``package`` (the encrypted package) and ``manifest`` (JSON).
+        """Deploy an app: multipart ``package`` (the encrypted package) and ``manifest`` (JSON),
+        and optionally ``requirements``: the app's requirements lock (ADR 0024).
 
         The body is read only now, after authentication. The schema of the
         manifest is ``ManifestIn``.
@@ -475,7 +476,19 @@ def create_app(
                         if not ok
                     ]
                 )
-            return await run_in_threadpool(api.create, auth, manifest, package.file)
+            requirements = form.get("requirements")
+            if requirements is not None and not isinstance(requirements, str):
+                raise RequestValidationError(
+                    [
+                        {
+                            "type": "string_type",
+                            "loc": ("body", "requirements"),
+                            "msg": "the requirements lock is a text field",
+                            "input": None,
+                        }
+                    ]
+                )
+            return await run_in_threadpool(api.create, auth, manifest, package.file, requirements)
         finally:
             await form.close()
 

@@ -81,6 +81,7 @@ from confide.wire import LaunchManifest, TlsMode
 from ._logs import LogSource
 from ._seams import Clock, utc_now
 from ._settings import TeeBackend
+from ._wheels import WheelCache
 
 #: A runtime told to stop gets this long (its app's graceful timeout and margin) before SIGKILL.
 STOP_TIMEOUT: Final = 15.0
@@ -280,6 +281,8 @@ class LocalProcessBackend:
         clock: Clock = utc_now,
         logger: logging.Logger | None = None,
         code_root: Path = CODE_ROOT,
+        wheel_index_url: str | None = None,
+        wheel_find_links: str | None = None,
     ) -> None:
         if not data_dir.is_absolute():
             raise UsageError(f"the data folder must be absolute, got {data_dir}")
@@ -295,6 +298,10 @@ class LocalProcessBackend:
         self._clock = clock
         #: Where runtimes make their code folders (fixed by the runtime; a test may move it).
         self._code_root = code_root
+        #: Apps' requirement locks and their wheels (ADR 0024); fetched before a launch.
+        self.wheels = WheelCache(
+            data_dir / "wheels", index_url=wheel_index_url, find_links=wheel_find_links
+        )
         self._log = logger or logging.getLogger("confide.operator.backend")
         self._children: dict[int, _Child] = {}
         #: The pid of each app's current runtime (for metrics).
@@ -344,6 +351,8 @@ class LocalProcessBackend:
         if not spec.package.is_file():
             raise LaunchRefused(f"the package of app {spec.app_id} is missing: {spec.package}")
         state = self.state_dir(spec.app_id)
+        requirements = self.prepare_requirements(spec)
+        wheels = self.wheels.wheels_dir if requirements is not None else None
         try:
             check_launch(
                 spec.manifest,
@@ -351,6 +360,8 @@ class LocalProcessBackend:
                 certificate=certificate,
                 state_dir=state,
                 now=now,
+                requirements=requirements,
+                wheels=wheels,
             )
         except LaunchRefused:
             raise
@@ -366,6 +377,8 @@ class LocalProcessBackend:
             state_dir=state,
             tee=tee,
             simulation_state=self.simulation_dir,
+            requirements=requirements,
+            wheels=wheels,
         )
         # Gramine enclaves get relayed bytes instead (ADR 0009, 0018).
         arguments += ["--handoff", str(self.handoff_path(spec.app_id))]
@@ -384,6 +397,24 @@ class LocalProcessBackend:
             *arguments,
         ]
         return Launch(argv, self._environment, int(_option(argv, "--port") or 0), _handoff(argv))
+
+    def prepare_requirements(self, spec: AppSpec) -> Path | None:
+        """The app's stored requirements lock, its wheels fetched into the cache (none
+        fetched twice); ``None`` for an app without one. Not a defence: the runtime checks
+        every wheel against the measured lock (ADR 0024)."""
+        digest = spec.manifest.requirements_sha256
+        if digest is None:
+            return None
+        try:
+            lock = self.wheels.read_lock(digest)
+            fetched = self.wheels.fetch(lock)
+        except UsageError as exc:
+            raise LaunchRefused(exc.message, hint=exc.hint) from None
+        if fetched:
+            self._log.info(
+                "fetched %d wheel(s) of app %s's lock %s", fetched, spec.app_id, digest.hex()
+            )
+        return self.wheels.lock_path(digest)
 
     def _spawn(self, spec: AppSpec, launch: Launch, now: datetime) -> RuntimeHandle:
         log_path = self._log_source.log_path(spec.app_id)

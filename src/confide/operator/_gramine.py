@@ -58,9 +58,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from confide.errors import UsageError
-from confide.gramine import HOST_VARIABLE, PORT_VARIABLE, app_manifest, runtime_environment
+from confide.gramine import (
+    APP_REQUIREMENTS,
+    APP_WHEELS,
+    HOST_VARIABLE,
+    PORT_VARIABLE,
+    app_manifest,
+    runtime_environment,
+)
 from confide.runtime import check_launch
-from confide.wire import TlsMode
+from confide.wire import RequirementsLock, TlsMode
 
 from ._backend import (
     LOCAL_RUNTIME_ENVIRONMENT,
@@ -113,6 +120,8 @@ class GramineBackend(LocalProcessBackend):
         environment: Mapping[str, str] = LOCAL_RUNTIME_ENVIRONMENT,
         stop_timeout: float = STOP_TIMEOUT,
         clock: Clock = utc_now,
+        wheel_index_url: str | None = None,
+        wheel_find_links: str | None = None,
     ) -> None:
         super().__init__(
             data_dir=data_dir,
@@ -122,6 +131,8 @@ class GramineBackend(LocalProcessBackend):
             environment=environment,
             stop_timeout=stop_timeout,
             clock=clock,
+            wheel_index_url=wheel_index_url,
+            wheel_find_links=wheel_find_links,
         )
         #: Where ``gramine-sgx`` and ``gramine-sgx-sign`` are looked for (the operator's PATH).
         self._search_path = search_path
@@ -199,6 +210,7 @@ class GramineBackend(LocalProcessBackend):
             raise LaunchRefused(f"the package of app {spec.app_id} is missing: {spec.package}")
         state = self.state_dir(spec.app_id)
         state.mkdir(mode=0o700, exist_ok=True)
+        lock = self._place_requirements(spec)
         self._check(spec, certificate, state, now)
         self._link_package(spec)
         try:
@@ -207,7 +219,11 @@ class GramineBackend(LocalProcessBackend):
             # inputs: the package, state and certificate at their places in this folder.
             enclave_size, max_threads = plan_enclave(spec.memory_mib, spec.cores)
             text = app_manifest(
-                spec.manifest, environment, enclave_size=enclave_size, max_threads=max_threads
+                spec.manifest,
+                environment,
+                enclave_size=enclave_size,
+                max_threads=max_threads,
+                lock=lock,
             )
         except LaunchRefused:
             raise
@@ -235,7 +251,43 @@ class GramineBackend(LocalProcessBackend):
         os.replace(tmp, certificate)
         return certificate
 
+    def _place_requirements(self, spec: AppSpec) -> RequirementsLock | None:
+        """The app's lock and its wheels, fetched into the cache, put in the app's folder
+        where its manifest names them (``requirements.lock``, ``wheels/<ab>/<cdef...>``):
+        hard links to the cache (copies across file systems). Not a defence: Gramine and
+        the runtime check each against the measured lock (ADR 0024)."""
+        if self.prepare_requirements(spec) is None or spec.manifest.requirements_sha256 is None:
+            return None
+        lock = self.wheels.read_lock(spec.manifest.requirements_sha256)
+        folder = self.app_dir(spec.app_id)
+        wheels = folder / APP_WHEELS
+        fresh = folder / f".{APP_WHEELS}.tmp"
+        shutil.rmtree(fresh, ignore_errors=True)
+        try:
+            for r in lock.requirements:
+                source = self.wheels.wheel_path(r.sha256)
+                target = fresh / source.parent.name / source.name
+                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
+            shutil.rmtree(wheels, ignore_errors=True)
+            os.replace(fresh, wheels)
+            tmp = folder / f".{APP_REQUIREMENTS}.tmp"
+            tmp.write_bytes(lock.to_bytes())
+            os.replace(tmp, folder / APP_REQUIREMENTS)
+        except OSError as exc:
+            raise LaunchRefused(
+                f"cannot place the wheels of app {spec.app_id}: {exc.strerror or exc}"
+            ) from None
+        return lock
+
     def _check(self, spec: AppSpec, certificate: Path | None, state: Path, now: datetime) -> None:
+        requirements = wheels = None
+        if spec.manifest.requirements_sha256 is not None:
+            requirements = self.app_dir(spec.app_id) / APP_REQUIREMENTS
+            wheels = self.app_dir(spec.app_id) / APP_WHEELS
         try:
             check_launch(
                 spec.manifest,
@@ -243,6 +295,8 @@ class GramineBackend(LocalProcessBackend):
                 certificate=certificate,
                 state_dir=state,
                 now=now,
+                requirements=requirements,
+                wheels=wheels,
             )
         except UsageError as exc:
             raise LaunchRefused(exc.message, hint=exc.hint) from None

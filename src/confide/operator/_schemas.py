@@ -157,6 +157,7 @@ def build_launch_manifest(
     package_sha256: bytes,
     runtime_sha256: bytes,
     base_domain: str,
+    requirements_sha256: bytes | None = None,
 ) -> LaunchManifest:
     """The launch inputs the backend will use, hence the app's fingerprint.
 
@@ -189,4 +190,5 @@ def build_launch_manifest(
         subject=app_domain if manifest.tls == TlsMode.RATLS else None,
         package_sha256=package_sha256,
         runtime_sha256=runtime_sha256,
+        requirements_sha256=requirements_sha256,
     )

@@ -267,12 +267,19 @@ async def run_operator(
                 data_dir=data,
                 log_source=logs,
                 clock=clock,
+                wheel_index_url=settings.wheel_index_url,
+                wheel_find_links=settings.wheel_find_links,
             )
         elif settings.tee == TeeBackend.TDX and settings.tdx is not None:
             local = TdxBackend(data_dir=data, log_source=logs, tdx=settings.tdx, clock=clock)
         else:
             local = LocalProcessBackend(
-                data_dir=data, log_source=logs, tee=settings.tee, clock=clock
+                data_dir=data,
+                log_source=logs,
+                tee=settings.tee,
+                clock=clock,
+                wheel_index_url=settings.wheel_index_url,
+                wheel_find_links=settings.wheel_find_links,
             )
         runtimes: RuntimeBackend = backend if backend is not None else local
         api_logs: LogSource = logs

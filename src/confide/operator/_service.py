@@ -30,7 +30,14 @@ from sqlalchemy.orm import Session
 
 from confide.crypto import HEADER_SIZE, CryptoError, check_package_layout
 from confide.errors import UsageError
-from confide.wire import AppStatus, DesiredState, HostPort, LaunchManifest, TlsMode
+from confide.wire import (
+    AppStatus,
+    DesiredState,
+    HostPort,
+    LaunchManifest,
+    RequirementsLock,
+    TlsMode,
+)
 from confide.wire.api import (
     Account,
     AppList,
@@ -70,6 +77,7 @@ from ._seams import (
     SimulationRootProvider,
 )
 from ._settings import OperatorSettings, TeeBackend
+from ._wheels import WheelCache
 
 #: How long simulation collateral is served before a fresh one is asked for (the
 #: endpoint needs no token: it must not sign new collateral for every request).
@@ -272,11 +280,25 @@ class AppService:
 
     # -- create ------------------------------------------------------------------------------
 
-    def create(self, auth: AuthenticatedToken, raw_manifest: str, package: BinaryIO) -> AppRecord:
+    def create(
+        self,
+        auth: AuthenticatedToken,
+        raw_manifest: str,
+        package: BinaryIO,
+        requirements: str | None = None,
+    ) -> AppRecord:
         now = self.clock()
         manifest, chain = parse_manifest(
             raw_manifest, plans={p.name: p for p in self.settings.plans}, now=now
         )
+        lock: RequirementsLock | None = None
+        if requirements is not None:
+            try:
+                lock = RequirementsLock.from_bytes(
+                    requirements.encode("utf-8"), where="the requirements lock"
+                )
+            except UsageError as exc:
+                raise InvalidInput(("body", "requirements"), exc.message) from None
         with self.db.session() as session:
             # Early answers, before the package is stored; checked again below, atomically.
             self.check_app_limit(session, auth.account_id)
@@ -295,7 +317,12 @@ class AppService:
             package_sha256=blob.sha256,
             runtime_sha256=self.settings.runtime_sha256,
             base_domain=self.settings.base_domain,
+            requirements_sha256=lock.digest() if lock is not None else None,
         )
+        if lock is not None:
+            # Kept by its digest: the backend fetches its wheels and hands it to the runtime,
+            # which measures it (ADR 0024).
+            WheelCache(self.settings.wheels_dir).put_lock(lock)
         with self.db.session() as session:
             # One create (or none) per account at a time from here to the commit: the count
             # sees every app committed before, so concurrent creates cannot pass the limit.

@@ -10,6 +10,9 @@ Configuration file (every key optional)::
     database_url = "postgresql+psycopg://confide@db.internal/confide"
     api_host = "127.0.0.1"
     api_port = 8080
+    wheel_index_url = "https://pypi.internal/simple"   # optional: where apps' locked wheels
+                                        # are fetched (default: pip's, PyPI; ADR 0024)
+    wheel_find_links = "/srv/wheels"    # optional: a folder of wheels, for no internet at all
     base_domain = "confide.example.com"
     router_host = "127.0.0.1"
     router_port = 8443
@@ -226,6 +229,11 @@ class OperatorSettings:
     #: Where the router (the operator's TLS front) listens.
     router_host: str = "127.0.0.1"
     router_port: int = 8443
+    #: The package index apps' locked wheels are fetched from (ADR 0024); ``None``: pip's
+    #: default (PyPI). Not trusted: the runtime checks every wheel against the lock.
+    wheel_index_url: str | None = None
+    #: A local folder of wheels to fetch from instead of any index (no internet).
+    wheel_find_links: str | None = None
     plans: tuple[Plan, ...] = DEFAULT_PLANS
     #: Largest encrypted package accepted, in bytes (a larger upload gets 413).
     max_package_size: int = DEFAULT_MAX_PACKAGE_SIZE
@@ -313,6 +321,11 @@ class OperatorSettings:
         return self.data_dir / "blobs"
 
     @property
+    def wheels_dir(self) -> Path:
+        """The wheel cache and the apps' requirement locks (ADR 0024)."""
+        return self.data_dir / "wheels"
+
+    @property
     def logs_dir(self) -> Path:
         """Where the backend writes each app's runtime output (``<app-id>.log``)."""
         return self.data_dir / "logs"
@@ -394,6 +407,8 @@ _FILE_KEYS: Final = frozenset(
         "base_domain",
         "router_host",
         "router_port",
+        "wheel_index_url",
+        "wheel_find_links",
         "plans",
         "max_package_size",
         "max_apps_per_account",
@@ -411,6 +426,10 @@ _INT_KEYS: Final = frozenset(
 _STR_KEYS: Final = frozenset(
     {"database_url", "api_host", "base_domain", "router_host", "tee", "supervisor"}
 )
+
+
+#: Where apps' locked wheels come from (strings; ADR 0024).
+_WHEEL_KEYS: Final = frozenset({"wheel_index_url", "wheel_find_links"})
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -435,7 +454,7 @@ def _read_config(path: Path) -> dict[str, Any]:
             if not isinstance(value, int) or isinstance(value, bool):
                 raise UsageError(f"{path}: {key} must be an integer, got {value!r}")
             values[key] = value
-        elif key in _STR_KEYS:
+        elif key in _STR_KEYS or key in _WHEEL_KEYS:
             if not isinstance(value, str):
                 raise UsageError(f"{path}: {key} must be a string, got {value!r}")
             values[key] = value

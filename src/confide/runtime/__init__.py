@@ -43,6 +43,7 @@ from ._launch import (
 )
 from ._manifest import runtime_code_hash
 from ._payload import ConfigurationRejected, ConfigurationRequest
+from ._requirements import install_locked
 from ._runtime import (
     APP_TIMEOUTS,
     CLOCK_SKEW,
@@ -55,7 +56,7 @@ from ._runtime import (
     RuntimeEnd,
     run_runtime,
 )
-from ._settings import CodeSource, OwnerCertificate, RuntimeSettings, launch_manifest
+from ._settings import CodeSource, OwnerCertificate, RuntimeSettings, launch_manifest, read_lock
 from ._state import STATE_FILE, SealedState, StateStore, write_atomically
 from ._tls import (
     ALPN_PROTOCOLS,
@@ -94,7 +95,9 @@ __all__ = [
     "StateStore",
     "Workspace",
     "run_runtime",
+    "install_locked",
     "launch_manifest",
+    "read_lock",
     "runtime_code_hash",
     "network_of",
     "server_ssl_context",

@@ -63,13 +63,24 @@ def runtime_arguments(
     tee: LaunchTee,
     simulation_state: Path | None,
     timeout: float | None = None,
+    requirements: Path | None = None,
+    wheels: Path | None = None,
 ) -> list[str]:
     """The arguments after ``confide runtime`` that launch ``manifest``.
 
     ``package`` must be the encrypted package whose SHA-256 the manifest holds
     and ``certificate`` (certificate mode only) the owner's chain whose leaf it
-    holds; :func:`check_launch` verifies both.
+    holds; :func:`check_launch` verifies both. ``requirements`` is the lock whose
+    SHA-256 the manifest holds (given exactly when it holds one) and ``wheels`` the
+    wheel cache the runtime checks every wheel of it against (ADR 0024).
     """
+    if (manifest.requirements_sha256 is not None) != (requirements is not None) or (
+        requirements is None
+    ) != (wheels is None):
+        raise UsageError(
+            "a launch with a requirements lock gives its lock file and the wheel cache, "
+            "and only such a launch"
+        )
     if (tee in ("simulation", "simulation-tdx")) != (simulation_state is not None):
         raise UsageError("give a simulation state folder exactly with the simulation TEE")
     args = [
@@ -94,6 +105,8 @@ def runtime_arguments(
         args += ["--simulation-state", str(simulation_state)]
     if timeout is not None:
         args += ["--timeout", repr(timeout)]
+    if requirements is not None and wheels is not None:
+        args += ["--requirements", str(requirements), "--wheels", str(wheels)]
     return args
 
 
@@ -105,6 +118,8 @@ def check_launch(
     state_dir: Path,
     now: datetime,
     runtime_sha256: bytes | None = None,
+    requirements: Path | None = None,
+    wheels: Path | None = None,
 ) -> RuntimeSettings:
     """The settings the runtime builds from these inputs; raise unless they measure ``manifest``.
 
@@ -128,6 +143,8 @@ def check_launch(
         timeout=None,
         now=now,
         runtime_sha256=runtime_sha256,
+        requirements=requirements,
+        wheels=wheels,
     )
     launched = settings.manifest
     if launched != manifest:

@@ -16,9 +16,10 @@ stat-keyed hash cache that keeps a warm start-up from reading them again.
 What the manifest leaves out, and why (ADR 0011). Each ``confide runtime``
 option is measured above (``--app-id``, ``--application``, ``--package`` or
 ``--app-dir --plaincode``, ``--ratls``/``--certificate``/``--no-ssl``,
-``--san``, ``--subject``) or is in this table; a test holds the two lists to
-the command's options. A value the host could choose to send plaintext
-elsewhere, or to change what reaches the app, is never an unmeasured option::
+``--san``, ``--subject``, ``--requirements``: the lock's SHA-256) or is in
+this table; a test holds the two lists to the command's options. A value the
+host could choose to send plaintext elsewhere, or to change what reaches the
+app, is never an unmeasured option::
 
     --host, --port        harmless: only where the listener binds. The host carries
                           every byte anyway; what is served there is protected by the
@@ -32,6 +33,9 @@ elsewhere, or to change what reaches the app, is never an unmeasured option::
                           host can do anyway.
     --state-dir DIR       harmless: only data sealed to this measurement is written
                           there (an older sealed state can be put back: a rollback).
+    --wheels DIR          harmless: the operator's wheel cache. Each wheel is read from it by
+                          the SHA-256 the measured lock names, copied into the code folder
+                          (RAM) and installed only if the copy has that hash (ADR 0024).
     --tee, --simulation-state
                           harmless: the quote says which TEE made it; verifiers refuse
                           a simulated one unless told to accept simulation.

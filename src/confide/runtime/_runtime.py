@@ -26,15 +26,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import importlib
 import logging
 import os
 import signal
 import socket
 import ssl
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Final
 
 from cryptography import x509
@@ -45,13 +49,14 @@ from confide.attestation import create_ratls_certificate, ratls_report_data
 from confide.crypto import X25519KeyPair, private_key_pem
 from confide.errors import TeeError, UsageError
 from confide.tee import Tee, TeeKind
-from confide.wire import LAUNCH_MANIFEST_OID, HostPort, TlsMode
+from confide.wire import LAUNCH_MANIFEST_OID, HostPort, RequirementsLock, TlsMode
 
 from ._admission import ConnectionLimits
 from ._challenge import ChallengeResponder
 from ._configure import AppLaunch, Configurator
 from ._endpoint import ConfigurationEndpoint
 from ._handoff import HandoffListener
+from ._requirements import install_locked
 from ._server import serve_http
 from ._settings import RuntimeSettings
 from ._state import SealedState, StateStore
@@ -216,6 +221,8 @@ class EnclaveRuntime:
                 )
             workspace = Workspace.create(settings.app_id)
             stack.callback(workspace.remove)
+            if settings.lock is not None and settings.wheels is not None:
+                self._install_requirements(settings.lock, settings.wheels, workspace)
             leftovers: list[asyncio.Task[None]] = []
             stack.push_async_callback(_finish_all, leftovers)
             configurator = Configurator(settings, state=state, store=store, workspace=workspace)
@@ -232,6 +239,22 @@ class EnclaveRuntime:
         if not stop.is_set() and self._expired():
             return RuntimeEnd.EXPIRED
         return RuntimeEnd.STOPPED
+
+    def _install_requirements(
+        self, lock: RequirementsLock, wheels: Path, workspace: Workspace
+    ) -> None:
+        """Install the measured lock's wheels, each checked by its hash (ADR 0024), into the
+        code folder's ``site``, put after the app's folder on ``sys.path``."""
+        started = time.monotonic()
+        install_locked(lock, wheels, workspace.site_dir, workspace.root / "wheels")
+        sys.path.insert(0, str(workspace.site_dir))
+        importlib.invalidate_caches()
+        self._log.info(
+            "installed %d locked wheel(s) (lock sha256 %s) in %.2f s",
+            len(lock.requirements),
+            lock.digest().hex(),
+            time.monotonic() - started,
+        )
 
     def _responder(self, identity: EnclaveIdentity) -> ChallengeResponder:
         """Answers fresh-attestation challenges on connections served with the RA-TLS

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from confide.crypto import package_digest, write_archive
 from confide.errors import UsageError
-from confide.wire import LaunchManifest, TlsMode
+from confide.wire import MAX_LOCK_SIZE, LaunchManifest, RequirementsLock, TlsMode
 
 from ._admission import source_of
 from ._manifest import runtime_code_hash
@@ -131,6 +131,18 @@ class OwnerCertificate:
         return cls.from_pem(data, str(path))
 
 
+def read_lock(path: Path) -> RequirementsLock:
+    """The requirements lock at ``path`` (``--requirements``), parsed strictly."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_LOCK_SIZE + 1)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read the requirements lock {path}: {exc.strerror or exc}"
+        ) from None
+    return RequirementsLock.from_bytes(data, where=f"the requirements lock {path}")
+
+
 def launch_manifest(
     *,
     app_id: uuid.UUID,
@@ -141,6 +153,7 @@ def launch_manifest(
     san: tuple[str, ...],
     subject: str | None,
     runtime_sha256: bytes | None = None,
+    lock: RequirementsLock | None = None,
 ) -> LaunchManifest:
     """The manifest a launch with these inputs measures to (RA-TLS when an expiry is given,
     the owner's certificate when one is given, plain HTTP otherwise).
@@ -163,6 +176,7 @@ def launch_manifest(
         subject=subject,
         package_sha256=code.digest,
         runtime_sha256=runtime_sha256 if runtime_sha256 is not None else runtime_code_hash(),
+        requirements_sha256=lock.digest() if lock is not None else None,
     )
 
 
@@ -197,6 +211,11 @@ class RuntimeSettings:
     #: Addresses that relay other clients' connections (``--relay-source``): the per-source
     #: connection shares do not apply to them (ADR 0013). Not measured: availability only.
     relay_sources: frozenset[str] = frozenset()
+    #: The app's requirements lock (``--requirements``): measured (ADR 0024).
+    lock: RequirementsLock | None = None
+    #: The operator's wheel cache (``--wheels``): not trusted, each wheel is checked
+    #: against :attr:`lock` before it is installed.
+    wheels: Path | None = None
     # No code folder here: the runtime always makes it in RAM itself (``CODE_ROOT``).
 
     @property
@@ -225,6 +244,8 @@ class RuntimeSettings:
         runtime_sha256: bytes | None = None,
         handoff: Path | None = None,
         relay_sources: tuple[str, ...] = (),
+        requirements: Path | None = None,
+        wheels: Path | None = None,
     ) -> RuntimeSettings:
         """Check the arguments together, read and hash what is measured."""
         if now.tzinfo is None:
@@ -253,6 +274,9 @@ class RuntimeSettings:
                 raise UsageError(
                     f"--ratls expiry {ratls_expiry} is in the past (now is {int(now.timestamp())})"
                 )
+        if (requirements is None) != (wheels is None):
+            raise UsageError("give --requirements LOCK and --wheels DIR together, or neither")
+        lock = read_lock(requirements) if requirements is not None else None
         owner = OwnerCertificate.read(certificate) if certificate is not None else None
         code = (
             CodeSource.encrypted(code_path) if encrypted else CodeSource.plaintext_folder(code_path)
@@ -266,6 +290,7 @@ class RuntimeSettings:
             san=san,
             subject=subject,
             runtime_sha256=runtime_sha256,
+            lock=lock,
         )
         tls = manifest.tls
         return cls(
@@ -284,6 +309,8 @@ class RuntimeSettings:
             manifest=manifest,
             handoff=handoff,
             relay_sources=relays,
+            lock=lock,
+            wheels=wheels,
         )
 
 

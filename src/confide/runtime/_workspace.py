@@ -15,6 +15,9 @@ removing it (:func:`remove_orphans`). Layout (mode 0700)::
     home/                   a writable $HOME for the app
     tmp/                    the app's temporary files ($TMPDIR): in RAM, not on the
                             host's disk
+    site/                   the app's locked wheels, each checked by its hash, installed
+                            (ADR 0024); on sys.path after app/
+    wheels/                 the checked copies of the wheels while they are installed
 
 The paths and variable names are those of Cosmian Enclave, so apps written
 for it find their secrets. Nothing here is ever in the state folder.
@@ -84,6 +87,11 @@ class Workspace:
     @property
     def app_dir(self) -> Path:
         return self.root / "app"
+
+    @property
+    def site_dir(self) -> Path:
+        """The app's locked wheels, installed (ADR 0024)."""
+        return self.root / "site"
 
     @property
     def private_dir(self) -> Path:

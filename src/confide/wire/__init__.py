@@ -27,6 +27,15 @@ from ._configuration import (
 )
 from ._enums import AppStatus, DesiredState, TlsMode
 from ._launch import LAUNCH_MANIFEST_OID, MANIFEST_VERSION, MAX_MANIFEST_SIZE, LaunchManifest
+from ._lock import (
+    LOCK_FILE_NAME,
+    MAX_LOCK_SIZE,
+    MAX_LOCKED,
+    LockedRequirement,
+    RequirementsLock,
+    compatible_platforms,
+    normalize_name,
+)
 from ._names import (
     APPLICATION_LENGTH,
     APPLICATION_PATTERN,
@@ -68,6 +77,9 @@ __all__ = [
     "MANIFEST_VERSION",
     "MAX_CONFIGURATION_SIZE",
     "MAX_MANIFEST_SIZE",
+    "LOCK_FILE_NAME",
+    "MAX_LOCK_SIZE",
+    "MAX_LOCKED",
     "NAME_LENGTH",
     "NAME_PATTERN",
     "SEALED_CODE_KEY",
@@ -77,10 +89,14 @@ __all__ = [
     "DesiredState",
     "HostPort",
     "LaunchManifest",
+    "LockedRequirement",
+    "RequirementsLock",
     "TlsMode",
     "app_unusable",
+    "compatible_platforms",
     "configuration_body",
     "dns_name_matches",
     "key_matches_certificate",
+    "normalize_name",
     "uncovered_names",
 ]

@@ -14,11 +14,16 @@ Manifest format, version 1: a JSON object, UTF-8, keys sorted, no spaces
      "format": "confide-launch-manifest",
      "package_sha256": "<hex SHA-256 of the encrypted package>",
      "ratls_expiry": <UNIX seconds> | null,
+     "requirements_sha256": "<hex SHA-256 of the requirements lock>",  (only with a lock)
      "runtime_sha256": "<hex runtime code hash>",
      "san": ["<name>", ...],
      "subject": "<RA-TLS subject CN>" | null,
      "tls": "ratls" | "certificate" | "none",
      "version": 1}
+
+``requirements_sha256`` is present exactly when the app installs locked wheels: the
+SHA-256 of its requirements lock (:class:`confide.wire.RequirementsLock`, ADR 0024);
+an app without one has the manifest (and the fingerprint) it had before locks existed.
 
 measurement = SHA-256("confide/launch/v1" || 0x00 || manifest bytes), 32 bytes,
 the size of MRENCLAVE.
@@ -96,9 +101,13 @@ class LaunchManifest:
     certificate_sha256: bytes | None
     san: tuple[str, ...]
     subject: str | None
+    #: SHA-256 of the app's requirements lock (ADR 0024); ``None``: no locked wheels.
+    requirements_sha256: bytes | None = None
 
     def __post_init__(self) -> None:
         _hex32(self.runtime_sha256, "runtime_sha256")
+        if self.requirements_sha256 is not None:
+            _hex32(self.requirements_sha256, "requirements_sha256")
         _hex32(self.package_sha256, "package_sha256")
         if not _APPLICATION.match(self.application):
             raise UsageError(
@@ -116,7 +125,7 @@ class LaunchManifest:
             raise UsageError(f"the subject must be 1 to {MAX_NAME} characters")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        fields = {
             "app_id": str(self.app_id),
             "application": self.application,
             "certificate_sha256": (
@@ -131,6 +140,9 @@ class LaunchManifest:
             "tls": self.tls.launch,
             "version": MANIFEST_VERSION,
         }
+        if self.requirements_sha256 is not None:
+            fields["requirements_sha256"] = self.requirements_sha256.hex()
+        return fields
 
     def to_json(self) -> bytes:
         """The canonical bytes that are measured."""
@@ -163,6 +175,7 @@ class LaunchManifest:
             )
         try:
             cert = obj["certificate_sha256"]
+            locked = obj.get("requirements_sha256")
             manifest = cls(
                 runtime_sha256=bytes.fromhex(obj["runtime_sha256"]),
                 package_sha256=bytes.fromhex(obj["package_sha256"]),
@@ -173,6 +186,7 @@ class LaunchManifest:
                 certificate_sha256=bytes.fromhex(cert) if cert is not None else None,
                 san=tuple(obj["san"]),
                 subject=obj["subject"],
+                requirements_sha256=bytes.fromhex(locked) if locked is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UsageError(f"the launch manifest is malformed: {exc}") from None
@@ -196,6 +210,7 @@ class LaunchManifest:
         subject: str | None,
         package_sha256: bytes,
         runtime_sha256: bytes,
+        requirements_sha256: bytes | None = None,
     ) -> LaunchManifest:
         """The manifest of an app served in ``tls`` mode: RA-TLS measures the app's expiry
         (whole seconds) and the owner's mode the SHA-256 of the owner's leaf (DER); the
@@ -213,4 +228,5 @@ class LaunchManifest:
             certificate_sha256=certificate_sha256,
             san=san,
             subject=subject,
+            requirements_sha256=requirements_sha256,
         )

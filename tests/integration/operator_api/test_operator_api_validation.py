@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from confide.wire import LockedRequirement, RequirementsLock
 from support.operator_api import (
     START,
     Operator,
@@ -163,11 +164,25 @@ GOOD = json.dumps(manifest()).encode()
         ([("package", "p", b"x")], ["body", "manifest"]),
         ([("manifest", None, GOOD)], ["body", "package"]),
         ([], ["body", "manifest"]),
-        ([("package", None, b"x"), ("manifest", None, GOOD)], ["body"]),  # two fields
+        # The package as a text field: the fields are the manifest and, optionally, the
+        # requirements lock (ADR 0024); the package must be a file.
+        ([("package", None, b"x"), ("manifest", None, GOOD)], ["body", "package"]),
+        (
+            [("package", None, b"x"), ("manifest", None, GOOD), ("requirements", None, b"x")],
+            ["body"],
+        ),  # three fields
         ([("package", "p", b"x"), ("manifest", "m.json", GOOD)], ["body"]),  # two files
         ([("manifest", None, b" " * (129 * 1024))], ["body"]),  # manifest too large
     ],
-    ids=["no manifest", "no package", "empty", "package not a file", "manifest a file", "big"],
+    ids=[
+        "no manifest",
+        "no package",
+        "empty",
+        "package not a file",
+        "three fields",
+        "manifest a file",
+        "big",
+    ],
 )
 def test_missing_or_extra_parts(
     operator: Operator, parts: list[tuple[str, str | None, bytes]], loc: list[str]
@@ -259,3 +274,33 @@ def test_an_owner_domain_is_served_by_one_app_only(operator: Operator, package: 
         r = upload(bob, package, doc)
     assert r.status_code == 409, r.text
     assert "already served" in r.json()["detail"]
+
+
+def test_a_requirements_lock_is_measured_and_a_malformed_one_is_422_and_not_stored(
+    operator: Operator, package: bytes
+) -> None:
+    """``POST /apps`` with a ``requirements`` field (ADR 0024): the lock's SHA-256 is in the
+    launch manifest; a lock that is not in canonical form is refused, nothing stored."""
+    lock = RequirementsLock(
+        python="3.11",
+        platform="manylinux_2_28_x86_64",
+        source="tests",
+        requirements=(LockedRequirement("tinydep", "1.0", bytes(range(32))),),
+    )
+    doc = json.dumps(manifest())
+    files = {"package": ("app.pkg", package, "application/octet-stream")}
+    with operator.client(operator.token("alice")) as c:
+        bad = c.post(
+            "/api/v1/apps",
+            files=files,
+            data={"manifest": doc, "requirements": lock.to_text().replace("==", ">=")},
+        )
+        assert bad.status_code == 422, bad.text
+        (error,) = bad.json()["detail"]
+        assert error["loc"] == ["body", "requirements"], error
+        assert operator.dump().count("apps:") == 0
+        good = c.post(
+            "/api/v1/apps", files=files, data={"manifest": doc, "requirements": lock.to_text()}
+        )
+        assert good.status_code == 201, good.text
+        assert good.json()["launch"]["requirements_sha256"] == lock.digest().hex()

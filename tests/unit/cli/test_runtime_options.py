@@ -34,6 +34,7 @@ MEASURED = frozenset(
         "--no-ssl",
         "--san",
         "--subject",
+        "--requirements",  # the app's requirements lock: its SHA-256 (ADR 0024)
     }
 )
 #: Options that are not, each for a reason given in ADR 0011.
@@ -48,6 +49,7 @@ HARMLESS = frozenset(
         "--state-dir",  # only data sealed to this measurement is written there
         "--tee",  # the quote says which TEE made it; verifiers refuse simulation
         "--simulation-state",
+        "--wheels",  # each wheel is checked against the measured lock (ADR 0024)
     }
 )
 NOW = datetime.now(UTC)

@@ -192,13 +192,14 @@ def test_an_mse_toml_is_used_and_its_unused_keys_warned_once(
     text = (project / "confide.toml").read_text()
     (project / "confide.toml").unlink()
     text = text.replace(
-        "[cloud]\n", '[cloud]\ndocker = "ghcr.io/cosmian/mse-flask:20230710125733"\n'
+        "[cloud]\n",
+        '[cloud]\nregion = "eu-west"\n',  # a key Confide does not use
     )
     (project / "mse.toml").write_text(text)
     _set_tests_cmd(project / "mse.toml", "python -c 'pass'")
     result = _localtest(runner, project)
     assert result.exit_code == 0, result.output
-    assert result.stderr.count("[cloud] docker is not used by Confide") == 1
+    assert result.stderr.count("[cloud] region is not used by Confide") == 1
 
 
 @pytest.mark.slow

@@ -181,7 +181,7 @@ def test_paths_are_relative_to_the_file_not_the_working_directory(
     assert config.cloud.code == project / "src"
 
 
-def test_a_cosmian_mse_toml_loads_with_one_warning_per_unused_key(project: Path) -> None:
+def test_a_cosmian_mse_toml_loads_with_its_docker_image(project: Path) -> None:
     (project / "src").rename(project / "mse_src")
     (project / "mse.toml").write_text(COSMIAN_MSE_TOML)
     config = ProjectConfig.load(project, now=NOW)  # no confide.toml: mse.toml is read
@@ -189,7 +189,9 @@ def test_a_cosmian_mse_toml_loads_with_one_warning_per_unused_key(project: Path)
     assert config.cloud.code == project / "mse_src"
     assert config.cloud.hardware == "4g-eu-001"
     assert config.tests_requirements == ("cryptography", "intel-sgx-ra", "pytest==7.2.0")
-    assert config.warnings == ("mse.toml: [cloud] docker is not used by Confide; it was ignored",)
+    # The docker key names the runtime image, whose requirement set is used (ADR 0024).
+    assert config.cloud.docker == "ghcr.io/cosmian/mse-flask:20230710125733"
+    assert config.warnings == ()
 
 
 def test_confide_toml_wins_over_mse_toml_unless_asked(project: Path) -> None:

@@ -1,0 +1,87 @@
+"""Build small wheels in tests (a real wheel layout: a package, ``.dist-info`` with METADATA,
+WHEEL and RECORD), and locks of them, with no network."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import stat
+import zipfile
+from pathlib import Path
+
+from confide.wire import LockedRequirement, RequirementsLock
+
+
+def wheel_bytes(
+    name: str,
+    version: str,
+    files: dict[str, bytes] | None = None,
+    *,
+    symlink: str | None = None,
+) -> bytes:
+    """A pure-Python wheel of ``name`` (a module of the same name by default), deterministic.
+
+    ``files`` maps paths in the wheel to their bytes (they may be hostile: ``../x``);
+    ``symlink`` adds an entry marked as a symbolic link to that target.
+    """
+    module = name.replace("-", "_")
+    info = f"{module}-{version}.dist-info"
+    content = dict(
+        files
+        if files is not None
+        else {f"{module}/__init__.py": f"VERSION = {version!r}\n".encode()}
+    )
+    content[f"{info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    )
+    content[f"{info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: confide-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    record = []
+    for path, data in content.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{info}/RECORD,,")
+    content[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, data in content.items():
+            entry = zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0))
+            entry.external_attr = (stat.S_IFREG | 0o644) << 16
+            archive.writestr(entry, data)
+        if symlink is not None:
+            entry = zipfile.ZipInfo(f"{module}/link", date_time=(2020, 1, 1, 0, 0, 0))
+            entry.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(entry, symlink)
+    return out.getvalue()
+
+
+def write_wheel(folder: Path, name: str, version: str, data: bytes | None = None) -> Path:
+    """Write a wheel file named as pip expects into ``folder`` (a find-links folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    path.write_bytes(data if data is not None else wheel_bytes(name, version))
+    return path
+
+
+def lock_of(*wheels: tuple[str, str, bytes], python: str = "3.11") -> RequirementsLock:
+    """A lock of ``(name, version, wheel bytes)``."""
+    return RequirementsLock(
+        python=python,
+        platform="manylinux_2_28_x86_64",
+        source="tests",
+        requirements=tuple(
+            LockedRequirement(name, version, hashlib.sha256(data).digest())
+            for name, version, data in sorted(wheels)
+        ),
+    )
+
+
+def cache_wheel(cache: Path, data: bytes, sha256: bytes | None = None) -> Path:
+    """Put ``data`` in a wheel cache folder under ``sha256`` (default: its own hash)."""
+    name = (sha256 or hashlib.sha256(data).digest()).hex()
+    path = cache / name[:2] / name[2:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
