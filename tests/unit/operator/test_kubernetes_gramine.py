@@ -37,7 +37,7 @@ from confide.operator._kubernetes import (
 )
 from confide.operator._settings import TeeBackend
 from confide.wire import EXIT_APP_UNUSABLE, LaunchManifest, TlsMode, app_unusable
-from gramine_standin import install
+from gramine_standin import StandinConfig, install
 from kube_standin import AsyncTransport, KubeApi
 
 #: As in test_kubernetes_backend.py (the stand-in, the schemas' version, the app).
@@ -260,14 +260,27 @@ def _recorder(folder: Path) -> Path:
     return record
 
 
-@pytest.mark.parametrize("tls", [TlsMode.OWNER, TlsMode.RATLS])
-def test_the_pod_signs_the_mrenclave_the_owner_predicts(
-    tmp_path: Path, tls: TlsMode, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The runtime container's program, run as the pod would (its volumes laid out from the
-    objects the backend sent), with Gramine's stand-ins: the SIGSTRUCT it writes holds the
-    MRENCLAVE that ``predict_app_mrenclave`` (``confide fingerprint --tee gramine``, the
-    owner's deploy) computes from public inputs, though the signing key is the pod's own."""
+@dataclasses.dataclass
+class PodRun:
+    """The runtime container's program, run as its pod would run it (see :func:`run_pod`)."""
+
+    done: subprocess.CompletedProcess[str]
+    root: Path
+    args: list[str]
+    record: Path
+    standins: StandinConfig
+
+    @property
+    def app(self) -> Path:
+        return _pod_path(self.root, str(APP_DIR))
+
+
+def run_pod(
+    tmp_path: Path, tls: TlsMode, before: Callable[[Path], None] = lambda root: None
+) -> PodRun:
+    """Start the app on the stand-in, lay the runtime container's volumes out under
+    ``tmp_path`` from the objects sent, call ``before(root)``, and run its command there with
+    Gramine's stand-ins first on PATH (``gramine-sgx`` only records how it was started)."""
     captured: dict[str, Any] = {}
 
     @with_backend(GRAMINE, tls)
@@ -280,6 +293,7 @@ def test_the_pod_signs_the_mrenclave_the_owner_predicts(
     api, pod = captured["api"], captured["pod"]
     root = tmp_path / "pod"
     _materialise(api, pod, root)
+    before(root)
     runtime = pod["spec"]["containers"][0]
     record = _recorder(tmp_path / "launcher")
     standins = install(tmp_path / "bin", tmp_path / "platform")
@@ -296,8 +310,20 @@ def test_the_pod_signs_the_mrenclave_the_owner_predicts(
         timeout=300,
         check=False,
     )
+    return PodRun(done, root, args, record, standins)
+
+
+@pytest.mark.parametrize("tls", [TlsMode.OWNER, TlsMode.RATLS])
+def test_the_pod_signs_the_mrenclave_the_owner_predicts(
+    tmp_path: Path, tls: TlsMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime container's program, run as the pod would (its volumes laid out from the
+    objects the backend sent), with Gramine's stand-ins: the SIGSTRUCT it writes holds the
+    MRENCLAVE that ``predict_app_mrenclave`` (``confide fingerprint --tee gramine``, the
+    owner's deploy) computes from public inputs, though the signing key is the pod's own."""
+    run = run_pod(tmp_path, tls)
+    done, app, args, record, standins = run.done, run.app, run.args, run.record, run.standins
     assert done.returncode == 0, done.stderr[-2000:]
-    app = _pod_path(root, str(APP_DIR))
     assert "mr_enclave" in done.stdout  # the pod's log shows what it signed
     # The launch's key is gone before the enclave starts; nothing else holds a key.
     assert not any(Path(args[3]).parent.iterdir())
@@ -335,6 +361,22 @@ def test_the_pod_signs_the_mrenclave_the_owner_predicts(
         certificate=certificate,
     )
     assert signed["mr_enclave"] == predicted.hex()
+
+
+def test_a_refused_signing_stops_the_pod_with_one_error_line_and_no_key_left(
+    tmp_path: Path,
+) -> None:
+    """The owner's certificate (a trusted file) is missing: the signer refuses, the program
+    exits 2 with an ``error:`` line last (the pod's exit reason), the enclave never starts
+    and the launch's key was deleted all the same."""
+    run = run_pod(
+        tmp_path, TlsMode.OWNER, lambda root: (root / "confide-app" / "certificate.pem").unlink()
+    )
+    assert run.done.returncode == 2, run.done.stderr[-2000:]
+    last = run.done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: gramine-sgx-sign failed (exit ")
+    assert not any(Path(run.args[3]).parent.iterdir())
+    assert not run.record.exists()  # gramine-sgx was not started
 
 
 # -- exit reasons: the supervisor classifies an unusable app ----------------------------------
