@@ -1,29 +1,20 @@
-"""Gramine in pods (ADR 0007, ADR 0018): the pod the Kubernetes backend sends under
-``tee = "gramine"``, what its entry step does with Gramine's stand-ins (the MRENCLAVE it
-signs is the owner's prediction), and exit reasons that carry the runtime's last line so
-the supervisor classifies an unusable app."""
-
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import hashlib
 import json
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Awaitable, Callable
-from pathlib import Path, PurePosixPath
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
-from lightkube import AsyncClient, KubeConfig
+from lightkube import AsyncClient
 
 from confide.client import throwaway_sgx_signer
 from confide.gramine import predict_app_mrenclave, render_app, runtime_environment
-from confide.operator._backend import AppSpec, RuntimeHandle
+from confide.operator._backend import RuntimeHandle
 from confide.operator._gramine import plan_enclave
 from confide.operator._kubernetes import (
     AESMD_DIR,
@@ -32,112 +23,35 @@ from confide.operator._kubernetes import (
     RUNTIME_PORT,
     KubernetesBackend,
     KubernetesTarget,
+    gramine_arguments,
     launch_map_name,
-    pod_name,
+    pod_manifest,
 )
 from confide.operator._settings import TeeBackend
 from confide.wire import EXIT_APP_UNUSABLE, LaunchManifest, TlsMode, app_unusable
 from gramine_standin import StandinConfig, install
 from kube_standin import AsyncTransport, KubeApi
-
-#: As in test_kubernetes_backend.py (the stand-in, the schemas' version, the app).
-K8S_VERSION = "1.33.0"
-NS = "apps"
-APP = uuid.UUID("6f1c2a52-2b3c-4d5e-8f90-123456789abc")
-CERT_PEM = "-----BEGIN CERTIFICATE-----\nMIIBpublic\n-----END CERTIFICATE-----\n"
-#: Stand-ins for what must never reach an object (the code key, a secret, a private key).
-SECRETS = ("c0dekey" * 8, "app-secret-value", "-----BEGIN PRIVATE KEY-----")
-TARGET = KubernetesTarget(
-    namespace=NS,
-    image="registry.example/confide-runtime@sha256:" + "ab" * 32,
-    operator_id="op-1",
-    blob_url="http://confide-operator.confide:8080/api/v1/blobs",
-    simulation_claim="confide-simulation",
+from support.kube_pods import (
+    APP,
+    CERT_PEM,
+    GRAMINE,
+    K8S_VERSION,
+    NS,
+    SECRETS,
+    TARGET,
+    kubeconfig,
+    materialise,
+    pod_path,
+    pod_program,
+    run_program,
+    sent_pod,
+    spec,
+    validate_all,
+    with_backend,
 )
 
-
-def spec(tls: TlsMode = TlsMode.OWNER) -> AppSpec:
-    manifest = LaunchManifest(
-        runtime_sha256=bytes(range(32)),
-        package_sha256=hashlib.sha256(b"encrypted package").digest(),
-        app_id=APP,
-        application="app:app",
-        tls=tls,
-        ratls_expiry=2_000_000_000 if tls == TlsMode.RATLS else None,
-        certificate_sha256=hashlib.sha256(b"leaf").digest() if tls == TlsMode.OWNER else None,
-        san=("x.confide.localhost",),
-        subject=None,
-    )
-    return AppSpec(
-        app_id=APP,
-        manifest=manifest,
-        package=Path("/blobs/unused"),
-        certificate_pem=CERT_PEM if tls == TlsMode.OWNER else None,
-        memory_mib=512,
-        cores=1,
-    )
-
-
-def kubeconfig() -> KubeConfig:
-    return KubeConfig.from_dict(
-        {
-            "clusters": [{"name": "standin", "cluster": {"server": "http://kube.invalid"}}],
-            "users": [{"name": "operator", "user": {}}],
-            "contexts": [{"name": "c", "context": {"cluster": "standin", "user": "operator"}}],
-            "current-context": "c",
-        }
-    )
-
-
-def validate_all(api: KubeApi) -> int:
-    """Validate every object sent against Kubernetes' strict schemas; how many there were."""
-    count = 0
-    for _method, _path, body in api.sent:
-        if body.get("kind") == "DeleteOptions":
-            body = {"apiVersion": "v1", **body}
-        kubernetes_validate.validate(body, K8S_VERSION, strict=True)
-        count += 1
-    return count
-
-
-GRAMINE = dataclasses.replace(TARGET, tee=TeeBackend.GRAMINE, simulation_claim=None)
-#: What the stand-in kubelet keeps of a failed container's output (Kubernetes' documented cap).
+#: The runtime's line when it cannot import the app (issue 15: EXIT_APP_UNUSABLE).
 UNUSABLE = "error: app unusable: the app imports the module 'pandas'; add it to the requirements"
-
-
-def with_backend(
-    target: KubernetesTarget, tls: TlsMode = TlsMode.OWNER
-) -> Callable[
-    [Callable[[KubeApi, KubernetesBackend, RuntimeHandle, str], Awaitable[None]]],
-    Callable[[], None],
-]:
-    """Run an async test on a fresh stand-in with the app started (its pod running)."""
-
-    def wrap(
-        test: Callable[[KubeApi, KubernetesBackend, RuntimeHandle, str], Awaitable[None]],
-    ) -> Callable[[], None]:
-        def run() -> None:
-            async def body() -> None:
-                api = KubeApi()
-                client = AsyncClient(kubeconfig(), namespace=NS, transport=AsyncTransport(api))
-                backend = KubernetesBackend(client, target, stop_timeout=2.0, start_timeout=5.0)
-                try:
-                    task = asyncio.create_task(backend.start(spec(tls)))
-                    name = pod_name(APP, 1)
-                    while ("pods", NS, name) not in api.objects:
-                        await asyncio.sleep(0)
-                    api.run_pod(NS, name, "10.0.0.7")
-                    handle = await asyncio.wait_for(task, 5)
-                    await asyncio.wait_for(test(api, backend, handle, name), 20)
-                finally:
-                    await client.close()
-
-            asyncio.run(body())
-
-        run.__name__ = test.__name__
-        return run
-
-    return wrap
 
 
 # -- the pod ----------------------------------------------------------------------------------
@@ -175,8 +89,6 @@ async def test_a_gramine_pod_and_its_launch_map_validate(
 
 def test_the_schemas_refuse_a_wrong_host_path_type() -> None:
     """Guard: the Gramine pod's new fields are checked (a misspelt field fails)."""
-    from confide.operator._kubernetes import gramine_arguments, pod_manifest
-
     pod = pod_manifest(GRAMINE, spec(), 1, gramine_arguments(spec()))
     kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
     volumes = pod["spec"]["volumes"]
@@ -216,34 +128,6 @@ def test_the_kubernetes_backend_still_refuses_a_td() -> None:
 # -- what the pod runs: the owner's MRENCLAVE -------------------------------------------------
 
 
-def _pod_path(root: Path, path: str) -> Path:
-    """Where an absolute path of the pod's filesystem is in the test's ``root``."""
-    return root / PurePosixPath(path).relative_to("/")
-
-
-def _materialise(api: KubeApi, pod: dict[str, Any], root: Path) -> None:
-    """Lay out the runtime container's volumes under ``root`` as the kubelet mounts them,
-    with what the init container fetched: the package, the ConfigMaps' files."""
-    maps = {k[2]: obj for k, obj in api.objects.items() if k[0] == "configmaps"}
-    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-    for mount in pod["spec"]["containers"][0]["volumeMounts"]:
-        where = _pod_path(root, mount["mountPath"])
-        source = volumes[mount["name"]]
-        if "configMap" in source:
-            data = maps[source["configMap"]["name"]]["data"]
-            if "subPath" in mount:
-                where.parent.mkdir(parents=True, exist_ok=True)
-                where.write_text(data[mount["subPath"]])
-            else:
-                where.mkdir(parents=True, exist_ok=True)
-                for key, value in data.items():
-                    (where / key).write_text(value)
-        else:
-            where.mkdir(parents=True, exist_ok=True)
-    fetched = pod["spec"]["initContainers"][0]["args"][2]
-    _pod_path(root, fetched).write_bytes(b"encrypted package")  # its SHA-256 is the manifest's
-
-
 def _recorder(folder: Path) -> Path:
     """A ``gramine-sgx`` that records how it was started (the enclave itself is not run here:
     tests/e2e/test_gramine_launch.py runs the stand-in's on one host)."""
@@ -272,7 +156,7 @@ class PodRun:
 
     @property
     def app(self) -> Path:
-        return _pod_path(self.root, str(APP_DIR))
+        return pod_path(self.root, str(APP_DIR))
 
 
 def run_pod(
@@ -281,35 +165,15 @@ def run_pod(
     """Start the app on the stand-in, lay the runtime container's volumes out under
     ``tmp_path`` from the objects sent, call ``before(root)``, and run its command there with
     Gramine's stand-ins first on PATH (``gramine-sgx`` only records how it was started)."""
-    captured: dict[str, Any] = {}
-
-    @with_backend(GRAMINE, tls)
-    async def capture(
-        api: KubeApi, backend: KubernetesBackend, handle: RuntimeHandle, name: str
-    ) -> None:
-        captured["api"], captured["pod"] = api, api.objects[("pods", NS, name)]
-
-    capture()
-    api, pod = captured["api"], captured["pod"]
+    api, pod = sent_pod(GRAMINE, spec(tls))
     root = tmp_path / "pod"
-    _materialise(api, pod, root)
+    materialise(api, pod, root)
     before(root)
-    runtime = pod["spec"]["containers"][0]
     record = _recorder(tmp_path / "launcher")
     standins = install(tmp_path / "bin", tmp_path / "platform")
-    path = os.pathsep.join(
-        [str(record.parent), str(standins.bin_dir), str(Path(sys.executable).parent)]
-    )
-    args = [_pod_path(root, a).as_posix() if a.startswith("/") else a for a in runtime["args"]]
-    done = subprocess.run(  # noqa: S603 - the pod's own program
-        [*runtime["command"], *args],
-        cwd=_pod_path(root, runtime["workingDir"]),
-        env={**os.environ, "PATH": path},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    argv, cwd = pod_program(pod, root)
+    done = run_program(argv, cwd, [record.parent, standins.bin_dir, Path(sys.executable).parent])
+    args = argv[4:]
     return PodRun(done, root, args, record, standins)
 
 
