@@ -20,7 +20,13 @@ the API concepts page, not from any implementation:
   a version older than the kept history (:attr:`KubeApi.history`) gets a 410 ``Gone``
   (``Expired``) ``ERROR`` event;
 - ``pods/<name>/log`` returns the container's text (``tailLines``), 400 when the pod
-  has no such container started, 404 when the pod does not exist.
+  has no such container started, 404 when the pod does not exist, 500 when the kubelet
+  of its node cannot be reached (:meth:`KubeApi.lose_node`: the API server proxies logs
+  from the kubelet, so a gone node's logs are gone with it);
+- a container's termination state (the kubelet's): ``exitCode``, ``reason`` and, with
+  ``terminationMessagePolicy: FallbackToLogsOnError`` and a failure (non-zero exit, no
+  termination-log file here), ``message`` = the last 80 lines or 2048 bytes of its
+  output, whichever is smaller (the Kubernetes "termination message" task page).
 
 No scheduler or kubelet runs: the test plays them (:meth:`KubeApi.run_pod`,
 :meth:`KubeApi.end_pod`, :meth:`KubeApi.write_log`). Every request body is kept in
@@ -92,6 +98,8 @@ class KubeApi:
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     logs: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: Pods whose node is unreachable: their logs cannot be read.
+    lost: set[tuple[str, str]] = field(default_factory=set)
     sent: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     version: int = 0
     #: Events up to this version were compacted away (a watch from before it gets 410).
@@ -222,6 +230,14 @@ class KubeApi:
         self.logs.setdefault((ns, name), "")
 
     def end_pod(self, ns: str, name: str, exit_code: int, reason: str = "Error") -> None:
+        terminated: dict[str, Any] = {"exitCode": exit_code, "reason": reason}
+        runtime = self.get("pods", ns, name)["spec"]["containers"][0]
+        policy = runtime.get("terminationMessagePolicy", "File")
+        if policy == "FallbackToLogsOnError" and exit_code != 0:
+            lines = self.logs.get((ns, name), "").splitlines(keepends=True)[-80:]
+            tail = "".join(lines).encode()[-2048:].decode("utf-8", "replace")
+            if tail:
+                terminated["message"] = tail
         self._set_status(
             ns,
             name,
@@ -234,11 +250,15 @@ class KubeApi:
                         "restartCount": 0,
                         "image": "x",
                         "imageID": "",
-                        "state": {"terminated": {"exitCode": exit_code, "reason": reason}},
+                        "state": {"terminated": terminated},
                     }
                 ],
             },
         )
+
+    def lose_node(self, ns: str, name: str) -> None:
+        """The pod's node is gone: the API server cannot reach its kubelet for logs."""
+        self.lost.add((ns, name))
 
     def write_log(self, ns: str, name: str, text: str) -> None:
         self.logs[(ns, name)] = self.logs.get((ns, name), "") + text
@@ -277,6 +297,10 @@ class KubeApi:
                 return 200, self.delete(plural, ns, rest[0])
             if method == "GET" and plural == "pods" and len(rest) == 2 and rest[1] == "log":
                 self.get(plural, ns, rest[0])
+                if (ns, rest[0]) in self.lost:
+                    return 500, status(
+                        500, "InternalError", f"the kubelet of pod {rest[0]} cannot be reached"
+                    )
                 if (ns, rest[0]) not in self.logs:
                     return 400, status(
                         400, "BadRequest", f'container "runtime" in pod "{rest[0]}" is waiting'

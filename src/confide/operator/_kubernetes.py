@@ -22,6 +22,21 @@ Kubernetes API (through lightkube's async client), in one namespace:
   ``confide-<app id>-certificate``: it is public;
 - **the simulated platform** (simulated TEEs only) on a claim the operator's
   administrator provides (``simulation_claim``), referenced by name;
+- **Gramine** (``tee = "gramine"``): the launch manifest (public) in a ConfigMap
+  ``confide-<app id>-launch``; the runtime container runs :data:`GRAMINE_ENTRY` in the
+  app's folder :data:`APP_DIR`, which renders the Gramine manifest *in the image* with
+  ``confide gramine manifest`` (the image's files are what its trusted files measure: the
+  owner's prediction, ``confide fingerprint --tee gramine`` in the same image, renders the
+  same text), signs it with ``gramine-sgx-sign`` and a key made in the pod for this launch
+  (on a memory ``emptyDir``, deleted once signed: MRENCLAVE does not depend on the signer,
+  and the sealing keys are MRENCLAVE-bound, ADR 0018), prints the SIGSTRUCT, then
+  ``exec gramine-sgx``. The node's AESM socket folder (``/var/run/aesmd``) is mounted
+  read-only for DCAP quotes; the SGX device plugin adds ``/dev/sgx_enclave`` and
+  ``/dev/sgx_provision`` for the pod's ``sgx.intel.com`` resources;
+- **exit reasons**: the runtime container's ``terminationMessagePolicy`` is
+  ``FallbackToLogsOnError``, so a failed container's termination state carries the tail of
+  its output even when its log can no longer be read; the reason gives the exit code and
+  the runtime's last (error) line, which the supervisor classifies (``error: app unusable``);
 - **adoption and discovery by labels**: ``confide.dev/operator``, ``confide.dev/app-id``
   and ``confide.dev/generation``; the launch manifest's measurement is an annotation;
 - **logs through the API** (:class:`KubernetesLogSource`).
@@ -46,10 +61,12 @@ from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import ConfigMap, PersistentVolumeClaim, Pod
 
 from confide.errors import UsageError
+from confide.gramine import HOST_VARIABLE, PORT_VARIABLE
 from confide.runtime import LaunchTee, runtime_arguments
 from confide.wire import TlsMode
 
 from ._backend import STOP_TIMEOUT, AppSpec, LaunchRefused, RuntimeHandle
+from ._gramine import plan_enclave
 from ._logs import MAX_LOG_BYTES
 from ._settings import TeeBackend
 
@@ -65,12 +82,23 @@ PACKAGE_DIR: Final = Path("/package")
 STATE_DIR: Final = Path("/state")
 CERTIFICATE_DIR: Final = Path("/certificate")
 SIMULATION_DIR: Final = Path("/simulation")
+#: Under Gramine: the folder ``gramine-sgx`` runs in (the manifest names ``package``,
+#: ``state`` and ``certificate.pem`` relative to it, as an owner's prediction does), the
+#: launch manifest's ConfigMap, the launch's signing key (memory only) and the node's AESM.
+APP_DIR: Final = Path("/confide-app")
+LAUNCH_DIR: Final = Path("/confide-launch")
+KEY_DIR: Final = Path("/confide-key")
+AESMD_DIR: Final = Path("/var/run/aesmd")
+LAUNCH_FILE: Final = "launch.json"
 #: How long a started pod may take to get an IP (scheduling, image pull, package fetch).
 START_TIMEOUT: Final = 300.0
 #: Most generations kept per app (older failed pods are deleted at the next start).
 MAX_GENERATION: Final = 1_000_000
-#: Most bytes of a log read for an exit reason.
+#: Most lines of a log read for an exit reason, and most characters of its line kept.
 _REASON_TAIL_LINES: Final = 20
+_MAX_REASON_LINE: Final = 500
+#: Most characters of a termination message read (the kubelet keeps 2048 bytes of output).
+_MAX_TERMINATION_MESSAGE: Final = 4096
 #: Fetches argv[1] (a URL), checks that its SHA-256 is argv[2], writes it to argv[3].
 #: Runs in the init container with the runtime image's Python; no secret is involved.
 FETCH_SCRIPT: Final = (
@@ -83,6 +111,38 @@ FETCH_SCRIPT: Final = (
     "if h.hexdigest()!=digest:\n"
     "    sys.exit(f'error: package {url} has SHA-256 {h.hexdigest()}, expected {digest}')\n"
     "os.replace(tmp,out)\n"
+)
+#: The runtime container's program under Gramine (``python3 -I -c GRAMINE_ENTRY SIZE THREADS
+#: LAUNCH KEY PORT``, in :data:`APP_DIR`): a fresh SGX signing key (RSA-3072, exponent 3) for this
+#: launch only, written 0600 to a memory volume; the Gramine manifest of the launch manifest
+#: rendered in this image by ``confide gramine manifest`` (what ``confide fingerprint --tee
+#: gramine`` renders); signed; the key deleted; the SIGSTRUCT printed (the log shows the
+#: MRENCLAVE); then ``gramine-sgx`` in this process, so the container's exit code is the
+#: runtime's. A failed step prints one ``error:`` line and exits 2. No secret is involved.
+GRAMINE_ENTRY: Final = (
+    "import os,subprocess,sys\n"
+    "from cryptography.hazmat.primitives import serialization as s\n"
+    "from cryptography.hazmat.primitives.asymmetric import rsa\n"
+    "size,threads,launch,key=sys.argv[1:5]\n"
+    "def run(*argv):\n"
+    "    if code:=subprocess.run(argv).returncode:\n"
+    "        print(f'error: {argv[0]} failed (exit {code}) before the enclave started',\n"
+    "              file=sys.stderr)\n"
+    "        sys.exit(2)\n"
+    "k=rsa.generate_private_key(public_exponent=3,key_size=3072)\n"
+    "with os.fdopen(os.open(key,os.O_WRONLY|os.O_CREAT|os.O_EXCL,0o600),'wb') as f:\n"
+    "    f.write(k.private_bytes(s.Encoding.PEM,s.PrivateFormat.PKCS8,s.NoEncryption()))\n"
+    "try:\n"
+    "    run('confide','gramine','manifest','--manifest',launch,'--enclave-size',size,\n"
+    "        '--max-threads',threads,'--output','confide-runtime.manifest')\n"
+    "    run('gramine-sgx-sign','--manifest','confide-runtime.manifest',\n"
+    "        '--output','confide-runtime.manifest.sgx','--key',key)\n"
+    "finally:\n"
+    "    os.unlink(key)\n"
+    "run('gramine-sgx-sigstruct-view','confide-runtime.sig')\n"
+    "sys.stdout.flush()\n"
+    f"os.environ.update({{{HOST_VARIABLE!r}:'0.0.0.0',{PORT_VARIABLE!r}:sys.argv[5]}})\n"
+    "os.execvp('gramine-sgx',['gramine-sgx','confide-runtime'])\n"
 )
 _LAUNCH_TEE: Final[dict[TeeBackend, LaunchTee]] = {
     TeeBackend.SIMULATION: "simulation",
@@ -126,6 +186,10 @@ def certificate_map_name(app_id: uuid.UUID) -> str:
     return f"confide-{app_id}-certificate"
 
 
+def launch_map_name(app_id: uuid.UUID) -> str:
+    return f"confide-{app_id}-launch"
+
+
 def _labels(target: KubernetesTarget, app_id: uuid.UUID) -> dict[str, str]:
     return {LABEL_OPERATOR: target.operator_id, LABEL_APP: str(app_id)}
 
@@ -142,18 +206,27 @@ def pod_resources(spec: AppSpec, *, sgx: bool) -> dict[str, str]:
     return resources
 
 
+def gramine_arguments(spec: AppSpec) -> list[str]:
+    """The arguments of :data:`GRAMINE_ENTRY` for ``spec``: the plan's enclave size and thread
+    count (``plan_enclave``, what the API tells owners), the launch manifest, the key's path
+    and the port."""
+    enclave_size, max_threads = plan_enclave(spec.memory_mib, spec.cores)
+    launch = LAUNCH_DIR / LAUNCH_FILE
+    key = KEY_DIR / "enclave-key.pem"
+    return [enclave_size, str(max_threads), str(launch), str(key), str(RUNTIME_PORT)]
+
+
 def pod_manifest(
     target: KubernetesTarget, spec: AppSpec, generation: int, arguments: list[str]
 ) -> dict[str, Any]:
-    """The pod of one launch (pure: the tests validate it against Kubernetes' schema)."""
+    """The pod of one launch (pure: the tests validate it against Kubernetes' schema).
+    ``arguments``: ``confide runtime``'s (simulated TEEs) or :func:`gramine_arguments`."""
+    gramine = target.tee == TeeBackend.GRAMINE
     sgx = not target.tee.simulated
     digest = spec.manifest.package_sha256.hex()
-    package = str(PACKAGE_DIR / "package")
+    package = str((APP_DIR if gramine else PACKAGE_DIR) / "package")
     resources = pod_resources(spec, sgx=sgx)
-    mounts: list[dict[str, Any]] = [
-        {"name": "package", "mountPath": str(PACKAGE_DIR), "readOnly": True},
-        {"name": "state", "mountPath": str(STATE_DIR)},
-    ]
+    owner = spec.manifest.tls == TlsMode.OWNER
     volumes: list[dict[str, Any]] = [
         {"name": "package", "emptyDir": {}},
         {
@@ -161,11 +234,53 @@ def pod_manifest(
             "persistentVolumeClaim": {"claimName": state_claim_name(spec.app_id)},
         },
     ]
-    if spec.manifest.tls == TlsMode.OWNER:
-        mounts.append({"name": "certificate", "mountPath": str(CERTIFICATE_DIR), "readOnly": True})
+    if owner:
         volumes.append(
             {"name": "certificate", "configMap": {"name": certificate_map_name(spec.app_id)}}
         )
+    if gramine:
+        # The app's folder holds the package (fetched), the state claim and the certificate
+        # at the relative paths the Gramine manifest names (confide.gramine.app_manifest).
+        fetch_mount = {"name": "package", "mountPath": str(APP_DIR)}
+        mounts: list[dict[str, Any]] = [
+            {"name": "package", "mountPath": str(APP_DIR)},
+            {"name": "state", "mountPath": str(APP_DIR / "state")},
+            {"name": "launch", "mountPath": str(LAUNCH_DIR), "readOnly": True},
+            {"name": "signing-key", "mountPath": str(KEY_DIR)},
+            {"name": "aesmd", "mountPath": str(AESMD_DIR), "readOnly": True},
+        ]
+        if owner:
+            mounts.append(
+                {
+                    "name": "certificate",
+                    "mountPath": str(APP_DIR / "certificate.pem"),
+                    "subPath": "certificate.pem",
+                    "readOnly": True,
+                }
+            )
+        volumes += [
+            {"name": "launch", "configMap": {"name": launch_map_name(spec.app_id)}},
+            # The launch's signing key: in memory only, and deleted once the manifest is signed.
+            {"name": "signing-key", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+            # DCAP quotes: Gramine asks the node's AESM (its quoting enclave) over this socket.
+            {"name": "aesmd", "hostPath": {"path": str(AESMD_DIR), "type": "Directory"}},
+        ]
+        runtime: dict[str, Any] = {
+            "command": ["python3", "-I", "-c", GRAMINE_ENTRY],
+            "args": arguments,
+            "workingDir": str(APP_DIR),
+        }
+    else:
+        fetch_mount = {"name": "package", "mountPath": str(PACKAGE_DIR)}
+        mounts = [
+            {"name": "package", "mountPath": str(PACKAGE_DIR), "readOnly": True},
+            {"name": "state", "mountPath": str(STATE_DIR)},
+        ]
+        if owner:
+            mounts.append(
+                {"name": "certificate", "mountPath": str(CERTIFICATE_DIR), "readOnly": True}
+            )
+        runtime = {"command": ["confide"], "args": ["runtime", *arguments]}
     if target.simulation_claim is not None:
         mounts.append({"name": "simulation", "mountPath": str(SIMULATION_DIR)})
         volumes.append(
@@ -181,7 +296,7 @@ def pod_manifest(
                 "image": target.image,
                 "command": ["python3", "-I", "-c", FETCH_SCRIPT],
                 "args": [f"{target.blob_url.rstrip('/')}/{digest}", digest, package],
-                "volumeMounts": [{"name": "package", "mountPath": str(PACKAGE_DIR)}],
+                "volumeMounts": [fetch_mount],
                 "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
             }
         ],
@@ -189,12 +304,14 @@ def pod_manifest(
             {
                 "name": "runtime",
                 "image": target.image,
-                "command": ["confide"],
-                "args": ["runtime", *arguments],
+                **runtime,
                 "ports": [{"name": "tls", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
                 "resources": {"requests": resources, "limits": resources},
                 "volumeMounts": mounts,
                 "securityContext": {"allowPrivilegeEscalation": False},
+                # A failed container's termination message is the tail of its output (its
+                # error line): the exit reason has it even when the log cannot be read.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         ],
         "volumes": volumes,
@@ -249,6 +366,20 @@ def certificate_map_manifest(
     }
 
 
+def launch_map_manifest(target: KubernetesTarget, spec: AppSpec) -> dict[str, Any]:
+    """The launch manifest the pod renders its Gramine manifest from (public: hashes, names)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": launch_map_name(spec.app_id),
+            "namespace": target.namespace,
+            "labels": _labels(target, spec.app_id),
+        },
+        "data": {LAUNCH_FILE: spec.manifest.to_json().decode()},
+    }
+
+
 def _is(exc: ApiError, code: int) -> bool:
     return exc.status.code == code
 
@@ -265,11 +396,10 @@ class KubernetesBackend:
         start_timeout: float = START_TIMEOUT,
         logger: logging.Logger | None = None,
     ) -> None:
-        if target.tee not in _LAUNCH_TEE:
-            # Gramine in a pod needs the per-app manifest signed where the pod runs
-            # (ADR 0018): not built yet, so refuse rather than run outside an enclave.
+        if target.tee not in _LAUNCH_TEE and target.tee != TeeBackend.GRAMINE:
+            # A TD per pod needs a VM runtime (Kata) this backend does not drive.
             raise UsageError(
-                f"the Kubernetes backend runs simulated TEEs only, not {target.tee.value}",
+                f"the Kubernetes backend runs simulated TEEs and Gramine, not {target.tee.value}",
                 hint="see docs/adr/0007-kubernetes-backend.md",
             )
         self._client = client
@@ -322,19 +452,25 @@ class KubernetesBackend:
                 certificate_map_manifest(target, spec.app_id, spec.certificate_pem), replace=True
             )
             certificate = CERTIFICATE_DIR / "certificate.pem"
-        try:
-            arguments = runtime_arguments(
-                spec.manifest,
-                package=PACKAGE_DIR / "package",
-                certificate=certificate,
-                host="0.0.0.0",  # noqa: S104 - the pod's own network namespace
-                port=RUNTIME_PORT,
-                state_dir=STATE_DIR,
-                tee=_LAUNCH_TEE[target.tee],
-                simulation_state=SIMULATION_DIR,
-            )
-        except UsageError as exc:
-            raise LaunchRefused(exc.message, hint=exc.hint) from None
+        if target.tee == TeeBackend.GRAMINE:
+            # The pod renders and signs the Gramine manifest in the image (GRAMINE_ENTRY);
+            # the enclave's runtime refuses to start under another launch manifest.
+            await self._create(launch_map_manifest(target, spec), replace=True)
+            arguments = gramine_arguments(spec)
+        else:
+            try:
+                arguments = runtime_arguments(
+                    spec.manifest,
+                    package=PACKAGE_DIR / "package",
+                    certificate=certificate,
+                    host="0.0.0.0",  # noqa: S104 - the pod's own network namespace
+                    port=RUNTIME_PORT,
+                    state_dir=STATE_DIR,
+                    tee=_LAUNCH_TEE[target.tee],
+                    simulation_state=SIMULATION_DIR,
+                )
+            except UsageError as exc:
+                raise LaunchRefused(exc.message, hint=exc.hint) from None
         await self._create(pod_manifest(target, spec, generation, arguments))
         name = pod_name(spec.app_id, generation)
         ip = await self._wait_ip(name)
@@ -396,7 +532,11 @@ class KubernetesBackend:
         key = (handle.app_id, handle.pid)
         if key not in self._reasons:
             reason = "the pod was deleted" if pod is None else _why(pod)
+            # The log's tail through the API; else what the kubelet kept of it in the
+            # termination message (FallbackToLogsOnError), e.g. when the node is gone.
             last = await self._last_line(pod_name(handle.app_id, handle.pid))
+            if last is None and pod is not None:
+                last = _termination_line(pod)
             self._reasons[key] = f"{reason}; last output: {last}" if last else reason
         return False
 
@@ -410,9 +550,7 @@ class KubernetesBackend:
             ]
         except ApiError:
             return None
-        lines = [line.strip() for line in lines if line.strip()]
-        errors = [line for line in lines if line.startswith("error:")]
-        return (errors or lines)[-1][:500] if lines else None
+        return _last_output("\n".join(lines))
 
     def exit_reason(self, handle: RuntimeHandle) -> str:
         return self._reasons.get((handle.app_id, handle.pid), "the pod ended")
@@ -449,7 +587,7 @@ class KubernetesBackend:
         """Pods outlive the operator: nothing to let go of."""
 
     def remove_app(self, app_id: uuid.UUID) -> None:
-        """Delete the app's pods, claim and ConfigMap. The supervisor calls this from a
+        """Delete the app's pods, claim and ConfigMaps. The supervisor calls this from a
         worker thread (``asyncio.to_thread``): then it runs on the backend's loop and waits."""
         try:
             loop = asyncio.get_running_loop()
@@ -469,6 +607,7 @@ class KubernetesBackend:
         for kind, name in (
             (PersistentVolumeClaim, state_claim_name(app_id)),
             (ConfigMap, certificate_map_name(app_id)),
+            (ConfigMap, launch_map_name(app_id)),
         ):
             with contextlib.suppress(ApiError):
                 await self._client.delete(kind, name, namespace=self._ns)
@@ -580,6 +719,23 @@ def _ip(pod: Pod) -> str | None:
 
 def _ended(pod: Pod) -> bool:
     return pod.status is not None and pod.status.phase in ("Succeeded", "Failed")
+
+
+def _last_output(text: str) -> str | None:
+    """The runtime's last error line in ``text`` (else its last line), bounded."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines)[-1][:_MAX_REASON_LINE] if lines else None
+
+
+def _termination_line(pod: Pod) -> str | None:
+    """The last output line in the runtime container's termination message, if any."""
+    status = pod.status
+    for container in (status.containerStatuses or []) if status else []:
+        ended = container.state.terminated if container.state else None
+        if container.name == "runtime" and ended is not None and ended.message:
+            return _last_output(ended.message[-_MAX_TERMINATION_MESSAGE:])
+    return None
 
 
 def _why(pod: Pod) -> str:
