@@ -125,7 +125,7 @@ def test_deploy_verify_and_call_an_app_in_its_own_td(
     project.write_text(
         'name = "hello"\npython_application = "app:app"\nhealthcheck_endpoint = "/"\n'
         'tests_cmd = "pytest"\ntests_requirements = []\n\n[cloud]\n'
-        f"code = {json.dumps(str(EXAMPLES / 'helloworld'))}\n"
+        f"code = {json.dumps(str(EXAMPLES / 'fastapi_hello'))}\n"
         'tests = "tests"\nproject = "default"\nhardware = "small"\n'
     )
     router = f"{HOST}:{operator.router_port}"
@@ -169,7 +169,7 @@ def test_deploy_verify_and_call_an_app_in_its_own_td(
     assert int.from_bytes(body.td_attributes, "little") == 1 << 28  # SEPT_VE_DISABLE only
 
     with pinned_client(HostPort(HOST, operator.router_port), domain, cert, timeout=15) as user:
-        assert user.get("/").text == "Hello world"
+        assert user.get("/").json() == {"message": "Hello world"}
 
     # A user's browser goes through confide proxy, pinned to the same published values.
     zero_trust = ZeroTrustApp(
@@ -177,7 +177,7 @@ def test_deploy_verify_and_call_an_app_in_its_own_td(
         context.fingerprint.hex(),
     )  # fmt: skip
     with proxy_running(tmp_path, zero_trust, "--td-reference", reference) as proxy:
-        assert httpx.get(proxy.url + "/", timeout=15).text == "Hello world"
+        assert httpx.get(proxy.url + "/", timeout=15).json() == {"message": "Hello world"}
         page = httpx.get(proxy.url + "/.well-known/confide/verification.json", timeout=15)
         assert page.status_code == 200, page.text
         shown = page.json()

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -75,6 +76,7 @@ from confide.runtime import (
     remove_orphans,
     runtime_arguments,
     start_child,
+    write_atomically,
 )
 from confide.wire import LaunchManifest, TlsMode
 
@@ -187,6 +189,22 @@ class RuntimeBackend(Protocol):
     def remove_app(self, app_id: uuid.UUID) -> None:
         """Remove what the backend keeps for a deleted app (its sealed state and code included)."""
         ...
+
+
+def refuse_requirements(spec: AppSpec, where: str) -> None:
+    """Refuse an app with a requirements lock on a backend that cannot bring its wheels
+    into the enclave yet (``where``: a TD, a pod); ADR 0024 says where they go."""
+    if spec.manifest.requirements_sha256 is not None:
+        raise LaunchRefused(
+            f"app {spec.app_id} locks requirements, which {where} cannot install yet",
+            hint="deploy it without locked requirements, or on a tee = simulation or "
+            "gramine operator that is not on Kubernetes (docs/hardware.md)",
+        )
+
+
+#: The file in an app's folder recording its runtime's pid and port (RecordedProcessBackend).
+LAUNCH_RECORD: Final = "runtime.json"
+MAX_LAUNCH_RECORD: Final = 4096
 
 
 def free_port(host: str) -> int:
@@ -640,3 +658,40 @@ class LocalProcessBackend:
         except (IndexError, ValueError):
             return {}
         return {"cpu_seconds": cpu, "memory_rss_bytes": float(rss)}
+
+
+class RecordedProcessBackend(LocalProcessBackend):
+    """A local backend whose runtime listens on a TCP port it keeps across restarts (an
+    enclave under Gramine, a TD under QEMU): its pid and port are recorded in the app's
+    folder (``runtime.json``, at most :data:`MAX_LAUNCH_RECORD` bytes), since neither
+    can be read back from the process once the operator restarts."""
+
+    def _record(self, app_id: uuid.UUID) -> dict[str, object] | None:
+        try:
+            with open(self.app_dir(app_id) / LAUNCH_RECORD, "rb") as f:
+                raw = f.read(MAX_LAUNCH_RECORD + 1)
+            found = json.loads(raw) if len(raw) <= MAX_LAUNCH_RECORD else None
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
+    def _port(self, app_id: uuid.UUID) -> int:
+        """The app's port: the one it was first launched on (kept, not measured)."""
+        record = self._record(app_id)
+        port = record.get("port") if record else None
+        if isinstance(port, int) and 0 < port < 65536:
+            return port
+        return free_port(self._host)
+
+    def _started(self, app_id: uuid.UUID, pid: int, launch: Launch) -> None:
+        record = json.dumps({"pid": pid, "port": launch.port}).encode()
+        write_atomically(self.app_dir(app_id) / LAUNCH_RECORD, record)
+
+    def _handle_of(self, pid: int, app_id: uuid.UUID, argv: list[str]) -> RuntimeHandle | None:
+        record = self._record(app_id)
+        if record is None or record.get("pid") != pid:
+            return None
+        port = record.get("port")
+        if not isinstance(port, int) or not 0 < port < 65536:
+            return None
+        return RuntimeHandle(app_id, self._host, port, pid, None)

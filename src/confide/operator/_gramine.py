@@ -44,7 +44,6 @@ when an enclave ends, so this backend has no code folders to remove.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -75,9 +74,7 @@ from ._backend import (
     AppSpec,
     Launch,
     LaunchRefused,
-    LocalProcessBackend,
-    RuntimeHandle,
-    free_port,
+    RecordedProcessBackend,
     read_cmdline,
 )
 from ._logs import LogSource
@@ -97,8 +94,6 @@ SIGN_TIMEOUT: Final = 600.0
 #: SGX's signing key: RSA-3072 with public exponent 3 (Intel SDM, SIGSTRUCT).
 _KEY_SIZE: Final = 3072
 _EXPONENT: Final = 3
-_RECORD: Final = "runtime.json"
-_MAX_RECORD: Final = 4096
 
 
 def plan_enclave(memory_mib: int, cores: int) -> tuple[str, int]:
@@ -107,7 +102,7 @@ def plan_enclave(memory_mib: int, cores: int) -> tuple[str, int]:
     return f"{memory_mib}M", THREADS_PER_CORE * cores
 
 
-class GramineBackend(LocalProcessBackend):
+class GramineBackend(RecordedProcessBackend):
     """Each app's runtime in a Gramine SGX enclave (see the module's description)."""
 
     def __init__(
@@ -176,23 +171,6 @@ class GramineBackend(LocalProcessBackend):
             with os.fdopen(fd, "wb") as f:
                 f.write(pem)
         return self.key_path
-
-    def _port(self, app_id: uuid.UUID) -> int:
-        """The app's enclave port: the one it was first launched on (kept, not measured)."""
-        record = self._record(app_id)
-        port = record.get("port") if record else None
-        if isinstance(port, int) and 0 < port < 65536:
-            return port
-        return free_port(self._host)
-
-    def _record(self, app_id: uuid.UUID) -> dict[str, object] | None:
-        try:
-            with open(self.app_dir(app_id) / _RECORD, "rb") as f:
-                raw = f.read(_MAX_RECORD + 1)
-            found = json.loads(raw) if len(raw) <= _MAX_RECORD else None
-        except (OSError, ValueError):
-            return None
-        return found if isinstance(found, dict) else None
 
     def _link_package(self, spec: AppSpec) -> None:
         link = self.app_dir(spec.app_id) / "package"
@@ -321,12 +299,6 @@ class GramineBackend(LocalProcessBackend):
                 f"(exit {done.returncode}): {said[-1][:500]}"
             )
 
-    def _started(self, app_id: uuid.UUID, pid: int, launch: Launch) -> None:
-        path = self.app_dir(app_id) / _RECORD
-        tmp = path.with_name(f".{_RECORD}.tmp")
-        tmp.write_text(json.dumps({"pid": pid, "port": launch.port}), encoding="utf-8")
-        os.replace(tmp, path)
-
     # -- finding it again ----------------------------------------------------------------------
 
     def _ours(self, pid: int, app_id: uuid.UUID) -> list[str] | None:
@@ -335,15 +307,6 @@ class GramineBackend(LocalProcessBackend):
         if argv is None or str(self.app_base(app_id)) not in argv:
             return None
         return argv
-
-    def _handle_of(self, pid: int, app_id: uuid.UUID, argv: list[str]) -> RuntimeHandle | None:
-        record = self._record(app_id)
-        if record is None or record.get("pid") != pid:
-            return None
-        port = record.get("port")
-        if not isinstance(port, int) or not 0 < port < 65536:
-            return None
-        return RuntimeHandle(app_id, self._host, port, pid, None)
 
     def _app_of(self, argv: list[str]) -> uuid.UUID | None:
         for element in argv:

@@ -65,7 +65,7 @@ from confide.gramine import HOST_VARIABLE, PORT_VARIABLE
 from confide.runtime import LaunchTee, runtime_arguments
 from confide.wire import TlsMode
 
-from ._backend import STOP_TIMEOUT, AppSpec, LaunchRefused, RuntimeHandle
+from ._backend import STOP_TIMEOUT, AppSpec, LaunchRefused, RuntimeHandle, refuse_requirements
 from ._gramine import plan_enclave
 from ._logs import MAX_LOG_BYTES
 from ._settings import TeeBackend
@@ -438,6 +438,7 @@ class KubernetesBackend:
         target = self.target
         if spec.manifest.tls == TlsMode.OWNER and spec.certificate_pem is None:
             raise LaunchRefused(f"app {spec.app_id} has no owner certificate stored")
+        refuse_requirements(spec, "a pod")
         previous = await self._app_pods(spec.app_id)
         generations = [_generation(p) for p in previous]
         generation = max((g for g in generations if g is not None), default=0) + 1

@@ -55,10 +55,9 @@ from ._backend import (
     AppSpec,
     Launch,
     LaunchRefused,
-    LocalProcessBackend,
-    RuntimeHandle,
-    free_port,
+    RecordedProcessBackend,
     read_cmdline,
+    refuse_requirements,
 )
 from ._logs import LogSource
 from ._seams import Clock, utc_now
@@ -71,8 +70,6 @@ TDX_OBJECT_ID: Final = "tdx"
 QGS_VSOCK_PORT: Final = 4050
 #: Largest reference values file read.
 _MAX_REFERENCE: Final = 4096
-_RECORD: Final = "runtime.json"
-_MAX_RECORD: Final = 4096
 _LAUNCH_FILE: Final = "launch.json"
 _SETTINGS_FILE: Final = "settings.json"
 
@@ -110,7 +107,7 @@ def tdx_object(settings: TdxSettings) -> str:
     )
 
 
-class TdxBackend(LocalProcessBackend):
+class TdxBackend(RecordedProcessBackend):
     """Each app in a TD of its own, launched with QEMU (see the module's description)."""
 
     def __init__(
@@ -155,22 +152,6 @@ class TdxBackend(LocalProcessBackend):
             )
         return found
 
-    def _port(self, app_id: uuid.UUID) -> int:
-        record = self._record(app_id)
-        port = record.get("port") if record else None
-        if isinstance(port, int) and 0 < port < 65536:
-            return port
-        return free_port(self._host)
-
-    def _record(self, app_id: uuid.UUID) -> dict[str, object] | None:
-        try:
-            with open(self.app_dir(app_id) / _RECORD, "rb") as f:
-                raw = f.read(_MAX_RECORD + 1)
-            found = json.loads(raw) if len(raw) <= _MAX_RECORD else None
-        except (OSError, ValueError):
-            return None
-        return found if isinstance(found, dict) else None
-
     def _write(self, path: Path, data: bytes) -> Path:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(data)
@@ -178,6 +159,7 @@ class TdxBackend(LocalProcessBackend):
         return path
 
     def _prepare(self, spec: AppSpec, now: datetime) -> Launch:
+        refuse_requirements(spec, "a TD")
         qemu = self._qemu()
         tdx = self.tdx
         for what, path in (("firmware", tdx.firmware), ("kernel", tdx.kernel)):
@@ -259,11 +241,6 @@ class TdxBackend(LocalProcessBackend):
             argv += ["-fw_cfg", f"name={fw_cfg_name(item)},file={path}"]
         return Launch(argv, self._environment, port)
 
-    def _started(self, app_id: uuid.UUID, pid: int, launch: Launch) -> None:
-        self._write(
-            self.app_dir(app_id) / _RECORD, json.dumps({"pid": pid, "port": launch.port}).encode()
-        )
-
     # -- finding it again ----------------------------------------------------------------------
 
     def _launch_argument(self, app_id: uuid.UUID) -> str:
@@ -275,15 +252,6 @@ class TdxBackend(LocalProcessBackend):
         if argv is None or self._launch_argument(app_id) not in argv:
             return None
         return argv
-
-    def _handle_of(self, pid: int, app_id: uuid.UUID, argv: list[str]) -> RuntimeHandle | None:
-        record = self._record(app_id)
-        if record is None or record.get("pid") != pid:
-            return None
-        port = record.get("port")
-        if not isinstance(port, int) or not 0 < port < 65536:
-            return None
-        return RuntimeHandle(app_id, self._host, port, pid, None)
 
     def _app_of(self, argv: list[str]) -> uuid.UUID | None:
         prefix = f"name={fw_cfg_name('launch')},file="

@@ -4,17 +4,17 @@ object it sends validated against Kubernetes' own JSON schemas (kubernetes-valid
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import kubernetes_validate
 import pytest
-from lightkube import AsyncClient, Client, KubeConfig
+from lightkube import AsyncClient, Client
 
-from confide.operator._backend import AppSpec, LaunchRefused, RuntimeBackend, RuntimeHandle
+from confide.operator._backend import LaunchRefused, RuntimeBackend, RuntimeHandle
 from confide.operator._kubernetes import (
     FETCH_SCRIPT,
     KubernetesBackend,
@@ -24,57 +24,19 @@ from confide.operator._kubernetes import (
     pod_name,
 )
 from confide.operator._settings import TeeBackend
-from confide.wire import LaunchManifest, TlsMode
 from kube_standin import AsyncTransport, KubeApi, SyncTransport
-
-#: The Kubernetes version whose schemas objects are checked against (the package is pinned).
-K8S_VERSION = "1.33.0"
-NS = "apps"
-APP = uuid.UUID("6f1c2a52-2b3c-4d5e-8f90-123456789abc")
-CERT_PEM = "-----BEGIN CERTIFICATE-----\nMIIBpublic\n-----END CERTIFICATE-----\n"
-#: Stand-ins for what must never reach an object (the code key, a secret, a private key).
-SECRETS = ("c0dekey" * 8, "app-secret-value", "-----BEGIN PRIVATE KEY-----")
-
-TARGET = KubernetesTarget(
-    namespace=NS,
-    image="registry.example/confide-runtime@sha256:" + "ab" * 32,
-    operator_id="op-1",
-    blob_url="http://confide-operator.confide:8080/api/v1/blobs",
-    simulation_claim="confide-simulation",
+from support.kube_pods import (
+    APP,
+    CERT_PEM,
+    K8S_VERSION,
+    NS,
+    PACKAGE,
+    SECRETS,
+    TARGET,
+    kubeconfig,
+    spec,
+    validate_all,
 )
-
-
-def spec(tls: TlsMode = TlsMode.OWNER) -> AppSpec:
-    manifest = LaunchManifest(
-        runtime_sha256=bytes(range(32)),
-        package_sha256=hashlib.sha256(b"encrypted package").digest(),
-        app_id=APP,
-        application="app:app",
-        tls=tls,
-        ratls_expiry=2_000_000_000 if tls == TlsMode.RATLS else None,
-        certificate_sha256=hashlib.sha256(b"leaf").digest() if tls == TlsMode.OWNER else None,
-        san=("x.confide.localhost",),
-        subject=None,
-    )
-    return AppSpec(
-        app_id=APP,
-        manifest=manifest,
-        package=Path("/blobs/unused"),
-        certificate_pem=CERT_PEM if tls == TlsMode.OWNER else None,
-        memory_mib=512,
-        cores=1,
-    )
-
-
-def kubeconfig() -> KubeConfig:
-    return KubeConfig.from_dict(
-        {
-            "clusters": [{"name": "standin", "cluster": {"server": "http://kube.invalid"}}],
-            "users": [{"name": "operator", "user": {}}],
-            "contexts": [{"name": "c", "context": {"cluster": "standin", "user": "operator"}}],
-            "current-context": "c",
-        }
-    )
 
 
 def with_env(
@@ -114,16 +76,6 @@ async def started(
     return await asyncio.wait_for(task, 5), name
 
 
-def validate_all(api: KubeApi) -> int:
-    count = 0
-    for _method, _path, body in api.sent:
-        if body.get("kind") == "DeleteOptions":
-            body = {"apiVersion": "v1", **body}
-        kubernetes_validate.validate(body, K8S_VERSION, strict=True)
-        count += 1
-    return count
-
-
 @with_env
 async def test_start_creates_a_pod_claim_and_map_that_validate(
     api: KubeApi, backend: KubernetesBackend
@@ -139,7 +91,7 @@ async def test_start_creates_a_pod_claim_and_map_that_validate(
     assert runtime["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}
     assert runtime["args"][0] == "runtime" and "--certificate" in runtime["args"]
     fetch = pod["spec"]["initContainers"][0]
-    digest = hashlib.sha256(b"encrypted package").hexdigest()
+    digest = hashlib.sha256(PACKAGE).hexdigest()
     assert fetch["args"][:2] == [f"{TARGET.blob_url}/{digest}", digest]
     assert ("persistentvolumeclaims", NS, f"confide-{APP}-state") in api.objects
     assert api.objects[("configmaps", NS, f"confide-{APP}-certificate")]["data"] == {
@@ -228,6 +180,18 @@ async def test_a_pod_that_fails_before_running_is_refused(
     api.end_pod(NS, pod_name(APP, 1), 1)
     with pytest.raises(LaunchRefused, match="ended before it had an address"):
         await asyncio.wait_for(task, 5)
+
+
+@with_env
+async def test_an_app_with_locked_requirements_is_refused_before_any_object(
+    api: KubeApi, backend: KubernetesBackend
+) -> None:
+    """A pod cannot receive the app's wheels yet: refused before anything is sent (ADR 0024)."""
+    app = spec()
+    locked = dataclasses.replace(app.manifest, requirements_sha256=bytes(32))
+    with pytest.raises(LaunchRefused, match="locks requirements, which a pod cannot install"):
+        await backend.start(dataclasses.replace(app, manifest=locked))
+    assert api.sent == []
 
 
 @with_env

@@ -8,6 +8,7 @@ the launch runs end to end in tests/e2e/test_tdx_launch.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -151,6 +152,18 @@ def test_a_package_that_does_not_measure_as_the_manifest_is_refused(
         backend(tmp_path, image(tmp_path, reference=REFERENCE.to_json()))._prepare(
             AppSpec(app.app_id, app.manifest, other, None, memory_mib=512, cores=1), NOW
         )
+
+
+def test_an_app_with_locked_requirements_is_refused_in_one_line(
+    package: Path, tmp_path: Path
+) -> None:
+    """A TD cannot receive the app's wheels yet: refused before QEMU runs (ADR 0024)."""
+    app = spec(package)
+    locked = dataclasses.replace(app.manifest, requirements_sha256=bytes(32))
+    tdx = backend(tmp_path, image(tmp_path, reference=REFERENCE.to_json()))
+    with pytest.raises(LaunchRefused, match="locks requirements, which a TD cannot install"):
+        tdx._prepare(dataclasses.replace(app, manifest=locked), NOW)
+    tdx._prepare(app, NOW)  # guard: the same app without a lock is prepared
 
 
 @pytest.fixture(name="qemu_like")
