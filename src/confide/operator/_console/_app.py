@@ -14,6 +14,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Final
@@ -72,6 +73,10 @@ LOG_TAIL: Final = 200
 FOLLOW_LIMIT: Final = 600.0
 #: Longest line sent as one event (a longer one is cut into several).
 MAX_EVENT_LINE: Final = 64 * 1024
+#: Log follows open at once for one account, and in all (each polls the log and the
+#: database): one more is answered 429 with ``Retry-After``, never queued.
+MAX_FOLLOWS_PER_ACCOUNT: Final = 8
+MAX_FOLLOWS: Final = 64
 #: Largest offset a follower may ask for (JavaScript's exact integers).
 _MAX_OFFSET: Final = 2**53
 _HTML: Final = "text/html; charset=utf-8"
@@ -79,6 +84,33 @@ _HTML: Final = "text/html; charset=utf-8"
 
 class _Refused(Exception):
     """A POST refused before anything happened: 403, with the reason."""
+
+
+class _Follows:
+    """Counts the log follows under way, per account and in all (one event loop: no lock)."""
+
+    def __init__(self) -> None:
+        self._per_account: dict[int, int] = {}
+        self._total = 0
+
+    def admit(self, account_id: int) -> bool:
+        """Take a slot for one more follow of ``account_id``; ``False``: over a bound."""
+        held = self._per_account.get(account_id, 0)
+        if self._total >= MAX_FOLLOWS or held >= MAX_FOLLOWS_PER_ACCOUNT:
+            return False
+        self._per_account[account_id] = held + 1
+        self._total += 1
+        return True
+
+    def release(self, account_id: int) -> None:
+        left = self._per_account.get(account_id, 0) - 1
+        if left < 0:
+            return
+        if left:
+            self._per_account[account_id] = left
+        else:
+            del self._per_account[account_id]
+        self._total -= 1
 
 
 class _SecurityHeaders:
@@ -384,14 +416,39 @@ def create_console(
     @action
     def revoke_token(auth: AuthenticatedToken, request: Request) -> str:
         raw = str(request.path_params["token_id"])
-        if not raw.isdigit() or len(raw) > 18:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
             raise NotFound("no such token")
         service.revoke_token(auth, int(raw))
         return "/tokens"
 
     # -- following a log ---------------------------------------------------------------------
 
-    def log_events(request: Request) -> Response:
+    follows = _Follows()
+
+    async def log_events(request: Request) -> Response:
+        response = await run_in_threadpool(open_follow, request)
+        if not isinstance(response, _Follow):
+            return response
+        account_id = response.account_id
+        if not follows.admit(account_id):
+            return Response(
+                f"too many log follows at once (at most {MAX_FOLLOWS_PER_ACCOUNT} an account, "
+                f"{MAX_FOLLOWS} in all): close another page following a log",
+                status_code=429,
+                headers={"Retry-After": "10"},
+                media_type="text/plain",
+            )
+
+        async def released() -> AsyncIterator[bytes]:
+            try:
+                async for event in response.stream:
+                    yield event
+            finally:
+                follows.release(account_id)
+
+        return StreamingResponse(released(), media_type="text/event-stream")
+
+    def open_follow(request: Request) -> Response | _Follow:
         who = identity(request)
         app_id = _app_id(request)
         if who is None:
@@ -403,7 +460,7 @@ def create_console(
         except NotFound:
             return Response("no such app", status_code=404, media_type="text/plain")
         raw = request.headers.get("last-event-id") or request.query_params.get("offset") or "0"
-        if not raw.isdigit() or int(raw) > _MAX_OFFSET:
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > _MAX_OFFSET:
             return Response("bad offset", status_code=400, media_type="text/plain")
 
         def why_stop() -> str | None:
@@ -413,7 +470,7 @@ def create_console(
             return None if service.app_active(who.auth, app_id) else "stopped"
 
         stream = _follow(logs, app_id, int(raw), why_stop, poll_interval)
-        return StreamingResponse(stream, media_type="text/event-stream")
+        return _Follow(who.auth.account_id, stream)
 
     routes = [
         Route("/", apps, methods=["GET"]),
@@ -446,6 +503,14 @@ def create_console(
     return _SecurityHeaders(console)
 
 
+@dataclass(frozen=True, slots=True)
+class _Follow:
+    """A log follow allowed to start: whose, and its events."""
+
+    account_id: int
+    stream: AsyncIterator[bytes]
+
+
 async def _follow(
     logs: LogSource,
     app_id: uuid.UUID,
@@ -457,14 +522,25 @@ async def _follow(
 
     Every event's id is the offset after its lines, so a reconnecting browser goes
     on where it was. ``end`` (``stopped`` or ``signed-out``) once ``why_stop()`` says so;
-    the stream also closes after :data:`FOLLOW_LIMIT` (the browser reconnects).
+    the stream also closes after :data:`FOLLOW_LIMIT` (the browser reconnects). Both are
+    checked at least every ``poll_interval`` even while lines keep coming: a log that
+    never pauses is not a way around a sign-out, a revocation or the limit.
     """
     started = time.monotonic()
+    checked = started
     pending = b""
     position = offset
     yield b"retry: 2000\n\n"
     while True:
+        if time.monotonic() - started > FOLLOW_LIMIT:
+            return
         chunk, position = await run_in_threadpool(logs.read_from, app_id, position)
+        if chunk and time.monotonic() - checked >= poll_interval:
+            checked = time.monotonic()
+            reason = await run_in_threadpool(why_stop)
+            if reason is not None:
+                yield f"event: end\ndata: {reason}\n\n".encode()
+                return
         if chunk:
             pending += chunk
             cut = pending.rfind(b"\n")
@@ -475,11 +551,10 @@ async def _follow(
             )
             yield _event(whole, position - len(pending))
             continue
+        checked = time.monotonic()
         reason = await run_in_threadpool(why_stop)
         if reason is not None:
             yield f"event: end\ndata: {reason}\n\n".encode()
-            return
-        if time.monotonic() - started > FOLLOW_LIMIT:
             return
         await asyncio.sleep(poll_interval)
 
