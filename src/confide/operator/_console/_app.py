@@ -11,8 +11,10 @@ before any side effect).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -77,6 +79,12 @@ MAX_EVENT_LINE: Final = 64 * 1024
 #: database): one more is answered 429 with ``Retry-After``, never queued.
 MAX_FOLLOWS_PER_ACCOUNT: Final = 8
 MAX_FOLLOWS: Final = 64
+#: Sign-in attempts one source (an IP address) may make: a bucket of this many, refilled
+#: at this rate a second. Over it, 429 with ``Retry-After`` before any database work.
+SIGN_IN_BURST: Final = 20
+SIGN_IN_RATE: Final = 1 / 3
+#: Sources whose bucket is remembered (the least recently seen is forgotten first).
+MAX_SIGN_IN_SOURCES: Final = 4096
 #: Largest offset a follower may ask for (JavaScript's exact integers).
 _MAX_OFFSET: Final = 2**53
 _HTML: Final = "text/html; charset=utf-8"
@@ -84,6 +92,29 @@ _HTML: Final = "text/html; charset=utf-8"
 
 class _Refused(Exception):
     """A POST refused before anything happened: 403, with the reason."""
+
+
+class _SignInLimiter:
+    """Sign-in attempts per source: a token bucket each (pure: ``now`` is a parameter).
+
+    A token is 256 random bits, so guessing one is hopeless anyway; the bound keeps one
+    source from making the database check a stream of wrong tokens.
+    """
+
+    def __init__(self, burst: int, rate: float, max_sources: int) -> None:
+        self._burst, self._rate, self._max_sources = float(burst), rate, max_sources
+        #: source -> (tokens, when they were counted), least recently seen first.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def admit(self, source: str, now: float) -> int:
+        """Take one attempt for ``source``: 0, or the seconds to wait (nothing taken)."""
+        tokens, then = self._buckets.pop(source, (self._burst, now))
+        tokens = min(self._burst, tokens + max(0.0, now - then) * self._rate)
+        wait = 0 if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) / self._rate))
+        self._buckets[source] = (tokens if wait else tokens - 1.0, now)
+        while len(self._buckets) > self._max_sources:
+            self._buckets.popitem(last=False)
+        return wait
 
 
 class _Follows:
@@ -254,12 +285,22 @@ def create_console(
             return _redirect("/")
         return sign_in_form(request)
 
+    sign_ins = _SignInLimiter(SIGN_IN_BURST, SIGN_IN_RATE, MAX_SIGN_IN_SOURCES)
+
     async def sign_in(request: Request) -> Response:
         _check_origin(request)
         form = await _read_form(request)
         expected = request.cookies.get(SIGN_IN_COOKIE)
         if not well_formed(expected) or not same_secret(str(expected), form.get("csrf")):
             raise _Refused("the sign-in form expired or came from elsewhere: reload it")
+        source = request.client.host if request.client is not None else "-"
+        wait = sign_ins.admit(source, time.monotonic())
+        if wait:
+            response = sign_in_form(
+                request, f"Too many sign-in attempts from {source}: wait {wait} s.", 429
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
         token = form.get("token", "").strip()
 
         def open_session() -> ConsoleIdentity | None:
