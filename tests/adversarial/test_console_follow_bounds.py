@@ -137,3 +137,30 @@ def test_one_account_holds_a_bounded_number_of_follows(
         open_.close()  # the follows end: their slots are given back
         with user.http.stream("GET", url) as again:
             assert again.status_code == 200
+
+
+def test_a_follow_gone_before_its_first_event_gives_its_slot_back() -> None:
+    """A client that drops the connection at once (before the body's first event is
+    asked for) must not keep its slot: else a few such drops lock the account out."""
+    released: list[int] = []
+    started: list[bool] = []
+
+    async def events() -> AsyncGenerator[bytes, None]:
+        started.append(True)
+        yield b"retry: 2000\n\n"
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: object) -> None:
+        raise OSError("the client is gone")
+
+    async def run() -> None:
+        response = console_app._FollowResponse(events(), lambda: released.append(1))
+        scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "GET"}
+        with contextlib.suppress(Exception):
+            await response(scope, receive, send)
+
+    asyncio.run(asyncio.wait_for(run(), timeout=10))
+    assert not started  # the stream never began, so no finally inside it could run
+    assert released == [1]

@@ -480,14 +480,7 @@ def create_console(
                 media_type="text/plain",
             )
 
-        async def released() -> AsyncIterator[bytes]:
-            try:
-                async for event in response.stream:
-                    yield event
-            finally:
-                follows.release(account_id)
-
-        return StreamingResponse(released(), media_type="text/event-stream")
+        return _FollowResponse(response.stream, lambda: follows.release(account_id))
 
     def open_follow(request: Request) -> Response | _Follow:
         who = identity(request)
@@ -542,6 +535,21 @@ def create_console(
         exception_handlers={_Refused: refused, 404: missing},
     )
     return _SecurityHeaders(console)
+
+
+class _FollowResponse(StreamingResponse):
+    """A follow's events; its slot is given back however the answer ends (done, cut, the
+    client gone, even before the first event)."""
+
+    def __init__(self, stream: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(stream, media_type="text/event-stream")
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 @dataclass(frozen=True, slots=True)
