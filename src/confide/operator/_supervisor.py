@@ -639,6 +639,10 @@ class Supervisor:
     async def _stop_runtime(self, t: _Tracked) -> None:
         self.routes.withdraw(t.app_id)
         if t.handle is not None:
+            # Replicas route from the database (ADR 0023): its address goes from there
+            # before the runtime does, so no router keeps it after it is freed (a pod IP
+            # is reused: an operator-mode route would send plain HTTP to another runtime).
+            await self._write(t.app_id, _Change(clear_runtime=True))
             await self._backend.stop(t.handle)
             t.handle = None
         t.running_since = None
