@@ -2,10 +2,11 @@
 
 The proxy serves ``/.well-known/confide/`` itself; an app that routes that prefix
 (or a path a client could smuggle to it: dot segments, percent-encoding) would
-spoof the page if the proxy forwarded it. Raw requests, not normalised by any
-client library, go through a real proxy server; the upstream counts every
-connection it gets, and must get none. Guard: a request for the app's own ``/``
-does reach it, so the counter works.
+spoof the page if the proxy forwarded it. So would a path only a lenient server
+reads as the prefix (``//``, a backslash, another case, ``;params``, double
+encoding). Raw requests, not normalised by any client library, go through a real
+proxy server; the upstream counts every connection it gets, and must get none.
+Guard: a request for the app's own ``/`` does reach it, so the counter works.
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ SMUGGLED = [
     "/%2Ewell-known/confide/",
     "/.well-known/confide%2Fverification.json",
     "/.well-known/%63onfide/x",
+    # Spellings an app's server or framework may take for the prefix (review, session 5).
+    "//.well-known/confide/",
+    "/.well-known//confide/",
+    "/.WELL-KNOWN/confide/",
+    "/.well-known/Confide/verification.json",
+    "/.well-known/confide;v=1/",
+    "/.well-known%5Cconfide/",
+    "/%252Ewell-known/confide/",
+    "/.well-known/%2563onfide/x",
 ]
 
 

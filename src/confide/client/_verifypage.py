@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
+from urllib.parse import unquote
 
 from cryptography.hazmat.primitives import hashes
 
@@ -87,10 +88,32 @@ def is_page_path(path: str) -> bool:
     """Whether ``path`` (percent-decoded, as the browser's request names it) is the proxy's.
 
     Dot segments are removed first (RFC 3986 §5.2.4), so ``/x/../.well-known/confide/``
-    is the proxy's too, never the app's.
+    is the proxy's too, never the app's. So is every spelling an app's server or
+    framework might take for it (:func:`_loose`): ``//`` or ``\\`` for ``/``, another
+    case, ``;params`` on a segment, percent-encoding left after the server's decoding.
+    Taking too much only answers 404 for an odd path under the prefix; forwarding one
+    would let the app answer in place of the page.
     """
-    normal = remove_dot_segments(path)
+    normal = _loose(path)
     return normal == PAGE_PREFIX or normal.startswith(PAGE_PATH)
+
+
+#: Rounds of percent-decoding :func:`_loose` undoes (``%25`` nested this deep).
+_MAX_DECODING: Final = 4
+
+
+def _loose(path: str) -> str:
+    """``path`` as the most lenient server would read it, for :func:`is_page_path` only."""
+    for _ in range(_MAX_DECODING):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    path = path.replace("\\", "/").lower()
+    segments = [segment.split(";", 1)[0] for segment in path.split("/")]
+    if len(segments) > 2:  # ``a//b`` is ``a/b``; the leading and trailing ones are kept
+        segments = [segments[0], *(s for s in segments[1:-1] if s), segments[-1]]
+    return remove_dot_segments("/".join(segments))
 
 
 def remove_dot_segments(path: str) -> str:

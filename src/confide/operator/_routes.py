@@ -65,6 +65,10 @@ from ._router import Route, RouteMode
 
 #: How often each replica's router reads the routes from the database. Seconds.
 ROUTE_REFRESH: Final = 1.0
+#: How long the supervisor waits, once it has cleared a runtime's address in the
+#: database, before it stops the runtime (``SupervisorOptions.route_drain``): a refresh
+#: and a read, so no router still routes to the address when it is freed. Seconds.
+ROUTE_DRAIN: Final = 2 * ROUTE_REFRESH
 #: A router whose last good read started longer ago than this routes nothing. Seconds.
 MAX_ROUTE_STALENESS: Final = 10.0
 #: Most apps routed by one replica (more are left unrouted, and said so).

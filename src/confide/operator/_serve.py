@@ -34,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -59,7 +60,7 @@ from ._db import Database, upgrade_database
 from ._gramine import GramineBackend
 from ._logs import FileLogSource, LogSource
 from ._router import Recorder, RouterSettings, RouteTable, serve_router
-from ._routes import AppRoutes, DatabaseRoutes
+from ._routes import ROUTE_DRAIN, AppRoutes, DatabaseRoutes
 from ._seams import (
     Clock,
     MetricsSource,
@@ -289,12 +290,16 @@ async def run_operator(
             metrics = NoMetrics()
         routes = AppRoutes(settings.base_domain)
 
+        mode = settings.supervisor
+        supervising = options
+        if mode.routes_from_database and options.route_drain < ROUTE_DRAIN:
+            supervising = dataclasses.replace(options, route_drain=ROUTE_DRAIN)
+
         def make_supervisor() -> Supervisor:
             return Supervisor(
-                settings, database, runtimes, blobs, routes=routes, options=options, clock=clock
+                settings, database, runtimes, blobs, routes=routes, options=supervising, clock=clock
             )
 
-        mode = settings.supervisor
         supervisor = make_supervisor()
         terms = _Terms(make_supervisor)
         election = _election(settings) if mode is SupervisorMode.LEASE else None

@@ -106,6 +106,10 @@ class SupervisorOptions:
     #: slot, oldest app first. A start is mostly CPU (an interpreter importing its stack):
     #: 100 at once on 2 cores thrashed and starved the API and the router sharing them.
     max_starting: int = field(default_factory=lambda: _default_max_starting(os.cpu_count()))
+    #: Seconds between clearing a runtime's address in the database and stopping it:
+    #: routers that read the routes from the database (replicas, ADR 0023) drop the
+    #: route within one refresh and a read, while the runtime still holds its address.
+    route_drain: float = 0.0
 
     def backoff(self, crashes: int) -> float:
         # An app that answered is restarted however often it ends: ``crashes`` has no bound,
@@ -639,6 +643,12 @@ class Supervisor:
     async def _stop_runtime(self, t: _Tracked) -> None:
         self.routes.withdraw(t.app_id)
         if t.handle is not None:
+            # Replicas route from the database (ADR 0023): its address goes from there
+            # before the runtime does, so no router keeps it after it is freed (a pod IP
+            # is reused: an operator-mode route would send plain HTTP to another runtime).
+            await self._write(t.app_id, _Change(clear_runtime=True))
+            if self.options.route_drain > 0:
+                await asyncio.sleep(self.options.route_drain)
             await self._backend.stop(t.handle)
             t.handle = None
         t.running_since = None

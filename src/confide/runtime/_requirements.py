@@ -180,10 +180,17 @@ def _extract(wheel: Path, req: LockedRequirement, site: Path) -> None:
             target = _destination(info.filename, data_dir, site)
             if target is None:
                 continue
+            folder = target if info.is_dir() else target.parent
+            try:
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError:  # a file of this wheel or another stands where a folder goes
+                raise _refuse(
+                    "requirements.unsafe_wheel",
+                    f"the wheel of {req.pin} puts {info.filename[:120]} under a path that "
+                    "is a file, not a folder",
+                ) from None
             if info.is_dir():
-                target.mkdir(mode=0o700, parents=True, exist_ok=True)
                 continue
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             except FileExistsError:

@@ -11,9 +11,12 @@ before any side effect).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Final
@@ -72,6 +75,16 @@ LOG_TAIL: Final = 200
 FOLLOW_LIMIT: Final = 600.0
 #: Longest line sent as one event (a longer one is cut into several).
 MAX_EVENT_LINE: Final = 64 * 1024
+#: Log follows open at once for one account, and in all (each polls the log and the
+#: database): one more is answered 429 with ``Retry-After``, never queued.
+MAX_FOLLOWS_PER_ACCOUNT: Final = 8
+MAX_FOLLOWS: Final = 64
+#: Sign-in attempts one source (an IP address) may make: a bucket of this many, refilled
+#: at this rate a second. Over it, 429 with ``Retry-After`` before any database work.
+SIGN_IN_BURST: Final = 20
+SIGN_IN_RATE: Final = 1 / 3
+#: Sources whose bucket is remembered (the least recently seen is forgotten first).
+MAX_SIGN_IN_SOURCES: Final = 4096
 #: Largest offset a follower may ask for (JavaScript's exact integers).
 _MAX_OFFSET: Final = 2**53
 _HTML: Final = "text/html; charset=utf-8"
@@ -79,6 +92,56 @@ _HTML: Final = "text/html; charset=utf-8"
 
 class _Refused(Exception):
     """A POST refused before anything happened: 403, with the reason."""
+
+
+class _SignInLimiter:
+    """Sign-in attempts per source: a token bucket each (pure: ``now`` is a parameter).
+
+    A token is 256 random bits, so guessing one is hopeless anyway; the bound keeps one
+    source from making the database check a stream of wrong tokens.
+    """
+
+    def __init__(self, burst: int, rate: float, max_sources: int) -> None:
+        self._burst, self._rate, self._max_sources = float(burst), rate, max_sources
+        #: source -> (tokens, when they were counted), least recently seen first.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def admit(self, source: str, now: float) -> int:
+        """Take one attempt for ``source``: 0, or the seconds to wait (nothing taken)."""
+        tokens, then = self._buckets.pop(source, (self._burst, now))
+        tokens = min(self._burst, tokens + max(0.0, now - then) * self._rate)
+        wait = 0 if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) / self._rate))
+        self._buckets[source] = (tokens if wait else tokens - 1.0, now)
+        while len(self._buckets) > self._max_sources:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+class _Follows:
+    """Counts the log follows under way, per account and in all (one event loop: no lock)."""
+
+    def __init__(self) -> None:
+        self._per_account: dict[int, int] = {}
+        self._total = 0
+
+    def admit(self, account_id: int) -> bool:
+        """Take a slot for one more follow of ``account_id``; ``False``: over a bound."""
+        held = self._per_account.get(account_id, 0)
+        if self._total >= MAX_FOLLOWS or held >= MAX_FOLLOWS_PER_ACCOUNT:
+            return False
+        self._per_account[account_id] = held + 1
+        self._total += 1
+        return True
+
+    def release(self, account_id: int) -> None:
+        left = self._per_account.get(account_id, 0) - 1
+        if left < 0:
+            return
+        if left:
+            self._per_account[account_id] = left
+        else:
+            del self._per_account[account_id]
+        self._total -= 1
 
 
 class _SecurityHeaders:
@@ -222,12 +285,22 @@ def create_console(
             return _redirect("/")
         return sign_in_form(request)
 
+    sign_ins = _SignInLimiter(SIGN_IN_BURST, SIGN_IN_RATE, MAX_SIGN_IN_SOURCES)
+
     async def sign_in(request: Request) -> Response:
         _check_origin(request)
         form = await _read_form(request)
         expected = request.cookies.get(SIGN_IN_COOKIE)
         if not well_formed(expected) or not same_secret(str(expected), form.get("csrf")):
             raise _Refused("the sign-in form expired or came from elsewhere: reload it")
+        source = request.client.host if request.client is not None else "-"
+        wait = sign_ins.admit(source, time.monotonic())
+        if wait:
+            response = sign_in_form(
+                request, f"Too many sign-in attempts from {source}: wait {wait} s.", 429
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
         token = form.get("token", "").strip()
 
         def open_session() -> ConsoleIdentity | None:
@@ -384,14 +457,32 @@ def create_console(
     @action
     def revoke_token(auth: AuthenticatedToken, request: Request) -> str:
         raw = str(request.path_params["token_id"])
-        if not raw.isdigit() or len(raw) > 18:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
             raise NotFound("no such token")
         service.revoke_token(auth, int(raw))
         return "/tokens"
 
     # -- following a log ---------------------------------------------------------------------
 
-    def log_events(request: Request) -> Response:
+    follows = _Follows()
+
+    async def log_events(request: Request) -> Response:
+        response = await run_in_threadpool(open_follow, request)
+        if not isinstance(response, _Follow):
+            return response
+        account_id = response.account_id
+        if not follows.admit(account_id):
+            return Response(
+                f"too many log follows at once (at most {MAX_FOLLOWS_PER_ACCOUNT} an account, "
+                f"{MAX_FOLLOWS} in all): close another page following a log",
+                status_code=429,
+                headers={"Retry-After": "10"},
+                media_type="text/plain",
+            )
+
+        return _FollowResponse(response.stream, lambda: follows.release(account_id))
+
+    def open_follow(request: Request) -> Response | _Follow:
         who = identity(request)
         app_id = _app_id(request)
         if who is None:
@@ -403,7 +494,7 @@ def create_console(
         except NotFound:
             return Response("no such app", status_code=404, media_type="text/plain")
         raw = request.headers.get("last-event-id") or request.query_params.get("offset") or "0"
-        if not raw.isdigit() or int(raw) > _MAX_OFFSET:
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > _MAX_OFFSET:
             return Response("bad offset", status_code=400, media_type="text/plain")
 
         def why_stop() -> str | None:
@@ -413,7 +504,7 @@ def create_console(
             return None if service.app_active(who.auth, app_id) else "stopped"
 
         stream = _follow(logs, app_id, int(raw), why_stop, poll_interval)
-        return StreamingResponse(stream, media_type="text/event-stream")
+        return _Follow(who.auth.account_id, stream)
 
     routes = [
         Route("/", apps, methods=["GET"]),
@@ -446,6 +537,29 @@ def create_console(
     return _SecurityHeaders(console)
 
 
+class _FollowResponse(StreamingResponse):
+    """A follow's events; its slot is given back however the answer ends (done, cut, the
+    client gone, even before the first event)."""
+
+    def __init__(self, stream: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(stream, media_type="text/event-stream")
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+@dataclass(frozen=True, slots=True)
+class _Follow:
+    """A log follow allowed to start: whose, and its events."""
+
+    account_id: int
+    stream: AsyncIterator[bytes]
+
+
 async def _follow(
     logs: LogSource,
     app_id: uuid.UUID,
@@ -457,14 +571,25 @@ async def _follow(
 
     Every event's id is the offset after its lines, so a reconnecting browser goes
     on where it was. ``end`` (``stopped`` or ``signed-out``) once ``why_stop()`` says so;
-    the stream also closes after :data:`FOLLOW_LIMIT` (the browser reconnects).
+    the stream also closes after :data:`FOLLOW_LIMIT` (the browser reconnects). Both are
+    checked at least every ``poll_interval`` even while lines keep coming: a log that
+    never pauses is not a way around a sign-out, a revocation or the limit.
     """
     started = time.monotonic()
+    checked = started
     pending = b""
     position = offset
     yield b"retry: 2000\n\n"
     while True:
+        if time.monotonic() - started > FOLLOW_LIMIT:
+            return
         chunk, position = await run_in_threadpool(logs.read_from, app_id, position)
+        if chunk and time.monotonic() - checked >= poll_interval:
+            checked = time.monotonic()
+            reason = await run_in_threadpool(why_stop)
+            if reason is not None:
+                yield f"event: end\ndata: {reason}\n\n".encode()
+                return
         if chunk:
             pending += chunk
             cut = pending.rfind(b"\n")
@@ -475,11 +600,10 @@ async def _follow(
             )
             yield _event(whole, position - len(pending))
             continue
+        checked = time.monotonic()
         reason = await run_in_threadpool(why_stop)
         if reason is not None:
             yield f"event: end\ndata: {reason}\n\n".encode()
-            return
-        if time.monotonic() - started > FOLLOW_LIMIT:
             return
         await asyncio.sleep(poll_interval)
 
