@@ -35,8 +35,35 @@ from .._db import AuthenticatedToken, Database, IssuedToken, authenticate_token
 from .._logs import LogSource
 from .._seams import Clock
 from .._service import AppService, NotFound
-from . import _pages
 from ._html import Html
+from ._pages import PREFIX
+from ._pages import (
+    app_list as page_app_list,
+)
+from ._pages import (
+    app_page as page_app_page,
+)
+from ._pages import (
+    confirm as page_confirm,
+)
+from ._pages import (
+    not_found as page_not_found,
+)
+from ._pages import (
+    projects_and_plans as page_projects_and_plans,
+)
+from ._pages import (
+    refused as page_refused,
+)
+from ._pages import (
+    sign_in as page_sign_in,
+)
+from ._pages import (
+    signed_in as page_signed_in,
+)
+from ._pages import (
+    tokens as page_tokens,
+)
 from ._sessions import (
     SESSION_LIFETIME,
     SIGN_IN_LIFETIME,
@@ -229,7 +256,7 @@ def _set_cookie(response: Response, request: Request, name: str, value: str, max
         name,
         value,
         max_age=max_age,
-        path=_pages.PREFIX,
+        path=PREFIX,
         secure=request.url.scheme == "https",
         httponly=True,
         samesite="strict",
@@ -241,7 +268,7 @@ def _page(body: Html, status: int = 200) -> HTMLResponse:
 
 
 def _redirect(path: str) -> RedirectResponse:
-    return RedirectResponse(_pages.PREFIX + path, status_code=303)
+    return RedirectResponse(PREFIX + path, status_code=303)
 
 
 def _app_id(request: Request) -> uuid.UUID | None:
@@ -254,7 +281,7 @@ def _app_id(request: Request) -> uuid.UUID | None:
 def create_console(
     service: AppService, *, database: Database, logs: LogSource, clock: Clock, poll_interval: float
 ) -> ASGIApp:
-    """The console as an ASGI app, to mount at :data:`~._pages.PREFIX`."""
+    """The console as an ASGI app, to mount at :data:`~.PREFIX`."""
 
     def identity(request: Request) -> ConsoleIdentity | None:
         session_id = request.cookies.get(SESSION_COOKIE)
@@ -265,17 +292,17 @@ def create_console(
 
     def signed_in(who: ConsoleIdentity, title: str, body: Html, current: str = "") -> HTMLResponse:
         return _page(
-            _pages.signed_in(title, body, account=who.auth.account, csrf=who.csrf, current=current)
+            page_signed_in(title, body, account=who.auth.account, csrf=who.csrf, current=current)
         )
 
     def not_found(who: ConsoleIdentity) -> HTMLResponse:
-        return _page(_pages.not_found(who.auth.account, who.csrf), 404)
+        return _page(page_not_found(who.auth.account, who.csrf), 404)
 
     # -- signing in and out ------------------------------------------------------------------
 
     def sign_in_form(request: Request, error: str | None = None, status: int = 200) -> Response:
         form_token = new_secret()
-        response = _page(_pages.sign_in(form_token, error=error), status)
+        response = _page(page_sign_in(form_token, error=error), status)
         max_age = int(SIGN_IN_LIFETIME.total_seconds())
         _set_cookie(response, request, SIGN_IN_COOKIE, form_token, max_age)
         return response
@@ -324,7 +351,7 @@ def create_console(
             opened.session_id,
             int(SESSION_LIFETIME.total_seconds()),
         )
-        response.delete_cookie(SIGN_IN_COOKIE, path=_pages.PREFIX)
+        response.delete_cookie(SIGN_IN_COOKIE, path=PREFIX)
         return response
 
     async def sign_out(request: Request) -> Response:
@@ -341,7 +368,7 @@ def create_console(
         response = _redirect("/sign-in")
         response.delete_cookie(
             SESSION_COOKIE,
-            path=_pages.PREFIX,
+            path=PREFIX,
             secure=request.url.scheme == "https",
             httponly=True,
             samesite="strict",
@@ -392,7 +419,7 @@ def create_console(
     @page
     def apps(request: Request, who: ConsoleIdentity) -> Response:
         found = service.list_apps(who.auth, None).apps
-        return signed_in(who, "Apps", _pages.app_list(found), current="/")
+        return signed_in(who, "Apps", page_app_list(found), current="/")
 
     @page
     def app(request: Request, who: ConsoleIdentity) -> Response:
@@ -402,7 +429,7 @@ def create_console(
         record = service.get_app(who.auth, app_id)
         history = service.status_history(who.auth, app_id)
         data, offset = logs.read_end(app_id, LOG_TAIL)
-        body = _pages.app_page(record, history, data.decode("utf-8", "replace"), offset)
+        body = page_app_page(record, history, data.decode("utf-8", "replace"), offset)
         return signed_in(who, record.name, body)
 
     def confirm(verb: str) -> Callable[[Request], Response]:
@@ -413,7 +440,7 @@ def create_console(
                 raise NotFound("no such app")
             record = service.get_app(who.auth, app_id)
             title = f"{verb.capitalize()} {record.name}"
-            return signed_in(who, title, _pages.confirm(record, verb, who.csrf))
+            return signed_in(who, title, page_confirm(record, verb, who.csrf))
 
         return endpoint
 
@@ -435,12 +462,12 @@ def create_console(
 
     @page
     def projects(request: Request, who: ConsoleIdentity) -> Response:
-        body = _pages.projects_and_plans(service.list_projects(who.auth), service.plans())
+        body = page_projects_and_plans(service.list_projects(who.auth), service.plans())
         return signed_in(who, "Projects and plans", body, current="/projects")
 
     def tokens_page(who: ConsoleIdentity, issued: IssuedToken | None) -> Response:
         found = service.list_tokens(who.auth)
-        body = _pages.tokens(found, who.auth.token_id, who.csrf, issued)
+        body = page_tokens(found, who.auth.token_id, who.csrf, issued)
         return signed_in(who, "API tokens", body, current="/tokens")
 
     @page
@@ -525,10 +552,10 @@ def create_console(
     ]
 
     async def refused(request: Request, exc: Exception) -> Response:
-        return _page(_pages.refused(str(exc)), 403)
+        return _page(page_refused(str(exc)), 403)
 
     async def missing(request: Request, exc: Exception) -> Response:
-        return _page(_pages.not_found(), 404)
+        return _page(page_not_found(), 404)
 
     console = Starlette(
         routes=routes,
