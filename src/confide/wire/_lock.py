@@ -294,7 +294,7 @@ class RequirementsLock:
                     f"{where}, line 4: allows more than {MAX_ALLOWED_SDISTS} source distributions"
                 )
             first = 4
-        entries = []
+        entries: list[LockedRequirement] = []
         i = first
         while i < len(lines):
             kind = WHEEL
