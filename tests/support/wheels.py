@@ -4,9 +4,13 @@ WHEEL and RECORD), and locks of them, with no network."""
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import io
 import stat
+import subprocess
+import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -85,3 +89,79 @@ def cache_wheel(cache: Path, data: bytes, sha256: bytes | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+FLIT_PYPROJECT = """\
+[build-system]
+requires = ["flit_core >=3.2,<5"]
+build-backend = "flit_core.buildapi"
+
+[project]
+name = "{name}"
+version = "{version}"
+description = "A tiny test distribution"
+"""
+
+LEGACY_SETUP = """\
+from setuptools import setup
+
+setup(name="{name}", version="{version}", packages=["{module}"])
+"""
+
+
+def sdist_bytes(
+    name: str, version: str, *, backend: str = "flit", extra: dict[str, bytes] | None = None
+) -> bytes:
+    """A pure-Python source distribution (``.tar.gz``) of ``name``: built with flit_core
+    (``backend="flit"``, a pyproject.toml naming it) or setuptools' legacy backend
+    (``backend="legacy"``: a setup.py and no pyproject.toml). Deterministic."""
+    module = name.replace("-", "_")
+    top = f"{module}-{version}"
+    files = {
+        f"{top}/{module}/__init__.py": (
+            f"VERSION = {version!r}\nBUILT = 'from its sdist'\n".encode()
+        ),
+        f"{top}/PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+    }
+    if backend == "flit":
+        files[f"{top}/pyproject.toml"] = FLIT_PYPROJECT.format(name=name, version=version).encode()
+    else:
+        files[f"{top}/setup.py"] = LEGACY_SETUP.format(
+            name=name, version=version, module=module
+        ).encode()
+    for path, data in (extra or {}).items():
+        files[f"{top}/{path}"] = data
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for path, data in sorted(files.items()):
+            info = tarfile.TarInfo(path)
+            info.size, info.mtime, info.mode = len(data), 315532800, 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def download_wheels(folder: Path, *names: str) -> dict[str, Path]:
+    """The wheels of ``names`` from the package index (pip's cache first), by name; the
+    caller skips when the index cannot be reached."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(  # noqa: S603 - our argv
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            str(folder),
+            *names,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    found = {}
+    for path in folder.glob("*.whl"):
+        found[path.name.split("-", 1)[0].lower().replace("_", "-")] = path
+    return found
