@@ -4,14 +4,18 @@ WHEEL and RECORD), and locks of them, with no network."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
+import http.server
 import io
 import stat
 import subprocess
 import sys
 import tarfile
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from confide.wire import LockedRequirement, RequirementsLock
@@ -165,3 +169,34 @@ def download_wheels(folder: Path, *names: str) -> dict[str, Path]:
     for path in folder.glob("*.whl"):
         found[path.name.split("-", 1)[0].lower().replace("_", "-")] = path
     return found
+
+
+@contextlib.contextmanager
+def pep503_index(files: dict[str, bytes]) -> Iterator[str]:
+    """A PEP 503 index on 127.0.0.1 (port 0) serving ``files`` (path -> bytes)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def index_page(file_name: str, data: bytes) -> bytes:
+    """A PEP 503 page linking ``/files/<file_name>`` with the SHA-256 of ``data``."""
+    digest = hashlib.sha256(data).hexdigest()
+    return f'<a href="../../files/{file_name}#sha256={digest}">{file_name}</a>'.encode()

@@ -67,6 +67,8 @@ from confide.errors import Error, PolicyError, UsageError
 from confide.release import OwnerKey, Release
 from confide.runtime import CodeSource, OwnerCertificate, runtime_code_hash
 from confide.wire import (
+    BUILD,
+    SDIST,
     AppStatus,
     HostPort,
     LaunchManifest,
@@ -376,7 +378,21 @@ def announce_lock(choice: LockChoice, events: DeployEvents) -> None:
         f"lock sha256 {lock.digest().hex()}"
     )
     for r in lock.requirements:
-        events.step(f"  locked {r.pin} sha256:{r.sha256.hex()}")
+        if r.kind == SDIST:
+            events.step(
+                f"  locked {r.pin} sha256:{r.sha256.hex()} as a SOURCE DISTRIBUTION: its build "
+                "code will run in the enclave (allowed by allow_sdists)"
+            )
+        elif r.kind == BUILD:
+            events.step(f"  locked {r.pin} sha256:{r.sha256.hex()} (build-only: a build backend)")
+        else:
+            events.step(f"  locked {r.pin} sha256:{r.sha256.hex()}")
+    if lock.allow_sdists:
+        events.step(
+            f"  build code will run in the enclave: {', '.join(lock.allow_sdists)} "
+            "(allow_sdists) are built from source there, with the locked build backends; "
+            "the fingerprint covers their sdists and backends, not the wheels they build"
+        )
 
 
 def _runtime_distributions() -> tuple[str, ...]:

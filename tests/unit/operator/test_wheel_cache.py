@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import http.server
 import stat
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +11,7 @@ import pytest
 from confide.errors import UsageError
 from confide.operator._wheels import WheelCache, WheelFetchError
 from confide.wire import LockedRequirement, RequirementsLock
-from support.wheels import lock_of, sdist_bytes, wheel_bytes, write_wheel
+from support.wheels import lock_of, pep503_index, sdist_bytes, wheel_bytes, write_wheel
 
 WHEEL = wheel_bytes("tinydep", "1.0")
 LOCK = lock_of(("tinydep", "1.0", WHEEL))
@@ -71,31 +67,6 @@ SDIST_LOCK = RequirementsLock(
 )
 
 
-@contextlib.contextmanager
-def _index(files: dict[str, bytes]) -> Iterator[str]:
-    """A PEP 503 index on 127.0.0.1 (port 0) serving ``files`` (path -> bytes)."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            body = files.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/simple"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def _page(data: bytes) -> bytes:
     digest = hashlib.sha256(data).hexdigest()
     return (
@@ -105,7 +76,7 @@ def _page(data: bytes) -> bytes:
 
 def test_a_locked_sdist_is_fetched_from_the_index_by_hash_without_pip(tmp_path: Path) -> None:
     files = {"/simple/tinypkg/": _page(SDIST), "/files/tinypkg-1.0.tar.gz": SDIST}
-    with _index(files) as url:
+    with pep503_index(files) as url:
         cache = WheelCache(tmp_path / "cache", index_url=url, pip=["/bin/false"])
         assert cache.missing(SDIST_LOCK) == ["tinypkg==1.0"]
         assert cache.fetch(SDIST_LOCK) == 1
@@ -117,7 +88,7 @@ def test_an_index_serving_another_sdist_fills_nothing(tmp_path: Path) -> None:
     other = sdist_bytes("tinypkg", "1.0", extra={"x.py": b"1"})
     # the page claims the locked hash, the file is another: hashed again, not stored as it
     files = {"/simple/tinypkg/": _page(SDIST), "/files/tinypkg-1.0.tar.gz": other}
-    with _index(files) as url:
+    with pep503_index(files) as url:
         cache = WheelCache(tmp_path / "cache", index_url=url, pip=["/bin/false"])
         with pytest.raises(WheelFetchError, match="tinypkg==1.0"):
             cache.fetch(SDIST_LOCK)
