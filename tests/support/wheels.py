@@ -179,6 +179,8 @@ def pep503_index(files: dict[str, bytes]) -> Iterator[str]:
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
             body = files.get(self.path)
             self.send_response(200 if body is not None else 404)
+            if self.path.endswith("/"):
+                self.send_header("Content-Type", "text/html")  # pip reads no other page
             self.end_headers()
             self.wfile.write(body or b"")
 

@@ -143,6 +143,9 @@ class DeployOptions:
     timeout: float = 30.0
     #: Where the context file goes (default ``.confide`` beside the project file).
     workspace: Path | None = None
+    #: The package index (PEP 503) the sdists in ``allow_sdists`` are taken from: the
+    #: owner's pip index (``PIP_INDEX_URL``, read by the CLI); ``None``: PyPI's.
+    index_url: str | None = None
     #: The owner key that signs the release statement logged before the code key is sent.
     owner_key: OwnerKey | None = None
     #: Deploy without signing and logging a release (users then cannot check it by owner key).
@@ -621,7 +624,7 @@ def deploy(
         ssl_key = read_bounded(config.ssl.private_key, "private key", MAX_PEM_SIZE).decode("ascii")
 
     account = check_before_upload(client, asked, options, now=clock())
-    choice = lock_for_deploy(config, provided=_runtime_distributions)
+    choice = lock_for_deploy(config, provided=_runtime_distributions, index_url=options.index_url)
     if choice is not None:
         announce_lock(choice, events)
     # A lock of nothing (the runtime environment has every requirement): no lock launched.
