@@ -246,6 +246,12 @@ BAD_V2 = {
     "two markers": (_replace_v2("# sdist\n", "# sdist\n# sdist\n"), "line 11"),
     "marker at end": (GOOD_V2 + b"# sdist\n", "two lines"),
     "marker in v1": (_replace("pandas==", "# sdist\npandas=="), "line 6"),
+    "v2 of wheels only": (
+        GOOD.replace(b"lock v1\n", b"lock v2\n").replace(
+            b"sha256:" + b"0" * 64 + b"\n", b"sha256:" + b"0" * 64 + b"\n# allow-sdists:\n"
+        ),
+        "canonical form",
+    ),
     "trailing space on marker": (_replace_v2("# build-only\n", "# build-only \n"), "line 7"),
 }
 
