@@ -30,8 +30,10 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -192,10 +194,18 @@ def build_system(source: Path, req: LockedRequirement) -> BuildSystem:
 
 
 def build_wheel(
-    source: Path, system: BuildSystem, build_env: Path, req: LockedRequirement, out: Path
+    source: Path,
+    system: BuildSystem,
+    build_env: Path,
+    req: LockedRequirement,
+    out: Path,
+    *,
+    timeout: float = BUILD_TIMEOUT,
+    max_file: int = MAX_BUILD_FILE,
 ) -> Path:
     """Build ``source`` with ``system``'s backend from ``build_env`` in a child process;
-    the one wheel it wrote into ``out``."""
+    the one wheel it wrote into ``out``. The child runs in a session of its own: on
+    timeout the whole session (any process the build code started) is killed."""
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     log = out.parent / f"{out.name}.log"
     home = out.parent / f"{out.name}.home"
@@ -216,38 +226,43 @@ def build_wheel(
         str(build_env),
         system.backend,
         str(out),
-        str(MAX_BUILD_FILE),
+        str(max_file),
     ]
     with log.open("wb") as sink:
         try:
-            done = subprocess.run(  # noqa: S603 - our argv, no shell
+            child = subprocess.Popen(  # noqa: S603 - our argv, no shell
                 argv,
                 cwd=source,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
-                timeout=BUILD_TIMEOUT,
-                check=False,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired:
-            raise _refuse(
-                "requirements.build_failed",
-                f"building {req.pin} from its sdist took more than {BUILD_TIMEOUT:.0f} s",
-            ) from None
         except OSError as exc:
             raise _refuse(
                 "requirements.build_failed", f"cannot run the build of {req.pin}: {exc}"
             ) from None
+        try:
+            returncode = child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise _refuse(
+                "requirements.build_failed",
+                f"building {req.pin} from its sdist took more than {timeout:.0f} s",
+            ) from None
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
     with log.open("rb") as f:
         f.seek(max(0, log.stat().st_size - MAX_BUILD_OUTPUT))
         tail = f.read(MAX_BUILD_OUTPUT).decode("utf-8", errors="replace")
-    if done.returncode != 0:
+    if returncode != 0:
         last = [line for line in tail.splitlines() if line.strip()]
         raise _refuse(
             "requirements.build_failed",
             f"building {req.pin} from its sdist with {system.backend} failed (exit "
-            f"{done.returncode}): {(last[-1] if last else 'no output')[:300]}",
+            f"{returncode}): {(last[-1] if last else 'no output')[:300]}",
             hint="the sdist's build fails in the enclave: lock a wheel instead, or fix it",
         )
     built = [p for p in out.iterdir() if p.name.endswith(".whl")]
