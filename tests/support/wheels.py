@@ -4,10 +4,18 @@ WHEEL and RECORD), and locks of them, with no network."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import gzip
 import hashlib
+import http.server
 import io
 import stat
+import subprocess
+import sys
+import tarfile
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from confide.wire import LockedRequirement, RequirementsLock
@@ -85,3 +93,112 @@ def cache_wheel(cache: Path, data: bytes, sha256: bytes | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+FLIT_PYPROJECT = """\
+[build-system]
+requires = ["flit_core >=3.2,<5"]
+build-backend = "flit_core.buildapi"
+
+[project]
+name = "{name}"
+version = "{version}"
+description = "A tiny test distribution"
+"""
+
+LEGACY_SETUP = """\
+from setuptools import setup
+
+setup(name="{name}", version="{version}", packages=["{module}"])
+"""
+
+
+def sdist_bytes(
+    name: str, version: str, *, backend: str = "flit", extra: dict[str, bytes] | None = None
+) -> bytes:
+    """A pure-Python source distribution (``.tar.gz``) of ``name``: built with flit_core
+    (``backend="flit"``, a pyproject.toml naming it) or setuptools' legacy backend
+    (``backend="legacy"``: a setup.py and no pyproject.toml). Deterministic."""
+    module = name.replace("-", "_")
+    top = f"{module}-{version}"
+    files = {
+        f"{top}/{module}/__init__.py": (
+            f"VERSION = {version!r}\nBUILT = 'from its sdist'\n".encode()
+        ),
+        f"{top}/PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+    }
+    if backend == "flit":
+        files[f"{top}/pyproject.toml"] = FLIT_PYPROJECT.format(name=name, version=version).encode()
+    else:
+        files[f"{top}/setup.py"] = LEGACY_SETUP.format(
+            name=name, version=version, module=module
+        ).encode()
+    for path, data in (extra or {}).items():
+        files[f"{top}/{path}"] = data
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for path, data in sorted(files.items()):
+            info = tarfile.TarInfo(path)
+            info.size, info.mtime, info.mode = len(data), 315532800, 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def download_wheels(folder: Path, *names: str) -> dict[str, Path]:
+    """The wheels of ``names`` from the package index (pip's cache first), by name; the
+    caller skips when the index cannot be reached."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(  # noqa: S603 - our argv
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            str(folder),
+            *names,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    found = {}
+    for path in folder.glob("*.whl"):
+        found[path.name.split("-", 1)[0].lower().replace("_", "-")] = path
+    return found
+
+
+@contextlib.contextmanager
+def pep503_index(files: dict[str, bytes]) -> Iterator[str]:
+    """A PEP 503 index on 127.0.0.1 (port 0) serving ``files`` (path -> bytes)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            if self.path.endswith("/"):
+                self.send_header("Content-Type", "text/html")  # pip reads no other page
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def index_page(file_name: str, data: bytes) -> bytes:
+    """A PEP 503 page linking ``/files/<file_name>`` with the SHA-256 of ``data``."""
+    digest = hashlib.sha256(data).hexdigest()
+    return f'<a href="../../files/{file_name}#sha256={digest}">{file_name}</a>'.encode()

@@ -233,6 +233,7 @@ def deploy_command(
         wait=timeout * 60,
         timeout=DEFAULT_TIMEOUT,
         workspace=workspace,
+        index_url=os.environ.get("PIP_INDEX_URL") or None,
     )
     with connect_operator(ctx, url, token, DEFAULT_TIMEOUT) as client:
         done = deploy(client, config, options, _Events(out), _pcs_collateral(pccs_url))

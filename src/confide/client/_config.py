@@ -9,6 +9,8 @@ Format (paths are relative to the project file)::
     tests_requirements = ["pytest>=8,<10", "httpx>=0.27,<1"]
     requirements = ["pandas>=2"]         # optional: what the app imports (else requirements.txt
                                           # in [cloud] code); locked by confide deploy
+    allow_sdists = ["tinypkg"]            # optional: distributions built from source in the
+                                          # enclave (their build code runs there; ADR 0024)
 
     [cloud]
     code = "src"                          # the app folder: what is packaged and run
@@ -103,6 +105,7 @@ _TOP_KEYS: Final = (
     "tests_cmd",
     "tests_requirements",
     "requirements",
+    "allow_sdists",
     "cloud",
 )
 _CLOUD_KEYS: Final = (
@@ -186,6 +189,9 @@ class ProjectConfig:
     cloud: CloudConfig
     #: The app's declared requirements (``requirements`` key); ``None``: not in the file.
     requirements: tuple[str, ...] | None = None
+    #: Distributions the owner allows to be built from source in the enclave
+    #: (``allow_sdists`` key): their build code runs there (ADR 0024).
+    allow_sdists: tuple[str, ...] = ()
     #: One line per key that is not used (and was ignored), in file order.
     warnings: tuple[str, ...] = ()
 
@@ -403,6 +409,9 @@ class _Parser:
         app_requirements = None
         if "requirements" in raw:
             app_requirements = self.requirements(raw["requirements"], where="requirements")
+        allow_sdists: tuple[str, ...] = ()
+        if "allow_sdists" in raw:
+            allow_sdists = self.requirements(raw["allow_sdists"], where="allow_sdists")
         return ProjectConfig(
             path=self.file,
             name=name,
@@ -412,6 +421,7 @@ class _Parser:
             tests_requirements=requirements,
             cloud=cloud,
             requirements=app_requirements,
+            allow_sdists=allow_sdists,
             warnings=tuple(self.warnings),
         )
 

@@ -67,6 +67,8 @@ from confide.errors import Error, PolicyError, UsageError
 from confide.release import OwnerKey, Release
 from confide.runtime import CodeSource, OwnerCertificate, runtime_code_hash
 from confide.wire import (
+    BUILD,
+    SDIST,
     AppStatus,
     HostPort,
     LaunchManifest,
@@ -141,6 +143,9 @@ class DeployOptions:
     timeout: float = 30.0
     #: Where the context file goes (default ``.confide`` beside the project file).
     workspace: Path | None = None
+    #: The package index (PEP 503) the sdists in ``allow_sdists`` are taken from: the
+    #: owner's pip index (``PIP_INDEX_URL``, read by the CLI); ``None``: PyPI's.
+    index_url: str | None = None
     #: The owner key that signs the release statement logged before the code key is sent.
     owner_key: OwnerKey | None = None
     #: Deploy without signing and logging a release (users then cannot check it by owner key).
@@ -376,7 +381,21 @@ def announce_lock(choice: LockChoice, events: DeployEvents) -> None:
         f"lock sha256 {lock.digest().hex()}"
     )
     for r in lock.requirements:
-        events.step(f"  locked {r.pin} sha256:{r.sha256.hex()}")
+        if r.kind == SDIST:
+            events.step(
+                f"  locked {r.pin} sha256:{r.sha256.hex()} as a SOURCE DISTRIBUTION: its build "
+                "code will run in the enclave (allowed by allow_sdists)"
+            )
+        elif r.kind == BUILD:
+            events.step(f"  locked {r.pin} sha256:{r.sha256.hex()} (build-only: a build backend)")
+        else:
+            events.step(f"  locked {r.pin} sha256:{r.sha256.hex()}")
+    if lock.allow_sdists:
+        events.step(
+            f"  build code will run in the enclave: {', '.join(lock.allow_sdists)} "
+            "(allow_sdists) are built from source there, with the locked build backends; "
+            "the fingerprint covers their sdists and backends, not the wheels they build"
+        )
 
 
 def _runtime_distributions() -> tuple[str, ...]:
@@ -605,7 +624,7 @@ def deploy(
         ssl_key = read_bounded(config.ssl.private_key, "private key", MAX_PEM_SIZE).decode("ascii")
 
     account = check_before_upload(client, asked, options, now=clock())
-    choice = lock_for_deploy(config, provided=_runtime_distributions)
+    choice = lock_for_deploy(config, provided=_runtime_distributions, index_url=options.index_url)
     if choice is not None:
         announce_lock(choice, events)
     # A lock of nothing (the runtime environment has every requirement): no lock launched.

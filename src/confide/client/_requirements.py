@@ -17,6 +17,18 @@ only, never a source distribution, whose build runs code), keeping to the versio
 the runtime environment already has (they are measured in ``runtime_sha256``) and
 locking every other wheel by its SHA-256; the lock is written there.
 
+Source distributions, by the owner's explicit opt-in only (``allow_sdists =
+["name"]`` in the project file; each named distribution must be declared pinned,
+``name==version``): the sdist ``name-version.tar.gz`` is taken from the index's
+PEP 503 page (PyPI's by default) and locked by the SHA-256 the page gives, checked
+against the bytes downloaded; its ``pyproject.toml`` ``[build-system] requires``
+(``setuptools`` when it has none) is resolved as wheels, with no runtime
+constraint (the build sees only them), and locked as build-only entries; the
+``Requires-Dist`` of its ``PKG-INFO`` are resolved with the other declared
+requirements. No build code runs on the owner's machine: the sdist is read, never
+built, here. The lock is then of format version 2, and ``deploy`` says plainly
+that these builds run in the enclave.
+
 Example::
 
     >>> declared = declared_requirements(config)  # doctest: +SKIP
@@ -25,13 +37,20 @@ Example::
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import html
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
 import tempfile
+import tomllib
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +58,12 @@ from typing import Final
 
 from confide.errors import UsageError
 from confide.wire import (
+    BUILD,
     LOCK_FILE_NAME,
+    MAX_ALLOWED_SDISTS,
     MAX_LOCK_SIZE,
     MAX_LOCKED,
+    SDIST,
     LockedRequirement,
     RequirementsLock,
     compatible_platforms,
@@ -61,6 +83,16 @@ MAX_DECLARED: Final = 256
 MAX_REPORT_SIZE: Final = 16 * 1024 * 1024
 #: How long one resolution may take (seconds).
 RESOLVE_TIMEOUT: Final = 600.0
+#: The index an allowed sdist is taken from when none is given (PEP 503).
+DEFAULT_INDEX: Final = "https://pypi.org/simple"
+#: Largest index page and sdist read, and seconds one request may take.
+MAX_INDEX_PAGE: Final = 8 * 1024 * 1024
+MAX_SDIST_SIZE: Final = 256 * 1024 * 1024
+MAX_SDIST_METADATA: Final = 1024 * 1024
+HTTP_TIMEOUT: Final = 120.0
+#: The build requirements of an sdist with no ``[build-system]`` (PEP 517's fallback).
+LEGACY_BUILD_REQUIRES: Final = ("setuptools",)
+_HREF: Final = re.compile(r'href="([^"]{1,2000})"')
 _DECLARED: Final = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?"
     r"( *(==|>=|<=|~=|!=|<|>) *[0-9A-Za-z.*+!_-]+( *, *(==|>=|<=|~=|!=|<|>) *[0-9A-Za-z.*+!_-]+)*)?"
@@ -157,10 +189,29 @@ class Declared:
     source: str
     #: Said by ``deploy``: which set was used.
     description: str
+    #: The distributions the owner allows to be built from source in the enclave.
+    allow_sdists: tuple[str, ...] = ()
 
 
-def _digest(lines: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+def _digest(lines: Sequence[str], allow: Sequence[str] = ()) -> str:
+    # the opt-in is part of what was declared (a lock without it is not reused)
+    listed = [*lines, f"allow_sdists: {' '.join(allow)}"] if allow else list(lines)
+    return hashlib.sha256("\n".join(listed).encode()).hexdigest()
+
+
+def _allowed(config: ProjectConfig) -> tuple[str, ...]:
+    names = sorted({normalize_name(n) for n in config.allow_sdists})
+    if len(names) > MAX_ALLOWED_SDISTS:
+        raise UsageError(
+            f"{config.path.name}: allow_sdists names {len(names)} distributions, more than "
+            f"{MAX_ALLOWED_SDISTS}"
+        )
+    for name in names:
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?", name):
+            raise UsageError(
+                f"{config.path.name}: allow_sdists: {name[:80]!r} is not a distribution name"
+            )
+    return tuple(names)
 
 
 def _check_lines(lines: Sequence[str], where: str) -> tuple[str, ...]:
@@ -180,12 +231,14 @@ def _check_lines(lines: Sequence[str], where: str) -> tuple[str, ...]:
 
 def declared_requirements(config: ProjectConfig) -> Declared | None:
     """The owner's declared requirements (see the module's description), or ``None``."""
+    allow = _allowed(config)
     if config.requirements is not None:
         lines = _check_lines(config.requirements, f"{config.path.name}: requirements")
         return Declared(
             lines,
-            f"{config.path.name} requirements sha256:{_digest(lines)}",
+            f"{config.path.name} requirements sha256:{_digest(lines, allow)}",
             f"the requirements in {config.path.name}",
+            allow,
         )
     path = config.cloud.code / "requirements.txt"
     if path.is_file():
@@ -208,8 +261,9 @@ def declared_requirements(config: ProjectConfig) -> Declared | None:
         checked = _check_lines(found, str(path))
         return Declared(
             checked,
-            f"requirements.txt sha256:{_digest(checked)}",
+            f"requirements.txt sha256:{_digest(checked, allow)}",
             f"{path.name} in the code folder",
+            allow,
         )
     if config.cloud.docker is not None:
         image = cosmian_image(config.cloud.docker)
@@ -217,8 +271,9 @@ def declared_requirements(config: ProjectConfig) -> Declared | None:
             return None
         return Declared(
             image.requirements,
-            f"image {image.name} sha256:{_digest(image.requirements)}",
+            f"image {image.name} sha256:{_digest(image.requirements, allow)}",
             f"the requirement set of Cosmian's image {image.name} ({image.source})",
+            allow,
         )
     return None
 
@@ -243,6 +298,177 @@ def resolve(
     *,
     provided: Sequence[str],
     pip: Sequence[str] | None = None,
+    index_url: str | None = None,
+) -> RequirementsLock:
+    """Resolve ``declared`` for ``target`` into a lock: wheels, and the sdists the owner
+    allowed with their build backends' wheels (see the module's description)."""
+    if not declared.allow_sdists:
+        return _resolve_wheels(declared, target, provided=provided, pip=pip)
+    by_name = {_requirement_name(line): line for line in declared.requirements}
+    sdists: list[LockedRequirement] = []
+    runtime_lines = [
+        line
+        for line in declared.requirements
+        if _requirement_name(line) not in declared.allow_sdists
+    ]
+    build_lines: list[str] = []
+    for name in declared.allow_sdists:
+        line = by_name.get(name)
+        pinned = re.fullmatch(r"([A-Za-z0-9._-]+) *== *([0-9][0-9A-Za-z.+!_-]*)", line or "")
+        if pinned is None:
+            raise UsageError(
+                f"allow_sdists names {name}, which {declared.description} does not declare "
+                f"pinned ({(line or 'not declared')[:80]!r})",
+                hint=f'declare it as "{name}==<version>": an sdist is locked by its version',
+            )
+        sdist, requires, depends = fetch_sdist(name, pinned.group(2), index_url or DEFAULT_INDEX)
+        sdists.append(sdist)
+        build_lines += [r for r in requires if r not in build_lines]
+        runtime_lines += [d for d in depends if d not in runtime_lines]
+    app = _resolve_wheels(
+        Declared(tuple(runtime_lines), declared.source, declared.description),
+        target,
+        provided=provided,
+        pip=pip,
+    )
+    backends = _resolve_wheels(
+        Declared(
+            _check_lines(build_lines, "the sdists' build requires"),
+            declared.source,
+            "the build requirements of " + ", ".join(s.pin for s in sdists),
+        ),
+        target,
+        provided=(),
+        pip=pip,
+    )
+    entries = {r.name: r for r in app.requirements}
+    for backend in backends.requirements:
+        same = entries.get(backend.name)
+        if same is None:
+            entries[backend.name] = LockedRequirement(
+                backend.name, backend.version, backend.sha256, BUILD
+            )
+        elif same.sha256 != backend.sha256:
+            raise UsageError(
+                f"the build backend needs {backend.pin}, the app {same.pin}: one lock names "
+                "one version of a distribution",
+                hint=f"pin {backend.name} to one version the build and the app both accept",
+            )
+    for sdist in sdists:
+        if sdist.name in entries:
+            raise UsageError(f"{sdist.pin} is both an allowed sdist and a wheel of the lock")
+        entries[sdist.name] = sdist
+    return RequirementsLock(
+        python=target.python,
+        platform=target.platform,
+        source=declared.source,
+        requirements=tuple(entries[n] for n in sorted(entries)),
+        allow_sdists=declared.allow_sdists,
+    )
+
+
+def _requirement_name(line: str) -> str:
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
+    return normalize_name(match.group(0)) if match else ""
+
+
+def _http_get(url: str, limit: int) -> bytes:
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
+        raise UsageError(f"the index URL {url[:200]} is not http(s) or file")
+    request = urllib.request.Request(url, headers={"Accept": "text/html"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
+            body: bytes = response.read(limit + 1)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"fetching {url[:200]} failed: {exc}") from None
+    if len(body) > limit:
+        raise UsageError(f"{url[:200]} is larger than {limit} bytes")
+    return body
+
+
+def fetch_sdist(
+    name: str, version: str, index_url: str
+) -> tuple[LockedRequirement, tuple[str, ...], tuple[str, ...]]:
+    """The sdist ``name-version.tar.gz`` from ``index_url``'s PEP 503 page, locked by the
+    SHA-256 the page gives (checked against the bytes), with its build requirements and
+    its ``Requires-Dist``; nothing of it is built or run here."""
+    page_url = f"{index_url.rstrip('/')}/{name}/"
+    page = _http_get(page_url, MAX_INDEX_PAGE).decode("utf-8", errors="replace")
+    for href in _HREF.findall(page):
+        link = html.unescape(href)
+        url, _, fragment = link.partition("#")
+        file_name = urllib.parse.unquote(url.rsplit("/", 1)[-1])
+        stem = file_name.removesuffix(".tar.gz")
+        if stem == file_name or not fragment.startswith("sha256="):
+            continue
+        dist, _, dist_version = stem.rpartition("-")
+        if normalize_name(dist) != name or dist_version != version:
+            continue
+        expected = fragment.removeprefix("sha256=")
+        data = _http_get(urllib.parse.urljoin(page_url, url), MAX_SDIST_SIZE)
+        observed = hashlib.sha256(data).hexdigest()
+        if observed != expected:
+            raise UsageError(
+                f"the sdist {file_name} from {index_url} is not the file its index page "
+                f"names: sha256 observed {observed}, expected {expected}"
+            )
+        requires, depends = _sdist_metadata(data, f"{name}=={version}")
+        locked = LockedRequirement(name, version, bytes.fromhex(observed), SDIST)
+        return locked, requires, depends
+    raise UsageError(
+        f"{index_url} has no source distribution {name}-{version}.tar.gz with a sha256",
+        hint="allow_sdists takes a distribution published as a .tar.gz sdist",
+    )
+
+
+def _sdist_metadata(data: bytes, pin: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The build requires and the ``Requires-Dist`` (without extras) of an sdist's bytes."""
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            for member in archive:
+                parts = member.name.split("/")
+                if len(parts) == 2 and parts[1] in ("pyproject.toml", "PKG-INFO"):
+                    if not member.isfile() or member.size > MAX_SDIST_METADATA:
+                        raise UsageError(f"the sdist of {pin} has an unusable {parts[1]}")
+                    handle = archive.extractfile(member)
+                    if handle is not None:
+                        files[parts[1]] = handle.read(MAX_SDIST_METADATA)
+    except (tarfile.TarError, gzip.BadGzipFile, EOFError, OSError) as exc:
+        raise UsageError(f"the sdist of {pin} is not a .tar.gz: {exc}") from None
+    requires: list[str] = list(LEGACY_BUILD_REQUIRES)
+    if "pyproject.toml" in files:
+        try:
+            table = tomllib.loads(files["pyproject.toml"].decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"the pyproject.toml of {pin} is not TOML: {exc}") from None
+        system = table.get("build-system")
+        if isinstance(system, dict):
+            if "backend-path" in system:
+                raise UsageError(
+                    f"{pin} builds with an in-tree backend (backend-path), which the enclave "
+                    "does not run"
+                )
+            found = system.get("requires", list(LEGACY_BUILD_REQUIRES))
+            if not isinstance(found, list) or not all(isinstance(r, str) for r in found):
+                raise UsageError(f"the [build-system] requires of {pin} is not a list of strings")
+            requires = [r.strip() for r in found]
+    depends = []
+    for line in files.get("PKG-INFO", b"").decode("utf-8", errors="replace").splitlines():
+        if line.startswith("Requires-Dist:"):
+            value = line.removeprefix("Requires-Dist:").strip()
+            if re.search(r"\bextra\s*==", value):
+                continue
+            depends.append(re.sub(r" *\(([^)]*)\)", r" \1", value))
+    return tuple(requires), tuple(depends)
+
+
+def _resolve_wheels(
+    declared: Declared,
+    target: Target,
+    *,
+    provided: Sequence[str],
+    pip: Sequence[str] | None = None,
 ) -> RequirementsLock:
     """Resolve ``declared`` for ``target`` with pip into a lock of wheels.
 
@@ -250,6 +476,10 @@ def resolve(
     resolution keeps to them (constraints) and leaves them out of the lock (they are
     measured in ``runtime_sha256`` already).
     """
+    if not declared.requirements:
+        return RequirementsLock(
+            python=target.python, platform=target.platform, source=declared.source, requirements=()
+        )
     command = list(pip) if pip is not None else [sys.executable, "-m", "pip"]
     with tempfile.TemporaryDirectory(prefix="confide-lock-") as tmp:
         folder = Path(tmp)
@@ -384,6 +614,7 @@ def lock_for_deploy(
     provided: Callable[[], Sequence[str]],
     target: Target | None = None,
     pip: Sequence[str] | None = None,
+    index_url: str | None = None,
 ) -> LockChoice | None:
     """The lock of the owner's declared requirements, or ``None`` when none are declared
     and no lock file exists. A lock file beside the project file is reused as is when its
@@ -402,7 +633,7 @@ def lock_for_deploy(
             return LockChoice(existing, path, declared, True)
     if declared is None:
         return None
-    lock = resolve(declared, wanted, provided=provided(), pip=pip)
+    lock = resolve(declared, wanted, provided=provided(), pip=pip, index_url=index_url)
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_bytes(lock.to_bytes())

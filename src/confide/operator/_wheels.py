@@ -16,6 +16,15 @@ that hash: a wrong file in this cache (tampered with, truncated, another
 version) stops the app, never runs. A wheel already cached is not fetched
 again, so a second deploy with the same lock downloads nothing.
 
+A version 2 lock's source distributions (``# sdist``) are cached the same way,
+by their SHA-256, but not with pip: ``pip download`` of an sdist prepares its
+metadata, which runs its build code on the operator's host. The operator reads
+the index's PEP 503 page of the distribution (``<index>/<name>/``, PyPI's
+``https://pypi.org/simple`` by default) and downloads the one file whose link
+carries the locked ``#sha256=`` (or, with ``wheel_find_links``, hashes the
+``.tar.gz`` files of that folder); each file is hashed again as it is stored.
+The lock's build-only wheels are fetched with its other wheels.
+
 Example::
 
     >>> cache = WheelCache(Path("/var/lib/confide/wheels"))  # doctest: +SKIP
@@ -28,22 +37,41 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import html
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
 from confide.errors import UsageError
-from confide.wire import MAX_LOCK_SIZE, RequirementsLock, compatible_platforms
+from confide.wire import (
+    MAX_LOCK_SIZE,
+    SDIST,
+    LockedRequirement,
+    RequirementsLock,
+    compatible_platforms,
+)
 
 #: Largest wheel cached (bytes); the runtime has its own, equal bound.
 MAX_WHEEL_SIZE: Final = 1024 * 1024 * 1024
 #: Seconds one fetch (all of a lock's missing wheels) may take.
 FETCH_TIMEOUT: Final = 1800.0
 _BLOCK: Final = 1024 * 1024
+#: The index sdists are fetched from when none is configured (PEP 503).
+DEFAULT_INDEX: Final = "https://pypi.org/simple"
+#: Largest index page read, and most files of a find-links folder hashed.
+MAX_INDEX_PAGE: Final = 8 * 1024 * 1024
+MAX_FIND_LINKS_FILES: Final = 10_000
+#: Seconds one index page or one sdist download may take.
+HTTP_TIMEOUT: Final = 120.0
+_HREF: Final = re.compile(r'href="([^"]{1,2000})"')
 
 
 class WheelFetchError(UsageError):
@@ -110,7 +138,7 @@ class WheelCache:
         return self.root / name[:2] / name[2:]
 
     def missing(self, lock: RequirementsLock) -> list[str]:
-        """The pins of the lock's wheels that are not cached."""
+        """The pins of the lock's wheels and sdists that are not cached."""
         return [r.pin for r in lock.requirements if not self.wheel_path(r.sha256).is_file()]
 
     def fetch(self, lock: RequirementsLock) -> int:
@@ -121,6 +149,14 @@ class WheelCache:
         """
         if not self.missing(lock):
             return 0
+        stored = self._fetch_sdists([r for r in lock.of_kind(SDIST) if self._absent(r)])
+        if all(r.kind == SDIST or not self._absent(r) for r in lock.requirements):
+            left = self.missing(lock)
+            if left:
+                raise WheelFetchError(
+                    f"the index gave no sdist with the locked hash for {', '.join(left)[:300]}"
+                )
+            return stored
         tmp_root = self.root / "tmp"
         try:
             tmp_root.mkdir(parents=True, exist_ok=True)
@@ -128,12 +164,12 @@ class WheelCache:
             raise WheelFetchError(f"cannot write in {tmp_root}: {exc.strerror or exc}") from None
         with tempfile.TemporaryDirectory(prefix="fetch-", dir=tmp_root) as tmp:
             folder = Path(tmp)
-            wanted = [r for r in lock.requirements if not self.wheel_path(r.sha256).is_file()]
+            wanted = [r for r in lock.requirements if r.kind != SDIST and self._absent(r)]
             partial = RequirementsLock(
                 python=lock.python,
                 platform=lock.platform,
                 source=lock.source,
-                requirements=tuple(wanted),
+                requirements=tuple(LockedRequirement(r.name, r.version, r.sha256) for r in wanted),
             )
             (folder / "lock.txt").write_bytes(partial.to_bytes())
             out = folder / "out"
@@ -176,7 +212,6 @@ class WheelCache:
                     hint="check the operator's wheel_index_url / wheel_find_links",
                 )
             expected = {r.sha256 for r in wanted}
-            stored = 0
             for path in sorted(out.iterdir()) if out.is_dir() else []:
                 digest = self._put_file(path)
                 if digest in expected:
@@ -187,6 +222,66 @@ class WheelCache:
                 f"the index gave no wheel with the locked hash for {', '.join(left)[:300]}"
             )
         return stored
+
+    def _absent(self, req: LockedRequirement) -> bool:
+        return not self.wheel_path(req.sha256).is_file()
+
+    def _fetch_sdists(self, wanted: list[LockedRequirement]) -> int:
+        """Cache each sdist of ``wanted`` by its hash, without pip (see the module's
+        description); how many were stored. One not found is left missing."""
+        if not wanted:
+            return 0
+        tmp_root = self.root / "tmp"
+        try:
+            tmp_root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WheelFetchError(f"cannot write in {tmp_root}: {exc.strerror or exc}") from None
+        stored = 0
+        with tempfile.TemporaryDirectory(prefix="sdist-", dir=tmp_root) as tmp:
+            folder = Path(tmp)
+            if self._find_links is not None:
+                local = Path(self._find_links.removeprefix("file://"))
+                files = sorted(local.glob("*.tar.gz"))[:MAX_FIND_LINKS_FILES]
+                wanted_hashes = {r.sha256 for r in wanted}
+                for path in files:
+                    if not path.is_file() or path.stat().st_size > MAX_WHEEL_SIZE:
+                        continue
+                    copy = folder / path.name
+                    with path.open("rb") as src, copy.open("wb") as dst:
+                        shutil.copyfileobj(src, dst, _BLOCK)
+                    if self._put_file(copy) in wanted_hashes:
+                        stored += 1
+                    copy.unlink(missing_ok=True)
+                return stored
+            index = (self._index_url or DEFAULT_INDEX).rstrip("/")
+            for req in wanted:
+                page_url = f"{index}/{req.name}/"
+                page = self._http_get(page_url, MAX_INDEX_PAGE).decode("utf-8", errors="replace")
+                for href in _HREF.findall(page):
+                    link = html.unescape(href)
+                    if not link.endswith(f"#sha256={req.sha256.hex()}"):
+                        continue
+                    url = urllib.parse.urljoin(page_url, link.split("#", 1)[0])
+                    copy = folder / req.sha256.hex()
+                    copy.write_bytes(self._http_get(url, MAX_WHEEL_SIZE))
+                    if self._put_file(copy) == req.sha256:
+                        stored += 1
+                        break
+        return stored
+
+    def _http_get(self, url: str, limit: int) -> bytes:
+        """``url``'s body (http, https or file), at most ``limit`` bytes."""
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
+            raise WheelFetchError(f"the sdist index URL {url[:200]} is not http(s) or file")
+        request = urllib.request.Request(url, headers={"Accept": "text/html"})  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
+                body: bytes = response.read(limit + 1)
+        except (OSError, ValueError) as exc:
+            raise WheelFetchError(f"fetching {url[:200]} failed: {exc}") from None
+        if len(body) > limit:
+            raise WheelFetchError(f"{url[:200]} is larger than {limit} bytes")
+        return body
 
     def _put_file(self, path: Path) -> bytes:
         """Move a downloaded file into the cache under its SHA-256 (bounded)."""

@@ -19,6 +19,20 @@ SHA-256) are not trusted: for each locked wheel, :func:`install_locked`
 That folder is then put on ``sys.path`` after the app's own folder and before
 the runtime environment's site folders, so the app imports the locked versions.
 
+A version 2 lock may also name source distributions (``# sdist``) and build
+backends' wheels (``# build-only``). Before anything is installed, an sdist whose
+name the owner did not allow in the lock (``# allow-sdists:``) is refused
+(``requirements.sdist_not_allowed``). After the wheels, each sdist is copied and
+checked by its hash like a wheel (``requirements.hash_mismatch``, both hashes),
+unpacked within bounds, and the distributions its ``[build-system] requires``
+names must be locked (build-only, or a wheel of the app), else
+``requirements.backend_not_locked``; those wheels, checked by hash, are
+extracted into a build-only folder of its own, never on the app's
+``sys.path``; :mod:`._pep517` builds the wheel in a child process from that
+folder alone; the built wheel (not hashed in the lock: its inputs are) is
+extracted into ``site`` like a locked wheel, with the same checks of its name,
+version and paths.
+
 Example::
 
     >>> wheels = Path("/var/lib/confide/wheels")
@@ -39,7 +53,9 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 
 from confide.errors import RequirementError
-from confide.wire import LockedRequirement, RequirementsLock, normalize_name
+from confide.wire import BUILD, SDIST, WHEEL, LockedRequirement, RequirementsLock, normalize_name
+
+from ._pep517 import build_system, build_wheel, unpack_sdist
 
 #: Largest wheel read (bytes).
 MAX_WHEEL_SIZE: Final = 1024 * 1024 * 1024
@@ -67,23 +83,27 @@ def wheel_path(wheels: Path, sha256: bytes) -> Path:
     return wheels / name[:2] / name[2:]
 
 
+def _what(req: LockedRequirement) -> str:
+    return "sdist" if req.kind == SDIST else "wheel"
+
+
 def _copy_checked(source: Path, scratch: Path, req: LockedRequirement, budget: int) -> Path:
-    """Copy ``source`` into ``scratch`` while hashing it; raise unless it is the locked wheel."""
+    """Copy ``source`` into ``scratch`` while hashing it; raise unless it is the locked file."""
     try:
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise _refuse(
             "requirements.missing",
-            f"the wheel of {req.pin} (sha256 {req.sha256.hex()}) is not in the operator's "
+            f"the {_what(req)} of {req.pin} (sha256 {req.sha256.hex()}) is not in the operator's "
             f"wheel cache {source.parent.parent}",
             hint="the operator fetches it before the launch; ask the operator",
         ) from None
     except OSError as exc:
         raise _refuse(
             "requirements.unreadable",
-            f"cannot open the wheel of {req.pin} at {source}: {exc.strerror or exc}",
+            f"cannot open the {_what(req)} of {req.pin} at {source}: {exc.strerror or exc}",
         ) from None
-    target = scratch / f"{req.sha256.hex()}.whl"
+    target = scratch / f"{req.sha256.hex()}.{'tar.gz' if req.kind == SDIST else 'whl'}"
     digest = hashlib.sha256()
     size = 0
     limit = min(MAX_WHEEL_SIZE, budget)
@@ -98,7 +118,7 @@ def _copy_checked(source: Path, scratch: Path, req: LockedRequirement, budget: i
                     target.unlink(missing_ok=True)
                     raise _refuse(
                         "requirements.too_large",
-                        f"the wheel of {req.pin} is larger than {limit} bytes (the per-wheel "
+                        f"the {_what(req)} of {req.pin} is larger than {limit} bytes (the per-file "
                         "bound, or what is left of the lock's total)",
                     )
                 digest.update(block)
@@ -108,7 +128,7 @@ def _copy_checked(source: Path, scratch: Path, req: LockedRequirement, budget: i
         target.unlink(missing_ok=True)
         raise _refuse(
             "requirements.hash_mismatch",
-            f"the wheel of {req.pin} is not the locked one: sha256 observed "
+            f"the {_what(req)} of {req.pin} is not the locked one: sha256 observed "
             f"{observed.hex()}, expected {req.sha256.hex()}; it was not installed",
             hint="the operator's wheel cache holds another file: ask the operator to remove it",
         )
@@ -213,6 +233,71 @@ def _extract(wheel: Path, req: LockedRequirement, site: Path) -> None:
                     out.write(block)
 
 
+def _check_sdists_allowed(lock: RequirementsLock) -> None:
+    for req in lock.of_kind(SDIST):
+        if req.name not in lock.allow_sdists:
+            raise _refuse(
+                "requirements.sdist_not_allowed",
+                f"the lock names the sdist {req.pin}, which the owner did not allow to be built "
+                f"in the enclave (allowed: {', '.join(lock.allow_sdists) or 'none'}); nothing "
+                "was installed",
+                hint=f'add allow_sdists = ["{req.name}"] to the project file and deploy again',
+            )
+
+
+def _install_checked(
+    req: LockedRequirement, wheels: Path, site: Path, scratch: Path, budget: int
+) -> int:
+    """Copy, check and extract one locked wheel into ``site``; the bytes it took."""
+    copy = _copy_checked(wheel_path(wheels, req.sha256), scratch, req, budget)
+    try:
+        size = copy.stat().st_size
+        _extract(copy, req, site)
+    finally:
+        copy.unlink(missing_ok=True)
+    return size
+
+
+def _build_sdist(
+    req: LockedRequirement,
+    lock: RequirementsLock,
+    wheels: Path,
+    site: Path,
+    scratch: Path,
+    budget: int,
+) -> int:
+    """Check, build and install one allowed sdist (see the module's description)."""
+    folder = scratch / f"build-{req.sha256.hex()[:16]}"
+    copy = _copy_checked(wheel_path(wheels, req.sha256), scratch, req, budget)
+    try:
+        size = copy.stat().st_size
+        source = unpack_sdist(copy, req, folder / "source")
+    finally:
+        copy.unlink(missing_ok=True)
+    system = build_system(source, req)
+    backends = {r.name: r for r in lock.requirements if r.kind in (BUILD, WHEEL)}
+    needed = []
+    for name in system.requires:
+        found = backends.get(normalize_name(name))
+        if found is None:
+            raise _refuse(
+                "requirements.backend_not_locked",
+                f"the sdist {req.pin} builds with {system.backend}, whose requirement "
+                f"{normalize_name(name)} is not locked; it was not built",
+                hint="deploy again: confide deploy locks the build backend of an allowed sdist",
+            )
+        needed.append(found)
+    build_env = folder / "build-env"
+    for backend in needed:
+        size += _install_checked(backend, wheels, build_env, scratch, budget - size)
+    built = build_wheel(source, system, build_env, req, folder / "dist")
+    built_req = LockedRequirement(req.name, req.version, req.sha256, WHEEL)
+    if built.stat().st_size > MAX_WHEEL_SIZE:
+        raise _refuse("requirements.too_large", f"the wheel built for {req.pin} is too large")
+    _extract(built, built_req, site)
+    return size
+
+
 def install_locked(
     lock: RequirementsLock,
     wheels: Path,
@@ -221,22 +306,26 @@ def install_locked(
     *,
     on_installed: Callable[[LockedRequirement], None] | None = None,
 ) -> tuple[LockedRequirement, ...]:
-    """Check and install every wheel of ``lock`` from ``wheels`` into ``site``.
+    """Check and install every wheel of ``lock`` from ``wheels`` into ``site``, then build
+    and install its allowed sdists; what was installed (build-only wheels are not).
 
     ``scratch`` is a private folder in RAM for the checked copies (each removed once
     extracted). Raises :class:`RequirementError` on the first wheel refused; ``site``
     then holds nothing the caller should import (the runtime stops).
     """
+    _check_sdists_allowed(lock)
     site.mkdir(mode=0o700, parents=True, exist_ok=True)
     scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
     budget = MAX_WHEELS_TOTAL
-    for req in lock.requirements:
-        copy = _copy_checked(wheel_path(wheels, req.sha256), scratch, req, budget)
-        try:
-            budget -= copy.stat().st_size
-            _extract(copy, req, site)
-        finally:
-            copy.unlink(missing_ok=True)
+    installed = []
+    for req in lock.of_kind(WHEEL):
+        budget -= _install_checked(req, wheels, site, scratch, budget)
+        installed.append(req)
         if on_installed is not None:
             on_installed(req)
-    return lock.requirements
+    for req in lock.of_kind(SDIST):
+        budget -= _build_sdist(req, lock, wheels, site, scratch, budget)
+        installed.append(req)
+        if on_installed is not None:
+            on_installed(req)
+    return tuple(installed)

@@ -28,9 +28,13 @@ from ._configuration import (
 from ._enums import AppStatus, DesiredState, TlsMode
 from ._launch import LAUNCH_MANIFEST_OID, MANIFEST_VERSION, MAX_MANIFEST_SIZE, LaunchManifest
 from ._lock import (
+    BUILD,
     LOCK_FILE_NAME,
+    MAX_ALLOWED_SDISTS,
     MAX_LOCK_SIZE,
     MAX_LOCKED,
+    SDIST,
+    WHEEL,
     LockedRequirement,
     RequirementsLock,
     compatible_platforms,
@@ -77,7 +81,9 @@ __all__ = [
     "MANIFEST_VERSION",
     "MAX_CONFIGURATION_SIZE",
     "MAX_MANIFEST_SIZE",
+    "BUILD",
     "LOCK_FILE_NAME",
+    "MAX_ALLOWED_SDISTS",
     "MAX_LOCK_SIZE",
     "MAX_LOCKED",
     "NAME_LENGTH",
@@ -90,6 +96,8 @@ __all__ = [
     "HostPort",
     "LaunchManifest",
     "LockedRequirement",
+    "SDIST",
+    "WHEEL",
     "RequirementsLock",
     "TlsMode",
     "app_unusable",

@@ -13,8 +13,11 @@ from hypothesis import strategies as st
 
 from confide.errors import UsageError
 from confide.wire import (
+    BUILD,
+    MAX_ALLOWED_SDISTS,
     MAX_LOCK_SIZE,
     MAX_LOCKED,
+    SDIST,
     LaunchManifest,
     LockedRequirement,
     RequirementsLock,
@@ -66,7 +69,8 @@ def _replace(old: str, new: str) -> bytes:
 
 BAD = {
     "no header": (_replace("# confide requirements lock v1\n", ""), "does not start with"),
-    "other version": (_replace("lock v1", "lock v2"), "does not start with"),
+    "other version": (_replace("lock v1", "lock v3"), "does not start with"),
+    "v2 header on wheels only": (_replace("lock v1", "lock v2"), "line 4"),
     "no target": (_replace("# target", "# targets"), "line 2"),
     "python 2": (_replace("python 3.11", "python 2.7"), "is not 3.N"),
     "no source": (_replace("# source: ", "# src: "), "line 3"),
@@ -82,7 +86,7 @@ BAD = {
         _replace("numpy==2.1.3", "zlib==2.1.3"),
         "sorted by name",
     ),
-    "blank line": (_replace("pandas==", "\npandas=="), "two lines"),
+    "blank line": (_replace("pandas==", "\npandas=="), "line 6"),
     "comment": (
         _replace("pandas==", "# via x\n    --hash=sha256:" + HASH_A + "\npandas=="),
         "line",
@@ -177,3 +181,92 @@ def test_a_manylinux_target_takes_every_older_manylinux_wheel() -> None:
     assert {"manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"} <= set(tags)
     assert "manylinux_2_29_x86_64" not in tags
     assert compatible_platforms("macosx_11_0_arm64") == ("macosx_11_0_arm64",)
+
+
+# -- version 2: source distributions the owner allowed, and build backends -------------------
+
+GOOD_V2 = (
+    "# confide requirements lock v2\n"
+    "# target: python 3.11, implementation cp, platform manylinux_2_28_x86_64\n"
+    "# source: requirements.txt sha256:" + "0" * 64 + "\n"
+    "# allow-sdists: tinypkg\n"
+    "numpy==2.1.3 \\\n"
+    f"    --hash=sha256:{HASH_A}\n"
+    "# build-only\n"
+    "setuptools==75.6.0 \\\n"
+    f"    --hash=sha256:{'c' * 64}\n"
+    "# sdist\n"
+    "tinypkg==1.0 \\\n"
+    f"    --hash=sha256:{'d' * 64}\n"
+).encode()
+
+
+def test_a_v2_lock_says_which_entries_are_sdists_and_which_build_only() -> None:
+    lock = RequirementsLock.from_bytes(GOOD_V2)
+    assert lock.version == 2 and lock.allow_sdists == ("tinypkg",)
+    assert [(r.name, r.kind) for r in lock.requirements] == [
+        ("numpy", "wheel"),
+        ("setuptools", BUILD),
+        ("tinypkg", SDIST),
+    ]
+    assert lock.to_bytes() == GOOD_V2
+    assert lock.digest() == hashlib.sha256(GOOD_V2).digest()
+    # the kind and the opt-in are measured: changing either changes the digest
+    unmarked = dataclasses.replace(
+        lock, requirements=tuple(dataclasses.replace(r, kind="wheel") for r in lock.requirements)
+    )
+    assert unmarked.digest() != lock.digest()
+    assert dataclasses.replace(lock, allow_sdists=()).digest() != lock.digest()
+
+
+def test_a_lock_of_wheels_keeps_its_v1_bytes() -> None:
+    lock = RequirementsLock.from_bytes(GOOD)
+    assert lock.version == 1 and lock.to_bytes().startswith(b"# confide requirements lock v1\n")
+
+
+def _replace_v2(old: str, new: str) -> bytes:
+    changed = GOOD_V2.replace(old.encode(), new.encode(), 1)
+    assert changed != GOOD_V2, f"{old!r} is not in the lock: the case would pass vacuously"
+    return changed
+
+
+BAD_V2 = {
+    "no allow line": (_replace_v2("# allow-sdists: tinypkg\n", ""), "line 4"),
+    "allow without space": (_replace_v2("allow-sdists: ", "allow-sdists:"), "line 4"),
+    "allow unsorted": (_replace_v2(": tinypkg", ": zz tinypkg"), "sorted"),
+    "allow twice": (_replace_v2(": tinypkg", ": tinypkg tinypkg"), "sorted"),
+    "allow unnormalized": (_replace_v2(": tinypkg", ": TinyPkg"), "normalized"),
+    "allow too many": (
+        _replace_v2(
+            ": tinypkg", ":" + "".join(f" p{i:03d}" for i in range(MAX_ALLOWED_SDISTS + 1))
+        ),
+        "more than",
+    ),
+    "unknown marker": (_replace_v2("# sdist\n", "# source-dist\n"), "line 10"),
+    "two markers": (_replace_v2("# sdist\n", "# sdist\n# sdist\n"), "line 11"),
+    "marker at end": (GOOD_V2 + b"# sdist\n", "two lines"),
+    "marker in v1": (_replace("pandas==", "# sdist\npandas=="), "line 6"),
+    "v2 of wheels only": (
+        GOOD.replace(b"lock v1\n", b"lock v2\n").replace(
+            b"sha256:" + b"0" * 64 + b"\n", b"sha256:" + b"0" * 64 + b"\n# allow-sdists:\n"
+        ),
+        "canonical form",
+    ),
+    "trailing space on marker": (_replace_v2("# build-only\n", "# build-only \n"), "line 7"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_V2))
+def test_a_malformed_v2_lock_is_refused_naming_what(case: str) -> None:
+    data, expected = BAD_V2[case]
+    with pytest.raises(UsageError, match=expected):
+        RequirementsLock.from_bytes(data)
+
+
+def test_a_v2_lock_is_bounded_in_entries_with_markers() -> None:
+    body = "".join(
+        f"# sdist\nd{i:04d}==1.0 \\\n    --hash=sha256:{HASH_A}\n" for i in range(MAX_LOCKED + 1)
+    )
+    data = GOOD_V2.split(b"numpy")[0] + body.encode()
+    with pytest.raises(UsageError, match=f"more than {MAX_LOCKED}|larger than"):
+        RequirementsLock.from_bytes(data)
