@@ -101,8 +101,11 @@ if TYPE_CHECKING:  # the API bodies are imported when used (they slow the CLI's 
 CONTEXT_FOLDER: Final = ".confide"
 #: How long an app lives when the project file gives no expiration date (nor certificate).
 DEFAULT_LIFETIME: Final = timedelta(days=30)
-#: Seconds between two looks at the app's status.
+#: Seconds between two looks at the app's status after it changed (and after the first look).
 POLL_INTERVAL: Final = 0.2
+#: The wait doubles while the status stays the same, up to this (100 owners deploying at
+#: once would otherwise ask the operator 500 times a second, issue 14).
+POLL_INTERVAL_MAX: Final = 2.0
 #: How long a release statement is valid by default.
 DEFAULT_RELEASE_VALIDITY: Final = timedelta(days=90)
 #: A release statement's window starts this long before the deploy (users' clocks lag).
@@ -463,19 +466,31 @@ def configuration_payload(
     )
 
 
+def poll_interval(unchanged: int) -> float:
+    """Seconds to wait before the next look, after ``unchanged`` looks that saw no change:
+    :data:`POLL_INTERVAL` doubling up to :data:`POLL_INTERVAL_MAX`."""
+    return min(POLL_INTERVAL * float(2 ** min(unchanged, 16)), POLL_INTERVAL_MAX)
+
+
 def _wait_for(
     client: OperatorClient,
     record: AppRecord,
     target: AppStatus,
     events: DeployEvents,
     wait: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> AppRecord:
     deadline = time.monotonic() + wait
     last: tuple[AppStatus, str | None] | None = None
+    unchanged = 0
     while True:
         if (record.status, record.status_detail) != last:
             last = (record.status, record.status_detail)
             events.status(record.status, record.status_detail)
+            unchanged = 0
+        else:
+            unchanged += 1
         if record.status == target:
             return record
         if record.status in _FAILED or record.delete_requested:
@@ -490,7 +505,7 @@ def _wait_for(
                 f"expected {target.value}",
                 hint="raise --timeout, or look at `confide logs`",
             )
-        time.sleep(POLL_INTERVAL)
+        sleep(poll_interval(unchanged))
         record = client.get_app(record.id)
 
 
