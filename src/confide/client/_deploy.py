@@ -106,6 +106,9 @@ POLL_INTERVAL: Final = 0.2
 #: The wait doubles while the status stays the same, up to this (100 owners deploying at
 #: once would otherwise ask the operator 500 times a second, issue 14).
 POLL_INTERVAL_MAX: Final = 2.0
+#: Seconds the operator may hold each look until the app changes (a long-poll; an operator
+#: without them answers at once); at most half the network timeout.
+LONG_POLL: Final = 10.0
 #: How long a release statement is valid by default.
 DEFAULT_RELEASE_VALIDITY: Final = timedelta(days=90)
 #: A release statement's window starts this long before the deploy (users' clocks lag).
@@ -479,6 +482,7 @@ def _wait_for(
     events: DeployEvents,
     wait: float,
     *,
+    long_poll: float = 0.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> AppRecord:
     deadline = time.monotonic() + wait
@@ -506,7 +510,8 @@ def _wait_for(
                 hint="raise --timeout, or look at `confide logs`",
             )
         sleep(poll_interval(unchanged))
-        record = client.get_app(record.id)
+        held = min(long_poll, max(deadline - time.monotonic(), 0.0))
+        record = client.get_app(record.id, wait=held, seen=record.updated_at)
 
 
 def _secrets(config: ProjectConfig) -> dict[str, Any] | None:
@@ -651,7 +656,10 @@ def deploy(
             requirements=lock.to_bytes() if lock is not None else None,
         )
         events.step(f"app {record.id} created")
-        record = _wait_for(client, record, AppStatus.INITIALIZING, events, options.wait)
+        long_poll = min(LONG_POLL, options.timeout / 2)
+        record = _wait_for(
+            client, record, AppStatus.INITIALIZING, events, options.wait, long_poll=long_poll
+        )
 
         locked = lock.digest() if lock is not None else None
         check_stated_manifest(record, asked, locked)
@@ -730,7 +738,12 @@ def deploy(
                 f"{response.text[:200].strip()}"
             )
         record = _wait_for(
-            client, client.get_app(record.id), AppStatus.RUNNING, events, options.wait
+            client,
+            client.get_app(record.id),
+            AppStatus.RUNNING,
+            events,
+            options.wait,
+            long_poll=long_poll,
         )
 
     context = AppContext(

@@ -3,6 +3,7 @@ deploying at once asked the operator 500 times a second at a fixed 0.2 s)."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -34,8 +35,10 @@ class _Client:
     def __init__(self, records: list[AppRecord]) -> None:
         self._records = records
         self.calls = 0
+        self.asked: list[tuple[float, datetime | None]] = []
 
-    def get_app(self, app_id: Any) -> AppRecord:
+    def get_app(self, app_id: Any, *, wait: float = 0.0, seen: datetime | None = None) -> AppRecord:
+        self.asked.append((wait, seen))
         record = self._records[self.calls]
         self.calls += 1
         return record
@@ -97,3 +100,34 @@ def test_a_failed_status_ends_the_wait_without_sleeping_again() -> None:
             sleep=slept.append,
         )
     assert slept == []
+
+
+def test_each_look_asks_the_operator_to_hold_it_until_the_record_changes() -> None:
+    first = _at(AppStatus.SPAWNING)
+    later = first.model_copy(update={"updated_at": first.updated_at + timedelta(seconds=3)})
+    client = _Client([later, _at(AppStatus.RUNNING)])
+    _wait_for(
+        client,  # type: ignore[arg-type]
+        first,
+        AppStatus.RUNNING,
+        _Events(),
+        wait=60.0,
+        long_poll=10.0,
+        sleep=lambda _: None,
+    )
+    # The seen version is the last record's: a long-poll answers once it is no longer so.
+    assert client.asked == [(10.0, first.updated_at), (10.0, later.updated_at)]
+
+
+def test_a_long_poll_never_outlasts_the_wait() -> None:
+    client = _Client([_at(AppStatus.RUNNING)])
+    _wait_for(
+        client,  # type: ignore[arg-type]
+        _at(AppStatus.SPAWNING),
+        AppStatus.RUNNING,
+        _Events(),
+        wait=3.0,
+        long_poll=10.0,
+        sleep=lambda _: None,
+    )
+    assert 0 < client.asked[0][0] <= 3.0
