@@ -104,7 +104,7 @@ class AppWaits:
 
     async def run(self) -> None:
         """Wake the waiters whose app changed, one query each ``recheck`` seconds while
-        anyone waits (none while nobody does). Runs until cancelled."""
+        anyone waits (none while nobody does). Runs until cancelled, then wakes them all."""
         self._running = True
         try:
             while True:
@@ -124,4 +124,7 @@ class AppWaits:
                     if current.get(waiter.app_id) != waiter.seen:
                         waiter.changed.set()
         finally:
+            # Stopping (the API shuts down): answer every held request now, not at its deadline.
             self._running = False
+            for waiter in self._waiters:
+                waiter.changed.set()

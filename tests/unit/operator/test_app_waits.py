@@ -142,3 +142,26 @@ async def _until(condition: object) -> None:
     assert callable(condition)
     while not condition():
         await anyio.sleep(0.005)
+
+
+def test_stopping_the_task_answers_every_held_request() -> None:
+    waits = AppWaits(_Versions(), recheck=0.01)
+    took: list[float] = []
+
+    async def held() -> None:
+        start = anyio.current_time()
+        assert await waits.wait(1, APP, T0, 10.0)
+        took.append(anyio.current_time() - start)
+
+    async def main() -> None:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as clients:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(waits.run)
+                    await anyio.sleep(0)
+                    clients.start_soon(held)
+                    await _until(lambda: waits.waiting == 1)
+                    tasks.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert len(took) == 1 and took[0] < 5
