@@ -62,14 +62,19 @@ MODULES = _public_modules()
 
 
 def _public_names(module: types.ModuleType) -> set[str]:
-    """Names a user sees: not underscored, not submodules, not ``from __future__`` flags."""
-    return {
+    """Names a user sees: not underscored, not submodules, not ``from __future__`` flags;
+    with the names of ``__all__`` the module's ``__getattr__`` serves on first use (PEP 562:
+    ``confide.cli.app`` imports every command module only when asked for)."""
+    names = {
         name
         for name, value in vars(module).items()
         if not name.startswith("_")
         and not isinstance(value, types.ModuleType)
         and not isinstance(value, __future__._Feature)
     }
+    if "__getattr__" in vars(module):
+        names |= {n for n in module.__all__ if n not in vars(module) and hasattr(module, n)}
+    return names
 
 
 @pytest.fixture(name="module", params=MODULES)

@@ -11,10 +11,12 @@ traceback of our errors too.
 from __future__ import annotations
 
 import functools
+import importlib
+import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Final, ParamSpec, TypeVar
 
 import typer
 
@@ -25,6 +27,30 @@ from ._output import Output
 
 EXIT_REJECTED = 1
 EXIT_UNUSABLE = 2
+
+#: Every module that registers commands (``confide.cli.<name>``).
+COMMAND_MODULES: Final = (
+    "_account",
+    "_attest",
+    "_crypto",
+    "_deploy",
+    "_fingerprint",
+    "_gramine",
+    "_keys",
+    "_log",
+    "_operator",
+    "_project",
+    "_proxy",
+    "_remote_test",
+    "_runtime",
+    "_sim",
+    "_td_runtime",
+)
+#: Commands that run alone in their process, and the only modules they need.
+LEAN_COMMANDS: Final = {
+    "runtime": ("_runtime",),
+    "td-runtime": ("_runtime", "_td_runtime"),
+}
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,6 +117,17 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def load_commands(argv: Sequence[str] = ()) -> typer.Typer:
+    """The root app with the commands ``argv`` needs registered: every command, unless
+    ``argv``'s command is one of :data:`LEAN_COMMANDS`."""
+    # The root options (--debug, --version) are flags: the first other word is the command.
+    command = next((word for word in argv if not word.startswith("-")), None)
+    modules = LEAN_COMMANDS.get(command, COMMAND_MODULES) if command else COMMAND_MODULES
+    for name in modules:
+        importlib.import_module(f"confide.cli.{name}")
+    return app
+
+
 def main() -> None:
     """Console entry point."""
-    app(prog_name="confide")
+    load_commands(sys.argv[1:])(prog_name="confide")

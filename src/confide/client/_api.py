@@ -41,6 +41,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, Self, TypeVar
 from urllib.parse import urlsplit
@@ -276,9 +277,17 @@ class OperatorClient:
         body = self._call("GET", "/apps", params=params)
         return self._read(body, "GET /apps", AppList).apps
 
-    def get_app(self, app_id: uuid.UUID | str) -> AppRecord:
+    def get_app(
+        self, app_id: uuid.UUID | str, *, wait: float = 0.0, seen: datetime | None = None
+    ) -> AppRecord:
+        """The app; with ``wait`` seconds and ``seen`` (the ``updated_at`` of the record the
+        caller has), the operator holds its answer until the record changes or the wait ends
+        (an operator without long-polls answers at once). Keep ``wait`` below the timeout."""
         path = f"/apps/{_app_id(app_id)}"
-        return self._app(self._call("GET", path, app_id=app_id), f"GET {path}")
+        params = None
+        if wait > 0 and seen is not None:
+            params = {"wait": f"{wait:g}", "seen": seen.isoformat()}
+        return self._app(self._call("GET", path, params=params, app_id=app_id), f"GET {path}")
 
     def stop_app(self, app_id: uuid.UUID | str) -> AppRecord:
         """Ask for the app to stop; the operator answers at once, the app stops soon after."""

@@ -103,8 +103,14 @@ if TYPE_CHECKING:  # the API bodies are imported when used (they slow the CLI's 
 CONTEXT_FOLDER: Final = ".confide"
 #: How long an app lives when the project file gives no expiration date (nor certificate).
 DEFAULT_LIFETIME: Final = timedelta(days=30)
-#: Seconds between two looks at the app's status.
+#: Seconds between two looks at the app's status after it changed (and after the first look).
 POLL_INTERVAL: Final = 0.2
+#: The wait doubles while the status stays the same, up to this (100 owners deploying at
+#: once would otherwise ask the operator 500 times a second, issue 14).
+POLL_INTERVAL_MAX: Final = 2.0
+#: Seconds the operator may hold each look until the app changes (a long-poll; an operator
+#: without them answers at once); at most half the network timeout.
+LONG_POLL: Final = 10.0
 #: How long a release statement is valid by default.
 DEFAULT_RELEASE_VALIDITY: Final = timedelta(days=90)
 #: A release statement's window starts this long before the deploy (users' clocks lag).
@@ -482,19 +488,32 @@ def configuration_payload(
     )
 
 
+def poll_interval(unchanged: int) -> float:
+    """Seconds to wait before the next look, after ``unchanged`` looks that saw no change:
+    :data:`POLL_INTERVAL` doubling up to :data:`POLL_INTERVAL_MAX`."""
+    return min(POLL_INTERVAL * float(2 ** min(unchanged, 16)), POLL_INTERVAL_MAX)
+
+
 def _wait_for(
     client: OperatorClient,
     record: AppRecord,
     target: AppStatus,
     events: DeployEvents,
     wait: float,
+    *,
+    long_poll: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> AppRecord:
     deadline = time.monotonic() + wait
     last: tuple[AppStatus, str | None] | None = None
+    unchanged = 0
     while True:
         if (record.status, record.status_detail) != last:
             last = (record.status, record.status_detail)
             events.status(record.status, record.status_detail)
+            unchanged = 0
+        else:
+            unchanged += 1
         if record.status == target:
             return record
         if record.status in _FAILED or record.delete_requested:
@@ -509,8 +528,9 @@ def _wait_for(
                 f"expected {target.value}",
                 hint="raise --timeout, or look at `confide logs`",
             )
-        time.sleep(POLL_INTERVAL)
-        record = client.get_app(record.id)
+        sleep(poll_interval(unchanged))
+        held = min(long_poll, max(deadline - time.monotonic(), 0.0))
+        record = client.get_app(record.id, wait=held, seen=record.updated_at)
 
 
 def _secrets(config: ProjectConfig) -> dict[str, Any] | None:
@@ -655,7 +675,10 @@ def deploy(
             requirements=lock.to_bytes() if lock is not None else None,
         )
         events.step(f"app {record.id} created")
-        record = _wait_for(client, record, AppStatus.INITIALIZING, events, options.wait)
+        long_poll = min(LONG_POLL, options.timeout / 2)
+        record = _wait_for(
+            client, record, AppStatus.INITIALIZING, events, options.wait, long_poll=long_poll
+        )
 
         locked = lock.digest() if lock is not None else None
         check_stated_manifest(record, asked, locked)
@@ -734,7 +757,12 @@ def deploy(
                 f"{response.text[:200].strip()}"
             )
         record = _wait_for(
-            client, client.get_app(record.id), AppStatus.RUNNING, events, options.wait
+            client,
+            client.get_app(record.id),
+            AppStatus.RUNNING,
+            events,
+            options.wait,
+            long_poll=long_poll,
         )
 
     context = AppContext(

@@ -44,6 +44,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated, Any, Final
 
 import anyio
@@ -99,6 +100,7 @@ from ._seams import (
 from ._service import AppService, Conflict, InvalidInput, NotFound, TooLarge
 from ._settings import OperatorSettings
 from ._translog import TransparencyLog, load_log_key
+from ._waits import MAX_WAIT, AppWaits
 
 #: Room for the multipart framing and the manifest field on top of the package.
 _FORM_OVERHEAD: Final = MAX_MANIFEST_BYTES + MAX_LOCK_SIZE + 64 * 1024
@@ -321,12 +323,16 @@ def create_app(
     logs = log_source if log_source is not None else FileLogSource(settings.logs_dir)
     authenticate = Authenticator(database, clock)
     Auth = Annotated[AuthenticatedToken, Depends(authenticate)]
+    waits = AppWaits(api.app_versions)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if migrate:
             await run_in_threadpool(upgrade_database, database)
-        yield
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(waits.run)
+            yield
+            tasks.cancel_scope.cancel()
 
     app = FastAPI(
         title="Confide operator API",
@@ -503,8 +509,30 @@ def create_app(
         return api.list_apps(auth, project)
 
     @router.get("/apps/{app_id}", tags=["apps"], responses={404: {"description": "no such app"}})
-    def get_app(auth: Auth, app_id: uuid.UUID) -> AppRecord:
-        return api.get_app(auth, app_id)
+    async def get_app(
+        auth: Auth,
+        app_id: uuid.UUID,
+        wait: Annotated[
+            float,
+            Query(
+                ge=0,
+                le=MAX_WAIT,
+                description="With `seen`: hold the answer up to this many seconds until the "
+                "app's record changes.",
+            ),
+        ] = 0.0,
+        seen: Annotated[
+            datetime | None,
+            Query(description="The `updated_at` of the record the caller has."),
+        ] = None,
+    ) -> AppRecord:
+        """The app; with ``wait`` and ``seen``, answered once its record is no longer the one
+        seen (or at the end of the wait, or at once when too many requests wait)."""
+        record = await run_in_threadpool(api.get_app, auth, app_id)
+        if wait > 0 and seen is not None and record.updated_at == seen:
+            if await waits.wait(auth.account_id, app_id, seen, wait):
+                record = await run_in_threadpool(api.get_app, auth, app_id)
+        return record
 
     @router.post("/apps/{app_id}/stop", tags=["apps"], status_code=status.HTTP_202_ACCEPTED)
     def stop_app(auth: Auth, app_id: uuid.UUID) -> AppRecord:

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO, Final
@@ -425,6 +426,15 @@ class AppService:
         with self.db.session() as session:
             app = self.own_app(session, auth, app_id)
             return self.app_out(app, app.project.name)
+
+    def app_versions(self, app_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+        """The ``updated_at`` of each of these apps that exists, in one query (the API's
+        long-polls, :class:`~._waits.AppWaits`; the callers bound ``app_ids``)."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(App.id, App.updated_at).where(App.id.in_(list(app_ids)))
+            ).all()
+        return {app_id: updated_at for app_id, updated_at in rows}
 
     def app_active(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> bool:
         """The caller's app may still run (its log may still grow)."""
