@@ -213,7 +213,7 @@ def test_an_interrupted_deploy_stops_the_app(
     operator = _start(operators)
     token = operator.token("alice")
 
-    def interrupted(self: OperatorClient, app_id: object) -> None:
+    def interrupted(self: OperatorClient, app_id: object, **_: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(OperatorClient, "get_app", interrupted)
