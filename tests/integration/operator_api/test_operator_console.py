@@ -40,9 +40,9 @@ def _set_status(
         s.commit()
 
 
-def _set_cookie_header(headers: list[tuple[str, str]]) -> str:
+def _set_cookie_header(headers: list[tuple[str, str]], name: str = "confide_console") -> str:
     found = [v for k, v in headers if k == "set-cookie"]
-    session = [v for v in found if v.startswith("confide_console=")]
+    session = [v for v in found if v.startswith(name + "=")]
     assert len(session) == 1, found
     return session[0]
 
@@ -74,15 +74,19 @@ def test_sign_in_gives_a_strict_expiring_cookie_and_stores_only_its_hash(
         assert "alice" in apps.text
 
 
-def test_the_cookie_is_secure_over_https(operator: Operator) -> None:
-    """Behind a TLS front end the request's scheme is https (ASGI ``scheme``): Secure is set."""
+def test_the_cookie_is_secure_and_host_only_over_https(operator: Operator) -> None:
+    """Behind a TLS front end the request's scheme is https (ASGI ``scheme``): the cookies are
+    Secure and ``__Host-`` named (Path=/, no Domain), and only those names are read, so a
+    cookie of the plain name, as a sibling host could toss one, signs nobody in."""
     app = create_app(
         operator.settings, database=operator.database, clock=operator.clock, migrate=False
     )
     token = operator.token("alice")
     with TestClient(app, base_url="https://console.example") as client:
         form = client.get("/console/sign-in")
-        assert "secure" in form.headers["set-cookie"].lower()
+        sign_in_cookie = form.headers["set-cookie"]
+        assert sign_in_cookie.startswith("__Host-confide_console_sign_in="), sign_in_cookie
+        assert "; secure" in sign_in_cookie.lower() and "; path=/;" in sign_in_cookie.lower()
         answer = client.post(
             "/console/sign-in",
             data={"csrf": csrf_of(form.text), "token": token},
@@ -90,7 +94,18 @@ def test_the_cookie_is_secure_over_https(operator: Operator) -> None:
             follow_redirects=False,
         )
         assert answer.status_code == 303, answer.text
-        assert "; secure" in _set_cookie_header(answer.headers.multi_items()).lower()
+        session_cookie = _set_cookie_header(answer.headers.multi_items(), "__Host-confide_console")
+        attributes = [a.strip().lower() for a in session_cookie.split(";")[1:]]
+        assert "secure" in attributes and "path=/" in attributes, session_cookie
+        assert not any(a.startswith("domain") for a in attributes), session_cookie
+        session_id = session_cookie.split(";")[0].split("=", 1)[1]
+        assert client.get("/console/", follow_redirects=False).status_code == 200
+
+        client.cookies.clear()
+        client.cookies.set("confide_console", session_id)
+        tossed = client.get("/console/", follow_redirects=False)
+        assert tossed.status_code == 303, "a plain-named cookie must not sign in over https"
+        assert tossed.headers["location"] == "/console/sign-in"
 
 
 def test_a_wrong_token_does_not_sign_in(operator: Operator) -> None:

@@ -76,9 +76,16 @@ from ._sessions import (
     well_formed,
 )
 
-#: The session's cookie, and the sign-in form's (double submit) cookie.
+#: The session's cookie, and the sign-in form's (double submit) cookie, as named over
+#: plain HTTP (loopback, tests).
 SESSION_COOKIE: Final = "confide_console"
 SIGN_IN_COOKIE: Final = "confide_console_sign_in"
+#: Over https the names carry the ``__Host-`` prefix (RFC 6265bis): a browser keeps such a
+#: cookie only if it is Secure, has ``Path=/`` and no ``Domain``, so an app served under a
+#: sibling name of the operator (its code is the owner's, not the operator's) cannot set
+#: one for the console's host ("cookie tossing"), and the console reads only these names
+#: over https (ADR 0025, review).
+HOST_PREFIX: Final = "__Host-"
 #: The console's response headers (ADR 0025): nothing from elsewhere, no inline script or
 #: style, never framed, no referrer leaves, no sniffing.
 CONTENT_SECURITY_POLICY: Final = (
@@ -251,13 +258,44 @@ async def _read_form(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items()}
 
 
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def cookie_name(name: str, *, secure: bool) -> str:
+    """The cookie's name as sent and read: ``__Host-`` prefixed over https."""
+    return HOST_PREFIX + name if secure else name
+
+
+def _cookie_path(secure: bool) -> str:
+    # A __Host- cookie must have Path=/; the API beside the console takes bearer tokens,
+    # never cookies, so the wider path grants nothing.
+    return "/" if secure else PREFIX
+
+
+def _get_cookie(request: Request, name: str) -> str | None:
+    return request.cookies.get(cookie_name(name, secure=_secure(request)))
+
+
 def _set_cookie(response: Response, request: Request, name: str, value: str, max_age: int) -> None:
+    secure = _secure(request)
     response.set_cookie(
-        name,
+        cookie_name(name, secure=secure),
         value,
         max_age=max_age,
-        path=PREFIX,
-        secure=request.url.scheme == "https",
+        path=_cookie_path(secure),
+        secure=secure,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _delete_cookie(response: Response, request: Request, name: str) -> None:
+    secure = _secure(request)
+    response.delete_cookie(
+        cookie_name(name, secure=secure),
+        path=_cookie_path(secure),
+        secure=secure,
         httponly=True,
         samesite="strict",
     )
@@ -284,7 +322,7 @@ def create_console(
     """The console as an ASGI app, to mount at :data:`~.PREFIX`."""
 
     def identity(request: Request) -> ConsoleIdentity | None:
-        session_id = request.cookies.get(SESSION_COOKIE)
+        session_id = _get_cookie(request, SESSION_COOKIE)
         if session_id is None or not well_formed(session_id):
             return None
         with database.session() as session:
@@ -317,7 +355,7 @@ def create_console(
     async def sign_in(request: Request) -> Response:
         _check_origin(request)
         form = await _read_form(request)
-        expected = request.cookies.get(SIGN_IN_COOKIE)
+        expected = _get_cookie(request, SIGN_IN_COOKIE)
         if not well_formed(expected) or not same_secret(str(expected), form.get("csrf")):
             raise _Refused("the sign-in form expired or came from elsewhere: reload it")
         source = request.client.host if request.client is not None else "-"
@@ -351,7 +389,7 @@ def create_console(
             opened.session_id,
             int(SESSION_LIFETIME.total_seconds()),
         )
-        response.delete_cookie(SIGN_IN_COOKIE, path=PREFIX)
+        _delete_cookie(response, request, SIGN_IN_COOKIE)
         return response
 
     async def sign_out(request: Request) -> Response:
@@ -366,13 +404,7 @@ def create_console(
 
         await run_in_threadpool(close)
         response = _redirect("/sign-in")
-        response.delete_cookie(
-            SESSION_COOKIE,
-            path=PREFIX,
-            secure=request.url.scheme == "https",
-            httponly=True,
-            samesite="strict",
-        )
+        _delete_cookie(response, request, SESSION_COOKIE)
         return response
 
     async def post_identity(request: Request) -> ConsoleIdentity | None:
