@@ -178,6 +178,15 @@ def test_no_ssl_mode_plain_http(
         with client(port, None) as user:
             assert user.get("/").text == "Hello world"
             assert user.get("/health").json()["sealed_secrets"] == ["api_token"]
+            # Plain HTTP carries no certificate naming the app: Host must name it (a route
+            # to an address another app's runtime now holds gets 421, not this app).
+            assert launch.san[0] == "localhost"
+            named = user.get("/", headers={"Host": f"LocalHost.:{port}"})
+            assert named.text == "Hello world"
+            misdirected = user.get("/", headers={"Host": "another-app.example"})
+            assert misdirected.status_code == 421, misdirected.text
+            assert "misdirected request" in misdirected.text
+            assert "localhost" not in misdirected.text  # the app's names are not told
         assert runtime.terminate(signal.SIGINT) == 0
     assert_nowhere(
         runtime.output, secret_fragments(API_TOKEN, code.key.secret), "the runtime's output"

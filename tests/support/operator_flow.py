@@ -147,7 +147,9 @@ class FakeProber:
     default: Probe = Probe.WAITING
     answers: dict[uuid.UUID, Probe] = field(default_factory=dict)
 
-    async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe:
+    async def probe(
+        self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str, name: str
+    ) -> Probe:
         return self.answers.get(handle.app_id, self.default)
 
 

@@ -42,9 +42,15 @@ class Probe(enum.Enum):
 
 
 class Prober(Protocol):
-    """Asks a runtime where it is. Never raises for a runtime that does not answer."""
+    """Asks a runtime where it is. Never raises for a runtime that does not answer.
 
-    async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe: ...
+    ``name`` is the app's first name as launched: the ``Host`` of a plain-HTTP probe,
+    since a runtime behind the operator's TLS answers only its own names.
+    """
+
+    async def probe(
+        self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str, name: str
+    ) -> Probe: ...
 
 
 def probe_ssl_context() -> ssl.SSLContext:
@@ -77,21 +83,25 @@ class HttpProber:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _get(self, url: str) -> httpx.Response | None:
+    async def _get(self, url: str, *, host: str | None = None) -> httpx.Response | None:
+        headers = {"Host": host} if host is not None else None
         try:
-            async with self._client.stream("GET", url) as response:
+            async with self._client.stream("GET", url, headers=headers) as response:
                 async for _ in response.aiter_bytes(_PROBE_BODY):
                     break
                 return response
         except (httpx.HTTPError, ssl.SSLError, OSError):
             return None
 
-    async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe:
+    async def probe(
+        self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str, name: str
+    ) -> Probe:
         address = HostPort(handle.host, handle.port)
         secure = f"https://{address}"
         if tls == TlsMode.OPERATOR:
-            # Configured: plain HTTP. Not yet: the RA-TLS configuration endpoint.
-            response = await self._get(f"http://{address}{healthcheck}")
+            # Configured: plain HTTP, where the runtime serves only its own names (421 for
+            # any other Host). Not yet: the RA-TLS configuration endpoint.
+            response = await self._get(f"http://{address}{healthcheck}", host=name or None)
             if response is not None:
                 return Probe.HEALTHY if _success(response) else Probe.UNHEALTHY
             response = await self._get(f"{secure}/")

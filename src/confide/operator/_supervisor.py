@@ -118,6 +118,12 @@ class SupervisorOptions:
         return float(min(self.restart_backoff * 2**doublings, self.max_backoff))
 
 
+def _first_name(row: _Row) -> str:
+    """The app's first name as its runtime was launched with it (its Host for a probe)."""
+    names = LaunchManifest.from_json(row.launch_manifest).san
+    return names[0] if names else ""
+
+
 @dataclass(frozen=True, slots=True)
 class _Row:
     """What the supervisor reads of an app (a snapshot; the database stays the truth)."""
@@ -603,7 +609,9 @@ class Supervisor:
         if t.status == AppStatus.INITIALIZING and loop.time() < t.next_probe:
             self._publish(t, row)  # waiting for its owner: probed again later
             return
-        probe = await prober.probe(t.handle, tls=row.tls, healthcheck=row.healthcheck)
+        probe = await prober.probe(
+            t.handle, tls=row.tls, healthcheck=row.healthcheck, name=_first_name(row)
+        )
         if probe != Probe.DOWN:
             t.answered = True
         if probe == Probe.WAITING:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 
 
 async def send_response(
@@ -49,3 +49,53 @@ async def answer_lifespan(
                 await on_shutdown()
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def host_name(value: str) -> str:
+    """The name part of a ``Host`` header, as compared: lower case, no port, no final dot
+    (``"App.Example.:8443"`` gives ``"app.example"``; ``"[::1]:80"`` gives ``"[::1]"``)."""
+    name = value.strip().lower()
+    if name.startswith("["):
+        end = name.find("]")
+        name = name[: end + 1] if end != -1 else name
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    return name.rstrip(".")
+
+
+class OwnNamesOnly:
+    """Answer 421 to a request whose ``Host`` is not one of the app's names, before the app.
+
+    For a runtime serving plain HTTP behind the operator's TLS (``TlsMode.OPERATOR``):
+    there no certificate says which app a connection was meant for, so a route that
+    still points at an address another app's runtime now holds (a pod IP freed by a
+    crash and reused) would hand this app another app's requests. Exactly one ``Host``
+    (HTTP/1.1's rule; HTTP/2's ``:authority`` arrives as it) naming one of ``names`` is
+    served; anything else gets 421 Misdirected Request, and a WebSocket is closed before
+    it is accepted. ``lifespan`` passes through.
+    """
+
+    def __init__(self, app: ASGIFramework, names: Iterable[str]) -> None:
+        self._app = app
+        self._names = frozenset(host_name(n) for n in names)
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] in ("http", "websocket"):
+            hosts = [
+                value.decode("latin-1") for key, value in scope["headers"] if key.lower() == b"host"
+            ]
+            if len(hosts) != 1 or host_name(hosts[0]) not in self._names:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008, "reason": None})
+                    return
+                shown = " ".join(h[:100] for h in hosts) or "none"
+                # The app's names are not told: the asker may be another app's client.
+                body = (
+                    f"misdirected request: Host {shown} is not one of this app's names; "
+                    "check the app's address\n"
+                ).encode()
+                await send_response(send, 421, body)
+                return
+        await self._app(scope, receive, send)

@@ -401,6 +401,9 @@ class EnclaveRuntime:
                 limits=self._limits,
                 # Only the RA-TLS certificate is bound by the quotes (ADR 0021).
                 challenge=self._responder(identity) if settings.tls == TlsMode.RATLS else None,
+                # Plain HTTP behind the operator's TLS: no certificate names the app a
+                # connection was meant for, so Host must (a reused address; 421 otherwise).
+                own_names=settings.san if settings.tls == TlsMode.OPERATOR else (),
             )
         )
         ended = asyncio.ensure_future(ending.wait())

@@ -97,6 +97,7 @@ from ._admission import (
     Ticket,
     source_of,
 )
+from ._asgi import OwnNamesOnly
 from ._challenge import ChallengeApp, ChallengeResponder, channel_of
 from ._handoff import HandoffListener
 from ._tls import LISTEN_BACKLOG, ServerTimeouts, hypercorn_config
@@ -150,6 +151,7 @@ async def serve_http(
     limits: ConnectionLimits | None = None,
     body_budget: int = BODY_BUDGET,
     challenge: ChallengeResponder | None = None,
+    own_names: tuple[str, ...] = (),
 ) -> None:
     """Serve ``app`` (ASGI or WSGI) on a duplicate of ``listener`` until ``shutdown_trigger()``.
 
@@ -166,15 +168,19 @@ async def serve_http(
     (default :class:`ConnectionLimits`) bound the connections it holds.
     ``challenge``: every connection answers fresh-attestation challenges with it
     (:class:`~._challenge.ChallengeApp`, in front of the app), given only when
-    ``context`` serves its RA-TLS certificate.
+    ``context`` serves its RA-TLS certificate. ``own_names``: when given, a request whose
+    ``Host`` is not one of them is answered 421 before the app (:class:`~._asgi.OwnNamesOnly`).
     """
     if body_budget < max_wsgi_body:
         raise UsageError(
             f"the request body budget ({body_budget} bytes) is below the largest body "
             f"({max_wsgi_body} bytes): raise the budget or lower max_wsgi_body"
         )
+    served = _as_asgi(app, max_wsgi_body, BodyBudget(body_budget))
+    if own_names:
+        served = OwnNamesOnly(served, own_names)
     server = _Server(
-        _as_asgi(app, max_wsgi_body, BodyBudget(body_budget)),
+        served,
         websockets=is_asgi(app),
         listener=listener,
         context=context,

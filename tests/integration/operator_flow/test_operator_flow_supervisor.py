@@ -508,9 +508,11 @@ def test_notify_is_harmless_before_run_and_for_unknown_apps(
 class _CountingProber(FakeProber):
     probes: int = 0
 
-    async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe:
+    async def probe(
+        self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str, name: str
+    ) -> Probe:
         self.probes += 1
-        return await super().probe(handle, tls=tls, healthcheck=healthcheck)
+        return await super().probe(handle, tls=tls, healthcheck=healthcheck, name=name)
 
 
 def test_starts_queue_behind_max_starting_oldest_app_first(
@@ -550,9 +552,11 @@ def test_starts_queue_behind_max_starting_oldest_app_first(
 class _ProbesPerApp(FakeProber):
     probes: dict[uuid.UUID, int] = dataclasses.field(default_factory=dict)
 
-    async def probe(self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str) -> Probe:
+    async def probe(
+        self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str, name: str
+    ) -> Probe:
         self.probes[handle.app_id] = self.probes.get(handle.app_id, 0) + 1
-        return await super().probe(handle, tls=tls, healthcheck=healthcheck)
+        return await super().probe(handle, tls=tls, healthcheck=healthcheck, name=name)
 
 
 def test_an_app_waiting_for_its_configuration_is_probed_less_and_less_often(
