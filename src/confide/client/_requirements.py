@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import html
 import io
 import json
 import os
@@ -49,14 +48,13 @@ import sys
 import tarfile
 import tempfile
 import tomllib
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from confide.errors import UsageError
+from confide.simpleindex import DEFAULT_INDEX, project_files, read_url
 from confide.wire import (
     BUILD,
     LOCK_FILE_NAME,
@@ -83,16 +81,11 @@ MAX_DECLARED: Final = 256
 MAX_REPORT_SIZE: Final = 16 * 1024 * 1024
 #: How long one resolution may take (seconds).
 RESOLVE_TIMEOUT: Final = 600.0
-#: The index an allowed sdist is taken from when none is given (PEP 503).
-DEFAULT_INDEX: Final = "https://pypi.org/simple"
-#: Largest index page and sdist read, and seconds one request may take.
-MAX_INDEX_PAGE: Final = 8 * 1024 * 1024
+#: Largest sdist read (its index page's bounds are :mod:`confide.simpleindex`'s).
 MAX_SDIST_SIZE: Final = 256 * 1024 * 1024
 MAX_SDIST_METADATA: Final = 1024 * 1024
-HTTP_TIMEOUT: Final = 120.0
 #: The build requirements of an sdist with no ``[build-system]`` (PEP 517's fallback).
 LEGACY_BUILD_REQUIRES: Final = ("setuptools",)
-_HREF: Final = re.compile(r'href="([^"]{1,2000})"')
 _DECLARED: Final = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?"
     r"( *(==|>=|<=|~=|!=|<|>) *[0-9A-Za-z.*+!_-]+( *, *(==|>=|<=|~=|!=|<|>) *[0-9A-Za-z.*+!_-]+)*)?"
@@ -372,48 +365,28 @@ def _requirement_name(line: str) -> str:
     return normalize_name(match.group(0)) if match else ""
 
 
-def _http_get(url: str, limit: int) -> bytes:
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
-        raise UsageError(f"the index URL {url[:200]} is not http(s) or file")
-    request = urllib.request.Request(url, headers={"Accept": "text/html"})  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
-            body: bytes = response.read(limit + 1)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"fetching {url[:200]} failed: {exc}") from None
-    if len(body) > limit:
-        raise UsageError(f"{url[:200]} is larger than {limit} bytes")
-    return body
-
-
 def fetch_sdist(
     name: str, version: str, index_url: str
 ) -> tuple[LockedRequirement, tuple[str, ...], tuple[str, ...]]:
     """The sdist ``name-version.tar.gz`` from ``index_url``'s PEP 503 page, locked by the
     SHA-256 the page gives (checked against the bytes), with its build requirements and
     its ``Requires-Dist``; nothing of it is built or run here."""
-    page_url = f"{index_url.rstrip('/')}/{name}/"
-    page = _http_get(page_url, MAX_INDEX_PAGE).decode("utf-8", errors="replace")
-    for href in _HREF.findall(page):
-        link = html.unescape(href)
-        url, _, fragment = link.partition("#")
-        file_name = urllib.parse.unquote(url.rsplit("/", 1)[-1])
-        stem = file_name.removesuffix(".tar.gz")
-        if stem == file_name or not fragment.startswith("sha256="):
+    for found in project_files(index_url, name):
+        stem = found.file_name.removesuffix(".tar.gz")
+        if stem == found.file_name:
             continue
         dist, _, dist_version = stem.rpartition("-")
         if normalize_name(dist) != name or dist_version != version:
             continue
-        expected = fragment.removeprefix("sha256=")
-        data = _http_get(urllib.parse.urljoin(page_url, url), MAX_SDIST_SIZE)
-        observed = hashlib.sha256(data).hexdigest()
-        if observed != expected:
+        data = read_url(found.url, MAX_SDIST_SIZE)
+        observed = hashlib.sha256(data).digest()
+        if observed != found.sha256:
             raise UsageError(
-                f"the sdist {file_name} from {index_url} is not the file its index page "
-                f"names: sha256 observed {observed}, expected {expected}"
+                f"the sdist {found.file_name} from {index_url} is not the file its index page "
+                f"names: sha256 observed {observed.hex()}, expected {found.sha256.hex()}"
             )
         requires, depends = _sdist_metadata(data, f"{name}=={version}")
-        locked = LockedRequirement(name, version, bytes.fromhex(observed), SDIST)
+        locked = LockedRequirement(name, version, observed, SDIST)
         return locked, requires, depends
     raise UsageError(
         f"{index_url} has no source distribution {name}-{version}.tar.gz with a sha256",

@@ -37,20 +37,17 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import html
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
 from confide.errors import UsageError
+from confide.simpleindex import DEFAULT_INDEX, project_files, read_url
 from confide.wire import (
     MAX_LOCK_SIZE,
     SDIST,
@@ -64,14 +61,8 @@ MAX_WHEEL_SIZE: Final = 1024 * 1024 * 1024
 #: Seconds one fetch (all of a lock's missing wheels) may take.
 FETCH_TIMEOUT: Final = 1800.0
 _BLOCK: Final = 1024 * 1024
-#: The index sdists are fetched from when none is configured (PEP 503).
-DEFAULT_INDEX: Final = "https://pypi.org/simple"
-#: Largest index page read, and most files of a find-links folder hashed.
-MAX_INDEX_PAGE: Final = 8 * 1024 * 1024
+#: Most files of a find-links folder hashed.
 MAX_FIND_LINKS_FILES: Final = 10_000
-#: Seconds one index page or one sdist download may take.
-HTTP_TIMEOUT: Final = 120.0
-_HREF: Final = re.compile(r'href="([^"]{1,2000})"')
 
 
 class WheelFetchError(UsageError):
@@ -253,35 +244,17 @@ class WheelCache:
                         stored += 1
                     copy.unlink(missing_ok=True)
                 return stored
-            index = (self._index_url or DEFAULT_INDEX).rstrip("/")
+            index = self._index_url or DEFAULT_INDEX
             for req in wanted:
-                page_url = f"{index}/{req.name}/"
-                page = self._http_get(page_url, MAX_INDEX_PAGE).decode("utf-8", errors="replace")
-                for href in _HREF.findall(page):
-                    link = html.unescape(href)
-                    if not link.endswith(f"#sha256={req.sha256.hex()}"):
+                for found in project_files(index, req.name, error=WheelFetchError):
+                    if found.sha256 != req.sha256:
                         continue
-                    url = urllib.parse.urljoin(page_url, link.split("#", 1)[0])
                     copy = folder / req.sha256.hex()
-                    copy.write_bytes(self._http_get(url, MAX_WHEEL_SIZE))
+                    copy.write_bytes(read_url(found.url, MAX_WHEEL_SIZE, error=WheelFetchError))
                     if self._put_file(copy) == req.sha256:
                         stored += 1
                         break
         return stored
-
-    def _http_get(self, url: str, limit: int) -> bytes:
-        """``url``'s body (http, https or file), at most ``limit`` bytes."""
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
-            raise WheelFetchError(f"the sdist index URL {url[:200]} is not http(s) or file")
-        request = urllib.request.Request(url, headers={"Accept": "text/html"})  # noqa: S310
-        try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
-                body: bytes = response.read(limit + 1)
-        except (OSError, ValueError) as exc:
-            raise WheelFetchError(f"fetching {url[:200]} failed: {exc}") from None
-        if len(body) > limit:
-            raise WheelFetchError(f"{url[:200]} is larger than {limit} bytes")
-        return body
 
     def _put_file(self, path: Path) -> bytes:
         """Move a downloaded file into the cache under its SHA-256 (bounded)."""
