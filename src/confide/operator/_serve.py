@@ -279,7 +279,14 @@ async def run_operator(
                 wheel_find_links=settings.wheel_find_links,
             )
         elif settings.tee == TeeBackend.TDX and settings.tdx is not None:
-            local = TdxBackend(data_dir=data, log_source=logs, tdx=settings.tdx, clock=clock)
+            local = TdxBackend(
+                data_dir=data,
+                log_source=logs,
+                tdx=settings.tdx,
+                clock=clock,
+                wheel_index_url=settings.wheel_index_url,
+                wheel_find_links=settings.wheel_find_links,
+            )
         else:
             local = LocalProcessBackend(
                 data_dir=data,
