@@ -55,11 +55,12 @@ def _fw_cfg_tree(launch: TdLaunch, root: Path) -> Path:
     return fw_cfg
 
 
-def _block_tree(launch: TdLaunch, root: Path) -> tuple[Path, Path]:
+def block_tree(launch: TdLaunch, root: Path) -> tuple[Path, Path]:
     """The guest kernel's view of the virtio disks, ``vda``, ``vdb``... in device order:
     ``sys/block/<name>/serial`` (the device ID: at most 20 bytes) and ``dev/<name>`` (the
     image, in whole 512-byte sectors: a partial last sector reads as zeros)."""
     sys_block, dev = root / "sys" / "block", root / "dev"
+    sys_block.mkdir(parents=True, exist_ok=True)
     dev.mkdir(parents=True, exist_ok=True)
     for i, (image, serial, readonly) in enumerate(launch.disks):
         name = f"vd{chr(ord('a') + i)}"
@@ -102,7 +103,7 @@ def boot(launch: TdLaunch, platform_state: Path, guest_root: Path) -> int:
     logger.addHandler(logging.StreamHandler(sys.stderr))
     logger.setLevel(logging.INFO)
     try:
-        sys_block, dev = _block_tree(launch, guest_root)
+        sys_block, dev = block_tree(launch, guest_root)
         settings = td_runtime_settings(
             _fw_cfg_tree(launch, guest_root),
             host=host,
