@@ -198,7 +198,7 @@ def test_fw_cfg_names_are_under_opt_and_fit_qemus_limit() -> None:
 
 def _locked_td(
     packages: tuple[Path, Path], tmp_path: Path, disks: dict[str, bytes]
-) -> tuple[Path, RequirementsLock, dict[str, object]]:
+) -> tuple[Path, RequirementsLock, dict[str, Path]]:
     """fw_cfg items of a launch locking one wheel, and virtio disks by name and serial."""
     wheel = wheel_bytes("tinydep", "1.0")
     lock = lock_of(("tinydep", "1.0", wheel))
@@ -227,7 +227,7 @@ def test_a_locked_launch_reads_its_wheel_disk_by_serial(
     root, lock, where = _locked_td(packages, tmp_path, {"vda": b"other", "vdb": b"confide-wheels"})
     settings = td_runtime_settings(
         root, host="0.0.0.0", port=8443, state_dir=tmp_path / "state", now=NOW,  # noqa: S104
-        runtime_sha256=RUNTIME, **where,  # type: ignore[arg-type]
+        runtime_sha256=RUNTIME, **where,
     )  # fmt: skip
     assert settings.lock == lock and settings.manifest.requirements_sha256 == lock.digest()
     assert settings.wheels == tmp_path / "requirements" / "wheels"
@@ -248,7 +248,7 @@ def test_a_locked_launch_needs_exactly_one_wheel_disk(
     with pytest.raises(UsageError, match=words):
         td_runtime_settings(
             root, host="0.0.0.0", port=8443, state_dir=tmp_path / "state", now=NOW,  # noqa: S104
-            runtime_sha256=RUNTIME, **where,  # type: ignore[arg-type]
+            runtime_sha256=RUNTIME, **where,
         )  # fmt: skip
 
 
@@ -263,5 +263,5 @@ def test_a_wheel_disk_of_another_lock_does_not_measure_as_the_launch(
     with pytest.raises(UsageError, match="requirements_sha256 differ"):
         td_runtime_settings(
             root, host="0.0.0.0", port=8443, state_dir=tmp_path / "state", now=NOW,  # noqa: S104
-            runtime_sha256=RUNTIME, **where,  # type: ignore[arg-type]
+            runtime_sha256=RUNTIME, **where,
         )  # fmt: skip
