@@ -255,6 +255,11 @@ def test_a_locked_apps_pod_signs_the_mrenclave_the_owner_predicts_from_the_lock(
     def fetched(root: Path) -> None:  # what the wheels' init container writes
         cache_wheel(pod_path(root, str(APP_DIR / "wheels")), wheel)
 
+    api, pod = sent_pod(GRAMINE, spec(TlsMode.RATLS, lock=lock), cache)
+    assert validate_all(api) >= 4  # the pod, the claim, the launch and requirements maps
+    mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts[f"{APP_DIR}/requirements.lock"]["subPath"] == "requirements.lock"
+    assert mounts[f"{APP_DIR}/wheels"]["readOnly"] is True
     run = run_pod(tmp_path, TlsMode.RATLS, fetched, lock=lock, wheels=cache)
     assert run.done.returncode == 0, run.done.stderr[-2000:]
     assert run.args[-2:] == ["--requirements", "requirements.lock"]
