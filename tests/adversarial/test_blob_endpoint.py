@@ -6,6 +6,9 @@ API server (SQLite), from loopback addresses of its own:
 
 - only the package of a live app is served: a digest of a deleted, stopped or
   never-stored app is 404, the same answer;
+- only a wheel of a live app's measured requirements lock is served from the wheel
+  cache (ADR 0030): a wheel of a deleted app's lock, a cached wheel no live lock names,
+  the lock itself and a wheel over the size bound are 404, the same answer;
 - a source asking too often is shed (429, ``Retry-After``); another source is served;
 - a source holding too many downloads open is shed (429); all sources together
   holding too many are shed (503);
@@ -17,6 +20,7 @@ Every wait is bounded; no assertion is about time.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -29,14 +33,16 @@ from typing import Any, Final
 import anyio
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from confide.operator import App, BlobStore, Database
 from confide.operator._blobs import BlobLimits
 from confide.operator._settings import KubernetesSettings
-from confide.wire import API_PREFIX, AppStatus
+from confide.operator._wheels import WheelCache
+from confide.wire import API_PREFIX, AppStatus, LaunchManifest, RequirementsLock
 from support.operator_api import Operator, OperatorFactory
 from support.operator_flow import add_app, ask
+from support.wheels import cache_wheel, lock_of, wheel_bytes
 
 K8S: Final = KubernetesSettings(
     namespace="apps", image="img", operator_id="op", blob_url="http://op:8080/api/v1/blobs"
@@ -117,6 +123,61 @@ def test_only_the_packages_of_live_apps_are_served(operators: OperatorFactory) -
             assert answers[digest].content == body
     # The refusals cannot be told apart: a deleted app's package looks never stored.
     assert answers[digests["deleted"]].json() == answers[never].json()
+
+
+def _locked_app(operator: Operator, *wheels: bytes) -> tuple[uuid.UUID, RequirementsLock]:
+    """A live app whose launch manifest measures a lock of ``wheels``, all in the cache."""
+    lock = lock_of(*((f"dep{i}", "1.0", data) for i, data in enumerate(wheels)))
+    cache = WheelCache(operator.settings.wheels_dir)
+    cache.put_lock(lock)
+    for data in wheels:
+        cache_wheel(cache.root, data)
+    app_id = add_app(operator.database)
+    with operator.database.session() as s:
+        text = s.scalar(select(App.launch_manifest).where(App.id == app_id))
+        assert text is not None
+        locked = dataclasses.replace(
+            LaunchManifest.from_json(text), requirements_sha256=lock.digest()
+        )
+        s.execute(
+            update(App).where(App.id == app_id).values(launch_manifest=locked.to_json().decode())
+        )
+        s.commit()
+    return app_id, lock
+
+
+def test_only_the_wheels_of_live_apps_locks_are_served(
+    operators: OperatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator = _start(operators)
+    live = wheel_bytes("live", "1.0")
+    large = wheel_bytes("large", "1.0", {"large/__init__.py": os.urandom(4096)})
+    _locked_app(operator, live, large)
+    gone = wheel_bytes("gone", "1.0")
+    deleted, _ = _locked_app(operator, gone)
+    ask(operator.database, deleted, delete=True)
+    unlocked = wheel_bytes("unlocked", "1.0")
+    cache_wheel(operator.settings.wheels_dir, unlocked)  # cached, but no live lock names it
+    _, lock = _locked_app(operator, wheel_bytes("another", "1.0"))
+    # The size bound: a file larger than the bound is not served, whatever its name.
+    monkeypatch.setattr("confide.operator._blobs.MAX_WHEEL_SIZE", len(large) - 1)
+    never = hashlib.sha256(b"never stored").hexdigest()
+    cases = {
+        hashlib.sha256(live).hexdigest(): (200, live),
+        hashlib.sha256(gone).hexdigest(): (404, None),
+        hashlib.sha256(unlocked).hexdigest(): (404, None),
+        hashlib.sha256(large).hexdigest(): (404, None),
+        lock.digest().hex(): (404, None),  # the lock is not a wheel: pods get it otherwise
+        never: (404, None),
+    }
+    with _client(operator, "127.0.0.2") as c:
+        answers = {digest: c.get(_url(digest)) for digest in cases}
+    for digest, (code, body) in cases.items():
+        assert answers[digest].status_code == code, digest
+        if body is not None:
+            assert answers[digest].content == body
+    refused = [answers[d].json() for d, (code, _) in cases.items() if code == 404]
+    assert refused and all(r == answers[never].json() for r in refused)
 
 
 def test_a_source_asking_too_often_is_shed_and_another_is_served(

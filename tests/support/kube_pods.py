@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path, PurePosixPath
@@ -20,7 +21,8 @@ from lightkube import AsyncClient, KubeConfig
 from confide.operator._backend import AppSpec, RuntimeHandle
 from confide.operator._kubernetes import KubernetesBackend, KubernetesTarget, pod_name
 from confide.operator._settings import TeeBackend
-from confide.wire import LaunchManifest, TlsMode
+from confide.operator._wheels import WheelCache
+from confide.wire import LaunchManifest, RequirementsLock, TlsMode
 from kube_standin import AsyncTransport, KubeApi
 
 #: The Kubernetes version whose schemas objects are checked against (the package is pinned).
@@ -43,9 +45,15 @@ GRAMINE = dataclasses.replace(TARGET, tee=TeeBackend.GRAMINE, simulation_claim=N
 POD_IP = "10.0.0.7"
 
 
-def spec(tls: TlsMode = TlsMode.OWNER, *, runtime_sha256: bytes = bytes(range(32))) -> AppSpec:
-    """The app's launch (its plan: 512 MiB, one core)."""
+def spec(
+    tls: TlsMode = TlsMode.OWNER,
+    *,
+    runtime_sha256: bytes = bytes(range(32)),
+    lock: RequirementsLock | None = None,
+) -> AppSpec:
+    """The app's launch (its plan: 512 MiB, one core), locking ``lock`` if given."""
     manifest = LaunchManifest(
+        requirements_sha256=lock.digest() if lock is not None else None,
         runtime_sha256=runtime_sha256,
         package_sha256=hashlib.sha256(PACKAGE).digest(),
         app_id=APP,
@@ -92,21 +100,27 @@ Body = Callable[[KubeApi, KubernetesBackend, RuntimeHandle, str], Awaitable[None
 
 
 def with_backend(
-    target: KubernetesTarget, app: AppSpec | None = None
+    target: KubernetesTarget, app: AppSpec | None = None, wheels: WheelCache | None = None
 ) -> Callable[[Body], Callable[[], None]]:
     """Run an async test on a fresh stand-in with ``app`` (default :func:`spec`) started,
-    its pod running at :data:`POD_IP`; bounded in time."""
+    its pod running at :data:`POD_IP`; bounded in time. ``wheels``: the backend's wheel
+    cache (an app that locks requirements needs one)."""
 
     def wrap(test: Body) -> Callable[[], None]:
         def run() -> None:
             async def body() -> None:
                 api = KubeApi()
                 client = AsyncClient(kubeconfig(), namespace=NS, transport=AsyncTransport(api))
-                backend = KubernetesBackend(client, target, stop_timeout=2.0, start_timeout=5.0)
+                backend = KubernetesBackend(
+                    client, target, stop_timeout=2.0, start_timeout=5.0, wheels=wheels
+                )
                 try:
                     task = asyncio.create_task(backend.start(app or spec()))
                     name = pod_name(APP, 1)
                     while ("pods", NS, name) not in api.objects:
+                        if task.done():  # refused before its pod: say why, do not spin
+                            task.result()
+                            raise AssertionError("start() returned without a pod")
                         await asyncio.sleep(0)
                     api.run_pod(NS, name, POD_IP)
                     handle = await asyncio.wait_for(task, 5)
@@ -122,11 +136,13 @@ def with_backend(
     return wrap
 
 
-def sent_pod(target: KubernetesTarget, app: AppSpec) -> tuple[KubeApi, dict[str, Any]]:
+def sent_pod(
+    target: KubernetesTarget, app: AppSpec, wheels: WheelCache | None = None
+) -> tuple[KubeApi, dict[str, Any]]:
     """The stand-in after ``app`` started, and the pod the backend created."""
     found: dict[str, Any] = {}
 
-    @with_backend(target, app)
+    @with_backend(target, app, wheels)
     async def capture(
         api: KubeApi, backend: KubernetesBackend, handle: RuntimeHandle, name: str
     ) -> None:
@@ -141,10 +157,11 @@ def pod_path(root: Path, path: str) -> Path:
     return root / PurePosixPath(path).relative_to("/")
 
 
-def materialise(api: KubeApi, pod: dict[str, Any], root: Path) -> None:
+def materialise(api: KubeApi, pod: dict[str, Any], root: Path, *, fetched: bool = True) -> None:
     """Lay out the runtime container's volumes under ``root`` as the kubelet mounts them
     (ConfigMaps' files, a ``subPath`` as one file, empty folders for the rest), with what
-    the init container fetched: :data:`PACKAGE` where its arguments write it."""
+    the package's init container fetches: :data:`PACKAGE` where its arguments write it
+    (``fetched``; else :func:`run_init_containers` runs them)."""
     maps = {k[2]: obj for k, obj in api.objects.items() if k[0] == "configmaps"}
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     for mount in pod["spec"]["containers"][0]["volumeMounts"]:
@@ -161,8 +178,26 @@ def materialise(api: KubeApi, pod: dict[str, Any], root: Path) -> None:
                     (where / key).write_text(value)
         else:
             where.mkdir(parents=True, exist_ok=True)
-    fetched = pod["spec"]["initContainers"][0]["args"][2]
-    pod_path(root, fetched).write_bytes(PACKAGE)
+    if fetched:
+        pod_path(root, pod["spec"]["initContainers"][0]["args"][2]).write_bytes(PACKAGE)
+
+
+def run_init_containers(pod: dict[str, Any], root: Path, *, timeout: float = 120) -> list[str]:
+    """Run the pod's init containers in order as the kubelet would, their absolute paths
+    mapped under ``root`` (their volumes are the runtime container's, laid out by
+    :func:`materialise`) and ``python3`` the test's interpreter; stop at the first that
+    fails. Their names, in the order they ran."""
+    ran = []
+    for container in pod["spec"]["initContainers"]:
+        command = [sys.executable if c == "python3" else c for c in container["command"]]
+        args = [pod_path(root, a).as_posix() if a.startswith("/") else a for a in container["args"]]
+        done = subprocess.run(  # noqa: S603 - the pod's own program
+            [*command, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        ran.append(container["name"])
+        if done.returncode != 0:
+            raise AssertionError(f"init container {container['name']} failed: {done.stderr}")
+    return ran
 
 
 def pod_program(
@@ -173,7 +208,7 @@ def pod_program(
     runtime = pod["spec"]["containers"][0]
     swapped = [(replace or {}).get(a, a) for a in runtime["args"]]
     args = [pod_path(root, a).as_posix() if a.startswith("/") else a for a in swapped]
-    return [*runtime["command"], *args], pod_path(root, runtime["workingDir"])
+    return [*runtime["command"], *args], pod_path(root, runtime.get("workingDir", "/"))
 
 
 def run_program(

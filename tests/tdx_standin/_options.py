@@ -6,7 +6,11 @@ split, TDVF as ``-bios``, no SMM; the object's ``attributes`` and
 ``sept-ve-disable`` properties, SEPT_VE_DISABLE set by default), ``qemu-options.hx``
 (``-fw_cfg [name=]<name>,file=<file>|string=<str>``: names under ``opt/``, shorter
 than 56 bytes; ``-netdev user,id=<id>,hostfwd=tcp:[addr]:port-[addr]:port``,
-``-m <size>[M|G]``) and ``-object`` in both its ``type,key=value`` and JSON forms.
+``-m <size>[M|G]``; ``-drive file=<file>,if=none,id=<id>,format=raw,readonly=on`` with
+``-device virtio-blk-pci,drive=<id>,serial=<serial>``: a drive's file must open, a device's
+drive must be defined and backs one device only) and ``-object`` in both its
+``type,key=value`` and JSON forms. The guest sees a virtio disk as the virtio spec says:
+its capacity in whole 512-byte sectors, its serial (the device ID) at most 20 bytes.
 """
 
 from __future__ import annotations
@@ -24,8 +28,12 @@ SEPT_VE_DISABLE: Final = 1 << 28
 FW_CFG_MAX_NAME: Final = 56
 _WITH_VALUE: Final = frozenset(
     {"-name", "-accel", "-cpu", "-machine", "-M", "-object", "-m", "-smp", "-serial", "-bios",
-     "-kernel", "-initrd", "-append", "-netdev", "-device", "-fw_cfg"}
+     "-kernel", "-initrd", "-append", "-netdev", "-device", "-fw_cfg", "-drive"}
 )  # fmt: skip
+#: virtio-blk's device ID (its serial, as the guest reads it) is 20 bytes (VIRTIO_BLK_ID_BYTES).
+VIRTIO_BLK_ID_BYTES: Final = 20
+_DRIVE_KEYS: Final = frozenset({"file", "if", "id", "format", "readonly"})
+_BLK_KEYS: Final = frozenset({"driver", "drive", "serial", "id"})
 _FLAGS: Final = frozenset({"-nographic", "-nodefaults", "-no-reboot"})
 _MACHINE_KEYS: Final = frozenset(
     {"type", "kernel-irqchip", "kernel_irqchip", "confidential-guest-support", "hpet", "smm"}
@@ -54,6 +62,8 @@ class TdLaunch:
     td_attributes: int = SEPT_VE_DISABLE
     #: fw_cfg name -> the file QEMU reads it from (or the bytes of a string=).
     fw_cfg: dict[str, Path | bytes] = field(default_factory=dict)
+    #: The virtio disks, in the order of their devices: (file, serial, read-only).
+    disks: list[tuple[Path, str, bool]] = field(default_factory=list)
     #: (host address, host port) forwarded to :data:`GUEST_COMMAND_PORT`, if any.
     forward: tuple[str, int] | None = None
     qgs: dict[str, Any] | None = None
@@ -129,6 +139,7 @@ def parse_command_line(argv: list[str]) -> TdLaunch:
     objects: dict[str, dict[str, Any]] = {}
     netdevs: dict[str, str] = {}
     devices: list[dict[str, str]] = []
+    drives: dict[str, dict[str, str]] = {}
     for name, value in options:
         if value is None:
             continue
@@ -168,6 +179,23 @@ def parse_command_line(argv: list[str]) -> TdLaunch:
             netdevs[kv["id"]] = kv.get("hostfwd", "")
         elif name == "-device":
             devices.append(_keyvals(value, first="driver"))
+        elif name == "-drive":
+            drive = _keyvals(value)
+            unknown = set(drive) - _DRIVE_KEYS
+            if unknown:
+                raise QemuError(f"-drive: Invalid parameter '{sorted(unknown)[0]}'")
+            if drive.get("if") != "none" or not drive.get("id"):
+                raise QemuError("-drive: this stand-in takes if=none drives with an id only")
+            if drive["id"] in drives:
+                raise QemuError(f"-drive: Duplicate ID '{drive['id']}' for drive")
+            if drive.get("format") != "raw":
+                raise QemuError("-drive: this stand-in reads format=raw images only")
+            if not Path(drive.get("file", "")).is_file():
+                raise QemuError(
+                    f"-drive: Could not open '{drive.get('file', '')}': No such file or directory"
+                )
+            _bool(drive.get("readonly", "off"), "readonly")
+            drives[drive["id"]] = drive
         elif name == "-fw_cfg":
             kv = _keyvals(value, first="name")
             item = kv.get("name", "")
@@ -231,6 +259,27 @@ def parse_command_line(argv: list[str]) -> TdLaunch:
         raise QemuError("a TD needs TDVF: give it as -bios (OVMF.fd built with TDX support)")
     if launch.kernel is None:
         raise QemuError("this stand-in boots a guest image directly: give -kernel")
+    used: set[str] = set()
+    for device in devices:
+        if device.get("driver") != "virtio-blk-pci":
+            continue
+        unknown = set(device) - _BLK_KEYS
+        if unknown:
+            raise QemuError(f"-device: Property 'virtio-blk-pci.{sorted(unknown)[0]}' not found")
+        drive_id = device.get("drive", "")
+        if drive_id not in drives:
+            raise QemuError(f"Property 'virtio-blk-device.drive' can't find value '{drive_id}'")
+        if drive_id in used:
+            raise QemuError(f"Drive '{drive_id}' is already in use by another device")
+        used.add(drive_id)
+        drive = drives[drive_id]
+        launch.disks.append(
+            (
+                Path(drive["file"]),
+                device.get("serial", ""),
+                _bool(drive.get("readonly", "off"), "readonly"),
+            )
+        )
     for netdev, hostfwd in netdevs.items():
         if not any(d.get("netdev") == netdev for d in devices):
             raise QemuError(f"warning: netdev {netdev} has no peer (no -device for it)")

@@ -28,6 +28,7 @@ from confide.gramine import (
     render_app,
     runtime_environment,
 )
+from confide.runtime import read_lock
 from confide.wire import LaunchManifest
 
 from ._app import app, handle_errors
@@ -91,11 +92,22 @@ def manifest_command(
     output: Annotated[
         Path | None, typer.Option("--output", help="Write the manifest here (default: stdout).")
     ] = None,
+    requirements: Annotated[
+        Path | None,
+        typer.Option(
+            "--requirements",
+            help="The app's requirements lock, when the launch measures one (it and its "
+            "wheels, wheels/<ab>/<cdef...> beside it, become trusted files with its hashes).",
+        ),
+    ] = None,
 ) -> None:
     """Print the Gramine manifest that launches this launch manifest in this environment."""
     launch = read_launch_manifest(launch_file)
+    lock = read_lock(requirements) if requirements is not None else None
     env = runtime_environment(tuple(requirement or ()))
-    text = render_manifest(launch, env, enclave_size=enclave_size, max_threads=max_threads)
+    text = render_manifest(
+        launch, env, enclave_size=enclave_size, max_threads=max_threads, lock=lock
+    )
     if output is None:
         typer.echo(text, nl=False)
         return

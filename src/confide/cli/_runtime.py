@@ -25,7 +25,7 @@ from typing import Annotated
 
 import typer
 
-from confide.errors import AppLoadError, UsageError
+from confide.errors import AppLoadError, RequirementError, UsageError
 from confide.gramine import HOST_VARIABLE, LAUNCH_VARIABLE, PORT_VARIABLE
 from confide.runtime import EXIT_EXPIRED, RuntimeEnd, RuntimeSettings, run_runtime
 from confide.tee import Tee, select_tee
@@ -214,7 +214,9 @@ def serve_runtime(settings: RuntimeSettings, enclave: Tee, *, now: datetime) -> 
         end = run_runtime(settings, enclave, now=now, logger=stderr_logger("confide.runtime"))
     except AppLoadError as exc:
         # A line of its own and an exit status of its own: the supervisor does not restart it.
-        typer.echo(f"{APP_UNUSABLE_LINE}{exc}", err=True)
+        # A refused wheel names its check's stable code (requirements.hash_mismatch, ...).
+        code = f"{exc.code}: " if isinstance(exc, RequirementError) else ""
+        typer.echo(f"{APP_UNUSABLE_LINE}{code}{exc}", err=True)
         raise typer.Exit(EXIT_APP_UNUSABLE) from None
     if end == RuntimeEnd.EXPIRED and settings.ratls_expiry is not None:
         typer.echo(

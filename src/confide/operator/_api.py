@@ -2,8 +2,9 @@
 
 Every endpoint but ``/api/v1/health``, ``/api/v1/ca``, ``/api/v1/simulation``, the
 transparency log's reads (``GET /api/v1/log...``, :mod:`._logapi`), ``/openapi.json`` and,
-with a ``[kubernetes]`` backend, ``GET /api/v1/blobs/<sha256>`` (an encrypted package by
-its digest, which pods fetch and check; ADR 0007)
+with a ``[kubernetes]`` backend, ``GET /api/v1/blobs/<sha256>`` (an encrypted package, or a
+wheel of a live app's requirements lock, by its digest, which pods fetch and runtimes
+check; ADR 0007, 0030)
 needs ``Authorization: Bearer <token>``, checked before anything else (see
 :mod:`._auth`). A token sees only its own account's projects and apps; any other app is
 answered 404, exactly as one that does not exist.
@@ -38,6 +39,7 @@ Example::
 import functools
 import logging
 import os
+import pathlib
 import re
 import socket
 import time
@@ -79,7 +81,7 @@ from confide.wire.api import (
 )
 
 from ._auth import Authenticator
-from ._blobs import BlobGate, BlobLimits, BlobShed, BlobStore, live_package
+from ._blobs import BlobGate, BlobLimits, BlobShed, BlobStore, LiveWheels, live_package
 from ._console import create_console
 from ._db import BUSY_RETRY_AFTER, AuthenticatedToken, Database, DatabaseBusy, upgrade_database
 from ._logapi import log_router
@@ -101,6 +103,7 @@ from ._service import AppService, Conflict, InvalidInput, NotFound, TooLarge
 from ._settings import OperatorSettings
 from ._translog import TransparencyLog, load_log_key
 from ._waits import MAX_WAIT, AppWaits
+from ._wheels import WheelCache
 
 #: Room for the multipart framing and the manifest field on top of the package.
 _FORM_OVERHEAD: Final = MAX_MANIFEST_BYTES + MAX_LOCK_SIZE + 64 * 1024
@@ -386,9 +389,14 @@ def create_app(
         limits = blob_limits if blob_limits is not None else BlobLimits()
         gate = BlobGate(limits)
 
-        def live(sha256: str) -> bool:
+        wheels = LiveWheels(WheelCache(settings.wheels_dir))
+
+        def live(sha256: str) -> pathlib.Path | None:
+            """The package of a live app, else a wheel of a live app's lock (ADR 0030)."""
             with database.session() as session:
-                return live_package(session, sha256)
+                if live_package(session, sha256):
+                    return api.blobs.path(bytes.fromhex(sha256))
+                return wheels.path(session, bytes.fromhex(sha256))
 
         @router.get(
             "/blobs/{sha256}",
@@ -402,12 +410,15 @@ def create_app(
             },
         )
         async def blob(sha256: str, request: Request) -> Response:
-            """No authentication: an encrypted package (ADR 0006) by its SHA-256, for pods.
+            """No authentication: an encrypted package (ADR 0006) or a locked wheel
+            (ADR 0030) by its SHA-256, for pods.
 
             Only the package of an app that may launch now (spawning, initializing or
-            running, not being deleted); any other digest is 404, as one never stored.
-            Bounded per source address and in all (429 or 503 with ``Retry-After``);
-            a download slower than the deadline is cut. The fetcher checks the digest;
+            running, not being deleted), or a wheel its measured requirements lock names
+            (from the wheel cache, at most its size bound); any other digest is 404, as one
+            never stored. Bounded per source address and in all (429 or 503 with
+            ``Retry-After``); a download slower than the deadline is cut. The fetcher checks
+            the package's digest, and the runtime each wheel's against its measured lock;
             the package decrypts only in its enclave.
             """
             if not _SHA256_HEX.fullmatch(sha256):
@@ -415,10 +426,11 @@ def create_app(
             source = request.client.host if request.client is not None else "-"
             gate.admit(source, time.monotonic())  # before any database or disk work
             try:
-                if not await run_in_threadpool(live, sha256):
+                found = await run_in_threadpool(live, sha256)
+                if found is None:
                     raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such blob")
                 try:
-                    file = await anyio.open_file(api.blobs.path(bytes.fromhex(sha256)), "rb")
+                    file = await anyio.open_file(found, "rb")
                 except FileNotFoundError:
                     raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such blob") from None
                 size = os.fstat(file.wrapped.fileno()).st_size

@@ -193,12 +193,14 @@ class RuntimeBackend(Protocol):
 
 def refuse_requirements(spec: AppSpec, where: str) -> None:
     """Refuse an app with a requirements lock on a backend that cannot bring its wheels
-    into the enclave yet (``where``: a TD, a pod); ADR 0024 says where they go."""
+    into the enclave (``where``: e.g. a pod of a Kubernetes backend built without the
+    operator's wheel cache); ADR 0024 and 0030 say where they go."""
     if spec.manifest.requirements_sha256 is not None:
         raise LaunchRefused(
             f"app {spec.app_id} locks requirements, which {where} cannot install yet",
-            hint="deploy it without locked requirements, or on a tee = simulation or "
-            "gramine operator that is not on Kubernetes (docs/hardware.md)",
+            hint="deploy it without locked requirements, or on an operator whose backend "
+            "has a wheel cache (confide operator serve builds every backend with one; "
+            "ADR 0030)",
         )
 
 

@@ -9,7 +9,9 @@ modified. The operator stores exactly the bytes it was sent: the owner's CLI
 encrypted the package, the operator never sees its plaintext.
 
 Blobs are read back without authentication only by the Kubernetes backend's pods
-(``GET /api/v1/blobs/<sha256>``, ADR 0007). That read is bounded here
+(``GET /api/v1/blobs/<sha256>``, ADR 0007): an encrypted package, or a wheel of a live
+app's requirements lock from the operator's wheel cache (ADR 0030, :class:`LiveWheels`).
+That read is bounded here
 (:class:`BlobGate`, a pure core: time is a parameter): per source, a token
 bucket of requests and a count of downloads at once; overall, a count of
 downloads at once. What is over a bound is shed at once (429 per source, 503
@@ -29,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import stat
 import tempfile
 import threading
 from collections import OrderedDict
@@ -40,9 +43,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from confide.errors import UsageError
-from confide.wire import AppStatus
+from confide.wire import AppStatus, LaunchManifest
 
 from ._models import App
+from ._wheels import MAX_WHEEL_SIZE, WheelCache
 
 #: Bytes read and written at a time.
 BLOCK_SIZE: Final = 1024 * 1024
@@ -264,6 +268,81 @@ def live_package(session: Session, sha256_hex: str) -> bool:
         .limit(1)
     )
     return found is not None
+
+
+def _live(session: Session) -> list[str]:
+    """The launch manifests of the apps that may launch now and lock requirements."""
+    return list(
+        session.scalars(
+            select(App.launch_manifest).where(
+                App.status.in_([s.value for s in AppStatus if s.active]),
+                App.delete_requested.is_(False),
+                # Only narrows the rows read: each one is parsed and checked below.
+                App.launch_manifest.contains('"requirements_sha256"'),
+            )
+        )
+    )
+
+
+#: Most locks whose wheel digests :class:`LiveWheels` remembers (a lock is immutable: it is
+#: named by its own SHA-256, so what was read once stays true).
+MAX_REMEMBERED_LOCKS: Final = 1024
+
+
+class LiveWheels:
+    """Which wheels ``GET /api/v1/blobs/<sha256>`` may serve: those named by the measured
+    requirements lock of an app that may launch now (ADR 0030).
+
+    Live is what it is for packages (:func:`live_package`). The lock of each live app is
+    read from the wheel cache by the digest its launch manifest measures (a stored lock
+    that is not that lock is skipped), and the wheel must be in the cache and at most
+    :data:`~._wheels.MAX_WHEEL_SIZE` bytes; anything else is ``None`` (404, as a digest
+    never stored). The cache is not trusted: the runtime checks each wheel it gets against
+    the measured lock. Thread-safe; memory bounded by :data:`MAX_REMEMBERED_LOCKS`.
+    """
+
+    def __init__(self, cache: WheelCache) -> None:
+        self.cache = cache
+        self._lock = threading.Lock()
+        self._wheels: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
+
+    def _wheels_of(self, lock_sha256: bytes) -> frozenset[bytes]:
+        with self._lock:
+            known = self._wheels.get(lock_sha256)
+            if known is not None:
+                self._wheels.move_to_end(lock_sha256)
+                return known
+        try:
+            lock = self.cache.read_lock(lock_sha256)
+        except UsageError:
+            return frozenset()  # not stored (yet), or not that lock: nothing of it is served
+        found = frozenset(r.sha256 for r in lock.requirements)
+        with self._lock:
+            self._wheels[lock_sha256] = found
+            while len(self._wheels) > MAX_REMEMBERED_LOCKS:
+                self._wheels.popitem(last=False)
+        return found
+
+    def path(self, session: Session, sha256: bytes) -> Path | None:
+        """Where the wheel with this digest is, if a live app's lock names it; else ``None``."""
+        locks = set()
+        for text in _live(session):
+            try:
+                locked = LaunchManifest.from_json(text).requirements_sha256
+            except UsageError:
+                continue
+            if locked is not None:
+                locks.add(locked)
+        if not any(sha256 in self._wheels_of(lock) for lock in sorted(locks)):
+            return None
+        path = self.cache.wheel_path(sha256)
+        try:
+            info = path.lstat()
+        except OSError:
+            return None
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_WHEEL_SIZE:
+            return None
+        return path
 
 
 def _fsync_dir(path: Path) -> None:

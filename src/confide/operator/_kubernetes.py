@@ -18,6 +18,16 @@ Kubernetes API (through lightkube's async client), in one namespace:
   which downloads ``<blob_url>/<sha256>`` from the operator, checks its SHA-256
   and writes it to the pod's ``/package`` (an ``emptyDir``); a wrong hash fails the
   pod. The package is encrypted (ADR 0006): nothing secret is sent;
+- **locked requirements** (ADR 0024, 0030): the operator fetches the lock's wheels into
+  its wheel cache first (:class:`~._wheels.WheelCache`, as every backend does); the lock
+  (public: names, versions, hashes) goes in a ConfigMap ``confide-<app id>-requirements``,
+  and a second init container runs :data:`WHEELS_SCRIPT`, which downloads each wheel by the
+  SHA-256 the lock names from ``<blob_url>/<sha256>`` (the API serves only the wheels of
+  live apps' locks) into the pod's ``wheels`` folder (an ``emptyDir``), bounded in size,
+  without checking it: the runtime checks every wheel against the measured lock while it
+  installs it, exactly as for a local app (a wrong one is ``requirements.hash_mismatch``,
+  the app ``on_error``). Under Gramine the lock and the wheels are in the app's folder,
+  where the manifest the pod renders names them as trusted files with the lock's hashes;
 - **the owner's certificate** (certificate mode) in a ConfigMap
   ``confide-<app id>-certificate``: it is public;
 - **the simulated platform** (simulated TEEs only) on a claim the operator's
@@ -61,14 +71,15 @@ from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import ConfigMap, PersistentVolumeClaim, Pod
 
 from confide.errors import UsageError
-from confide.gramine import HOST_VARIABLE, PORT_VARIABLE
+from confide.gramine import APP_REQUIREMENTS, APP_WHEELS, HOST_VARIABLE, PORT_VARIABLE
 from confide.runtime import LaunchTee, runtime_arguments
-from confide.wire import TlsMode
+from confide.wire import RequirementsLock, TlsMode
 
 from ._backend import STOP_TIMEOUT, AppSpec, LaunchRefused, RuntimeHandle, refuse_requirements
 from ._gramine import plan_enclave
 from ._logs import MAX_LOG_BYTES
 from ._settings import TeeBackend
+from ._wheels import MAX_WHEEL_SIZE, WheelCache
 
 #: Labels and annotations the backend puts on its objects.
 LABEL_OPERATOR: Final = "confide.dev/operator"
@@ -90,6 +101,18 @@ LAUNCH_DIR: Final = Path("/confide-launch")
 KEY_DIR: Final = Path("/confide-key")
 AESMD_DIR: Final = Path("/var/run/aesmd")
 LAUNCH_FILE: Final = "launch.json"
+#: Simulated TEEs: where the runtime container has the app's requirements lock (its
+#: ConfigMap) and the wheels the init container fetched (ADR 0030).
+REQUIREMENTS_DIR: Final = Path("/requirements")
+WHEELS_DIR: Final = Path("/wheels")
+REQUIREMENTS_FILE: Final = "requirements.lock"
+#: Most bytes of wheels one pod fetches (the runtime installs at most as much: its
+#: ``MAX_WHEELS_TOTAL``), and the ``wheels`` volume's size limit.
+MAX_POD_WHEELS: Final = 4 * 1024 * 1024 * 1024
+#: Seconds the wheels' init container may take in all (retries on 429/503 included), and
+#: the longest ``Retry-After`` it honours.
+WHEELS_TIMEOUT: Final = 1800
+WHEELS_RETRY_AFTER_MAX: Final = 30
 #: How long a started pod may take to get an IP (scheduling, image pull, package fetch).
 START_TIMEOUT: Final = 300.0
 #: Most generations kept per app (older failed pods are deleted at the next start).
@@ -112,11 +135,51 @@ FETCH_SCRIPT: Final = (
     "    sys.exit(f'error: package {url} has SHA-256 {h.hexdigest()}, expected {digest}')\n"
     "os.replace(tmp,out)\n"
 )
+#: Fetches wheels by digest into a folder laid out as the wheel cache (``<ab>/<cdef...>``):
+#: ``python3 -I -c WHEELS_SCRIPT URL OUT MAX_ONE MAX_ALL TIMEOUT RETRY_MAX SHA256...``, each
+#: ``URL/<sha256>``. Only a transport, bounded: a digest that is not 64 lowercase hex digits,
+#: a wheel over MAX_ONE bytes or all of them over MAX_ALL, an HTTP error other than 429/503
+#: (which are retried after their ``Retry-After``, at most RETRY_MAX seconds) or TIMEOUT
+#: seconds in all stop it with one ``error:`` line and exit 1. It checks no hash on purpose:
+#: the runtime checks each wheel against the measured lock (ADR 0030). No secret is involved.
+WHEELS_SCRIPT: Final = (
+    "import os,sys,time,urllib.error,urllib.request\n"
+    "url,out=sys.argv[1:3];one,left,limit,most=map(int,sys.argv[3:7])\n"
+    "end=time.monotonic()+limit\n"
+    "def fail(why):\n"
+    "    sys.exit(f'error: fetching the wheels failed: {why}')\n"
+    "for d in sys.argv[7:]:\n"
+    "    if len(d)!=64 or d.strip('0123456789abcdef'):\n"
+    "        fail(f'{d[:80]!r} is not a SHA-256')\n"
+    "    os.makedirs(os.path.join(out,d[:2]),exist_ok=True)\n"
+    "    final=os.path.join(out,d[:2],d[2:]);tmp=final+'.tmp'\n"
+    "    while True:\n"
+    "        if time.monotonic()>end:\n"
+    "            fail(f'not done after {limit} s')\n"
+    "        try:\n"
+    "            n=0\n"
+    "            with urllib.request.urlopen(f'{url}/{d}',timeout=60) as r,open(tmp,'wb') as f:\n"
+    "                while b:=r.read(1<<20):\n"
+    "                    n+=len(b)\n"
+    "                    if n>min(one,left):\n"
+    "                        fail(f'wheel {d} is larger than {min(one,left)} bytes')\n"
+    "                    f.write(b)\n"
+    "            break\n"
+    "        except urllib.error.HTTPError as e:\n"
+    "            if e.code not in (429,503):\n"
+    "                fail(f'wheel {d}: HTTP {e.code}')\n"
+    "            wait=(e.headers.get('Retry-After') or '1').strip()\n"
+    "            time.sleep(min(most,max(1,int(wait))) if wait.isdigit() else 1)\n"
+    "        except OSError as e:\n"
+    "            fail(f'wheel {d}: {e}')\n"
+    "    left-=n;os.replace(tmp,final)\n"
+)
 #: The runtime container's program under Gramine (``python3 -I -c GRAMINE_ENTRY SIZE THREADS
-#: LAUNCH KEY PORT``, in :data:`APP_DIR`): a fresh SGX signing key (RSA-3072, exponent 3) for this
-#: launch only, written 0600 to a memory volume; the Gramine manifest of the launch manifest
-#: rendered in this image by ``confide gramine manifest`` (what ``confide fingerprint --tee
-#: gramine`` renders); signed; the key deleted; the SIGSTRUCT printed (the log shows the
+#: LAUNCH KEY PORT [--requirements requirements.lock]``, in :data:`APP_DIR`; the last two are
+#: passed on to ``confide gramine manifest``): a fresh SGX signing key (RSA-3072, exponent 3)
+#: for this launch only, written 0600 to a memory volume; the Gramine manifest of the launch
+#: manifest rendered in this image by ``confide gramine manifest`` (what ``confide fingerprint
+#: --tee gramine`` renders); signed; the key deleted; the SIGSTRUCT printed (the log shows the
 #: MRENCLAVE); then ``gramine-sgx`` in this process, so the container's exit code is the
 #: runtime's. A failed step prints one ``error:`` line and exits 2. No secret is involved.
 GRAMINE_ENTRY: Final = (
@@ -134,7 +197,7 @@ GRAMINE_ENTRY: Final = (
     "    f.write(k.private_bytes(s.Encoding.PEM,s.PrivateFormat.PKCS8,s.NoEncryption()))\n"
     "try:\n"
     "    run('confide','gramine','manifest','--manifest',launch,'--enclave-size',size,\n"
-    "        '--max-threads',threads,'--output','confide-runtime.manifest')\n"
+    "        '--max-threads',threads,'--output','confide-runtime.manifest',*sys.argv[6:])\n"
     "    run('gramine-sgx-sign','--manifest','confide-runtime.manifest',\n"
     "        '--output','confide-runtime.manifest.sgx','--key',key)\n"
     "finally:\n"
@@ -190,6 +253,10 @@ def launch_map_name(app_id: uuid.UUID) -> str:
     return f"confide-{app_id}-launch"
 
 
+def requirements_map_name(app_id: uuid.UUID) -> str:
+    return f"confide-{app_id}-requirements"
+
+
 def _labels(target: KubernetesTarget, app_id: uuid.UUID) -> dict[str, str]:
     return {LABEL_OPERATOR: target.operator_id, LABEL_APP: str(app_id)}
 
@@ -213,14 +280,43 @@ def gramine_arguments(spec: AppSpec) -> list[str]:
     enclave_size, max_threads = plan_enclave(spec.memory_mib, spec.cores)
     launch = LAUNCH_DIR / LAUNCH_FILE
     key = KEY_DIR / "enclave-key.pem"
-    return [enclave_size, str(max_threads), str(launch), str(key), str(RUNTIME_PORT)]
+    arguments = [enclave_size, str(max_threads), str(launch), str(key), str(RUNTIME_PORT)]
+    if spec.manifest.requirements_sha256 is not None:
+        # The lock in the app's folder (its ConfigMap), where the rendered manifest names it.
+        arguments += ["--requirements", str(APP_REQUIREMENTS)]
+    return arguments
+
+
+def wheels_fetch_arguments(
+    target: KubernetesTarget, lock: RequirementsLock, out: Path
+) -> list[str]:
+    """The arguments of :data:`WHEELS_SCRIPT` for ``lock``: every file it locks (wheels,
+    sdists, build-only wheels), by its SHA-256, into ``out``."""
+    return [
+        target.blob_url.rstrip("/"),
+        str(out),
+        str(MAX_WHEEL_SIZE),
+        str(MAX_POD_WHEELS),
+        str(WHEELS_TIMEOUT),
+        str(WHEELS_RETRY_AFTER_MAX),
+        *(r.sha256.hex() for r in lock.requirements),
+    ]
 
 
 def pod_manifest(
-    target: KubernetesTarget, spec: AppSpec, generation: int, arguments: list[str]
+    target: KubernetesTarget,
+    spec: AppSpec,
+    generation: int,
+    arguments: list[str],
+    lock: RequirementsLock | None = None,
 ) -> dict[str, Any]:
     """The pod of one launch (pure: the tests validate it against Kubernetes' schema).
-    ``arguments``: ``confide runtime``'s (simulated TEEs) or :func:`gramine_arguments`."""
+    ``arguments``: ``confide runtime``'s (simulated TEEs) or :func:`gramine_arguments`;
+    ``lock``: the app's requirements lock, exactly when its launch manifest measures one."""
+    if (lock is None) != (spec.manifest.requirements_sha256 is None) or (
+        lock is not None and lock.digest() != spec.manifest.requirements_sha256
+    ):
+        raise UsageError("give the requirements lock the launch manifest measures, or none")
     gramine = target.tee == TeeBackend.GRAMINE
     sgx = not target.tee.simulated
     digest = spec.manifest.package_sha256.hex()
@@ -281,6 +377,47 @@ def pod_manifest(
                 {"name": "certificate", "mountPath": str(CERTIFICATE_DIR), "readOnly": True}
             )
         runtime = {"command": ["confide"], "args": ["runtime", *arguments]}
+    init_containers: list[dict[str, Any]] = [
+        {
+            "name": "fetch-package",
+            "image": target.image,
+            "command": ["python3", "-I", "-c", FETCH_SCRIPT],
+            "args": [f"{target.blob_url.rstrip('/')}/{digest}", digest, package],
+            "volumeMounts": [fetch_mount],
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+        }
+    ]
+    if lock is not None:
+        # The wheels, fetched by hash (untrusted: the runtime checks each against the lock).
+        wheels = APP_DIR / APP_WHEELS if gramine else WHEELS_DIR
+        volumes += [
+            {"name": "wheels", "emptyDir": {"sizeLimit": str(MAX_POD_WHEELS)}},
+            {"name": "requirements", "configMap": {"name": requirements_map_name(spec.app_id)}},
+        ]
+        mounts.append({"name": "wheels", "mountPath": str(wheels), "readOnly": True})
+        if gramine:
+            mounts.append(
+                {
+                    "name": "requirements",
+                    "mountPath": str(APP_DIR / APP_REQUIREMENTS),
+                    "subPath": REQUIREMENTS_FILE,
+                    "readOnly": True,
+                }
+            )
+        else:
+            mounts.append(
+                {"name": "requirements", "mountPath": str(REQUIREMENTS_DIR), "readOnly": True}
+            )
+        init_containers.append(
+            {
+                "name": "fetch-wheels",
+                "image": target.image,
+                "command": ["python3", "-I", "-c", WHEELS_SCRIPT],
+                "args": wheels_fetch_arguments(target, lock, wheels),
+                "volumeMounts": [{"name": "wheels", "mountPath": str(wheels)}],
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+            }
+        )
     if target.simulation_claim is not None:
         mounts.append({"name": "simulation", "mountPath": str(SIMULATION_DIR)})
         volumes.append(
@@ -290,16 +427,7 @@ def pod_manifest(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "initContainers": [
-            {
-                "name": "fetch-package",
-                "image": target.image,
-                "command": ["python3", "-I", "-c", FETCH_SCRIPT],
-                "args": [f"{target.blob_url.rstrip('/')}/{digest}", digest, package],
-                "volumeMounts": [fetch_mount],
-                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
-            }
-        ],
+        "initContainers": init_containers,
         "containers": [
             {
                 "name": "runtime",
@@ -380,6 +508,22 @@ def launch_map_manifest(target: KubernetesTarget, spec: AppSpec) -> dict[str, An
     }
 
 
+def requirements_map_manifest(
+    target: KubernetesTarget, app_id: uuid.UUID, lock: RequirementsLock
+) -> dict[str, Any]:
+    """The app's requirements lock (public: names, versions and hashes; measured, ADR 0024)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": requirements_map_name(app_id),
+            "namespace": target.namespace,
+            "labels": _labels(target, app_id),
+        },
+        "data": {REQUIREMENTS_FILE: lock.to_bytes().decode("ascii")},
+    }
+
+
 def _is(exc: ApiError, code: int) -> bool:
     return exc.status.code == code
 
@@ -395,6 +539,7 @@ class KubernetesBackend:
         stop_timeout: float = STOP_TIMEOUT,
         start_timeout: float = START_TIMEOUT,
         logger: logging.Logger | None = None,
+        wheels: WheelCache | None = None,
     ) -> None:
         if target.tee not in _LAUNCH_TEE and target.tee != TeeBackend.GRAMINE:
             # A TD per pod needs a VM runtime (Kata) this backend does not drive.
@@ -407,6 +552,9 @@ class KubernetesBackend:
         self.stop_timeout = stop_timeout
         self.start_timeout = start_timeout
         self._log = logger or logging.getLogger("confide.operator.kubernetes")
+        #: The operator's wheel cache (the API serves pods from it); ``None``: an app that
+        #: locks requirements is refused.
+        self.wheels = wheels
         #: Why each ended pod ended, read when it was seen ended (exit_reason is synchronous).
         self._reasons: dict[tuple[uuid.UUID, int], str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -438,7 +586,9 @@ class KubernetesBackend:
         target = self.target
         if spec.manifest.tls == TlsMode.OWNER and spec.certificate_pem is None:
             raise LaunchRefused(f"app {spec.app_id} has no owner certificate stored")
-        refuse_requirements(spec, "a pod")
+        if self.wheels is None:
+            refuse_requirements(spec, "a pod of a backend without a wheel cache")
+        lock = await asyncio.to_thread(self._requirements, spec)
         previous = await self._app_pods(spec.app_id)
         generations = [_generation(p) for p in previous]
         generation = max((g for g in generations if g is not None), default=0) + 1
@@ -453,6 +603,10 @@ class KubernetesBackend:
                 certificate_map_manifest(target, spec.app_id, spec.certificate_pem), replace=True
             )
             certificate = CERTIFICATE_DIR / "certificate.pem"
+        requirements = wheels = None
+        if lock is not None:
+            await self._create(requirements_map_manifest(target, spec.app_id, lock), replace=True)
+            requirements, wheels = REQUIREMENTS_DIR / REQUIREMENTS_FILE, WHEELS_DIR
         if target.tee == TeeBackend.GRAMINE:
             # The pod renders and signs the Gramine manifest in the image (GRAMINE_ENTRY);
             # the enclave's runtime refuses to start under another launch manifest.
@@ -469,14 +623,34 @@ class KubernetesBackend:
                     state_dir=STATE_DIR,
                     tee=_LAUNCH_TEE[target.tee],
                     simulation_state=SIMULATION_DIR,
+                    requirements=requirements,
+                    wheels=wheels,
                 )
             except UsageError as exc:
                 raise LaunchRefused(exc.message, hint=exc.hint) from None
-        await self._create(pod_manifest(target, spec, generation, arguments))
+        await self._create(pod_manifest(target, spec, generation, arguments, lock))
         name = pod_name(spec.app_id, generation)
         ip = await self._wait_ip(name)
         self._log.info("app %s: runtime started as pod %s on %s", spec.app_id, name, ip)
         return RuntimeHandle(spec.app_id, ip, RUNTIME_PORT, generation)
+
+    def _requirements(self, spec: AppSpec) -> RequirementsLock | None:
+        """The app's stored lock, its wheels fetched into the cache (none fetched twice), so
+        the API can serve them to the pod; ``None`` for an app without one. Not a defence:
+        the runtime checks every wheel against the measured lock (ADR 0024, 0030)."""
+        digest = spec.manifest.requirements_sha256
+        if digest is None or self.wheels is None:
+            return None
+        try:
+            lock = self.wheels.read_lock(digest)
+            fetched = self.wheels.fetch(lock)
+        except UsageError as exc:
+            raise LaunchRefused(exc.message, hint=exc.hint) from None
+        if fetched:
+            self._log.info(
+                "fetched %d wheel(s) of app %s's lock %s", fetched, spec.app_id, digest.hex()
+            )
+        return lock
 
     async def _wait_ip(self, name: str) -> str:
         """The pod's IP once it has one; :class:`LaunchRefused` if it ends first."""
@@ -609,6 +783,7 @@ class KubernetesBackend:
             (PersistentVolumeClaim, state_claim_name(app_id)),
             (ConfigMap, certificate_map_name(app_id)),
             (ConfigMap, launch_map_name(app_id)),
+            (ConfigMap, requirements_map_name(app_id)),
         ):
             with contextlib.suppress(ApiError):
                 await self._client.delete(kind, name, namespace=self._ns)
@@ -752,6 +927,7 @@ def _why(pod: Pod) -> str:
     for container in (status.initContainerStatuses or []) if status else []:
         ended = container.state.terminated if container.state else None
         if ended is not None and ended.exitCode != 0:
-            return f"fetching the package failed with code {ended.exitCode}"
+            what = "the wheels" if container.name == "fetch-wheels" else "the package"
+            return f"fetching {what} failed with code {ended.exitCode}"
     phase = status.phase if status else None
     return f"the pod is {phase or 'gone'}"

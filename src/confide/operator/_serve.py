@@ -72,6 +72,7 @@ from ._seams import (
 from ._settings import OperatorSettings, SupervisorMode, TeeBackend
 from ._supervisor import Supervisor, SupervisorOptions
 from ._tdx import TdxBackend
+from ._wheels import WheelCache
 
 if TYPE_CHECKING:  # the confide[kubernetes] extra: imported where used
     from lightkube import KubeConfig
@@ -225,7 +226,13 @@ def _kubernetes(settings: OperatorSettings) -> tuple[RuntimeBackend, LogSource]:
         state_size=k.state_size,
         storage_class=k.storage_class,
     )
-    backend = KubernetesBackend(AsyncClient(config, namespace=k.namespace), target)
+    # The API serves pods the wheels of live apps' locks from the same cache (ADR 0030).
+    wheels = WheelCache(
+        settings.wheels_dir,
+        index_url=settings.wheel_index_url,
+        find_links=settings.wheel_find_links,
+    )
+    backend = KubernetesBackend(AsyncClient(config, namespace=k.namespace), target, wheels=wheels)
     return backend, KubernetesLogSource(Client(config, namespace=k.namespace), target)
 
 
@@ -272,7 +279,14 @@ async def run_operator(
                 wheel_find_links=settings.wheel_find_links,
             )
         elif settings.tee == TeeBackend.TDX and settings.tdx is not None:
-            local = TdxBackend(data_dir=data, log_source=logs, tdx=settings.tdx, clock=clock)
+            local = TdxBackend(
+                data_dir=data,
+                log_source=logs,
+                tdx=settings.tdx,
+                clock=clock,
+                wheel_index_url=settings.wheel_index_url,
+                wheel_find_links=settings.wheel_find_links,
+            )
         else:
             local = LocalProcessBackend(
                 data_dir=data,

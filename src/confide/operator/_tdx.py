@@ -20,6 +20,17 @@ each start, in the app's folder ``<data>/apps/<id>/``:
    :data:`~confide.runtime.GUEST_PORT` in the TD, and the guest's serial console
    appended to the app's log.
 
+An app that locks requirements (ADR 0024, 0030) gets its wheels fetched into the
+operator's cache first, as with every backend; then ``wheels.disk`` in its folder, the
+*wheel disk* (:mod:`confide.runtime._wheeldisk`: the lock and each of its files, by
+SHA-256), is attached as a read-only raw virtio disk with the serial
+:data:`~confide.runtime.DISK_SERIAL` (``-drive file=...,if=none,id=...,format=raw,
+readonly=on`` and ``-device virtio-blk-pci,drive=...,serial=...``). A disk, not fw_cfg:
+the guest reads fw_cfg with port I/O, which traps to the host on every instruction in a
+TD (a #VE), far too slow for hundreds of megabytes; virtio moves them through shared
+buffers. The guest parses the disk itself within bounds (it mounts no file system of the
+host's making) and the runtime checks every wheel against the measured lock.
+
 The guest image's init runs ``confide td-runtime``, which reads the launch from
 fw_cfg, extends RTMR3 with it and serves (ADR 0020). Nothing this backend passes
 is trusted: a changed item changes what the TD reports (RTMR3), which owners and
@@ -46,7 +57,15 @@ from typing import Final
 
 from confide.attestation import TdReference
 from confide.errors import FormatError, UsageError
-from confide.runtime import GUEST_PORT, USER_NET_HOST, TdSettings, check_launch, fw_cfg_name
+from confide.runtime import (
+    DISK_SERIAL,
+    GUEST_PORT,
+    USER_NET_HOST,
+    TdSettings,
+    check_launch,
+    fw_cfg_name,
+    write_wheel_disk,
+)
 from confide.wire import TlsMode
 
 from ._backend import (
@@ -57,7 +76,6 @@ from ._backend import (
     LaunchRefused,
     RecordedProcessBackend,
     read_cmdline,
-    refuse_requirements,
 )
 from ._logs import LogSource
 from ._seams import Clock, utc_now
@@ -72,6 +90,9 @@ QGS_VSOCK_PORT: Final = 4050
 _MAX_REFERENCE: Final = 4096
 _LAUNCH_FILE: Final = "launch.json"
 _SETTINGS_FILE: Final = "settings.json"
+#: The app's wheel disk in its folder, and its drive's id on QEMU's command line.
+WHEEL_DISK_FILE: Final = "wheels.disk"
+WHEEL_DRIVE_ID: Final = "confide-wheels"
 
 
 def load_reference(path: Path) -> TdReference:
@@ -121,6 +142,8 @@ class TdxBackend(RecordedProcessBackend):
         environment: Mapping[str, str] = LOCAL_RUNTIME_ENVIRONMENT,
         stop_timeout: float = STOP_TIMEOUT,
         clock: Clock = utc_now,
+        wheel_index_url: str | None = None,
+        wheel_find_links: str | None = None,
     ) -> None:
         super().__init__(
             data_dir=data_dir,
@@ -130,6 +153,8 @@ class TdxBackend(RecordedProcessBackend):
             environment=environment,
             stop_timeout=stop_timeout,
             clock=clock,
+            wheel_index_url=wheel_index_url,
+            wheel_find_links=wheel_find_links,
         )
         self.tdx = tdx
         #: Where QEMU is looked for (the operator's PATH).
@@ -158,8 +183,27 @@ class TdxBackend(RecordedProcessBackend):
         os.replace(tmp, path)
         return path
 
+    def _wheel_disk(self, spec: AppSpec) -> tuple[Path, Path] | None:
+        """The app's lock (in the cache) and its wheel disk, written after its wheels were
+        fetched; ``None`` for an app without a lock. Not a defence (ADR 0030)."""
+        lock_path = self.prepare_requirements(spec)
+        digest = spec.manifest.requirements_sha256
+        if lock_path is None or digest is None:
+            return None
+        lock = self.wheels.read_lock(digest)
+        disk = self.app_dir(spec.app_id) / WHEEL_DISK_FILE
+        files = {r.sha256: self.wheels.wheel_path(r.sha256) for r in lock.requirements}
+        try:
+            write_wheel_disk(lock, files, disk)
+        except OSError as exc:
+            raise LaunchRefused(
+                f"cannot write the wheel disk of app {spec.app_id}: {exc.strerror or exc}"
+            ) from None
+        except UsageError as exc:
+            raise LaunchRefused(exc.message, hint=exc.hint) from None
+        return lock_path, disk
+
     def _prepare(self, spec: AppSpec, now: datetime) -> Launch:
-        refuse_requirements(spec, "a TD")
         qemu = self._qemu()
         tdx = self.tdx
         for what, path in (("firmware", tdx.firmware), ("kernel", tdx.kernel)):
@@ -180,6 +224,7 @@ class TdxBackend(RecordedProcessBackend):
             )
         if not spec.package.is_file():
             raise LaunchRefused(f"the package of app {spec.app_id} is missing: {spec.package}")
+        locked = self._wheel_disk(spec)
         try:
             check_launch(
                 spec.manifest,
@@ -187,6 +232,8 @@ class TdxBackend(RecordedProcessBackend):
                 certificate=certificate,
                 state_dir=self.state_dir(spec.app_id),
                 now=now,
+                requirements=locked[0] if locked is not None else None,
+                wheels=self.wheels.wheels_dir if locked is not None else None,
             )
         except UsageError as exc:
             raise LaunchRefused(exc.message, hint=exc.hint) from None
@@ -200,7 +247,8 @@ class TdxBackend(RecordedProcessBackend):
         }
         if certificate is not None:
             items["certificate"] = certificate
-        for path in (*items.values(), tdx.firmware, tdx.kernel, tdx.initrd):
+        disks = [locked[1]] if locked is not None else []
+        for path in (*items.values(), *disks, tdx.firmware, tdx.kernel, tdx.initrd):
             if "," in str(path):
                 raise LaunchRefused(f"QEMU cannot be given a path with a comma: {path}")
         port = self._port(spec.app_id)
@@ -239,6 +287,14 @@ class TdxBackend(RecordedProcessBackend):
         ]
         for item, path in items.items():
             argv += ["-fw_cfg", f"name={fw_cfg_name(item)},file={path}"]
+        for disk in disks:
+            # Read-only, raw (no format header of the host's is probed), found by its serial.
+            argv += [
+                "-drive",
+                f"file={disk},if=none,id={WHEEL_DRIVE_ID},format=raw,readonly=on",
+                "-device",
+                f"virtio-blk-pci,drive={WHEEL_DRIVE_ID},serial={DISK_SERIAL}",
+            ]
         return Launch(argv, self._environment, port)
 
     # -- finding it again ----------------------------------------------------------------------

@@ -65,6 +65,7 @@ from ._tls import (
     hypercorn_config,
     server_ssl_context,
 )
+from ._wheeldisk import DISK_SERIAL, read_wheel_disk, write_wheel_disk
 from ._workspace import CODE_ROOT, Workspace, code_folder_owner, remove_orphans
 
 __all__ = [
@@ -130,4 +131,8 @@ __all__ = [
     "fw_cfg_file",
     "fw_cfg_name",
     "td_runtime_settings",
+    # An app's lock and wheels on a TD's read-only disk (the TDX backend and the guest, ADR 0030).
+    "DISK_SERIAL",
+    "read_wheel_disk",
+    "write_wheel_disk",
 ]

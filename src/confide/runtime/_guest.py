@@ -18,6 +18,10 @@ driver (``CONFIG_FW_CFG_SYSFS``) shows each one's bytes at
         {"format": "confide-td-settings", "version": 1,
          "relay_sources": ["10.0.2.2"], "timeout": null}
 
+An app that locks requirements also gets a read-only virtio disk, the *wheel disk*
+(:mod:`._wheeldisk`, ADR 0030): its lock and wheels, found by the disk's serial under
+``/sys/block`` and read from ``/dev`` into a RAM folder of the guest, within bounds.
+
 Nothing here is trusted. :func:`td_runtime_settings` builds the runtime's
 settings from the items exactly as ``confide runtime`` does from its arguments
 (hashing the package, the certificate and its own code) and refuses to start
@@ -38,6 +42,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +53,7 @@ from confide.errors import FormatError, JsonError, UsageError
 from confide.wire import LaunchManifest, TlsMode
 
 from ._settings import RuntimeSettings
+from ._wheeldisk import DISK_SERIAL, read_wheel_disk
 
 #: Where the guest kernel shows fw_cfg items.
 FW_CFG_ROOT: Final = Path("/sys/firmware/qemu_fw_cfg")
@@ -65,6 +71,14 @@ MAX_LAUNCH_ITEM: Final = 64 * 1024
 MAX_SETTINGS_ITEM: Final = 4 * 1024
 #: Most relay sources.
 MAX_RELAY_SOURCES: Final = 16
+#: Where the guest kernel lists block devices (``<name>/serial``: a virtio disk's serial)
+#: and where their device nodes are, and the RAM folder the wheel disk is read into.
+SYS_BLOCK: Final = Path("/sys/block")
+DEV: Final = Path("/dev")
+GUEST_REQUIREMENTS_DIR: Final = Path("/run/confide/requirements")
+#: Most block devices looked at, and the longest serial read (virtio's ID is 20 bytes).
+MAX_BLOCK_DEVICES: Final = 64
+_MAX_SERIAL: Final = 64
 _SETTINGS_FORMAT: Final = "confide-td-settings"
 
 
@@ -146,6 +160,29 @@ def _read_item(root: Path, item: str, limit: int) -> bytes:
     return raw
 
 
+def find_disk(serial: str, *, sys_block: Path = SYS_BLOCK, dev: Path = DEV) -> Path:
+    """The device node of the one block device whose serial is ``serial``."""
+    try:
+        names = sorted(os.listdir(sys_block))[:MAX_BLOCK_DEVICES]
+    except OSError as exc:
+        raise UsageError(f"cannot list {sys_block}: {exc.strerror or exc}") from None
+    found = []
+    for name in names:
+        try:
+            with open(sys_block / name / "serial", "rb") as f:
+                seen = f.read(_MAX_SERIAL + 1)
+        except OSError:
+            continue  # not a virtio disk (no serial), or gone
+        if seen.strip() == serial.encode():
+            found.append(name)
+    if len(found) != 1:
+        raise UsageError(
+            f"the TD has {len(found)} disks with the serial {serial!r}, not one",
+            hint="the host attaches the wheel disk of an app with locked requirements",
+        )
+    return dev / found[0]
+
+
 def td_runtime_settings(
     fw_cfg: Path,
     *,
@@ -154,8 +191,13 @@ def td_runtime_settings(
     state_dir: Path,
     now: datetime,
     runtime_sha256: bytes | None = None,
+    sys_block: Path = SYS_BLOCK,
+    dev: Path = DEV,
+    requirements_dir: Path = GUEST_REQUIREMENTS_DIR,
 ) -> RuntimeSettings:
-    """The runtime's settings from the TD's fw_cfg items; raise unless they are ``launch``.
+    """The runtime's settings from the TD's fw_cfg items (and, when the launch locks
+    requirements, its wheel disk, read into ``requirements_dir``); raise unless they are
+    ``launch``.
 
     ``runtime_sha256`` defaults to the installed runtime's code hash (tests pass it).
     """
@@ -169,6 +211,10 @@ def td_runtime_settings(
     for needed in (package, certificate):
         if needed is not None and not needed.is_file():
             raise UsageError(f"the TD has no {needed.parent.name} item ({needed})")
+    requirements = wheels = None
+    if launch.requirements_sha256 is not None:
+        disk = find_disk(DISK_SERIAL, sys_block=sys_block, dev=dev)
+        requirements, wheels = read_wheel_disk(disk, requirements_dir)
     settings = RuntimeSettings.from_arguments(
         app_id=launch.app_id,
         application=launch.application,
@@ -187,6 +233,8 @@ def td_runtime_settings(
         now=now,
         runtime_sha256=runtime_sha256,
         relay_sources=extra.relay_sources,
+        requirements=requirements,
+        wheels=wheels,
     )
     if settings.manifest != launch:
         ours, theirs = settings.manifest.to_dict(), launch.to_dict()

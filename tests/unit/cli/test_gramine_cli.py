@@ -8,6 +8,7 @@ runs the tools on the manifest it renders and reads mr_enclave back.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import uuid
@@ -21,6 +22,7 @@ from confide.cli._gramine import render_manifest
 from confide.gramine import runtime_environment, simulated_mrenclave
 from confide.runtime import CodeSource, launch_manifest
 from confide.wire import LaunchManifest
+from support.wheels import lock_of, wheel_bytes
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "helloworld"
 APP_ID = "0f0f0f0f-0000-4000-8000-000000000002"
@@ -135,6 +137,32 @@ def test_gramine_manifest_renders_a_manifest_that_lints(tmp_path: Path) -> None:
     code, out, err = _run("gramine", "lint", str(target))
     assert code == 0, err
     assert out.startswith("OK ") and "all trusted" in out
+
+
+def test_gramine_manifest_renders_a_locked_launch_with_its_lock_and_refuses_another(
+    tmp_path: Path,
+) -> None:
+    """``--requirements`` (what a Gramine pod passes, ADR 0030): the lock and its wheels are
+    trusted files with the lock's hashes; a lock the launch does not measure is refused."""
+    lock = lock_of(("tinydep", "1.0", wheel_bytes("tinydep", "1.0")))
+    locked = dataclasses.replace(_launch(), requirements_sha256=lock.digest())
+    launch = tmp_path / "launch.json"
+    launch.write_bytes(locked.to_json())
+    (tmp_path / "requirements.lock").write_bytes(lock.to_bytes())
+    target = tmp_path / "app.manifest"
+    base = ("gramine", "manifest", "--manifest", str(launch), "--output", str(target))
+    code, _, err = _run(*base, "--requirements", str(tmp_path / "requirements.lock"))
+    assert code == 0, err
+    assert target.read_text() == render_manifest(
+        locked, runtime_environment(), enclave_size="2G", max_threads=64, lock=lock
+    )
+    assert f'sha256 = "{lock.requirements[0].sha256.hex()}"' in target.read_text()
+    other = lock_of(("tinydep", "2.0", wheel_bytes("tinydep", "2.0")))
+    (tmp_path / "other.lock").write_bytes(other.to_bytes())
+    for wrong in (("--requirements", str(tmp_path / "other.lock")), ()):
+        code, _, err = _run(*base, *wrong)
+        assert code != 0 and len(err.strip().splitlines()) == 1, err
+        assert "requirements lock" in err
 
 
 def test_gramine_manifest_refuses_a_launch_file_with_a_repeated_key(tmp_path: Path) -> None:

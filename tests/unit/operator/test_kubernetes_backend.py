@@ -4,26 +4,32 @@ object it sends validated against Kubernetes' own JSON schemas (kubernetes-valid
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
 from lightkube import AsyncClient, Client
 
-from confide.operator._backend import LaunchRefused, RuntimeBackend, RuntimeHandle
+from confide.errors import UsageError
+from confide.operator._backend import AppSpec, LaunchRefused, RuntimeBackend, RuntimeHandle
 from confide.operator._kubernetes import (
     FETCH_SCRIPT,
+    REQUIREMENTS_DIR,
+    WHEELS_DIR,
+    WHEELS_SCRIPT,
     KubernetesBackend,
     KubernetesLogSource,
     KubernetesTarget,
     pod_manifest,
     pod_name,
+    requirements_map_name,
 )
 from confide.operator._settings import TeeBackend
+from confide.operator._wheels import WheelCache
 from kube_standin import AsyncTransport, KubeApi, SyncTransport
 from support.kube_pods import (
     APP,
@@ -34,8 +40,17 @@ from support.kube_pods import (
     SECRETS,
     TARGET,
     kubeconfig,
+    sent_pod,
     spec,
     validate_all,
+    with_backend,
+)
+from support.wheels import cache_wheel, lock_of, wheel_bytes
+
+#: Two locked wheels (name, version, bytes).
+LOCKED = (
+    ("tinydep", "1.0", wheel_bytes("tinydep", "1.0")),
+    ("other", "2.0", wheel_bytes("other", "2.0")),
 )
 
 
@@ -182,16 +197,105 @@ async def test_a_pod_that_fails_before_running_is_refused(
         await asyncio.wait_for(task, 5)
 
 
-@with_env
-async def test_an_app_with_locked_requirements_is_refused_before_any_object(
-    api: KubeApi, backend: KubernetesBackend
+def _locked(tmp_path: Path) -> tuple[AppSpec, WheelCache]:
+    """An app locking two wheels, and a wheel cache holding its lock and both wheels."""
+    cache = WheelCache(tmp_path / "wheels")
+    lock = lock_of(*LOCKED)
+    cache.put_lock(lock)
+    for _, _, data in LOCKED:
+        cache_wheel(cache.root, data)
+    return spec(lock=lock), cache
+
+
+def test_a_locked_app_gets_its_lock_and_a_wheel_fetcher_and_every_object_validates(
+    tmp_path: Path,
 ) -> None:
-    """A pod cannot receive the app's wheels yet: refused before anything is sent (ADR 0024)."""
-    app = spec()
-    locked = dataclasses.replace(app.manifest, requirements_sha256=bytes(32))
-    with pytest.raises(LaunchRefused, match="locks requirements, which a pod cannot install"):
-        await backend.start(dataclasses.replace(app, manifest=locked))
-    assert api.sent == []
+    """The pod fetches each locked wheel by its hash from the blob endpoint into a volume of
+    its own, and the runtime is given the lock (its ConfigMap) and that folder (ADR 0030)."""
+    app, cache = _locked(tmp_path)
+    lock = cache.read_lock(app.manifest.requirements_sha256 or b"")
+    api, pod = sent_pod(TARGET, app, cache)
+    assert api.objects[("configmaps", NS, requirements_map_name(APP))]["data"] == {
+        "requirements.lock": lock.to_bytes().decode()
+    }
+    init = {c["name"]: c for c in pod["spec"]["initContainers"]}
+    assert list(init) == ["fetch-package", "fetch-wheels"]  # the package first, as before
+    fetch = init["fetch-wheels"]
+    assert fetch["command"] == ["python3", "-I", "-c", WHEELS_SCRIPT]
+    assert fetch["args"][:2] == [TARGET.blob_url, str(WHEELS_DIR)]
+    assert fetch["args"][6:] == [r.sha256.hex() for r in lock.requirements]
+    assert len(fetch["args"][6:]) == len(LOCKED)  # not vacuous: every wheel, by hash
+    runtime = pod["spec"]["containers"][0]
+    args = runtime["args"]
+    assert args[args.index("--requirements") + 1] == f"{REQUIREMENTS_DIR}/requirements.lock"
+    assert args[args.index("--wheels") + 1] == str(WHEELS_DIR)
+    mounts = {m["mountPath"]: m for m in runtime["volumeMounts"]}
+    assert mounts[str(WHEELS_DIR)]["readOnly"] is True
+    assert mounts[str(REQUIREMENTS_DIR)]["readOnly"] is True
+    assert validate_all(api) >= 4  # not vacuous: pod, claim, two maps
+
+
+def test_a_locked_app_is_refused_before_any_object_without_a_wheel_cache() -> None:
+    """A backend built without the operator's wheel cache cannot serve the pod its wheels."""
+    app = spec(lock=lock_of(*LOCKED))
+
+    @with_env
+    async def body(api: KubeApi, backend: KubernetesBackend) -> None:
+        with pytest.raises(LaunchRefused, match="locks requirements, which a pod of a backend"):
+            await backend.start(app)
+        assert api.sent == []
+
+    body()
+
+
+def test_a_lock_not_in_the_cache_is_refused_before_any_object(tmp_path: Path) -> None:
+    app = spec(lock=lock_of(*LOCKED))
+
+    @with_env
+    async def body(api: KubeApi, backend: KubernetesBackend) -> None:
+        backend.wheels = WheelCache(tmp_path / "empty")
+        with pytest.raises(LaunchRefused, match="is not stored"):
+            await backend.start(app)
+        assert api.sent == []
+
+    body()
+
+
+def test_the_pod_of_a_locked_app_must_be_given_its_lock() -> None:
+    app = spec(lock=lock_of(*LOCKED))
+    other = lock_of(LOCKED[0])
+    for wrong in (None, other):
+        with pytest.raises(UsageError, match="the requirements lock the launch manifest"):
+            pod_manifest(TARGET, app, 1, [], wrong)
+    with pytest.raises(UsageError, match="the requirements lock the launch manifest"):
+        pod_manifest(TARGET, spec(), 1, [], other)
+
+
+def test_no_secret_reaches_any_object_of_a_locked_app(tmp_path: Path) -> None:
+    app, cache = _locked(tmp_path)
+
+    @with_backend(TARGET, app, cache)
+    async def body(
+        api: KubeApi, backend: KubernetesBackend, handle: RuntimeHandle, name: str
+    ) -> None:
+        await backend.stop(handle)
+        backend.remove_app(APP)
+        await backend.wait_removed()
+        assert not api.objects  # the requirements map is removed with the app too
+        sent = json.dumps([body for _, _, body in api.sent])
+        assert "MIIBpublic" in sent and "tinydep==1.0" in sent  # guard: the maps were seen
+        for secret in SECRETS:
+            assert secret not in sent
+        assert "PRIVATE KEY" not in sent and "secretKeyRef" not in sent and '"Secret"' not in sent
+        for _, _, sent_body in api.sent:
+            if sent_body.get("kind") == "Pod":
+                assert all("secret" not in volume for volume in sent_body["spec"]["volumes"])
+                for container in (
+                    sent_body["spec"]["containers"] + sent_body["spec"]["initContainers"]
+                ):
+                    assert "env" not in container and "envFrom" not in container
+
+    body()
 
 
 @with_env

@@ -28,7 +28,14 @@ from confide.operator._kubernetes import (
     pod_manifest,
 )
 from confide.operator._settings import TeeBackend
-from confide.wire import EXIT_APP_UNUSABLE, LaunchManifest, TlsMode, app_unusable
+from confide.operator._wheels import WheelCache
+from confide.wire import (
+    EXIT_APP_UNUSABLE,
+    LaunchManifest,
+    RequirementsLock,
+    TlsMode,
+    app_unusable,
+)
 from gramine_standin import StandinConfig, install
 from kube_standin import AsyncTransport, KubeApi
 from support.kube_pods import (
@@ -49,6 +56,7 @@ from support.kube_pods import (
     validate_all,
     with_backend,
 )
+from support.wheels import cache_wheel, lock_of, wheel_bytes
 
 #: The runtime's line when it cannot import the app (issue 15: EXIT_APP_UNUSABLE).
 UNUSABLE = "error: app unusable: the app imports the module 'pandas'; add it to the requirements"
@@ -160,12 +168,16 @@ class PodRun:
 
 
 def run_pod(
-    tmp_path: Path, tls: TlsMode, before: Callable[[Path], None] = lambda root: None
+    tmp_path: Path,
+    tls: TlsMode,
+    before: Callable[[Path], None] = lambda root: None,
+    lock: RequirementsLock | None = None,
+    wheels: WheelCache | None = None,
 ) -> PodRun:
     """Start the app on the stand-in, lay the runtime container's volumes out under
     ``tmp_path`` from the objects sent, call ``before(root)``, and run its command there with
     Gramine's stand-ins first on PATH (``gramine-sgx`` only records how it was started)."""
-    api, pod = sent_pod(GRAMINE, spec(tls))
+    api, pod = sent_pod(GRAMINE, spec(tls, lock=lock), wheels)
     root = tmp_path / "pod"
     materialise(api, pod, root)
     before(root)
@@ -225,6 +237,65 @@ def test_the_pod_signs_the_mrenclave_the_owner_predicts(
         certificate=certificate,
     )
     assert signed["mr_enclave"] == predicted.hex()
+
+
+def test_a_locked_apps_pod_signs_the_mrenclave_the_owner_predicts_from_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under Gramine the lock (its ConfigMap, at ``requirements.lock``) and the wheels the
+    init container fetched (``wheels/<ab>/<cdef...>`` in the app's folder) are trusted files
+    with the lock's hashes, as for a local Gramine enclave (ADR 0024, 0030): the manifest the
+    pod renders with ``--requirements`` is the owner's, and so is the MRENCLAVE it signs."""
+    wheel = wheel_bytes("tinydep", "1.0")
+    lock = lock_of(("tinydep", "1.0", wheel))
+    cache = WheelCache(tmp_path / "cache")
+    cache.put_lock(lock)
+    cache_wheel(cache.root, wheel)
+
+    def fetched(root: Path) -> None:  # what the wheels' init container writes
+        cache_wheel(pod_path(root, str(APP_DIR / "wheels")), wheel)
+
+    api, pod = sent_pod(GRAMINE, spec(TlsMode.RATLS, lock=lock), cache)
+    assert validate_all(api) >= 4  # the pod, the claim, the launch and requirements maps
+    mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts[f"{APP_DIR}/requirements.lock"]["subPath"] == "requirements.lock"
+    assert mounts[f"{APP_DIR}/wheels"]["readOnly"] is True
+    run = run_pod(tmp_path, TlsMode.RATLS, fetched, lock=lock, wheels=cache)
+    assert run.done.returncode == 0, run.done.stderr[-2000:]
+    assert run.args[-2:] == ["--requirements", "requirements.lock"]
+    assert (run.app / "requirements.lock").read_bytes() == lock.to_bytes()
+    size, threads = plan_enclave(512, 1)
+    monkeypatch.setenv("PATH", f"{run.standins.bin_dir}{os.pathsep}{os.environ['PATH']}")
+    environment = runtime_environment()
+    manifest = spec(TlsMode.RATLS, lock=lock).manifest
+    rendered = (run.app / "confide-runtime.manifest").read_text()
+    assert rendered == render_app(
+        manifest, environment, enclave_size=size, max_threads=threads, lock=lock
+    )
+    digest = lock.requirements[0].sha256.hex()
+    assert f'sha256 = "{digest}"' in rendered  # guard: the wheel is a trusted file
+    view = subprocess.run(  # noqa: S603 - the stand-in's tool
+        [str(run.standins.bin_dir / "gramine-sgx-sigstruct-view"), "--output-format=json",
+         str(run.app / "confide-runtime.sig")],
+        capture_output=True, check=True, timeout=60, text=True,
+    )  # fmt: skip
+    predicted = predict_app_mrenclave(
+        manifest,
+        environment,
+        enclave_size=size,
+        max_threads=threads,
+        signer_pem=throwaway_sgx_signer(),
+        lock=lock,
+    )
+    assert json.loads(view.stdout)["mr_enclave"] == predicted.hex()
+    unlocked = predict_app_mrenclave(
+        spec(TlsMode.RATLS).manifest,
+        environment,
+        enclave_size=size,
+        max_threads=threads,
+        signer_pem=throwaway_sgx_signer(),
+    )
+    assert unlocked != predicted  # guard: the lock is part of what was signed
 
 
 def test_a_refused_signing_stops_the_pod_with_one_error_line_and_no_key_left(

@@ -31,8 +31,17 @@ from confide.operator import (
     TdxSettings,
     TeeBackend,
 )
-from confide.runtime import GUEST_PORT, CodeSource, TdSettings, launch_manifest
-from confide.wire import LaunchManifest
+from confide.operator._wheels import WheelCache
+from confide.runtime import (
+    DISK_SERIAL,
+    GUEST_PORT,
+    CodeSource,
+    TdSettings,
+    launch_manifest,
+    read_wheel_disk,
+)
+from confide.wire import LaunchManifest, RequirementsLock
+from support.wheels import cache_wheel, lock_of, wheel_bytes
 from tdx_standin import install, parse_command_line
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "helloworld"
@@ -154,16 +163,46 @@ def test_a_package_that_does_not_measure_as_the_manifest_is_refused(
         )
 
 
-def test_an_app_with_locked_requirements_is_refused_in_one_line(
+def _locked(package: Path, data: Path) -> tuple[AppSpec, RequirementsLock]:
+    """The app locking one wheel, its lock and wheel in the backend's cache (``data``)."""
+    wheel = wheel_bytes("tinydep", "1.0")
+    lock = lock_of(("tinydep", "1.0", wheel))
+    cache = WheelCache(data / "wheels")
+    cache.put_lock(lock)
+    cache_wheel(cache.root, wheel)
+    app = spec(package)
+    locked = dataclasses.replace(app.manifest, requirements_sha256=lock.digest())
+    return dataclasses.replace(app, manifest=locked), lock
+
+
+def test_a_locked_app_gets_its_wheel_disk_as_a_read_only_virtio_disk(
     package: Path, tmp_path: Path
 ) -> None:
-    """A TD cannot receive the app's wheels yet: refused before QEMU runs (ADR 0024)."""
+    """The lock and its wheels go into the TD on a raw read-only disk the guest finds by its
+    serial (ADR 0030); the command line is one QEMU (the stand-in's parser) accepts."""
+    tdx = backend(tmp_path, image(tmp_path, reference=REFERENCE.to_json()))
+    app, lock = _locked(package, tmp_path / "data")
+    launch = tdx._prepare(app, NOW)
+    td = parse_command_line(launch.argv[1:])
+    ((disk, serial, readonly),) = td.disks
+    assert (serial, readonly) == (DISK_SERIAL, True)
+    drive = launch.argv[launch.argv.index("-drive") + 1]
+    assert drive.endswith(",if=none,id=confide-wheels,format=raw,readonly=on")
+    assert disk.stat().st_size % 512 == 0
+    lock_path, wheels = read_wheel_disk(disk, tmp_path / "guest")
+    assert lock_path.read_bytes() == lock.to_bytes()
+    digest = lock.requirements[0].sha256.hex()
+    assert (wheels / digest[:2] / digest[2:]).read_bytes() == wheel_bytes("tinydep", "1.0")
+    # Guard: an app without a lock gets no disk.
+    assert parse_command_line(tdx._prepare(spec(package), NOW).argv[1:]).disks == []
+
+
+def test_a_locked_app_whose_lock_is_not_stored_is_refused(package: Path, tmp_path: Path) -> None:
+    tdx = backend(tmp_path, image(tmp_path, reference=REFERENCE.to_json()))
     app = spec(package)
     locked = dataclasses.replace(app.manifest, requirements_sha256=bytes(32))
-    tdx = backend(tmp_path, image(tmp_path, reference=REFERENCE.to_json()))
-    with pytest.raises(LaunchRefused, match="locks requirements, which a TD cannot install"):
+    with pytest.raises(LaunchRefused, match="is not stored"):
         tdx._prepare(dataclasses.replace(app, manifest=locked), NOW)
-    tdx._prepare(app, NOW)  # guard: the same app without a lock is prepared
 
 
 @pytest.fixture(name="qemu_like")

@@ -7,6 +7,7 @@ tests do not hash the installed environment.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import uuid
@@ -27,8 +28,10 @@ from confide.runtime import (
     fw_cfg_name,
     launch_manifest,
     td_runtime_settings,
+    write_wheel_disk,
 )
-from confide.wire import LaunchManifest
+from confide.wire import LaunchManifest, RequirementsLock
+from support.wheels import lock_of, wheel_bytes
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 RUNTIME = bytes(range(32))
@@ -188,3 +191,77 @@ def test_fw_cfg_names_are_under_opt_and_fit_qemus_limit() -> None:
     with pytest.raises(UsageError):
         fw_cfg_name("other")
     assert json.loads(TdSettings().to_json())["relay_sources"] == []
+
+
+# -- the wheel disk of a locked launch (ADR 0030) ----------------------------------------------
+
+
+def _locked_td(
+    packages: tuple[Path, Path], tmp_path: Path, disks: dict[str, bytes]
+) -> tuple[Path, RequirementsLock, dict[str, Path]]:
+    """fw_cfg items of a launch locking one wheel, and virtio disks by name and serial."""
+    wheel = wheel_bytes("tinydep", "1.0")
+    lock = lock_of(("tinydep", "1.0", wheel))
+    (tmp_path / "wheel").write_bytes(wheel)
+    image = tmp_path / "wheels.disk"
+    write_wheel_disk(lock, {lock.requirements[0].sha256: tmp_path / "wheel"}, image)
+    launch = dataclasses.replace(manifest_of(packages[0]), requirements_sha256=lock.digest())
+    root = lay_out(
+        tmp_path / "fw_cfg",
+        {"launch": launch.to_json(), "settings": TdSettings().to_json(), "package": packages[0]},
+    )
+    sys_block, dev = tmp_path / "sys" / "block", tmp_path / "dev"
+    sys_block.mkdir(parents=True)
+    dev.mkdir(parents=True)
+    for name, serial in disks.items():
+        (sys_block / name).mkdir(parents=True)
+        (sys_block / name / "serial").write_bytes(serial + b"\n")
+        shutil.copyfile(image, dev / name)
+    where = {"sys_block": sys_block, "dev": dev, "requirements_dir": tmp_path / "requirements"}
+    return root, lock, where
+
+
+def test_a_locked_launch_reads_its_wheel_disk_by_serial(
+    packages: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, lock, where = _locked_td(packages, tmp_path, {"vda": b"other", "vdb": b"confide-wheels"})
+    settings = td_runtime_settings(
+        root, host="0.0.0.0", port=8443, state_dir=tmp_path / "state", now=NOW,  # noqa: S104
+        runtime_sha256=RUNTIME, **where,
+    )  # fmt: skip
+    assert settings.lock == lock and settings.manifest.requirements_sha256 == lock.digest()
+    assert settings.wheels == tmp_path / "requirements" / "wheels"
+
+
+@pytest.mark.parametrize(
+    ("disks", "words"),
+    [
+        ({}, "has 0 disks with the serial 'confide-wheels'"),
+        ({"vda": b"confide-wheels", "vdb": b"confide-wheels"}, "has 2 disks"),
+    ],
+    ids=["no disk", "two disks"],
+)
+def test_a_locked_launch_needs_exactly_one_wheel_disk(
+    packages: tuple[Path, Path], tmp_path: Path, disks: dict[str, bytes], words: str
+) -> None:
+    root, _, where = _locked_td(packages, tmp_path, disks)
+    with pytest.raises(UsageError, match=words):
+        td_runtime_settings(
+            root, host="0.0.0.0", port=8443, state_dir=tmp_path / "state", now=NOW,  # noqa: S104
+            runtime_sha256=RUNTIME, **where,
+        )  # fmt: skip
+
+
+def test_a_wheel_disk_of_another_lock_does_not_measure_as_the_launch(
+    packages: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, _, where = _locked_td(packages, tmp_path, {"vda": b"confide-wheels"})
+    other = lock_of(("tinydep", "2.0", wheel_bytes("tinydep", "2.0")))
+    (tmp_path / "other").write_bytes(wheel_bytes("tinydep", "2.0"))
+    write_wheel_disk(other, {other.requirements[0].sha256: tmp_path / "other"}, tmp_path / "o")
+    shutil.copyfile(tmp_path / "o", tmp_path / "dev" / "vda")
+    with pytest.raises(UsageError, match="requirements_sha256 differ"):
+        td_runtime_settings(
+            root, host="0.0.0.0", port=8443, state_dir=tmp_path / "state", now=NOW,  # noqa: S104
+            runtime_sha256=RUNTIME, **where,
+        )  # fmt: skip

@@ -7,6 +7,8 @@
 - QEMU's command line: ``docs/system/i386/tdx.rst`` and ``qemu-options.hx``: each
   refusal row names the option QEMU refuses, and the backend's own command line
   is accepted (tests/unit/operator/test_tdx_backend.py).
+- A virtio disk as the guest sees it (the virtio spec, virtio-blk): whole 512-byte
+  sectors, a serial of at most 20 bytes.
 
 A stand-in that drifted from what it copies would let the launch path pass where
 the real one fails, so they are held to it here.
@@ -22,7 +24,15 @@ from pathlib import Path
 import pytest
 
 from support.tdx_measurements import TdxMeasurements
-from tdx_standin import GUEST_COMMAND_PORT, QemuError, install, measure_image, parse_command_line
+from tdx_standin import (
+    GUEST_COMMAND_PORT,
+    VIRTIO_BLK_ID_BYTES,
+    QemuError,
+    block_tree,
+    install,
+    measure_image,
+    parse_command_line,
+)
 
 ROOT = Path("/sys/class/misc/tdx_guest/measurements")
 MR_TD = hashlib.sha384(b"mrtd").digest()
@@ -83,9 +93,16 @@ def test_unknown_files_and_folders() -> None:
 # -- QEMU's command line ------------------------------------------------------------------
 
 
+NET = "virtio-net-pci,netdev=n0"
+BLK = "virtio-blk-pci,drive=wheels,serial=confide-wheels"
+#: A read-only raw drive as qemu-options.hx writes it ({disk}: the image's path).
+DRIVE = "file={disk},if=none,id=wheels,format=raw,readonly=on"
+
+
 @pytest.fixture(name="files")
 def files_fixture(tmp_path: Path) -> dict[str, Path]:
-    paths = {name: tmp_path / name for name in ("OVMF.fd", "vmlinuz", "initrd", "launch.json")}
+    names = ("OVMF.fd", "vmlinuz", "initrd", "launch.json", "wheels.disk")
+    paths = {name: tmp_path / name for name in names}
     for path in paths.values():
         path.write_bytes(path.name.encode())
     return paths
@@ -104,11 +121,15 @@ def td_command(files: dict[str, Path], **replace: list[str] | None) -> list[str]
         "-initrd": [str(files["initrd"])],
         "-append": ["console=ttyS0"],
         "-netdev": [f"user,id=n0,hostfwd=tcp:127.0.0.1:4000-:{GUEST_COMMAND_PORT}"],
-        "-device": ["virtio-net-pci,netdev=n0"],
+        "-device": [NET, BLK],
+        "-drive": [DRIVE],
         "-fw_cfg": [f"name=opt/confide/launch,file={files['launch.json']}"],
         "-nographic": [],
     }
     options.update(replace)
+    drives = options["-drive"]
+    if drives is not None:
+        options["-drive"] = [d.replace("{disk}", str(files["wheels.disk"])) for d in drives]
     argv: list[str] = []
     for name, values in options.items():
         if values is None:
@@ -128,6 +149,32 @@ def test_the_documented_td_command_line_is_accepted(files: dict[str, Path]) -> N
     assert launch.fw_cfg == {"opt/confide/launch": files["launch.json"]}
     # QEMU sets SEPT_VE_DISABLE by default (tdx_guest_init).
     assert launch.td_attributes == 1 << 28
+
+
+def test_a_read_only_virtio_disk_is_attached_by_its_drive(files: dict[str, Path]) -> None:
+    launch = parse_command_line(td_command(files))
+    assert launch.disks == [(files["wheels.disk"], "confide-wheels", True)]
+    writable = DRIVE.replace("readonly=on", "readonly=off")
+    assert parse_command_line(td_command(files, **{"-drive": [writable]})).disks == [
+        (files["wheels.disk"], "confide-wheels", False)
+    ]
+    no_disk = parse_command_line(td_command(files, **{"-drive": None, "-device": [NET]}))
+    assert no_disk.disks == []
+
+
+def test_the_guest_sees_whole_sectors_and_a_20_byte_serial(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """virtio-blk (the virtio spec, 5.2): the capacity counts 512-byte sectors, and the device
+    ID the guest reads as its serial is at most VIRTIO_BLK_ID_BYTES (20) bytes."""
+    files["wheels.disk"].write_bytes(b"x" * 1000)
+    serial = "s" * 25
+    launch = parse_command_line(
+        td_command(files, **{"-device": [NET, BLK.replace("confide-wheels", serial)]})
+    )
+    sys_block, dev = block_tree(launch, tmp_path / "guest")
+    assert (sys_block / "vda" / "serial").read_bytes() == b"s" * VIRTIO_BLK_ID_BYTES + b"\n"
+    assert (dev / "vda").read_bytes() == b"x" * 1000 + bytes(24)  # a whole last sector
 
 
 def test_kernel_irqchip_left_out_is_split(files: dict[str, Path]) -> None:
@@ -170,6 +217,16 @@ REFUSED: list[tuple[str, dict[str, list[str] | None], str]] = [
     ),
     ("fw_cfg file missing", {"-fw_cfg": ["name=opt/a,file=/nonexistent"]}, "can't load"),
     ("netdev without device", {"-device": None}, "no peer"),
+    ("drive file missing", {"-drive": [DRIVE.replace("{disk}", "/nonexistent")]}, "Could not open"),
+    (
+        "device names no drive",
+        {"-device": [NET, "virtio-blk-pci,drive=other,serial=confide-wheels"]},
+        "can't find value 'other'",
+    ),
+    ("one drive, two devices", {"-device": [NET, BLK, BLK]}, "already in use"),
+    ("drive id twice", {"-drive": [DRIVE, DRIVE]}, "Duplicate ID"),
+    ("drive unknown parameter", {"-drive": [DRIVE + ",cache=none"]}, "Invalid parameter 'cache'"),
+    ("drive not raw", {"-drive": [DRIVE.replace("format=raw", "format=qcow2")]}, "format=raw"),
     ("not a size", {"-m": ["lots"]}, "expects a size"),
 ]
 
