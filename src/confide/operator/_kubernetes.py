@@ -139,8 +139,10 @@ FETCH_SCRIPT: Final = (
 #: ``python3 -I -c WHEELS_SCRIPT URL OUT MAX_ONE MAX_ALL TIMEOUT RETRY_MAX SHA256...``, each
 #: ``URL/<sha256>``. Only a transport, bounded: a digest that is not 64 lowercase hex digits,
 #: a wheel over MAX_ONE bytes or all of them over MAX_ALL, an HTTP error other than 429/503
-#: (which are retried after their ``Retry-After``, at most RETRY_MAX seconds) or TIMEOUT
-#: seconds in all stop it with one ``error:`` line and exit 1. It checks no hash on purpose:
+#: (which are retried after their ``Retry-After``, at most RETRY_MAX seconds; one that is not
+#: a few ASCII digits counts as 1) or TIMEOUT seconds in all (checked after each read as well
+#: as before each request, so a sender that trickles is cut too) stop it with one ``error:``
+#: line and exit 1. It checks no hash on purpose:
 #: the runtime checks each wheel against the measured lock (ADR 0030). No secret is involved.
 WHEELS_SCRIPT: Final = (
     "import os,sys,time,urllib.error,urllib.request\n"
@@ -158,8 +160,11 @@ WHEELS_SCRIPT: Final = (
     "            fail(f'not done after {limit} s')\n"
     "        try:\n"
     "            n=0\n"
-    "            with urllib.request.urlopen(f'{url}/{d}',timeout=60) as r,open(tmp,'wb') as f:\n"
-    "                while b:=r.read(1<<20):\n"
+    "            t=max(1,min(60,end-time.monotonic()))\n"
+    "            with urllib.request.urlopen(f'{url}/{d}',timeout=t) as r,open(tmp,'wb') as f:\n"
+    "                while b:=r.read1(1<<20):\n"
+    "                    if time.monotonic()>end:\n"
+    "                        fail(f'not done after {limit} s')\n"
     "                    n+=len(b)\n"
     "                    if n>min(one,left):\n"
     "                        fail(f'wheel {d} is larger than {min(one,left)} bytes')\n"
@@ -169,7 +174,8 @@ WHEELS_SCRIPT: Final = (
     "            if e.code not in (429,503):\n"
     "                fail(f'wheel {d}: HTTP {e.code}')\n"
     "            wait=(e.headers.get('Retry-After') or '1').strip()\n"
-    "            time.sleep(min(most,max(1,int(wait))) if wait.isdigit() else 1)\n"
+    "            ok=wait.isascii() and wait.isdigit() and len(wait)<10\n"
+    "            time.sleep(min(most,max(1,int(wait))) if ok else 1)\n"
     "        except OSError as e:\n"
     "            fail(f'wheel {d}: {e}')\n"
     "    left-=n;os.replace(tmp,final)\n"
