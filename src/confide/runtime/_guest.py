@@ -214,7 +214,9 @@ def td_runtime_settings(
     requirements = wheels = None
     if launch.requirements_sha256 is not None:
         disk = find_disk(DISK_SERIAL, sys_block=sys_block, dev=dev)
-        requirements, wheels = read_wheel_disk(disk, requirements_dir)
+        requirements, wheels = read_wheel_disk(
+            disk, requirements_dir, lock_sha256=launch.requirements_sha256
+        )
     settings = RuntimeSettings.from_arguments(
         app_id=launch.app_id,
         application=launch.application,

@@ -17,7 +17,9 @@ guest kernel parses none). Big-endian integers::
     the files' bytes, in the table's order
     zero padding to a whole 512-byte sector (fewer than 512 bytes)
 
-Every file named in the table must be locked, once; the sizes together are at most
+The lock must be the one the launch measures (checked before any file is written: a host
+cannot make the guest fill its memory with another lock's files). Every file named in the
+table must be locked, once; the sizes together are at most
 :data:`MAX_DISK_TOTAL`; anything after the files but the sector's zero padding is
 refused (``td.wheel_disk``). :func:`read_wheel_disk` writes the lock and each file under
 its SHA-256 (``wheels/<ab>/<cdef...>``, as the operator's cache) into a RAM folder of the
@@ -28,7 +30,8 @@ Example::
 
     >>> write_wheel_disk(lock, {r.sha256: cache.wheel_path(r.sha256)  # doctest: +SKIP
     ...                         for r in lock.requirements}, Path("wheels.disk"))
-    >>> read_wheel_disk(Path("/dev/vdb"), Path("/run/confide/requirements"))  # doctest: +SKIP
+    >>> read_wheel_disk(Path("/dev/vdb"), Path("/run/confide/requirements"),  # doctest: +SKIP
+    ...                 lock_sha256=launch.requirements_sha256)
 """
 
 from __future__ import annotations
@@ -106,10 +109,28 @@ def _exactly(src: BinaryIO, n: int, what: str) -> bytes:
     return data
 
 
-def read_wheel_disk(device: Path, out: Path) -> tuple[Path, Path]:
+def _copy_out(src: BinaryIO, wheels: Path, digest: bytes, size: int) -> None:
+    name = digest.hex()
+    target = wheels / name[:2] / name[2:]
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+    with os.fdopen(fd, "wb") as f:
+        left = size
+        while left:
+            block = src.read(min(_BLOCK, left))
+            if not block:
+                raise _bad(f"it ends inside the file {name}")
+            f.write(block)
+            left -= len(block)
+
+
+def read_wheel_disk(device: Path, out: Path, *, lock_sha256: bytes) -> tuple[Path, Path]:
     """Parse the disk at ``device`` (see the module's description) into ``out``: the lock's
     path and the wheels' folder. Raises :class:`FormatError` ``td.wheel_disk`` on anything
-    outside the format's bounds; nothing it wrote is then used."""
+    outside the format's bounds, or when the disk's lock is not ``lock_sha256`` (the one the
+    launch measures: refused before any file is written); :class:`UsageError` when the
+    files cannot be written (the TD's memory must hold them). Nothing it wrote is then
+    used."""
     try:
         src = device.open("rb")
     except OSError as exc:
@@ -129,6 +150,10 @@ def read_wheel_disk(device: Path, out: Path) -> tuple[Path, Path]:
             lock = RequirementsLock.from_bytes(raw_lock, where="the wheel disk's lock")
         except UsageError as exc:
             raise _bad(str(exc)) from None
+        if (digest := lock.digest()) != lock_sha256:
+            raise _bad(
+                f"its lock's SHA-256 is {digest.hex()}, the launch measures {lock_sha256.hex()}"
+            )
         locked = {r.sha256 for r in lock.requirements}
         table = [_ENTRY.unpack(_exactly(src, _ENTRY.size, "its table")) for _ in range(count)]
         seen: set[bytes] = set()
@@ -142,25 +167,25 @@ def read_wheel_disk(device: Path, out: Path) -> tuple[Path, Path]:
             total += size
         if total > MAX_DISK_TOTAL:
             raise _bad(f"its files are {total} bytes, more than {MAX_DISK_TOTAL}")
-        out.mkdir(mode=0o700, parents=True, exist_ok=True)
         wheels = out / WHEELS_FOLDER
-        for digest, size in table:
-            name = digest.hex()
-            target = wheels / name[:2] / name[2:]
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
-            with os.fdopen(fd, "wb") as f:
-                left = size
-                while left:
-                    block = src.read(min(_BLOCK, left))
-                    if not block:
-                        raise _bad(f"it ends inside the file {name}")
-                    f.write(block)
-                    left -= len(block)
+        try:
+            out.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for digest, size in table:
+                _copy_out(src, wheels, digest, size)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write the TD's wheel disk into {out}: {exc.strerror or exc}",
+                hint="the TD's memory must hold the lock's wheels twice during the start",
+            ) from None
         used = _HEAD.size + lock_size + count * _ENTRY.size + total
         tail = src.read(SECTOR)
         if len(tail) >= SECTOR or tail.strip(b"\0") or (used + len(tail)) % SECTOR:
             raise _bad("it has bytes after its files other than a sector's zero padding")
         lock_path = out / LOCK_FILE
-        lock_path.write_bytes(raw_lock)
+        try:
+            lock_path.write_bytes(raw_lock)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write the TD's requirements lock {lock_path}: {exc.strerror or exc}"
+            ) from None
     return lock_path, wheels

@@ -189,7 +189,7 @@ def test_a_locked_app_gets_its_wheel_disk_as_a_read_only_virtio_disk(
     drive = launch.argv[launch.argv.index("-drive") + 1]
     assert drive.endswith(",if=none,id=confide-wheels,format=raw,readonly=on")
     assert disk.stat().st_size % 512 == 0
-    lock_path, wheels = read_wheel_disk(disk, tmp_path / "guest")
+    lock_path, wheels = read_wheel_disk(disk, tmp_path / "guest", lock_sha256=lock.digest())
     assert lock_path.read_bytes() == lock.to_bytes()
     digest = lock.requirements[0].sha256.hex()
     assert (wheels / digest[:2] / digest[2:]).read_bytes() == wheel_bytes("tinydep", "1.0")

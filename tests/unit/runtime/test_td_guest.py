@@ -260,8 +260,11 @@ def test_a_wheel_disk_of_another_lock_does_not_measure_as_the_launch(
     (tmp_path / "other").write_bytes(wheel_bytes("tinydep", "2.0"))
     write_wheel_disk(other, {other.requirements[0].sha256: tmp_path / "other"}, tmp_path / "o")
     shutil.copyfile(tmp_path / "o", tmp_path / "dev" / "vda")
-    with pytest.raises(UsageError, match="requirements_sha256 differ"):
+    # Refused at the disk's lock, before any of its files is written (review of ADR 0030).
+    with pytest.raises(FormatError, match="the launch measures") as info:
         td_runtime_settings(
             root, host="0.0.0.0", port=8443, state_dir=tmp_path / "state", now=NOW,  # noqa: S104
             runtime_sha256=RUNTIME, **where,
         )  # fmt: skip
+    assert info.value.code == "td.wheel_disk"
+    assert not where["requirements_dir"].exists()

@@ -60,7 +60,9 @@ def test_the_round_trip_gives_the_lock_and_each_file_under_its_hash(tmp_path: Pa
     size = write_wheel_disk(LOCK, sources, tmp_path / "wheels.disk")
     assert size % SECTOR == 0 and (tmp_path / "wheels.disk").stat().st_size == size
     assert (tmp_path / "wheels.disk").read_bytes() == _disk()  # the format, byte for byte
-    lock_path, wheels = read_wheel_disk(tmp_path / "wheels.disk", tmp_path / "guest")
+    lock_path, wheels = read_wheel_disk(
+        tmp_path / "wheels.disk", tmp_path / "guest", lock_sha256=LOCK.digest()
+    )
     assert RequirementsLock.from_bytes(lock_path.read_bytes()) == LOCK
     for digest, source in sources.items():
         name = digest.hex()
@@ -75,6 +77,7 @@ def test_the_writer_takes_only_locked_files(tmp_path: Path) -> None:
 
 _ONE = hashlib.sha256(ONE).digest()
 _TWO = hashlib.sha256(TWO).digest()
+_OTHER = lock_of(("one", "1.0", ONE))
 #: (row, the disk's bytes, words of the refusal).
 HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
     "empty": (lambda: b"", "ends inside its header"),
@@ -106,6 +109,12 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
         lambda: _disk() + bytes(SECTOR),
         "other than a sector's zero padding",
     ),
+    # Review (ADR 0030): a well-formed disk of another lock was written out whole before the
+    # launch check refused it; now it is refused at the lock, naming both hashes.
+    "a lock not the measured one": (
+        lambda: _disk(lock=_OTHER, files=[(_ONE, ONE)]),
+        f"its lock's SHA-256 is {_OTHER.digest().hex()}, the launch measures {LOCK.digest().hex()}",
+    ),
 }
 
 
@@ -113,14 +122,39 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
 def test_hostile_disks_are_refused(row: str, tmp_path: Path) -> None:
     make, words = HOSTILE[row]
     with pytest.raises(FormatError) as info:
-        read_wheel_disk(_write(tmp_path, make()), tmp_path / "guest")
+        read_wheel_disk(_write(tmp_path, make()), tmp_path / "guest", lock_sha256=LOCK.digest())
     assert info.value.code == "td.wheel_disk"
     assert words in str(info.value)
 
 
+def test_another_lock_is_refused_before_any_file_is_written(tmp_path: Path) -> None:
+    disk = _write(tmp_path, _disk(lock=_OTHER, files=[(_ONE, ONE)]))
+    with pytest.raises(FormatError, match="the launch measures"):
+        read_wheel_disk(disk, tmp_path / "guest", lock_sha256=LOCK.digest())
+    assert not (tmp_path / "guest").exists()
+    # Guard: the same disk is read whole when its lock is the measured one.
+    read_wheel_disk(disk, tmp_path / "guest", lock_sha256=_OTHER.digest())
+    assert (tmp_path / "guest" / "requirements.lock").read_bytes() == _OTHER.to_bytes()
+
+
+def test_a_file_that_cannot_be_written_is_one_clear_error(tmp_path: Path) -> None:
+    """Review (ADR 0030): an OSError while the files were written (a TD whose memory cannot
+    hold them: ENOSPC; a file already there) left ``confide td-runtime`` with a traceback."""
+    name = _ONE.hex()
+    taken = tmp_path / "guest" / "wheels" / name[:2] / name[2:]
+    taken.parent.mkdir(parents=True)
+    taken.write_bytes(b"left from an earlier start")
+    with pytest.raises(UsageError, match="cannot write the TD's wheel disk into") as info:
+        read_wheel_disk(_write(tmp_path, _disk()), tmp_path / "guest", lock_sha256=LOCK.digest())
+    assert not isinstance(info.value, FormatError)  # not the disk's fault
+    # Guard: with that file gone the same disk is read.
+    taken.unlink()
+    read_wheel_disk(_write(tmp_path, _disk()), tmp_path / "guest", lock_sha256=LOCK.digest())
+
+
 def test_the_hostile_table_is_not_vacuous(tmp_path: Path) -> None:
     """Guard: the well-formed disk the rows start from is accepted, and each row differs."""
-    read_wheel_disk(_write(tmp_path, _disk()), tmp_path / "guest")
+    read_wheel_disk(_write(tmp_path, _disk()), tmp_path / "guest", lock_sha256=LOCK.digest())
     assert len({make() for make, _ in HOSTILE.values()}) == len(HOSTILE)
 
 
@@ -141,6 +175,6 @@ def test_any_damaged_disk_parses_or_raises_our_error(
     data = bytes(good[: max(0, len(good) - cut)]) + junk
     folder = tmp_path_factory.mktemp("disk")
     try:
-        read_wheel_disk(_write(folder, data), folder / "guest")
+        read_wheel_disk(_write(folder, data), folder / "guest", lock_sha256=LOCK.digest())
     except FormatError as exc:
         assert exc.code == "td.wheel_disk"
