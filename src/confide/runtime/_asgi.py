@@ -63,6 +63,19 @@ def host_name(value: str) -> str:
     return name.rstrip(".")
 
 
+def _target_authority(raw_path: bytes) -> str | None:
+    """The authority of a request target in absolute form (``http://a.example:80/x`` gives
+    ``a.example:80``, userinfo and all) or authority form (``a.example:443``); ``None``
+    for origin form (``/x``) and ``*``."""
+    if raw_path[:1] in (b"/", b"*", b""):
+        return None
+    text = raw_path.decode("latin-1")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text  # authority form (CONNECT), or no form at all: compared as a name
+    return rest.split("/", 1)[0].split("?", 1)[0]
+
+
 class OwnNamesOnly:
     """Answer 421 to a request whose ``Host`` is not one of the app's names, before the app.
 
@@ -72,7 +85,10 @@ class OwnNamesOnly:
     crash and reused) would hand this app another app's requests. Exactly one ``Host``
     (HTTP/1.1's rule; HTTP/2's ``:authority`` arrives as it) naming one of ``names`` is
     served; anything else gets 421 Misdirected Request, and a WebSocket is closed before
-    it is accepted. ``lifespan`` passes through.
+    it is accepted. A request target in absolute form (``GET http://other.example/``,
+    which RFC 9112 section 3.2.2 says names the host instead of ``Host``) or authority form
+    must name one of ``names`` too. No names: nothing is served. ``lifespan`` passes
+    through.
     """
 
     def __init__(self, app: ASGIFramework, names: Iterable[str]) -> None:
@@ -86,7 +102,12 @@ class OwnNamesOnly:
             hosts = [
                 value.decode("latin-1") for key, value in scope["headers"] if key.lower() == b"host"
             ]
-            if len(hosts) != 1 or host_name(hosts[0]) not in self._names:
+            target = _target_authority(scope.get("raw_path", b""))
+            if target is not None:
+                hosts.append(target)
+            if len(hosts) != (1 if target is None else 2) or any(
+                host_name(h) not in self._names for h in hosts
+            ):
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 1008, "reason": None})
                     return

@@ -403,7 +403,8 @@ class EnclaveRuntime:
                 challenge=self._responder(identity) if settings.tls == TlsMode.RATLS else None,
                 # Plain HTTP behind the operator's TLS: no certificate names the app a
                 # connection was meant for, so Host must (a reused address; 421 otherwise).
-                own_names=settings.san if settings.tls == TlsMode.OPERATOR else (),
+                # No SAN: nothing is served (fail closed), not every Host.
+                own_names=settings.san if settings.tls == TlsMode.OPERATOR else None,
             )
         )
         ended = asyncio.ensure_future(ending.wait())

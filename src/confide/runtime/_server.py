@@ -151,7 +151,7 @@ async def serve_http(
     limits: ConnectionLimits | None = None,
     body_budget: int = BODY_BUDGET,
     challenge: ChallengeResponder | None = None,
-    own_names: tuple[str, ...] = (),
+    own_names: tuple[str, ...] | None = None,
 ) -> None:
     """Serve ``app`` (ASGI or WSGI) on a duplicate of ``listener`` until ``shutdown_trigger()``.
 
@@ -168,8 +168,9 @@ async def serve_http(
     (default :class:`ConnectionLimits`) bound the connections it holds.
     ``challenge``: every connection answers fresh-attestation challenges with it
     (:class:`~._challenge.ChallengeApp`, in front of the app), given only when
-    ``context`` serves its RA-TLS certificate. ``own_names``: when given, a request whose
-    ``Host`` is not one of them is answered 421 before the app (:class:`~._asgi.OwnNamesOnly`).
+    ``context`` serves its RA-TLS certificate. ``own_names``: when given (even empty: then
+    every request), a request whose ``Host`` is not one of them is answered 421 before the
+    app (:class:`~._asgi.OwnNamesOnly`).
     """
     if body_budget < max_wsgi_body:
         raise UsageError(
@@ -177,7 +178,7 @@ async def serve_http(
             f"({max_wsgi_body} bytes): raise the budget or lower max_wsgi_body"
         )
     served = _as_asgi(app, max_wsgi_body, BodyBudget(body_budget))
-    if own_names:
+    if own_names is not None:
         served = OwnNamesOnly(served, own_names)
     server = _Server(
         served,

@@ -30,7 +30,9 @@ def test_host_name_is_the_lower_case_name_without_port_or_final_dot(
     assert host_name(header) == expected
 
 
-def _call(kind: str, headers: list[tuple[bytes, bytes]]) -> tuple[bool, list[dict[str, Any]]]:
+def _call(
+    kind: str, headers: list[tuple[bytes, bytes]], raw_path: bytes = b"/"
+) -> tuple[bool, list[dict[str, Any]]]:
     reached: list[bool] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -44,7 +46,7 @@ def _call(kind: str, headers: list[tuple[bytes, bytes]]) -> tuple[bool, list[dic
     async def receive() -> Any:
         return {"type": "http.disconnect"}
 
-    scope = {"type": kind, "headers": headers, "path": "/"}
+    scope = {"type": kind, "headers": headers, "path": "/", "raw_path": raw_path}
     asyncio.run(OwnNamesOnly(app, NAMES)(scope, receive, send))  # type: ignore[arg-type]
     return bool(reached), sent
 
@@ -95,3 +97,47 @@ def test_a_websocket_to_another_host_is_closed_before_it_is_accepted() -> None:
 def test_lifespan_passes_through() -> None:
     reached, _ = _call("lifespan", [])
     assert reached
+
+
+_OWN = [(b"host", b"shop.example")]
+
+
+@pytest.mark.parametrize(
+    ("target", "served"),
+    [
+        (b"/x", True),
+        (b"*", True),
+        (b"http://shop.example/x", True),
+        (b"https://SHOP.example.:443/x?y=1", True),
+        (b"shop.example:443", True),  # authority form (CONNECT)
+        (b"http://other.example/", False),
+        (b"http://other.example", False),
+        (b"http://shop.example@other.example/", False),
+        (b"http://other.example/?h=shop.example", False),
+        (b"other.example:443", False),
+        (b"http:/shop.example", False),
+    ],
+)
+def test_an_absolute_form_target_must_name_us_too(target: bytes, served: bool) -> None:
+    """Review (ADR 0023): RFC 9112 section 3.2.2 has the target's authority name the host
+    in absolute form, not ``Host``; both must be ours."""
+    reached, sent = _call("http", _OWN, raw_path=target)
+    assert reached == served, target
+    assert bool(sent) != served
+
+
+def test_no_names_serve_nothing() -> None:
+    reached: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(True)
+
+    async def send(message: Any) -> None:
+        pass
+
+    async def receive() -> Any:
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "headers": _OWN, "path": "/", "raw_path": b"/"}
+    asyncio.run(OwnNamesOnly(app, ())(scope, receive, send))  # type: ignore[arg-type]
+    assert not reached
