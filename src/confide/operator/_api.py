@@ -594,7 +594,12 @@ def create_app(
     app.include_router(router)
     # The operator console (ADR 0025): HTML pages over the same service, signed in with a token.
     console = create_console(
-        api, database=database, logs=logs, clock=clock, poll_interval=log_poll_interval
+        api,
+        database=database,
+        logs=logs,
+        clock=clock,
+        poll_interval=log_poll_interval,
+        https=settings.console_https,
     )
     app.mount("/console", console)
     return app

@@ -22,6 +22,8 @@ Configuration file (every key optional)::
     max_package_size = 268435456        # bytes
     max_apps_per_account = 20
     supervisor = "always"               # or "lease" / "never": replicas (ADR 0023)
+    console_https = false               # true: browsers reach the API over https through
+                                        # a TLS front end (the console's cookies: ADR 0025)
 
     [kubernetes]                        # optional: run apps as pods (ADR 0007)
     namespace = "confide-apps"
@@ -255,6 +257,10 @@ class OperatorSettings:
     kubernetes: KubernetesSettings | None = None
     #: Whether this process supervises (always, while it holds the Lease, never).
     supervisor: SupervisorMode = SupervisorMode.ALWAYS
+    #: Browsers reach the API (and its console) over https through a TLS front end: the API
+    #: listens in plain HTTP, so only this tells the console to name its cookies ``__Host-``
+    #: and make them Secure (ADR 0025, review).
+    console_https: bool = False
     _plan_index: Mapping[str, Plan] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -418,6 +424,7 @@ _FILE_KEYS: Final = frozenset(
         "kubernetes",
         "supervisor",
         "tdx",
+        "console_https",
     }
 )
 _INT_KEYS: Final = frozenset(
@@ -480,7 +487,7 @@ def _read_config(path: Path) -> dict[str, Any]:
                 raise UsageError(
                     f"{path}: [tdx] needs firmware, kernel, initrd and reference"
                 ) from None
-        elif key in ("allow_simulated_gramine", "allow_simulated_tdx"):
+        elif key in ("allow_simulated_gramine", "allow_simulated_tdx", "console_https"):
             if not isinstance(value, bool):
                 raise UsageError(f"{path}: {key} must be true or false, got {value!r}")
             values[key] = value

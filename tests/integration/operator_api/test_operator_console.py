@@ -108,6 +108,56 @@ def test_the_cookie_is_secure_and_host_only_over_https(operator: Operator) -> No
         assert tossed.headers["location"] == "/console/sign-in"
 
 
+def test_behind_a_tls_front_end_the_cookies_are_host_only_too(operator: Operator) -> None:
+    """Review (ADR 0025): the API listens in plain HTTP, so behind the TLS front end that
+    serves it over https every request's scheme is ``http``: the cookies were plain-named and
+    not Secure there, open to a sibling app's tossing (and sent over http). With
+    ``console_https`` they are ``__Host-`` and Secure, the browser's https Origin is the
+    console's own, and only the prefixed names are read."""
+    settings = operator.settings.with_overrides(console_https=True)
+    app = create_app(settings, database=operator.database, clock=operator.clock, migrate=False)
+    token = operator.token("alice")
+    with TestClient(app, base_url="http://console.example") as client:  # as the listener sees
+        form = client.get("/console/sign-in")
+        sign_in_cookie = form.headers["set-cookie"]
+        assert sign_in_cookie.startswith("__Host-confide_console_sign_in="), sign_in_cookie
+        attributes = [a.strip().lower() for a in sign_in_cookie.split(";")[1:]]
+        assert "secure" in attributes and "path=/" in attributes, sign_in_cookie
+        form_token = sign_in_cookie.split(";")[0].split("=", 1)[1]
+        client.cookies.clear()  # a Secure cookie: the browser sends it over https only
+        answer = client.post(
+            "/console/sign-in",
+            data={"csrf": csrf_of(form.text), "token": token},
+            headers={
+                "Origin": "https://console.example",
+                "Cookie": f"__Host-confide_console_sign_in={form_token}",
+            },
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303, answer.text
+        session_cookie = _set_cookie_header(answer.headers.multi_items(), "__Host-confide_console")
+        assert "secure" in [a.strip().lower() for a in session_cookie.split(";")[1:]]
+        session_id = session_cookie.split(";")[0].split("=", 1)[1]
+        client.cookies.clear()
+        signed_in = client.get(
+            "/console/",
+            headers={"Cookie": f"__Host-confide_console={session_id}"},
+            follow_redirects=False,
+        )
+        assert signed_in.status_code == 200
+        tossed = client.get(
+            "/console/", headers={"Cookie": f"confide_console={session_id}"}, follow_redirects=False
+        )
+        assert tossed.status_code == 303, "a plain-named cookie must not sign in"
+    # Guard: without the setting, plain HTTP stays as it was (loopback, tests).
+    plain = create_app(
+        operator.settings, database=operator.database, clock=operator.clock, migrate=False
+    )
+    with TestClient(plain, base_url="http://console.example") as client:
+        cookie = client.get("/console/sign-in").headers["set-cookie"]
+        assert cookie.startswith("confide_console_sign_in="), cookie
+
+
 def test_a_wrong_token_does_not_sign_in(operator: Operator) -> None:
     operator.token("alice")
     with ConsoleUser(operator.url) as user:

@@ -29,6 +29,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.max_package_size == 256 * 1024 * 1024
     assert s.max_apps_per_account == 20
     assert s.tee is TeeBackend.SIMULATION
+    assert s.console_https is False
     assert s.blobs_dir == s.data_dir / "blobs" and s.logs_dir == s.data_dir / "logs"
 
 
@@ -43,6 +44,7 @@ def test_the_config_file_then_overrides(tmp_path: Path) -> None:
         tee = "gramine"
         max_package_size = 1024
         max_apps_per_account = 3
+        console_https = true
 
         [plans.tiny]
         memory_mib = 256
@@ -57,6 +59,7 @@ def test_the_config_file_then_overrides(tmp_path: Path) -> None:
     assert s.api_port == 9100  # the override wins; None overrides nothing
     assert s.tee is TeeBackend.GRAMINE
     assert s.router_address == "0.0.0.0:443"
+    assert s.console_https is True
     assert s.plans == (Plan("tiny", 256, 1), Plan("huge", 65536, 16))
     assert s.plan("huge").cores == 16 and s.has_plan("tiny") and not s.has_plan("small")
     assert s.database_url_for_display() == "postgresql+psycopg://confide:***@db/confide"
@@ -84,6 +87,7 @@ def test_the_config_file_then_overrides(tmp_path: Path) -> None:
         ("[plans.Big]\nmemory_mib = 1\ncores = 1", "plan name 'Big'"),
         ("api_port = ", "not valid TOML"),
         ("supervisor = 'sometimes'", "supervisor must be one of always, lease, never"),
+        ("console_https = 'yes'", "console_https must be true or false"),
         ("supervisor = 'never'", "replicas sharing one database"),
         (
             "database_url = 'postgresql+psycopg://u@db/c'\nsupervisor = 'lease'",

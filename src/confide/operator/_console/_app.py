@@ -208,7 +208,7 @@ def _static_dir() -> Path:
 
 
 def _own_origin(request: Request) -> str:
-    return f"{request.url.scheme}://{request.url.netloc}"
+    return f"{'https' if _secure(request) else request.url.scheme}://{request.url.netloc}"
 
 
 def _check_origin(request: Request) -> None:
@@ -259,7 +259,10 @@ async def _read_form(request: Request) -> dict[str, str]:
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Whether the browser reaches the console over https: the request's own scheme, or the
+    operator's word that a TLS front end is before the listener (``console_https``: the
+    API's listener is plain HTTP, so behind one every request's scheme is ``http``)."""
+    return request.url.scheme == "https" or bool(getattr(request.app.state, "https", False))
 
 
 def cookie_name(name: str, *, secure: bool) -> str:
@@ -317,9 +320,17 @@ def _app_id(request: Request) -> uuid.UUID | None:
 
 
 def create_console(
-    service: AppService, *, database: Database, logs: LogSource, clock: Clock, poll_interval: float
+    service: AppService,
+    *,
+    database: Database,
+    logs: LogSource,
+    clock: Clock,
+    poll_interval: float,
+    https: bool = False,
 ) -> ASGIApp:
-    """The console as an ASGI app, to mount at :data:`~.PREFIX`."""
+    """The console as an ASGI app, to mount at :data:`~.PREFIX`. ``https``: browsers reach
+    it over https through a TLS front end, whatever scheme its requests show: its cookies
+    are then ``__Host-`` named and Secure on every request."""
 
     def identity(request: Request) -> ConsoleIdentity | None:
         session_id = _get_cookie(request, SESSION_COOKIE)
@@ -593,6 +604,7 @@ def create_console(
         routes=routes,
         exception_handlers={_Refused: refused, 404: missing},
     )
+    console.state.https = https
     return _SecurityHeaders(console)
 
 
