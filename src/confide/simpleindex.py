@@ -7,7 +7,9 @@ Format, as PEP 503 specifies it and PyPI serves it: one HTML page per project at
 ``<index>/<normalized name>/``; each file is an anchor whose ``href`` is the
 file's URL (absolute, or relative to the page), HTML-escaped, with an optional
 ``#<hash name>=<hex digest>`` fragment; the URL's last path segment is the file's
-name. Only files whose fragment is ``sha256=`` with 64 hex digits are returned:
+name. A page fetched over http(s) may name only http(s) files (an untrusted index must
+not send its reader to ``file:`` URLs of the reader's machine). Only files whose fragment
+is ``sha256=`` with 64 hex digits are returned:
 nothing is taken from an index without a hash to check its bytes against, and
 whoever uses a file checks that hash (this module only reads).
 
@@ -93,6 +95,17 @@ def read_url(url: str, limit: int, *, error: type[errors.UsageError] = errors.Us
     return body
 
 
+def _may_link(page_url: str, file_url: str) -> bool:
+    """Whether a page may send its reader to ``file_url``: an http(s) page only to http(s)
+    (an index is not trusted: it must not make the operator read its own files, such as
+    ``file:///dev/zero``), a ``file`` page to any scheme fetched."""
+    page_scheme = urllib.parse.urlsplit(page_url).scheme
+    scheme = urllib.parse.urlsplit(file_url).scheme
+    if page_scheme == "file":
+        return scheme in SCHEMES
+    return scheme in ("http", "https")
+
+
 def index_files(page_url: str, page: bytes) -> list[IndexFile]:
     """The files of a project page that carry a SHA-256, in the page's order."""
     found: list[IndexFile] = []
@@ -107,6 +120,8 @@ def index_files(page_url: str, page: bytes) -> list[IndexFile]:
         if not file_name:
             continue
         absolute = urllib.parse.urljoin(page_url, url)
+        if not _may_link(page_url, absolute):
+            continue
         found.append(IndexFile(file_name, absolute, bytes.fromhex(digest.group(1))))
         if len(found) >= MAX_INDEX_FILES:
             break

@@ -61,6 +61,12 @@ def test_a_file_with_a_sha256_is_read_with_its_absolute_url(
         ("not hex", f"demo-1.0.tar.gz#sha256={'zz' * 32}"),
         ("no URL", f"#sha256={H}"),
         ("a folder", f"files/#sha256={H}"),
+        # Review: an index is not trusted; an https page sent the reader (the operator's
+        # wheel cache, the owner's deploy) to its own machine's files.
+        ("a file URL from an https page", f"file:///dev/zero#sha256={H}"),
+        ("a file URL, upper case", f"FILE:///etc/hostname#sha256={H}"),
+        ("an ftp URL", f"ftp://files.example/demo-1.0.tar.gz#sha256={H}"),
+        ("a data URL", f"data:,demo-1.0.tar.gz#sha256={H}"),
     ],
 )
 def test_a_file_without_a_usable_sha256_is_not_read(why: str, href: str) -> None:
@@ -111,3 +117,9 @@ def test_read_url_refuses_with_the_callers_error(
     with pytest.raises(_Refused, match=message):
         read_url(url or page.as_uri(), limit, error=_Refused)
     assert read_url(page.as_uri(), 4) == b"four"
+
+
+def test_a_local_page_may_name_local_files() -> None:
+    """Guard for the rows above: a ``file`` index (a local mirror) still links its files."""
+    found = index_files("file:///srv/simple/demo/", f'<a href="x.tar.gz#sha256={H}">'.encode())
+    assert [f.url for f in found] == ["file:///srv/simple/demo/x.tar.gz"]
