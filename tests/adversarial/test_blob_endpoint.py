@@ -180,6 +180,41 @@ def test_only_the_wheels_of_live_apps_locks_are_served(
     assert refused and all(r == answers[never].json() for r in refused)
 
 
+def test_an_unknown_digest_costs_no_lock_reads_once_the_live_locks_are_known(
+    operators: OperatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review (ADR 0030): each request read the lock of every live app through a cache of
+    MAX_REMEMBERED_LOCKS, in the same order each time: past that many live locks every
+    unauthenticated request read and parsed all of them from disk (up to 128 KiB each).
+    Now the live locks' wheels are remembered while the set of live locks is unchanged."""
+    monkeypatch.setattr("confide.operator._blobs.MAX_REMEMBERED_LOCKS", 2)
+    reads: list[bytes] = []
+    real = WheelCache.read_lock
+
+    def counted(self: WheelCache, sha256: bytes) -> RequirementsLock:
+        reads.append(sha256)
+        return real(self, sha256)
+
+    monkeypatch.setattr(WheelCache, "read_lock", counted)
+    operator = _start(operators, per_source_burst=16)
+    wheels = [wheel_bytes(f"w{i}", "1.0") for i in range(3)]
+    for data in wheels:  # three live locks: more than the cache of two
+        _locked_app(operator, data)
+    never = hashlib.sha256(b"never stored").hexdigest()
+    with _client(operator, "127.0.0.2") as c:
+        assert c.get(_url(hashlib.sha256(wheels[0]).digest().hex())).status_code == 200
+        first = len(reads)
+        for _ in range(5):
+            assert c.get(_url(never)).status_code == 404
+        assert len(reads) == first, "the live locks were read again"
+        assert first >= 3  # guard: each lock was read once
+        # A change of the live set is seen at once: a deleted app's wheel is no more served.
+        deleted, _ = _locked_app(operator, gone := wheel_bytes("gone", "1.0"))
+        assert c.get(_url(hashlib.sha256(gone).hexdigest())).status_code == 200
+        ask(operator.database, deleted, delete=True)
+        assert c.get(_url(hashlib.sha256(gone).hexdigest())).status_code == 404
+
+
 def test_a_source_asking_too_often_is_shed_and_another_is_served(
     operators: OperatorFactory,
 ) -> None:

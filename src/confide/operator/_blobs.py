@@ -287,6 +287,9 @@ def _live(session: Session) -> list[str]:
 #: Most locks whose wheel digests :class:`LiveWheels` remembers (a lock is immutable: it is
 #: named by its own SHA-256, so what was read once stays true).
 MAX_REMEMBERED_LOCKS: Final = 1024
+#: Most launch manifests whose measured lock :class:`LiveWheels` remembers (each is at most
+#: a few KiB: a few MiB in all).
+MAX_REMEMBERED_MANIFESTS: Final = 4096
 
 
 class LiveWheels:
@@ -305,8 +308,14 @@ class LiveWheels:
         self.cache = cache
         self._lock = threading.Lock()
         self._wheels: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
+        #: Launch manifest text -> the lock it measures (None: none), most recent last.
+        self._measured: OrderedDict[str, bytes | None] = OrderedDict()
+        #: The live locks last seen, all read, and the union of their wheels: an unchanged
+        #: set of live locks costs a set lookup, however many they are (review: past
+        #: MAX_REMEMBERED_LOCKS, every request read and parsed every lock from disk).
+        self._union: tuple[frozenset[bytes], frozenset[bytes]] | None = None
 
-    def _wheels_of(self, lock_sha256: bytes) -> frozenset[bytes]:
+    def _wheels_of(self, lock_sha256: bytes) -> frozenset[bytes] | None:
         with self._lock:
             known = self._wheels.get(lock_sha256)
             if known is not None:
@@ -315,7 +324,7 @@ class LiveWheels:
         try:
             lock = self.cache.read_lock(lock_sha256)
         except UsageError:
-            return frozenset()  # not stored (yet), or not that lock: nothing of it is served
+            return None  # not stored (yet), or not that lock: nothing of it is served
         found = frozenset(r.sha256 for r in lock.requirements)
         with self._lock:
             self._wheels[lock_sha256] = found
@@ -323,17 +332,45 @@ class LiveWheels:
                 self._wheels.popitem(last=False)
         return found
 
+    def _lock_of(self, text: str) -> bytes | None:
+        with self._lock:
+            if text in self._measured:
+                self._measured.move_to_end(text)
+                return self._measured[text]
+        try:
+            locked = LaunchManifest.from_json(text).requirements_sha256
+        except UsageError:
+            locked = None
+        with self._lock:
+            self._measured[text] = locked
+            while len(self._measured) > MAX_REMEMBERED_MANIFESTS:
+                self._measured.popitem(last=False)
+        return locked
+
+    def _servable(self, locks: frozenset[bytes]) -> frozenset[bytes]:
+        with self._lock:
+            if self._union is not None and self._union[0] == locks:
+                return self._union[1]
+        union: set[bytes] = set()
+        complete = True
+        for lock in sorted(locks):
+            wheels = self._wheels_of(lock)
+            if wheels is None:
+                complete = False  # not stored yet: it may be later, so nothing is remembered
+            else:
+                union |= wheels
+        found = frozenset(union)
+        if complete:
+            with self._lock:
+                self._union = (locks, found)
+        return found
+
     def path(self, session: Session, sha256: bytes) -> Path | None:
         """Where the wheel with this digest is, if a live app's lock names it; else ``None``."""
-        locks = set()
-        for text in _live(session):
-            try:
-                locked = LaunchManifest.from_json(text).requirements_sha256
-            except UsageError:
-                continue
-            if locked is not None:
-                locks.add(locked)
-        if not any(sha256 in self._wheels_of(lock) for lock in sorted(locks)):
+        locks = frozenset(
+            locked for text in _live(session) if (locked := self._lock_of(text)) is not None
+        )
+        if sha256 not in self._servable(locks):
             return None
         path = self.cache.wheel_path(sha256)
         try:
