@@ -64,7 +64,7 @@ from confide.errors import UsageError
 from confide.runtime import bind_listener, hand_off, network_of, source_of
 from confide.wire import HostPort
 
-from ._relay import RelayPair, RelayWorker
+from ._relay import RelayPair, RelayWorker, choose_engine
 from ._tlsparse import MAX_PEEK_SIZE, NeedMore, Rejected, peek_client_hello
 
 #: Largest plaintext chunk decrypted at once in terminate mode.
@@ -255,6 +255,8 @@ async def serve_router(
         logging.getLogger(__name__),
         listener,
     )
+    engine, why = choose_engine("auto", recording=not isinstance(router.recorder, NullRecorder))
+    router.log.info("relay engine: %s (%s)", "compiled" if engine == "c" else "Python", why)
     try:
         router.start_accepting()
         host, port = listener.getsockname()[:2]
