@@ -483,10 +483,13 @@ def main() -> int:
         f"{args.connections} keep-alive TLS connections, {args.rounds} rounds of "
         f"{args.seconds:g} s (median round)"
     )
-    from confide.operator._relay import choose_engine
-
-    engine, why = choose_engine("auto", recording=False)  # as the router child chooses
-    print(f"relay engine: {'compiled' if engine == 'c' else 'Python'} ({why})")
+    try:
+        from confide.operator._relay import choose_engine
+    except ImportError:  # a Confide from before ADR 0028 (PYTHONPATH=<older src>)
+        print("relay engine: Python (no compiled engine in this Confide)")
+    else:
+        engine, why = choose_engine("auto", recording=False)  # as the router child chooses
+        print(f"relay engine: {'compiled' if engine == 'c' else 'Python'} ({why})")
     print(f"{'target':<10}{'req/s':>10}{'p99 ms':>10}{'proxy CPU us/req':>18}")
     for name, row in summary.items():
         cpu = row["proxy_cpu_us_per_request"]
