@@ -14,6 +14,7 @@ import errno
 import os
 import shutil
 import socket
+import sys
 import sysconfig
 import threading
 import time
@@ -22,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from confide.errors import UsageError
 from confide.operator._relay import compiled_core
-from support.relay import STEP
+from support.relay import LOG, STEP
 
 needs_core = pytest.mark.skipif(compiled_core() is None, reason="_relaycore not built")
 
@@ -197,3 +199,30 @@ def test_no_method_runs_while_the_loop_runs_without_the_gil(wake: int) -> None:
     assert all(_closed(fd) for fd in raw), "a closed core kept descriptors it refused"
     for sock in (client, upstream, spare_a, spare_b):
         sock.close()
+
+
+def test_the_engine_is_chosen_as_documented(monkeypatch: pytest.MonkeyPatch) -> None:
+    from confide.operator._relay import RelayWorker, choose_engine
+
+    built = compiled_core() is not None
+    assert choose_engine("auto", recording=False)[0] == ("c" if built else "python")
+    assert choose_engine("auto", recording=True) == ("python", "a chunk recorder is set")
+    assert choose_engine("python", recording=False)[0] == "python"
+    with pytest.raises(UsageError, match="cannot record"):
+        choose_engine("c", recording=True)
+    # The extension not importable (no compiler at install): the Python loop relays.
+    import confide.operator
+
+    monkeypatch.setitem(sys.modules, "confide.operator._relaycore", None)
+    monkeypatch.delattr(confide.operator, "_relaycore", raising=False)
+    assert compiled_core() is None
+    engine, why = choose_engine("auto", recording=False)
+    assert engine == "python" and "not built" in why
+    with pytest.raises(UsageError, match="not built"):
+        choose_engine("c", recording=False)
+    worker = RelayWorker(chunk=8192, idle_timeout=1.0, log=LOG)
+    assert worker.engine == "python"
+    worker.start()
+    worker.stop()
+    worker.join(STEP)
+    assert not worker.alive()
