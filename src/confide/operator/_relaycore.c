@@ -115,11 +115,16 @@ struct CoreObject {
 static PyTypeObject PairType;
 static PyTypeObject CoreType;
 
+/* The coarse monotonic clock (a few milliseconds of resolution, plenty for idle timeouts of
+ * seconds): the vDSO serves it without reading the clock source, where CLOCK_MONOTONIC can
+ * cost a system call (a clock source the vDSO cannot read, as on some virtual machines). */
 static double
 monotonic_now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) < 0) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    }
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -296,8 +301,9 @@ static int
 relay_loop(CoreObject *c, int *woken)
 {
     struct epoll_event events[MAX_EVENTS];
+    double now = monotonic_now();
     for (;;) {
-        double now = monotonic_now();
+        /* `now` is read once per wake-up: after epoll_wait, below. */
         if (now >= c->next_sweep) {
             sweep(c, now);
             c->next_sweep = now + c->sweep_every;
@@ -308,13 +314,13 @@ relay_loop(CoreObject *c, int *woken)
         double wait = ceil((c->next_sweep - now) * 1000.0);
         int timeout = wait < 0.0 ? 0 : (wait > 1000.0 * MAX_SWEEP ? (int)(1000.0 * MAX_SWEEP) : (int)wait);
         int n = epoll_wait(c->epfd, events, MAX_EVENTS, timeout);
+        now = monotonic_now();
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
             }
             return errno;
         }
-        now = monotonic_now();
         for (int i = 0; i < n && i < MAX_EVENTS; i++) {
             Side *side = events[i].data.ptr;
             uint32_t mask = events[i].events;
