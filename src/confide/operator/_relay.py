@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Final, Literal
 from confide.errors import UsageError
 
 if TYPE_CHECKING:
-    from . import _relaycore
+    import confide.operator._relaycore as _relaycore
 
 #: epoll events that mean a side may be read (data, end of stream, reset, error).
 _READ_EVENTS: Final = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
@@ -88,7 +88,7 @@ Engine = Literal["auto", "c", "python"]
 def compiled_core() -> type[_relaycore.Core] | None:
     """The compiled engine's core, or ``None`` when it was not built (no C compiler)."""
     try:
-        from . import _relaycore
+        import confide.operator._relaycore as _relaycore
     except ImportError:
         return None
     return _relaycore.Core
@@ -117,7 +117,7 @@ def choose_engine(engine: Engine, *, recording: bool) -> tuple[Literal["c", "pyt
 
 def _core_reasons(idle: float) -> dict[int, str]:
     """The compiled engine's reasons for closing a pair, as the Python loop words them."""
-    from . import _relaycore
+    import confide.operator._relaycore as _relaycore
 
     return {
         _relaycore.CLOSED_END: "",
