@@ -27,7 +27,8 @@ those not yet routed), the time to route a connection, idle time once
 spliced, and the bytes buffered per direction (reading pauses when the other
 side's write buffer is full, so a slow reader holds no memory). Once routed, a
 passthrough connection's bytes are copied by a relay thread with its own epoll
-(:mod:`._relay`), outside asyncio's transports: fewer wake-ups and copies. Admission is
+(:mod:`._relay`; its loop compiled when built, ADR 0028), outside asyncio's transports:
+fewer wake-ups and copies. Admission is
 fair between sources (an IPv4 address, or an IPv6 /64): each source has a
 share of the connections and of the unrouted slots, and a rate of new
 connections (a token bucket); when every unrouted slot is taken, a newcomer
