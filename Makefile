@@ -11,7 +11,8 @@ INTEROP_STAMP := $(INTEROP)/.installed
 
 all: test
 
-$(STAMP): requirements/dev.txt pyproject.toml
+# setup.py and the C source: `pip install -e .` compiles the relay's loop (ADR 0028).
+$(STAMP): requirements/dev.txt pyproject.toml setup.py src/confide/operator/_relaycore.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements/dev.txt

@@ -5,6 +5,9 @@ and the p99 latency of a "hello" HTTP/1.1 app served over TLS with keep-alive:
 
 - **direct**: the load generator talks to the app;
 - **router**: through ``serve_router`` in passthrough mode (SNI ``app1.bench.test``);
+  once with a hand-off route, once with a plain passthrough route whose bytes its
+  relay copies (the compiled loop when it is built, ADR 0028: the output names the
+  engine);
 - **haproxy**: through HAProxy (Debian package ``haproxy``) doing the same SNI
   passthrough (``mode tcp``, ``tcp-request inspect-delay``, ``req_ssl_sni``),
   one thread like the router. ``make bench`` installs it first
@@ -480,6 +483,13 @@ def main() -> int:
         f"{args.connections} keep-alive TLS connections, {args.rounds} rounds of "
         f"{args.seconds:g} s (median round)"
     )
+    try:
+        from confide.operator._relay import choose_engine
+    except ImportError:  # a Confide from before ADR 0028 (PYTHONPATH=<older src>)
+        print("relay engine: Python (no compiled engine in this Confide)")
+    else:
+        engine, why = choose_engine("auto", recording=False)  # as the router child chooses
+        print(f"relay engine: {'compiled' if engine == 'c' else 'Python'} ({why})")
     print(f"{'target':<10}{'req/s':>10}{'p99 ms':>10}{'proxy CPU us/req':>18}")
     for name, row in summary.items():
         cpu = row["proxy_cpu_us_per_request"]

@@ -27,6 +27,16 @@ The worker owns the sockets it is given; it tells each connection's
 ``on_closed`` (on the worker thread) when it has closed them. Commands from the
 event loop (add, abort, stop) go through a queue and an ``eventfd``.
 
+Two engines run this loop (ADR 0028): the compiled one
+(:mod:`confide.operator._relaycore`, built from ``_relaycore.c`` when a C compiler
+is there at install time), which copies without the GIL and comes back to Python
+only for commands and closed pairs; and this module's Python loop, the reference,
+used when the compiled one is not built or when a chunk recorder is set (the
+recorder is Python). Both keep the bounds above, and the relay's tests run on
+both. With the compiled engine, the worker detaches each socket's descriptor
+from its :class:`socket.socket` when it hands the pair to the core: from then
+on the core alone closes it.
+
 Example::
 
     >>> worker = RelayWorker(chunk=256 * 1024, idle_timeout=300.0, log=log)
@@ -47,9 +57,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from confide.errors import UsageError
+
+if TYPE_CHECKING:
+    import confide.operator._relaycore as _relaycore
 
 #: epoll events that mean a side may be read (data, end of stream, reset, error).
 _READ_EVENTS: Final = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
@@ -61,11 +74,60 @@ _END_EVENTS: Final = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _MASK: Final = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 #: Longest wait between two idle sweeps (seconds).
 _MAX_SWEEP: Final = 1.0
-#: Chunks are at least this large (bytes).
+#: Chunks are at least this large (bytes), and at most this large (one buffer of it is
+#: allocated per worker; the compiled engine refuses larger ones too).
 MIN_CHUNK: Final = 4096
+MAX_CHUNK: Final = 64 * 1024 * 1024
 
 #: Called with (connection id, True when towards the upstream, the chunk).
 ChunkRecorder = Callable[[int, bool, bytes], None]
+#: Which loop relays: ``auto`` is the compiled one when it is built and nothing records.
+Engine = Literal["auto", "c", "python"]
+
+
+def compiled_core() -> type[_relaycore.Core] | None:
+    """The compiled engine's core, or ``None`` when it was not built (no C compiler)."""
+    try:
+        import confide.operator._relaycore as _relaycore
+    except ImportError:
+        return None
+    return _relaycore.Core
+
+
+def choose_engine(engine: Engine, *, recording: bool) -> tuple[Literal["c", "python"], str]:
+    """The engine a worker uses, and why (for the operator's log)."""
+    if engine == "python":
+        return "python", "asked for"
+    built = compiled_core() is not None
+    if engine == "c":
+        if recording:
+            raise UsageError("the compiled relay engine cannot record chunks: use the Python one")
+        if not built:
+            raise UsageError(
+                "the compiled relay engine (confide.operator._relaycore) is not built",
+                hint="install Confide with a C compiler and Python's headers (pip install -e .)",
+            )
+        return "c", "asked for"
+    if recording:
+        return "python", "a chunk recorder is set"
+    if not built:
+        return "python", "confide.operator._relaycore is not built (no C compiler at install)"
+    return "c", "confide.operator._relaycore"
+
+
+def _core_reasons(idle: float) -> dict[int, str]:
+    """The compiled engine's reasons for closing a pair, as the Python loop words them."""
+    import confide.operator._relaycore as _relaycore
+
+    return {
+        _relaycore.CLOSED_END: "",
+        _relaycore.CLOSED_ABORTED: "aborted",
+        _relaycore.CLOSED_IDLE: f"idle for {idle} s",
+        _relaycore.CLOSED_READ: "read failed",
+        _relaycore.CLOSED_WRITE: "write failed",
+        _relaycore.CLOSED_HALF_CLOSE: "half-close failed",
+        _relaycore.CLOSED_STOPPING: "router stopping",
+    }
 
 
 class _Way:
@@ -114,6 +176,7 @@ class RelayPair:
         "down",
         "last",
         "closed",
+        "core",
     )
 
     def __init__(
@@ -132,14 +195,22 @@ class RelayPair:
         self.down = _Way(upstream, client, to_upstream=False)
         self.last = 0.0
         self.closed = False
+        #: The compiled engine's pair, once it relays this one (it owns the descriptors).
+        self.core: _relaycore.Pair | None = None
 
     def buffered(self) -> int:
         """Bytes the worker holds for this pair (at most two chunks)."""
+        core = self.core
+        if core is not None:
+            return core.buffered()
         return len(self.up.pending) + len(self.down.pending)
 
 
 class RelayWorker:
-    """A thread relaying many :class:`RelayPair` with one epoll."""
+    """A thread relaying many :class:`RelayPair` with one epoll.
+
+    ``engine`` picks the loop (see :func:`choose_engine`); :attr:`engine` says which runs.
+    """
 
     def __init__(
         self,
@@ -149,20 +220,38 @@ class RelayWorker:
         log: logging.Logger,
         record: ChunkRecorder | None = None,
         name: str = "confide-relay",
+        engine: Engine = "auto",
     ) -> None:
         if chunk < MIN_CHUNK:
             raise UsageError(f"relay chunk {chunk} is under {MIN_CHUNK} bytes")
-        if not idle_timeout > 0:
-            raise UsageError(f"relay idle timeout {idle_timeout} is not positive")
+        if chunk > MAX_CHUNK:
+            raise UsageError(f"relay chunk {chunk} is over {MAX_CHUNK} bytes")
+        if not 0 < idle_timeout < float("inf"):
+            raise UsageError(f"relay idle timeout {idle_timeout} is not a positive number")
+        self.engine, self.engine_reason = choose_engine(engine, recording=record is not None)
         self._idle = idle_timeout
         self._sweep_every = min(_MAX_SWEEP, idle_timeout / 4)
         self._log = log
         self._record = record
-        self._buffer = bytearray(chunk)
-        self._view = memoryview(self._buffer)
-        self._epoll = select.epoll()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._epoll.register(self._wake, select.EPOLLIN)
+        self._core: _relaycore.Core | None = None
+        #: The compiled engine's pairs, to find their RelayPair when they close.
+        self._by_core: dict[_relaycore.Pair, RelayPair] = {}
+        self._reasons = _core_reasons(idle_timeout) if self.engine == "c" else {}
+        #: The Python loop's epoll and buffer (the compiled engine has its own).
+        self._epoll: select.epoll | None = None
+        self._view = memoryview(b"")
+        core_type = compiled_core() if self.engine == "c" else None
+        try:
+            if core_type is not None:
+                self._core = core_type(chunk, idle_timeout, self._wake)
+            else:
+                self._view = memoryview(bytearray(chunk))
+                self._epoll = select.epoll()
+                self._epoll.register(self._wake, select.EPOLLIN)
+        except BaseException:
+            os.close(self._wake)
+            raise
         self._lock = threading.Lock()
         self._inbox: collections.deque[tuple[str, RelayPair | None]] = collections.deque()
         self._stopping = False
@@ -201,14 +290,19 @@ class RelayWorker:
             if command == "stop":
                 self._stopping = True
             self._inbox.append((command, pair))
-        os.eventfd_write(self._wake, 1)
+            # Under the lock: once stopping, the thread closes this descriptor, and a write
+            # after that could land in whatever file reused its number.
+            os.eventfd_write(self._wake, 1)
         return True
 
     # -- the worker thread --
 
     def _run(self) -> None:
         try:
-            self._loop()
+            if self._core is not None:
+                self._loop_core(self._core)
+            else:
+                self._loop()
         except BaseException:  # a bug: say so, and leave no connection behind
             self._log.exception("relay worker failed; cutting its connections")
             with self._lock:
@@ -217,8 +311,56 @@ class RelayWorker:
         finally:
             self._shut_down()
 
+    def _loop_core(self, core: _relaycore.Core) -> None:
+        """The compiled engine: it relays without the GIL and returns for commands and
+        closed pairs."""
+        run = core.run
+        while True:
+            woken, closed = run()
+            for core_pair, reason, error in closed:
+                self._closed_by_core(core_pair, reason, error)
+            if woken and self._commands_core(core):
+                return
+
+    def _commands_core(self, core: _relaycore.Core) -> bool:
+        """Run the queued commands on the compiled engine; ``True`` when told to stop."""
+        with self._lock:
+            commands = list(self._inbox)
+            self._inbox.clear()
+        for command, pair in commands:
+            if pair is None:  # stop
+                return True
+            if command == "abort":
+                if pair.core is not None:
+                    core.abort(pair.core)  # its closing comes back from the next run()
+                else:
+                    self._close(pair, "aborted")  # never relayed: the sockets are still ours
+            elif not pair.closed:  # add
+                # The core owns the descriptors from here: detached, so that no socket object
+                # closes a descriptor the core relays (or, closed, its reused number).
+                client, upstream = pair.client.detach(), pair.upstream.detach()
+                self._pairs.add(pair)
+                try:
+                    pair.core = core.add(client, upstream)
+                except OSError as exc:  # the core closed both descriptors
+                    self._close(pair, f"relay failed: {exc}")
+                    continue
+                self._by_core[pair.core] = pair
+        return False
+
+    def _closed_by_core(self, core_pair: _relaycore.Pair, reason: int, error: int) -> None:
+        pair = self._by_core.pop(core_pair)
+        pair.core = None
+        what = self._reasons.get(reason, f"closed ({reason})")
+        if error:
+            what = f"{what}: {OSError(error, os.strerror(error))}"
+        self._close(pair, what or None)
+
     def _loop(self) -> None:
-        poll = self._epoll.poll
+        epoll = self._epoll
+        if epoll is None:  # pragma: no cover - the compiled engine has no Python loop
+            raise RuntimeError("the Python relay loop has no epoll")
+        poll = epoll.poll
         sides = self._sides
         wake = self._wake
         pump = self._pump
@@ -232,7 +374,7 @@ class RelayWorker:
                 if side is None:
                     if fd == wake:
                         os.eventfd_read(wake)
-                        if self._commands(now):
+                        if self._commands(epoll, now):
                             return
                     continue  # a socket closed earlier in this batch
                 pair, out_way, in_way = side
@@ -253,7 +395,7 @@ class RelayWorker:
                 self._sweep(now)
                 next_sweep = now + self._sweep_every
 
-    def _commands(self, now: float) -> bool:
+    def _commands(self, epoll: select.epoll, now: float) -> bool:
         """Run the queued commands; ``True`` when told to stop."""
         with self._lock:
             commands = list(self._inbox)
@@ -272,7 +414,7 @@ class RelayWorker:
                 ):
                     self._sides[sock.fileno()] = (pair, out_way, in_way)
                     # Registering reports what is already ready (the ClientHello).
-                    self._epoll.register(sock.fileno(), _MASK)
+                    epoll.register(sock.fileno(), _MASK)
         return False
 
     def _pump(self, pair: RelayPair, way: _Way, now: float) -> bool:
@@ -349,6 +491,8 @@ class RelayWorker:
             self._close(pair, f"idle for {self._idle} s")
 
     def _close(self, pair: RelayPair, reason: str | None) -> None:
+        """Close ``pair``'s sockets (detached ones, the compiled engine's, are closed by
+        it already) and tell its ``on_closed``."""
         if pair.closed:
             return
         pair.closed = True
@@ -357,7 +501,7 @@ class RelayWorker:
         self._pairs.discard(pair)
         for sock in (pair.client, pair.upstream):
             fd = sock.fileno()
-            if fd >= 0 and self._sides.pop(fd, None) is not None:
+            if fd >= 0 and self._sides.pop(fd, None) is not None and self._epoll is not None:
                 self._epoll.unregister(fd)
             sock.close()
         pair.up.pending = pair.down.pending = b""
@@ -369,12 +513,27 @@ class RelayWorker:
             self._stopping = True
             queued = [pair for _, pair in self._inbox if pair is not None]
             self._inbox.clear()
-        for pair in list(self._pairs) + queued:
-            self._close(pair, "router stopping")
-        self._epoll.close()
-        os.close(self._wake)
+        try:
+            if self._core is not None:
+                try:
+                    for core_pair, reason, error in self._core.close_all():
+                        self._closed_by_core(core_pair, reason, error)
+                finally:
+                    self._core.close()  # closes what close_all() could not report
+            # The Python loop's pairs, queued pairs, and any pair whose report was lost.
+            for pair in list(self._pairs) + queued:
+                pair.core = None
+                self._close(pair, "router stopping")
+        finally:
+            if self._epoll is not None:
+                self._epoll.close()
+            os.close(self._wake)
 
     # -- for tests --
+
+    def live(self) -> int:
+        """Pairs being relayed (read on the worker thread's data: an estimate elsewhere)."""
+        return len(self._pairs)
 
     def buffered(self) -> int:
         """Bytes held for all pairs (read on the worker thread's data: an estimate elsewhere)."""

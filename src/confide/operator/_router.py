@@ -27,7 +27,8 @@ those not yet routed), the time to route a connection, idle time once
 spliced, and the bytes buffered per direction (reading pauses when the other
 side's write buffer is full, so a slow reader holds no memory). Once routed, a
 passthrough connection's bytes are copied by a relay thread with its own epoll
-(:mod:`._relay`), outside asyncio's transports: fewer wake-ups and copies. Admission is
+(:mod:`._relay`; its loop compiled when built, ADR 0028), outside asyncio's transports:
+fewer wake-ups and copies. Admission is
 fair between sources (an IPv4 address, or an IPv6 /64): each source has a
 share of the connections and of the unrouted slots, and a rate of new
 connections (a token bucket); when every unrouted slot is taken, a newcomer
@@ -64,7 +65,7 @@ from confide.errors import UsageError
 from confide.runtime import bind_listener, hand_off, network_of, source_of
 from confide.wire import HostPort
 
-from ._relay import RelayPair, RelayWorker
+from ._relay import RelayPair, RelayWorker, choose_engine
 from ._tlsparse import MAX_PEEK_SIZE, NeedMore, Rejected, peek_client_hello
 
 #: Largest plaintext chunk decrypted at once in terminate mode.
@@ -255,6 +256,8 @@ async def serve_router(
         logging.getLogger(__name__),
         listener,
     )
+    engine, why = choose_engine("auto", recording=not isinstance(router.recorder, NullRecorder))
+    router.log.info("relay engine: %s (%s)", "compiled" if engine == "c" else "Python", why)
     try:
         router.start_accepting()
         host, port = listener.getsockname()[:2]

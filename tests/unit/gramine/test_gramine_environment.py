@@ -7,6 +7,7 @@ module or of the manifest changes the simulated fingerprint.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -125,6 +126,11 @@ def test_the_real_environment_holds_confide_and_its_dependencies(tmp_path: Path)
     assert "site/confide/runtime/_runtime.py" in labels
     assert "site/confide/gramine/_environment.py" in labels
     assert not any(label.startswith("site/confide/operator/") for label in labels)
+    # Compiled or C files of Confide's own (the relay's core, ADR 0028) are never measured.
+    assert not any(
+        label.startswith("site/confide/") and label.endswith((".so", ".c", ".pyi"))
+        for label in labels
+    )
     assert any(label.startswith("stdlib/json/") for label in labels)
     assert any(label.startswith("interpreter/") for label in labels)
     assert runtime_environment(["flask"], cache_dir=tmp_path).digest != env.digest
@@ -167,6 +173,11 @@ def test_confide_is_measured_from_its_package_folder(fake: FakeEnvironment, tmp_
     first = digest()
     (package / "operator" / "_api.py").write_text("y = 2\n")
     assert digest() == first, "the operator never runs in the enclave"
+    # The relay's compiled loop (ADR 0028): built or not, by whatever compiler, it is not
+    # measured, so an owner's prediction does not depend on either machine's compiler.
+    for name in ("_relaycore.cpython-311-x86_64-linux-gnu.so", "_relaycore.c", "_relaycore.pyi"):
+        (package / "operator" / name).write_bytes(os.urandom(64))
+        assert digest() == first, f"operator/{name} changed the measurement"
     (package / "__init__.py").write_text("x = 2\n")
     assert digest() != first
 

@@ -1,7 +1,8 @@
 """The relay worker: routed passthrough bytes cross intact, half-closed, bounded and timed out.
 
 The worker is driven directly over socket pairs (the test holds the client's
-and the upstream's far ends), then through the router over TCP. No assertion
+and the upstream's far ends), then through the router over TCP. Each test runs
+on both engines: the Python loop and the compiled one (ADR 0028). No assertion
 is about time: waits are bounded, and what they wait for is an outcome.
 """
 
@@ -13,12 +14,21 @@ import logging
 import os
 import select
 import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from confide.operator._relay import MIN_CHUNK, RelayPair, RelayWorker
+import pytest
+
+from confide.operator._relay import Engine, RelayPair
 from confide.operator._router import Direction
+from support.relay import (
+    CHUNK,
+    COMPILED,
+    ENGINES,
+    STEP,
+    Ends,
+    in_thread,
+    read_all,
+    relay_worker,
+)
 from support.router import (
     APP,
     LOOPBACK,
@@ -32,75 +42,21 @@ from support.router import (
     running_router,
 )
 
-#: Bound on any one blocking step of these tests (seconds).
-STEP = 20.0
-CHUNK = 4 * MIN_CHUNK
-LOG = logging.getLogger("test.relay")
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """Each test of the worker runs on both engines (ADR 0028)."""
+    value: Engine = request.param
+    return value
 
 
-class Ends:
-    """One relayed pair: the test holds ``client`` and ``upstream``, the worker the rest."""
-
-    def __init__(self, worker: RelayWorker, ident: int, small_buffers: bool = False) -> None:
-        self.client, router_client = socket.socketpair()
-        router_upstream, self.upstream = socket.socketpair()
-        if small_buffers:
-            for sock in (self.client, router_client, router_upstream, self.upstream):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-        for sock in (self.client, self.upstream):
-            sock.settimeout(STEP)
-        router_client.setblocking(False)
-        router_upstream.setblocking(False)
-        self.closed = threading.Event()
-        self.pair = RelayPair(ident, router_client, router_upstream, on_closed=self.closed.set)
-        assert worker.add(self.pair)
-
-    def close(self) -> None:
-        self.client.close()
-        self.upstream.close()
-
-
-@contextmanager
-def relay_worker(
-    idle_timeout: float = 60.0, recorder: MemoryRecorder | None = None
-) -> Iterator[RelayWorker]:
-    record = None
-    if recorder is not None:
-
-        def record(ident: int, to_upstream: bool, data: bytes) -> None:
-            way = Direction.TO_UPSTREAM if to_upstream else Direction.TO_CLIENT
-            recorder.record(ident, way, data)
-
-    worker = RelayWorker(chunk=CHUNK, idle_timeout=idle_timeout, log=LOG, record=record)
-    worker.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        worker.join(STEP)
-        assert not worker.alive()
-
-
-def read_all(sock: socket.socket) -> bytes:
-    parts = []
-    while chunk := sock.recv(1 << 16):
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def in_thread(target: object, *args: object) -> threading.Thread:
-    thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
-    thread.start()
-    return thread
-
-
-def test_large_transfers_cross_intact_both_ways_at_once() -> None:
+def test_large_transfers_cross_intact_both_ways_at_once(engine: Engine) -> None:
     size = 8 * 1024 * 1024
     to_upstream, to_client = os.urandom(size), os.urandom(size)
     received: dict[str, bytes] = {}
-    recorder = MemoryRecorder()
-    with relay_worker(recorder=recorder) as worker:
+    # A recorder is Python: the compiled engine runs without one.
+    recorder = MemoryRecorder() if engine == "python" else None
+    with relay_worker(engine, recorder=recorder) as worker:
         ends = Ends(worker, 1)
 
         def send(sock: socket.socket, data: bytes) -> None:
@@ -122,13 +78,13 @@ def test_large_transfers_cross_intact_both_ways_at_once() -> None:
         ends.close()
     assert hashlib.sha256(received["upstream"]).digest() == hashlib.sha256(to_upstream).digest()
     assert hashlib.sha256(received["client"]).digest() == hashlib.sha256(to_client).digest()
-    # The recorder saw exactly what crossed, in order.
-    assert recorder.seen(Direction.TO_UPSTREAM) == to_upstream
-    assert recorder.seen(Direction.TO_CLIENT) == to_client
+    if recorder is not None:  # it saw exactly what crossed, in order
+        assert recorder.seen(Direction.TO_UPSTREAM) == to_upstream
+        assert recorder.seen(Direction.TO_CLIENT) == to_client
 
 
-def test_half_close_is_passed_on_and_the_other_way_carries_on() -> None:
-    with relay_worker() as worker:
+def test_half_close_is_passed_on_and_the_other_way_carries_on(engine: Engine) -> None:
+    with relay_worker(engine) as worker:
         # The client ends its stream first: the upstream answers after that end.
         ends = Ends(worker, 1)
         ends.client.sendall(b"question")
@@ -152,9 +108,11 @@ def test_half_close_is_passed_on_and_the_other_way_carries_on() -> None:
         ends.close()
 
 
-def test_a_client_that_stops_reading_stalls_the_upstream_with_bounded_memory() -> None:
+def test_a_client_that_stops_reading_stalls_the_upstream_with_bounded_memory(
+    engine: Engine,
+) -> None:
     payload = os.urandom(64 * 1024 * 1024)
-    with relay_worker() as worker:
+    with relay_worker(engine) as worker:
         ends = Ends(worker, 1, small_buffers=True)
         ends.upstream.setblocking(False)
         sent = 0
@@ -181,8 +139,8 @@ def test_a_client_that_stops_reading_stalls_the_upstream_with_bounded_memory() -
         ends.close()
 
 
-def test_an_idle_pair_is_cut_and_a_busy_one_is_not() -> None:
-    with relay_worker(idle_timeout=0.5) as worker:
+def test_an_idle_pair_is_cut_and_a_busy_one_is_not(engine: Engine) -> None:
+    with relay_worker(engine, idle_timeout=0.5) as worker:
         quiet = Ends(worker, 1)
         busy = Ends(worker, 2)
         rounds = 0
@@ -200,8 +158,8 @@ def test_an_idle_pair_is_cut_and_a_busy_one_is_not() -> None:
         busy.close()
 
 
-def test_abort_and_stop_close_the_sockets_and_report_it() -> None:
-    with relay_worker() as worker:
+def test_abort_and_stop_close_the_sockets_and_report_it(engine: Engine) -> None:
+    with relay_worker(engine) as worker:
         first, second = Ends(worker, 1), Ends(worker, 2)
         worker.abort(first.pair)
         assert first.closed.wait(STEP)
@@ -238,13 +196,19 @@ async def read_or_reset(reader: asyncio.StreamReader, size: int) -> bytes:
         return b""
 
 
-def test_router_relays_large_transfers_over_tcp_and_frees_the_app_cap() -> None:
+@pytest.mark.parametrize("recording", [True, False], ids=["recorder", "no-recorder"])
+def test_router_relays_large_transfers_over_tcp_and_frees_the_app_cap(
+    recording: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a recorder the router relays on the Python engine; without one, on the compiled
+    one where it is built. It says which, once."""
     payload = os.urandom(4 * 1024 * 1024)
     hello = client_hello(APP)
+    caplog.set_level(logging.INFO, logger="confide.operator._router")
 
     async def body() -> None:
         server, port = await _echo_upstream()
-        recorder = MemoryRecorder()
+        recorder = MemoryRecorder() if recording else None
         settings = fast_settings(max_connections_per_app=1, buffer_size=16 * 1024)
         async with (
             server,
@@ -275,6 +239,10 @@ def test_router_relays_large_transfers_over_tcp_and_frees_the_app_cap() -> None:
                     break
                 await asyncio.sleep(0.05)
             assert answer == hello[: len(answer)] and answer, "the app's slot never came back"
-        assert recorder.seen(Direction.TO_CLIENT).startswith(hello + payload)
+        if recorder is not None:
+            assert recorder.seen(Direction.TO_CLIENT).startswith(hello + payload)
 
     run(body)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("relay engine:")]
+    expected = "compiled" if COMPILED and not recording else "Python"
+    assert len(said) == 1 and said[0].startswith(f"relay engine: {expected} ("), said
