@@ -342,7 +342,7 @@ class RelayWorker:
                 self._pairs.add(pair)
                 try:
                     pair.core = core.add(client, upstream)
-                except OSError as exc:  # the core closed both descriptors
+                except (OSError, MemoryError) as exc:  # the core closed what it was given
                     self._close(pair, f"relay failed: {exc}")
                     continue
                 self._by_core[pair.core] = pair

@@ -26,7 +26,8 @@
  *     any epoll event still queued for it in the same batch (a closed pair's events are
  *     skipped). The core's methods refuse to run while run() is running (it touches the
  *     pairs without the GIL); only Pair.buffered() may be called meanwhile, from any
- *     thread, and it reads two sizes atomically.
+ *     thread: it reads each of the two sizes with an atomic load (not both at one
+ *     instant: a gauge, not a snapshot).
  *   - Lengths: every recv reads at most the chunk buffer's size; a partial send keeps the
  *     unsent tail (at most one chunk) in a buffer of exactly that size, freed when sent.
  */
@@ -565,7 +566,13 @@ Core_add(CoreObject *self, PyObject *args)
             if (i == 1) {
                 epoll_ctl(self->epfd, EPOLL_CTL_DEL, fds[0], NULL);
             }
-            Py_DECREF(p); /* its dealloc closes both descriptors */
+            if (error == EEXIST) {
+                /* Already registered: the number is another live pair's, not ours to
+                 * close (a caller's bug; closing it would cut that pair and leave its
+                 * later close to hit a reused number). */
+                p->fd[i] = -1;
+            }
+            Py_DECREF(p); /* its dealloc closes the descriptors it still holds */
             errno = error;
             return PyErr_SetFromErrno(PyExc_OSError);
         }
@@ -607,31 +614,36 @@ Core_abort(CoreObject *self, PyObject *arg)
 }
 
 /* The closed pairs, as [(pair, reason, errno)], in the order they closed; the core lets
- * them go. On failure (no memory) the rest stays for the next call. */
+ * them go. Every item is built before any pair is let go, so on failure (no memory)
+ * nothing is lost: every pair stays queued for the next call. */
 static PyObject *
 take_closed(CoreObject *self)
 {
-    PyObject *list = PyList_New(0);
+    Py_ssize_t n = 0;
+    for (PairObject *p = self->closed_head; p != NULL; p = p->next_closed) {
+        n++;
+    }
+    PyObject *list = PyList_New(n);
     if (list == NULL) {
         return NULL;
     }
-    while (self->closed_head != NULL) {
-        PairObject *p = self->closed_head;
+    Py_ssize_t i = 0;
+    for (PairObject *p = self->closed_head; p != NULL; p = p->next_closed, i++) {
         PyObject *item = Py_BuildValue("(Oii)", (PyObject *)p, p->reason, p->error);
-        if (item == NULL || PyList_Append(list, item) < 0) {
-            Py_XDECREF(item);
-            Py_DECREF(list);
+        if (item == NULL) {
+            Py_DECREF(list); /* the items built so far hold their own references */
             return NULL;
         }
-        Py_DECREF(item);
+        PyList_SET_ITEM(list, i, item);
+    }
+    while (self->closed_head != NULL) {
+        PairObject *p = self->closed_head;
         self->closed_head = p->next_closed;
-        if (self->closed_head == NULL) {
-            self->closed_tail = NULL;
-        }
         p->next_closed = NULL;
         p->core = NULL;
-        Py_DECREF(p); /* the core's; the list holds one */
+        Py_DECREF(p); /* the core's; the list's item holds one */
     }
+    self->closed_tail = NULL;
     return list;
 }
 

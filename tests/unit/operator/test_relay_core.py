@@ -117,6 +117,30 @@ def test_descriptors_the_core_refuses_are_closed_and_its_wake_descriptor_is_not(
 
 
 @needs_core
+def test_a_descriptor_another_pair_relays_is_refused_without_closing_it(wake: int) -> None:
+    """Given a number the core already relays (a caller's bug), the core refuses the new
+    pair and closes the new descriptor only: the live pair keeps its own (review)."""
+    from confide.operator import _relaycore
+
+    core = _relaycore.Core(8192, 60.0, wake)
+    client, upstream, a, b = _pair()
+    other_end, other = socket.socketpair()
+    c = other.detach()
+    try:
+        core.add(a, b)
+        with pytest.raises(OSError) as refused:
+            core.add(a, c)  # ``a`` is the live pair's
+        assert refused.value.errno == errno.EEXIST
+        assert not _closed(a), "the live pair's descriptor was closed"
+        assert _closed(c), "the refused pair's own descriptor was left open"
+        assert core.live() == 1
+    finally:
+        core.close()
+        for sock in (client, upstream, other_end):
+            sock.close()
+
+
+@needs_core
 def test_a_pair_belongs_to_one_core_and_is_reported_once(wake: int) -> None:
     from confide.operator import _relaycore
 
