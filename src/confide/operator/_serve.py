@@ -59,6 +59,7 @@ from ._ca import OperatorCA
 from ._db import Database, upgrade_database
 from ._gramine import GramineBackend
 from ._logs import FileLogSource, LogSource
+from ._looplag import LoopLag
 from ._router import Recorder, RouterSettings, RouteTable, serve_router
 from ._routes import ROUTE_DRAIN, AppRoutes, DatabaseRoutes
 from ._seams import (
@@ -331,6 +332,7 @@ async def run_operator(
 
         async with asyncio.TaskGroup() as group:
             group.create_task(_stop_when(shutdown_trigger, stop))
+            group.create_task(LoopLag().run(stop.wait))  # logs a lagging event loop
             if shared_routes is not None:
                 await shared_routes.refresh()  # routes before the router's first connection
                 group.create_task(shared_routes.run(stop.wait))
