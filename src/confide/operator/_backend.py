@@ -13,6 +13,9 @@ database: the supervisor (:mod:`._supervisor`) decides what should run.
 - on a free loopback port, with its address space limited to the plan's memory
   (``RLIMIT_AS``, set by a tiny launcher that then ``exec``\\ s the runtime, so
   the limit holds from the first instruction and the pid stays the runtime's);
+- at a lower CPU priority than the operator (:data:`RUNTIME_NICE`, set by the same
+  launcher on the process and on its session's autogroup), so that the API, the router
+  and the supervisor answer first while runtimes start (issue 14; ADR 0029);
 - with its stdout and stderr appended to ``<logs>/<app-id>.log`` (what the
   API's logs endpoint reads), its sealed state in ``<data>/apps/<id>/state``
   and, in certificate mode, the owner's chain in ``<data>/apps/<id>/certificate.pem``;
@@ -95,11 +98,27 @@ LOCAL_RUNTIME_ENVIRONMENT: Final[Mapping[str, str]] = {
     "MALLOC_ARENA_MAX": "2",
     "PYTHONDONTWRITEBYTECODE": "1",
 }
-#: Sets RLIMIT_AS to argv[1] bytes, then becomes argv[2:] (same pid, the limit inherited).
+#: How much lower a runtime's CPU priority is than the operator's (a nice increment, 0-19).
+#: The API, the router and the supervisor answer first; a runtime gets the cores they leave.
+#: Each runtime leads a session of its own, and with the kernel's autogroups (each session
+#: one scheduling group, weighed as one process) its own nice value alone changes nothing:
+#: the session's group gets the same increment (``/proc/self/autogroup``).
+RUNTIME_NICE: Final = 10
+#: Sets RLIMIT_AS to argv[1] bytes and lowers the CPU priority by argv[2] (the process's
+#: nice value and its session's autogroup, where the kernel has them), then becomes
+#: argv[3:] (same pid, the limit and the priority inherited).
 _LIMIT_AND_EXEC: Final = (
-    "import os,resource,sys;n=int(sys.argv[1]);"
-    "resource.setrlimit(resource.RLIMIT_AS,(n,n));os.execv(sys.argv[2],sys.argv[2:])"
+    "import os,resource,sys\n"
+    "n,p=int(sys.argv[1]),int(sys.argv[2])\n"
+    "resource.setrlimit(resource.RLIMIT_AS,(n,n))\n"
+    "os.nice(p)\n"
+    "try:\n"
+    " with open('/proc/self/autogroup','w') as f:f.write(str(p))\n"
+    "except OSError:pass\n"
+    "os.execv(sys.argv[3],sys.argv[3:])"
 )
+#: The largest nice increment (nice values go from -20 to 19).
+_MAX_NICE: Final = 19
 #: Largest command line read from /proc.
 _MAX_CMDLINE: Final = 64 * 1024
 #: How much of the end of a log is searched for the runtime's last words.
@@ -303,9 +322,12 @@ class LocalProcessBackend:
         code_root: Path = CODE_ROOT,
         wheel_index_url: str | None = None,
         wheel_find_links: str | None = None,
+        nice: int = RUNTIME_NICE,
     ) -> None:
         if not data_dir.is_absolute():
             raise UsageError(f"the data folder must be absolute, got {data_dir}")
+        if not 0 <= nice <= _MAX_NICE:
+            raise UsageError(f"a runtime's nice increment must be 0-{_MAX_NICE}, got {nice}")
         self.data_dir = data_dir
         self.apps_dir = data_dir / "apps"
         self.simulation_dir = data_dir / "simulation"
@@ -314,6 +336,8 @@ class LocalProcessBackend:
         self._host = host
         self._command = tuple(command) if command is not None else confide_command()
         self._environment = dict(environment)
+        #: Lowers each runtime's CPU priority by this much (:data:`RUNTIME_NICE`).
+        self.nice = nice
         self.stop_timeout = stop_timeout
         self._clock = clock
         #: Where runtimes make their code folders (fixed by the runtime; a test may move it).
@@ -412,6 +436,7 @@ class LocalProcessBackend:
             "-c",
             _LIMIT_AND_EXEC,
             str(limit),
+            str(self.nice),
             *self._command,
             "runtime",
             *arguments,
