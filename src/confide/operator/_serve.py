@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -70,9 +71,11 @@ from ._seams import (
     SimulationRootProvider,
     utc_now,
 )
+from ._service import app_versions
 from ._settings import OperatorSettings, SupervisorMode, TeeBackend
 from ._supervisor import Supervisor, SupervisorOptions
 from ._tdx import TdxBackend
+from ._waits import AppWaits
 from ._wheels import WheelCache
 
 if TYPE_CHECKING:  # the confide[kubernetes] extra: imported where used
@@ -310,9 +313,19 @@ async def run_operator(
         if mode.routes_from_database and options.route_drain < ROUTE_DRAIN:
             supervising = dataclasses.replace(options, route_drain=ROUTE_DRAIN)
 
+        # The API's long-polls, told at once of the supervisor's writes in this process.
+        waits = AppWaits(functools.partial(app_versions, database))
+
         def make_supervisor() -> Supervisor:
             return Supervisor(
-                settings, database, runtimes, blobs, routes=routes, options=supervising, clock=clock
+                settings,
+                database,
+                runtimes,
+                blobs,
+                routes=routes,
+                options=supervising,
+                clock=clock,
+                changes=waits,
             )
 
         supervisor = make_supervisor()
@@ -374,6 +387,7 @@ async def run_operator(
                 ca_provider=ca,
                 clock=clock,
                 migrate=False,
+                waits=waits,
             )
             group.create_task(serve_api(api, served, stop.wait, sock=api_sock))
             if mode is SupervisorMode.ALWAYS:

@@ -64,7 +64,7 @@ from ._lifecycle import record_status
 from ._models import App
 from ._prober import HttpProber, Probe, Prober
 from ._routes import AppRoutes
-from ._seams import Clock, utc_now
+from ._seams import AppEvents, Clock, NoEvents, utc_now
 from ._settings import OperatorSettings
 
 #: Runtimes in a row that end before they ever answer, restarted before on_error.
@@ -242,6 +242,7 @@ class Supervisor:
         options: SupervisorOptions = SupervisorOptions(),  # noqa: B008 - frozen
         clock: Clock = utc_now,
         logger: logging.Logger | None = None,
+        changes: AppEvents | None = None,
     ) -> None:
         self._settings = settings
         self._db = database
@@ -252,6 +253,8 @@ class Supervisor:
         self.options = options
         self._clock = clock
         self._log = logger or logging.getLogger("confide.operator.supervisor")
+        #: Told after each write to an app's row (the API's long-polls of this process).
+        self._changes = changes if changes is not None else NoEvents()
         self._apps: dict[uuid.UUID, _Tracked] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -715,6 +718,7 @@ class Supervisor:
 
     async def _write(self, app_id: uuid.UUID, change: _Change) -> None:
         await asyncio.to_thread(self._apply, app_id, change, self._clock())
+        self._changes.notify(app_id)  # committed: whoever waits on the app reads it now
 
     def _apply(self, app_id: uuid.UUID, change: _Change, now: datetime) -> None:
         with self._db.session() as session:

@@ -6,6 +6,8 @@ exactly); runtimes are started, restarted, stopped and adopted as the rows say.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -26,7 +28,9 @@ from confide.operator import (
     Supervisor,
 )
 from confide.operator._router import RouteMode
+from confide.operator._service import app_versions
 from confide.operator._supervisor import _Change
+from confide.operator._waits import AppWaits
 from confide.wire import AppStatus, TlsMode
 from support.operator_flow import (
     BASE_DOMAIN,
@@ -579,3 +583,36 @@ def test_an_app_waiting_for_its_configuration_is_probed_less_and_less_often(
             await status_is(database, waiting, AppStatus.RUNNING)
 
     run(body)
+
+
+def test_the_supervisors_writes_wake_the_apis_long_polls_without_the_poll(
+    settings: OperatorSettings, database: Database
+) -> None:
+    """An owner long-polling its app (``confide deploy``) hears of each write the supervisor
+    commits at once, not at the next read of the database (here an hour away)."""
+    app_id = add_app(database)
+    waits = AppWaits(functools.partial(app_versions, database), recheck=3600.0)
+    held: list[float] = []
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        poll = asyncio.create_task(waits.run())
+        await asyncio.sleep(0)
+        try:
+            async with supervising(settings, database, FakeWorld(), changes=waits):
+                # Spawning (its runtime recorded), then initializing. The row is read and the
+                # request held with no await between: a write cannot slip in unheard.
+                while row(database, app_id).status != AppStatus.INITIALIZING.value:
+                    start = loop.time()
+                    # As the API holds ``GET /apps/{id}?wait=10&seen=...`` (the fake clock is
+                    # fixed, so the record's updated_at never differs from the one seen).
+                    assert await waits.wait(1, app_id, START, 10.0)
+                    held.append(loop.time() - start)
+                    assert held[-1] < 9.0, "not woken by the supervisor's write"
+        finally:
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+
+    run(body)
+    assert held  # it waited at least once
