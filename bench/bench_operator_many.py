@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -60,6 +60,8 @@ from support.operators import (  # noqa: E402
 PROBE: Final = "/api/v1/me"
 
 
+#: Seconds the operator's CPU is measured with every app running and idle.
+_IDLE_SECONDS: Final = 5.0
 #: The operator's event-loop lag lines (its log).
 _LAG: Final = re.compile(r"event loop lag.*")
 
@@ -136,6 +138,23 @@ def _run_delay(pid: int, tid: int) -> float:
         return 0.0
 
 
+def _threads_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads, summed by name with digits dropped (asyncio_N)."""
+    found: dict[str, float] = {}
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+        except OSError:
+            continue
+        name = "main" if tid == pid else name.rstrip("0123456789_") or name
+        found[name] = found.get(name, 0.0) + _cpu_seconds(pid, tid)
+    return found
+
+
 def _machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -153,6 +172,7 @@ class _Budget:
     loop_cpu: float = 0.0
     loop_wait: float = 0.0
     clients: float = 0.0
+    threads: dict[str, float] = field(default_factory=dict)
 
     def take(self) -> _Budget:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -164,6 +184,7 @@ class _Budget:
             _cpu_seconds(pid, pid),  # the main thread runs the event loop
             _run_delay(pid, pid),
             usage.ru_utime + usage.ru_stime,
+            _threads_cpu(pid),
         )
 
     def since(self, start: _Budget, runtimes: float, seconds: float) -> str:
@@ -176,7 +197,12 @@ class _Budget:
             f"{operator:.1f} s (its event loop {self.loop_cpu - start.loop_cpu:.1f} s running, "
             f"{self.loop_wait - start.loop_wait:.1f} s runnable but waiting for a core); "
             f"runtimes {runtimes:.1f} s; owners and poller {clients:.1f} s; "
-            f"the rest (other processes) {busy - operator - runtimes - clients:.1f} s"
+            f"the rest (other processes) {busy - operator - runtimes - clients:.1f} s\n"
+            "operator threads' CPU: "
+            + ", ".join(
+                f"{name} {seconds - start.threads.get(name, 0.0):.1f} s"
+                for name, seconds in sorted(self.threads.items(), key=lambda kv: -kv[1])
+            )
         )
 
 
@@ -268,6 +294,10 @@ def main() -> None:
                 spent = budget.take()
                 burst_over.set()
                 poller.join(30)
+            # What the operator spends with every app running and nothing asked of it.
+            idle_before = _cpu_seconds(operator.proc.pid)
+            time.sleep(_IDLE_SECONDS)
+            idle_operator = (_cpu_seconds(operator.proc.pid) - idle_before) / _IDLE_SECONDS
             pids = runtime_pids(data)
             cpu = spent.since(budget, sum(_cpu_seconds(pid) for pid in pids), total)
             lags = _LAG.findall(operator.stderr)
@@ -286,6 +316,10 @@ def main() -> None:
     )
     _report_api(latencies, errors, "during the burst")
     print(cpu)
+    print(
+        f"operator with all {args.apps} apps running and idle: {idle_operator * 100:.1f} % "
+        f"of a core (over {_IDLE_SECONDS:g} s)"
+    )
     for lag in lags:
         print(f"operator: {lag}")
     if memory:

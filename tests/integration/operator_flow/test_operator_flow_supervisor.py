@@ -12,7 +12,9 @@ import dataclasses
 import functools
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -616,3 +618,38 @@ def test_the_supervisors_writes_wake_the_apis_long_polls_without_the_poll(
 
     run(body)
     assert held  # it waited at least once
+
+
+def test_only_a_step_that_wrote_wakes_the_next_pass(
+    settings: OperatorSettings, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step that found nothing to do (a running app alive, a runtime not listening yet)
+    does not wake the supervisor: every pass reads every app's row, and waking on each step
+    made passes follow each other back to back (hundreds a second with 20 apps, and a
+    starting runtime probed as fast as the probes returned, not each ``probe_interval``)."""
+    running, starting = add_app(database), add_app(database)
+    prober = _ProbesPerApp(default=Probe.DOWN, answers={running: Probe.HEALTHY})
+    options = dataclasses.replace(FAST, poll_interval=0.2, probe_interval=0.1)
+    loads: list[int] = []
+
+    async def body() -> None:
+        async with supervising(
+            settings, database, FakeWorld(), prober=prober, options=options
+        ) as host:
+            await status_is(database, running, AppStatus.RUNNING)
+            load = host.supervisor._load
+
+            def counted(tracked: Sequence[uuid.UUID]) -> list[Any]:
+                loads.append(len(tracked))
+                return load(tracked)
+
+            monkeypatch.setattr(host.supervisor, "_load", counted)
+            probed = prober.probes.get(starting, 0)
+            await asyncio.sleep(1.0)  # a measured second, not a wait for readiness
+            probes = prober.probes.get(starting, 0) - probed
+
+        # One pass each probe_interval while the starting app is in transition: about 10.
+        assert 1 <= len(loads) <= 25, f"{len(loads)} passes in a second"
+        assert 1 <= probes <= 25, f"the starting runtime was probed {probes} times in a second"
+
+    run(body)
