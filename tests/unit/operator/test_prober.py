@@ -60,9 +60,7 @@ def test_a_listening_runtime_is_asked_over_http() -> None:
             port = listener.getsockname()[1]
             try:
                 handle = RuntimeHandle(uuid.uuid4(), "127.0.0.1", port, 1)
-                return await prober.probe(
-                    handle, tls=TlsMode.RATLS, healthcheck="/health", name=""
-                )
+                return await prober.probe(handle, tls=TlsMode.RATLS, healthcheck="/health", name="")
             finally:
                 await prober.aclose()
 
