@@ -85,7 +85,7 @@ from confide.wire import LaunchManifest, TlsMode
 
 from ._logs import LogSource
 from ._seams import Clock, utc_now
-from ._settings import TeeBackend
+from ._settings import DEFAULT_RUNTIME_NICE, MAX_RUNTIME_NICE, TeeBackend
 from ._wheels import WheelCache
 
 #: A runtime told to stop gets this long (its app's graceful timeout and margin) before SIGKILL.
@@ -98,12 +98,13 @@ LOCAL_RUNTIME_ENVIRONMENT: Final[Mapping[str, str]] = {
     "MALLOC_ARENA_MAX": "2",
     "PYTHONDONTWRITEBYTECODE": "1",
 }
-#: How much lower a runtime's CPU priority is than the operator's (a nice increment, 0-19).
-#: The API, the router and the supervisor answer first; a runtime gets the cores they leave.
-#: Each runtime leads a session of its own, and with the kernel's autogroups (each session
-#: one scheduling group, weighed as one process) its own nice value alone changes nothing:
-#: the session's group gets the same increment (``/proc/self/autogroup``).
-RUNTIME_NICE: Final = 10
+#: How much lower a runtime's CPU priority is than the operator's (a nice increment, 0-19;
+#: ``runtime_nice`` in ``operator.toml``). The API, the router and the supervisor answer
+#: first; a runtime gets the cores they leave. Each runtime leads a session of its own, and
+#: with the kernel's autogroups (each session one scheduling group, weighed as one process)
+#: its own nice value alone changes nothing: the session's group gets the same increment
+#: (``/proc/self/autogroup``).
+RUNTIME_NICE: Final = DEFAULT_RUNTIME_NICE
 #: Sets RLIMIT_AS to argv[1] bytes and lowers the CPU priority by argv[2] (the process's
 #: nice value and its session's autogroup, where the kernel has them), then becomes
 #: argv[3:] (same pid, the limit and the priority inherited).
@@ -117,8 +118,6 @@ _LIMIT_AND_EXEC: Final = (
     "except OSError:pass\n"
     "os.execv(sys.argv[3],sys.argv[3:])"
 )
-#: The largest nice increment (nice values go from -20 to 19).
-_MAX_NICE: Final = 19
 #: Largest command line read from /proc.
 _MAX_CMDLINE: Final = 64 * 1024
 #: How much of the end of a log is searched for the runtime's last words.
@@ -326,8 +325,8 @@ class LocalProcessBackend:
     ) -> None:
         if not data_dir.is_absolute():
             raise UsageError(f"the data folder must be absolute, got {data_dir}")
-        if not 0 <= nice <= _MAX_NICE:
-            raise UsageError(f"a runtime's nice increment must be 0-{_MAX_NICE}, got {nice}")
+        if not 0 <= nice <= MAX_RUNTIME_NICE:
+            raise UsageError(f"a runtime's nice increment must be 0-{MAX_RUNTIME_NICE}, got {nice}")
         self.data_dir = data_dir
         self.apps_dir = data_dir / "apps"
         self.simulation_dir = data_dir / "simulation"

@@ -296,6 +296,7 @@ async def run_operator(
                 data_dir=data,
                 log_source=logs,
                 tee=settings.tee,
+                nice=settings.runtime_nice,
                 clock=clock,
                 wheel_index_url=settings.wheel_index_url,
                 wheel_find_links=settings.wheel_find_links,
