@@ -63,8 +63,9 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -78,6 +79,7 @@ from confide.runtime import (
     confide_command,
     remove_orphans,
     runtime_arguments,
+    runtime_code_hash,
     start_child,
     write_atomically,
 )
@@ -105,6 +107,11 @@ LOCAL_RUNTIME_ENVIRONMENT: Final[Mapping[str, str]] = {
 #: its own nice value alone changes nothing: the session's group gets the same increment
 #: (``/proc/self/autogroup``).
 RUNTIME_NICE: Final = DEFAULT_RUNTIME_NICE
+#: Seconds the launch check reuses the runtime environment's digest it computed: a burst
+#: of starts scans the environment (thousands of ``stat`` calls) once per this, not once
+#: per start (a fifth of the operator's CPU in a burst; issue 14). An upgrade of the
+#: installed runtime within it is caught by the runtime's own measurement instead.
+RUNTIME_DIGEST_TTL: Final = 5.0
 #: Sets RLIMIT_AS to argv[1] bytes and lowers the CPU priority by argv[2] (the process's
 #: nice value and its session's autogroup, where the kernel has them), then becomes
 #: argv[3:] (same pid, the limit and the priority inherited).
@@ -322,6 +329,7 @@ class LocalProcessBackend:
         wheel_index_url: str | None = None,
         wheel_find_links: str | None = None,
         nice: int = RUNTIME_NICE,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not data_dir.is_absolute():
             raise UsageError(f"the data folder must be absolute, got {data_dir}")
@@ -337,6 +345,9 @@ class LocalProcessBackend:
         self._environment = dict(environment)
         #: Lowers each runtime's CPU priority by this much (:data:`RUNTIME_NICE`).
         self.nice = nice
+        self._monotonic = monotonic
+        #: The runtime environment's digest and when it was computed (:meth:`runtime_digest`).
+        self._digest: tuple[bytes, float] | None = None
         self.stop_timeout = stop_timeout
         self._clock = clock
         #: Where runtimes make their code folders (fixed by the runtime; a test may move it).
@@ -374,6 +385,16 @@ class LocalProcessBackend:
 
     # -- starting ------------------------------------------------------------------------------
 
+    def runtime_digest(self) -> bytes:
+        """The installed runtime environment's digest (what a runtime started now measures),
+        computed again once :data:`RUNTIME_DIGEST_TTL` seconds have passed."""
+        now = self._monotonic()
+        cached = self._digest
+        if cached is None or not 0 <= now - cached[1] < RUNTIME_DIGEST_TTL:
+            cached = (runtime_code_hash(), now)
+            self._digest = cached
+        return cached[0]
+
     def _prepare(self, spec: AppSpec, now: datetime) -> Launch:
         """Write the app's files, check the measurement, and build the command line."""
         if not self._tee.simulated:
@@ -403,6 +424,7 @@ class LocalProcessBackend:
                 certificate=certificate,
                 state_dir=state,
                 now=now,
+                runtime_sha256=self.runtime_digest(),
                 requirements=requirements,
                 wheels=wheels,
             )
