@@ -31,6 +31,8 @@ import importlib.util
 import json
 import os
 import platform
+import re
+import resource
 import shutil
 import socket
 import statistics
@@ -39,6 +41,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -56,6 +59,11 @@ from support.operators import (  # noqa: E402
 #: Cheap authenticated endpoint polled during the burst.
 PROBE: Final = "/api/v1/me"
 
+
+#: Seconds the operator's CPU is measured with every app running and idle.
+_IDLE_SECONDS: Final = 5.0
+#: The operator's event-loop lag lines (its log).
+_LAG: Final = re.compile(r"event loop lag.*")
 
 #: The source address of the current owner thread's connections (unset: the kernel's).
 _SOURCE = threading.local()
@@ -106,6 +114,96 @@ def _memory_kib(pid: int) -> tuple[int, int]:
     except OSError:
         return 0, 0
     return rss, pss
+
+
+_TICK: Final = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User and system CPU of a process (or of one of its threads), from /proc."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    try:
+        stat = Path(path).read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _run_delay(pid: int, tid: int) -> float:
+    """Seconds thread ``tid`` of ``pid`` was runnable but waited for a core (schedstat)."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _threads_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads, summed by name with digits dropped (asyncio_N)."""
+    found: dict[str, float] = {}
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+        except OSError:
+            continue
+        name = "main" if tid == pid else name.rstrip("0123456789_") or name
+        found[name] = found.get(name, 0.0) + _cpu_seconds(pid, tid)
+    return found
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / _TICK, sum(fields[:8]) / _TICK
+
+
+@dataclass
+class _Budget:
+    """Where the burst's CPU went: taken at its start, then the difference at its end."""
+
+    operator_pid: int
+    machine: tuple[float, float] = (0.0, 0.0)
+    operator: float = 0.0
+    loop_cpu: float = 0.0
+    loop_wait: float = 0.0
+    clients: float = 0.0
+    threads: dict[str, float] = field(default_factory=dict)
+
+    def take(self) -> _Budget:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        pid = self.operator_pid
+        return _Budget(
+            pid,
+            _machine_busy(),
+            _cpu_seconds(pid),
+            _cpu_seconds(pid, pid),  # the main thread runs the event loop
+            _run_delay(pid, pid),
+            usage.ru_utime + usage.ru_stime,
+            _threads_cpu(pid),
+        )
+
+    def since(self, start: _Budget, runtimes: float, seconds: float) -> str:
+        busy = self.machine[0] - start.machine[0]
+        operator = self.operator - start.operator
+        clients = self.clients - start.clients
+        return (
+            f"CPU during the burst ({seconds:.1f} s, {os.cpu_count()} cores): machine busy "
+            f"{busy:.1f} s of {self.machine[1] - start.machine[1]:.1f} s; operator "
+            f"{operator:.1f} s (its event loop {self.loop_cpu - start.loop_cpu:.1f} s running, "
+            f"{self.loop_wait - start.loop_wait:.1f} s runnable but waiting for a core); "
+            f"runtimes {runtimes:.1f} s; owners and poller {clients:.1f} s; "
+            f"the rest (other processes) {busy - operator - runtimes - clients:.1f} s\n"
+            "operator threads' CPU: "
+            + ", ".join(
+                f"{name} {seconds - start.threads.get(name, 0.0):.1f} s"
+                for name, seconds in sorted(self.threads.items(), key=lambda kv: -kv[1])
+            )
+        )
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -179,6 +277,7 @@ def main() -> None:
                     for i in range(args.apps)
                 ]
                 start.wait()
+                budget = _Budget(operator.proc.pid).take()
                 t0 = time.monotonic()
                 poller.start()
                 try:
@@ -192,9 +291,17 @@ def main() -> None:
                     _report_api(latencies, errors, "until the failure")
                     raise
                 total = time.monotonic() - t0
+                spent = budget.take()
                 burst_over.set()
                 poller.join(30)
-            memory = [_memory_kib(pid) for pid in runtime_pids(data)]
+            # What the operator spends with every app running and nothing asked of it.
+            idle_before = _cpu_seconds(operator.proc.pid)
+            time.sleep(_IDLE_SECONDS)
+            idle_operator = (_cpu_seconds(operator.proc.pid) - idle_before) / _IDLE_SECONDS
+            pids = runtime_pids(data)
+            cpu = spent.since(budget, sum(_cpu_seconds(pid) for pid in pids), total)
+            lags = _LAG.findall(operator.stderr)
+            memory = [_memory_kib(pid) for pid in pids]
             memory = [m for m in memory if m[0]]
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -208,6 +315,13 @@ def main() -> None:
         f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
     _report_api(latencies, errors, "during the burst")
+    print(cpu)
+    print(
+        f"operator with all {args.apps} apps running and idle: {idle_operator * 100:.1f} % "
+        f"of a core (over {_IDLE_SECONDS:g} s)"
+    )
+    for lag in lags:
+        print(f"operator: {lag}")
     if memory:
         rss = sorted(m[0] for m in memory)
         pss = sorted(m[1] for m in memory)

@@ -10,6 +10,7 @@ then configures it through the router.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from confide.operator import (
     Database,
     status_history,
 )
+from confide.operator._backend import RUNTIME_NICE
 from confide.wire import AppStatus, LaunchManifest
 from support.operators import (
     Deployed,
@@ -115,6 +117,14 @@ def test_ratls_app_end_to_end_through_the_router(
     assert row.started_at is not None and row.restarts == 0
     assert row.runtime_pid in runtime_pids(operator.data_dir)
     assert history(operator.data_dir, app.id) == ["spawning", "initializing", "running"]
+    # It runs below the operator's CPU priority (ADR 0029), as a process and as a session
+    # (the kernel's autogroup, where it has them: each runtime leads a session of its own).
+    operator_nice = os.getpriority(os.PRIO_PROCESS, operator.proc.pid)
+    runtime_nice = os.getpriority(os.PRIO_PROCESS, row.runtime_pid)
+    assert runtime_nice == min(operator_nice + RUNTIME_NICE, 19) > operator_nice
+    autogroup = Path(f"/proc/{row.runtime_pid}/autogroup")
+    if autogroup.exists():
+        assert autogroup.read_text().split()[-1] == str(RUNTIME_NICE)
 
     logs = api.get(f"/api/v1/apps/{app.id}/logs")
     assert logs.status_code == 200

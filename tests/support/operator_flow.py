@@ -26,6 +26,7 @@ from sqlalchemy import select
 from confide.operator import (
     Account,
     App,
+    AppEvents,
     AppSpec,
     BlobStore,
     Database,
@@ -280,6 +281,7 @@ async def supervising(
     clock: FakeClock | None = None,
     options: SupervisorOptions = FAST,
     crash: bool = False,
+    changes: AppEvents | None = None,
 ) -> AsyncIterator[Host]:
     """A running supervisor. ``crash``: end it as ``kill -9`` would (no shutdown step)."""
     backend = FakeBackend(world)
@@ -293,6 +295,7 @@ async def supervising(
         prober=prober,
         options=options,
         clock=clock,
+        changes=changes,
     )
     host = Host(supervisor, backend, prober, clock)
     stop = asyncio.Event()

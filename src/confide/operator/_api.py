@@ -99,7 +99,7 @@ from ._seams import (
     SimulationRootProvider,
     utc_now,
 )
-from ._service import AppService, Conflict, InvalidInput, NotFound, TooLarge
+from ._service import AppService, Conflict, InvalidInput, NotFound, TooLarge, app_versions
 from ._settings import OperatorSettings
 from ._translog import TransparencyLog, load_log_key
 from ._waits import MAX_WAIT, AppWaits
@@ -287,6 +287,18 @@ API_KEEP_ALIVE_TIMEOUT: Final = 75.0
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 
 
+class _Both:
+    """An :class:`~._seams.AppEvents` that tells two others (the supervisor, the long-polls)."""
+
+    def __init__(self, first: AppEvents, second: AppEvents) -> None:
+        self._first = first
+        self._second = second
+
+    def notify(self, app_id: uuid.UUID) -> None:
+        self._first.notify(app_id)
+        self._second.notify(app_id)
+
+
 def create_app(
     settings: OperatorSettings,
     *,
@@ -303,6 +315,7 @@ def create_app(
     log_poll_interval: float = 0.5,
     release_log: TransparencyLog | None = None,
     blob_limits: BlobLimits | None = None,
+    waits: AppWaits | None = None,
 ) -> FastAPI:
     """The operator API as an ASGI app; nothing global, everything passed in.
 
@@ -310,13 +323,16 @@ def create_app(
     Defaults: blobs in ``settings.blobs_dir``, logs read from
     ``settings.logs_dir/<app-id>.log``, no events, no runtime metrics, no CA,
     no simulation root or collateral (both only matter with a simulated TEE), the release
-    transparency log in ``database`` signed by the key in ``settings.data_dir/log-key``.
+    transparency log in ``database`` signed by the key in ``settings.data_dir/log-key``,
+    long-polls of its own (``waits``: ones the supervisor also tells its writes to).
     """
+    waits = waits if waits is not None else AppWaits(functools.partial(app_versions, database))
     api = AppService(
         settings=settings,
         database=database,
         blobs=blobs if blobs is not None else BlobStore(settings.blobs_dir),
-        events=events if events is not None else NoEvents(),
+        # The API's own writes wake its long-polls at once too.
+        events=_Both(events if events is not None else NoEvents(), waits),
         metrics=metrics if metrics is not None else NoMetrics(),
         sim_root_provider=sim_root_provider,
         sim_collateral_provider=sim_collateral_provider,
@@ -326,7 +342,6 @@ def create_app(
     logs = log_source if log_source is not None else FileLogSource(settings.logs_dir)
     authenticate = Authenticator(database, clock)
     Auth = Annotated[AuthenticatedToken, Depends(authenticate)]
-    waits = AppWaits(api.app_versions)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

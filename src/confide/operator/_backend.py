@@ -13,6 +13,9 @@ database: the supervisor (:mod:`._supervisor`) decides what should run.
 - on a free loopback port, with its address space limited to the plan's memory
   (``RLIMIT_AS``, set by a tiny launcher that then ``exec``\\ s the runtime, so
   the limit holds from the first instruction and the pid stays the runtime's);
+- at a lower CPU priority than the operator (:data:`RUNTIME_NICE`, set by the same
+  launcher on the process and on its session's autogroup), so that the API, the router
+  and the supervisor answer first while runtimes start (issue 14; ADR 0029);
 - with its stdout and stderr appended to ``<logs>/<app-id>.log`` (what the
   API's logs endpoint reads), its sealed state in ``<data>/apps/<id>/state``
   and, in certificate mode, the owner's chain in ``<data>/apps/<id>/certificate.pem``;
@@ -60,8 +63,9 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -75,6 +79,7 @@ from confide.runtime import (
     confide_command,
     remove_orphans,
     runtime_arguments,
+    runtime_code_hash,
     start_child,
     write_atomically,
 )
@@ -82,7 +87,7 @@ from confide.wire import LaunchManifest, TlsMode
 
 from ._logs import LogSource
 from ._seams import Clock, utc_now
-from ._settings import TeeBackend
+from ._settings import DEFAULT_RUNTIME_NICE, MAX_RUNTIME_NICE, TeeBackend
 from ._wheels import WheelCache
 
 #: A runtime told to stop gets this long (its app's graceful timeout and margin) before SIGKILL.
@@ -95,10 +100,30 @@ LOCAL_RUNTIME_ENVIRONMENT: Final[Mapping[str, str]] = {
     "MALLOC_ARENA_MAX": "2",
     "PYTHONDONTWRITEBYTECODE": "1",
 }
-#: Sets RLIMIT_AS to argv[1] bytes, then becomes argv[2:] (same pid, the limit inherited).
+#: How much lower a runtime's CPU priority is than the operator's (a nice increment, 0-19;
+#: ``runtime_nice`` in ``operator.toml``). The API, the router and the supervisor answer
+#: first; a runtime gets the cores they leave. Each runtime leads a session of its own, and
+#: with the kernel's autogroups (each session one scheduling group, weighed as one process)
+#: its own nice value alone changes nothing: the session's group gets the same increment
+#: (``/proc/self/autogroup``).
+RUNTIME_NICE: Final = DEFAULT_RUNTIME_NICE
+#: Seconds the launch check reuses the runtime environment's digest it computed: a burst
+#: of starts scans the environment (thousands of ``stat`` calls) once per this, not once
+#: per start (a fifth of the operator's CPU in a burst; issue 14). An upgrade of the
+#: installed runtime within it is caught by the runtime's own measurement instead.
+RUNTIME_DIGEST_TTL: Final = 5.0
+#: Sets RLIMIT_AS to argv[1] bytes and lowers the CPU priority by argv[2] (the process's
+#: nice value and its session's autogroup, where the kernel has them), then becomes
+#: argv[3:] (same pid, the limit and the priority inherited).
 _LIMIT_AND_EXEC: Final = (
-    "import os,resource,sys;n=int(sys.argv[1]);"
-    "resource.setrlimit(resource.RLIMIT_AS,(n,n));os.execv(sys.argv[2],sys.argv[2:])"
+    "import os,resource,sys\n"
+    "n,p=int(sys.argv[1]),int(sys.argv[2])\n"
+    "resource.setrlimit(resource.RLIMIT_AS,(n,n))\n"
+    "os.nice(p)\n"
+    "try:\n"
+    " with open('/proc/self/autogroup','w') as f:f.write(str(p))\n"
+    "except OSError:pass\n"
+    "os.execv(sys.argv[3],sys.argv[3:])"
 )
 #: Largest command line read from /proc.
 _MAX_CMDLINE: Final = 64 * 1024
@@ -303,9 +328,13 @@ class LocalProcessBackend:
         code_root: Path = CODE_ROOT,
         wheel_index_url: str | None = None,
         wheel_find_links: str | None = None,
+        nice: int = RUNTIME_NICE,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not data_dir.is_absolute():
             raise UsageError(f"the data folder must be absolute, got {data_dir}")
+        if not 0 <= nice <= MAX_RUNTIME_NICE:
+            raise UsageError(f"a runtime's nice increment must be 0-{MAX_RUNTIME_NICE}, got {nice}")
         self.data_dir = data_dir
         self.apps_dir = data_dir / "apps"
         self.simulation_dir = data_dir / "simulation"
@@ -314,6 +343,11 @@ class LocalProcessBackend:
         self._host = host
         self._command = tuple(command) if command is not None else confide_command()
         self._environment = dict(environment)
+        #: Lowers each runtime's CPU priority by this much (:data:`RUNTIME_NICE`).
+        self.nice = nice
+        self._monotonic = monotonic
+        #: The runtime environment's digest and when it was computed (:meth:`runtime_digest`).
+        self._digest: tuple[bytes, float] | None = None
         self.stop_timeout = stop_timeout
         self._clock = clock
         #: Where runtimes make their code folders (fixed by the runtime; a test may move it).
@@ -351,6 +385,16 @@ class LocalProcessBackend:
 
     # -- starting ------------------------------------------------------------------------------
 
+    def runtime_digest(self) -> bytes:
+        """The installed runtime environment's digest (what a runtime started now measures),
+        computed again once :data:`RUNTIME_DIGEST_TTL` seconds have passed."""
+        now = self._monotonic()
+        cached = self._digest
+        if cached is None or not 0 <= now - cached[1] < RUNTIME_DIGEST_TTL:
+            cached = (runtime_code_hash(), now)
+            self._digest = cached
+        return cached[0]
+
     def _prepare(self, spec: AppSpec, now: datetime) -> Launch:
         """Write the app's files, check the measurement, and build the command line."""
         if not self._tee.simulated:
@@ -380,6 +424,7 @@ class LocalProcessBackend:
                 certificate=certificate,
                 state_dir=state,
                 now=now,
+                runtime_sha256=self.runtime_digest(),
                 requirements=requirements,
                 wheels=wheels,
             )
@@ -412,6 +457,7 @@ class LocalProcessBackend:
             "-c",
             _LIMIT_AND_EXEC,
             str(limit),
+            str(self.nice),
             *self._command,
             "runtime",
             *arguments,

@@ -3,7 +3,10 @@
 Liveness only: TLS without verification (the operator is not the party that
 verifies an enclave; no data is sent), plain HTTP for an operator-mode app
 once configured. A runtime that does not answer is :attr:`Probe.DOWN`, never
-an exception.
+an exception. Each probe first opens a bare TCP connection (closed at once):
+a runtime still starting does not listen yet, and finding that out costs the
+operator's event loop a tenth of what the HTTP client's failed attempt does
+(starting runtimes are probed every 0.25 s; issue 14).
 
 Example::
 
@@ -14,7 +17,9 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import socket
 import ssl
 from typing import Final, Protocol
 
@@ -72,12 +77,16 @@ def probe_ssl_context() -> ssl.SSLContext:
 class HttpProber:
     """Probes over HTTP(S) with httpx; one client, no kept-alive connections."""
 
-    def __init__(self, *, timeout: float = 3.0) -> None:
+    def __init__(
+        self, *, timeout: float = 3.0, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._timeout = timeout
         self._client = httpx.AsyncClient(
             verify=probe_ssl_context(),
             timeout=timeout,
             limits=httpx.Limits(max_keepalive_connections=0),
             follow_redirects=False,
+            transport=transport,
         )
 
     async def aclose(self) -> None:
@@ -93,9 +102,24 @@ class HttpProber:
         except (httpx.HTTPError, ssl.SSLError, OSError):
             return None
 
+    async def _listening(self, host: str, port: int) -> bool:
+        """Whether something accepts TCP connections at ``host:port`` (a bare connect)."""
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setblocking(False)
+                async with asyncio.timeout(self._timeout):
+                    await loop.sock_connect(sock, (host, port))
+        except (OSError, TimeoutError):
+            return False
+        return True
+
     async def probe(
         self, handle: RuntimeHandle, *, tls: TlsMode, healthcheck: str, name: str
     ) -> Probe:
+        if not await self._listening(handle.host, handle.port):
+            return Probe.DOWN  # not listening yet: no HTTP client needed to say so
         address = HostPort(handle.host, handle.port)
         secure = f"https://{address}"
         if tls == TlsMode.OPERATOR:

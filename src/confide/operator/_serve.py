@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -59,6 +60,7 @@ from ._ca import OperatorCA
 from ._db import Database, upgrade_database
 from ._gramine import GramineBackend
 from ._logs import FileLogSource, LogSource
+from ._looplag import LoopLag
 from ._router import Recorder, RouterSettings, RouteTable, serve_router
 from ._routes import ROUTE_DRAIN, AppRoutes, DatabaseRoutes
 from ._seams import (
@@ -69,9 +71,11 @@ from ._seams import (
     SimulationRootProvider,
     utc_now,
 )
+from ._service import app_versions
 from ._settings import OperatorSettings, SupervisorMode, TeeBackend
 from ._supervisor import Supervisor, SupervisorOptions
 from ._tdx import TdxBackend
+from ._waits import AppWaits
 from ._wheels import WheelCache
 
 if TYPE_CHECKING:  # the confide[kubernetes] extra: imported where used
@@ -292,6 +296,7 @@ async def run_operator(
                 data_dir=data,
                 log_source=logs,
                 tee=settings.tee,
+                nice=settings.runtime_nice,
                 clock=clock,
                 wheel_index_url=settings.wheel_index_url,
                 wheel_find_links=settings.wheel_find_links,
@@ -309,9 +314,19 @@ async def run_operator(
         if mode.routes_from_database and options.route_drain < ROUTE_DRAIN:
             supervising = dataclasses.replace(options, route_drain=ROUTE_DRAIN)
 
+        # The API's long-polls, told at once of the supervisor's writes in this process.
+        waits = AppWaits(functools.partial(app_versions, database))
+
         def make_supervisor() -> Supervisor:
             return Supervisor(
-                settings, database, runtimes, blobs, routes=routes, options=supervising, clock=clock
+                settings,
+                database,
+                runtimes,
+                blobs,
+                routes=routes,
+                options=supervising,
+                clock=clock,
+                changes=waits,
             )
 
         supervisor = make_supervisor()
@@ -331,6 +346,7 @@ async def run_operator(
 
         async with asyncio.TaskGroup() as group:
             group.create_task(_stop_when(shutdown_trigger, stop))
+            group.create_task(LoopLag().run(stop.wait))  # logs a lagging event loop
             if shared_routes is not None:
                 await shared_routes.refresh()  # routes before the router's first connection
                 group.create_task(shared_routes.run(stop.wait))
@@ -372,6 +388,7 @@ async def run_operator(
                 ca_provider=ca,
                 clock=clock,
                 migrate=False,
+                waits=waits,
             )
             group.create_task(serve_api(api, served, stop.wait, sock=api_sock))
             if mode is SupervisorMode.ALWAYS:

@@ -428,13 +428,8 @@ class AppService:
             return self.app_out(app, app.project.name)
 
     def app_versions(self, app_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, datetime]:
-        """The ``updated_at`` of each of these apps that exists, in one query (the API's
-        long-polls, :class:`~._waits.AppWaits`; the callers bound ``app_ids``)."""
-        with self.db.session() as session:
-            rows = session.execute(
-                select(App.id, App.updated_at).where(App.id.in_(list(app_ids)))
-            ).all()
-        return {app_id: updated_at for app_id, updated_at in rows}
+        """The ``updated_at`` of each of these apps that exists (:func:`app_versions`)."""
+        return app_versions(self.db, app_ids)
 
     def app_active(self, auth: AuthenticatedToken, app_id: uuid.UUID) -> bool:
         """The caller's app may still run (its log may still grow)."""
@@ -589,3 +584,13 @@ class AppService:
             _log.exception("health check: the database is unreachable")
             return False
         return True
+
+
+def app_versions(database: Database, app_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+    """The ``updated_at`` of each of these apps that exists, in one query (the API's
+    long-polls, :class:`~._waits.AppWaits`; the callers bound ``app_ids``)."""
+    with database.session() as session:
+        rows = session.execute(
+            select(App.id, App.updated_at).where(App.id.in_(list(app_ids)))
+        ).all()
+    return {app_id: updated_at for app_id, updated_at in rows}

@@ -21,6 +21,8 @@ Configuration file (every key optional)::
     allow_simulated_tdx = false         # tests only: see below
     max_package_size = 268435456        # bytes
     max_apps_per_account = 20
+    runtime_nice = 10                   # how much lower runtimes' CPU priority is (0-19;
+                                        # process backend; ADR 0029)
     supervisor = "always"               # or "lease" / "never": replicas (ADR 0023)
     console_https = false               # true: browsers reach the API over https through
                                         # a TLS front end (the console's cookies: ADR 0025)
@@ -81,6 +83,12 @@ MAX_CONFIG_FILE: Final = 1024 * 1024
 #: Default limits.
 DEFAULT_MAX_PACKAGE_SIZE: Final = 256 * 1024 * 1024
 DEFAULT_MAX_APPS_PER_ACCOUNT: Final = 20
+#: How much lower than the operator's a local runtime's CPU priority is (a nice increment,
+#: on the process and its session's autogroup; ADR 0029): the API, the router and the
+#: supervisor answer first while runtimes start. 0: the operator's priority.
+DEFAULT_RUNTIME_NICE: Final = 10
+#: The largest nice increment (nice values go from -20 to 19).
+MAX_RUNTIME_NICE: Final = 19
 #: Bounds the configuration may not leave.
 MAX_PLANS: Final = 64
 _HOSTNAME: Final = re.compile(rf"^(?=.{{1,200}}$){DNS_LABEL}(?:\.{DNS_LABEL})*$")
@@ -241,6 +249,8 @@ class OperatorSettings:
     max_package_size: int = DEFAULT_MAX_PACKAGE_SIZE
     #: Most apps (not deleted) one account may have (one more gets 409).
     max_apps_per_account: int = DEFAULT_MAX_APPS_PER_ACCOUNT
+    #: How much lower local runtimes' CPU priority is (:data:`DEFAULT_RUNTIME_NICE`).
+    runtime_nice: int = DEFAULT_RUNTIME_NICE
     tee: TeeBackend = TeeBackend.SIMULATION
     #: Tests only: the ``gramine-*`` executables on PATH are the stand-ins of
     #: ``tests/gramine_standin``, whose quotes come from the simulated platform in
@@ -292,6 +302,10 @@ class OperatorSettings:
         if self.max_apps_per_account <= 0:
             raise UsageError(
                 f"max_apps_per_account must be positive, got {self.max_apps_per_account}"
+            )
+        if not 0 <= self.runtime_nice <= MAX_RUNTIME_NICE:
+            raise UsageError(
+                f"runtime_nice must be in 0..{MAX_RUNTIME_NICE}, got {self.runtime_nice}"
             )
         object.__setattr__(self, "tee", TeeBackend(self.tee))
         if self.allow_simulated_gramine and self.tee != TeeBackend.GRAMINE:
@@ -418,6 +432,7 @@ _FILE_KEYS: Final = frozenset(
         "plans",
         "max_package_size",
         "max_apps_per_account",
+        "runtime_nice",
         "tee",
         "allow_simulated_gramine",
         "allow_simulated_tdx",
@@ -428,7 +443,7 @@ _FILE_KEYS: Final = frozenset(
     }
 )
 _INT_KEYS: Final = frozenset(
-    {"api_port", "router_port", "max_package_size", "max_apps_per_account"}
+    {"api_port", "router_port", "max_package_size", "max_apps_per_account", "runtime_nice"}
 )
 _STR_KEYS: Final = frozenset(
     {"database_url", "api_host", "base_domain", "router_host", "tee", "supervisor"}

@@ -64,7 +64,7 @@ from ._lifecycle import record_status
 from ._models import App
 from ._prober import HttpProber, Probe, Prober
 from ._routes import AppRoutes
-from ._seams import Clock, utc_now
+from ._seams import AppEvents, Clock, NoEvents, utc_now
 from ._settings import OperatorSettings
 
 #: Runtimes in a row that end before they ever answer, restarted before on_error.
@@ -203,8 +203,10 @@ class _Tracked:
     #: Loop time before which a runtime waiting for its configuration is not probed again.
     next_probe: float = 0.0
     task: asyncio.Task[None] | None = field(default=None, repr=False)
-    #: Steps finished: a row read while one was under way may predate its writes.
+    #: Steps finished that wrote the app's row: a row read meanwhile may predate the write.
     steps: int = 0
+    #: Writes to the app's row (a step that made none has nothing to follow up at once).
+    writes: int = 0
 
     @property
     def busy(self) -> bool:
@@ -242,6 +244,7 @@ class Supervisor:
         options: SupervisorOptions = SupervisorOptions(),  # noqa: B008 - frozen
         clock: Clock = utc_now,
         logger: logging.Logger | None = None,
+        changes: AppEvents | None = None,
     ) -> None:
         self._settings = settings
         self._db = database
@@ -252,6 +255,8 @@ class Supervisor:
         self.options = options
         self._clock = clock
         self._log = logger or logging.getLogger("confide.operator.supervisor")
+        #: Told after each write to an app's row (the API's long-polls of this process).
+        self._changes = changes if changes is not None else NoEvents()
         self._apps: dict[uuid.UUID, _Tracked] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -362,7 +367,6 @@ class Supervisor:
                 # wrote (a stop would be done twice). Its end woke the loop: next pass.
                 continue
             t.task = group.create_task(self._step(t, row, now, prober))
-            t.task.add_done_callback(lambda _: self._wake.set() if self._wake else None)
         seen = {row.id for row in rows}
         for app_id in [a for a, t in self._apps.items() if a not in seen and not t.busy]:
             if self._apps[app_id].handle is None:
@@ -393,10 +397,19 @@ class Supervisor:
     # -- one app -------------------------------------------------------------------------------
 
     async def _step(self, t: _Tracked, row: _Row, now: datetime, prober: Prober) -> None:
+        writes = t.writes
         try:
             await self._step_once(t, row, now, prober)
         finally:
-            t.steps += 1
+            # A step that wrote (started, stopped, a new status) wakes the next pass, which
+            # follows it up at once. One that found nothing to do (a runtime not listening
+            # yet, a running app alive, a start still queued) does not: its app is looked at
+            # again at the next interval. Waking on every step made a busy loop of passes,
+            # each reading every app's row (hundreds a second; issue 14).
+            if t.writes != writes:
+                t.steps += 1
+                if self._wake is not None:
+                    self._wake.set()
 
     async def _step_once(self, t: _Tracked, row: _Row, now: datetime, prober: Prober) -> None:
         try:
@@ -714,7 +727,11 @@ class Supervisor:
     # -- the database --------------------------------------------------------------------------
 
     async def _write(self, app_id: uuid.UUID, change: _Change) -> None:
+        tracked = self._apps.get(app_id)
+        if tracked is not None:
+            tracked.writes += 1
         await asyncio.to_thread(self._apply, app_id, change, self._clock())
+        self._changes.notify(app_id)  # committed: whoever waits on the app reads it now
 
     def _apply(self, app_id: uuid.UUID, change: _Change, now: datetime) -> None:
         with self._db.session() as session:

@@ -11,6 +11,9 @@ No query per waiter: one :meth:`AppWaits.run` task reads the ``updated_at`` of
 every waited app in one query each :data:`RECHECK_INTERVAL` and wakes the
 waiters whose app changed. Reading the database (not only this process's own
 writes) sees the changes made by the supervisor and by other replicas alike.
+A change committed in this process (the supervisor's status writes, the API's
+own) is told at once (:meth:`AppWaits.notify`, an :class:`~._seams.AppEvents`):
+its waiters answer without waiting for the next read, which stays for the rest.
 Waiters are bounded (:data:`MAX_WAITERS`, :data:`MAX_WAITERS_PER_ACCOUNT`);
 a request beyond the bounds, or while the task is not running, is answered at
 once, as without ``wait`` (the client then waits on its side before asking again).
@@ -18,6 +21,8 @@ once, as without ``wait`` (the client then waits on its side before asking again
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
@@ -66,9 +71,12 @@ class AppWaits:
         self._max = max_waiters
         self._max_per_account = max_per_account
         self._waiters: set[_Waiter] = set()
+        #: The held requests of each app (what :meth:`notify` wakes).
+        self._by_app: dict[uuid.UUID, set[_Waiter]] = {}
         self._per_account: Counter[int] = Counter()
         self._someone: anyio.Event | None = None  # made in run(): events belong to a loop
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def waiting(self) -> int:
@@ -89,6 +97,7 @@ class AppWaits:
             return False
         waiter = _Waiter(account_id, app_id, seen)
         self._waiters.add(waiter)
+        self._by_app.setdefault(app_id, set()).add(waiter)
         self._per_account[account_id] += 1
         if self._someone is not None:
             self._someone.set()
@@ -97,15 +106,34 @@ class AppWaits:
                 await waiter.changed.wait()
         finally:
             self._waiters.discard(waiter)
+            same_app = self._by_app.get(app_id)
+            if same_app is not None:
+                same_app.discard(waiter)
+                if not same_app:
+                    del self._by_app[app_id]
             self._per_account[account_id] -= 1
             if not self._per_account[account_id]:
                 del self._per_account[account_id]
         return True
 
+    def notify(self, app_id: uuid.UUID) -> None:
+        """A change to app ``app_id`` was committed in this process: wake its held requests
+        now (they read the record again). Thread-safe, returns at once; before :meth:`run`,
+        or for an app nobody waits for, nothing happens."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                loop.call_soon_threadsafe(self._wake_app, app_id)
+
+    def _wake_app(self, app_id: uuid.UUID) -> None:
+        for waiter in self._by_app.get(app_id, ()):
+            waiter.changed.set()
+
     async def run(self) -> None:
         """Wake the waiters whose app changed, one query each ``recheck`` seconds while
         anyone waits (none while nobody does). Runs until cancelled, then wakes them all."""
         self._running = True
+        self._loop = asyncio.get_running_loop()
         try:
             while True:
                 if not self._waiters:
@@ -126,5 +154,6 @@ class AppWaits:
         finally:
             # Stopping (the API shuts down): answer every held request now, not at its deadline.
             self._running = False
+            self._loop = None
             for waiter in self._waiters:
                 waiter.changed.set()

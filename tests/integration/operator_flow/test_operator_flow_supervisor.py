@@ -6,11 +6,15 @@ exactly); runtimes are started, restarted, stopped and adopted as the rows say.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -26,7 +30,9 @@ from confide.operator import (
     Supervisor,
 )
 from confide.operator._router import RouteMode
+from confide.operator._service import app_versions
 from confide.operator._supervisor import _Change
+from confide.operator._waits import AppWaits
 from confide.wire import AppStatus, TlsMode
 from support.operator_flow import (
     BASE_DOMAIN,
@@ -577,5 +583,73 @@ def test_an_app_waiting_for_its_configuration_is_probed_less_and_less_often(
             assert 2 <= prober.probes[waiting] < prober.probes[starting] / 3
             prober.answers[waiting] = Probe.HEALTHY  # configured: found within the backoff
             await status_is(database, waiting, AppStatus.RUNNING)
+
+    run(body)
+
+
+def test_the_supervisors_writes_wake_the_apis_long_polls_without_the_poll(
+    settings: OperatorSettings, database: Database
+) -> None:
+    """An owner long-polling its app (``confide deploy``) hears of each write the supervisor
+    commits at once, not at the next read of the database (here an hour away)."""
+    app_id = add_app(database)
+    waits = AppWaits(functools.partial(app_versions, database), recheck=3600.0)
+    held: list[float] = []
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        poll = asyncio.create_task(waits.run())
+        await asyncio.sleep(0)
+        try:
+            async with supervising(settings, database, FakeWorld(), changes=waits):
+                # Spawning (its runtime recorded), then initializing. The row is read and the
+                # request held with no await between: a write cannot slip in unheard.
+                while row(database, app_id).status != AppStatus.INITIALIZING.value:
+                    start = loop.time()
+                    # As the API holds ``GET /apps/{id}?wait=10&seen=...`` (the fake clock is
+                    # fixed, so the record's updated_at never differs from the one seen).
+                    assert await waits.wait(1, app_id, START, 10.0)
+                    held.append(loop.time() - start)
+                    assert held[-1] < 9.0, "not woken by the supervisor's write"
+        finally:
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+
+    run(body)
+    assert held  # it waited at least once
+
+
+def test_only_a_step_that_wrote_wakes_the_next_pass(
+    settings: OperatorSettings, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step that found nothing to do (a running app alive, a runtime not listening yet)
+    does not wake the supervisor: every pass reads every app's row, and waking on each step
+    made passes follow each other back to back (hundreds a second with 20 apps, and a
+    starting runtime probed as fast as the probes returned, not each ``probe_interval``)."""
+    running, starting = add_app(database), add_app(database)
+    prober = _ProbesPerApp(default=Probe.DOWN, answers={running: Probe.HEALTHY})
+    options = dataclasses.replace(FAST, poll_interval=0.2, probe_interval=0.1)
+    loads: list[int] = []
+
+    async def body() -> None:
+        async with supervising(
+            settings, database, FakeWorld(), prober=prober, options=options
+        ) as host:
+            await status_is(database, running, AppStatus.RUNNING)
+            load = host.supervisor._load
+
+            def counted(tracked: Sequence[uuid.UUID]) -> list[Any]:
+                loads.append(len(tracked))
+                return load(tracked)
+
+            monkeypatch.setattr(host.supervisor, "_load", counted)
+            probed = prober.probes.get(starting, 0)
+            await asyncio.sleep(1.0)  # a measured second, not a wait for readiness
+            probes = prober.probes.get(starting, 0) - probed
+
+        # One pass each probe_interval while the starting app is in transition: about 10.
+        assert 1 <= len(loads) <= 25, f"{len(loads)} passes in a second"
+        assert 1 <= probes <= 25, f"the starting runtime was probed {probes} times in a second"
 
     run(body)

@@ -165,3 +165,37 @@ def test_stopping_the_task_answers_every_held_request() -> None:
 
     anyio.run(main)
     assert len(took) == 1 and took[0] < 5
+
+
+def test_a_change_told_in_this_process_wakes_its_waiters_without_the_poll() -> None:
+    """The supervisor's status writes (and the API's own) wake their app's held requests at
+    once, from any thread; the others stay held, and the database is not read for it."""
+    versions = _Versions()
+    waits = AppWaits(versions, recheck=3600.0)  # the database read never comes in this test
+    woken: list[str] = []
+
+    async def held(name: str, app_id: uuid.UUID) -> None:
+        assert await waits.wait(1, app_id, T0, 15.0)
+        woken.append(name)
+
+    async def main() -> None:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(waits.run)
+                await anyio.sleep(0)
+                waits.notify(APP)  # nobody waits yet: nothing to do, nothing kept
+                async with anyio.create_task_group() as clients:
+                    clients.start_soon(held, "a", APP)
+                    clients.start_soon(held, "b", APP)
+                    clients.start_soon(held, "other", OTHER)
+                    await _until(lambda: waits.waiting == 3)
+                    await anyio.to_thread.run_sync(waits.notify, APP)  # from a worker thread
+                    await _until(lambda: len(woken) == 2)
+                    assert sorted(woken) == ["a", "b"] and waits.waiting == 1
+                    waits.notify(OTHER)
+                tasks.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert sorted(woken) == ["a", "b", "other"]
+    assert versions.queries == []  # woken by the notice alone
+    waits.notify(APP)  # after run(): harmless

@@ -28,6 +28,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.plans == DEFAULT_PLANS
     assert s.max_package_size == 256 * 1024 * 1024
     assert s.max_apps_per_account == 20
+    assert s.runtime_nice == 10  # runtimes below the operator's CPU priority (ADR 0029)
     assert s.tee is TeeBackend.SIMULATION
     assert s.console_https is False
     assert s.blobs_dir == s.data_dir / "blobs" and s.logs_dir == s.data_dir / "logs"
@@ -45,6 +46,7 @@ def test_the_config_file_then_overrides(tmp_path: Path) -> None:
         max_package_size = 1024
         max_apps_per_account = 3
         console_https = true
+        runtime_nice = 0
 
         [plans.tiny]
         memory_mib = 256
@@ -58,6 +60,7 @@ def test_the_config_file_then_overrides(tmp_path: Path) -> None:
     s = OperatorSettings.load(tmp_path, runtime_sha256=RUNTIME, api_port=9100, tee=None)
     assert s.api_port == 9100  # the override wins; None overrides nothing
     assert s.tee is TeeBackend.GRAMINE
+    assert s.runtime_nice == 0
     assert s.router_address == "0.0.0.0:443"
     assert s.console_https is True
     assert s.plans == (Plan("tiny", 256, 1), Plan("huge", 65536, 16))
@@ -79,6 +82,9 @@ def test_the_config_file_then_overrides(tmp_path: Path) -> None:
         ("base_domain = 'Not A Domain'", "base_domain"),
         ("max_package_size = 0", "max_package_size must be positive"),
         ("max_apps_per_account = -1", "max_apps_per_account must be positive"),
+        ("runtime_nice = -1", r"runtime_nice must be in 0\.\.19"),
+        ("runtime_nice = 20", r"runtime_nice must be in 0\.\.19"),
+        ("runtime_nice = 'low'", "runtime_nice must be an integer"),
         ("plans = 3", r"\[plans\] must be a table"),
         ("[plans.x]\nmemory_mib = 1", "must have memory_mib and cores"),
         ("[plans.x]\nmemory_mib = 1\ncores = true", "must be integers"),
