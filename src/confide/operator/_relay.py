@@ -78,6 +78,11 @@ _MAX_SWEEP: Final = 1.0
 #: allocated per worker; the compiled engine refuses larger ones too).
 MIN_CHUNK: Final = 4096
 MAX_CHUNK: Final = 64 * 1024 * 1024
+#: Full chunks one pump moves before the other pairs get a turn (the compiled core's too):
+#: a pair whose two ends read and write at loopback speed cannot hold the relay thread.
+PUMP_BUDGET: Final = 16
+#: What :meth:`RelayWorker._pump` returns when its budget ran out with more to read.
+_YIELDED: Final = object()
 
 #: Called with (connection id, True when towards the upstream, the chunk).
 ChunkRecorder = Callable[[int, bool, bytes], None]
@@ -258,6 +263,11 @@ class RelayWorker:
         #: fd -> (its pair, the way it feeds, the way that feeds it)
         self._sides: dict[int, tuple[RelayPair, _Way, _Way]] = {}
         self._pairs: set[RelayPair] = set()
+        #: Pairs whose pump ran out of its budget with more to read, in order (their turn
+        #: comes after the next look at epoll, which then does not wait).
+        self._ready: dict[RelayPair, None] = {}
+        #: How often a budget ran out (the compiled core counts its own).
+        self._yields = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     # -- called from other threads --
@@ -366,8 +376,9 @@ class RelayWorker:
         pump = self._pump
         monotonic = time.monotonic
         next_sweep = monotonic() + self._sweep_every
+        ready = self._ready
         while True:
-            events = poll(max(0.0, next_sweep - monotonic()))
+            events = poll(0.0 if ready else max(0.0, next_sweep - monotonic()))
             now = monotonic()
             for fd, mask in events:
                 side = sides.get(fd)
@@ -384,13 +395,24 @@ class RelayWorker:
                     out_way.readable = True
                     if mask & _END_EVENTS:
                         out_way.ending = True
-                    if not pump(pair, out_way, now):
+                    done = pump(pair, out_way, now)
+                    if not done:
                         continue
+                    if done is _YIELDED:
+                        self._mark_ready(pair)
                 # What waits for this side (its space came back), and what follows it.
-                if (in_way.pending or in_way.eof) and not pump(pair, in_way, now):
-                    continue
+                if in_way.pending or in_way.eof:
+                    done = pump(pair, in_way, now)
+                    if not done:
+                        continue
+                    if done is _YIELDED:
+                        self._mark_ready(pair)
                 if out_way.shut and in_way.shut:
                     self._close(pair, None)
+            # Then one more turn for each pair whose budget ran out (not those put back now).
+            for pair in list(ready):
+                del ready[pair]
+                self._service(pair, now)
             if now >= next_sweep:
                 self._sweep(now)
                 next_sweep = now + self._sweep_every
@@ -417,12 +439,31 @@ class RelayWorker:
                     epoll.register(sock.fileno(), _MASK)
         return False
 
-    def _pump(self, pair: RelayPair, way: _Way, now: float) -> bool:
-        """One direction; ``False`` if the pair was closed."""
+    def _mark_ready(self, pair: RelayPair) -> None:
+        if pair not in self._ready and not pair.closed:
+            self._ready[pair] = None
+            self._yields += 1
+
+    def _service(self, pair: RelayPair, now: float) -> None:
+        """Pump both ways of a pair whose turn came, as the event path does."""
+        for way in (pair.up, pair.down):
+            if way.readable or way.pending or way.eof:
+                done = self._pump(pair, way, now)
+                if not done:
+                    return
+                if done is _YIELDED:
+                    self._mark_ready(pair)
+        if pair.up.shut and pair.down.shut:
+            self._close(pair, None)
+
+    def _pump(self, pair: RelayPair, way: _Way, now: float) -> object:
+        """One direction; ``False`` if the pair was closed, :data:`_YIELDED` when
+        :data:`PUMP_BUDGET` full chunks went and more are there to read, else ``True``."""
         src, dst = way.src, way.dst
         view = self._view
         size = len(view)
         record = self._record
+        budget = PUMP_BUDGET
         while True:
             if way.pending:
                 if not way.writable:
@@ -485,6 +526,9 @@ class RelayWorker:
                 return True
             if not way.readable:
                 return True  # the common case: all of it read and sent
+            budget -= 1
+            if not budget:
+                return _YIELDED  # full chunks and more to come: the other pairs' turn
 
     def _sweep(self, now: float) -> None:
         for pair in [p for p in self._pairs if now - p.last >= self._idle]:
@@ -499,6 +543,7 @@ class RelayWorker:
         if reason is not None:
             self._log.debug("connection %d closed: %s", pair.ident, reason)
         self._pairs.discard(pair)
+        self._ready.pop(pair, None)
         for sock in (pair.client, pair.upstream):
             fd = sock.fileno()
             if fd >= 0 and self._sides.pop(fd, None) is not None and self._epoll is not None:
@@ -534,6 +579,14 @@ class RelayWorker:
     def live(self) -> int:
         """Pairs being relayed (read on the worker thread's data: an estimate elsewhere)."""
         return len(self._pairs)
+
+    def yields(self) -> int:
+        """How often a pump's budget (:data:`PUMP_BUDGET`) ran out and its pair waited its
+        turn; read it once the worker has stopped (the compiled core's count is read only
+        while its loop is not running)."""
+        if self._core is not None:
+            return self._core.yields()
+        return self._yields
 
     def buffered(self) -> int:
         """Bytes held for all pairs (read on the worker thread's data: an estimate elsewhere)."""

@@ -52,6 +52,9 @@
 #define MAX_SWEEP 1.0
 /* Events taken from epoll per wait. */
 #define MAX_EVENTS 256
+/* Full chunks one pump moves before the other pairs get a turn (the pair waits on the
+ * ready list, pumped again after the next epoll_wait, which then does not block). */
+#define PUMP_BUDGET 16
 
 #define READ_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
 #define WRITE_EVENTS (EPOLLOUT | EPOLLHUP | EPOLLERR)
@@ -98,6 +101,8 @@ typedef struct PairObject {
     int closed, reason, error;
     struct PairObject *prev, *next; /* the core's live pairs */
     struct PairObject *next_closed; /* closed, not yet reported */
+    struct PairObject *ready_prev, *ready_next; /* on the ready list: its budget ran out */
+    int ready;
 } PairObject;
 
 struct CoreObject {
@@ -109,7 +114,9 @@ struct CoreObject {
     double idle, sweep_every, next_sweep;
     PairObject *live;
     PairObject *closed_head, *closed_tail;
-    Py_ssize_t nlive;
+    PairObject *ready_head, *ready_tail; /* pairs with more to read (FIFO) */
+    Py_ssize_t nlive, nready;
+    unsigned long long yields; /* budgets that ran out, in all (a statistic) */
     int running;
 };
 
@@ -147,6 +154,49 @@ drop_pending(Way *w)
 /* Close a pair's descriptors and move it from the live list to the closed list (no GIL
  * needed: no Python object is touched but through plain C fields). */
 static void
+unready(CoreObject *c, PairObject *p)
+{
+    if (!p->ready) {
+        return;
+    }
+    if (p->ready_prev != NULL) {
+        p->ready_prev->ready_next = p->ready_next;
+    }
+    else {
+        c->ready_head = p->ready_next;
+    }
+    if (p->ready_next != NULL) {
+        p->ready_next->ready_prev = p->ready_prev;
+    }
+    else {
+        c->ready_tail = p->ready_prev;
+    }
+    p->ready_prev = p->ready_next = NULL;
+    p->ready = 0;
+    c->nready--;
+}
+
+static void
+mark_ready(CoreObject *c, PairObject *p)
+{
+    if (p->ready || p->closed) {
+        return;
+    }
+    p->ready = 1;
+    p->ready_next = NULL;
+    p->ready_prev = c->ready_tail;
+    if (c->ready_tail != NULL) {
+        c->ready_tail->ready_next = p;
+    }
+    else {
+        c->ready_head = p;
+    }
+    c->ready_tail = p;
+    c->nready++;
+    c->yields++;
+}
+
+static void
 close_pair(CoreObject *c, PairObject *p, int reason, int error)
 {
     if (p->closed) {
@@ -155,6 +205,7 @@ close_pair(CoreObject *c, PairObject *p, int reason, int error)
     p->closed = 1;
     p->reason = reason;
     p->error = error;
+    unready(c, p);
     for (int i = 0; i < 2; i++) {
         if (p->fd[i] >= 0) {
             epoll_ctl(c->epfd, EPOLL_CTL_DEL, p->fd[i], NULL);
@@ -184,13 +235,15 @@ close_pair(CoreObject *c, PairObject *p, int reason, int error)
     c->closed_tail = p;
 }
 
-/* One direction, as _pump in _relay.py; 0 if the pair was closed. */
+/* One direction, as _pump in _relay.py; 0 if the pair was closed, 2 if its budget ran out
+ * with more to read (the caller puts the pair on the ready list), else 1. */
 static int
 pump(CoreObject *c, PairObject *p, Way *w, double now)
 {
     int src = p->fd[w->src], dst = p->fd[w->dst];
     size_t size = c->chunk;
     char *buffer = c->buffer;
+    int budget = PUMP_BUDGET;
     for (;;) {
         if (w->pending_len) {
             if (!w->writable) {
@@ -280,6 +333,30 @@ pump(CoreObject *c, PairObject *p, Way *w, double now)
         if (!w->readable) {
             return 1; /* the common case: all of it read and sent */
         }
+        if (--budget == 0) {
+            return 2; /* full chunks and more to come: the other pairs' turn */
+        }
+    }
+}
+
+/* Pump both ways of a pair taken off the ready list; as the event path does. */
+static void
+service(CoreObject *c, PairObject *p, double now)
+{
+    for (int i = 0; i < 2; i++) {
+        Way *w = &p->way[i];
+        if (w->readable || w->pending_len || w->eof) {
+            int done = pump(c, p, w, now);
+            if (done == 0) {
+                return;
+            }
+            if (done == 2) {
+                mark_ready(c, p);
+            }
+        }
+    }
+    if (p->way[0].shut && p->way[1].shut) {
+        close_pair(c, p, CLOSED_END, 0);
     }
 }
 
@@ -314,6 +391,9 @@ relay_loop(CoreObject *c, int *woken)
         }
         double wait = ceil((c->next_sweep - now) * 1000.0);
         int timeout = wait < 0.0 ? 0 : (wait > 1000.0 * MAX_SWEEP ? (int)(1000.0 * MAX_SWEEP) : (int)wait);
+        if (c->ready_head != NULL) {
+            timeout = 0; /* pairs wait for their next turn: only look for new events */
+        }
         int n = epoll_wait(c->epfd, events, MAX_EVENTS, timeout);
         now = monotonic_now();
         if (n < 0) {
@@ -347,17 +427,33 @@ relay_loop(CoreObject *c, int *woken)
                 if (mask & END_EVENTS) {
                     out_way->ending = 1;
                 }
-                if (!pump(c, p, out_way, now)) {
+                int done = pump(c, p, out_way, now);
+                if (done == 0) {
                     continue;
+                }
+                if (done == 2) {
+                    mark_ready(c, p);
                 }
             }
             /* What waits for this side (its space came back), and what follows it. */
-            if ((in_way->pending_len || in_way->eof) && !pump(c, p, in_way, now)) {
-                continue;
+            if (in_way->pending_len || in_way->eof) {
+                int done = pump(c, p, in_way, now);
+                if (done == 0) {
+                    continue;
+                }
+                if (done == 2) {
+                    mark_ready(c, p);
+                }
             }
             if (out_way->shut && in_way->shut) {
                 close_pair(c, p, CLOSED_END, 0);
             }
+        }
+        /* Then one more turn for each pair whose budget ran out (not those put back now). */
+        for (Py_ssize_t turns = c->nready; turns > 0 && c->ready_head != NULL; turns--) {
+            PairObject *p = c->ready_head;
+            unready(c, p);
+            service(c, p, now);
         }
     }
 }
@@ -705,6 +801,16 @@ Core_live(CoreObject *self, PyObject *Py_UNUSED(ignored))
     return PyLong_FromSsize_t(self->nlive);
 }
 
+static PyObject *
+Core_yields(CoreObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->running) { /* run() writes it without the GIL */
+        PyErr_SetString(PyExc_RuntimeError, "the relay core is running");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(self->yields);
+}
+
 static PyMethodDef Core_methods[] = {
     {"add", (PyCFunction)Core_add, METH_VARARGS,
      "add(client_fd, upstream_fd) -> Pair: relay these descriptors, which the core now owns "
@@ -719,6 +825,8 @@ static PyMethodDef Core_methods[] = {
     {"close", (PyCFunction)Core_close, METH_NOARGS,
      "close(): let every pair go and close the epoll descriptor (not the wake descriptor)."},
     {"live", (PyCFunction)Core_live, METH_NOARGS, "live() -> int: pairs relayed now."},
+    {"yields", (PyCFunction)Core_yields, METH_NOARGS,
+     "yields() -> int: how often a pump's budget ran out and the pair waited its turn."},
     {NULL, NULL, 0, NULL},
 };
 
