@@ -15,29 +15,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.cli import deploy
-from support.operators import OperatorProcess, app_body, create_token, operator_running
-from support.wheels import cache_wheel, wheel_bytes, write_wheel
+from support.operators import OperatorProcess, create_token, only_app, operator_running
+from support.wheels import (
+    TINYDEP,
+    TINYDEP_BACKDOORED,
+    cache_wheel,
+    resolve_offline,
+    tinydep_project,
+    write_wheel,
+)
 
 pytestmark = pytest.mark.slow
-
-GENUINE = wheel_bytes("tinydep", "1.0")
-#: The same name and version, with a payload: what a malicious cache would serve.
-BACKDOORED = wheel_bytes(
-    "tinydep", "1.0", {"tinydep/__init__.py": b"VERSION = '1.0'\nBACKDOOR = True\n"}
-)
 
 
 @pytest.fixture(scope="module", name="index")
 def index_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("index")
-    write_wheel(folder, "tinydep", "1.0", GENUINE)
+    write_wheel(folder, "tinydep", "1.0", TINYDEP)
     return folder
 
 
@@ -55,40 +55,12 @@ def operator_fixture(
 @pytest.fixture(name="offline")
 def offline_fixture(index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The owner's resolver reads the same local folder, and nothing else."""
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
-
-
-def _project(root: Path, name: str) -> Path:
-    code = root / "code"
-    code.mkdir(parents=True)
-    (code / "app.py").write_text(
-        "import tinydep\n\n"
-        "if getattr(tinydep, 'BACKDOOR', False):\n"
-        "    raise SystemExit('the backdoored wheel ran')\n\n\n"
-        "async def app(scope, receive, send):\n"
-        "    if scope['type'] != 'http':\n"
-        "        return\n"
-        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
-        "    await send({'type': 'http.response.body', 'body': tinydep.VERSION.encode()})\n"
-    )
-    (code / "requirements.txt").write_text("tinydep==1.0\n")
-    (root / "tests").mkdir()
-    project = root / "confide.toml"
-    project.write_text(
-        f'name = "{name}"\npython_application = "app:app"\nhealthcheck_endpoint = "/"\n'
-        'tests_cmd = "pytest"\ntests_requirements = []\n\n[cloud]\n'
-        f'code = {json.dumps(str(code))}\ntests = "tests"\nproject = "default"\n'
-        'hardware = "small"\n'
-    )
-    return project
+    resolve_offline(index, monkeypatch)
 
 
 def _only_app(operator: OperatorProcess, token: str) -> dict[str, object]:
     with operator.client(token) as api:
-        apps = api.get("/api/v1/apps").json()["apps"]
-        (app,) = [a for a in apps if a["status"] not in ("stopped",)]
-        return app_body(api, uuid.UUID(str(app["id"])))
+        return only_app(api)
 
 
 @pytest.mark.usefixtures("offline")
@@ -96,9 +68,9 @@ def test_the_genuine_wheel_is_fetched_checked_and_imported(
     operator: OperatorProcess, tmp_path: Path
 ) -> None:
     token = create_token(operator.data_dir, "genuine")
-    done = deploy(operator, token, _project(tmp_path, "genuine"), "--allow-simulation")
+    done = deploy(operator, token, tinydep_project(tmp_path, "genuine"), "--allow-simulation")
     assert done.exit_code == 0, done.output
-    digest = hashlib.sha256(GENUINE).hexdigest()
+    digest = hashlib.sha256(TINYDEP).hexdigest()
     assert f"locked tinydep==1.0 sha256:{digest}" in done.output
     record = _only_app(operator, token)
     assert record["status"] == "running"
@@ -107,7 +79,7 @@ def test_the_genuine_wheel_is_fetched_checked_and_imported(
     lock = (tmp_path / "requirements.lock").read_bytes()
     assert launch["requirements_sha256"] == hashlib.sha256(lock).hexdigest()
     cached = operator.data_dir / "wheels" / digest[:2] / digest[2:]
-    assert cached.read_bytes() == GENUINE  # fetched from the operator's index, by hash
+    assert cached.read_bytes() == TINYDEP  # fetched from the operator's index, by hash
 
 
 @pytest.mark.usefixtures("offline")
@@ -115,12 +87,12 @@ def test_a_wheel_swapped_in_the_operator_cache_is_refused_with_both_hashes(
     operator: OperatorProcess, tmp_path: Path
 ) -> None:
     token = create_token(operator.data_dir, "victim")
-    expected = hashlib.sha256(GENUINE).hexdigest()
-    observed = hashlib.sha256(BACKDOORED).hexdigest()
+    expected = hashlib.sha256(TINYDEP).hexdigest()
+    observed = hashlib.sha256(TINYDEP_BACKDOORED).hexdigest()
     cached = operator.data_dir / "wheels" / expected[:2] / expected[2:]
     cached.unlink(missing_ok=True)
-    cache_wheel(operator.data_dir / "wheels", BACKDOORED, sha256=bytes.fromhex(expected))
-    done = deploy(operator, token, _project(tmp_path, "victim"), "--allow-simulation")
+    cache_wheel(operator.data_dir / "wheels", TINYDEP_BACKDOORED, sha256=bytes.fromhex(expected))
+    done = deploy(operator, token, tinydep_project(tmp_path, "victim"), "--allow-simulation")
     assert done.exit_code != 0, done.output
     assert f"observed {observed}" in done.output
     assert f"expected {expected}" in done.output

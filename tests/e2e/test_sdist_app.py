@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.cli import deploy
-from support.operators import OperatorProcess, app_body, create_token, operator_running
+from support.operators import OperatorProcess, create_token, only_app, operator_running
 from support.wheels import download_wheels, index_page, pep503_index, sdist_bytes
 
 pytestmark = pytest.mark.slow
@@ -92,9 +91,7 @@ def test_an_allowed_sdist_is_locked_fetched_built_in_the_enclave_and_imported(
     assert "build code will run in the enclave" in done.output
     assert "build-only" in done.output
     with operator.client(token) as api:
-        apps = api.get("/api/v1/apps").json()["apps"]
-        (app,) = [a for a in apps if a["status"] not in ("stopped",)]
-        record = app_body(api, uuid.UUID(str(app["id"])))
+        record = only_app(api)
     assert record["status"] == "running", record
     cached = operator.data_dir / "wheels" / digest[:2] / digest[2:]
     assert cached.read_bytes() == SDIST  # fetched from the operator's index, by hash

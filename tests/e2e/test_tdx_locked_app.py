@@ -21,30 +21,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.cli import deploy
-from support.operators import OperatorProcess, app_body, create_token, kill_runtimes
-from support.wheels import cache_wheel, wheel_bytes, write_wheel
+from support.operators import OperatorProcess, create_token, kill_runtimes, only_app
+from support.wheels import (
+    TINYDEP,
+    TINYDEP_BACKDOORED,
+    cache_wheel,
+    resolve_offline,
+    tinydep_project,
+    write_wheel,
+)
 from tdx_standin import StandinConfig, install, measure_image
 
 pytestmark = pytest.mark.slow
-
-GENUINE = wheel_bytes("tinydep", "1.0")
-#: The same name and version, with a payload: what a malicious cache would serve.
-BACKDOORED = wheel_bytes(
-    "tinydep", "1.0", {"tinydep/__init__.py": b"VERSION = '1.0'\nBACKDOOR = True\n"}
-)
 
 
 @pytest.fixture(scope="module", name="index")
 def index_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("index")
-    write_wheel(folder, "tinydep", "1.0", GENUINE)
+    write_wheel(folder, "tinydep", "1.0", TINYDEP)
     return folder
 
 
@@ -89,47 +89,24 @@ def operator_fixture(
 @pytest.fixture(name="offline")
 def offline_fixture(index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The owner's resolver reads the same local folder, and nothing else."""
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
-
-
-def _project(root: Path, name: str) -> Path:
-    code = root / "code"
-    code.mkdir(parents=True)
-    (code / "app.py").write_text(
-        "import tinydep\n\n"
-        "if getattr(tinydep, 'BACKDOOR', False):\n"
-        "    raise SystemExit('the backdoored wheel ran')\n\n\n"
-        "async def app(scope, receive, send):\n"
-        "    if scope['type'] != 'http':\n"
-        "        return\n"
-        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
-        "    await send({'type': 'http.response.body', 'body': tinydep.VERSION.encode()})\n"
-    )
-    (code / "requirements.txt").write_text("tinydep==1.0\n")
-    (root / "tests").mkdir()
-    project = root / "confide.toml"
-    project.write_text(
-        f'name = "{name}"\npython_application = "app:app"\nhealthcheck_endpoint = "/"\n'
-        'tests_cmd = "pytest"\ntests_requirements = []\n\n[cloud]\n'
-        f'code = {json.dumps(str(code))}\ntests = "tests"\nproject = "default"\n'
-        'hardware = "small"\n'
-    )
-    return project
+    resolve_offline(index, monkeypatch)
 
 
 def _app(operator: OperatorProcess, token: str) -> dict[str, object]:
     with operator.client(token) as api:
-        apps = api.get("/api/v1/apps").json()["apps"]
-        (found,) = [a for a in apps if a["status"] not in ("stopped",)]
-        return app_body(api, uuid.UUID(str(found["id"])))
+        return only_app(api)
 
 
 def _deploy(operator: OperatorProcess, image: Path, root: Path, name: str) -> tuple[str, str]:
     token = create_token(operator.data_dir, name)
     reference = str(image / "reference.json")
     done = deploy(
-        operator, token, _project(root, name), "--allow-simulation", "--td-reference", reference
+        operator,
+        token,
+        tinydep_project(root, name),
+        "--allow-simulation",
+        "--td-reference",
+        reference,
     )
     return token, done.output + ("" if done.exit_code == 0 else f"\nexit {done.exit_code}")
 
@@ -138,10 +115,10 @@ def _deploy(operator: OperatorProcess, image: Path, root: Path, name: str) -> tu
 def test_a_locked_app_runs_in_its_td_with_its_wheel_disk(
     operator: OperatorProcess, image: Path, tmp_path: Path
 ) -> None:
-    cache_wheel(operator.data_dir / "wheels", GENUINE)  # whatever ran before
+    cache_wheel(operator.data_dir / "wheels", TINYDEP)  # whatever ran before
     token, output = _deploy(operator, image, tmp_path, "genuine")
     assert "\nexit " not in output, output
-    digest = hashlib.sha256(GENUINE).hexdigest()
+    digest = hashlib.sha256(TINYDEP).hexdigest()
     assert f"locked tinydep==1.0 sha256:{digest}" in output
     record = _app(operator, token)
     assert record["status"] == "running"
@@ -150,18 +127,18 @@ def test_a_locked_app_runs_in_its_td_with_its_wheel_disk(
     lock = (tmp_path / "requirements.lock").read_bytes()
     assert launch["requirements_sha256"] == hashlib.sha256(lock).hexdigest()
     disk = operator.data_dir / "apps" / str(record["id"]) / "wheels.disk"
-    assert lock in disk.read_bytes() and GENUINE in disk.read_bytes()  # what the TD was given
+    assert lock in disk.read_bytes() and TINYDEP in disk.read_bytes()  # what the TD was given
 
 
 @pytest.mark.usefixtures("offline")
 def test_a_wheel_swapped_in_the_operator_cache_is_refused_in_the_td(
     operator: OperatorProcess, image: Path, tmp_path: Path
 ) -> None:
-    expected = hashlib.sha256(GENUINE).hexdigest()
-    observed = hashlib.sha256(BACKDOORED).hexdigest()
+    expected = hashlib.sha256(TINYDEP).hexdigest()
+    observed = hashlib.sha256(TINYDEP_BACKDOORED).hexdigest()
     cached = operator.data_dir / "wheels" / expected[:2] / expected[2:]
     cached.unlink(missing_ok=True)
-    cache_wheel(operator.data_dir / "wheels", BACKDOORED, sha256=bytes.fromhex(expected))
+    cache_wheel(operator.data_dir / "wheels", TINYDEP_BACKDOORED, sha256=bytes.fromhex(expected))
     token, output = _deploy(operator, image, tmp_path, "victim")
     assert "\nexit " in output, output
     assert "the backdoored wheel ran" not in output and "Traceback" not in output

@@ -231,6 +231,13 @@ def app_body(client: httpx.Client, app_id: uuid.UUID) -> dict[str, Any]:
     return body
 
 
+def only_app(client: httpx.Client) -> dict[str, Any]:
+    """The record of the account's one app that is not stopped (there must be exactly one)."""
+    apps = client.get("/api/v1/apps").json()["apps"]
+    (app,) = [a for a in apps if a["status"] not in ("stopped",)]
+    return app_body(client, uuid.UUID(str(app["id"])))
+
+
 def wait_status(
     client: httpx.Client, app_id: uuid.UUID, *statuses: str, timeout: float = START_DEADLINE
 ) -> dict[str, Any]:

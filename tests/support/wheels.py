@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import json
 import stat
 import subprocess
 import sys
@@ -17,8 +18,12 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from confide.wire import LockedRequirement, RequirementsLock
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def wheel_bytes(
@@ -202,3 +207,46 @@ def index_page(file_name: str, data: bytes) -> bytes:
     """A PEP 503 page linking ``/files/<file_name>`` with the SHA-256 of ``data``."""
     digest = hashlib.sha256(data).hexdigest()
     return f'<a href="../../files/{file_name}#sha256={digest}">{file_name}</a>'.encode()
+
+
+# -- A locked app with one tiny dependency, end to end (the wheel-cache tamper tests) -------------
+
+#: The dependency a locked test app imports.
+TINYDEP = wheel_bytes("tinydep", "1.0")
+#: The same name and version, with a payload: what a malicious cache would serve.
+TINYDEP_BACKDOORED = wheel_bytes(
+    "tinydep", "1.0", {"tinydep/__init__.py": b"VERSION = '1.0'\nBACKDOOR = True\n"}
+)
+
+
+def resolve_offline(index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the owner's resolver (pip) read ``index``, a local folder, and nothing else."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+
+
+def tinydep_project(root: Path, name: str) -> Path:
+    """A project whose ASGI app imports ``tinydep`` (declared in ``requirements.txt``),
+    answers its ``VERSION``, and refuses to start when the wheel is the backdoored one."""
+    code = root / "code"
+    code.mkdir(parents=True)
+    (code / "app.py").write_text(
+        "import tinydep\n\n"
+        "if getattr(tinydep, 'BACKDOOR', False):\n"
+        "    raise SystemExit('the backdoored wheel ran')\n\n\n"
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] != 'http':\n"
+        "        return\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': tinydep.VERSION.encode()})\n"
+    )
+    (code / "requirements.txt").write_text("tinydep==1.0\n")
+    (root / "tests").mkdir()
+    project = root / "confide.toml"
+    project.write_text(
+        f'name = "{name}"\npython_application = "app:app"\nhealthcheck_endpoint = "/"\n'
+        'tests_cmd = "pytest"\ntests_requirements = []\n\n[cloud]\n'
+        f'code = {json.dumps(str(code))}\ntests = "tests"\nproject = "default"\n'
+        'hardware = "small"\n'
+    )
+    return project
