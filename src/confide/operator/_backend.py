@@ -83,7 +83,7 @@ from confide.runtime import (
     start_child,
     write_atomically,
 )
-from confide.wire import LaunchManifest, TlsMode
+from confide.wire import LaunchManifest, RequirementsLock, TlsMode
 
 from ._logs import LogSource
 from ._seams import Clock, utc_now
@@ -214,6 +214,25 @@ class RuntimeBackend(Protocol):
     def remove_app(self, app_id: uuid.UUID) -> None:
         """Remove what the backend keeps for a deleted app (its sealed state and code included)."""
         ...
+
+
+def fetch_requirements(
+    wheels: WheelCache, spec: AppSpec, log: logging.Logger
+) -> RequirementsLock | None:
+    """The app's stored requirements lock, its wheels fetched into the cache (none fetched
+    twice); ``None`` for an app without one; :class:`LaunchRefused` when they cannot be.
+    Not a defence: the runtime checks every wheel against the measured lock (ADR 0024)."""
+    digest = spec.manifest.requirements_sha256
+    if digest is None:
+        return None
+    try:
+        lock = wheels.read_lock(digest)
+        fetched = wheels.fetch(lock)
+    except UsageError as exc:
+        raise LaunchRefused(exc.message, hint=exc.hint) from None
+    if fetched:
+        log.info("fetched %d wheel(s) of app %s's lock %s", fetched, spec.app_id, digest.hex())
+    return lock
 
 
 def refuse_requirements(spec: AppSpec, where: str) -> None:
@@ -465,21 +484,11 @@ class LocalProcessBackend:
         return Launch(argv, self._environment, int(_option(argv, "--port") or 0), _handoff(argv))
 
     def prepare_requirements(self, spec: AppSpec) -> Path | None:
-        """The app's stored requirements lock, its wheels fetched into the cache (none
-        fetched twice); ``None`` for an app without one. Not a defence: the runtime checks
-        every wheel against the measured lock (ADR 0024)."""
+        """The path of the app's stored requirements lock, its wheels fetched into the cache
+        (:func:`fetch_requirements`); ``None`` for an app without one."""
         digest = spec.manifest.requirements_sha256
-        if digest is None:
+        if fetch_requirements(self.wheels, spec, self._log) is None or digest is None:
             return None
-        try:
-            lock = self.wheels.read_lock(digest)
-            fetched = self.wheels.fetch(lock)
-        except UsageError as exc:
-            raise LaunchRefused(exc.message, hint=exc.hint) from None
-        if fetched:
-            self._log.info(
-                "fetched %d wheel(s) of app %s's lock %s", fetched, spec.app_id, digest.hex()
-            )
         return self.wheels.lock_path(digest)
 
     def _spawn(self, spec: AppSpec, launch: Launch, now: datetime) -> RuntimeHandle:

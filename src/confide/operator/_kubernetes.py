@@ -75,7 +75,14 @@ from confide.gramine import APP_REQUIREMENTS, APP_WHEELS, HOST_VARIABLE, PORT_VA
 from confide.runtime import LaunchTee, runtime_arguments
 from confide.wire import RequirementsLock, TlsMode
 
-from ._backend import STOP_TIMEOUT, AppSpec, LaunchRefused, RuntimeHandle, refuse_requirements
+from ._backend import (
+    STOP_TIMEOUT,
+    AppSpec,
+    LaunchRefused,
+    RuntimeHandle,
+    fetch_requirements,
+    refuse_requirements,
+)
 from ._gramine import plan_enclave
 from ._logs import MAX_LOG_BYTES
 from ._settings import TeeBackend
@@ -644,19 +651,9 @@ class KubernetesBackend:
         """The app's stored lock, its wheels fetched into the cache (none fetched twice), so
         the API can serve them to the pod; ``None`` for an app without one. Not a defence:
         the runtime checks every wheel against the measured lock (ADR 0024, 0030)."""
-        digest = spec.manifest.requirements_sha256
-        if digest is None or self.wheels is None:
+        if self.wheels is None:
             return None
-        try:
-            lock = self.wheels.read_lock(digest)
-            fetched = self.wheels.fetch(lock)
-        except UsageError as exc:
-            raise LaunchRefused(exc.message, hint=exc.hint) from None
-        if fetched:
-            self._log.info(
-                "fetched %d wheel(s) of app %s's lock %s", fetched, spec.app_id, digest.hex()
-            )
-        return lock
+        return fetch_requirements(self.wheels, spec, self._log)
 
     async def _wait_ip(self, name: str) -> str:
         """The pod's IP once it has one; :class:`LaunchRefused` if it ends first."""
