@@ -297,6 +297,7 @@ async def run_operator(
                 log_source=logs,
                 tee=settings.tee,
                 nice=settings.runtime_nice,
+                fork=settings.runtime_fork,
                 clock=clock,
                 wheel_index_url=settings.wheel_index_url,
                 wheel_find_links=settings.wheel_find_links,
