@@ -519,8 +519,7 @@ class LocalProcessBackend:
             return parent
         if parent is not None:
             self._log.info("starting a new runtime parent (the last one ended or is stale)")
-            if parent.alive:
-                parent.close()
+            parent.close()
         self._parent = None
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         parent = RuntimeParent(
@@ -555,6 +554,7 @@ class LocalProcessBackend:
                     exc,
                 )
             if self._parent is not None and not self._parent.alive:
+                self._parent.close()
                 self._parent = None
             return None
         self._forked[pid] = parent
