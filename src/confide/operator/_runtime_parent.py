@@ -33,7 +33,11 @@ LAUNCH_TIMEOUT: Final = 10.0
 class RuntimeParent:
     """One running parent, its channel and what it reported."""
 
-    def __init__(self, *, environment: Mapping[str, str], log: Path) -> None:
+    def __init__(
+        self, *, environment: Mapping[str, str], log: Path, code: str = PARENT_CODE
+    ) -> None:
+        """Start the parent (``code``: its Python, :data:`PARENT_CODE`; a test's stand-in
+        replaces the runtime's command), and wait for it to be ready."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._lock = threading.Lock()
         self._channel = ours
@@ -47,7 +51,7 @@ class RuntimeParent:
                         sys.executable,
                         "-P",
                         "-c",
-                        PARENT_CODE,
+                        code,
                         str(theirs.fileno()),
                         "." * TITLE_ROOM,
                     ],
