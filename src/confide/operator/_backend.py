@@ -24,6 +24,14 @@ database: the supervisor (:mod:`._supervisor`) decides what should run.
 - on the simulated TEE (``--simulation-state <data>/simulation``); Gramine enclaves
   are launched by :class:`~._gramine.GramineBackend`, which shares this plumbing.
 
+With ``fork=True`` (``runtime_fork`` in ``operator.toml``, ADR 0031) each runtime is
+forked from one pre-imported runtime parent (:mod:`._runtime_parent`,
+:mod:`confide.runtime._parent`) instead of started afresh: the same session,
+limits, priority, descriptors, environment, folder and command line, without the
+0.6 s of imports; the parent reports exit codes, a dead or stale parent is replaced
+at the next launch (its runtimes run on, watched as adopted ones), and a parent
+that cannot be used means a fresh process.
+
 A runtime decrypts its app into a RAM folder it names after the app and its
 pid in :data:`confide.runtime.CODE_ROOT` (``confide-code-<app id>-<pid>-...``)
 and removes it at exit; one that is killed cannot. So the backend removes the
@@ -63,6 +71,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -367,6 +376,7 @@ class LocalProcessBackend:
         #: Runtimes forked by a parent, by pid, and that parent.
         self._forked: dict[int, RuntimeParent] = {}
         self._fork_warned = False
+        self._fork_lock = threading.Lock()
         #: The pid of each app's current runtime (for metrics).
         self._pids: dict[uuid.UUID, int] = {}
 
@@ -535,16 +545,18 @@ class LocalProcessBackend:
         # launcher executes is argv[6:], and that is what the runtime's /proc cmdline reads.
         title = launch.argv[6:]
         try:
-            parent = self._runtime_parent()
-            pid = parent.launch(
-                argv=title[len(self._command) :],
-                title=title,
-                environment=launch.environment,
-                cwd=self.app_dir(spec.app_id),
-                limit=int(launch.argv[4]),
-                nice=int(launch.argv[5]),
-                log_fd=log_fd,
-            )
+            # One parent, even when starts run in several worker threads at once.
+            with self._fork_lock:
+                parent = self._runtime_parent()
+                pid = parent.launch(
+                    argv=title[len(self._command) :],
+                    title=title,
+                    environment=launch.environment,
+                    cwd=self.app_dir(spec.app_id),
+                    limit=int(launch.argv[4]),
+                    nice=int(launch.argv[5]),
+                    log_fd=log_fd,
+                )
         except (OSError, ValueError) as exc:
             if not self._fork_warned:
                 self._fork_warned = True
@@ -553,9 +565,10 @@ class LocalProcessBackend:
                     "processes until it can",
                     exc,
                 )
-            if self._parent is not None and not self._parent.alive:
-                self._parent.close()
-                self._parent = None
+            with self._fork_lock:
+                if self._parent is not None and not self._parent.alive:
+                    self._parent.close()
+                    self._parent = None
             return None
         self._forked[pid] = parent
         return pid
@@ -717,7 +730,11 @@ class LocalProcessBackend:
             if child.process.poll() is None:
                 child.process.returncode = 0
         self._children.clear()
-        # The parent exits when its channel closes; the runtimes it forked run on.
+        self.close()
+
+    def close(self) -> None:
+        """Let go of the runtime parent (ADR 0031): it exits when its channel closes; the
+        runtimes it forked run on, to be adopted by the next operator."""
         self._forked.clear()
         if self._parent is not None:
             self._parent.close()
