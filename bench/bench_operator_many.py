@@ -225,6 +225,11 @@ def main() -> None:
         default=os.environ.get("CONFIDE_TEST_POSTGRES_URL"),
         help="the operator's database (default: scripts/postgres.sh run's, else SQLite)",
     )
+    parser.add_argument(
+        "--no-fork",
+        action="store_true",
+        help="start every runtime as a fresh process (runtime_fork = false; ADR 0031)",
+    )
     args = parser.parse_args()
     deploy = _deploy_module()
     deploy_one = deploy.owner  # type: ignore[attr-defined]
@@ -239,6 +244,8 @@ def main() -> None:
     data = root / "data"
     data.mkdir()
     config = f"max_apps_per_account = {args.apps}\n"
+    if args.no_fork:
+        config += "runtime_fork = false\n"
     if args.database_url:
         config += f"database_url = {json.dumps(args.database_url)}\n"  # a TOML basic string
     (data / "operator.toml").write_text(config)

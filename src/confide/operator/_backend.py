@@ -24,6 +24,14 @@ database: the supervisor (:mod:`._supervisor`) decides what should run.
 - on the simulated TEE (``--simulation-state <data>/simulation``); Gramine enclaves
   are launched by :class:`~._gramine.GramineBackend`, which shares this plumbing.
 
+With ``fork=True`` (``runtime_fork`` in ``operator.toml``, ADR 0031) each runtime is
+forked from one pre-imported runtime parent (:mod:`._runtime_parent`,
+:mod:`confide.runtime._parent`) instead of started afresh: the same session,
+limits, priority, descriptors, environment, folder and command line, without the
+0.6 s of imports; the parent reports exit codes, a dead or stale parent is replaced
+at the next launch (its runtimes run on, watched as adopted ones), and a parent
+that cannot be used means a fresh process.
+
 A runtime decrypts its app into a RAM folder it names after the app and its
 pid in :data:`confide.runtime.CODE_ROOT` (``confide-code-<app id>-<pid>-...``)
 and removes it at exit; one that is killed cannot. So the backend removes the
@@ -63,6 +71,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -86,6 +95,7 @@ from confide.runtime import (
 from confide.wire import LaunchManifest, RequirementsLock, TlsMode
 
 from ._logs import LogSource
+from ._runtime_parent import RuntimeParent
 from ._seams import Clock, utc_now
 from ._settings import DEFAULT_RUNTIME_NICE, MAX_RUNTIME_NICE, TeeBackend
 from ._wheels import WheelCache
@@ -349,6 +359,7 @@ class LocalProcessBackend:
         wheel_find_links: str | None = None,
         nice: int = RUNTIME_NICE,
         monotonic: Callable[[], float] = time.monotonic,
+        fork: bool = False,
     ) -> None:
         if not data_dir.is_absolute():
             raise UsageError(f"the data folder must be absolute, got {data_dir}")
@@ -377,6 +388,14 @@ class LocalProcessBackend:
         )
         self._log = logger or logging.getLogger("confide.operator.backend")
         self._children: dict[int, _Child] = {}
+        #: Fork runtimes from one pre-imported parent (ADR 0031); only with confide's own
+        #: command, which the parent runs in-process.
+        self.fork = fork and command is None
+        self._parent: RuntimeParent | None = None
+        #: Runtimes forked by a parent, by pid, and that parent.
+        self._forked: dict[int, RuntimeParent] = {}
+        self._fork_warned = False
+        self._fork_lock = threading.Lock()
         #: The pid of each app's current runtime (for metrics).
         self._pids: dict[uuid.UUID, int] = {}
 
@@ -500,13 +519,68 @@ class LocalProcessBackend:
                 + f" starting the runtime at {now.isoformat(timespec='seconds')} ---\n".encode()
             )
             log.flush()
-            process = start_child(
-                launch.argv, env=launch.environment, output=log, cwd=self.app_dir(spec.app_id)
-            )
-        self._children[process.pid] = _Child(process, launch.argv)
-        self._pids[spec.app_id] = process.pid
-        self._started(spec.app_id, process.pid, launch)
-        return RuntimeHandle(spec.app_id, self._host, launch.port, process.pid, launch.handoff)
+            pid = self._fork(spec, launch, log.fileno()) if self.fork else None
+            if pid is None:
+                process = start_child(
+                    launch.argv, env=launch.environment, output=log, cwd=self.app_dir(spec.app_id)
+                )
+                self._children[process.pid] = _Child(process, launch.argv)
+                pid = process.pid
+        self._pids[spec.app_id] = pid
+        self._started(spec.app_id, pid, launch)
+        return RuntimeHandle(spec.app_id, self._host, launch.port, pid, launch.handoff)
+
+    def _runtime_parent(self) -> RuntimeParent:
+        """The running parent whose imports measure as the installed runtime; a new one
+        when there is none, it ended, or the runtime was upgraded since it started."""
+        parent = self._parent
+        if parent is not None and parent.alive and parent.digest == self.runtime_digest():
+            return parent
+        if parent is not None:
+            self._log.info("starting a new runtime parent (the last one ended or is stale)")
+            parent.close()
+        self._parent = None
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        parent = RuntimeParent(
+            environment=self._environment, log=self.data_dir / "runtime-parent.log"
+        )
+        self._parent = parent
+        return parent
+
+    def _fork(self, spec: AppSpec, launch: Launch, log_fd: int) -> int | None:
+        """Fork the runtime from the parent; ``None`` when the parent cannot be used
+        (the caller starts a fresh process; said once in the log)."""
+        # argv: [python, -I, -c, launcher, limit, nice, *command, "runtime", ...]; what the
+        # launcher executes is argv[6:], and that is what the runtime's /proc cmdline reads.
+        title = launch.argv[6:]
+        try:
+            # One parent, even when starts run in several worker threads at once.
+            with self._fork_lock:
+                parent = self._runtime_parent()
+                pid = parent.launch(
+                    argv=title[len(self._command) :],
+                    title=title,
+                    environment=launch.environment,
+                    cwd=self.app_dir(spec.app_id),
+                    limit=int(launch.argv[4]),
+                    nice=int(launch.argv[5]),
+                    log_fd=log_fd,
+                )
+        except (OSError, ValueError) as exc:
+            if not self._fork_warned:
+                self._fork_warned = True
+                self._log.warning(
+                    "the runtime parent cannot be used (%s); starting runtimes as fresh "
+                    "processes until it can",
+                    exc,
+                )
+            with self._fork_lock:
+                if self._parent is not None and not self._parent.alive:
+                    self._parent.close()
+                    self._parent = None
+            return None
+        self._forked[pid] = parent
+        return pid
 
     def _started(self, app_id: uuid.UUID, pid: int, launch: Launch) -> None:
         """A runtime was spawned (a backend that must find its port again later records it)."""
@@ -515,7 +589,10 @@ class LocalProcessBackend:
         now = self._clock()
         await asyncio.to_thread(self.remove_code, spec.app_id)
         launch = await asyncio.to_thread(self._prepare, spec, now)
-        handle = self._spawn(spec, launch, now)
+        if self.fork:  # the parent may need starting: not on the event loop
+            handle = await asyncio.to_thread(self._spawn, spec, launch, now)
+        else:
+            handle = self._spawn(spec, launch, now)
         self._log.info(
             "app %s: runtime started as pid %d on %s:%d",
             spec.app_id,
@@ -542,16 +619,34 @@ class LocalProcessBackend:
         child = self._children.get(handle.pid)
         if child is not None:
             return child.process.poll() is None
+        parent = self._forked.get(handle.pid)
+        if parent is not None:
+            parent.poll()
+            if handle.pid in parent.exits:
+                return False
+            if parent.alive:
+                return True
+            # Its parent ended: watched as an adopted runtime from now on.
         return not _is_zombie(handle.pid) and self._ours(handle.pid, handle.app_id) is not None
 
     async def is_alive(self, handle: RuntimeHandle) -> bool:
         return self._alive(handle)
 
+    def _exit_code(self, pid: int) -> tuple[bool, int | None]:
+        """Whether ``pid`` is a runtime this backend started, and its exit code if known."""
+        child = self._children.get(pid)
+        if child is not None:
+            return True, child.process.poll()
+        parent = self._forked.get(pid)
+        if parent is not None:
+            parent.poll()
+            return True, parent.exits.get(pid)
+        return False, None
+
     def exit_reason(self, handle: RuntimeHandle) -> str:
-        child = self._children.get(handle.pid)
-        code = child.process.poll() if child is not None else None
+        started, code = self._exit_code(handle.pid)
         if code is None:
-            reason = "the runtime ended" if child is None else "the runtime is still running"
+            reason = "the runtime ended" if not started else "the runtime is still running"
         elif code < 0:
             try:
                 reason = f"the runtime was killed by {signal.Signals(-code).name}"
@@ -582,7 +677,8 @@ class LocalProcessBackend:
 
     def _signal(self, handle: RuntimeHandle, sig: signal.Signals) -> None:
         """Signal the runtime's process group (it leads its own session)."""
-        if handle.pid not in self._children and self._ours(handle.pid, handle.app_id) is None:
+        ours = handle.pid in self._children or handle.pid in self._forked
+        if not ours and self._ours(handle.pid, handle.app_id) is None:
             return  # gone, or the pid now belongs to someone else: never signal it
         with contextlib.suppress(ProcessLookupError, PermissionError):
             try:
@@ -617,14 +713,21 @@ class LocalProcessBackend:
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.process.wait(timeout=0)
+        self._forget(handle.pid)
         if self._pids.get(handle.app_id) == handle.pid:
             del self._pids[handle.app_id]
         await asyncio.to_thread(self.remove_code, handle.app_id)
+
+    def _forget(self, pid: int) -> None:
+        parent = self._forked.pop(pid, None)
+        if parent is not None:
+            parent.exits.pop(pid, None)
 
     def release(self, handle: RuntimeHandle) -> None:
         child = self._children.pop(handle.pid, None)
         if child is not None:
             child.process.poll()
+        self._forget(handle.pid)
         if self._pids.get(handle.app_id) == handle.pid:
             del self._pids[handle.app_id]
         self.remove_code(handle.app_id)
@@ -636,6 +739,15 @@ class LocalProcessBackend:
             if child.process.poll() is None:
                 child.process.returncode = 0
         self._children.clear()
+        self.close()
+
+    def close(self) -> None:
+        """Let go of the runtime parent (ADR 0031): it exits when its channel closes; the
+        runtimes it forked run on, to be adopted by the next operator."""
+        self._forked.clear()
+        if self._parent is not None:
+            self._parent.close()
+            self._parent = None
 
     def remove_app(self, app_id: uuid.UUID) -> None:
         self.remove_code(app_id)

@@ -265,6 +265,7 @@ async def run_operator(
     settings.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     database = Database.open(settings.database_url)
     api_sock: socket.socket | None = None
+    local: LocalProcessBackend | None = None
     try:
         await asyncio.to_thread(upgrade_database, database)
         blobs = BlobStore(settings.blobs_dir)
@@ -273,7 +274,6 @@ async def run_operator(
             OperatorCA.open, data / "ca", base_domain=settings.base_domain, clock=clock
         )
         sim_root, sim_collateral = await asyncio.to_thread(_simulation, settings, clock)
-        local: LocalProcessBackend
         if settings.tee == TeeBackend.GRAMINE:
             local = GramineBackend(
                 data_dir=data,
@@ -297,6 +297,7 @@ async def run_operator(
                 log_source=logs,
                 tee=settings.tee,
                 nice=settings.runtime_nice,
+                fork=settings.runtime_fork,
                 clock=clock,
                 wheel_index_url=settings.wheel_index_url,
                 wheel_find_links=settings.wheel_find_links,
@@ -418,6 +419,8 @@ async def run_operator(
     finally:
         if api_sock is not None:
             api_sock.close()
+        if local is not None:
+            local.close()  # the runtime parent exits; the runtimes run on (ADR 0031)
         database.dispose()
 
 

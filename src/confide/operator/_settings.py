@@ -23,6 +23,8 @@ Configuration file (every key optional)::
     max_apps_per_account = 20
     runtime_nice = 10                   # how much lower runtimes' CPU priority is (0-19;
                                         # process backend; ADR 0029)
+    runtime_fork = true                 # fork runtimes from one pre-imported parent
+                                        # (process backend; ADR 0031)
     supervisor = "always"               # or "lease" / "never": replicas (ADR 0023)
     console_https = false               # true: browsers reach the API over https through
                                         # a TLS front end (the console's cookies: ADR 0025)
@@ -251,6 +253,9 @@ class OperatorSettings:
     max_apps_per_account: int = DEFAULT_MAX_APPS_PER_ACCOUNT
     #: How much lower local runtimes' CPU priority is (:data:`DEFAULT_RUNTIME_NICE`).
     runtime_nice: int = DEFAULT_RUNTIME_NICE
+    #: Fork local runtimes from one pre-imported parent instead of starting each afresh
+    #: (the simulated process backend only; ADR 0031).
+    runtime_fork: bool = True
     tee: TeeBackend = TeeBackend.SIMULATION
     #: Tests only: the ``gramine-*`` executables on PATH are the stand-ins of
     #: ``tests/gramine_standin``, whose quotes come from the simulated platform in
@@ -440,6 +445,7 @@ _FILE_KEYS: Final = frozenset(
         "supervisor",
         "tdx",
         "console_https",
+        "runtime_fork",
     }
 )
 _INT_KEYS: Final = frozenset(
@@ -502,7 +508,12 @@ def _read_config(path: Path) -> dict[str, Any]:
                 raise UsageError(
                     f"{path}: [tdx] needs firmware, kernel, initrd and reference"
                 ) from None
-        elif key in ("allow_simulated_gramine", "allow_simulated_tdx", "console_https"):
+        elif key in (
+            "allow_simulated_gramine",
+            "allow_simulated_tdx",
+            "console_https",
+            "runtime_fork",
+        ):
             if not isinstance(value, bool):
                 raise UsageError(f"{path}: {key} must be true or false, got {value!r}")
             values[key] = value

@@ -31,6 +31,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.runtime_nice == 10  # runtimes below the operator's CPU priority (ADR 0029)
     assert s.tee is TeeBackend.SIMULATION
     assert s.console_https is False
+    assert s.runtime_fork is True  # local runtimes forked from a parent (ADR 0031)
     assert s.blobs_dir == s.data_dir / "blobs" and s.logs_dir == s.data_dir / "logs"
 
 
@@ -47,6 +48,7 @@ def test_the_config_file_then_overrides(tmp_path: Path) -> None:
         max_apps_per_account = 3
         console_https = true
         runtime_nice = 0
+        runtime_fork = false
 
         [plans.tiny]
         memory_mib = 256
@@ -63,6 +65,7 @@ def test_the_config_file_then_overrides(tmp_path: Path) -> None:
     assert s.runtime_nice == 0
     assert s.router_address == "0.0.0.0:443"
     assert s.console_https is True
+    assert s.runtime_fork is False
     assert s.plans == (Plan("tiny", 256, 1), Plan("huge", 65536, 16))
     assert s.plan("huge").cores == 16 and s.has_plan("tiny") and not s.has_plan("small")
     assert s.database_url_for_display() == "postgresql+psycopg://confide:***@db/confide"
@@ -94,6 +97,7 @@ def test_the_config_file_then_overrides(tmp_path: Path) -> None:
         ("api_port = ", "not valid TOML"),
         ("supervisor = 'sometimes'", "supervisor must be one of always, lease, never"),
         ("console_https = 'yes'", "console_https must be true or false"),
+        ("runtime_fork = 1", "runtime_fork must be true or false"),
         ("supervisor = 'never'", "replicas sharing one database"),
         (
             "database_url = 'postgresql+psycopg://u@db/c'\nsupervisor = 'lease'",
