@@ -19,14 +19,14 @@ from __future__ import annotations
 import typing
 
 from . import _app
-from ._app import main
+from ._app import load_commands, main
 
 if typing.TYPE_CHECKING:
     import typer
 
     from ._app import app
 
-__all__ = ["app", "main"]
+__all__ = ["app", "load_commands", "main"]
 
 
 def __getattr__(name: str) -> typer.Typer:

@@ -21,8 +21,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from confide.runtime import start_child
-from confide.runtime._parent import MAX_MESSAGE, PARENT_CODE, TITLE_ROOM
+from confide.runtime import (
+    PARENT_CODE,
+    PARENT_MAX_MESSAGE,
+    PARENT_TITLE_ROOM,
+    start_child,
+)
 
 #: Seconds the parent gets to import the runtime and say it is ready.
 PARENT_START_TIMEOUT: Final = 60.0
@@ -53,7 +57,7 @@ class RuntimeParent:
                         "-c",
                         code,
                         str(theirs.fileno()),
-                        "." * TITLE_ROOM,
+                        "." * PARENT_TITLE_ROOM,
                     ],
                     env=environment,
                     output=output,
@@ -83,7 +87,7 @@ class RuntimeParent:
 
     def _read(self) -> dict[str, object] | None:
         """Read one message; an exit report is recorded and gives ``None``."""
-        data = self._channel.recv(MAX_MESSAGE)
+        data = self._channel.recv(PARENT_MAX_MESSAGE)
         if not data:
             self.closed = True
             raise ConnectionError("the runtime parent ended")
@@ -135,8 +139,8 @@ class RuntimeParent:
             }
         }
         data = json.dumps(request).encode()
-        if len(data) > MAX_MESSAGE:
-            raise OSError(f"a launch request of {len(data)} bytes is over {MAX_MESSAGE}")
+        if len(data) > PARENT_MAX_MESSAGE:
+            raise OSError(f"a launch request of {len(data)} bytes is over {PARENT_MAX_MESSAGE}")
         with self._lock:
             try:
                 fds = array.array("i", [log_fd])

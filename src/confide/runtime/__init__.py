@@ -42,6 +42,7 @@ from ._launch import (
     stop_child,
 )
 from ._manifest import runtime_code_hash
+from ._parent import PARENT_CODE, PARENT_MAX_MESSAGE, PARENT_TITLE_ROOM
 from ._payload import ConfigurationRejected, ConfigurationRequest
 from ._requirements import install_locked
 from ._runtime import (
@@ -69,6 +70,9 @@ from ._wheeldisk import DISK_SERIAL, read_wheel_disk, write_wheel_disk
 from ._workspace import CODE_ROOT, Workspace, code_folder_owner, remove_orphans
 
 __all__ = [
+    "PARENT_CODE",
+    "PARENT_MAX_MESSAGE",
+    "PARENT_TITLE_ROOM",
     "ALPN_PROTOCOLS",
     "APP_TIMEOUTS",
     "CLOCK_SKEW",

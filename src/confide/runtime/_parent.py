@@ -12,7 +12,7 @@ folder, ``random`` reseeded, its command line rewritten to the runtime's (what
 adoption and discovery read from ``/proc/<pid>/cmdline``), and a runtime refuses to
 start when the installed files no longer measure as the parent's imports did.
 
-The protocol (one JSON object per datagram, at most :data:`MAX_MESSAGE` bytes):
+The protocol (one JSON object per datagram, at most :data:`PARENT_MAX_MESSAGE` bytes):
 
 - parent to operator, once: ``{"ready": <pid>, "digest": "<hex>"}``;
 - operator to parent: ``{"launch": {"argv": [...], "title": [...], "env": {...},
@@ -47,9 +47,9 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 #: Largest message on the channel, either way.
-MAX_MESSAGE: Final = 256 * 1024
+PARENT_MAX_MESSAGE: Final = 256 * 1024
 #: Bytes of command line each child can rewrite (the parent starts with this much room).
-TITLE_ROOM: Final = 16 * 1024
+PARENT_TITLE_ROOM: Final = 16 * 1024
 #: The exit code of a runtime that refuses to start because the installed files changed
 #: since its parent imported them (the operator starts a new parent).
 EXIT_STALE_PARENT: Final = 75
@@ -117,7 +117,7 @@ def _become(request: Mapping[str, object], log_fd: int, digest: bytes) -> int:
             flush=True,
         )
         return EXIT_STALE_PARENT
-    from confide.cli._app import load_commands
+    from confide.cli import load_commands
 
     try:
         load_commands(argv)(args=argv, prog_name="confide")
@@ -149,7 +149,7 @@ def _receive(channel: socket.socket) -> tuple[dict[str, object], int | None] | N
     """One request and its descriptor; ``None`` when the operator's end closed."""
     fds = array.array("i")
     data, ancillary, _flags, _address = channel.recvmsg(
-        MAX_MESSAGE, socket.CMSG_SPACE(fds.itemsize)
+        PARENT_MAX_MESSAGE, socket.CMSG_SPACE(fds.itemsize)
     )
     if not data:
         return None
@@ -226,7 +226,7 @@ def main() -> None:
     fd = int(sys.argv[1])
     channel = socket.socket(fileno=fd)
     # Every module a runtime imports before any app or key exists; nothing else.
-    from confide.cli._app import load_commands
+    from confide.cli import load_commands
 
     load_commands(["runtime"])
     from confide.runtime import runtime_code_hash

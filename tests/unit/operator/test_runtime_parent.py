@@ -26,7 +26,7 @@ CHILD_TIMEOUT = 30.0
 #: and the installed runtime's digest read from ``CONFIDE_TEST_DIGEST`` (unset: zeros).
 STAND_IN = """
 import json, os, random, sys
-import confide.cli._app as cli_app
+import confide.cli as cli
 import confide.runtime as runtime
 
 def load_commands(argv):
@@ -45,7 +45,7 @@ def load_commands(argv):
         raise SystemExit(int(args[1]))
     return command
 
-cli_app.load_commands = load_commands
+cli.load_commands = load_commands
 runtime.runtime_code_hash = lambda: bytes.fromhex(os.environ.get("CONFIDE_TEST_DIGEST", "00" * 32))
 from confide.runtime._parent import main
 main()
