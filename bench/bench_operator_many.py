@@ -36,6 +36,7 @@ import resource
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -230,6 +231,18 @@ def main() -> None:
         action="store_true",
         help="start every runtime as a fresh process (runtime_fork = false; ADR 0031)",
     )
+    parser.add_argument(
+        "--runtime-nice",
+        type=int,
+        default=None,
+        help="the operator's runtime_nice (default: the operator's default; ADR 0029)",
+    )
+    parser.add_argument(
+        "--poller-thread",
+        action="store_true",
+        help="poll the API from a thread of the bench's own process (before session 6): its "
+        "latencies then include waiting for the GIL among the owners' threads",
+    )
     args = parser.parse_args()
     deploy = _deploy_module()
     deploy_one = deploy.owner  # type: ignore[attr-defined]
@@ -246,6 +259,8 @@ def main() -> None:
     config = f"max_apps_per_account = {args.apps}\n"
     if args.no_fork:
         config += "runtime_fork = false\n"
+    if args.runtime_nice is not None:
+        config += f"runtime_nice = {args.runtime_nice}\n"
     if args.database_url:
         config += f"database_url = {json.dumps(args.database_url)}\n"  # a TOML basic string
     (data / "operator.toml").write_text(config)
@@ -259,6 +274,11 @@ def main() -> None:
             expires = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
 
             def poll() -> None:
+                if not args.poller_thread:
+                    _poll_in_own_process(
+                        operator.api_url, token, args.poll_interval, burst_over, latencies, errors
+                    )
+                    return
                 with httpx.Client(
                     base_url=operator.api_url,
                     headers={"Authorization": f"Bearer {token}"},
@@ -337,6 +357,57 @@ def main() -> None:
             f" MiB (max {rss[-1] / 1024:.1f}); PSS median {pss[len(pss) // 2] / 1024:.1f} MiB "
             f"(max {pss[-1] / 1024:.1f}); all runtimes' PSS {sum(pss) / 1024:.0f} MiB"
         )
+
+
+#: The poller's own process: GET PROBE every interval until a line comes on stdin, then print
+#: the latencies and errors as one JSON line. Its own process, so that its latencies are
+#: the API's, not the wait of one thread for the GIL among the bench's 100 owner threads.
+_POLLER = """
+import json, os, sys, threading, time, httpx
+url, token, interval = sys.argv[1], os.environ["CONFIDE_BENCH_TOKEN"], float(sys.argv[2])
+done = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), done.set()), daemon=True).start()
+latencies, errors = [], []
+with httpx.Client(base_url=url, headers={"Authorization": "Bearer " + token}, timeout=30) as c:
+    while not done.is_set():
+        t0 = time.monotonic()
+        try:
+            r = c.get(sys.argv[3])
+        except httpx.HTTPError as exc:
+            errors.append(repr(exc))
+            break
+        latencies.append(time.monotonic() - t0)
+        if r.status_code != 200:
+            errors.append(f"{r.status_code} {r.text[:80]}")
+        done.wait(interval)
+print(json.dumps({"latencies": latencies, "errors": errors}), flush=True)
+"""
+
+
+def _poll_in_own_process(
+    url: str,
+    token: str,
+    interval: float,
+    over: threading.Event,
+    latencies: list[float],
+    errors: list[str],
+) -> None:
+    """Poll from a process of its own until ``over``; its figures into the lists."""
+    child = subprocess.Popen(  # noqa: S603 - our argv; the token in the environment only
+        [sys.executable, "-c", _POLLER, url, str(interval), PROBE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CONFIDE_BENCH_TOKEN": token},
+    )
+    assert child.stdin is not None and child.stdout is not None
+    over.wait()
+    child.stdin.write("stop\n")
+    child.stdin.flush()
+    found = json.loads(child.stdout.readline() or "{}")
+    child.wait(30)
+    latencies.extend(found.get("latencies", []))
+    errors.extend(found.get("errors", ["the poller printed nothing"]))
 
 
 def _report_api(latencies: list[float], errors: list[str], when: str) -> None:
