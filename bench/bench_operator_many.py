@@ -10,8 +10,9 @@ run --``). Each owner connects from an address of its own in 127.0.0.0/8
 address, the owners' verification and challenge connections share the router's
 per-source limits (``max_unrouted_per_source``, ADR 0013), which can close
 those over the share (``--one-source`` runs it that way). Meanwhile a second
-client polls ``GET /api/v1/me`` (authenticated, no app work) every
-``--poll-interval`` seconds;
+client, in a process of its own (``--poller-thread``: a thread of the bench, then
+waiting for the GIL among the owners' threads), polls ``GET /api/v1/me``
+(authenticated, no app work) every ``--poll-interval`` seconds;
 its latencies during the burst give the API's p50/p99. Once every app runs,
 the memory of each idle runtime process is read from ``/proc``: RSS, and PSS
 (shared pages split between the processes sharing them), which is what one
