@@ -28,6 +28,7 @@ Run: ``scripts/postgres.sh run -- .venv/bin/python bench/bench_operator_many.py`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -42,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -53,6 +55,7 @@ import httpx
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from support.operators import (  # noqa: E402
+    OperatorProcess,
     create_token,
     operator_running,
     runtime_pids,
@@ -244,6 +247,12 @@ def main() -> None:
         help="poll the API from a thread of the bench's own process (before session 6): its "
         "latencies then include waiting for the GIL among the owners' threads",
     )
+    parser.add_argument(
+        "--api-replica",
+        action="store_true",
+        help="owners and the poller use a second operator process that serves only the API "
+        '(supervisor = "never", ADR 0023; PostgreSQL only)',
+    )
     args = parser.parse_args()
     deploy = _deploy_module()
     deploy_one = deploy.owner  # type: ignore[attr-defined]
@@ -270,18 +279,21 @@ def main() -> None:
     errors: list[str] = []
     burst_over = threading.Event()
     try:
-        with operator_running(data) as operator:
+        with operator_running(data) as operator, _api_replica(data, args) as replica:
             token = create_token(data, "bench")
+            # Owners and the poller talk to the API replica when there is one (its own
+            # process and session), and to the supervising operator's router.
+            front: Any = operator if replica is None else _Front(replica, operator.router_port)
             expires = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
 
             def poll() -> None:
                 if not args.poller_thread:
                     _poll_in_own_process(
-                        operator.api_url, token, args.poll_interval, burst_over, latencies, errors
+                        front.api_url, token, args.poll_interval, burst_over, latencies, errors
                     )
                     return
                 with httpx.Client(
-                    base_url=operator.api_url,
+                    base_url=front.api_url,
                     headers={"Authorization": f"Bearer {token}"},
                     timeout=30,
                 ) as client:
@@ -301,7 +313,7 @@ def main() -> None:
             poller = threading.Thread(target=poll, daemon=True)
             with ThreadPoolExecutor(max_workers=args.apps) as pool:
                 futures = [
-                    pool.submit(owner, i, operator, token, root, start, expires)
+                    pool.submit(owner, i, front, token, root, start, expires)
                     for i in range(args.apps)
                 ]
                 start.wait()
@@ -358,6 +370,37 @@ def main() -> None:
             f" MiB (max {rss[-1] / 1024:.1f}); PSS median {pss[len(pss) // 2] / 1024:.1f} MiB "
             f"(max {pss[-1] / 1024:.1f}); all runtimes' PSS {sum(pss) / 1024:.0f} MiB"
         )
+
+
+class _Front:
+    """What an owner uses of an operator: the API replica's API, the supervisor's router."""
+
+    def __init__(self, replica: OperatorProcess, router_port: int) -> None:
+        self.api_url = replica.api_url
+        self.router_port = router_port
+        self.client = replica.client
+
+
+@contextlib.contextmanager
+def _api_replica(data: Path, args: argparse.Namespace) -> Iterator[OperatorProcess | None]:
+    """With ``--api-replica``: a second ``confide operator serve`` on the same database and
+    data folder with ``supervisor = "never"`` (ADR 0023), serving the API in a process and
+    session of its own."""
+    if not args.api_replica:
+        yield None
+        return
+    if not args.database_url:
+        raise SystemExit("--api-replica needs PostgreSQL (scripts/postgres.sh run -- ...)")
+    config = data.parent / "replica.toml"
+    config.write_text(
+        f'max_apps_per_account = {args.apps}\nsupervisor = "never"\n'
+        f"database_url = {json.dumps(args.database_url)}\n"
+    )
+    replica = OperatorProcess(data, "--config", str(config))
+    try:
+        yield replica
+    finally:
+        replica.kill()
 
 
 #: The poller's own process: GET PROBE every interval until a line comes on stdin, then print

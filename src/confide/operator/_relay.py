@@ -411,8 +411,9 @@ class RelayWorker:
                     self._close(pair, None)
             # Then one more turn for each pair whose budget ran out (not those put back now).
             for pair in list(ready):
-                del ready[pair]
-                self._service(pair, now)
+                if pair in ready:  # a pair that closed since has left the list
+                    del ready[pair]
+                    self._service(pair, now)
             if now >= next_sweep:
                 self._sweep(now)
                 next_sweep = now + self._sweep_every
